@@ -1,0 +1,181 @@
+//! cgroup v2: find the unified hierarchy, find a process's cgroup in it, pick attach points.
+//!
+//! Only the cgroup v2 hierarchy is ever used; v1 hierarchies (this machine mounts several,
+//! the "hybrid" layout) are never written. Parsers take text so they are testable without a
+//! system; the functions that read /proc are thin wrappers.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+
+/// A cgroup2 mount found in mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup2Mount {
+    /// Where it is mounted, e.g. `/sys/fs/cgroup` or `/sys/fs/cgroup/unified`.
+    pub mount_point: PathBuf,
+    /// The cgroup the mount shows as its root (`/` unless mounted from inside a cgroup namespace).
+    pub root: String,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                // Three octal digits fit in a byte only up to \377.
+                let v = u32::from(oct[0] - b'0') * 64 + u32::from(oct[1] - b'0') * 8 + u32::from(oct[2] - b'0');
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `/proc/self/mountinfo` text and returns the first cgroup2 mount.
+pub fn parse_mountinfo_cgroup2(text: &str) -> Option<Cgroup2Mount> {
+    text.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let fstype = post.split_whitespace().next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        let mut f = pre.split(' ');
+        let (_id, _parent, _devno) = (f.next()?, f.next()?, f.next()?);
+        let root = unescape(f.next()?);
+        let mount_point = PathBuf::from(unescape(f.next()?));
+        if !mount_point.is_absolute() {
+            return None;
+        }
+        Some(Cgroup2Mount { mount_point, root })
+    })
+}
+
+/// Parses `/proc/PID/cgroup` text and returns the cgroup v2 path (the `0::PATH` line).
+pub fn parse_proc_cgroup_v2(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.strip_prefix("0::")?;
+        path.starts_with('/').then(|| path.to_owned())
+    })
+}
+
+/// Finds the cgroup v2 mount visible to this process.
+pub fn find_cgroup2() -> anyhow::Result<Cgroup2Mount> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    parse_mountinfo_cgroup2(&text).context(
+        "no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) \
+         or boot with systemd.unified_cgroup_hierarchy=1",
+    )
+}
+
+impl Cgroup2Mount {
+    /// The directory of cgroup `path` (as written in /proc/PID/cgroup) under this mount.
+    /// Rejects paths that would leave the mount (`..` components).
+    pub fn dir_of(&self, path: &str) -> anyhow::Result<PathBuf> {
+        let rel = if self.root == "/" {
+            path
+        } else {
+            path.strip_prefix(self.root.as_str()).unwrap_or(path)
+        };
+        let rel = rel.trim_start_matches('/');
+        if rel.split('/').any(|c| c == ".." || c == ".") {
+            bail!("cgroup path {path} is outside this cgroup mount (another cgroup namespace?)");
+        }
+        Ok(if rel.is_empty() { self.mount_point.clone() } else { self.mount_point.join(rel) })
+    }
+
+    /// The cgroup v2 directory of process `pid`.
+    pub fn dir_of_pid(&self, pid: u32) -> anyhow::Result<PathBuf> {
+        let file = format!("/proc/{pid}/cgroup");
+        let text = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
+        let path = parse_proc_cgroup_v2(&text)
+            .with_context(|| format!("process {pid} has no cgroup v2 entry in {file}"))?;
+        self.dir_of(&path)
+    }
+}
+
+/// Opens a cgroup directory for attaching programs.
+pub fn open_dir(dir: &Path) -> anyhow::Result<File> {
+    File::open(dir).with_context(|| format!("open cgroup {}", dir.display()))
+}
+
+/// Reduces `dirs` to the ones with no ancestor in the set. Programs attached to a cgroup run
+/// for all its descendants, so attaching at both a cgroup and its child would count the
+/// child's packets twice. Order is kept; duplicates are removed.
+pub fn attach_points(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        let covered = dirs.iter().any(|o| o != d && d.starts_with(o));
+        if !covered && !out.contains(d) {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const UNIFIED: &str = "\
+22 1 0:21 / /proc rw,nosuid - proc proc rw
+25 23 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
+";
+
+    #[test]
+    fn finds_cgroup2_in_both_layouts() {
+        let m = parse_mountinfo_cgroup2(HYBRID).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
+        let m = parse_mountinfo_cgroup2(UNIFIED).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup"));
+        assert_eq!(m.root, "/");
+        assert!(parse_mountinfo_cgroup2("40 31 0:37 / /x rw - cgroup cgroup rw\n").is_none());
+        assert!(parse_mountinfo_cgroup2("garbage\n\n - \n").is_none());
+    }
+
+    #[test]
+    fn unescapes_mount_points() {
+        let m = parse_mountinfo_cgroup2("9 1 0:1 / /mnt/a\\040b rw - cgroup2 none rw\n").unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/mnt/a b"));
+        assert_eq!(unescape("a\\1"), "a\\1");
+        assert_eq!(unescape("\\"), "\\");
+    }
+
+    #[test]
+    fn proc_cgroup() {
+        let t = "12:pids:/user.slice\n1:name=systemd:/x\n0::/system.slice/nginx.service\n";
+        assert_eq!(parse_proc_cgroup_v2(t).unwrap(), "/system.slice/nginx.service");
+        assert_eq!(parse_proc_cgroup_v2("0::/\n").unwrap(), "/");
+        assert!(parse_proc_cgroup_v2("1:cpu:/a\n").is_none());
+    }
+
+    #[test]
+    fn dirs_and_attach_points() {
+        let m = Cgroup2Mount { mount_point: "/cg".into(), root: "/".into() };
+        assert_eq!(m.dir_of("/").unwrap(), PathBuf::from("/cg"));
+        assert_eq!(m.dir_of("/a/b").unwrap(), PathBuf::from("/cg/a/b"));
+        assert!(m.dir_of("/../..").is_err());
+        let pts = attach_points(&["/cg/a/b".into(), "/cg/a".into(), "/cg/c".into(), "/cg/a".into()]);
+        assert_eq!(pts, vec![PathBuf::from("/cg/a"), PathBuf::from("/cg/c")]);
+        // A sibling whose name merely starts with another's is not a descendant.
+        let pts = attach_points(&["/cg/ab".into(), "/cg/a".into()]);
+        assert_eq!(pts.len(), 2);
+    }
+}

@@ -1,0 +1,154 @@
+//! Command-line flags (clap derive). The seed's flags are a contract: `-p/--pids`,
+//! `-i/--interface`, `-j/--json`, `-t/--time`, `-a/--aggregate`, `-c/--continuous`,
+//! `-d/--details`, `-h/--help`. Values are kept as text here and validated in `config`,
+//! so that every bad value gets a one-line message naming the fix.
+
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+Examples:
+  procnetmon2 -p 1234                   live table, refreshed every second
+  procnetmon2 -p 1234,5678 -a           two processes and a TOTAL row
+  procnetmon2 -p 1234 -i eth0           only traffic through eth0 (the target's own eth0)
+  procnetmon2 -p 1234 --json -t 60s     one JSON report for a 60 s window
+  procnetmon2 -p 1234 -t 5m -c          a report every interval, then the window's report
+
+Units: rates in bits per second (table: bps/Kbps/Mbps/Gbps, 1 Kbps = 1000 bit/s);
+bytes are IP bytes (IP header counted once per packet the socket sends or receives).
+
+Exit status: 0 success, 1 runtime error, 2 usage error.";
+
+/// Per-process network accounting with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "procnetmon2", version, about, after_help = EXAMPLES)]
+pub struct Opt {
+    /// Comma-separated list of process IDs to monitor (required), e.g. 1234,5678
+    #[arg(short = 'p', long = "pids", value_name = "PIDS", allow_hyphen_values = true)]
+    pub pids: Option<String>,
+
+    /// Network interface(s) to count, comma-separated, named as in each target's own
+    /// network namespace (default: all)
+    #[arg(short = 'i', long = "interface", value_name = "NAME")]
+    pub interface: Option<String>,
+
+    /// Output in JSON format (one object per report, one line each)
+    #[arg(short = 'j', long = "json")]
+    pub json: bool,
+
+    /// Time-based sampling period (e.g. 10s, 5m, 1h30m): one report for the whole window
+    #[arg(short = 't', long = "time", value_name = "DURATION", allow_hyphen_values = true)]
+    pub time: Option<String>,
+
+    /// Aggregate statistics across monitored processes (adds a TOTAL row / "aggregated")
+    #[arg(short = 'a', long = "aggregate")]
+    pub aggregate: bool,
+
+    /// Report every interval (default: on without -t; with -t, also print the window report)
+    #[arg(short = 'c', long = "continuous")]
+    pub continuous: bool,
+
+    /// Show detailed connection information
+    #[arg(short = 'd', long = "details")]
+    pub details: bool,
+
+    /// Time between reports and rate samples
+    #[arg(long = "interval", value_name = "DURATION", default_value = "1s", allow_hyphen_values = true)]
+    pub interval: String,
+
+    /// Write reports to FILE instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// Outcome of parsing the command line.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Flags to run with.
+    Run(Box<Opt>),
+    /// `--help` / `--version`: text to print on stdout, exit 0.
+    Info(String),
+    /// A usage error: one line (plus at most a hint), exit 2.
+    Usage(String),
+}
+
+/// Parses `args` (including the program name). Never exits the process.
+pub fn parse<I, T>(args: I) -> Parsed
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match Opt::try_parse_from(args) {
+        Ok(opt) => Parsed::Run(Box::new(opt)),
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Parsed::Info(e.render().to_string()),
+            kind => {
+                let arg = match e.get(ContextKind::InvalidArg) {
+                    Some(ContextValue::String(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                let msg = match kind {
+                    ErrorKind::UnknownArgument => format!("unknown flag '{arg}'; see 'procnetmon2 --help'"),
+                    ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+                        format!("invalid value for {arg}; see 'procnetmon2 --help'")
+                    }
+                    ErrorKind::ArgumentConflict => format!("{arg} conflicts with another flag; see 'procnetmon2 --help'"),
+                    ErrorKind::TooManyValues => {
+                        format!("{arg} given more than once; give it once")
+                    }
+                    _ => {
+                        // clap's own first line, without its "error: " prefix and usage block.
+                        let text = e.kind().as_str().unwrap_or("invalid command line");
+                        format!("{text} {arg}; see 'procnetmon2 --help'")
+                    }
+                };
+                Parsed::Usage(msg)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_flags_parse() {
+        let Parsed::Run(o) = parse(["procnetmon2", "-p", "1,2", "-i", "eth0", "-j", "-t", "60s", "-a", "-c", "-d"]) else {
+            panic!("expected Run");
+        };
+        assert_eq!(o.pids.as_deref(), Some("1,2"));
+        assert_eq!(o.interface.as_deref(), Some("eth0"));
+        assert!(o.json && o.aggregate && o.continuous && o.details);
+        assert_eq!(o.time.as_deref(), Some("60s"));
+        assert_eq!(o.interval, "1s");
+    }
+
+    #[test]
+    fn hyphen_values_reach_validation() {
+        let Parsed::Run(o) = parse(["procnetmon2", "-p", "-5", "-t", "-3s"]) else {
+            panic!("expected Run");
+        };
+        assert_eq!(o.pids.as_deref(), Some("-5"));
+        assert_eq!(o.time.as_deref(), Some("-3s"));
+    }
+
+    #[test]
+    fn unknown_flag_is_one_line() {
+        let Parsed::Usage(m) = parse(["procnetmon2", "--bogus"]) else {
+            panic!("expected Usage");
+        };
+        assert!(!m.contains('\n'), "{m}");
+        assert!(m.contains("--bogus"), "{m}");
+    }
+
+    #[test]
+    fn help_lists_examples_and_exit_codes() {
+        let Parsed::Info(h) = parse(["procnetmon2", "--help"]) else {
+            panic!("expected Info");
+        };
+        for needle in ["--pids", "--interface", "--json", "--time", "--aggregate", "--continuous", "--details", "--interval", "Exit status"] {
+            assert!(h.contains(needle), "help lacks {needle}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Validated run configuration, built from the command line (`cli::Opt`).
+//!
+//! Everything here is pure: no /proc, no kernel. Checks that need the system (does the PID
+//! exist, is it a kernel thread) live in `procs`.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{cli::Opt, error::UsageError};
+
+/// What the run does; see `cli::Opt` for the meaning of each flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Target PIDs, deduplicated, in the order given.
+    pub pids: Vec<u32>,
+    /// Interface names to count (empty: all).
+    pub interfaces: Vec<String>,
+    /// JSON output.
+    pub json: bool,
+    /// The `-t` window, if any.
+    pub window: Option<Duration>,
+    /// Add an aggregate row / object.
+    pub aggregate: bool,
+    /// A report every interval (on by default when there is no window).
+    pub continuous: bool,
+    /// Per-connection details.
+    pub details: bool,
+    /// Sampling and reporting interval.
+    pub interval: Duration,
+    /// Report destination (None: stdout).
+    pub output: Option<PathBuf>,
+}
+
+/// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
+pub const IFNAME_MAX: usize = 15;
+
+impl Config {
+    /// Validates `opt`. `pid_max` is the system's `/proc/sys/kernel/pid_max`.
+    pub fn from_opt(opt: &Opt, pid_max: u32) -> Result<Self, UsageError> {
+        let pids = match &opt.pids {
+            Some(list) => parse_pid_list(list, pid_max)?,
+            None => {
+                return Err(UsageError::new(
+                    "no target given: name the processes to watch with -p PID[,PID…]",
+                ));
+            }
+        };
+        let window = opt
+            .time
+            .as_deref()
+            .map(|t| parse_duration("-t", t))
+            .transpose()?;
+        let interval = parse_duration("--interval", &opt.interval)?;
+        let interfaces = match &opt.interface {
+            Some(list) => parse_interfaces(list)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            pids,
+            interfaces,
+            json: opt.json,
+            window,
+            aggregate: opt.aggregate,
+            // -c is on by default only when no -t is given.
+            continuous: opt.continuous || window.is_none(),
+            details: opt.details,
+            interval,
+            output: opt.output.clone(),
+        })
+    }
+}
+
+/// Parses `-p`: comma-separated positive PIDs no larger than `pid_max`. Duplicates are
+/// dropped quietly; empty entries (`1,,2`, `1,`) are errors.
+pub fn parse_pid_list(list: &str, pid_max: u32) -> Result<Vec<u32>, UsageError> {
+    let mut pids = Vec::new();
+    if list.trim().is_empty() {
+        return Err(UsageError::new("-p is empty: give PIDs like -p 1234,5678"));
+    }
+    for raw in list.split(',') {
+        let item = raw.trim();
+        if item.is_empty() {
+            return Err(UsageError::new(format!(
+                "-p '{list}' has an empty entry: separate PIDs with single commas, e.g. -p 1234,5678"
+            )));
+        }
+        let pid: i64 = item.parse().map_err(|_| {
+            UsageError::new(format!("-p: '{item}' is not a process ID: give numbers, e.g. -p 1234"))
+        })?;
+        if pid <= 0 {
+            return Err(UsageError::new(format!(
+                "-p: {pid} is not a valid process ID: PIDs are positive numbers (see ps or pgrep)"
+            )));
+        }
+        if pid > i64::from(pid_max) {
+            return Err(UsageError::new(format!(
+                "-p: {pid} is above this system's pid_max ({pid_max}): check the PID with ps or pgrep"
+            )));
+        }
+        let pid = pid as u32;
+        if !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// Parses a positive duration (`10s`, `5m`, `1h30m`, `500ms`) for flag `flag`.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|_| {
+        UsageError::new(format!(
+            "{flag}: '{text}' is not a duration: use a number with a unit, e.g. 10s, 5m, 1h30m"
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(UsageError::new(format!("{flag}: the duration must be greater than zero, e.g. 10s")));
+    }
+    Ok(d)
+}
+
+/// Parses `-i`: comma-separated interface names, each 1..=15 bytes without '/', ':' or spaces.
+pub fn parse_interfaces(list: &str) -> Result<Vec<String>, UsageError> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in list.split(',') {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(UsageError::new(format!(
+                "-i '{list}' has an empty entry: give names like -i eth0,eth1"
+            )));
+        }
+        if name.len() > IFNAME_MAX {
+            return Err(UsageError::new(format!(
+                "-i: '{name}' is longer than {IFNAME_MAX} characters, the most Linux allows for an interface name"
+            )));
+        }
+        if name.contains(['/', ':']) || name.chars().any(char::is_whitespace) || name == "." || name == ".." {
+            return Err(UsageError::new(format!("-i: '{name}' is not a valid interface name (see 'ip link')")));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_lists() {
+        assert_eq!(parse_pid_list("1234", 4_194_304).unwrap(), vec![1234]);
+        assert_eq!(parse_pid_list("1, 2,1,3", 4_194_304).unwrap(), vec![1, 2, 3]);
+        for bad in ["", "1,,2", "1,", ",1", "abc", "0", "-5", "1.5", "99999999", "4194305"] {
+            let e = parse_pid_list(bad, 4_194_304).unwrap_err();
+            assert!(!e.to_string().contains('\n'), "{bad}: {e}");
+        }
+        assert!(parse_pid_list("4194304", 4_194_304).is_ok());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("-t", "10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("-t", "1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("-t", "500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["", "0s", "-3s", "ten", "10", "s"] {
+            assert!(parse_duration("-t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interfaces() {
+        assert_eq!(parse_interfaces("eth0,lo,eth0").unwrap(), vec!["eth0", "lo"]);
+        for bad in ["", "eth0,", "averyveryverylongname", "a/b", "a b", ".."] {
+            assert!(parse_interfaces(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn continuous_defaults() {
+        let base = |time: Option<&str>, c: bool| Opt {
+            pids: Some("1".into()),
+            interface: None,
+            json: false,
+            time: time.map(Into::into),
+            aggregate: false,
+            continuous: c,
+            details: false,
+            interval: "1s".into(),
+            output: None,
+        };
+        assert!(Config::from_opt(&base(None, false), 100).unwrap().continuous);
+        assert!(!Config::from_opt(&base(Some("10s"), false), 100).unwrap().continuous);
+        assert!(Config::from_opt(&base(Some("10s"), true), 100).unwrap().continuous);
+        let mut no_pids = base(None, false);
+        no_pids.pids = None;
+        assert!(Config::from_opt(&no_pids, 100).is_err());
+    }
+}

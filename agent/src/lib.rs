@@ -1,0 +1,63 @@
+//! procnetmon2: per-process network accounting with eBPF.
+//!
+//! Data flow: `cli` → `config` → (`cgroup`, `bpf`) → `procs` → `sampling` → `render`,
+//! orchestrated by `app`. Only `bpf` uses aya; only `render` writes reports.
+
+pub mod app;
+pub mod bpf;
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod privileges;
+pub mod procs;
+pub mod render;
+pub mod sampling;
+
+use std::process::ExitCode;
+
+/// Exit status for a usage error.
+const EXIT_USAGE: u8 = 2;
+
+/// Parses the command line, runs, and maps the outcome to the exit status:
+/// 0 success, 1 runtime error, 2 usage error. Errors are one line on stderr.
+pub fn run_cli() -> ExitCode {
+    let opt = match cli::parse(std::env::args_os()) {
+        cli::Parsed::Run(opt) => opt,
+        cli::Parsed::Info(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        cli::Parsed::Usage(msg) => {
+            eprintln!("procnetmon2: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304);
+    let cfg = match config::Config::from_opt(&opt, pid_max) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("procnetmon2: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match app::run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {
+            eprintln!("procnetmon2: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("procnetmon2: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

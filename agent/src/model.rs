@@ -1,0 +1,134 @@
+//! Domain types shared by sampling and rendering. No kernel types beyond this module's
+//! `From` conversions from the ABI (`procnetmon2_common`).
+
+use std::time::Duration;
+
+/// Bytes and packets in both directions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// IP bytes received.
+    pub bytes_in: u64,
+    /// IP bytes sent.
+    pub bytes_out: u64,
+    /// Packets (skbs) received.
+    pub packets_in: u64,
+    /// Packets (skbs) sent.
+    pub packets_out: u64,
+}
+
+impl Counters {
+    /// Field-wise sum.
+    #[must_use]
+    pub fn plus(self, o: Self) -> Self {
+        Self {
+            bytes_in: self.bytes_in.saturating_add(o.bytes_in),
+            bytes_out: self.bytes_out.saturating_add(o.bytes_out),
+            packets_in: self.packets_in.saturating_add(o.packets_in),
+            packets_out: self.packets_out.saturating_add(o.packets_out),
+        }
+    }
+
+    /// Field-wise difference, never below zero.
+    #[must_use]
+    pub fn minus(self, o: Self) -> Self {
+        Self {
+            bytes_in: self.bytes_in.saturating_sub(o.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(o.bytes_out),
+            packets_in: self.packets_in.saturating_sub(o.packets_in),
+            packets_out: self.packets_out.saturating_sub(o.packets_out),
+        }
+    }
+}
+
+impl From<procnetmon2_common::traffic::Counters> for Counters {
+    fn from(c: procnetmon2_common::traffic::Counters) -> Self {
+        let procnetmon2_common::traffic::Counters { bytes_in, bytes_out, pkts_in, pkts_out } = c;
+        Self { bytes_in, bytes_out, packets_in: pkts_in, packets_out: pkts_out }
+    }
+}
+
+/// A target's traffic split by protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// TCP sockets.
+    pub tcp: Counters,
+    /// UDP sockets.
+    pub udp: Counters,
+    /// Other inet sockets (raw, ICMP).
+    pub other: Counters,
+}
+
+impl Traffic {
+    /// All protocols together.
+    pub fn total(&self) -> Counters {
+        self.tcp.plus(self.udp).plus(self.other)
+    }
+
+    /// Protocol-wise difference, never below zero.
+    #[must_use]
+    pub fn minus(&self, o: &Self) -> Self {
+        Self { tcp: self.tcp.minus(o.tcp), udp: self.udp.minus(o.udp), other: self.other.minus(o.other) }
+    }
+}
+
+impl From<procnetmon2_common::traffic::TargetTotals> for Traffic {
+    fn from(t: procnetmon2_common::traffic::TargetTotals) -> Self {
+        use procnetmon2_common::sock::{PROTO_OTHER, PROTO_TCP, PROTO_UDP};
+        Self {
+            tcp: t.by_proto[usize::from(PROTO_TCP)].into(),
+            udp: t.by_proto[usize::from(PROTO_UDP)].into(),
+            other: t.by_proto[usize::from(PROTO_OTHER)].into(),
+        }
+    }
+}
+
+/// One row of a report: a process or the aggregate.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Row {
+    /// Bytes and packets over the reported period (since the run or window started).
+    pub counters: Counters,
+    /// Receive rate, bits per second (last interval, or the window's average in a final report).
+    pub rate_in: f64,
+    /// Send rate, bits per second.
+    pub rate_out: f64,
+    /// Highest per-interval receive rate seen, bits per second.
+    pub peak_rate_in: f64,
+    /// Highest per-interval send rate seen, bits per second.
+    pub peak_rate_out: f64,
+    /// TCP connections established now.
+    pub tcp_connections: u32,
+    /// UDP sockets open now.
+    pub udp_connections: u32,
+}
+
+/// A process in a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessReport {
+    /// PID.
+    pub pid: u32,
+    /// Command name (`comm`).
+    pub name: String,
+    /// How long the process has run (frozen at its exit).
+    pub runtime: Duration,
+    /// True once the process has exited; its totals are final.
+    pub exited: bool,
+    /// Counters, rates and connection counts.
+    pub row: Row,
+    /// The reported period's traffic by protocol.
+    pub traffic: Traffic,
+}
+
+/// One report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Wall-clock time of the report (display only; rates use a monotonic clock).
+    pub timestamp: chrono::DateTime<chrono::FixedOffset>,
+    /// Processes in the order they were named.
+    pub processes: Vec<ProcessReport>,
+    /// Sums over processes (present with `-a`).
+    pub aggregated: Option<Row>,
+    /// Traffic of target sockets that could not be charged to a target.
+    pub untracked: Counters,
+    /// True for the final report of a `-t` window.
+    pub is_final: bool,
+}

@@ -1,0 +1,171 @@
+//! JSON reports: one object per report on one line (JSON Lines when continuous), in the
+//! seed's schema (`timestamp`, `processes` keyed by PID string, `aggregated`) plus our
+//! additions. Rates are bits per second, byte counts bytes; numbers are never pre-formatted.
+
+use std::io::{self, Write};
+
+use serde::{Serialize, Serializer, ser::SerializeMap as _};
+
+use super::compact_duration;
+use crate::model::{Counters, ProcessReport, Report, Row};
+
+#[derive(Serialize)]
+struct Current {
+    bytes_in: u64,
+    bytes_out: u64,
+    rate_in: u64,
+    rate_out: u64,
+    tcp_connections: u32,
+    udp_connections: u32,
+    peak_rate_in: u64,
+    peak_rate_out: u64,
+    packets_in: u64,
+    packets_out: u64,
+}
+
+impl From<&Row> for Current {
+    fn from(r: &Row) -> Self {
+        Self {
+            bytes_in: r.counters.bytes_in,
+            bytes_out: r.counters.bytes_out,
+            rate_in: r.rate_in.round() as u64,
+            rate_out: r.rate_out.round() as u64,
+            tcp_connections: r.tcp_connections,
+            udp_connections: r.udp_connections,
+            peak_rate_in: r.peak_rate_in.round() as u64,
+            peak_rate_out: r.peak_rate_out.round() as u64,
+            packets_in: r.counters.packets_in,
+            packets_out: r.counters.packets_out,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct InOut {
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl From<Counters> for InOut {
+    fn from(c: Counters) -> Self {
+        Self { bytes_in: c.bytes_in, bytes_out: c.bytes_out }
+    }
+}
+
+#[derive(Serialize)]
+struct Protocols {
+    tcp: InOut,
+    udp: InOut,
+}
+
+#[derive(Serialize)]
+struct Process<'a> {
+    pid: u32,
+    name: &'a str,
+    runtime: String,
+    exited: bool,
+    current: Current,
+    protocols: Protocols,
+}
+
+impl<'a> From<&'a ProcessReport> for Process<'a> {
+    fn from(p: &'a ProcessReport) -> Self {
+        Self {
+            pid: p.pid,
+            name: &p.name,
+            runtime: compact_duration(p.runtime),
+            exited: p.exited,
+            current: (&p.row).into(),
+            protocols: Protocols { tcp: p.traffic.tcp.into(), udp: p.traffic.udp.into() },
+        }
+    }
+}
+
+/// `processes`: an object keyed by PID string, in the order the PIDs were named.
+struct Processes<'a>(&'a [ProcessReport]);
+
+impl Serialize for Processes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for p in self.0 {
+            m.serialize_entry(&p.pid.to_string(), &Process::from(p))?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    timestamp: String,
+    processes: Processes<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aggregated: Option<Current>,
+    untracked: InOut,
+}
+
+/// Writes `report` as one JSON line.
+pub fn write(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let j = Json {
+        timestamp: report.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        processes: Processes(&report.processes),
+        aggregated: report.aggregated.as_ref().map(Current::from),
+        untracked: report.untracked.into(),
+    };
+    serde_json::to_writer(&mut *out, &j).map_err(io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::table::tests::sample_report;
+
+    #[test]
+    fn schema_matches_the_seed() {
+        let mut buf = Vec::new();
+        write(&mut buf, &sample_report()).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["timestamp"], "2025-02-18T17:48:42+01:00");
+        let p = &v["processes"]["1234"];
+        assert_eq!(p["pid"], 1234);
+        assert_eq!(p["name"], "nginx");
+        assert_eq!(p["runtime"], "1h2m3s");
+        assert_eq!(p["exited"], false);
+        let c = &p["current"];
+        for (k, want) in [
+            ("bytes_in", 1_288_490_188_u64),
+            ("bytes_out", 2_254_857_429),
+            ("rate_in", 1_572_864),
+            ("rate_out", 2_411_724),
+            ("tcp_connections", 12),
+            ("udp_connections", 0),
+            ("peak_rate_in", 3_000_000),
+            ("peak_rate_out", 2_411_724),
+            ("packets_in", 900_000),
+            ("packets_out", 1_600_000),
+        ] {
+            assert_eq!(c[k], want, "{k}");
+        }
+        assert_eq!(p["protocols"]["tcp"]["bytes_in"], 1_288_490_188_u64);
+        assert_eq!(p["protocols"]["udp"]["bytes_out"], 0);
+        assert_eq!(v["processes"]["5678"]["exited"], true);
+        assert_eq!(v["aggregated"]["tcp_connections"], 15);
+        assert_eq!(v["untracked"]["bytes_in"], 0);
+        // Order of processes: as named, not sorted as strings.
+        let keys: Vec<&str> = v["processes"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 2);
+    }
+
+    #[test]
+    fn no_aggregate_without_a() {
+        let mut r = sample_report();
+        r.aggregated = None;
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!(v.get("aggregated").is_none());
+    }
+}

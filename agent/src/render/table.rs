@@ -1,0 +1,139 @@
+//! The human table: the seed's columns plus peak rates, a TOTAL row with `-a`.
+
+use std::io::{self, Write};
+
+use super::{DisplayBytes, DisplayRate, compact_duration};
+use crate::model::{Report, Row};
+
+/// Clears a terminal and homes the cursor, so a live report replaces the last one like top.
+const CLEAR: &str = "\x1b[H\x1b[2J";
+
+fn row_cells(r: &Row) -> [String; 8] {
+    [
+        DisplayRate(r.rate_in).to_string(),
+        DisplayRate(r.rate_out).to_string(),
+        DisplayRate(r.peak_rate_in).to_string(),
+        DisplayRate(r.peak_rate_out).to_string(),
+        DisplayBytes(r.counters.bytes_in).to_string(),
+        DisplayBytes(r.counters.bytes_out).to_string(),
+        r.tcp_connections.to_string(),
+        r.udp_connections.to_string(),
+    ]
+}
+
+/// Writes `report` as a table. `refresh`: clear the terminal first (live view on a tty).
+pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<()> {
+    let mut s = String::new();
+    if refresh {
+        s.push_str(CLEAR);
+    }
+    let title = if report.is_final { "window total" } else { "live" };
+    s.push_str(&format!(
+        "procnetmon2 {} ({title})\n",
+        report.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    ));
+    let header = format!(
+        "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
+        "PID", "Name", "Rate In", "Rate Out", "Peak In", "Peak Out", "Total In", "Total Out", "TCP", "UDP", "Runtime"
+    );
+    s.push_str(&header);
+    for p in &report.processes {
+        let c = row_cells(&p.row);
+        let name: String = p.name.chars().take(16).collect();
+        let runtime = if p.exited { format!("{} (exited)", compact_duration(p.runtime)) } else { compact_duration(p.runtime) };
+        s.push_str(&format!(
+            "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
+            p.pid, name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], runtime
+        ));
+    }
+    if let Some(agg) = &report.aggregated {
+        let c = row_cells(agg);
+        s.push_str(&"─".repeat(header.trim_end().chars().count()));
+        s.push('\n');
+        s.push_str(&format!(
+            "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}\n",
+            "TOTAL", "", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+        ));
+    }
+    if report.untracked.bytes_in + report.untracked.bytes_out > 0 {
+        s.push_str(&format!(
+            "untracked: {} in, {} out (target sockets that could not be charged)\n",
+            DisplayBytes(report.untracked.bytes_in),
+            DisplayBytes(report.untracked.bytes_out)
+        ));
+    }
+    s.push('\n');
+    out.write_all(s.as_bytes())?;
+    out.flush()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Counters, ProcessReport, Traffic};
+
+    /// The seed README's example, as a report.
+    pub(crate) fn sample_report() -> Report {
+        let nginx = Counters { bytes_in: 1_288_490_188, bytes_out: 2_254_857_429, packets_in: 900_000, packets_out: 1_600_000 };
+        let python = Counters { bytes_in: 157_286_400, bytes_out: 78_643_200, packets_in: 1000, packets_out: 500 };
+        let row = |c: Counters, ri: f64, ro: f64, pi: f64, t: u32, u: u32| Row {
+            counters: c,
+            rate_in: ri,
+            rate_out: ro,
+            peak_rate_in: pi,
+            peak_rate_out: ro,
+            tcp_connections: t,
+            udp_connections: u,
+        };
+        Report {
+            timestamp: chrono::DateTime::parse_from_rfc3339("2025-02-18T17:48:42+01:00").unwrap(),
+            processes: vec![
+                ProcessReport {
+                    pid: 1234,
+                    name: "nginx".into(),
+                    runtime: Duration::from_secs(3723),
+                    exited: false,
+                    row: row(nginx, 1_572_864.0, 2_411_724.0, 3_000_000.0, 12, 0),
+                    traffic: Traffic { tcp: nginx, ..Traffic::default() },
+                },
+                ProcessReport {
+                    pid: 5678,
+                    name: "python".into(),
+                    runtime: Duration::from_secs(59),
+                    exited: true,
+                    row: row(python, 256_000.0, 128_000.0, 256_000.0, 3, 1),
+                    traffic: Traffic { tcp: python, ..Traffic::default() },
+                },
+            ],
+            aggregated: Some(row(nginx.plus(python), 1_828_864.0, 2_539_724.0, 3_100_000.0, 15, 1)),
+            untracked: Counters::default(),
+            is_final: false,
+        }
+    }
+
+    #[test]
+    fn table_snapshot() {
+        let mut buf = Vec::new();
+        write(&mut buf, &sample_report(), false).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let expected = "\
+procnetmon2 2025-02-18T17:48:42+01:00 (live)
+PID      Name                 Rate In    Rate Out     Peak In    Peak Out    Total In   Total Out   TCP   UDP  Runtime
+1234     nginx              1.6 Mbps    2.4 Mbps    3.0 Mbps    2.4 Mbps     1.2 GiB     2.1 GiB    12     0  1h2m3s
+5678     python           256.0 Kbps  128.0 Kbps  256.0 Kbps  128.0 Kbps   150.0 MiB    75.0 MiB     3     1  59s (exited)
+────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
+TOTAL                       1.8 Mbps    2.5 Mbps    3.1 Mbps    2.5 Mbps     1.4 GiB     2.2 GiB    15     1
+
+";
+        assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    #[test]
+    fn refresh_clears_the_screen() {
+        let mut buf = Vec::new();
+        write(&mut buf, &sample_report(), true).unwrap();
+        assert!(buf.starts_with(CLEAR.as_bytes()));
+    }
+}

@@ -1,0 +1,111 @@
+//! Every map of the procnetmon2 programs. The agent names them in `agent/src/bpf.rs`.
+//!
+//! All maps are BTF-defined (`.maps` section). The two socket storages are declared by hand:
+//! aya-ebpf 0.2.1's `SkStorage` fixes its flags to `BPF_F_NO_PREALLOC` and only takes a
+//! `SockAddrContext`, while the owner map needs `BPF_F_CLONE` and every hook passes a socket.
+
+use core::{ffi::c_void, ptr};
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::generated::bpf_sk_storage_get,
+};
+use procnetmon2_common::{
+    sock::{SockOwner, SockStats},
+    target::{MAX_TARGET_PIDS, MAX_TARGETS},
+    traffic::{Counters, TargetTotals},
+};
+
+/// `BPF_F_CLONE` (include/uapi/linux/bpf.h): copy the storage to sockets cloned from this one,
+/// that is, to every connection a listener accepts. Missing from aya-ebpf 0.2.1's bindings.
+const BPF_F_CLONE: usize = 1 << 9;
+/// `BPF_SK_STORAGE_GET_F_CREATE`.
+const F_CREATE: u64 = 1;
+
+/// A socket-local storage map definition (`BPF_MAP_TYPE_SK_STORAGE`, key `i32` = socket fd
+/// from user space, `max_entries` 0: storage lives and dies with its socket, so there is no
+/// fixed cap on live sockets). `FLAGS` must include `BPF_F_NO_PREALLOC`.
+///
+/// The field layout is the BTF map-definition convention: each field is a pointer to an
+/// array whose length encodes the attribute; aya parses it from BTF and creates the map.
+#[repr(C)]
+pub struct SkStorageDef<V, const FLAGS: usize> {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; FLAGS],
+}
+
+// SAFETY: the fields are placeholders the loader replaces; nothing dereferences them.
+unsafe impl<V, const FLAGS: usize> Sync for SkStorageDef<V, FLAGS> {}
+
+impl<V, const FLAGS: usize> SkStorageDef<V, FLAGS> {
+    const fn new() -> Self {
+        Self {
+            r#type: ptr::null(),
+            key: ptr::null(),
+            value: ptr::null(),
+            max_entries: ptr::null(),
+            map_flags: ptr::null(),
+        }
+    }
+
+    /// The storage of `sk`, or null. `sk` is any socket pointer the verifier accepts for
+    /// `bpf_sk_storage_get` in the calling program type (`__sk_buff.sk`, `bpf_sock *` ctx of
+    /// cgroup/sock, `bpf_sock_ops.sk`); the helper itself returns null for non-full sockets
+    /// (request and time-wait sockets).
+    #[inline(always)]
+    pub fn get(&self, sk: *mut c_void) -> *mut V {
+        // SAFETY: `self` is a map definition in `.maps`; the helper validates `sk`.
+        unsafe { bpf_sk_storage_get(ptr::from_ref(self).cast_mut().cast(), sk, ptr::null_mut(), 0) }
+            .cast()
+    }
+
+    /// The storage of `sk`, created from `init` when absent; null when the kernel cannot
+    /// allocate it.
+    #[inline(always)]
+    pub fn get_or_create(&self, sk: *mut c_void, init: &V) -> *mut V {
+        // SAFETY: as in `get`; the kernel copies `init` and never writes through it.
+        unsafe {
+            bpf_sk_storage_get(
+                ptr::from_ref(self).cast_mut().cast(),
+                sk,
+                ptr::from_ref(init).cast_mut().cast(),
+                F_CREATE,
+            )
+        }
+        .cast()
+    }
+}
+
+/// socket → [`SockOwner`]; flags `NO_PREALLOC | CLONE` so accepted sockets inherit the
+/// listener's owner. Written by `pnm_sock_create` and by the agent; read by the skb programs.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_OWNER")]
+pub static SOCK_OWNER: SkStorageDef<SockOwner, { BPF_F_NO_PREALLOC as usize | BPF_F_CLONE }> =
+    SkStorageDef::new();
+
+/// socket → [`SockStats`]; `NO_PREALLOC` only (no clone: an accepted socket starts at zero).
+/// Created and updated by the skb programs; read by the agent for `--details`.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_STATS")]
+pub static SOCK_STATS: SkStorageDef<SockStats, { BPF_F_NO_PREALLOC as usize }> =
+    SkStorageDef::new();
+
+/// tgid → target slot, `MAX_TARGET_PIDS` entries. Written by the agent (targets) ; read by
+/// `pnm_sock_create` to decide whether a new socket belongs to a target.
+#[aya_ebpf::macros::btf_map]
+pub static TARGET_PIDS: HashMap<u32, u32, { MAX_TARGET_PIDS as usize }> = HashMap::new();
+
+/// slot → [`TargetTotals`] per CPU, `MAX_TARGETS` entries. Written by the skb programs at
+/// packet time (so the tail of a close still counts); summed over CPUs by the agent.
+#[aya_ebpf::macros::btf_map]
+pub static TARGET_TOTALS: PerCpuArray<TargetTotals, { MAX_TARGETS as usize }> =
+    PerCpuArray::new();
+
+/// Index 0: traffic of target sockets that could not be charged to a target slot (slot out of
+/// range), reported as "untracked" rather than dropped silently. Per CPU.
+#[aya_ebpf::macros::btf_map]
+pub static UNTRACKED: PerCpuArray<Counters, 1> = PerCpuArray::new();
