@@ -44,13 +44,19 @@ impl Output {
     fn open(path: Option<&PathBuf>) -> anyhow::Result<Self> {
         Ok(match path {
             Some(p) => Self {
-                w: Box::new(File::create(p).with_context(|| format!("create output file {}", p.display()))?),
+                w: Box::new(
+                    File::create(p)
+                        .with_context(|| format!("create output file {}", p.display()))?,
+                ),
                 tty: false,
             },
             None => {
                 let out = std::io::stdout();
                 let tty = out.is_terminal();
-                Self { w: Box::new(out), tty }
+                Self {
+                    w: Box::new(out),
+                    tty,
+                }
             }
         })
     }
@@ -80,7 +86,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     for (slot, t) in idents.iter().enumerate() {
         probes.add_target_pid(t.pid, slot as u32)?;
     }
-    let cgroups = points.iter().map(|d| cgroup::open_dir(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    let cgroups = points
+        .iter()
+        .map(|d| cgroup::open_dir(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // Socket hooks first, then counters, then the scan: a socket created at any point is
     // stamped either by the hook or by the scan.
     for cg in &cgroups {
@@ -92,25 +101,41 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     for (slot, t) in idents.iter().enumerate() {
         stamp_existing(&mut probes, t, slot as u32);
     }
-    log::info!("attached at {} cgroup(s): {points:?}", points.len());
 
     let now = Instant::now();
     let mut targets = Vec::with_capacity(idents.len());
     for (slot, ident) in idents.into_iter().enumerate() {
         let slot = slot as u32;
         let base: Traffic = probes.totals(slot)?.into();
-        targets.push(Target { slot, ident, series: Series::new(base, now), exited: None, last: base, connections: (0, 0) });
+        targets.push(Target {
+            slot,
+            ident,
+            series: Series::new(base, now),
+            exited: None,
+            last: base,
+            connections: (0, 0),
+        });
     }
     let agg_base = sum_traffic(targets.iter().map(|t| &t.last));
     let mut aggregate = Series::new(agg_base, now);
     let untracked_base = crate::model::Counters::from(probes.untracked()?);
+    // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
+    log::info!(
+        "attached at {} cgroup(s) {points:?}; counting {} process(es)",
+        points.len(),
+        targets.len()
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().enable_io().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()?;
     rt.block_on(async {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = cfg.window.map(|w| tokio::time::Instant::now() + w);
         let sleep_deadline = async {
@@ -160,7 +185,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
 /// Stamps every inet socket `t` holds now with its owner, through `pidfd_getfd` copies that are
 /// closed at once (holding one would delay the target's own close).
 fn stamp_existing(probes: &mut Probes, t: &ProcIdentity, slot: u32) {
-    let Ok(pidfd) = procs::PidFd::open(t.pid) else { return };
+    let Ok(pidfd) = procs::PidFd::open(t.pid) else {
+        return;
+    };
     // The pidfd pins the process; check it is still the one we identified.
     if !t.is_alive() {
         return;
@@ -175,7 +202,9 @@ fn stamp_existing(probes: &mut Probes, t: &ProcIdentity, slot: u32) {
     let mut stamped = 0;
     for (fd, _inode) in fds {
         let Ok(copy) = pidfd.get_fd(fd) else { continue };
-        let Ok(info) = procs::sock_info(&copy) else { continue };
+        let Ok(info) = procs::sock_info(&copy) else {
+            continue;
+        };
         if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 {
             continue;
         }
@@ -215,7 +244,11 @@ fn sample(probes: &Probes, targets: &mut [Target], aggregate: &mut Series) -> an
 }
 
 fn row_of(series: &Series, connections: (u32, u32), is_final: bool) -> Row {
-    let (rate_in, rate_out) = if is_final { series.average() } else { (series.rate_in, series.rate_out) };
+    let (rate_in, rate_out) = if is_final {
+        series.average()
+    } else {
+        (series.rate_in, series.rate_out)
+    };
     Row {
         counters: series.since_start().total(),
         rate_in,
@@ -247,7 +280,9 @@ fn emit(
         })
         .collect();
     let aggregated = cfg.aggregate.then(|| {
-        let conns = processes.iter().fold((0, 0), |(a, b), p| (a + p.row.tcp_connections, b + p.row.udp_connections));
+        let conns = processes.iter().fold((0, 0), |(a, b), p| {
+            (a + p.row.tcp_connections, b + p.row.udp_connections)
+        });
         row_of(aggregate, conns, is_final)
     });
     let report = Report {

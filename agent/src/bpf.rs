@@ -42,16 +42,27 @@ pub struct Probes {
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
 fn bump_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) } != 0 {
         // Newer kernels account BPF memory to the memory cgroup: not an error.
-        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
+        log::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T> {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
@@ -63,21 +74,32 @@ impl Probes {
             .context("load the eBPF object (needs Linux >= 5.11 with BTF, and CAP_BPF + CAP_NET_ADMIN or root)")?;
         for name in [PROG_INGRESS, PROG_EGRESS] {
             let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-            prog.load().with_context(|| format!("load {name} (cgroup_skb, Linux >= 5.7)"))?;
+            prog.load()
+                .with_context(|| format!("load {name} (cgroup_skb, Linux >= 5.7)"))?;
         }
         let prog: &mut CgroupSock = program(&mut ebpf, PROG_SOCK_CREATE)?;
-        prog.load().with_context(|| format!("load {PROG_SOCK_CREATE} (cgroup/sock_create, Linux >= 5.11)"))?;
+        prog.load().with_context(|| {
+            format!("load {PROG_SOCK_CREATE} (cgroup/sock_create, Linux >= 5.11)")
+        })?;
         let owner = take(&mut ebpf, MAP_SOCK_OWNER)?;
         let target_pids = take(&mut ebpf, MAP_TARGET_PIDS)?;
         let totals = take(&mut ebpf, MAP_TARGET_TOTALS)?;
         let untracked = take(&mut ebpf, MAP_UNTRACKED)?;
-        Ok(Self { ebpf, owner, target_pids, totals, untracked })
+        Ok(Self {
+            ebpf,
+            owner,
+            target_pids,
+            totals,
+            untracked,
+        })
     }
 
     /// Declares `tgid` a member of target `slot`: sockets it creates from now on are stamped.
     pub fn add_target_pid(&mut self, tgid: u32, slot: u32) -> anyhow::Result<()> {
         anyhow::ensure!(slot < MAX_TARGETS, "at most {MAX_TARGETS} targets");
-        self.target_pids.insert(tgid, slot, 0).with_context(|| format!("add PID {tgid} to TARGET_PIDS"))
+        self.target_pids
+            .insert(tgid, slot, 0)
+            .with_context(|| format!("add PID {tgid} to TARGET_PIDS"))
     }
 
     /// Attaches the socket-creation hook to `cgroup` (and so to its whole subtree).
@@ -95,7 +117,10 @@ impl Probes {
     /// Links, not legacy attachments: several programs stack on one cgroup whatever else is
     /// attached there (`AllowMultiple` is implied by links; passing it fails with EINVAL).
     pub fn attach_counters(&mut self, cgroup: &File) -> anyhow::Result<()> {
-        for (name, kind) in [(PROG_INGRESS, CgroupSkbAttachType::Ingress), (PROG_EGRESS, CgroupSkbAttachType::Egress)] {
+        for (name, kind) in [
+            (PROG_INGRESS, CgroupSkbAttachType::Ingress),
+            (PROG_EGRESS, CgroupSkbAttachType::Egress),
+        ] {
             let prog: &mut CgroupSkb = program(&mut self.ebpf, name)?;
             prog.attach(cgroup.as_fd(), kind, CgroupAttachMode::Single)
                 .with_context(|| format!("attach {name}"))?;
@@ -106,12 +131,17 @@ impl Probes {
     /// Stamps the owner of an existing socket, through a descriptor copied from its process.
     pub fn stamp_socket(&mut self, sock: &OwnedFd, owner: SockOwner) -> anyhow::Result<()> {
         use std::os::fd::AsRawFd as _;
-        self.owner.insert(&sock.as_raw_fd(), owner, 0).context("stamp socket owner")
+        self.owner
+            .insert(&sock.as_raw_fd(), owner, 0)
+            .context("stamp socket owner")
     }
 
     /// Totals of target `slot`, summed over CPUs.
     pub fn totals(&self, slot: u32) -> anyhow::Result<TargetTotals> {
-        let per_cpu = self.totals.get(&slot, 0).with_context(|| format!("read TARGET_TOTALS[{slot}]"))?;
+        let per_cpu = self
+            .totals
+            .get(&slot, 0)
+            .with_context(|| format!("read TARGET_TOTALS[{slot}]"))?;
         Ok(per_cpu.iter().fold(TargetTotals::default(), |mut acc, t| {
             for (a, b) in acc.by_proto.iter_mut().zip(t.by_proto) {
                 *a = a.add(b);
@@ -123,7 +153,9 @@ impl Probes {
     /// Traffic of target sockets that could not be charged to a target.
     pub fn untracked(&self) -> anyhow::Result<Counters> {
         let per_cpu = self.untracked.get(&0, 0).context("read UNTRACKED")?;
-        Ok(per_cpu.iter().fold(Counters::default(), |acc, c| acc.add(*c)))
+        Ok(per_cpu
+            .iter()
+            .fold(Counters::default(), |acc, c| acc.add(*c)))
     }
 }
 
@@ -131,6 +163,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
-    prog.try_into().with_context(|| format!("program {name} has an unexpected type"))
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))
 }

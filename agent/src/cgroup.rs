@@ -30,7 +30,9 @@ fn unescape(field: &str) -> String {
             let oct = &b[i + 1..i + 4];
             if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
                 // Three octal digits fit in a byte only up to \377.
-                let v = u32::from(oct[0] - b'0') * 64 + u32::from(oct[1] - b'0') * 8 + u32::from(oct[2] - b'0');
+                let v = u32::from(oct[0] - b'0') * 64
+                    + u32::from(oct[1] - b'0') * 8
+                    + u32::from(oct[2] - b'0');
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -73,7 +75,8 @@ pub fn parse_proc_cgroup_v2(text: &str) -> Option<String> {
 
 /// Finds the cgroup v2 mount visible to this process.
 pub fn find_cgroup2() -> anyhow::Result<Cgroup2Mount> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
     parse_mountinfo_cgroup2(&text).context(
         "no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) \
          or boot with systemd.unified_cgroup_hierarchy=1",
@@ -93,7 +96,11 @@ impl Cgroup2Mount {
         if rel.split('/').any(|c| c == ".." || c == ".") {
             bail!("cgroup path {path} is outside this cgroup mount (another cgroup namespace?)");
         }
-        Ok(if rel.is_empty() { self.mount_point.clone() } else { self.mount_point.join(rel) })
+        Ok(if rel.is_empty() {
+            self.mount_point.clone()
+        } else {
+            self.mount_point.join(rel)
+        })
     }
 
     /// The cgroup v2 directory of process `pid`.
@@ -161,18 +168,29 @@ mod tests {
     #[test]
     fn proc_cgroup() {
         let t = "12:pids:/user.slice\n1:name=systemd:/x\n0::/system.slice/nginx.service\n";
-        assert_eq!(parse_proc_cgroup_v2(t).unwrap(), "/system.slice/nginx.service");
+        assert_eq!(
+            parse_proc_cgroup_v2(t).unwrap(),
+            "/system.slice/nginx.service"
+        );
         assert_eq!(parse_proc_cgroup_v2("0::/\n").unwrap(), "/");
         assert!(parse_proc_cgroup_v2("1:cpu:/a\n").is_none());
     }
 
     #[test]
     fn dirs_and_attach_points() {
-        let m = Cgroup2Mount { mount_point: "/cg".into(), root: "/".into() };
+        let m = Cgroup2Mount {
+            mount_point: "/cg".into(),
+            root: "/".into(),
+        };
         assert_eq!(m.dir_of("/").unwrap(), PathBuf::from("/cg"));
         assert_eq!(m.dir_of("/a/b").unwrap(), PathBuf::from("/cg/a/b"));
         assert!(m.dir_of("/../..").is_err());
-        let pts = attach_points(&["/cg/a/b".into(), "/cg/a".into(), "/cg/c".into(), "/cg/a".into()]);
+        let pts = attach_points(&[
+            "/cg/a/b".into(),
+            "/cg/a".into(),
+            "/cg/c".into(),
+            "/cg/a".into(),
+        ]);
         assert_eq!(pts, vec![PathBuf::from("/cg/a"), PathBuf::from("/cg/c")]);
         // A sibling whose name merely starts with another's is not a descendant.
         let pts = attach_points(&["/cg/ab".into(), "/cg/a".into()]);

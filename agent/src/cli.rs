@@ -23,7 +23,12 @@ Exit status: 0 success, 1 runtime error, 2 usage error.";
 #[command(name = "procnetmon2", version, about, after_help = EXAMPLES)]
 pub struct Opt {
     /// Comma-separated list of process IDs to monitor (required), e.g. 1234,5678
-    #[arg(short = 'p', long = "pids", value_name = "PIDS", allow_hyphen_values = true)]
+    #[arg(
+        short = 'p',
+        long = "pids",
+        value_name = "PIDS",
+        allow_hyphen_values = true
+    )]
     pub pids: Option<String>,
 
     /// Network interface(s) to count, comma-separated, named as in each target's own
@@ -36,7 +41,12 @@ pub struct Opt {
     pub json: bool,
 
     /// Time-based sampling period (e.g. 10s, 5m, 1h30m): one report for the whole window
-    #[arg(short = 't', long = "time", value_name = "DURATION", allow_hyphen_values = true)]
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     pub time: Option<String>,
 
     /// Aggregate statistics across monitored processes (adds a TOTAL row / "aggregated")
@@ -52,7 +62,12 @@ pub struct Opt {
     pub details: bool,
 
     /// Time between reports and rate samples
-    #[arg(long = "interval", value_name = "DURATION", default_value = "1s", allow_hyphen_values = true)]
+    #[arg(
+        long = "interval",
+        value_name = "DURATION",
+        default_value = "1s",
+        allow_hyphen_values = true
+    )]
     pub interval: String,
 
     /// Write reports to FILE instead of standard output
@@ -81,18 +96,24 @@ where
     match Opt::try_parse_from(args) {
         Ok(opt) => Parsed::Run(Box::new(opt)),
         Err(e) => match e.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Parsed::Info(e.render().to_string()),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                Parsed::Info(e.render().to_string())
+            }
             kind => {
                 let arg = match e.get(ContextKind::InvalidArg) {
                     Some(ContextValue::String(s)) => s.clone(),
                     _ => String::new(),
                 };
                 let msg = match kind {
-                    ErrorKind::UnknownArgument => format!("unknown flag '{arg}'; see 'procnetmon2 --help'"),
+                    ErrorKind::UnknownArgument => {
+                        format!("unknown flag '{arg}'; see 'procnetmon2 --help'")
+                    }
                     ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
                         format!("invalid value for {arg}; see 'procnetmon2 --help'")
                     }
-                    ErrorKind::ArgumentConflict => format!("{arg} conflicts with another flag; see 'procnetmon2 --help'"),
+                    ErrorKind::ArgumentConflict => {
+                        format!("{arg} conflicts with another flag; see 'procnetmon2 --help'")
+                    }
                     ErrorKind::TooManyValues => {
                         format!("{arg} given more than once; give it once")
                     }
@@ -114,7 +135,19 @@ mod tests {
 
     #[test]
     fn seed_flags_parse() {
-        let Parsed::Run(o) = parse(["procnetmon2", "-p", "1,2", "-i", "eth0", "-j", "-t", "60s", "-a", "-c", "-d"]) else {
+        let Parsed::Run(o) = parse([
+            "procnetmon2",
+            "-p",
+            "1,2",
+            "-i",
+            "eth0",
+            "-j",
+            "-t",
+            "60s",
+            "-a",
+            "-c",
+            "-d",
+        ]) else {
             panic!("expected Run");
         };
         assert_eq!(o.pids.as_deref(), Some("1,2"));
@@ -147,7 +180,17 @@ mod tests {
         let Parsed::Info(h) = parse(["procnetmon2", "--help"]) else {
             panic!("expected Info");
         };
-        for needle in ["--pids", "--interface", "--json", "--time", "--aggregate", "--continuous", "--details", "--interval", "Exit status"] {
+        for needle in [
+            "--pids",
+            "--interface",
+            "--json",
+            "--time",
+            "--aggregate",
+            "--continuous",
+            "--details",
+            "--interval",
+            "Exit status",
+        ] {
             assert!(h.contains(needle), "help lacks {needle}");
         }
     }

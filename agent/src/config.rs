@@ -84,7 +84,9 @@ pub fn parse_pid_list(list: &str, pid_max: u32) -> Result<Vec<u32>, UsageError> 
             )));
         }
         let pid: i64 = item.parse().map_err(|_| {
-            UsageError::new(format!("-p: '{item}' is not a process ID: give numbers, e.g. -p 1234"))
+            UsageError::new(format!(
+                "-p: '{item}' is not a process ID: give numbers, e.g. -p 1234"
+            ))
         })?;
         if pid <= 0 {
             return Err(UsageError::new(format!(
@@ -112,7 +114,9 @@ pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
         ))
     })?;
     if d.is_zero() {
-        return Err(UsageError::new(format!("{flag}: the duration must be greater than zero, e.g. 10s")));
+        return Err(UsageError::new(format!(
+            "{flag}: the duration must be greater than zero, e.g. 10s"
+        )));
     }
     Ok(d)
 }
@@ -132,8 +136,14 @@ pub fn parse_interfaces(list: &str) -> Result<Vec<String>, UsageError> {
                 "-i: '{name}' is longer than {IFNAME_MAX} characters, the most Linux allows for an interface name"
             )));
         }
-        if name.contains(['/', ':']) || name.chars().any(char::is_whitespace) || name == "." || name == ".." {
-            return Err(UsageError::new(format!("-i: '{name}' is not a valid interface name (see 'ip link')")));
+        if name.contains(['/', ':'])
+            || name.chars().any(char::is_whitespace)
+            || name == "."
+            || name == ".."
+        {
+            return Err(UsageError::new(format!(
+                "-i: '{name}' is not a valid interface name (see 'ip link')"
+            )));
         }
         if !out.iter().any(|n| n == name) {
             out.push(name.to_owned());
@@ -149,8 +159,13 @@ mod tests {
     #[test]
     fn pid_lists() {
         assert_eq!(parse_pid_list("1234", 4_194_304).unwrap(), vec![1234]);
-        assert_eq!(parse_pid_list("1, 2,1,3", 4_194_304).unwrap(), vec![1, 2, 3]);
-        for bad in ["", "1,,2", "1,", ",1", "abc", "0", "-5", "1.5", "99999999", "4194305"] {
+        assert_eq!(
+            parse_pid_list("1, 2,1,3", 4_194_304).unwrap(),
+            vec![1, 2, 3]
+        );
+        for bad in [
+            "", "1,,2", "1,", ",1", "abc", "0", "-5", "1.5", "99999999", "4194305",
+        ] {
             let e = parse_pid_list(bad, 4_194_304).unwrap_err();
             assert!(!e.to_string().contains('\n'), "{bad}: {e}");
         }
@@ -159,9 +174,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("-t", "10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("-t", "1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("-t", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("-t", "10s").unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            parse_duration("-t", "1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration("-t", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         for bad in ["", "0s", "-3s", "ten", "10", "s"] {
             assert!(parse_duration("-t", bad).is_err(), "{bad}");
         }
@@ -169,7 +193,10 @@ mod tests {
 
     #[test]
     fn interfaces() {
-        assert_eq!(parse_interfaces("eth0,lo,eth0").unwrap(), vec!["eth0", "lo"]);
+        assert_eq!(
+            parse_interfaces("eth0,lo,eth0").unwrap(),
+            vec!["eth0", "lo"]
+        );
         for bad in ["", "eth0,", "averyveryverylongname", "a/b", "a b", ".."] {
             assert!(parse_interfaces(bad).is_err(), "{bad}");
         }
@@ -188,9 +215,21 @@ mod tests {
             interval: "1s".into(),
             output: None,
         };
-        assert!(Config::from_opt(&base(None, false), 100).unwrap().continuous);
-        assert!(!Config::from_opt(&base(Some("10s"), false), 100).unwrap().continuous);
-        assert!(Config::from_opt(&base(Some("10s"), true), 100).unwrap().continuous);
+        assert!(
+            Config::from_opt(&base(None, false), 100)
+                .unwrap()
+                .continuous
+        );
+        assert!(
+            !Config::from_opt(&base(Some("10s"), false), 100)
+                .unwrap()
+                .continuous
+        );
+        assert!(
+            Config::from_opt(&base(Some("10s"), true), 100)
+                .unwrap()
+                .continuous
+        );
         let mut no_pids = base(None, false);
         no_pids.pids = None;
         assert!(Config::from_opt(&no_pids, 100).is_err());

@@ -42,8 +42,18 @@ impl Counters {
 
 impl From<procnetmon2_common::traffic::Counters> for Counters {
     fn from(c: procnetmon2_common::traffic::Counters) -> Self {
-        let procnetmon2_common::traffic::Counters { bytes_in, bytes_out, pkts_in, pkts_out } = c;
-        Self { bytes_in, bytes_out, packets_in: pkts_in, packets_out: pkts_out }
+        let procnetmon2_common::traffic::Counters {
+            bytes_in,
+            bytes_out,
+            pkts_in,
+            pkts_out,
+        } = c;
+        Self {
+            bytes_in,
+            bytes_out,
+            packets_in: pkts_in,
+            packets_out: pkts_out,
+        }
     }
 }
 
@@ -67,7 +77,11 @@ impl Traffic {
     /// Protocol-wise difference, never below zero.
     #[must_use]
     pub fn minus(&self, o: &Self) -> Self {
-        Self { tcp: self.tcp.minus(o.tcp), udp: self.udp.minus(o.udp), other: self.other.minus(o.other) }
+        Self {
+            tcp: self.tcp.minus(o.tcp),
+            udp: self.udp.minus(o.udp),
+            other: self.other.minus(o.other),
+        }
     }
 }
 

@@ -30,11 +30,20 @@ pub enum TargetError {
 impl std::fmt::Display for TargetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NotFound(p) => write!(f, "process {p} does not exist: check the PID with ps or pgrep"),
+            Self::NotFound(p) => write!(
+                f,
+                "process {p} does not exist: check the PID with ps or pgrep"
+            ),
             Self::KernelThread(p, c) => {
-                write!(f, "process {p} ({c}) is a kernel thread and has no sockets of its own: pick a user-space process")
+                write!(
+                    f,
+                    "process {p} ({c}) is a kernel thread and has no sockets of its own: pick a user-space process"
+                )
             }
-            Self::Zombie(p, c) => write!(f, "process {p} ({c}) has exited (zombie): pick a running process"),
+            Self::Zombie(p, c) => write!(
+                f,
+                "process {p} ({c}) has exited (zombie): pick a running process"
+            ),
         }
     }
 }
@@ -67,7 +76,11 @@ pub fn identify(pid: u32) -> Result<ProcIdentity, TargetError> {
     if stat.state == 'Z' || stat.state == 'X' {
         return Err(TargetError::Zombie(pid, stat.comm));
     }
-    Ok(ProcIdentity { pid, comm: stat.comm, start_ticks: stat.starttime })
+    Ok(ProcIdentity {
+        pid,
+        comm: stat.comm,
+        start_ticks: stat.starttime,
+    })
 }
 
 /// True when `pid` names a thread-group leader (`Tgid:` in /proc/PID/status equals it).
@@ -92,7 +105,11 @@ impl ProcIdentity {
     pub fn runtime(&self) -> Duration {
         let uptime = std::fs::read_to_string("/proc/uptime")
             .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+            .and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
             .unwrap_or(0.0);
         let started = self.start_ticks as f64 / procfs::ticks_per_second() as f64;
         Duration::from_secs_f64((uptime - started).max(0.0))
@@ -158,7 +175,15 @@ fn getsockopt_raw<T: Copy + Default>(fd: &OwnedFd, level: i32, opt: i32) -> io::
     let mut v = T::default();
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `v` is a writable T of `len` bytes.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), level, opt, (&raw mut v).cast(), &raw mut len) };
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&raw mut v).cast(),
+            &raw mut len,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -178,8 +203,12 @@ pub fn sock_info(fd: &OwnedFd) -> io::Result<SockInfo> {
 /// namespace's socket tables (`/proc/PID/net/{tcp,tcp6,udp,udp6}`) joined on the inodes in its
 /// descriptor table.
 pub fn connection_counts(pid: u32) -> (u32, u32) {
-    let Ok(proc) = Process::new(pid as i32) else { return (0, 0) };
-    let Ok(inodes) = socket_fds(pid) else { return (0, 0) };
+    let Ok(proc) = Process::new(pid as i32) else {
+        return (0, 0);
+    };
+    let Ok(inodes) = socket_fds(pid) else {
+        return (0, 0);
+    };
     let inodes: HashSet<u64> = inodes.into_iter().map(|(_, i)| i).collect();
     if inodes.is_empty() {
         return (0, 0);
@@ -209,16 +238,19 @@ mod tests {
         let me = identify(std::process::id()).unwrap();
         assert!(me.is_alive());
         assert!(me.runtime() < Duration::from_secs(3600 * 24 * 365));
-        assert_eq!(identify(u32::MAX >> 2), Err(TargetError::NotFound(u32::MAX >> 2)));
+        assert_eq!(
+            identify(u32::MAX >> 2),
+            Err(TargetError::NotFound(u32::MAX >> 2))
+        );
     }
 
     #[test]
     fn kernel_threads_are_refused() {
         // kthreadd is PID 2 on every Linux system with its own pid namespace view of the host.
-        if let Ok(stat) = Process::new(2).and_then(|p| p.stat()) {
-            if stat.flags & PF_KTHREAD != 0 {
-                assert!(matches!(identify(2), Err(TargetError::KernelThread(2, _))));
-            }
+        if let Ok(stat) = Process::new(2).and_then(|p| p.stat())
+            && stat.flags & PF_KTHREAD != 0
+        {
+            assert!(matches!(identify(2), Err(TargetError::KernelThread(2, _))));
         }
     }
 
@@ -229,7 +261,10 @@ mod tests {
         assert!(fds.iter().any(|(fd, _)| *fd == sock.as_raw_fd()));
         let owned: OwnedFd = sock.into();
         let info = sock_info(&owned).unwrap();
-        assert_eq!((info.domain, info.protocol), (libc::AF_INET, libc::IPPROTO_UDP));
+        assert_eq!(
+            (info.domain, info.protocol),
+            (libc::AF_INET, libc::IPPROTO_UDP)
+        );
         assert_ne!(info.cookie, 0);
     }
 }

@@ -9,7 +9,11 @@ use crate::model::{Counters, Traffic};
 /// Bits per second for `bytes` over `dt` (0 for an empty interval).
 pub fn rate_bps(bytes: u64, dt: Duration) -> f64 {
     let secs = dt.as_secs_f64();
-    if secs <= 0.0 { 0.0 } else { bytes as f64 * 8.0 / secs }
+    if secs <= 0.0 {
+        0.0
+    } else {
+        bytes as f64 * 8.0 / secs
+    }
 }
 
 /// The running state of one series of readings (a target, or the aggregate).
@@ -66,7 +70,11 @@ impl Series {
 
     /// Average rates (in, out) since the start, bits/s.
     pub fn average(&self) -> (f64, f64) {
-        let Counters { bytes_in, bytes_out, .. } = self.since_start().total();
+        let Counters {
+            bytes_in,
+            bytes_out,
+            ..
+        } = self.since_start().total();
         let dt = self.prev_at.saturating_duration_since(self.started);
         (rate_bps(bytes_in, dt), rate_bps(bytes_out, dt))
     }
@@ -75,11 +83,13 @@ impl Series {
 /// Sums readings across targets (for the aggregate series, whose peak is the peak of the
 /// summed per-interval rate, not the sum of peaks).
 pub fn sum_traffic<'a>(items: impl IntoIterator<Item = &'a Traffic>) -> Traffic {
-    items.into_iter().fold(Traffic::default(), |acc, t| Traffic {
-        tcp: acc.tcp.plus(t.tcp),
-        udp: acc.udp.plus(t.udp),
-        other: acc.other.plus(t.other),
-    })
+    items
+        .into_iter()
+        .fold(Traffic::default(), |acc, t| Traffic {
+            tcp: acc.tcp.plus(t.tcp),
+            udp: acc.udp.plus(t.udp),
+            other: acc.other.plus(t.other),
+        })
 }
 
 #[cfg(test)]
@@ -87,7 +97,15 @@ mod tests {
     use super::*;
 
     fn tcp(bytes_in: u64, bytes_out: u64) -> Traffic {
-        Traffic { tcp: Counters { bytes_in, bytes_out, packets_in: 1, packets_out: 1 }, ..Traffic::default() }
+        Traffic {
+            tcp: Counters {
+                bytes_in,
+                bytes_out,
+                packets_in: 1,
+                packets_out: 1,
+            },
+            ..Traffic::default()
+        }
     }
 
     #[test]

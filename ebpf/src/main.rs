@@ -7,7 +7,10 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "core::intrinsics::atomic_xadd: see `atomic_add`")]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics::atomic_xadd: see `atomic_add`"
+)]
 
 mod maps;
 
@@ -86,7 +89,11 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> Result<i32, i32> {
         }
         // SAFETY: non-null storage pointer returned by the helper.
         let SockOwner { slot, proto, .. } = unsafe { *owner };
-        let init = SockStats { slot, proto, ..SockStats::default() };
+        let init = SockStats {
+            slot,
+            proto,
+            ..SockStats::default()
+        };
         stats = SOCK_STATS.get_or_create(sk, &init);
         (slot, proto)
     } else {

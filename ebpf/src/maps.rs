@@ -59,8 +59,15 @@ impl<V, const FLAGS: usize> SkStorageDef<V, FLAGS> {
     #[inline(always)]
     pub fn get(&self, sk: *mut c_void) -> *mut V {
         // SAFETY: `self` is a map definition in `.maps`; the helper validates `sk`.
-        unsafe { bpf_sk_storage_get(ptr::from_ref(self).cast_mut().cast(), sk, ptr::null_mut(), 0) }
-            .cast()
+        unsafe {
+            bpf_sk_storage_get(
+                ptr::from_ref(self).cast_mut().cast(),
+                sk,
+                ptr::null_mut(),
+                0,
+            )
+        }
+        .cast()
     }
 
     /// The storage of `sk`, created from `init` when absent; null when the kernel cannot
@@ -102,8 +109,7 @@ pub static TARGET_PIDS: HashMap<u32, u32, { MAX_TARGET_PIDS as usize }> = HashMa
 /// slot → [`TargetTotals`] per CPU, `MAX_TARGETS` entries. Written by the skb programs at
 /// packet time (so the tail of a close still counts); summed over CPUs by the agent.
 #[aya_ebpf::macros::btf_map]
-pub static TARGET_TOTALS: PerCpuArray<TargetTotals, { MAX_TARGETS as usize }> =
-    PerCpuArray::new();
+pub static TARGET_TOTALS: PerCpuArray<TargetTotals, { MAX_TARGETS as usize }> = PerCpuArray::new();
 
 /// Index 0: traffic of target sockets that could not be charged to a target slot (slot out of
 /// range), reported as "untracked" rather than dropped silently. Per CPU.

@@ -1,1 +1,537 @@
-//! Privileged integration tests; see tests/.
+//! Harness for the privileged integration tests: network namespaces, veth pairs, child
+//! cgroups, processes placed in them, the `pnm-peer` traffic helper, the `procnetmon2` binary,
+//! and the kernel's own interface counters as ground truth.
+//!
+//! Every resource is an RAII guard that removes itself on drop, also while a test panics.
+//! Tests must run as root, one at a time (`--test-threads=1`): they share the kernel.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short name: `pfx` + pid + counter (interface names must stay under 16 bytes).
+pub fn unique(pfx: &str) -> String {
+    format!(
+        "{pfx}{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and panics with its stderr when it fails.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Skips (returns true) when not root, printing why.
+pub fn skip_unless_root() -> bool {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping test - needs root");
+        return true;
+    }
+    false
+}
+
+/// A network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with `lo` up and IPv6 off on every other link unless `ipv6`.
+    pub fn new(ipv6: bool) -> Self {
+        let name = unique("pnmt");
+        sh("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        if !ipv6 {
+            // No router solicitations, MLD reports or DAD probes on our links.
+            ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        }
+        ns
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) -> String {
+        let mut args = vec!["netns", "exec", &self.name];
+        args.extend_from_slice(cmd);
+        sh("ip", &args)
+    }
+
+    /// Path of the namespace file, for setns.
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Counters of interface `dev` in this namespace.
+    pub fn link_stats(&self, dev: &str) -> LinkStats {
+        let out = sh(
+            "ip",
+            &["-n", &self.name, "-s", "-j", "link", "show", "dev", dev],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+        let s = &v[0]["stats64"];
+        let n = |dir: &str, k: &str| {
+            s[dir][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("stats64.{dir}.{k} in {out}"))
+        };
+        LinkStats {
+            rx_bytes: n("rx", "bytes"),
+            rx_packets: n("rx", "packets"),
+            tx_bytes: n("tx", "bytes"),
+            tx_packets: n("tx", "packets"),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// An interface's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Bytes received (frames, with link-layer header).
+    pub rx_bytes: u64,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+}
+
+impl LinkStats {
+    /// Counters accumulated since `before`.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            rx_bytes: self.rx_bytes - before.rx_bytes,
+            rx_packets: self.rx_packets - before.rx_packets,
+            tx_bytes: self.tx_bytes - before.tx_bytes,
+            tx_packets: self.tx_packets - before.tx_packets,
+        }
+    }
+
+    /// IP bytes received on a veth: frame bytes less the 14-byte Ethernet header of each
+    /// frame. (Loopback counts from the IP header already: use `rx_bytes` there.)
+    pub fn ip_rx(&self) -> u64 {
+        self.rx_bytes - 14 * self.rx_packets
+    }
+
+    /// IP bytes sent.
+    pub fn ip_tx(&self) -> u64 {
+        self.tx_bytes - 14 * self.tx_packets
+    }
+}
+
+/// A veth pair `a` (in `ns_a`, address `10.X.Y.1`) ↔ `b` (in `ns_b`, `10.X.Y.2`), with
+/// permanent neighbour entries so no ARP crosses the link. Removed with its namespaces.
+pub struct Veth {
+    /// Interface name on the A side.
+    pub a: String,
+    /// Interface name on the B side.
+    pub b: String,
+    /// IPv4 address of the A side.
+    pub ip_a: String,
+    /// IPv4 address of the B side.
+    pub ip_b: String,
+}
+
+/// Test subnet prefix (`10.X`), overridable with `PNM_TEST_NET` (e.g. `10.231`).
+fn net_prefix() -> String {
+    std::env::var("PNM_TEST_NET").unwrap_or_else(|_| "10.231".into())
+}
+
+impl Veth {
+    /// Creates the pair, addresses, neighbours; `a_name`/`b_name` name the ends.
+    pub fn new(ns_a: &Netns, a_name: &str, ns_b: &Netns, b_name: &str, subnet: u8) -> Self {
+        let tmp_a = unique("pva");
+        let tmp_b = unique("pvb");
+        sh(
+            "ip",
+            &[
+                "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
+            ],
+        );
+        sh("ip", &["link", "set", &tmp_a, "netns", &ns_a.name]);
+        sh("ip", &["link", "set", &tmp_b, "netns", &ns_b.name]);
+        ns_a.exec(&["ip", "link", "set", &tmp_a, "name", a_name]);
+        ns_b.exec(&["ip", "link", "set", &tmp_b, "name", b_name]);
+        let p = net_prefix();
+        let (ip_a, ip_b) = (format!("{p}.{subnet}.1"), format!("{p}.{subnet}.2"));
+        ns_a.exec(&["ip", "addr", "add", &format!("{ip_a}/24"), "dev", a_name]);
+        ns_b.exec(&["ip", "addr", "add", &format!("{ip_b}/24"), "dev", b_name]);
+        ns_a.exec(&["ip", "link", "set", a_name, "up"]);
+        ns_b.exec(&["ip", "link", "set", b_name, "up"]);
+        let mac = |ns: &Netns, dev: &str| {
+            let v: serde_json::Value =
+                serde_json::from_str(&ns.exec(&["ip", "-j", "link", "show", "dev", dev]))
+                    .expect("json");
+            v[0]["address"].as_str().expect("address").to_owned()
+        };
+        let (mac_a, mac_b) = (mac(ns_a, a_name), mac(ns_b, b_name));
+        ns_a.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &ip_b,
+            "lladdr",
+            &mac_b,
+            "dev",
+            a_name,
+            "nud",
+            "permanent",
+        ]);
+        ns_b.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &ip_a,
+            "lladdr",
+            &mac_a,
+            "dev",
+            b_name,
+            "nud",
+            "permanent",
+        ]);
+        Self {
+            a: a_name.into(),
+            b: b_name.into(),
+            ip_a,
+            ip_b,
+        }
+    }
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in text.lines() {
+        if let Some((pre, post)) = line.split_once(" - ")
+            && post.split_whitespace().next() == Some("cgroup2")
+        {
+            return PathBuf::from(pre.split(' ').nth(4).expect("mount point"));
+        }
+    }
+    panic!("no cgroup2 mount");
+}
+
+/// A child cgroup of the cgroup v2 root, removed on drop (its processes must be gone).
+pub struct Cgroup {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl Cgroup {
+    /// Creates `<cgroup2 root>/pnm-test-…`.
+    pub fn new() -> Self {
+        let dir = cgroup2_root().join(unique("pnm-test-"));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Self { dir }
+    }
+
+    /// PIDs in the cgroup now.
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+}
+
+impl Default for Cgroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Processes of a finished test may take a moment to be reaped.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove {}", self.dir.display());
+    }
+}
+
+/// Path of a binary built by this workspace (`procnetmon2`, `pnm-peer`): `$PNM_TARGET_DIR`
+/// (default `<workspace>/target/debug`).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var("PNM_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built (run scripts/test)", p.display());
+    p
+}
+
+/// A process started by a test, killed and reaped on drop.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `cmd args` inside cgroup `cg` (if any) and network namespace `ns` (if any),
+    /// placed there before it executes, so it never runs anywhere else.
+    pub fn spawn(cmd: &Path, args: &[&str], cg: Option<&Cgroup>, ns: Option<&Netns>) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let procs_file = cg.map(|c| {
+            std::ffi::CString::new(c.dir.join("cgroup.procs").to_str().expect("utf8"))
+                .expect("cstr")
+        });
+        let ns_file =
+            ns.map(|n| std::ffi::CString::new(n.path().to_str().expect("utf8")).expect("cstr"));
+        let mut c = Command::new(cmd);
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls (open, write, setns, close) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                if let Some(f) = &procs_file {
+                    let fd = libc::open(f.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+                if let Some(f) = &ns_file {
+                    let fd = libc::open(f.as_ptr(), libc::O_RDONLY);
+                    if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", cmd.display()));
+        let stdin = child.stdin.take();
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Starts the `pnm-peer` helper.
+    pub fn peer(args: &[&str], cg: Option<&Cgroup>, ns: Option<&Netns>) -> Self {
+        Self::spawn(&bin("pnm-peer"), args, cg, ns)
+    }
+
+    /// PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stdout line equal to `word`.
+    pub fn expect_line(&self, word: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == word => return,
+                Ok(_) => {}
+                Err(e) => panic!("waiting for '{word}' from pid {}: {e}", self.pid()),
+            }
+        }
+    }
+
+    /// Sends one line on its stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let s = self.stdin.as_mut().expect("stdin open");
+        writeln!(s, "{line}").expect("write stdin");
+        s.flush().expect("flush stdin");
+    }
+
+    /// Closes its stdin (helpers in "hold" mode then exit).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for it to exit (at most 60 s).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "pid {} did not exit", self.pid());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `procnetmon2`.
+pub struct Monitor {
+    child: Child,
+    stdout: thread::JoinHandle<String>,
+    stderr: mpsc::Receiver<String>,
+    stderr_all: Vec<String>,
+}
+
+impl Monitor {
+    /// Starts `procnetmon2 ARGS` and waits until it says it is counting.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(bin("procnetmon2"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn procnetmon2");
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut out, &mut s).expect("read stdout");
+            s
+        });
+        let err = child.stderr.take().expect("stderr");
+        let (tx, stderr) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut m = Self {
+            child,
+            stdout,
+            stderr,
+            stderr_all: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match m.stderr.recv_timeout(left) {
+                Ok(l) => {
+                    let done = l.contains("counting");
+                    m.stderr_all.push(l);
+                    if done {
+                        return m;
+                    }
+                }
+                Err(_) => {
+                    let _ = m.child.kill();
+                    panic!("procnetmon2 did not start: {:?}", m.stderr_all);
+                }
+            }
+        }
+    }
+
+    /// PID of the monitor.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit; returns (status, JSON reports, stderr lines).
+    pub fn finish(
+        mut self,
+    ) -> (
+        std::process::ExitStatus,
+        Vec<serde_json::Value>,
+        Vec<String>,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "procnetmon2 did not exit");
+            thread::sleep(Duration::from_millis(20));
+        };
+        let out = self.stdout.join().expect("stdout thread");
+        self.stderr_all.extend(self.stderr.try_iter());
+        let reports = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        (status, reports, self.stderr_all)
+    }
+
+    /// Sends SIGINT (as Ctrl-C would).
+    pub fn interrupt(&self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+}
+
+/// `current` object of process `pid` in a report.
+pub fn current(report: &serde_json::Value, pid: u32) -> &serde_json::Value {
+    let c = &report["processes"][pid.to_string()]["current"];
+    assert!(c.is_object(), "no process {pid} in {report}");
+    c
+}
+
+/// A number field of a JSON object.
+pub fn num(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// IPv4 bytes of a UDP datagram with `payload` bytes (20 IP + 8 UDP).
+pub const fn udp4_bytes(payload: u64) -> u64 {
+    payload + 28
+}
+
+/// IPv6 bytes of a UDP datagram with `payload` bytes (40 IPv6 + 8 UDP).
+pub const fn udp6_bytes(payload: u64) -> u64 {
+    payload + 48
+}

@@ -48,7 +48,10 @@ struct InOut {
 
 impl From<Counters> for InOut {
     fn from(c: Counters) -> Self {
-        Self { bytes_in: c.bytes_in, bytes_out: c.bytes_out }
+        Self {
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+        }
     }
 }
 
@@ -76,7 +79,10 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
             runtime: compact_duration(p.runtime),
             exited: p.exited,
             current: (&p.row).into(),
-            protocols: Protocols { tcp: p.traffic.tcp.into(), udp: p.traffic.udp.into() },
+            protocols: Protocols {
+                tcp: p.traffic.tcp.into(),
+                udp: p.traffic.udp.into(),
+            },
         }
     }
 }
@@ -106,7 +112,9 @@ struct Json<'a> {
 /// Writes `report` as one JSON line.
 pub fn write(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     let j = Json {
-        timestamp: report.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        timestamp: report
+            .timestamp
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         processes: Processes(&report.processes),
         aggregated: report.aggregated.as_ref().map(Current::from),
         untracked: report.untracked.into(),
@@ -155,7 +163,12 @@ mod tests {
         assert_eq!(v["aggregated"]["tcp_connections"], 15);
         assert_eq!(v["untracked"]["bytes_in"], 0);
         // Order of processes: as named, not sorted as strings.
-        let keys: Vec<&str> = v["processes"].as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = v["processes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys.len(), 2);
     }
 

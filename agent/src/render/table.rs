@@ -27,20 +27,40 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
     if refresh {
         s.push_str(CLEAR);
     }
-    let title = if report.is_final { "window total" } else { "live" };
+    let title = if report.is_final {
+        "window total"
+    } else {
+        "live"
+    };
     s.push_str(&format!(
         "procnetmon2 {} ({title})\n",
-        report.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        report
+            .timestamp
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
     ));
     let header = format!(
         "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
-        "PID", "Name", "Rate In", "Rate Out", "Peak In", "Peak Out", "Total In", "Total Out", "TCP", "UDP", "Runtime"
+        "PID",
+        "Name",
+        "Rate In",
+        "Rate Out",
+        "Peak In",
+        "Peak Out",
+        "Total In",
+        "Total Out",
+        "TCP",
+        "UDP",
+        "Runtime"
     );
     s.push_str(&header);
     for p in &report.processes {
         let c = row_cells(&p.row);
         let name: String = p.name.chars().take(16).collect();
-        let runtime = if p.exited { format!("{} (exited)", compact_duration(p.runtime)) } else { compact_duration(p.runtime) };
+        let runtime = if p.exited {
+            format!("{} (exited)", compact_duration(p.runtime))
+        } else {
+            compact_duration(p.runtime)
+        };
         s.push_str(&format!(
             "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
             p.pid, name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], runtime
@@ -76,8 +96,18 @@ pub(crate) mod tests {
 
     /// The seed README's example, as a report.
     pub(crate) fn sample_report() -> Report {
-        let nginx = Counters { bytes_in: 1_288_490_188, bytes_out: 2_254_857_429, packets_in: 900_000, packets_out: 1_600_000 };
-        let python = Counters { bytes_in: 157_286_400, bytes_out: 78_643_200, packets_in: 1000, packets_out: 500 };
+        let nginx = Counters {
+            bytes_in: 1_288_490_188,
+            bytes_out: 2_254_857_429,
+            packets_in: 900_000,
+            packets_out: 1_600_000,
+        };
+        let python = Counters {
+            bytes_in: 157_286_400,
+            bytes_out: 78_643_200,
+            packets_in: 1000,
+            packets_out: 500,
+        };
         let row = |c: Counters, ri: f64, ro: f64, pi: f64, t: u32, u: u32| Row {
             counters: c,
             rate_in: ri,
@@ -96,7 +126,10 @@ pub(crate) mod tests {
                     runtime: Duration::from_secs(3723),
                     exited: false,
                     row: row(nginx, 1_572_864.0, 2_411_724.0, 3_000_000.0, 12, 0),
-                    traffic: Traffic { tcp: nginx, ..Traffic::default() },
+                    traffic: Traffic {
+                        tcp: nginx,
+                        ..Traffic::default()
+                    },
                 },
                 ProcessReport {
                     pid: 5678,
@@ -104,10 +137,20 @@ pub(crate) mod tests {
                     runtime: Duration::from_secs(59),
                     exited: true,
                     row: row(python, 256_000.0, 128_000.0, 256_000.0, 3, 1),
-                    traffic: Traffic { tcp: python, ..Traffic::default() },
+                    traffic: Traffic {
+                        tcp: python,
+                        ..Traffic::default()
+                    },
                 },
             ],
-            aggregated: Some(row(nginx.plus(python), 1_828_864.0, 2_539_724.0, 3_100_000.0, 15, 1)),
+            aggregated: Some(row(
+                nginx.plus(python),
+                1_828_864.0,
+                2_539_724.0,
+                3_100_000.0,
+                15,
+                1,
+            )),
             untracked: Counters::default(),
             is_final: false,
         }
@@ -121,10 +164,10 @@ pub(crate) mod tests {
         let expected = "\
 procnetmon2 2025-02-18T17:48:42+01:00 (live)
 PID      Name                 Rate In    Rate Out     Peak In    Peak Out    Total In   Total Out   TCP   UDP  Runtime
-1234     nginx              1.6 Mbps    2.4 Mbps    3.0 Mbps    2.4 Mbps     1.2 GiB     2.1 GiB    12     0  1h2m3s
-5678     python           256.0 Kbps  128.0 Kbps  256.0 Kbps  128.0 Kbps   150.0 MiB    75.0 MiB     3     1  59s (exited)
-────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
-TOTAL                       1.8 Mbps    2.5 Mbps    3.1 Mbps    2.5 Mbps     1.4 GiB     2.2 GiB    15     1
+1234     nginx               1.6 Mbps    2.4 Mbps    3.0 Mbps    2.4 Mbps     1.2 GiB     2.1 GiB    12     0  1h2m3s
+5678     python            256.0 Kbps  128.0 Kbps  256.0 Kbps  128.0 Kbps   150.0 MiB    75.0 MiB     3     1  59s (exited)
+──────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
+TOTAL                        1.8 Mbps    2.5 Mbps    3.1 Mbps    2.5 Mbps     1.3 GiB     2.2 GiB    15     1
 
 ";
         assert_eq!(text, expected, "got:\n{text}");

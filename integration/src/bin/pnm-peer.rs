@@ -1,0 +1,206 @@
+//! Traffic peer for the integration tests: TCP and UDP endpoints that move exactly the
+//! payloads they are told to, and report progress on stdout, one word per line.
+//!
+//! TCP protocol: the client sends a 24-byte header (`up`, `down`, `server_closes_first`, each a
+//! little-endian u64), then `up` bytes; the server reads them, sends `down` bytes, and the side
+//! named by the flag closes first (the other waits for EOF, then closes).
+//!
+//! Commands (ADDR is ip:port, [v6]:port for IPv6):
+//!   tcp-server ADDR                         accept forever (one thread per connection); prints "ready"
+//!   tcp-client ADDR UP DOWN SRV_CLOSES N [wait] [hold]
+//!                                            N connections in sequence; "wait": connect the first,
+//!                                            print "connected", wait for a stdin line before
+//!                                            moving data; "hold": after "done", stay alive until stdin closes
+//!   udp-recv ADDR COUNT                     bind, print "ready", receive COUNT datagrams, print "done"
+//!   udp-send ADDR COUNT SIZE connected|unconnected [wait] [hold]
+//!   hold-sockets ADDR NTCP NUDP             open NTCP TCP connections to ADDR and NUDP bound UDP
+//!                                           sockets, print "ready", then close one of each per stdin line
+use std::{
+    io::{BufRead, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    thread,
+    time::Duration,
+};
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i} missing or invalid: {args:?}"))
+}
+
+fn say(word: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{word}").expect("stdout");
+    out.flush().expect("stdout");
+}
+
+fn wait_line() {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("stdin");
+}
+
+fn wait_eof() {
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().lock().read_to_end(&mut sink);
+}
+
+fn send_exact(s: &mut TcpStream, mut n: u64) {
+    let buf = [0x5a_u8; 65536];
+    while n > 0 {
+        let k = n.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).expect("tcp write");
+        n -= k as u64;
+    }
+}
+
+fn recv_exact(s: &mut TcpStream, mut n: u64) {
+    let mut buf = [0_u8; 65536];
+    while n > 0 {
+        let k = n.min(buf.len() as u64) as usize;
+        s.read_exact(&mut buf[..k]).expect("tcp read");
+        n -= k as u64;
+    }
+}
+
+fn wait_peer_eof(s: &mut TcpStream) {
+    let mut b = [0_u8; 1];
+    let _ = s.read(&mut b);
+}
+
+fn serve(mut s: TcpStream) {
+    let mut h = [0_u8; 24];
+    if s.read_exact(&mut h).is_err() {
+        return;
+    }
+    let word = |i: usize| u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let (up, down, server_first) = (word(0), word(1), word(2) != 0);
+    recv_exact(&mut s, up);
+    send_exact(&mut s, down);
+    if !server_first {
+        wait_peer_eof(&mut s);
+    }
+    drop(s);
+}
+
+fn client_transfer(mut s: TcpStream, up: u64, down: u64, server_first: bool) {
+    let mut h = Vec::with_capacity(24);
+    for v in [up, down, u64::from(server_first)] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    s.write_all(&h).expect("header");
+    send_exact(&mut s, up);
+    recv_exact(&mut s, down);
+    if server_first {
+        wait_peer_eof(&mut s);
+    }
+    drop(s);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    match args.get(1).map(String::as_str) {
+        Some("tcp-server") => {
+            let l = TcpListener::bind(arg::<SocketAddr>(&args, 2)).expect("bind");
+            say("ready");
+            for s in l.incoming().flatten() {
+                thread::spawn(move || serve(s));
+            }
+        }
+        Some("tcp-client") => {
+            let addr: SocketAddr = arg(&args, 2);
+            let (up, down, srv_first, n): (u64, u64, u8, u32) =
+                (arg(&args, 3), arg(&args, 4), arg(&args, 5), arg(&args, 6));
+            let mut first = Some(TcpStream::connect(addr).expect("connect"));
+            if flag("wait") {
+                say("connected");
+                wait_line();
+            }
+            for _ in 0..n {
+                let s = first
+                    .take()
+                    .unwrap_or_else(|| TcpStream::connect(addr).expect("connect"));
+                client_transfer(s, up, down, srv_first != 0);
+            }
+            say("done");
+            if flag("hold") {
+                wait_eof();
+            }
+        }
+        Some("udp-recv") => {
+            let addr: SocketAddr = arg(&args, 2);
+            let count: u64 = arg(&args, 3);
+            let s = UdpSocket::bind(addr).expect("bind");
+            say("ready");
+            let mut buf = [0_u8; 65536];
+            for _ in 0..count {
+                s.recv_from(&mut buf).expect("recv");
+            }
+            say("done");
+            if flag("hold") {
+                wait_eof();
+            }
+        }
+        Some("udp-send") => {
+            let addr: SocketAddr = arg(&args, 2);
+            let (count, size): (u64, usize) = (arg(&args, 3), arg(&args, 4));
+            let connected = args.get(5).map(String::as_str) == Some("connected");
+            let bind: SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0".parse().expect("addr")
+            } else {
+                "[::]:0".parse().expect("addr")
+            };
+            let s = UdpSocket::bind(bind).expect("bind");
+            if connected {
+                s.connect(addr).expect("connect");
+            }
+            if flag("wait") {
+                say("bound");
+                wait_line();
+            }
+            let buf = vec![0xa5_u8; size];
+            for i in 0..count {
+                if connected {
+                    s.send(&buf)
+                } else {
+                    s.send_to(&buf, addr)
+                }
+                .expect("send");
+                // Pace the flood so no receive buffer overflows on the way.
+                if i % 64 == 63 {
+                    thread::sleep(Duration::from_millis(2));
+                }
+            }
+            say("done");
+            if flag("hold") {
+                wait_eof();
+            }
+        }
+        Some("hold-sockets") => {
+            let addr: SocketAddr = arg(&args, 2);
+            let (ntcp, nudp): (usize, usize) = (arg(&args, 3), arg(&args, 4));
+            let mut tcp: Vec<TcpStream> = (0..ntcp)
+                .map(|_| TcpStream::connect(addr).expect("connect"))
+                .collect();
+            let bind = if addr.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            };
+            let mut udp: Vec<UdpSocket> = (0..nudp)
+                .map(|_| UdpSocket::bind(bind).expect("bind"))
+                .collect();
+            say("ready");
+            let stdin = std::io::stdin();
+            for _ in stdin.lock().lines() {
+                tcp.pop();
+                udp.pop();
+                say("closed");
+            }
+        }
+        _ => {
+            eprintln!("usage: see the doc comment of integration/src/bin/pnm-peer.rs");
+            std::process::exit(2);
+        }
+    }
+}
