@@ -3,35 +3,58 @@
 //! through the end of [`run`], where dropping [`Probes`] detaches all programs.
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::{IsTerminal as _, Write},
+    os::fd::RawFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use procnetmon2_common::sock::{SockOwner, proto_index};
+use procnetmon2_common::{
+    conn::{ConnRecord, TCP_ESTABLISHED},
+    knobs::IfaceKey,
+    sock::{
+        COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP,
+        PROTO_UDP, SockOwner, SockStats, proto_index,
+    },
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    bpf::Probes,
+    bpf::{Knobs, Probes},
     cgroup,
     config::Config,
+    details::{DetailTracker, monotonic_ns},
     error::UsageError,
-    model::{ProcessReport, Report, Row, Traffic},
+    model::{Counters, ProcessReport, Report, Row, Traffic},
+    netns::{self, NetnsLinks},
     procs::{self, ProcIdentity},
     render,
     sampling::{Series, sum_traffic},
 };
 
-/// A target process and its slot in the kernel's per-target totals.
+/// A target process and its slot in the kernel's per-target maps.
 struct Target {
     slot: u32,
     ident: ProcIdentity,
     series: Series,
     exited: Option<Duration>,
     last: Traffic,
+    /// Connections that predate the run, counted by the agent (tcp, udp); the kernel's gauge
+    /// takes them out when they close.
+    preexisting: (i64, i64),
     connections: (u32, u32),
+    /// With `-i`: the chosen interfaces as last resolved in the target's namespace.
+    ifaces: HashMap<String, IfaceKey>,
+}
+
+/// A socket that predates the run, remembered so `--details` can refresh its TCP_INFO.
+struct OldSocket {
+    pid: u32,
+    fd: RawFd,
+    cookie: u64,
 }
 
 /// Where reports go.
@@ -62,6 +85,30 @@ impl Output {
     }
 }
 
+/// Resolves `-i` names in `pid`'s namespace; an unknown name is a usage error that lists the
+/// namespace's interfaces.
+fn resolve_ifaces(pid: u32, names: &[String]) -> anyhow::Result<HashMap<String, IfaceKey>> {
+    let links = netns::links_of(pid)?;
+    let mut out = HashMap::new();
+    for n in names {
+        let ifindex = links.index_of(n).ok_or_else(|| {
+            UsageError::new(format!(
+                "-i: no interface '{n}' in the network namespace of process {pid} (it has: {}); name one of those",
+                links.names()
+            ))
+        })?;
+        out.insert(
+            n.clone(),
+            IfaceKey {
+                netns_cookie: links.cookie,
+                ifindex,
+                _pad: 0,
+            },
+        );
+    }
+    Ok(out)
+}
+
 /// Runs with `cfg` until done. Returns when the run ends normally or on a signal.
 pub fn run(cfg: &Config) -> anyhow::Result<()> {
     crate::privileges::check()?;
@@ -77,14 +124,28 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         .map(|t| mount.dir_of_pid(t.pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let points = cgroup::attach_points(&dirs);
-    if !cfg.interfaces.is_empty() {
-        log::warn!("-i is not applied yet: counting all interfaces");
-    }
+    let ifaces = idents
+        .iter()
+        .map(|t| {
+            if cfg.interfaces.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                resolve_ifaces(t.pid, &cfg.interfaces)
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut output = Output::open(cfg.output.as_ref())?;
 
-    let mut probes = Probes::load()?;
+    let knobs = Knobs {
+        details: cfg.details,
+        iface_filter: !cfg.interfaces.is_empty(),
+    };
+    let mut probes = Probes::load(knobs)?;
     for (slot, t) in idents.iter().enumerate() {
         probes.add_target_pid(t.pid, slot as u32)?;
+    }
+    for key in ifaces.iter().flat_map(HashMap::values) {
+        probes.allow_iface(*key)?;
     }
     let cgroups = points
         .iter()
@@ -98,27 +159,31 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     for cg in &cgroups {
         probes.attach_counters(cg)?;
     }
-    for (slot, t) in idents.iter().enumerate() {
-        stamp_existing(&mut probes, t, slot as u32);
-    }
-
-    let now = Instant::now();
+    let mut old_sockets = Vec::new();
     let mut targets = Vec::with_capacity(idents.len());
-    for (slot, ident) in idents.into_iter().enumerate() {
+    for (slot, (ident, ifaces)) in idents.into_iter().zip(ifaces).enumerate() {
         let slot = slot as u32;
-        let base: Traffic = probes.totals(slot)?.into();
+        let preexisting = stamp_existing(&mut probes, &ident, slot, knobs, &mut old_sockets);
         targets.push(Target {
             slot,
             ident,
-            series: Series::new(base, now),
+            series: Series::new(Traffic::default(), Instant::now()),
             exited: None,
-            last: base,
+            last: Traffic::default(),
+            preexisting,
             connections: (0, 0),
+            ifaces,
         });
     }
-    let agg_base = sum_traffic(targets.iter().map(|t| &t.last));
-    let mut aggregate = Series::new(agg_base, now);
-    let untracked_base = crate::model::Counters::from(probes.untracked()?);
+    // Counting starts now: baselines.
+    let now = Instant::now();
+    for t in &mut targets {
+        t.last = probes.totals(t.slot)?.into();
+        t.series = Series::new(t.last, now);
+    }
+    let mut aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
+    let untracked_base = Counters::from(probes.untracked()?);
+    let mut detail_tracker = DetailTracker::default();
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
     log::info!(
         "attached at {} cgroup(s) {points:?}; counting {} process(es)",
@@ -147,33 +212,53 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         tokio::pin!(sleep_deadline);
         loop {
             let stop = tokio::select! {
-                _ = ticker.tick() => None,
-                () = &mut sleep_deadline => Some("window"),
-                _ = sigint.recv() => Some("signal"),
-                _ = sigterm.recv() => Some("signal"),
-                _ = sighup.recv() => Some("signal"),
+                _ = ticker.tick() => false,
+                () = &mut sleep_deadline => true,
+                _ = sigint.recv() => true,
+                _ = sigterm.recv() => true,
+                _ = sighup.recv() => true,
             };
             sample(&probes, &mut targets, &mut aggregate)?;
+            if !cfg.interfaces.is_empty() {
+                watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
+            }
             let all_gone = targets.iter().all(|t| t.exited.is_some());
-            let untracked = crate::model::Counters::from(probes.untracked()?).minus(untracked_base);
-            match stop {
-                None if all_gone && cfg.window.is_none() => {
+            let untracked = Counters::from(probes.untracked()?).minus(untracked_base);
+            let (report_now, is_final, done) = match (stop, all_gone && cfg.window.is_none()) {
+                // The window's report (also on a signal during a window: the part seen so far).
+                (true, _) => (cfg.window.is_some(), true, true),
+                (false, true) => {
                     log::info!("all targets have exited");
-                    emit(cfg, &mut output, &targets, &aggregate, untracked, false)?;
-                    break;
+                    (true, false, true)
                 }
-                None => {
-                    if cfg.continuous {
-                        emit(cfg, &mut output, &targets, &aggregate, untracked, false)?;
+                (false, false) => (cfg.continuous, false, false),
+            };
+            if report_now {
+                let details = cfg.details.then(|| {
+                    refresh_old_sockets(&mut probes, &old_sockets);
+                    let rows = detail_tracker.update(
+                        Instant::now(),
+                        monotonic_ns(),
+                        probes.connections(),
+                        knobs.iface_filter,
+                    );
+                    for c in &rows.forget {
+                        probes.forget_connection(*c);
                     }
-                }
-                Some(_) => {
-                    // The window's report (also on Ctrl-C during a window: the part seen so far).
-                    if cfg.window.is_some() {
-                        emit(cfg, &mut output, &targets, &aggregate, untracked, true)?;
-                    }
-                    break;
-                }
+                    rows.by_slot
+                });
+                emit(
+                    cfg,
+                    &mut output,
+                    &targets,
+                    &aggregate,
+                    untracked,
+                    is_final,
+                    details,
+                )?;
+            }
+            if done {
+                break;
             }
         }
         anyhow::Ok(())
@@ -182,21 +267,29 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stamps every inet socket `t` holds now with its owner, through `pidfd_getfd` copies that are
-/// closed at once (holding one would delay the target's own close).
-fn stamp_existing(probes: &mut Probes, t: &ProcIdentity, slot: u32) {
+/// Stamps every inet socket `t` holds now with its owner and state, through `pidfd_getfd`
+/// copies that are closed at once (holding one would delay the target's own close).
+/// Returns the connections it counted (tcp established, udp bound or connected).
+fn stamp_existing(
+    probes: &mut Probes,
+    t: &ProcIdentity,
+    slot: u32,
+    knobs: Knobs,
+    old: &mut Vec<OldSocket>,
+) -> (i64, i64) {
+    let mut counted = (0, 0);
     let Ok(pidfd) = procs::PidFd::open(t.pid) else {
-        return;
+        return counted;
     };
     // The pidfd pins the process; check it is still the one we identified.
     if !t.is_alive() {
-        return;
+        return counted;
     }
     let fds = match procs::socket_fds(t.pid) {
         Ok(f) => f,
         Err(e) => {
             log::warn!("cannot list sockets of {}: {e}", t.pid);
-            return;
+            return counted;
         }
     };
     let mut stamped = 0;
@@ -208,22 +301,158 @@ fn stamp_existing(probes: &mut Probes, t: &ProcIdentity, slot: u32) {
         if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 {
             continue;
         }
+        let proto = proto_index(info.protocol as u32);
+        let detail = procs::sock_detail(&copy, info.protocol);
+        let established = proto == PROTO_TCP && detail.tcp_state == TCP_ESTABLISHED;
+        let udp_active = proto == PROTO_UDP && (detail.local.1 != 0 || detail.remote.1 != 0);
+        let mut flags = 0;
+        if established {
+            flags |= FLAG_ESTABLISHED;
+        }
+        if udp_active {
+            flags |= FLAG_UDP_ACTIVE;
+        }
+        // Without -i it qualifies now and the agent counts it; with -i, its first packet
+        // through a chosen interface counts it in the kernel.
+        let count_now = !knobs.iface_filter && (established || udp_active);
+        if !knobs.iface_filter {
+            flags |= FLAG_IFACE_OK;
+        }
+        let stats = SockStats {
+            slot,
+            tgid: t.pid,
+            proto,
+            family: info.domain as u8,
+            flags,
+            counted: if count_now {
+                COUNT_ACTIVE
+            } else {
+                COUNT_NOT_YET
+            },
+            ..SockStats::default()
+        };
         let owner = SockOwner {
             tgid: t.pid,
             slot,
-            proto: proto_index(info.protocol as u32),
+            proto,
             family: info.domain as u8,
             _pad: [0; 6],
         };
-        match probes.stamp_socket(&copy, owner) {
-            Ok(()) => stamped += 1,
+        match probes.stamp_socket(&copy, owner, stats) {
+            Ok(installed) => {
+                stamped += 1;
+                if installed && count_now {
+                    if proto == PROTO_TCP {
+                        counted.0 += 1;
+                    } else {
+                        counted.1 += 1;
+                    }
+                }
+            }
             Err(e) => log::warn!("socket {fd} of {}: {e:#}", t.pid),
         }
+        if knobs.details {
+            let rec = ConnRecord {
+                // Its real opening time is unknown: its age counts from the run's start.
+                open_ns: monotonic_ns(),
+                local_ip: detail.local.0,
+                remote_ip: detail.remote.0,
+                local_port: detail.local.1,
+                remote_port: detail.remote.1,
+                tgid: t.pid,
+                slot,
+                srtt_us: detail.rtt_us,
+                retrans: detail.retrans,
+                proto,
+                family: info.domain as u8,
+                state: detail.tcp_state,
+                iface_ok: u8::from(!knobs.iface_filter),
+                ..ConnRecord::default()
+            };
+            if let Err(e) = probes.put_connection(info.cookie, rec) {
+                log::warn!("{e:#}");
+            }
+            if proto == PROTO_TCP {
+                old.push(OldSocket {
+                    pid: t.pid,
+                    fd,
+                    cookie: info.cookie,
+                });
+            }
+        }
     }
-    log::info!("process {}: {stamped} existing socket(s) stamped", t.pid);
+    log::info!(
+        "process {}: {stamped} existing socket(s) stamped, {counted:?} connections open",
+        t.pid
+    );
+    counted
 }
 
-/// Reads every target's totals and advances the rate series.
+/// `--details` for connections that predate the run: sock_ops callbacks cannot be armed on
+/// them, so re-read their TCP_INFO through a fresh descriptor copy (checked by cookie, since
+/// the descriptor number may have been reused).
+fn refresh_old_sockets(probes: &mut Probes, old: &[OldSocket]) {
+    for s in old {
+        let Ok(pidfd) = procs::PidFd::open(s.pid) else {
+            continue;
+        };
+        let Ok(copy) = pidfd.get_fd(s.fd) else {
+            continue;
+        };
+        if procs::sock_info(&copy).map(|i| i.cookie).ok() != Some(s.cookie) {
+            continue;
+        }
+        let d = procs::sock_detail(&copy, libc::IPPROTO_TCP);
+        probes.refresh_connection(s.cookie, d.rtt_us, d.retrans, d.tcp_state);
+    }
+}
+
+/// Re-resolves `-i` names in each live target's namespace: warns when an interface goes away,
+/// comes back or is recreated, and updates the kernel's filter so counting continues on what
+/// remains and resumes on re-add.
+fn watch_ifaces(probes: &mut Probes, targets: &mut [Target], names: &[String]) {
+    for t in targets.iter_mut().filter(|t| t.exited.is_none()) {
+        let Ok(links): anyhow::Result<NetnsLinks> = netns::links_of(t.ident.pid) else {
+            continue;
+        };
+        for n in names {
+            let now = links.index_of(n).map(|ifindex| IfaceKey {
+                netns_cookie: links.cookie,
+                ifindex,
+                _pad: 0,
+            });
+            let before = t.ifaces.get(n).copied();
+            match (before, now) {
+                (Some(b), Some(k)) if b == k => {}
+                (Some(b), None) => {
+                    log::warn!(
+                        "interface {n} is gone from the namespace of process {}; counting continues on the others",
+                        t.ident.pid
+                    );
+                    probes.deny_iface(&b);
+                    t.ifaces.remove(n);
+                }
+                (before, Some(k)) => {
+                    if let Some(b) = before {
+                        probes.deny_iface(&b);
+                    }
+                    log::warn!(
+                        "interface {n} is back in the namespace of process {} (ifindex {}); counting it again",
+                        t.ident.pid,
+                        k.ifindex
+                    );
+                    if let Err(e) = probes.allow_iface(k) {
+                        log::warn!("{e:#}");
+                    }
+                    t.ifaces.insert(n.clone(), k);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+}
+
+/// Reads every target's totals and gauges and advances the rate series.
 fn sample(probes: &Probes, targets: &mut [Target], aggregate: &mut Series) -> anyhow::Result<()> {
     let now = Instant::now();
     for t in targets.iter_mut() {
@@ -232,7 +461,11 @@ fn sample(probes: &Probes, targets: &mut [Target], aggregate: &mut Series) -> an
         t.last = cur;
         if t.exited.is_none() {
             if t.ident.is_alive() {
-                t.connections = procs::connection_counts(t.ident.pid);
+                let (tcp, udp) = probes.gauges(t.slot)?;
+                t.connections = (
+                    (tcp + t.preexisting.0).clamp(0, i64::from(u32::MAX)) as u32,
+                    (udp + t.preexisting.1).clamp(0, i64::from(u32::MAX)) as u32,
+                );
             } else {
                 t.exited = Some(t.ident.runtime());
                 t.connections = (0, 0);
@@ -265,8 +498,9 @@ fn emit(
     out: &mut Output,
     targets: &[Target],
     aggregate: &Series,
-    untracked: crate::model::Counters,
+    untracked: Counters,
     is_final: bool,
+    mut details: Option<HashMap<u32, Vec<crate::model::ConnDetail>>>,
 ) -> anyhow::Result<()> {
     let processes: Vec<ProcessReport> = targets
         .iter()
@@ -277,6 +511,9 @@ fn emit(
             exited: t.exited.is_some(),
             row: row_of(&t.series, t.connections, is_final),
             traffic: t.series.since_start(),
+            connections: details
+                .as_mut()
+                .map(|d| d.remove(&t.slot).unwrap_or_default()),
         })
         .collect();
     let aggregated = cfg.aggregate.then(|| {

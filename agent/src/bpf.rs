@@ -6,38 +6,76 @@
 
 use std::{
     fs::File,
-    os::fd::{AsFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
 };
 
 use anyhow::{Context as _, anyhow};
 use aya::{
-    Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, SkStorage},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock},
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, SkStorage},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, SockOps,
+    },
 };
 use procnetmon2_common::{
-    sock::SockOwner,
+    conn::{ConnGauges, ConnRecord},
+    knobs::{self, IfaceKey},
+    sock::{SockOwner, SockStats},
     target::MAX_TARGETS,
     traffic::{Counters, TargetTotals},
 };
 
-/// Program names, as the `pnm_*` functions in ebpf/src/main.rs.
-const PROG_INGRESS: &str = "pnm_ingress";
-const PROG_EGRESS: &str = "pnm_egress";
-const PROG_SOCK_CREATE: &str = "pnm_sock_create";
+/// Programs by kind, as the `pnm_*` functions in ebpf/src/main.rs.
+const SKB_PROGS: [(&str, CgroupSkbAttachType); 2] = [
+    ("pnm_ingress", CgroupSkbAttachType::Ingress),
+    ("pnm_egress", CgroupSkbAttachType::Egress),
+];
+const SOCK_PROGS: [&str; 4] = [
+    "pnm_sock_create",
+    "pnm_sock_release",
+    "pnm_post_bind4",
+    "pnm_post_bind6",
+];
+const SOCK_ADDR_PROGS: [&str; 4] = [
+    "pnm_connect4",
+    "pnm_connect6",
+    "pnm_sendmsg4",
+    "pnm_sendmsg6",
+];
+const SOCKOPS_PROG: &str = "pnm_sockops";
 /// Map names, as the statics in ebpf/src/maps.rs.
 const MAP_SOCK_OWNER: &str = "SOCK_OWNER";
+const MAP_SOCK_STATS: &str = "SOCK_STATS";
 const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
 const MAP_TARGET_TOTALS: &str = "TARGET_TOTALS";
+const MAP_TARGET_CONNS: &str = "TARGET_CONNS";
 const MAP_UNTRACKED: &str = "UNTRACKED";
+const MAP_CONNS: &str = "CONNS";
+const MAP_IFACES: &str = "IFACES";
+
+/// `BPF_NOEXIST`: create only.
+const BPF_NOEXIST: u64 = 1;
+
+/// Load-time switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Knobs {
+    /// Keep per-connection records (`--details`).
+    pub details: bool,
+    /// Count only the interfaces put in with [`Probes::allow_iface`] (`-i`).
+    pub iface_filter: bool,
+}
 
 /// The loaded programs and their maps.
 pub struct Probes {
     ebpf: Ebpf,
     owner: SkStorage<MapData, SockOwner>,
+    stats: SkStorage<MapData, SockStats>,
     target_pids: HashMap<MapData, u32, u32>,
     totals: PerCpuArray<MapData, TargetTotals>,
+    gauges: Array<MapData, ConnGauges>,
     untracked: PerCpuArray<MapData, Counters>,
+    conns: HashMap<MapData, u64, ConnRecord>,
+    ifaces: HashMap<MapData, IfaceKey, u8>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
@@ -56,7 +94,7 @@ fn bump_memlock() {
     }
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
 ) -> anyhow::Result<T> {
@@ -66,31 +104,62 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))
+}
+
+/// Explains a load failure with the minimum kernel the program type needs.
+const MIN_KERNEL: &str = "needs Linux >= 5.12 with BTF, and root or CAP_BPF + CAP_NET_ADMIN";
+
 impl Probes {
     /// Loads the object and every program into the kernel (nothing is attached yet).
-    pub fn load() -> anyhow::Result<Self> {
+    pub fn load(knobs: Knobs) -> anyhow::Result<Self> {
         bump_memlock();
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/procnetmon2")))
-            .context("load the eBPF object (needs Linux >= 5.11 with BTF, and CAP_BPF + CAP_NET_ADMIN or root)")?;
-        for name in [PROG_INGRESS, PROG_EGRESS] {
-            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-            prog.load()
-                .with_context(|| format!("load {name} (cgroup_skb, Linux >= 5.7)"))?;
+        let details = u8::from(knobs.details);
+        let filter = u8::from(knobs.iface_filter);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(knobs::DETAILS, &details, true)
+            .override_global(knobs::IFACE_FILTER, &filter, true)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/procnetmon2"
+            )))
+            .with_context(|| format!("load the eBPF object ({MIN_KERNEL})"))?;
+        for (name, _) in SKB_PROGS {
+            let p: &mut CgroupSkb = program(&mut ebpf, name)?;
+            p.load()
+                .with_context(|| format!("load {name} (cgroup_skb; {MIN_KERNEL})"))?;
         }
-        let prog: &mut CgroupSock = program(&mut ebpf, PROG_SOCK_CREATE)?;
-        prog.load().with_context(|| {
-            format!("load {PROG_SOCK_CREATE} (cgroup/sock_create, Linux >= 5.11)")
-        })?;
-        let owner = take(&mut ebpf, MAP_SOCK_OWNER)?;
-        let target_pids = take(&mut ebpf, MAP_TARGET_PIDS)?;
-        let totals = take(&mut ebpf, MAP_TARGET_TOTALS)?;
-        let untracked = take(&mut ebpf, MAP_UNTRACKED)?;
+        for name in SOCK_PROGS {
+            let p: &mut CgroupSock = program(&mut ebpf, name)?;
+            p.load()
+                .with_context(|| format!("load {name} (cgroup/sock; {MIN_KERNEL})"))?;
+        }
+        for name in SOCK_ADDR_PROGS {
+            let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            p.load()
+                .with_context(|| format!("load {name} (cgroup/sock_addr; {MIN_KERNEL})"))?;
+        }
+        let p: &mut SockOps = program(&mut ebpf, SOCKOPS_PROG)?;
+        p.load()
+            .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {MIN_KERNEL})"))?;
         Ok(Self {
+            owner: take(&mut ebpf, MAP_SOCK_OWNER)?,
+            stats: take(&mut ebpf, MAP_SOCK_STATS)?,
+            target_pids: take(&mut ebpf, MAP_TARGET_PIDS)?,
+            totals: take(&mut ebpf, MAP_TARGET_TOTALS)?,
+            gauges: take(&mut ebpf, MAP_TARGET_CONNS)?,
+            untracked: take(&mut ebpf, MAP_UNTRACKED)?,
+            conns: take(&mut ebpf, MAP_CONNS)?,
+            ifaces: take(&mut ebpf, MAP_IFACES)?,
             ebpf,
-            owner,
-            target_pids,
-            totals,
-            untracked,
         })
     }
 
@@ -102,13 +171,23 @@ impl Probes {
             .with_context(|| format!("add PID {tgid} to TARGET_PIDS"))
     }
 
-    /// Attaches the socket-creation hook to `cgroup` (and so to its whole subtree).
-    /// Call before [`Self::attach_counters`] and before scanning existing sockets, so no socket
-    /// created in between goes unstamped.
+    /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) to
+    /// `cgroup` and so to its whole subtree. Call before [`Self::attach_counters`] and before
+    /// scanning existing sockets, so no socket created in between goes unstamped.
     pub fn attach_sock_hooks(&mut self, cgroup: &File) -> anyhow::Result<()> {
-        let prog: &mut CgroupSock = program(&mut self.ebpf, PROG_SOCK_CREATE)?;
-        prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .with_context(|| format!("attach {PROG_SOCK_CREATE}"))?;
+        for name in SOCK_PROGS {
+            let p: &mut CgroupSock = program(&mut self.ebpf, name)?;
+            p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .with_context(|| format!("attach {name}"))?;
+        }
+        for name in SOCK_ADDR_PROGS {
+            let p: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
+            p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .with_context(|| format!("attach {name}"))?;
+        }
+        let p: &mut SockOps = program(&mut self.ebpf, SOCKOPS_PROG)?;
+        p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .with_context(|| format!("attach {SOCKOPS_PROG}"))?;
         Ok(())
     }
 
@@ -117,23 +196,35 @@ impl Probes {
     /// Links, not legacy attachments: several programs stack on one cgroup whatever else is
     /// attached there (`AllowMultiple` is implied by links; passing it fails with EINVAL).
     pub fn attach_counters(&mut self, cgroup: &File) -> anyhow::Result<()> {
-        for (name, kind) in [
-            (PROG_INGRESS, CgroupSkbAttachType::Ingress),
-            (PROG_EGRESS, CgroupSkbAttachType::Egress),
-        ] {
-            let prog: &mut CgroupSkb = program(&mut self.ebpf, name)?;
-            prog.attach(cgroup.as_fd(), kind, CgroupAttachMode::Single)
+        for (name, kind) in SKB_PROGS {
+            let p: &mut CgroupSkb = program(&mut self.ebpf, name)?;
+            p.attach(cgroup.as_fd(), kind, CgroupAttachMode::Single)
                 .with_context(|| format!("attach {name}"))?;
         }
         Ok(())
     }
 
-    /// Stamps the owner of an existing socket, through a descriptor copied from its process.
-    pub fn stamp_socket(&mut self, sock: &OwnedFd, owner: SockOwner) -> anyhow::Result<()> {
-        use std::os::fd::AsRawFd as _;
+    /// Stamps an existing socket, through a descriptor copied from its process: its state
+    /// first (unless the kernel already made one), then its owner, so the kernel never builds
+    /// a state of its own from the owner in between. Returns whether `stats` was installed.
+    pub fn stamp_socket(
+        &mut self,
+        sock: &OwnedFd,
+        owner: SockOwner,
+        stats: SockStats,
+    ) -> anyhow::Result<bool> {
+        let fd = sock.as_raw_fd();
+        let installed = match self.stats.insert(&fd, stats, BPF_NOEXIST) {
+            Ok(()) => true,
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                false
+            }
+            Err(e) => return Err(e).context("set socket state"),
+        };
         self.owner
-            .insert(&sock.as_raw_fd(), owner, 0)
-            .context("stamp socket owner")
+            .insert(&fd, owner, 0)
+            .context("stamp socket owner")?;
+        Ok(installed)
     }
 
     /// Totals of target `slot`, summed over CPUs.
@@ -150,6 +241,15 @@ impl Probes {
         }))
     }
 
+    /// Kernel-side connection gauges of `slot` (tcp, udp), as signed deltas.
+    pub fn gauges(&self, slot: u32) -> anyhow::Result<(i64, i64)> {
+        let g = self
+            .gauges
+            .get(&slot, 0)
+            .with_context(|| format!("read TARGET_CONNS[{slot}]"))?;
+        Ok((g.tcp as i64, g.udp as i64))
+    }
+
     /// Traffic of target sockets that could not be charged to a target.
     pub fn untracked(&self) -> anyhow::Result<Counters> {
         let per_cpu = self.untracked.get(&0, 0).context("read UNTRACKED")?;
@@ -157,15 +257,48 @@ impl Probes {
             .iter()
             .fold(Counters::default(), |acc, c| acc.add(*c)))
     }
-}
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
-    prog.try_into()
-        .with_context(|| format!("program {name} has an unexpected type"))
+    /// Every `--details` record (cookie, record).
+    pub fn connections(&self) -> Vec<(u64, ConnRecord)> {
+        self.conns.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Creates a `--details` record (for a socket that predates the run).
+    pub fn put_connection(&mut self, cookie: u64, rec: ConnRecord) -> anyhow::Result<()> {
+        match self.conns.insert(cookie, rec, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            Err(e) => Err(e).context("insert CONNS record"),
+        }
+    }
+
+    /// Updates RTT and retransmits of a record (connections that predate the run).
+    pub fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8) {
+        if let Ok(mut r) = self.conns.get(&cookie, 0) {
+            r.srtt_us = srtt_us;
+            r.retrans = retrans;
+            if r.close_ns == 0 {
+                r.state = state;
+            }
+            // BPF_EXIST: never resurrect a record deleted meanwhile.
+            let _ = self.conns.insert(cookie, r, 2);
+        }
+    }
+
+    /// Forgets a record the agent has shown closed.
+    pub fn forget_connection(&mut self, cookie: u64) {
+        let _ = self.conns.remove(&cookie);
+    }
+
+    /// Counts traffic through interface `key` (with the interface filter on).
+    pub fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
+        self.ifaces.insert(key, 1, 0).context("insert IFACES")
+    }
+
+    /// Stops counting traffic through interface `key`.
+    pub fn deny_iface(&mut self, key: &IfaceKey) {
+        let _ = self.ifaces.remove(key);
+    }
 }

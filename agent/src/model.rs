@@ -130,6 +130,35 @@ pub struct ProcessReport {
     pub row: Row,
     /// The reported period's traffic by protocol.
     pub traffic: Traffic,
+    /// Per-connection details (`--details` only).
+    pub connections: Option<Vec<ConnDetail>>,
+}
+
+/// One connection of a process (`--details`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnDetail {
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// Local address and port (`10.0.0.1:5000`, `[::1]:80`, `*` when unbound).
+    pub local: String,
+    /// Remote address and port (`*` for an unconnected UDP socket).
+    pub remote: String,
+    /// `ESTABLISHED`, `LISTEN`, `CLOSE_WAIT`, …, `UNCONN` (UDP), `CLOSED` (shown once).
+    pub state: &'static str,
+    /// Bytes received since the run started (or since the connection opened).
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Receive rate over the last interval, bits per second.
+    pub rate_in: f64,
+    /// Send rate over the last interval, bits per second.
+    pub rate_out: f64,
+    /// Time since the connection was first seen.
+    pub age: Duration,
+    /// Smoothed RTT, microseconds (TCP).
+    pub rtt_us: Option<u32>,
+    /// Retransmitted segments (TCP).
+    pub retransmits: Option<u32>,
 }
 
 /// One report.

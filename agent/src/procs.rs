@@ -5,7 +5,6 @@
 //! Nothing here touches BPF; `bpf` consumes the file descriptors this module hands out.
 
 use std::{
-    collections::HashSet,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     time::Duration,
@@ -199,34 +198,108 @@ pub fn sock_info(fd: &OwnedFd) -> io::Result<SockInfo> {
     })
 }
 
-/// Live TCP connections (established) and UDP sockets of `pid`, counted from its network
-/// namespace's socket tables (`/proc/PID/net/{tcp,tcp6,udp,udp6}`) joined on the inodes in its
-/// descriptor table.
-pub fn connection_counts(pid: u32) -> (u32, u32) {
-    let Ok(proc) = Process::new(pid as i32) else {
-        return (0, 0);
+/// Addresses and TCP state of a socket (through a copied descriptor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockDetail {
+    /// Local address (network order, IPv4 in `[0]`) and port (host order).
+    pub local: ([u32; 4], u16),
+    /// Remote address and port; port 0 = not connected.
+    pub remote: ([u32; 4], u16),
+    /// TCP state (`tcpi_state`), 0 for other protocols.
+    pub tcp_state: u8,
+    /// Smoothed RTT in microseconds (TCP).
+    pub rtt_us: u32,
+    /// Retransmitted segments (TCP).
+    pub retrans: u32,
+}
+
+fn sockaddr_of(fd: &OwnedFd, peer: bool) -> ([u32; 4], u16) {
+    // SAFETY: zeroed sockaddr_storage is a valid out-buffer.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&raw mut ss).cast::<libc::sockaddr>();
+    // SAFETY: `p` points to `len` writable bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd.as_raw_fd(), p, &raw mut len)
+        } else {
+            libc::getsockname(fd.as_raw_fd(), p, &raw mut len)
+        }
     };
-    let Ok(inodes) = socket_fds(pid) else {
-        return (0, 0);
-    };
-    let inodes: HashSet<u64> = inodes.into_iter().map(|(_, i)| i).collect();
-    if inodes.is_empty() {
-        return (0, 0);
+    if r != 0 {
+        return ([0; 4], 0);
     }
-    let established = procfs::net::TcpState::Established;
-    let tcp = [proc.tcp(), proc.tcp6()]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.state == established && inodes.contains(&e.inode))
-        .count();
-    let udp = [proc.udp(), proc.udp6()]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| inodes.contains(&e.inode))
-        .count();
-    (tcp as u32, udp as u32)
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in.
+            let sin = unsafe { *(&raw const ss).cast::<libc::sockaddr_in>() };
+            ([sin.sin_addr.s_addr, 0, 0, 0], u16::from_be(sin.sin_port))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6.
+            let sin6 = unsafe { *(&raw const ss).cast::<libc::sockaddr_in6>() };
+            let b = sin6.sin6_addr.s6_addr;
+            let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], u16::from_be(sin6.sin6_port))
+        }
+        _ => ([0; 4], 0),
+    }
+}
+
+/// Reads addresses (and TCP_INFO for TCP sockets) of socket `fd`.
+pub fn sock_detail(fd: &OwnedFd, protocol: i32) -> SockDetail {
+    let mut d = SockDetail {
+        local: sockaddr_of(fd, false),
+        remote: sockaddr_of(fd, true),
+        ..SockDetail::default()
+    };
+    if protocol == libc::IPPROTO_TCP
+        && let Ok(info) = getsockopt_raw::<TcpInfo>(fd, libc::IPPROTO_TCP, libc::TCP_INFO)
+    {
+        d.tcp_state = info.state;
+        d.rtt_us = info.rtt;
+        d.retrans = info.total_retrans;
+    }
+    d
+}
+
+/// The leading part of `struct tcp_info` (include/uapi/linux/tcp.h) up to `tcpi_total_retrans`;
+/// the kernel copies at most the length asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    flags: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
 }
 
 #[cfg(test)]

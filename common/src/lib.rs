@@ -55,9 +55,30 @@ pub mod sock {
     }
     const _: () = assert!(core::mem::size_of::<SockOwner>() == 16);
 
-    /// Per-socket counters. Stored in `SOCK_STATS`, a socket storage *without* the clone flag:
+    /// `SockStats::counted`: not (yet) in the target's connection gauge.
+    pub const COUNT_NOT_YET: u64 = 0;
+    /// `SockStats::counted`: included in the gauge now.
+    pub const COUNT_ACTIVE: u64 = 1;
+    /// `SockStats::counted`: was counted or can no longer be (closed); never counted again.
+    pub const COUNT_DONE: u64 = 2;
+
+    /// `SockStats::flags` bit: TCP socket is established (set by sock_ops, or by the agent
+    /// for a connection that predates the run).
+    pub const FLAG_ESTABLISHED: u64 = 1;
+    /// `SockStats::flags` bit: UDP socket is bound or connected.
+    pub const FLAG_UDP_ACTIVE: u64 = 1 << 1;
+    /// `SockStats::flags` bit: traffic of this socket passes the interface filter (always set
+    /// when there is no filter; set on its first matching packet otherwise).
+    pub const FLAG_IFACE_OK: u64 = 1 << 2;
+    /// `SockStats::flags` bit: sock_ops state callbacks are armed on this socket. Not set for
+    /// connections that predate the run (callbacks cannot be armed on them): the skb programs
+    /// then watch their TCP state.
+    pub const FLAG_ARMED: u64 = 1 << 3;
+
+    /// Per-socket state. Stored in `SOCK_STATS`, a socket storage *without* the clone flag:
     /// an accepted socket must start from zero, not from its listener's counts.
-    /// Created by the cgroup_skb programs on a socket's first packet; updated atomically.
+    /// Created by the first hook that sees a target's socket (skb, sock_ops, bind, connect,
+    /// sendmsg) from its [`SockOwner`], or by the agent for sockets that predate the run.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct SockStats {
@@ -69,14 +90,24 @@ pub mod sock {
         pub pkts_in: u64,
         /// skbs sent (one GSO skb may be many wire packets).
         pub pkts_out: u64,
+        /// `FLAG_*` bits; set with atomic or. 64-bit: the BPF target (cpu "generic") has
+        /// 64-bit atomic or/cmpxchg only.
+        pub flags: u64,
+        /// Gauge state `COUNT_*`; changed only by compare-and-swap, so a socket enters and
+        /// leaves its target's connection gauge exactly once whichever hooks race.
+        pub counted: u64,
         /// Copy of [`SockOwner::slot`], so the hot path needs one storage lookup.
         pub slot: u32,
+        /// Process that owns the socket (tgid).
+        pub tgid: u32,
         /// Copy of [`SockOwner::proto`].
         pub proto: u8,
+        /// Copy of [`SockOwner::family`].
+        pub family: u8,
         /// Explicit padding; always zero.
-        pub _pad: [u8; 3],
+        pub _pad: [u8; 6],
     }
-    const _: () = assert!(core::mem::size_of::<SockStats>() == 40);
+    const _: () = assert!(core::mem::size_of::<SockStats>() == 64);
 }
 
 /// Running totals per target.
@@ -122,6 +153,96 @@ pub mod traffic {
     const _: () = assert!(core::mem::size_of::<TargetTotals>() == 96);
 }
 
+/// Live connection gauges and per-connection records.
+pub mod conn {
+    /// Capacity of `CONNS` (per-connection records, `--details` only).
+    pub const MAX_CONNS: u32 = 262_144;
+
+    /// One `TARGET_CONNS` entry: connections of a target open now. Updated with atomic adds
+    /// (+1 and wrapping −1); read as `i64` by the agent, which adds the connections that
+    /// predate the run (the kernel may see those close before it saw them open).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ConnGauges {
+        /// TCP connections established now (wrapping; read as i64).
+        pub tcp: u64,
+        /// UDP sockets bound or connected now (wrapping; read as i64).
+        pub udp: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<ConnGauges>() == 16);
+
+    /// TCP state numbers (include/net/tcp_states.h).
+    pub const TCP_ESTABLISHED: u8 = 1;
+    /// `TCP_CLOSE`.
+    pub const TCP_CLOSE: u8 = 7;
+    /// Pseudo-state for UDP records: open.
+    pub const UDP_OPEN: u8 = 0;
+
+    /// A connection record in `CONNS` (cookie → record), kept only with `--details`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ConnRecord {
+        /// IP bytes received.
+        pub bytes_in: u64,
+        /// IP bytes sent.
+        pub bytes_out: u64,
+        /// skbs received.
+        pub pkts_in: u64,
+        /// skbs sent.
+        pub pkts_out: u64,
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when first seen; 0 = unknown.
+        pub open_ns: u64,
+        /// CLOCK_MONOTONIC ns when closed (released or TCP_CLOSE); 0 = open.
+        pub close_ns: u64,
+        /// Local address, network byte order; IPv4 in `[0]`.
+        pub local_ip: [u32; 4],
+        /// Remote address, network byte order; IPv4 in `[0]`; zero = none (unconnected UDP).
+        pub remote_ip: [u32; 4],
+        /// Local port, host order; 0 = unbound.
+        pub local_port: u16,
+        /// Remote port, host order; 0 = none.
+        pub remote_port: u16,
+        /// Owning process (tgid).
+        pub tgid: u32,
+        /// Target slot.
+        pub slot: u32,
+        /// Smoothed RTT, microseconds (TCP; 0 = unknown).
+        pub srtt_us: u32,
+        /// Retransmitted segments (TCP `total_retrans`).
+        pub retrans: u32,
+        /// `sock::PROTO_*`.
+        pub proto: u8,
+        /// Address family (2 or 10).
+        pub family: u8,
+        /// TCP state (`TCP_*`), or `UDP_OPEN`.
+        pub state: u8,
+        /// 1 once the record has traffic through the interface filter (or no filter).
+        pub iface_ok: u8,
+    }
+    const _: () = assert!(core::mem::size_of::<ConnRecord>() == 104);
+}
+
+/// Read-only knobs set by the agent at load time (`EbpfLoader::override_global`).
+pub mod knobs {
+    /// Global name: nonzero keeps per-connection records in `CONNS` (`--details`).
+    pub const DETAILS: &str = "PNM_DETAILS";
+    /// Global name: nonzero counts only packets whose (netns cookie, ifindex) is in `IFACES`.
+    pub const IFACE_FILTER: &str = "PNM_IFACE_FILTER";
+
+    /// Key of `IFACES`: an interface, named by its network namespace and index there.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct IfaceKey {
+        /// `bpf_get_netns_cookie` / `SO_NETNS_COOKIE` of the namespace.
+        pub netns_cookie: u64,
+        /// Interface index in that namespace.
+        pub ifindex: u32,
+        /// Explicit padding; always zero.
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<IfaceKey>() == 16);
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `#[repr(C)]`, `Copy`, with explicit padding and no pointers.
@@ -129,4 +250,7 @@ mod pod {
     unsafe impl aya::Pod for crate::sock::SockStats {}
     unsafe impl aya::Pod for crate::traffic::Counters {}
     unsafe impl aya::Pod for crate::traffic::TargetTotals {}
+    unsafe impl aya::Pod for crate::conn::ConnGauges {}
+    unsafe impl aya::Pod for crate::conn::ConnRecord {}
+    unsafe impl aya::Pod for crate::knobs::IfaceKey {}
 }

@@ -1,49 +1,53 @@
-//! procnetmon2 kernel programs. Entry points only; each is a thin wrapper around a `try_`
-//! function, and every path returns the permissive verdict: this is a monitor and must never
-//! drop a packet or refuse a socket because of its own failure.
+//! procnetmon2 kernel programs. Entry points only; each is a thin wrapper, and every path
+//! returns the permissive verdict: this is a monitor and must never drop a packet or refuse a
+//! socket because of its own failure.
 //!
-//! Minimum kernel: 5.7 (bpf links for cgroup programs; socket storage in cgroup_skb needs 5.2,
-//! `BPF_F_CLONE` 5.4, `bpf_sk_storage_get` from cgroup/sock 5.11).
+//! | program | hook | job |
+//! |---|---|---|
+//! | `pnm_ingress`, `pnm_egress` | cgroup_skb | count bytes per socket and per target |
+//! | `pnm_sock_create` | cgroup/sock_create | stamp the owner of a target's new socket |
+//! | `pnm_sock_release` | cgroup/sock_release | a socket closes: leave the gauge, close the record |
+//! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
+//! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
+//!
+//! Minimum kernel: 5.12 (bpf links for cgroups 5.7; socket storage 5.2, `BPF_F_CLONE` 5.4;
+//! `bpf_sk_storage_get` from cgroup/sock 5.11; `BPF_CMPXCHG` 5.12).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![expect(
     internal_features,
-    reason = "core::intrinsics::atomic_xadd: see `atomic_add`"
+    reason = "core::intrinsics atomics: see track::atomic_add"
 )]
 
 mod maps;
+mod track;
 
-use core::{ffi::c_void, intrinsics::AtomicOrdering};
+use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_pid_tgid,
-    macros::{cgroup_skb, cgroup_sock},
-    programs::{SkBuffContext, SockContext},
+    EbpfContext as _,
+    bindings::__sk_buff,
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, sock_ops},
+    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
-use maps::{SOCK_OWNER, SOCK_STATS, TARGET_PIDS, TARGET_TOTALS, UNTRACKED};
+use maps::{IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS, UNTRACKED};
 use procnetmon2_common::{
-    sock::{SockOwner, SockStats, proto_index},
+    conn::{TCP_CLOSE, TCP_ESTABLISHED, UDP_OPEN},
+    knobs::IfaceKey,
+    sock::{
+        FLAG_ARMED, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP,
+        SockOwner, proto_index,
+    },
     traffic::Counters,
 };
-
-/// cgroup_skb and cgroup/sock verdict: let the packet through / allow the socket.
-const ALLOW: i32 = 1;
-
-/// Lock-free add that cannot lose an update to another CPU, or to a softirq that interrupts
-/// this program on the same CPU (a per-CPU `+=` is a load and a store, and ingress softirqs
-/// can preempt an egress program running in process context).
-///
-/// `AtomicU64::fetch_add` does not exist for bpfel-unknown-none; the intrinsic with its
-/// result unused compiles to `BPF_ATOMIC | BPF_ADD` (lock xadd).
-#[inline(always)]
-fn atomic_add(dst: *mut u64, v: u64) {
-    // SAFETY: callers pass pointers to map values the verifier proved valid and aligned.
-    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
-}
+use track::{
+    ALLOW, atomic_add, copy_ip6, details_on, filter_on, mark, now_ns, record_of, stats_of, uncount,
+};
 
 /// Packet direction as seen by the socket.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
     In,
     Out,
@@ -66,48 +70,11 @@ fn add_counters(c: *mut Counters, dir: Dir, len: u64) {
     }
 }
 
-/// Charges one skb to its socket and to the socket's target.
-///
-/// Attribution comes from the socket (its storage), never from `current`: egress runs in
-/// softirq for ACKs and retransmits, and ingress runs in whatever context received it.
 #[inline(always)]
-fn count(ctx: &SkBuffContext, dir: Dir) -> Result<i32, i32> {
-    // SAFETY: `ctx.skb` is the program context; reading `__sk_buff.sk` is a ctx access the
-    // verifier rewrites to `skb->sk` (PTR_TO_SOCK_COMMON_OR_NULL).
-    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        return Ok(ALLOW);
-    }
-    let sk: *mut c_void = sk.cast();
-    // One lookup on the hot path: the stats storage carries the slot and protocol.
-    let mut stats = SOCK_STATS.get(sk);
-    let (slot, proto) = if stats.is_null() {
-        // First packet of this socket, or not a target's socket at all.
-        let owner = SOCK_OWNER.get(sk);
-        if owner.is_null() {
-            return Ok(ALLOW);
-        }
-        // SAFETY: non-null storage pointer returned by the helper.
-        let SockOwner { slot, proto, .. } = unsafe { *owner };
-        let init = SockStats {
-            slot,
-            proto,
-            ..SockStats::default()
-        };
-        stats = SOCK_STATS.get_or_create(sk, &init);
-        (slot, proto)
-    } else {
-        // SAFETY: non-null storage pointer returned by the helper.
-        unsafe { ((*stats).slot, (*stats).proto) }
-    };
-    let len = u64::from(ctx.len());
-    if !stats.is_null() {
-        // SAFETY: `stats` is a live storage value; its first four fields are a `Counters`.
-        add_counters(stats.cast(), dir, len);
-    }
+fn add_totals(slot: u32, proto: u8, dir: Dir, len: u64) {
     match TARGET_TOTALS.get_ptr_mut(slot) {
         Some(totals) => {
-            // Bounds-check the protocol index for the verifier and for bad user-space stamps.
+            // Bound the protocol index for the verifier and against bad stamps.
             let p = usize::from(proto).min(2);
             // SAFETY: `totals` is this CPU's value for `slot`; `p` < PROTO_COUNT.
             add_counters(unsafe { &raw mut (*totals).by_proto[p] }, dir, len);
@@ -118,25 +85,131 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> Result<i32, i32> {
             }
         }
     }
-    Ok(ALLOW)
+}
+
+/// Charges one skb to its socket and to the socket's target.
+///
+/// Attribution comes from the socket (its storage), never from `current`: egress runs in
+/// softirq for ACKs and retransmits, and ingress runs in whatever context received it.
+#[inline(always)]
+fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // SAFETY: ctx field reads the verifier rewrites (`skb->sk`, PTR_TO_SOCK_COMMON_OR_NULL).
+    let bpf_sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if bpf_sk.is_null() {
+        return ALLOW;
+    }
+    if filter_on() {
+        // `skb->ifindex` is the device in the socket's own namespace on both directions:
+        // pair it with that namespace's cookie, since ifindex values repeat across namespaces.
+        let key = IfaceKey {
+            // SAFETY: helper on the program context.
+            netns_cookie: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
+            // SAFETY: ctx field read.
+            ifindex: unsafe { (*skb).ifindex },
+            _pad: 0,
+        };
+        // SAFETY: read-only lookup, value unused.
+        if unsafe { IFACES.get(key) }.is_none() {
+            return ALLOW;
+        }
+    }
+    let sk: *mut c_void = bpf_sk.cast();
+    let len = u64::from(ctx.len());
+    let st = stats_of(sk);
+    if st.is_null() {
+        // Either not a target's socket, or its state could not be allocated: then charge the
+        // target from the owner stamp alone.
+        let owner = SOCK_OWNER.get(sk);
+        if !owner.is_null() {
+            // SAFETY: non-null storage pointer.
+            let SockOwner { slot, proto, .. } = unsafe { *owner };
+            add_totals(slot, proto, dir, len);
+        }
+        return ALLOW;
+    }
+    // SAFETY: `st` is a live storage value; its first four fields are a `Counters`.
+    let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
+    add_counters(st.cast(), dir, len);
+    add_totals(slot, proto, dir, len);
+
+    let mut want = 0;
+    if flags & FLAG_IFACE_OK == 0 {
+        want |= FLAG_IFACE_OK; // first packet through a chosen interface
+    }
+    if proto == PROTO_UDP && dir == Dir::Out && flags & FLAG_UDP_ACTIVE == 0 {
+        want |= FLAG_UDP_ACTIVE; // a sending UDP socket is bound (autobind)
+    }
+    if want != 0 {
+        mark(st, want);
+    }
+    if proto == PROTO_TCP && flags & FLAG_ARMED == 0 && flags & FLAG_ESTABLISHED != 0 {
+        // A connection that predates the run: sock_ops callbacks cannot be armed on it, so
+        // watch its state here (readable from any socket, `bpf_sock.state`).
+        // SAFETY: `state` is in the sock_common part of `struct bpf_sock`; `bpf_sk` was
+        // null-checked above (reading `skb->sk` again would give a new unchecked pointer).
+        let state = unsafe { (*bpf_sk).state };
+        if state != u32::from(TCP_ESTABLISHED) {
+            uncount(st);
+        }
+    }
+    if details_on() {
+        record_packet(ctx, skb, st, dir, len);
+    }
+    ALLOW
+}
+
+/// `--details`: per-connection bytes, and the local address once the socket has one.
+#[inline(always)]
+fn record_packet(
+    ctx: &SkBuffContext,
+    skb: *mut __sk_buff,
+    st: *mut procnetmon2_common::sock::SockStats,
+    dir: Dir,
+    len: u64,
+) {
+    // SAFETY: helper on the program context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: `st` is live.
+    let state = if unsafe { (*st).proto } == PROTO_TCP {
+        TCP_ESTABLISHED
+    } else {
+        UDP_OPEN
+    };
+    let r = record_of(cookie, st, state);
+    if r.is_null() {
+        return;
+    }
+    // SAFETY: `r` is a live map value; its first four fields are a `Counters`.
+    unsafe {
+        add_counters(r.cast(), dir, len);
+        (*r).iface_ok = 1;
+        if (*r).local_port == 0 {
+            let s = &*skb;
+            (*r).local_port = s.local_port as u16;
+            (*r).remote_port = u16::from_be((s.remote_port >> 16) as u16 | s.remote_port as u16);
+            if (*r).family == 2 {
+                (*r).local_ip[0] = s.local_ip4;
+                (*r).remote_ip[0] = s.remote_ip4;
+            } else {
+                copy_ip6(&mut (*r).local_ip, &raw const s.local_ip6);
+                copy_ip6(&mut (*r).remote_ip, &raw const s.remote_ip6);
+            }
+        }
+    }
 }
 
 /// Ingress: every skb delivered to a socket in the attached cgroup subtree.
-/// Minimum kernel 4.10 (program type); socket storage lookups need 5.2.
 #[cgroup_skb]
 pub fn pnm_ingress(ctx: SkBuffContext) -> i32 {
-    match count(&ctx, Dir::In) {
-        Ok(v) | Err(v) => v,
-    }
+    count(&ctx, Dir::In)
 }
 
-/// Egress: every skb a socket in the attached cgroup subtree sends (before GSO
-/// segmentation and IP fragmentation).
+/// Egress: every skb a socket in the attached cgroup subtree sends (before GSO segmentation
+/// and IP fragmentation).
 #[cgroup_skb]
 pub fn pnm_egress(ctx: SkBuffContext) -> i32 {
-    match count(&ctx, Dir::Out) {
-        Ok(v) | Err(v) => v,
-    }
+    count(&ctx, Dir::Out)
 }
 
 /// cgroup/sock_create: stamp the owner of each new inet socket a target creates.
@@ -145,18 +218,11 @@ pub fn pnm_egress(ctx: SkBuffContext) -> i32 {
 /// Accepted sockets never pass here: they inherit the listener's stamp (BPF_F_CLONE).
 #[cgroup_sock(sock_create)]
 pub fn pnm_sock_create(ctx: SockContext) -> i32 {
-    match try_sock_create(&ctx) {
-        Ok(v) | Err(v) => v,
-    }
-}
-
-#[inline(always)]
-fn try_sock_create(ctx: &SockContext) -> Result<i32, i32> {
     // SAFETY: helper without arguments.
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     // SAFETY: read-only lookup; the value is copied out at once.
     let Some(&slot) = (unsafe { TARGET_PIDS.get(tgid) }) else {
-        return Ok(ALLOW);
+        return ALLOW;
     };
     // SAFETY: `ctx.sock` is the program context (a `struct bpf_sock`).
     let (protocol, family) = unsafe { ((*ctx.sock).protocol, (*ctx.sock).family) };
@@ -168,12 +234,235 @@ fn try_sock_create(ctx: &SockContext) -> Result<i32, i32> {
         _pad: [0; 6],
     };
     // cgroup/sock passes its context as the socket (bpf_sk_storage_get_cg_sock_proto).
-    let stored = SOCK_OWNER.get_or_create(ctx.sock.cast(), &owner);
-    if stored.is_null() {
-        // Out of memory: this socket's traffic will be missed; nothing else to do here.
-        return Err(ALLOW);
+    // On allocation failure this socket goes uncounted; nothing else can be done here.
+    let _ = maps::SOCK_OWNER.get_or_create(ctx.sock.cast(), &owner);
+    ALLOW
+}
+
+/// cgroup/sock_release: the process closed the socket (it runs in inet_release, before the
+/// protocol's close, so queued data and the FIN still leave afterwards and still count).
+#[cgroup_sock(sock_release)]
+pub fn pnm_sock_release(ctx: SockContext) -> i32 {
+    let st = maps::SOCK_STATS.get(ctx.sock.cast());
+    if st.is_null() {
+        return ALLOW;
     }
-    Ok(ALLOW)
+    uncount(st);
+    if details_on() {
+        // SAFETY: helper on the program context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        if let Some(r) = maps::CONNS.get_ptr_mut(cookie) {
+            // SAFETY: live map value.
+            unsafe {
+                (*r).close_ns = now_ns();
+                if (*r).proto != PROTO_TCP {
+                    (*r).state = TCP_CLOSE;
+                }
+            }
+        }
+    }
+    ALLOW
+}
+
+/// sock_ops op codes and callback flags (include/uapi/linux/bpf.h).
+const OP_ACTIVE_ESTABLISHED: u32 = 4;
+const OP_PASSIVE_ESTABLISHED: u32 = 5;
+const OP_RETRANS: u32 = 9;
+const OP_STATE: u32 = 10;
+const OP_LISTEN: u32 = 11;
+const OP_RTT: u32 = 12;
+const CB_RETRANS: i32 = 1 << 1;
+const CB_STATE: i32 = 1 << 2;
+const CB_RTT: i32 = 1 << 3;
+/// `TCP_LISTEN` (include/net/tcp_states.h).
+const TCP_LISTEN: u8 = 10;
+
+/// sock_ops: TCP lifetimes. Established callbacks arm the state callback (and, with
+/// `--details`, RTT and retransmit callbacks) on each new connection of a target.
+/// `current` here is meaningless (passive-established reports the client): never used.
+#[sock_ops]
+pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
+    let ops = ctx.ops;
+    // SAFETY: ctx field read; null unless the socket is a full socket.
+    let sk: *mut c_void = unsafe { (*ops).__bindgen_anon_2.sk }.cast();
+    if sk.is_null() {
+        return 1;
+    }
+    let op = ctx.op();
+    match op {
+        OP_ACTIVE_ESTABLISHED | OP_PASSIVE_ESTABLISHED | OP_LISTEN => {
+            let st = stats_of(sk);
+            if st.is_null() {
+                return 1;
+            }
+            if op == OP_LISTEN {
+                if details_on() {
+                    sockops_record(&ctx, st, TCP_LISTEN);
+                }
+                return 1;
+            }
+            let extra = if details_on() { CB_RTT | CB_RETRANS } else { 0 };
+            if ctx
+                .set_cb_flags(ctx.cb_flags() as i32 | CB_STATE | extra)
+                .is_ok()
+            {
+                mark(st, FLAG_ESTABLISHED | FLAG_ARMED);
+            } else {
+                mark(st, FLAG_ESTABLISHED);
+            }
+            if details_on() {
+                sockops_record(&ctx, st, TCP_ESTABLISHED);
+            }
+        }
+        OP_STATE => {
+            let st = maps::SOCK_STATS.get(sk);
+            if st.is_null() {
+                return 1;
+            }
+            let new_state = ctx.arg(1);
+            if new_state != u32::from(TCP_ESTABLISHED) {
+                uncount(st);
+            }
+            if details_on() {
+                let r = sockops_record(&ctx, st, new_state as u8);
+                if !r.is_null() && new_state == u32::from(TCP_CLOSE) {
+                    // SAFETY: live map value.
+                    unsafe { (*r).close_ns = now_ns() };
+                }
+            }
+        }
+        OP_RTT | OP_RETRANS if details_on() => {
+            let st = maps::SOCK_STATS.get(sk);
+            if !st.is_null() {
+                // SAFETY: ctx field read.
+                let state = unsafe { (*ops).state } as u8;
+                sockops_record(&ctx, st, state);
+            }
+        }
+        _ => {}
+    }
+    1
+}
+
+/// Creates or refreshes the `--details` record from a sock_ops context.
+#[inline(always)]
+fn sockops_record(
+    ctx: &SockOpsContext,
+    st: *mut procnetmon2_common::sock::SockStats,
+    state: u8,
+) -> *mut procnetmon2_common::conn::ConnRecord {
+    // SAFETY: helper on the program context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let r = record_of(cookie, st, state);
+    if r.is_null() {
+        return r;
+    }
+    let ops = ctx.ops;
+    // SAFETY: `r` is a live map value; ctx field reads.
+    unsafe {
+        (*r).state = state;
+        (*r).srtt_us = (*ops).srtt_us >> 3; // tp->srtt_us is stored << 3
+        (*r).retrans = (*ops).total_retrans;
+        (*r).local_port = (*ops).local_port as u16;
+        // remote_port: network order, in the upper 16 bits on this kernel.
+        let rp = (*ops).remote_port;
+        (*r).remote_port = u16::from_be(if rp > 0xffff {
+            (rp >> 16) as u16
+        } else {
+            rp as u16
+        });
+        if (*ops).family == 2 {
+            (*r).local_ip[0] = (*ops).local_ip4;
+            (*r).remote_ip[0] = (*ops).remote_ip4;
+        } else {
+            copy_ip6(&mut (*r).local_ip, &raw const (*ops).local_ip6);
+            copy_ip6(&mut (*r).remote_ip, &raw const (*ops).remote_ip6);
+        }
+    }
+    r
+}
+
+/// A UDP socket became bound (post_bind) or connected/used (connect, sendmsg).
+#[inline(always)]
+fn udp_active(sk: *mut c_void, protocol: u32) {
+    if proto_index(protocol) != PROTO_UDP {
+        return;
+    }
+    let st = stats_of(sk);
+    if !st.is_null() {
+        mark(st, FLAG_UDP_ACTIVE);
+    }
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn pnm_post_bind4(ctx: SockContext) -> i32 {
+    // SAFETY: ctx field read.
+    udp_active(ctx.sock.cast(), unsafe { (*ctx.sock).protocol });
+    ALLOW
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn pnm_post_bind6(ctx: SockContext) -> i32 {
+    // SAFETY: ctx field read.
+    udp_active(ctx.sock.cast(), unsafe { (*ctx.sock).protocol });
+    ALLOW
+}
+
+/// `v6` must be a constant per program: a connect4 program may not even read `user_ip6`
+/// ("invalid bpf_context access off=8 size=4"), so each family gets its own copy.
+#[inline(always)]
+fn sock_addr_udp(ctx: &SockAddrContext, connect: bool, v6: bool) {
+    let a = ctx.sock_addr;
+    // SAFETY: ctx field reads.
+    let (sk, protocol) = unsafe { ((*a).__bindgen_anon_1.sk.cast::<c_void>(), (*a).protocol) };
+    if sk.is_null() {
+        return;
+    }
+    udp_active(sk, protocol);
+    if connect && details_on() && proto_index(protocol) == PROTO_UDP {
+        let st = maps::SOCK_STATS.get(sk);
+        if st.is_null() {
+            return;
+        }
+        // SAFETY: helper on the program context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        let r = record_of(cookie, st, UDP_OPEN);
+        if !r.is_null() {
+            // SAFETY: live map value; ctx field reads.
+            unsafe {
+                (*r).remote_port = u16::from_be((*a).user_port as u16);
+                if v6 {
+                    copy_ip6(&mut (*r).remote_ip, &raw const (*a).user_ip6);
+                } else {
+                    (*r).remote_ip[0] = (*a).user_ip4;
+                }
+            }
+        }
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn pnm_connect4(ctx: SockAddrContext) -> i32 {
+    sock_addr_udp(&ctx, true, false);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn pnm_connect6(ctx: SockAddrContext) -> i32 {
+    sock_addr_udp(&ctx, true, true);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn pnm_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_addr_udp(&ctx, false, false);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn pnm_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_addr_udp(&ctx, false, true);
+    ALLOW
 }
 
 #[cfg(not(test))]

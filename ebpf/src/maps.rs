@@ -8,10 +8,12 @@ use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray},
     helpers::generated::bpf_sk_storage_get,
 };
 use procnetmon2_common::{
+    conn::{ConnGauges, ConnRecord, MAX_CONNS},
+    knobs::IfaceKey,
     sock::{SockOwner, SockStats},
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
@@ -95,7 +97,8 @@ pub static SOCK_OWNER: SkStorageDef<SockOwner, { BPF_F_NO_PREALLOC as usize | BP
     SkStorageDef::new();
 
 /// socket → [`SockStats`]; `NO_PREALLOC` only (no clone: an accepted socket starts at zero).
-/// Created and updated by the skb programs; read by the agent for `--details`.
+/// Created by the first hook that sees a target's socket; written by the agent for sockets
+/// that predate the run.
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "SOCK_STATS")]
 pub static SOCK_STATS: SkStorageDef<SockStats, { BPF_F_NO_PREALLOC as usize }> =
@@ -115,3 +118,21 @@ pub static TARGET_TOTALS: PerCpuArray<TargetTotals, { MAX_TARGETS as usize }> = 
 /// range), reported as "untracked" rather than dropped silently. Per CPU.
 #[aya_ebpf::macros::btf_map]
 pub static UNTRACKED: PerCpuArray<Counters, 1> = PerCpuArray::new();
+
+/// slot → [`ConnGauges`], `MAX_TARGETS` entries: connections open now. Shared (not per-CPU):
+/// updated with atomic adds on connection events only, never per packet.
+#[aya_ebpf::macros::btf_map]
+pub static TARGET_CONNS: Array<ConnGauges, { MAX_TARGETS as usize }> = Array::new();
+
+/// socket cookie → [`ConnRecord`], `MAX_CONNS` entries, allocated on demand
+/// (`BPF_F_NO_PREALLOC`). Used only with `--details`: the agent walks it per report and
+/// deletes records it has shown closed.
+#[aya_ebpf::macros::btf_map]
+pub static CONNS: HashMap<u64, ConnRecord, { MAX_CONNS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// Interfaces to count when `-i` is given: (netns cookie, ifindex) → 1. Written by the agent
+/// (and rewritten when an interface goes away or comes back); read per packet only when the
+/// `PNM_IFACE_FILTER` knob is on.
+#[aya_ebpf::macros::btf_map]
+pub static IFACES: HashMap<IfaceKey, u8, 1024> = HashMap::new();

@@ -419,7 +419,7 @@ impl Drop for Proc {
 /// A running `procnetmon2`.
 pub struct Monitor {
     child: Child,
-    stdout: thread::JoinHandle<String>,
+    stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     stderr_all: Vec<String>,
 }
@@ -435,11 +435,14 @@ impl Monitor {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn procnetmon2");
-        let mut out = child.stdout.take().expect("stdout");
-        let stdout = thread::spawn(move || {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut out, &mut s).expect("read stdout");
-            s
+        let out = child.stdout.take().expect("stdout");
+        let (otx, stdout) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if otx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let err = child.stderr.take().expect("stderr");
         let (tx, stderr) = mpsc::channel();
@@ -496,19 +499,64 @@ impl Monitor {
             assert!(Instant::now() < deadline, "procnetmon2 did not exit");
             thread::sleep(Duration::from_millis(20));
         };
-        let out = self.stdout.join().expect("stdout thread");
+        // The reader threads end at EOF; give them a moment to drain.
+        thread::sleep(Duration::from_millis(50));
         self.stderr_all.extend(self.stderr.try_iter());
-        let reports = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        let reports = self
+            .stdout
+            .try_iter()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
-        (status, reports, self.stderr_all)
+        (status, reports, std::mem::take(&mut self.stderr_all))
+    }
+
+    /// The next JSON report (continuous mode), within 30 s.
+    pub fn next_report(&mut self) -> serde_json::Value {
+        let l = self
+            .stdout
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a report from procnetmon2");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+    }
+
+    /// Skips reports until `pred` holds for one (at most 20 reports), and returns it.
+    pub fn report_where(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        for _ in 0..20 {
+            last = self.next_report();
+            if pred(&last) {
+                return last;
+            }
+        }
+        panic!("no report matched; last: {last}");
+    }
+
+    /// Stops a continuous monitor with SIGTERM and waits for it.
+    pub fn stop(
+        self,
+    ) -> (
+        std::process::ExitStatus,
+        Vec<serde_json::Value>,
+        Vec<String>,
+    ) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.finish()
     }
 
     /// Sends SIGINT (as Ctrl-C would).
     pub fn interrupt(&self) {
         // SAFETY: plain syscall on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use super::compact_duration;
-use crate::model::{Counters, ProcessReport, Report, Row};
+use crate::model::{ConnDetail, Counters, ProcessReport, Report, Row};
 
 #[derive(Serialize)]
 struct Current {
@@ -62,6 +62,41 @@ struct Protocols {
 }
 
 #[derive(Serialize)]
+struct Conn<'a> {
+    protocol: &'a str,
+    local: &'a str,
+    remote: &'a str,
+    state: &'a str,
+    bytes_in: u64,
+    bytes_out: u64,
+    rate_in: u64,
+    rate_out: u64,
+    age: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_us: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retransmits: Option<u32>,
+}
+
+impl<'a> From<&'a ConnDetail> for Conn<'a> {
+    fn from(c: &'a ConnDetail) -> Self {
+        Self {
+            protocol: c.protocol,
+            local: &c.local,
+            remote: &c.remote,
+            state: c.state,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            rate_in: c.rate_in.round() as u64,
+            rate_out: c.rate_out.round() as u64,
+            age: compact_duration(c.age),
+            rtt_us: c.rtt_us,
+            retransmits: c.retransmits,
+        }
+    }
+}
+
+#[derive(Serialize)]
 struct Process<'a> {
     pid: u32,
     name: &'a str,
@@ -69,6 +104,8 @@ struct Process<'a> {
     exited: bool,
     current: Current,
     protocols: Protocols,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<Vec<Conn<'a>>>,
 }
 
 impl<'a> From<&'a ProcessReport> for Process<'a> {
@@ -83,6 +120,10 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
                 tcp: p.traffic.tcp.into(),
                 udp: p.traffic.udp.into(),
             },
+            connections: p
+                .connections
+                .as_ref()
+                .map(|v| v.iter().map(Conn::from).collect()),
         }
     }
 }
@@ -170,6 +211,44 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(keys.len(), 2);
+    }
+
+    #[test]
+    fn details_list_connections() {
+        let mut r = sample_report();
+        r.processes[0].connections = Some(vec![ConnDetail {
+            protocol: "tcp",
+            local: "10.0.0.1:5000".into(),
+            remote: "10.0.0.2:443".into(),
+            state: "ESTABLISHED",
+            bytes_in: 10,
+            bytes_out: 20,
+            rate_in: 80.4,
+            rate_out: 160.0,
+            age: std::time::Duration::from_secs(3),
+            rtt_us: Some(120),
+            retransmits: Some(0),
+        }]);
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let c = &v["processes"]["1234"]["connections"][0];
+        assert_eq!(c["protocol"], "tcp");
+        assert_eq!(c["local"], "10.0.0.1:5000");
+        assert_eq!(c["remote"], "10.0.0.2:443");
+        assert_eq!(c["state"], "ESTABLISHED");
+        assert_eq!(
+            (c["bytes_in"].as_u64(), c["bytes_out"].as_u64()),
+            (Some(10), Some(20))
+        );
+        assert_eq!(
+            (c["rate_in"].as_u64(), c["rate_out"].as_u64()),
+            (Some(80), Some(160))
+        );
+        assert_eq!(c["age"], "3s");
+        assert_eq!(c["rtt_us"], 120);
+        assert_eq!(c["retransmits"], 0);
+        assert!(v["processes"]["5678"].get("connections").is_none());
     }
 
     #[test]

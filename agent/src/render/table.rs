@@ -65,6 +65,26 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
             "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
             p.pid, name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], runtime
         ));
+        for conn in p.connections.iter().flatten() {
+            let rtt = match (conn.rtt_us, conn.retransmits) {
+                (Some(rtt), Some(re)) => {
+                    format!("  rtt {:.1} ms, {re} retrans", f64::from(rtt) / 1000.0)
+                }
+                _ => String::new(),
+            };
+            s.push_str(&format!(
+                "  └ {:<3} {:<22} → {:<22} {:<11} in {} ({}) out {} ({}) age {}{rtt}\n",
+                conn.protocol,
+                conn.local,
+                conn.remote,
+                conn.state,
+                DisplayBytes(conn.bytes_in),
+                DisplayRate(conn.rate_in),
+                DisplayBytes(conn.bytes_out),
+                DisplayRate(conn.rate_out),
+                compact_duration(conn.age),
+            ));
+        }
     }
     if let Some(agg) = &report.aggregated {
         let c = row_cells(agg);
@@ -130,6 +150,7 @@ pub(crate) mod tests {
                         tcp: nginx,
                         ..Traffic::default()
                     },
+                    connections: None,
                 },
                 ProcessReport {
                     pid: 5678,
@@ -141,6 +162,7 @@ pub(crate) mod tests {
                         tcp: python,
                         ..Traffic::default()
                     },
+                    connections: None,
                 },
             ],
             aggregated: Some(row(

@@ -1,0 +1,105 @@
+//! Interfaces as a target sees them: names resolved in the target's own network namespace
+//! (`/proc/PID/ns/net`), on a short-lived thread of their own (setns changes only the calling
+//! thread; it never runs on an async worker).
+
+use std::{fs::File, os::fd::AsRawFd as _};
+
+use anyhow::{Context as _, anyhow};
+
+/// `SO_NETNS_COOKIE` (Linux 5.14): a namespace identity unique for the boot.
+const SO_NETNS_COOKIE: i32 = 71;
+
+/// A namespace's interfaces: its cookie and (name, ifindex) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsLinks {
+    /// `SO_NETNS_COOKIE` of the namespace, as `bpf_get_netns_cookie` reports it.
+    pub cookie: u64,
+    /// Every interface: (name, ifindex).
+    pub links: Vec<(String, u32)>,
+}
+
+impl NetnsLinks {
+    /// The index of interface `name`, if present.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.links.iter().find(|(n, _)| n == name).map(|(_, i)| *i)
+    }
+
+    /// Names, comma-separated, for error messages.
+    pub fn names(&self) -> String {
+        let v: Vec<&str> = self.links.iter().map(|(n, _)| n.as_str()).collect();
+        v.join(", ")
+    }
+}
+
+/// Runs in the calling thread, after setns: reads the namespace cookie and interfaces.
+fn read_here() -> anyhow::Result<NetnsLinks> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .context("socket in the target's namespace")?;
+    let mut cookie = 0_u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is a writable u64 of `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("getsockopt(SO_NETNS_COOKIE) (Linux >= 5.14)");
+    }
+    let mut links = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let head = libc::if_nameindex();
+        if head.is_null() {
+            return Err(std::io::Error::last_os_error()).context("if_nameindex");
+        }
+        let mut p = head;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            links.push((name, (*p).if_index));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(head);
+    }
+    Ok(NetnsLinks { cookie, links })
+}
+
+/// The interfaces of process `pid`'s network namespace.
+pub fn links_of(pid: u32) -> anyhow::Result<NetnsLinks> {
+    let path = format!("/proc/{pid}/ns/net");
+    let ns = File::open(&path).with_context(|| format!("open {path}"))?;
+    std::thread::Builder::new()
+        .name("pnm-netns".into())
+        .spawn(move || {
+            // SAFETY: setns on this fresh thread only; the thread ends right after.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("setns into the target's network namespace");
+            }
+            read_here()
+        })
+        .context("spawn netns thread")?
+        .join()
+        .map_err(|_| anyhow!("netns thread panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_has_loopback() {
+        let l = links_of(std::process::id()).unwrap();
+        assert_eq!(l.index_of("lo"), Some(1));
+        assert!(l.names().contains("lo"));
+        assert_ne!(l.cookie, 0);
+    }
+}
