@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::process::ExitStatusExt as _;
+
 use anyhow::Context as _;
 use procnetmon2_common::{
     conn::{ConnRecord, TCP_ESTABLISHED},
@@ -27,7 +29,8 @@ use crate::{
     cgroup,
     config::Config,
     details::{DetailTracker, monotonic_ns},
-    error::UsageError,
+    error::{SpawnError, UsageError},
+    lifecycle::{self, RunState},
     model::{Counters, ProcessReport, Report, Row, Traffic},
     netns::{self, NetnsLinks},
     procs::{self, ProcIdentity},
@@ -109,21 +112,72 @@ fn resolve_ifaces(pid: u32, names: &[String]) -> anyhow::Result<HashMap<String, 
     Ok(out)
 }
 
-/// Runs with `cfg` until done. Returns when the run ends normally or on a signal.
-pub fn run(cfg: &Config) -> anyhow::Result<()> {
+/// The command of spawn mode, once started.
+struct Spawned {
+    child: std::process::Child,
+    pidfd: tokio::io::unix::AsyncFd<procs::PidFd>,
+    cgroup: PathBuf,
+}
+
+/// Starts `argv` in cgroup `cg`: the child moves itself there before it executes, so no
+/// socket of the command is ever created elsewhere.
+fn spawn_in(argv: &[String], cg: &std::path::Path) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt as _;
+    let procs_file = std::ffi::CString::new(cg.join("cgroup.procs").as_os_str().as_encoded_bytes())
+        .context("cgroup path")?;
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs_file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd.spawn().map_err(|e| {
+        SpawnError(format!(
+            "cannot run '{}': {e}; check the command name and PATH",
+            argv[0]
+        ))
+        .into()
+    })
+}
+
+/// Runs with `cfg` until done. Returns the exit status: 0, or the spawned command's.
+pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     crate::privileges::check()?;
+    // Before any thread exists: a private cgroup2 mount may need unshare(CLONE_NEWNS).
+    let mount = cgroup::find_or_mount_cgroup2()?;
+    // Leftovers of runs killed with SIGKILL are undone before anything else.
+    for line in lifecycle::cleanup_stale(&mount.mount_point)? {
+        if cfg.cleanup {
+            eprintln!("procnetmon2: {line}");
+        } else {
+            log::warn!("{line}");
+        }
+    }
+    if cfg.cleanup {
+        return Ok(0);
+    }
     // Resolve every target before touching the kernel: bad input leaves nothing behind.
     let idents = cfg
         .pids
         .iter()
         .map(|&pid| procs::identify(pid).map_err(|e| UsageError::new(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let mount = cgroup::find_cgroup2()?;
     let dirs = idents
         .iter()
         .map(|t| mount.dir_of_pid(t.pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let points = cgroup::attach_points(&dirs);
     let ifaces = idents
         .iter()
         .map(|t| {
@@ -135,14 +189,63 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut output = Output::open(cfg.output.as_ref())?;
+    let spawn_mode = !cfg.command.is_empty();
+
+    // Host changes (dedicated cgroups, moved processes) are recorded and undone on drop.
+    let mut state = (cfg.isolate || spawn_mode)
+        .then(|| RunState::create(&mount))
+        .transpose()?;
+    let mut points = cgroup::attach_points(&dirs);
+    let spawn_cg = if spawn_mode {
+        let own = mount.dir_of_pid(std::process::id())?;
+        let cg = own.join(format!(
+            "{}spawn-{}",
+            lifecycle::CGROUP_PREFIX,
+            std::process::id()
+        ));
+        state
+            .as_mut()
+            .context("spawn state")?
+            .create_cgroup(&cg)
+            .with_context(|| {
+                format!(
+                    "cannot create a cgroup for the command under {}",
+                    own.display()
+                )
+            })?;
+        points = vec![cg.clone()];
+        Some(cg)
+    } else {
+        None
+    };
 
     let knobs = Knobs {
         details: cfg.details,
         iface_filter: !cfg.interfaces.is_empty(),
+        children: cfg.children && !spawn_mode,
+        cgroup_targets: spawn_mode,
     };
     let mut probes = Probes::load(knobs)?;
     for (slot, t) in idents.iter().enumerate() {
         probes.add_target_pid(t.pid, slot as u32)?;
+    }
+    // Children that already exist join their target too.
+    let kids = if knobs.children {
+        procs::descendants(&cfg.pids)
+    } else {
+        Vec::new()
+    };
+    for (root, kid) in &kids {
+        if let Some(slot) = cfg.pids.iter().position(|p| p == root) {
+            probes.add_target_pid(*kid, slot as u32)?;
+        }
+    }
+    if let Some(cg) = &spawn_cg {
+        use std::os::unix::fs::MetadataExt as _;
+        let id = std::fs::metadata(cg)
+            .with_context(|| format!("stat {}", cg.display()))?
+            .ino();
+        probes.add_cgroup_target(id, 0)?;
     }
     for key in ifaces.iter().flat_map(HashMap::values) {
         probes.allow_iface(*key)?;
@@ -151,19 +254,52 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         .iter()
         .map(|d| cgroup::open_dir(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // Socket hooks first, then counters, then the scan: a socket created at any point is
-    // stamped either by the hook or by the scan.
+    // Socket hooks first, then counters, then moves and the scan: a socket created at any
+    // point is stamped either by a hook or by the scan.
     for cg in &cgroups {
         probes.attach_sock_hooks(cg)?;
     }
     for cg in &cgroups {
         probes.attach_counters(cg)?;
     }
+    if cfg.isolate
+        && let Some(st) = state.as_mut()
+    {
+        // Attached at the original cgroups, which contain the dedicated ones: sockets made
+        // before and after the move are all covered, and none is counted twice.
+        for (t, from) in idents.iter().zip(&dirs) {
+            let to = st.isolate(t, from)?;
+            log::info!("process {} moved to {}", t.pid, to.display());
+        }
+    }
+    let mut spawned = None;
+    let mut idents = idents;
+    let mut ifaces = ifaces;
+    if let (Some(cg), true) = (&spawn_cg, spawn_mode) {
+        let child = spawn_in(&cfg.command, cg)?;
+        let pid = child.id();
+        let pidfd = procs::PidFd::open(pid).context("pidfd_open for the command")?;
+        idents.push(procs::identify(pid).unwrap_or(ProcIdentity {
+            pid,
+            comm: cfg.command[0].clone(),
+            start_ticks: 0,
+        }));
+        ifaces.push(HashMap::new());
+        spawned = Some((child, pidfd, cg.clone()));
+    }
     let mut old_sockets = Vec::new();
     let mut targets = Vec::with_capacity(idents.len());
     for (slot, (ident, ifaces)) in idents.into_iter().zip(ifaces).enumerate() {
         let slot = slot as u32;
-        let preexisting = stamp_existing(&mut probes, &ident, slot, knobs, &mut old_sockets);
+        let mut preexisting = stamp_existing(&mut probes, &ident, slot, knobs, &mut old_sockets);
+        for (root, kid) in &kids {
+            if *root == ident.pid
+                && let Ok(kid_ident) = procs::identify(*kid)
+            {
+                let (t, u) = stamp_existing(&mut probes, &kid_ident, slot, knobs, &mut old_sockets);
+                preexisting = (preexisting.0 + t, preexisting.1 + u);
+            }
+        }
         targets.push(Target {
             slot,
             ident,
@@ -195,7 +331,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         .enable_time()
         .enable_io()
         .build()?;
-    rt.block_on(async {
+    let status = rt.block_on(async {
+        let mut spawned = match spawned {
+            Some((child, pidfd, cgroup)) => {
+                // SAFETY: `pidfd` is owned by the AsyncFd and stays open until it is dropped.
+                let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+                    .map_err(|e| anyhow::anyhow!("watch the command's pidfd: {e}"))?;
+                Some(Spawned {
+                    child,
+                    pidfd,
+                    cgroup,
+                })
+            }
+            None => None,
+        };
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -210,28 +359,62 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(sleep_deadline);
+        let mut exit_status = 0_u8;
         loop {
-            let stop = tokio::select! {
-                _ = ticker.tick() => false,
-                () = &mut sleep_deadline => true,
-                _ = sigint.recv() => true,
-                _ = sigterm.recv() => true,
-                _ = sighup.recv() => true,
+            let command_exited = async {
+                match spawned.as_ref() {
+                    Some(s) => {
+                        let _ = s.pidfd.readable().await;
+                    }
+                    None => std::future::pending().await,
+                }
             };
+            // (stop, command ended)
+            let (stop, ended) = tokio::select! {
+                _ = ticker.tick() => (false, false),
+                () = &mut sleep_deadline => (true, false),
+                () = command_exited => (true, true),
+                _ = sigint.recv() => (true, false),
+                _ = sigterm.recv() => (true, false),
+                _ = sighup.recv() => (true, false),
+            };
+            if let Some(s) = spawned.as_mut() {
+                if ended {
+                    let st = s.child.wait()?;
+                    exit_status = st
+                        .code()
+                        .map_or_else(|| 128 + st.signal().unwrap_or(0) as u8, |c| c as u8);
+                    // Its children may still run in the cgroup: they are part of it and end now.
+                    if let Some(state) = state.as_ref() {
+                        state.stop_cgroup(&s.cgroup, Duration::from_secs(2));
+                    }
+                    spawned = None;
+                } else if stop {
+                    // -t expiry or a signal with the command still running: stop it.
+                    if let Some(state) = state.as_ref() {
+                        state.stop_cgroup(&s.cgroup, Duration::from_secs(2));
+                    }
+                    let _ = s.child.wait();
+                    spawned = None;
+                }
+            }
             sample(&probes, &mut targets, &mut aggregate)?;
             if !cfg.interfaces.is_empty() {
                 watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
             }
             let all_gone = targets.iter().all(|t| t.exited.is_some());
             let untracked = Counters::from(probes.untracked()?).minus(untracked_base);
-            let (report_now, is_final, done) = match (stop, all_gone && cfg.window.is_none()) {
+            let (report_now, is_final, done) = if ended {
+                // The command ended first: the final report covers the run so far.
+                (true, cfg.window.is_some(), true)
+            } else if stop {
                 // The window's report (also on a signal during a window: the part seen so far).
-                (true, _) => (cfg.window.is_some(), true, true),
-                (false, true) => {
-                    log::info!("all targets have exited");
-                    (true, false, true)
-                }
-                (false, false) => (cfg.continuous, false, false),
+                (cfg.window.is_some(), true, true)
+            } else if all_gone && cfg.window.is_none() {
+                log::info!("all targets have exited");
+                (true, false, true)
+            } else {
+                (cfg.continuous, false, false)
             };
             if report_now {
                 let details = cfg.details.then(|| {
@@ -261,10 +444,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
                 break;
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(exit_status)
     })?;
     drop(probes); // detaches every program
-    Ok(())
+    drop(state); // moves processes back, removes dedicated cgroups
+    Ok(status)
 }
 
 /// Stamps every inet socket `t` holds now with its owner and state, through `pidfd_getfd`

@@ -14,7 +14,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, SkStorage},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, SockOps,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        RawTracePoint, SockOps,
     },
 };
 use procnetmon2_common::{
@@ -43,6 +44,11 @@ const SOCK_ADDR_PROGS: [&str; 4] = [
     "pnm_sendmsg6",
 ];
 const SOCKOPS_PROG: &str = "pnm_sockops";
+/// Raw tracepoints: (program, tracepoint).
+const TP_PROGS: [(&str, &str); 2] = [
+    ("pnm_fork", "sched_process_fork"),
+    ("pnm_exit", "sched_process_exit"),
+];
 /// Map names, as the statics in ebpf/src/maps.rs.
 const MAP_SOCK_OWNER: &str = "SOCK_OWNER";
 const MAP_SOCK_STATS: &str = "SOCK_STATS";
@@ -52,6 +58,7 @@ const MAP_TARGET_CONNS: &str = "TARGET_CONNS";
 const MAP_UNTRACKED: &str = "UNTRACKED";
 const MAP_CONNS: &str = "CONNS";
 const MAP_IFACES: &str = "IFACES";
+const MAP_CGROUP_TARGETS: &str = "CGROUP_TARGETS";
 
 /// `BPF_NOEXIST`: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -63,6 +70,10 @@ pub struct Knobs {
     pub details: bool,
     /// Count only the interfaces put in with [`Probes::allow_iface`] (`-i`).
     pub iface_filter: bool,
+    /// Follow forks: children join their parent's target.
+    pub children: bool,
+    /// Whole cgroups are targets ([`Probes::add_cgroup_target`]).
+    pub cgroup_targets: bool,
 }
 
 /// The loaded programs and their maps.
@@ -76,6 +87,7 @@ pub struct Probes {
     untracked: PerCpuArray<MapData, Counters>,
     conns: HashMap<MapData, u64, ConnRecord>,
     ifaces: HashMap<MapData, IfaceKey, u8>,
+    cgroup_targets: HashMap<MapData, u64, u32>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
@@ -124,9 +136,20 @@ impl Probes {
         bump_memlock();
         let details = u8::from(knobs.details);
         let filter = u8::from(knobs.iface_filter);
+        let children = u8::from(knobs.children);
+        let cgroups = u8::from(knobs.cgroup_targets);
+        let (pid_off, tgid_off) = if knobs.children {
+            crate::btf::task_pid_tgid_offsets()?
+        } else {
+            (0, 0)
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(knobs::DETAILS, &details, true)
             .override_global(knobs::IFACE_FILTER, &filter, true)
+            .override_global(knobs::CHILDREN, &children, true)
+            .override_global(knobs::CGROUP_TARGETS, &cgroups, true)
+            .override_global(knobs::TASK_PID_OFF, &pid_off, true)
+            .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/procnetmon2"
@@ -150,7 +173,17 @@ impl Probes {
         let p: &mut SockOps = program(&mut ebpf, SOCKOPS_PROG)?;
         p.load()
             .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {MIN_KERNEL})"))?;
+        if knobs.children {
+            for (name, tp) in TP_PROGS {
+                let p: &mut RawTracePoint = program(&mut ebpf, name)?;
+                p.load()
+                    .with_context(|| format!("load {name} (raw tracepoint; {MIN_KERNEL})"))?;
+                p.attach(tp)
+                    .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
+            }
+        }
         Ok(Self {
+            cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
             owner: take(&mut ebpf, MAP_SOCK_OWNER)?,
             stats: take(&mut ebpf, MAP_SOCK_STATS)?,
             target_pids: take(&mut ebpf, MAP_TARGET_PIDS)?,
@@ -169,6 +202,14 @@ impl Probes {
         self.target_pids
             .insert(tgid, slot, 0)
             .with_context(|| format!("add PID {tgid} to TARGET_PIDS"))
+    }
+
+    /// Makes every process in cgroup `cgroup_id` (kernfs inode of its directory) and below it a
+    /// member of target `slot` for the sockets it creates.
+    pub fn add_cgroup_target(&mut self, cgroup_id: u64, slot: u32) -> anyhow::Result<()> {
+        self.cgroup_targets
+            .insert(cgroup_id, slot, 0)
+            .context("insert CGROUP_TARGETS")
     }
 
     /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) to

@@ -83,6 +83,62 @@ pub fn find_cgroup2() -> anyhow::Result<Cgroup2Mount> {
     )
 }
 
+/// Finds the cgroup v2 mount, or, where none is visible (`ip netns exec` remounts /sys and
+/// hides it), mounts one at /sys/fs/cgroup in a private mount namespace of this process, so
+/// nothing changes for anyone else. Must run while the process is single-threaded
+/// (`unshare(CLONE_NEWNS)` refuses a process whose threads share its filesystem context).
+/// On a host with cgroup v1 only, a clear error.
+pub fn find_or_mount_cgroup2() -> anyhow::Result<Cgroup2Mount> {
+    if let Ok(m) = find_cgroup2() {
+        return Ok(m);
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("cgroup2"))
+    {
+        bail!(
+            "this kernel has no cgroup v2 (only v1 hierarchies): procnetmon2 needs the unified hierarchy (Linux >= 4.5, e.g. boot with systemd.unified_cgroup_hierarchy=1)"
+        );
+    }
+    let target = Path::new("/sys/fs/cgroup");
+    // SAFETY: plain syscalls; the new mount namespace is this process's alone.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error()).context("no cgroup v2 mount is visible, and unshare(CLONE_NEWNS) to mount a private one failed");
+        }
+        // Keep our mounts from propagating back to the host.
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .context("make the private mount namespace private");
+        }
+    }
+    std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
+    // SAFETY: plain syscall with valid C strings.
+    if unsafe {
+        libc::mount(
+            c"cgroup2".as_ptr(),
+            c"/sys/fs/cgroup".as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error())
+            .context("mount a private cgroup2 at /sys/fs/cgroup");
+    }
+    log::info!("no cgroup v2 mount was visible: mounted a private one at /sys/fs/cgroup");
+    find_cgroup2()
+}
+
 impl Cgroup2Mount {
     /// The directory of cgroup `path` (as written in /proc/PID/cgroup) under this mount.
     /// Rejects paths that would leave the mount (`..` components).

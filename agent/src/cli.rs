@@ -12,6 +12,8 @@ Examples:
   procnetmon2 -p 1234 -i eth0           only traffic through eth0 (the target's own eth0)
   procnetmon2 -p 1234 --json -t 60s     one JSON report for a 60 s window
   procnetmon2 -p 1234 -t 5m -c          a report every interval, then the window's report
+  procnetmon2 --json -t 30s -- curl -sO http://host/file
+                                        run a command and account for it and its children
 
 Units: rates in bits per second (table: bps/Kbps/Mbps/Gbps, 1 Kbps = 1000 bit/s);
 bytes are IP bytes (IP header counted once per packet the socket sends or receives).
@@ -73,6 +75,24 @@ pub struct Opt {
     /// Write reports to FILE instead of standard output
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+
+    /// Move each target (all its threads) into a dedicated child of its cgroup for the run;
+    /// it is moved back at exit
+    #[arg(long = "isolate")]
+    pub isolate: bool,
+
+    /// Count the named PIDs only, not the processes they fork
+    #[arg(long = "no-children")]
+    pub no_children: bool,
+
+    /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
+    #[arg(long = "cleanup")]
+    pub cleanup: bool,
+
+    /// Spawn mode: run COMMAND in a fresh dedicated cgroup and monitor it and its children;
+    /// exits with COMMAND's status
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// Outcome of parsing the command line.

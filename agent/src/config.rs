@@ -28,6 +28,14 @@ pub struct Config {
     pub interval: Duration,
     /// Report destination (None: stdout).
     pub output: Option<PathBuf>,
+    /// `--isolate`: move targets into dedicated cgroups.
+    pub isolate: bool,
+    /// Follow forks (off with `--no-children`).
+    pub children: bool,
+    /// Spawn mode: the command and its arguments (empty: `-p` mode).
+    pub command: Vec<String>,
+    /// `--cleanup` only.
+    pub cleanup: bool,
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -38,12 +46,23 @@ impl Config {
     pub fn from_opt(opt: &Opt, pid_max: u32) -> Result<Self, UsageError> {
         let pids = match &opt.pids {
             Some(list) => parse_pid_list(list, pid_max)?,
+            None if !opt.command.is_empty() || opt.cleanup => Vec::new(),
             None => {
                 return Err(UsageError::new(
-                    "no target given: name the processes to watch with -p PID[,PID…]",
+                    "no target given: name the processes to watch with -p PID[,PID…], or a command after --",
                 ));
             }
         };
+        if !pids.is_empty() && !opt.command.is_empty() {
+            return Err(UsageError::new(
+                "give either -p PIDS or a command after --, not both",
+            ));
+        }
+        if opt.isolate && !opt.command.is_empty() {
+            return Err(UsageError::new(
+                "--isolate applies to -p targets; a spawned command always runs in its own cgroup",
+            ));
+        }
         let window = opt
             .time
             .as_deref()
@@ -65,6 +84,10 @@ impl Config {
             details: opt.details,
             interval,
             output: opt.output.clone(),
+            isolate: opt.isolate,
+            children: !opt.no_children,
+            command: opt.command.clone(),
+            cleanup: opt.cleanup,
         })
     }
 }
@@ -214,6 +237,10 @@ mod tests {
             details: false,
             interval: "1s".into(),
             output: None,
+            isolate: false,
+            no_children: false,
+            cleanup: false,
+            command: Vec::new(),
         };
         assert!(
             Config::from_opt(&base(None, false), 100)

@@ -5,11 +5,13 @@
 
 pub mod app;
 pub mod bpf;
+pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod details;
 pub mod error;
+pub mod lifecycle;
 pub mod model;
 pub mod netns;
 pub mod privileges;
@@ -21,6 +23,8 @@ use std::process::ExitCode;
 
 /// Exit status for a usage error.
 const EXIT_USAGE: u8 = 2;
+/// Exit status when the command of spawn mode cannot be started (as shells use).
+const EXIT_SPAWN: u8 = 127;
 
 /// Parses the command line, runs, and maps the outcome to the exit status:
 /// 0 success, 1 runtime error, 2 usage error. Errors are one line on stderr.
@@ -51,11 +55,15 @@ pub fn run_cli() -> ExitCode {
         }
     };
     match app::run(&cfg) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {
             eprintln!("procnetmon2: {e}");
             ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) if e.downcast_ref::<error::SpawnError>().is_some() => {
+            eprintln!("procnetmon2: {e}");
+            ExitCode::from(EXIT_SPAWN)
         }
         Err(e) => {
             eprintln!("procnetmon2: {e:#}");

@@ -128,10 +128,47 @@ pub fn socket_fds(pid: u32) -> io::Result<Vec<(RawFd, u64)>> {
         .collect())
 }
 
+/// Every live process that descends from one of `roots` (children, grandchildren, …), as
+/// (root, descendant) pairs. Threads are not processes and are not listed.
+pub fn descendants(roots: &[u32]) -> Vec<(u32, u32)> {
+    let mut parent: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    if let Ok(all) = procfs::process::all_processes() {
+        for p in all.flatten() {
+            if let Ok(st) = p.stat() {
+                parent.insert(st.pid as u32, st.ppid as u32);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for &pid in parent.keys() {
+        let mut cur = pid;
+        // Walk up at most 64 generations (guards against a cycle in a racing snapshot).
+        for _ in 0..64 {
+            let Some(&pp) = parent.get(&cur) else { break };
+            if roots.contains(&pp) {
+                out.push((pp, pid));
+                break;
+            }
+            if pp <= 1 {
+                break;
+            }
+            cur = pp;
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// A pidfd (`pidfd_open`, Linux 5.3): a handle on a process that cannot be confused with a
 /// later process reusing its PID.
 #[derive(Debug)]
 pub struct PidFd(OwnedFd);
+
+impl std::os::fd::AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
 
 impl PidFd {
     /// Opens a pidfd for `pid`.
@@ -325,6 +362,18 @@ mod tests {
         {
             assert!(matches!(identify(2), Err(TargetError::KernelThread(2, _))));
         }
+    }
+
+    #[test]
+    fn finds_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let d = descendants(&[std::process::id()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(d.contains(&(std::process::id(), child.id())), "{d:?}");
     }
 
     #[test]

@@ -228,6 +228,16 @@ pub mod knobs {
     pub const DETAILS: &str = "PNM_DETAILS";
     /// Global name: nonzero counts only packets whose (netns cookie, ifindex) is in `IFACES`.
     pub const IFACE_FILTER: &str = "PNM_IFACE_FILTER";
+    /// Global name: nonzero adds processes forked by a target's processes to its target.
+    pub const CHILDREN: &str = "PNM_CHILDREN";
+    /// Global name (u32): byte offset of `task_struct.pid` in the running kernel (from BTF).
+    pub const TASK_PID_OFF: &str = "PNM_TASK_PID_OFF";
+    /// Global name (u32): byte offset of `task_struct.tgid`.
+    pub const TASK_TGID_OFF: &str = "PNM_TASK_TGID_OFF";
+    /// Global name: nonzero when `CGROUP_TARGETS` has entries (whole cgroups as targets).
+    pub const CGROUP_TARGETS: &str = "PNM_CGROUP_TARGETS";
+    /// Deepest cgroup level `pnm_sock_create` looks at for whole-cgroup targets.
+    pub const MAX_CGROUP_LEVEL: i32 = 32;
 
     /// Key of `IFACES`: an interface, named by its network namespace and index there.
     #[repr(C)]

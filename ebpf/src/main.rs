@@ -9,6 +9,7 @@
 //! | `pnm_sock_release` | cgroup/sock_release | a socket closes: leave the gauge, close the record |
 //! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
+//! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
 //!
 //! Minimum kernel: 5.12 (bpf links for cgroups 5.7; socket storage 5.2, `BPF_F_CLONE` 5.4;
 //! `bpf_sk_storage_get` from cgroup/sock 5.11; `BPF_CMPXCHG` 5.12).
@@ -28,14 +29,20 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext as _,
     bindings::__sk_buff,
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie},
-    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, sock_ops},
-    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
+            bpf_get_socket_cookie,
+        },
+    },
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops},
+    programs::{RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
-use maps::{IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS, UNTRACKED};
+use maps::{CGROUP_TARGETS, IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS, UNTRACKED};
 use procnetmon2_common::{
     conn::{TCP_CLOSE, TCP_ESTABLISHED, UDP_OPEN},
-    knobs::IfaceKey,
+    knobs::{IfaceKey, MAX_CGROUP_LEVEL},
     sock::{
         FLAG_ARMED, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP,
         SockOwner, proto_index,
@@ -43,7 +50,8 @@ use procnetmon2_common::{
     traffic::Counters,
 };
 use track::{
-    ALLOW, atomic_add, copy_ip6, details_on, filter_on, mark, now_ns, record_of, stats_of, uncount,
+    ALLOW, atomic_add, cgroup_targets_on, children_on, copy_ip6, details_on, filter_on, mark,
+    now_ns, record_of, stats_of, task_offsets, uncount,
 };
 
 /// Packet direction as seen by the socket.
@@ -220,8 +228,7 @@ pub fn pnm_egress(ctx: SkBuffContext) -> i32 {
 pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: helper without arguments.
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
-    // SAFETY: read-only lookup; the value is copied out at once.
-    let Some(&slot) = (unsafe { TARGET_PIDS.get(tgid) }) else {
+    let Some(slot) = target_slot(tgid) else {
         return ALLOW;
     };
     // SAFETY: `ctx.sock` is the program context (a `struct bpf_sock`).
@@ -237,6 +244,80 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     // On allocation failure this socket goes uncounted; nothing else can be done here.
     let _ = maps::SOCK_OWNER.get_or_create(ctx.sock.cast(), &owner);
     ALLOW
+}
+
+/// The target slot of the current process: by its tgid (named targets and their children),
+/// else by the deepest of its cgroup ancestors that is a whole-cgroup target.
+#[inline(always)]
+fn target_slot(tgid: u32) -> Option<u32> {
+    // SAFETY: read-only lookup; the value is copied out at once.
+    if let Some(&slot) = unsafe { TARGET_PIDS.get(tgid) } {
+        return Some(slot);
+    }
+    if !cgroup_targets_on() {
+        return None;
+    }
+    let mut found = None;
+    // Bounded loop (verifier): ancestors from the root down to MAX_CGROUP_LEVEL.
+    for level in 0..MAX_CGROUP_LEVEL {
+        // SAFETY: helper with a plain integer argument; 0 past the current cgroup's level.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: read-only lookup.
+        if let Some(&slot) = unsafe { CGROUP_TARGETS.get(id) } {
+            found = Some(slot);
+        }
+    }
+    found
+}
+
+/// raw_tp/sched_process_fork: a process forked by a member of a target joins that target
+/// (nginx workers, a shell's commands, however briefly they live). Runs in the parent
+/// (`current`); a new thread shares its tgid and is already covered. Needs no kprobes and no
+/// tracefs. Arguments: (struct task_struct *parent, struct task_struct *child).
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn pnm_fork(ctx: RawTracePointContext) -> i32 {
+    if !children_on() {
+        return 0;
+    }
+    // SAFETY: helper without arguments.
+    let parent = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    // SAFETY: read-only lookup.
+    let Some(&slot) = (unsafe { TARGET_PIDS.get(parent) }) else {
+        return 0;
+    };
+    let child: *const u8 = ctx.arg(1);
+    let (pid_off, tgid_off) = task_offsets();
+    // SAFETY: probe reads of two int fields of the child task at offsets taken from the
+    // running kernel's BTF; a failed read returns an error, never faults.
+    let (pid, tgid) = unsafe {
+        (
+            bpf_probe_read_kernel(child.add(pid_off as usize).cast::<i32>()),
+            bpf_probe_read_kernel(child.add(tgid_off as usize).cast::<i32>()),
+        )
+    };
+    if let (Ok(pid), Ok(tgid)) = (pid, tgid)
+        && pid == tgid
+        && tgid > 0
+    {
+        let _ = TARGET_PIDS.insert(tgid as u32, slot, 0);
+    }
+    0
+}
+
+/// raw_tp/sched_process_exit: forget an exiting process (when its group leader exits), so a
+/// later process reusing the PID is never taken for a target member.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn pnm_exit(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: helper without arguments.
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if pid == tgid {
+        let _ = TARGET_PIDS.remove(tgid);
+    }
+    0
 }
 
 /// cgroup/sock_release: the process closed the socket (it runs in inet_release, before the

@@ -136,3 +136,9 @@ pub static CONNS: HashMap<u64, ConnRecord, { MAX_CONNS as usize }, { BPF_F_NO_PR
 /// `PNM_IFACE_FILTER` knob is on.
 #[aya_ebpf::macros::btf_map]
 pub static IFACES: HashMap<IfaceKey, u8, 1024> = HashMap::new();
+
+/// Whole cgroups as targets (spawn mode, `--cgroup`): cgroup id (kernfs inode) → slot. Every
+/// socket created by a process anywhere in the subtree belongs to the slot. Written by the
+/// agent; read by `pnm_sock_create` (not per packet).
+#[aya_ebpf::macros::btf_map]
+pub static CGROUP_TARGETS: HashMap<u64, u32, 1024> = HashMap::new();

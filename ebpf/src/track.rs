@@ -28,6 +28,43 @@ static PNM_DETAILS: u8 = 0;
 #[unsafe(no_mangle)]
 static PNM_IFACE_FILTER: u8 = 0;
 
+/// Knob: follow forks of target processes.
+#[unsafe(no_mangle)]
+static PNM_CHILDREN: u8 = 0;
+/// Knob: `task_struct.pid` offset in the running kernel (from its BTF; no CO-RE in aya-ebpf).
+#[unsafe(no_mangle)]
+static PNM_TASK_PID_OFF: u32 = 0;
+/// Knob: `task_struct.tgid` offset.
+#[unsafe(no_mangle)]
+static PNM_TASK_TGID_OFF: u32 = 0;
+/// Knob: whole cgroups are targets (`CGROUP_TARGETS` has entries).
+#[unsafe(no_mangle)]
+static PNM_CGROUP_TARGETS: u8 = 0;
+
+#[inline(always)]
+pub fn children_on() -> bool {
+    // SAFETY: read-only global.
+    unsafe { core::ptr::read_volatile(&raw const PNM_CHILDREN) != 0 }
+}
+
+#[inline(always)]
+pub fn cgroup_targets_on() -> bool {
+    // SAFETY: read-only global.
+    unsafe { core::ptr::read_volatile(&raw const PNM_CGROUP_TARGETS) != 0 }
+}
+
+/// (`pid`, `tgid`) offsets in `task_struct`.
+#[inline(always)]
+pub fn task_offsets() -> (u32, u32) {
+    // SAFETY: read-only globals.
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const PNM_TASK_PID_OFF),
+            core::ptr::read_volatile(&raw const PNM_TASK_TGID_OFF),
+        )
+    }
+}
+
 #[inline(always)]
 pub fn details_on() -> bool {
     // SAFETY: a read-only global; volatile so the compiler keeps the load the loader patches.
