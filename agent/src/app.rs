@@ -195,7 +195,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     let mut state = (cfg.isolate || spawn_mode)
         .then(|| RunState::create(&mount))
         .transpose()?;
-    let mut points = cgroup::attach_points(&dirs);
+    let attach_dirs: Vec<PathBuf> = dirs.iter().map(|d| cgroup::attach_dir_for(d)).collect();
+    let mut points = cgroup::attach_points(&attach_dirs);
     let spawn_cg = if spawn_mode {
         let own = mount.dir_of_pid(std::process::id())?;
         let cg = own.join(format!(
@@ -273,6 +274,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         }
     }
     let mut spawned = None;
+    let targets_len_before_spawn = idents.len();
     let mut idents = idents;
     let mut ifaces = ifaces;
     if let (Some(cg), true) = (&spawn_cg, spawn_mode) {
@@ -311,10 +313,16 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             ifaces,
         });
     }
-    // Counting starts now: baselines.
+    // Counting starts now: baselines. A spawned command is counted from its first
+    // instruction: its slot was empty before it started, so its baseline is zero.
     let now = Instant::now();
     for t in &mut targets {
-        t.last = probes.totals(t.slot)?.into();
+        let spawned_slot = spawn_mode && t.slot as usize == targets_len_before_spawn;
+        t.last = if spawned_slot {
+            Traffic::default()
+        } else {
+            probes.totals(t.slot)?.into()
+        };
         t.series = Series::new(t.last, now);
     }
     let mut aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);

@@ -174,6 +174,20 @@ pub fn open_dir(dir: &Path) -> anyhow::Result<File> {
     File::open(dir).with_context(|| format!("open cgroup {}", dir.display()))
 }
 
+/// Where to attach for a process whose cgroup is `dir`: a process isolated by another run
+/// sits in `<original>/procnetmon2-<pid>`, while the sockets it made before the move stay in
+/// the original cgroup; attaching at the original covers both.
+pub fn attach_dir_for(dir: &Path) -> PathBuf {
+    let isolated = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(crate::lifecycle::CGROUP_PREFIX));
+    match dir.parent() {
+        Some(parent) if isolated => parent.to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
+}
+
 /// Reduces `dirs` to the ones with no ancestor in the set. Programs attached to a cgroup run
 /// for all its descendants, so attaching at both a cgroup and its child would count the
 /// child's packets twice. Order is kept; duplicates are removed.

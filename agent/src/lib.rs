@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod details;
 pub mod error;
+pub mod identity;
 pub mod lifecycle;
 pub mod model;
 pub mod netns;

@@ -560,6 +560,58 @@ impl Drop for Monitor {
     }
 }
 
+/// Runs `procnetmon2 ARGS` to completion (at most 120 s); returns (status, JSON reports,
+/// stderr).
+pub fn run_monitor(args: &[&str]) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
+    let out = Command::new(bin("procnetmon2"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run procnetmon2");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (
+        out.status,
+        reports,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The cgroup v2 path of `pid` (the `0::` line of /proc/PID/cgroup).
+pub fn cgroup_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .expect("read /proc/PID/cgroup")
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .expect("cgroup v2 line")
+}
+
+/// `bpftool cgroup tree` output (programs attached to cgroups), for before/after checks.
+pub fn bpftool_cgroup_tree() -> String {
+    sh("bpftool", &["cgroup", "tree"])
+}
+
+/// Directories named `procnetmon2-*` anywhere under `dir`.
+pub fn leftover_cgroups(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name().to_string_lossy().starts_with("procnetmon2-") {
+                    out.push(e.path());
+                }
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// `current` object of process `pid` in a report.
 pub fn current(report: &serde_json::Value, pid: u32) -> &serde_json::Value {
     let c = &report["processes"][pid.to_string()]["current"];

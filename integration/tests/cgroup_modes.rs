@@ -1,0 +1,297 @@
+//! Cgroup modes and lifecycle: `--isolate` (moved and always put back, also after SIGKILL
+//! through `--cleanup`), children, spawn mode, two instances, and a run under
+//! `ip netns exec` (which hides the cgroup2 mount).
+
+use std::path::Path;
+
+use procnetmon2_integration::{
+    Cgroup, Monitor, Netns, Proc, Veth, bin, bpftool_cgroup_tree, cgroup_of, current,
+    leftover_cgroups, num, run_monitor, skip_unless_root, udp4_bytes,
+};
+
+fn setup_udp(subnet: u8) -> (Netns, Netns, Veth, Proc, String) {
+    let (a, b) = (Netns::new(false), Netns::new(false));
+    let v = Veth::new(&a, "eth0", &b, "eth0", subnet);
+    let addr = format!("{}:7{subnet:03}", v.ip_b);
+    let sink = Proc::peer(&["udp-recv", &addr, "1000000"], None, Some(&b));
+    sink.expect_line("ready");
+    (a, b, v, sink, addr)
+}
+
+#[test]
+fn isolate_moves_counts_and_puts_back() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, _b, _v, _sink, addr) = setup_udp(21);
+    let cg = Cgroup::new();
+    let mut target = Proc::peer(
+        &["udp-send", &addr, "200", "500", "connected", "wait", "hold"],
+        Some(&cg),
+        Some(&a),
+    );
+    target.expect_line("bound");
+    let pid = target.pid();
+    let (cg_before, tree_before) = (cgroup_of(pid), bpftool_cgroup_tree());
+    let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json", "-t", "3s"]);
+    let during = cgroup_of(pid);
+    assert_eq!(
+        during,
+        format!("{cg_before}/procnetmon2-{pid}"),
+        "moved into a child of its own cgroup"
+    );
+    target.send_line("go");
+    target.expect_line("done");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let c = current(reports.last().expect("report"), pid);
+    assert_eq!(num(c, "bytes_out"), 200 * udp4_bytes(500), "{c}");
+    assert_eq!(cgroup_of(pid), cg_before, "put back");
+    assert!(leftover_cgroups(&cg.dir).is_empty());
+    assert_eq!(bpftool_cgroup_tree(), tree_before);
+    target.close_stdin();
+}
+
+#[test]
+fn isolate_is_undone_on_sigterm_and_after_sigkill() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new(false);
+    let cg = Cgroup::new();
+    let target = Proc::spawn(Path::new("sleep"), &["60"], Some(&cg), Some(&ns));
+    let pid = target.pid();
+    let before = cgroup_of(pid);
+    // SIGTERM: cleaned up on the way out.
+    let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
+    assert_ne!(cgroup_of(pid), before);
+    let (status, _, err) = mon.stop();
+    assert!(status.success(), "{err:?}");
+    assert_eq!(cgroup_of(pid), before);
+    assert!(leftover_cgroups(&cg.dir).is_empty());
+    // SIGKILL: the record stays, and --cleanup undoes it.
+    let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
+    let agent = mon.pid();
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+    let _ = mon.finish();
+    assert_ne!(
+        cgroup_of(pid),
+        before,
+        "a killed run cannot clean up after itself"
+    );
+    assert!(Path::new(&format!("/run/procnetmon2/{agent}.json")).exists());
+    let (status, _, err) = run_monitor(&["--cleanup"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cleaned up after run {agent}")),
+        "{err}"
+    );
+    assert_eq!(cgroup_of(pid), before);
+    assert!(leftover_cgroups(&cg.dir).is_empty());
+    assert!(!Path::new(&format!("/run/procnetmon2/{agent}.json")).exists());
+}
+
+#[test]
+fn a_second_instance_cannot_isolate_an_isolated_pid_but_both_can_watch_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, _b, _v, _sink, addr) = setup_udp(22);
+    let cg = Cgroup::new();
+    let mut target = Proc::peer(
+        &["udp-send", &addr, "100", "300", "connected", "wait", "hold"],
+        Some(&cg),
+        Some(&a),
+    );
+    target.expect_line("bound");
+    let pid = target.pid().to_string();
+    let first = Monitor::start(&["-p", &pid, "--isolate", "--json", "-t", "4s"]);
+    let (status, _, err) = run_monitor(&["-p", &pid, "--isolate", "-t", "1s"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("already") && err.lines().count() == 1, "{err}");
+    let second = Monitor::start(&["-p", &pid, "--json", "-t", "3s"]);
+    target.send_line("go");
+    target.expect_line("done");
+    for mon in [second, first] {
+        let (status, reports, err) = mon.finish();
+        assert!(status.success(), "{err:?}");
+        assert_eq!(
+            num(
+                current(reports.last().expect("report"), target.pid()),
+                "bytes_out"
+            ),
+            100 * udp4_bytes(300)
+        );
+    }
+    assert!(leftover_cgroups(&cg.dir).is_empty());
+    target.close_stdin();
+}
+
+/// Children forked before and during the run count under the target, even ones that live
+/// for milliseconds; `--no-children` counts the named PID only.
+#[test]
+fn children_count_under_their_target() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, _b, _v, _sink, addr) = setup_udp(23);
+    let peer = bin("pnm-peer");
+    let peer = peer.to_str().expect("utf8");
+    for follow in [true, false] {
+        let cg = Cgroup::new();
+        // A shell with a child that predates the run (it sends 3 s later), which then forks
+        // 20 short-lived senders during the run.
+        let script = format!(
+            "(sleep 3; exec {peer} udp-send {addr} 50 200 connected >/dev/null) & echo started; read go; \
+             for i in $(seq 20); do {peer} udp-send {addr} 10 100 connected >/dev/null; done; echo forks-done; \
+             wait; echo all-done; read end"
+        );
+        let mut shell = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&cg), Some(&a));
+        shell.expect_line("started");
+        let mut args = vec![
+            "-p".to_string(),
+            shell.pid().to_string(),
+            "--json".into(),
+            "-t".into(),
+            "5s".into(),
+        ];
+        if !follow {
+            args.push("--no-children".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mon = Monitor::start(&args);
+        shell.send_line("go");
+        shell.expect_line("forks-done");
+        shell.expect_line("all-done");
+        let (status, reports, err) = mon.finish();
+        assert!(status.success(), "{err:?}");
+        let c = current(reports.last().expect("report"), shell.pid());
+        let want = if follow {
+            50 * udp4_bytes(200) + 20 * 10 * udp4_bytes(100)
+        } else {
+            0
+        };
+        assert_eq!(
+            num(c, "bytes_out"),
+            want,
+            "children followed: {follow}; {c}"
+        );
+        shell.close_stdin();
+    }
+}
+
+/// `-- COMMAND`: the command runs in a fresh cgroup from its first instruction; its exit
+/// status becomes ours; at -t expiry it is stopped; a missing command exits 127.
+#[test]
+fn spawn_mode() {
+    if skip_unless_root() {
+        return;
+    }
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7231", "1000000"], None, None);
+    sink.expect_line("ready");
+    let peer = bin("pnm-peer");
+    let peer = peer.to_str().expect("utf8");
+    let tree_before = bpftool_cgroup_tree();
+    let (status, reports, err) = run_monitor(&[
+        "--json",
+        "-t",
+        "20s",
+        "--",
+        peer,
+        "udp-send",
+        "127.0.0.1:7231",
+        "100",
+        "300",
+        "connected",
+    ]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let r = reports.last().expect("a final report");
+    let p = r["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .next()
+        .expect("the command");
+    assert_eq!(p["current"]["bytes_out"], 100 * udp4_bytes(300), "{r}");
+    assert_eq!(p["exited"], true);
+    // The command's exit status, and its children counted through the cgroup.
+    let script = format!("{peer} udp-send 127.0.0.1:7231 10 50 connected >/dev/null; exit 3");
+    let (status, reports, err) = run_monitor(&["--json", "--", "sh", "-c", &script]);
+    assert_eq!(status.code(), Some(3), "{err}");
+    let p = reports.last().expect("report")["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .next()
+        .cloned()
+        .expect("p");
+    assert_eq!(p["current"]["bytes_out"], 10 * udp4_bytes(50));
+    // -t expiry with the command still running: it is stopped, exit 0.
+    let t0 = std::time::Instant::now();
+    let (status, _, err) = run_monitor(&["--json", "-t", "1s", "--", "sleep", "30"]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    // A command that cannot start.
+    let (status, _, err) = run_monitor(&["--", "/nonexistent/command"]);
+    assert_eq!(status.code(), Some(127), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let root = procnetmon2_integration::cgroup2_root();
+    assert!(
+        leftover_cgroups(&root)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("spawn")),
+        "{:?}",
+        leftover_cgroups(&root)
+    );
+    assert_eq!(bpftool_cgroup_tree(), tree_before);
+}
+
+/// Under `ip netns exec` (how integration scripts run) /sys is remounted and the cgroup2
+/// mount is hidden: procnetmon2 mounts a private one and works the same.
+#[test]
+fn works_under_ip_netns_exec() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, _b, _v, _sink, addr) = setup_udp(24);
+    let cg = Cgroup::new();
+    let mut target = Proc::peer(
+        &["udp-send", &addr, "100", "400", "connected", "wait", "hold"],
+        Some(&cg),
+        Some(&a),
+    );
+    target.expect_line("bound");
+    let mon_bin = bin("procnetmon2");
+    let mut mon = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.name])
+        .arg(&mon_bin)
+        .args(["-p", &target.pid().to_string(), "--json", "-t", "3s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    target.send_line("go");
+    target.expect_line("done");
+    let out = mon.wait_with_output().expect("wait");
+    mon = std::process::Command::new("true").spawn().expect("true");
+    let _ = mon.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .find(|l| !l.is_empty())
+            .expect("a line"),
+    )
+    .expect("json");
+    assert_eq!(
+        num(current(&r, target.pid()), "bytes_out"),
+        100 * udp4_bytes(400)
+    );
+    target.close_stdin();
+}
