@@ -30,12 +30,14 @@ use crate::{
     config::Config,
     details::{DetailTracker, monotonic_ns},
     error::{SpawnError, UsageError},
+    identity::MetadataRoots,
     lifecycle::{self, RunState},
-    model::{Counters, ProcessReport, Report, Row, Traffic},
+    model::{Counters, ProcessReport, Report, Row, Traffic, WorkloadReport},
     netns::{self, NetnsLinks},
     procs::{self, ProcIdentity},
     render,
     sampling::{Series, sum_traffic},
+    workloads::{CgroupInfo, CgroupNames},
 };
 
 /// A target process and its slot in the kernel's per-target maps.
@@ -51,6 +53,30 @@ struct Target {
     connections: (u32, u32),
     /// With `-i`: the chosen interfaces as last resolved in the target's namespace.
     ifaces: HashMap<String, IfaceKey>,
+    /// Container identity of a process target.
+    container: Option<crate::identity::ContainerIdentity>,
+    /// PID in its own pid namespace.
+    nspid: Option<u32>,
+    /// A whole-cgroup target (`--cgroup`, `--container`): its directory and names.
+    cgroup: Option<(PathBuf, CgroupInfo)>,
+}
+
+impl Target {
+    fn alive(&self) -> bool {
+        match &self.cgroup {
+            Some((dir, _)) => dir.exists(),
+            None => self.ident.is_alive(),
+        }
+    }
+}
+
+/// A node-wide workload (`--all`).
+struct AllWorkload {
+    info: CgroupInfo,
+    series: Series,
+    last: Traffic,
+    ids: Vec<u64>,
+    exited: bool,
 }
 
 /// A socket that predates the run, remembered so `--details` can refresh its TCP_INFO.
@@ -155,6 +181,27 @@ fn spawn_in(argv: &[String], cg: &std::path::Path) -> anyhow::Result<std::proces
 /// Runs with `cfg` until done. Returns the exit status: 0, or the spawned command's.
 pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     crate::privileges::check()?;
+    if let Some(dir) = &cfg.host_proc {
+        anyhow::ensure!(
+            dir.join("self").exists() || dir.join("1").exists(),
+            UsageError::new(format!(
+                "--host-proc {}: not a /proc mount; give the directory where the host's /proc is mounted",
+                dir.display()
+            ))
+        );
+        procs::set_proc_root(dir.clone());
+    }
+    // Runtime metadata (container names) of the host: under the parent of --host-proc DIR
+    // when DIR is `<host root>/proc`, else this filesystem.
+    let meta_roots = match cfg.host_proc.as_deref() {
+        Some(d)
+            if d.ends_with("proc")
+                && d.parent().is_some_and(|p| p != std::path::Path::new("/")) =>
+        {
+            MetadataRoots::under(d.parent().unwrap_or(d))
+        }
+        _ => MetadataRoots::default(),
+    };
     // Before any thread exists: a private cgroup2 mount may need unshare(CLONE_NEWNS).
     let mount = cgroup::find_or_mount_cgroup2()?;
     // Leftovers of runs killed with SIGKILL are undone before anything else.
@@ -188,6 +235,23 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             }
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Whole-cgroup targets: --cgroup paths and --container ids.
+    let mut cgroup_dirs: Vec<PathBuf> = Vec::new();
+    for p in &cfg.cgroups {
+        cgroup_dirs.push(
+            mount
+                .resolve_target(p)
+                .map_err(|e| UsageError::new(format!("{e:#}")))?,
+        );
+    }
+    for id in &cfg.containers {
+        cgroup_dirs.push(
+            mount
+                .find_container(id)
+                .map_err(|e| UsageError::new(format!("{e:#}")))?,
+        );
+    }
+    cgroup_dirs.dedup();
     let mut output = Output::open(cfg.output.as_ref())?;
     let spawn_mode = !cfg.command.is_empty();
 
@@ -195,7 +259,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     let mut state = (cfg.isolate || spawn_mode)
         .then(|| RunState::create(&mount))
         .transpose()?;
-    let attach_dirs: Vec<PathBuf> = dirs.iter().map(|d| cgroup::attach_dir_for(d)).collect();
+    let mut attach_dirs: Vec<PathBuf> = dirs.iter().map(|d| cgroup::attach_dir_for(d)).collect();
+    attach_dirs.extend(cgroup_dirs.iter().cloned());
+    if cfg.all {
+        // Node-wide: once at the root, where every socket of the host passes.
+        attach_dirs.insert(0, mount.mount_point.clone());
+    }
     let mut points = cgroup::attach_points(&attach_dirs);
     let spawn_cg = if spawn_mode {
         let own = mount.dir_of_pid(std::process::id())?;
@@ -224,7 +293,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         details: cfg.details,
         iface_filter: !cfg.interfaces.is_empty(),
         children: cfg.children && !spawn_mode,
-        cgroup_targets: spawn_mode,
+        cgroup_targets: spawn_mode || !cgroup_dirs.is_empty(),
+        all: cfg.all,
     };
     let mut probes = Probes::load(knobs)?;
     for (slot, t) in idents.iter().enumerate() {
@@ -247,6 +317,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             .with_context(|| format!("stat {}", cg.display()))?
             .ino();
         probes.add_cgroup_target(id, 0)?;
+    }
+    // Cgroup targets take the slots after the processes.
+    let first_cgroup_slot = idents.len() as u32;
+    for (i, dir) in cgroup_dirs.iter().enumerate() {
+        probes.add_cgroup_target(cgroup::cgroup_id(dir)?, first_cgroup_slot + i as u32)?;
     }
     for key in ifaces.iter().flat_map(HashMap::values) {
         probes.allow_iface(*key)?;
@@ -302,6 +377,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 preexisting = (preexisting.0 + t, preexisting.1 + u);
             }
         }
+        let container = procs::cgroup_path(ident.pid)
+            .and_then(|p| crate::identity::parse_cgroup_path(&p))
+            .map(|mut c| {
+                crate::identity::enrich(&mut c, &meta_roots);
+                c
+            });
+        let nspid = procs::nspid(ident.pid);
         targets.push(Target {
             slot,
             ident,
@@ -311,6 +393,37 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             preexisting,
             connections: (0, 0),
             ifaces,
+            container,
+            nspid,
+            cgroup: None,
+        });
+    }
+    for (i, dir) in cgroup_dirs.iter().enumerate() {
+        let slot = first_cgroup_slot + i as u32;
+        let info = crate::workloads::describe(&mount, dir, &meta_roots);
+        let mut preexisting = (0, 0);
+        for pid in cgroup::procs_in_subtree(dir) {
+            if let Ok(ident) = procs::identify(pid) {
+                let (t, u) = stamp_existing(&mut probes, &ident, slot, knobs, &mut old_sockets);
+                preexisting = (preexisting.0 + t, preexisting.1 + u);
+            }
+        }
+        targets.push(Target {
+            slot,
+            ident: ProcIdentity {
+                pid: 0,
+                comm: info.workload.clone(),
+                start_ticks: 0,
+            },
+            series: Series::new(Traffic::default(), Instant::now()),
+            exited: None,
+            last: Traffic::default(),
+            preexisting,
+            connections: (0, 0),
+            ifaces: HashMap::new(),
+            container: None,
+            nspid: None,
+            cgroup: Some((dir.clone(), info)),
         });
     }
     // Counting starts now: baselines. A spawned command is counted from its first
@@ -328,6 +441,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     let mut aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
     let untracked_base = Counters::from(probes.untracked()?);
     let mut detail_tracker = DetailTracker::default();
+    // --all: counters at the start, per (cgroup, protocol), so reports show the run's traffic.
+    let all_base: HashMap<(u64, u32), Counters> = if cfg.all {
+        probes
+            .cgroup_totals()
+            .into_iter()
+            .map(|(k, c)| ((k.cgroup_id, k.proto), c.into()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut all_workloads: HashMap<String, AllWorkload> = HashMap::new();
+    let run_start = Instant::now();
+    let mut names = CgroupNames::new(mount.clone(), meta_roots.clone());
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
     log::info!(
         "attached at {} cgroup(s) {points:?}; counting {} process(es)",
@@ -407,6 +533,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 }
             }
             sample(&probes, &mut targets, &mut aggregate)?;
+            if cfg.all {
+                sample_all(
+                    &probes,
+                    &mut names,
+                    &all_base,
+                    &mut all_workloads,
+                    run_start,
+                );
+            }
             if !cfg.interfaces.is_empty() {
                 watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
             }
@@ -446,6 +581,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                     untracked,
                     is_final,
                     details,
+                    &all_workloads,
                 )?;
             }
             if done {
@@ -644,6 +780,61 @@ fn watch_ifaces(probes: &mut Probes, targets: &mut [Target], names: &[String]) {
     }
 }
 
+/// `--all`: reads the per-cgroup counters, groups them by workload and advances each
+/// workload's rate series. A workload whose cgroups are all gone is marked exited.
+fn sample_all(
+    probes: &Probes,
+    names: &mut CgroupNames,
+    base: &HashMap<(u64, u32), Counters>,
+    workloads: &mut HashMap<String, AllWorkload>,
+    run_start: Instant,
+) {
+    let now = Instant::now();
+    let mut cur: HashMap<String, (Traffic, CgroupInfo, Vec<u64>)> = HashMap::new();
+    for (k, c) in probes.cgroup_totals() {
+        let c = Counters::from(c).minus(
+            base.get(&(k.cgroup_id, k.proto))
+                .copied()
+                .unwrap_or_default(),
+        );
+        let info = names
+            .get(k.cgroup_id)
+            .cloned()
+            .unwrap_or_else(|| CgroupInfo {
+                path: format!("cgroup-id:{}", k.cgroup_id),
+                container: None,
+                workload: format!("cgroup-id:{}", k.cgroup_id),
+            });
+        let e = cur
+            .entry(info.workload.clone())
+            .or_insert_with(|| (Traffic::default(), info, Vec::new()));
+        match k.proto {
+            0 => e.0.tcp = e.0.tcp.plus(c),
+            1 => e.0.udp = e.0.udp.plus(c),
+            _ => e.0.other = e.0.other.plus(c),
+        }
+        if !e.2.contains(&k.cgroup_id) {
+            e.2.push(k.cgroup_id);
+        }
+    }
+    for (name, (traffic, info, ids)) in cur {
+        // A workload first seen now has been counted since the run started.
+        let w = workloads.entry(name).or_insert_with(|| AllWorkload {
+            info,
+            series: Series::new(Traffic::default(), run_start),
+            last: Traffic::default(),
+            ids: Vec::new(),
+            exited: false,
+        });
+        w.series.update_at(now, traffic);
+        w.last = traffic;
+        w.ids = ids;
+    }
+    for w in workloads.values_mut() {
+        w.exited = !w.ids.iter().any(|id| names.alive(*id));
+    }
+}
+
 /// Reads every target's totals and gauges and advances the rate series.
 fn sample(probes: &Probes, targets: &mut [Target], aggregate: &mut Series) -> anyhow::Result<()> {
     let now = Instant::now();
@@ -652,7 +843,7 @@ fn sample(probes: &Probes, targets: &mut [Target], aggregate: &mut Series) -> an
         t.series.update_at(now, cur);
         t.last = cur;
         if t.exited.is_none() {
-            if t.ident.is_alive() {
+            if t.alive() {
                 let (tcp, udp) = probes.gauges(t.slot)?;
                 t.connections = (
                     (tcp + t.preexisting.0).clamp(0, i64::from(u32::MAX)) as u32,
@@ -693,10 +884,41 @@ fn emit(
     untracked: Counters,
     is_final: bool,
     mut details: Option<HashMap<u32, Vec<crate::model::ConnDetail>>>,
+    all: &HashMap<String, AllWorkload>,
 ) -> anyhow::Result<()> {
+    let mut workloads: Vec<WorkloadReport> = targets
+        .iter()
+        .filter_map(|t| {
+            let (_, info) = t.cgroup.as_ref()?;
+            Some(WorkloadReport {
+                name: info.workload.clone(),
+                cgroup: info.path.clone(),
+                container: info.container.clone(),
+                exited: t.exited.is_some(),
+                row: row_of(&t.series, t.connections, is_final),
+                traffic: t.series.since_start(),
+            })
+        })
+        .collect();
+    let mut names: Vec<&String> = all.keys().collect();
+    names.sort();
+    for name in names {
+        let w = &all[name];
+        workloads.push(WorkloadReport {
+            name: name.clone(),
+            cgroup: w.info.path.clone(),
+            container: w.info.container.clone(),
+            exited: w.exited,
+            row: row_of(&w.series, (0, 0), is_final),
+            traffic: w.series.since_start(),
+        });
+    }
     let processes: Vec<ProcessReport> = targets
         .iter()
+        .filter(|t| t.cgroup.is_none())
         .map(|t| ProcessReport {
+            container: t.container.clone(),
+            nspid: t.nspid,
             pid: t.ident.pid,
             name: t.ident.comm.clone(),
             runtime: t.exited.unwrap_or_else(|| t.ident.runtime()),
@@ -709,8 +931,8 @@ fn emit(
         })
         .collect();
     let aggregated = cfg.aggregate.then(|| {
-        let conns = processes.iter().fold((0, 0), |(a, b), p| {
-            (a + p.row.tcp_connections, b + p.row.udp_connections)
+        let conns = targets.iter().fold((0, 0), |(a, b), t| {
+            (a + t.connections.0, b + t.connections.1)
         });
         row_of(aggregate, conns, is_final)
     });
@@ -718,6 +940,7 @@ fn emit(
         timestamp: chrono::Local::now().fixed_offset(),
         processes,
         aggregated,
+        workloads,
         untracked,
         is_final,
     };

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, SkStorage},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, SkStorage},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
         RawTracePoint, SockOps,
@@ -20,7 +20,7 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
-    knobs::{self, IfaceKey},
+    knobs::{self, CgroupKey, IfaceKey},
     sock::{SockOwner, SockStats},
     target::MAX_TARGETS,
     traffic::{Counters, TargetTotals},
@@ -59,6 +59,7 @@ const MAP_UNTRACKED: &str = "UNTRACKED";
 const MAP_CONNS: &str = "CONNS";
 const MAP_IFACES: &str = "IFACES";
 const MAP_CGROUP_TARGETS: &str = "CGROUP_TARGETS";
+const MAP_CGROUP_TOTALS: &str = "CGROUP_TOTALS";
 
 /// `BPF_NOEXIST`: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -74,6 +75,8 @@ pub struct Knobs {
     pub children: bool,
     /// Whole cgroups are targets ([`Probes::add_cgroup_target`]).
     pub cgroup_targets: bool,
+    /// Node-wide accounting by cgroup ([`Probes::cgroup_totals`]).
+    pub all: bool,
 }
 
 /// The loaded programs and their maps.
@@ -88,6 +91,7 @@ pub struct Probes {
     conns: HashMap<MapData, u64, ConnRecord>,
     ifaces: HashMap<MapData, IfaceKey, u8>,
     cgroup_targets: HashMap<MapData, u64, u32>,
+    cgroup_totals: PerCpuHashMap<MapData, CgroupKey, Counters>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
@@ -138,6 +142,7 @@ impl Probes {
         let filter = u8::from(knobs.iface_filter);
         let children = u8::from(knobs.children);
         let cgroups = u8::from(knobs.cgroup_targets);
+        let all = u8::from(knobs.all);
         let (pid_off, tgid_off) = if knobs.children {
             crate::btf::task_pid_tgid_offsets()?
         } else {
@@ -148,6 +153,7 @@ impl Probes {
             .override_global(knobs::IFACE_FILTER, &filter, true)
             .override_global(knobs::CHILDREN, &children, true)
             .override_global(knobs::CGROUP_TARGETS, &cgroups, true)
+            .override_global(knobs::ALL, &all, true)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(aya::include_bytes_aligned!(concat!(
@@ -184,6 +190,7 @@ impl Probes {
         }
         Ok(Self {
             cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
+            cgroup_totals: take(&mut ebpf, MAP_CGROUP_TOTALS)?,
             owner: take(&mut ebpf, MAP_SOCK_OWNER)?,
             stats: take(&mut ebpf, MAP_SOCK_STATS)?,
             target_pids: take(&mut ebpf, MAP_TARGET_PIDS)?,
@@ -210,6 +217,15 @@ impl Probes {
         self.cgroup_targets
             .insert(cgroup_id, slot, 0)
             .context("insert CGROUP_TARGETS")
+    }
+
+    /// `--all`: counters per (cgroup id, protocol), summed over CPUs.
+    pub fn cgroup_totals(&self) -> Vec<(CgroupKey, Counters)> {
+        self.cgroup_totals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.iter().fold(Counters::default(), |acc, c| acc.add(*c))))
+            .collect()
     }
 
     /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) to

@@ -161,11 +161,124 @@ impl Cgroup2Mount {
 
     /// The cgroup v2 directory of process `pid`.
     pub fn dir_of_pid(&self, pid: u32) -> anyhow::Result<PathBuf> {
-        let file = format!("/proc/{pid}/cgroup");
+        let file = crate::procs::proc_path(pid, "cgroup").display().to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
         let path = parse_proc_cgroup_v2(&text)
             .with_context(|| format!("process {pid} has no cgroup v2 entry in {file}"))?;
         self.dir_of(&path)
+    }
+}
+
+/// Every cgroup under (and including) `dir`: (cgroup id = inode of its directory, directory).
+pub fn walk(dir: &Path) -> Vec<(u64, PathBuf)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(md) = std::fs::metadata(&d) {
+            out.push((md.ino(), d.clone()));
+        }
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// The cgroup id (kernfs inode) of cgroup directory `dir`.
+pub fn cgroup_id(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata(dir)
+        .with_context(|| format!("stat cgroup {}", dir.display()))?
+        .ino())
+}
+
+/// Every process in `dir` and its descendants.
+pub fn procs_in_subtree(dir: &Path) -> Vec<u32> {
+    walk(dir)
+        .into_iter()
+        .flat_map(|(_, d)| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+impl Cgroup2Mount {
+    /// `dir` as a cgroup path (`/kubepods.slice/…`), relative to the mount.
+    pub fn rel_path(&self, dir: &Path) -> String {
+        match dir.strip_prefix(&self.mount_point) {
+            Ok(rel) if rel.as_os_str().is_empty() => "/".into(),
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => dir.display().to_string(),
+        }
+    }
+
+    /// Resolves `--cgroup PATH`: a path relative to the hierarchy (`/kubepods.slice/…`) or
+    /// an absolute directory under the mount. Must exist and stay inside the mount.
+    pub fn resolve_target(&self, path: &str) -> anyhow::Result<PathBuf> {
+        let p = Path::new(path);
+        let dir = if p.starts_with(&self.mount_point) {
+            p.to_path_buf()
+        } else {
+            self.dir_of(path)?
+        };
+        if dir
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+            || !dir.is_dir()
+        {
+            bail!(
+                "--cgroup {path}: no such cgroup under {}; give a path like /kubepods.slice/… (see /proc/PID/cgroup)",
+                self.mount_point.display()
+            );
+        }
+        Ok(dir)
+    }
+
+    /// Resolves `--container ID`: the cgroup of the container whose id starts with `prefix`.
+    pub fn find_container(&self, prefix: &str) -> anyhow::Result<PathBuf> {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "--container {prefix}: give a container id or a unique prefix of one (hex digits)"
+            );
+        }
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        for (_, dir) in walk(&self.mount_point) {
+            if let Some(id) = crate::identity::parse_cgroup_path(&self.rel_path(&dir)).map(|i| i.id)
+                && id.starts_with(&prefix.to_ascii_lowercase())
+            {
+                // The container's own cgroup: the shallowest directory with this id.
+                if !found
+                    .iter()
+                    .any(|(fid, fdir)| *fid == id && dir.starts_with(fdir))
+                {
+                    found.retain(|(fid, fdir)| !(*fid == id && fdir.starts_with(&dir)));
+                    found.push((id, dir));
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0).1),
+            0 => bail!(
+                "--container {prefix}: no container with that id on this host (see crictl ps / docker ps)"
+            ),
+            n => {
+                let ids: Vec<&str> = found
+                    .iter()
+                    .map(|(id, _)| &id[..id.len().min(16)])
+                    .collect();
+                bail!(
+                    "--container {prefix}: {n} containers match ({}); give a longer prefix",
+                    ids.join(", ")
+                )
+            }
+        }
     }
 }
 

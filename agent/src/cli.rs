@@ -85,6 +85,23 @@ pub struct Opt {
     #[arg(long = "no-children")]
     pub no_children: bool,
 
+    /// Also count everything in this cgroup v2 subtree (e.g. a pod's cgroup); repeatable
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroup: Vec<String>,
+
+    /// Also count a container, by id or a unique id prefix; repeatable
+    #[arg(long = "container", value_name = "ID")]
+    pub container: Vec<String>,
+
+    /// Node-wide: every socket on the host, grouped by workload (pod/container, else systemd
+    /// unit or cgroup)
+    #[arg(long = "all")]
+    pub all: bool,
+
+    /// Where the host's /proc is mounted when running in a container (e.g. /host/proc)
+    #[arg(long = "host-proc", value_name = "DIR")]
+    pub host_proc: Option<std::path::PathBuf>,
+
     /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
     #[arg(long = "cleanup")]
     pub cleanup: bool,

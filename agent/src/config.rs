@@ -36,6 +36,14 @@ pub struct Config {
     pub command: Vec<String>,
     /// `--cleanup` only.
     pub cleanup: bool,
+    /// `--cgroup` subtrees.
+    pub cgroups: Vec<String>,
+    /// `--container` id prefixes.
+    pub containers: Vec<String>,
+    /// `--all`.
+    pub all: bool,
+    /// `--host-proc`.
+    pub host_proc: Option<PathBuf>,
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -46,10 +54,17 @@ impl Config {
     pub fn from_opt(opt: &Opt, pid_max: u32) -> Result<Self, UsageError> {
         let pids = match &opt.pids {
             Some(list) => parse_pid_list(list, pid_max)?,
-            None if !opt.command.is_empty() || opt.cleanup => Vec::new(),
+            None if !opt.command.is_empty()
+                || opt.cleanup
+                || opt.all
+                || !opt.cgroup.is_empty()
+                || !opt.container.is_empty() =>
+            {
+                Vec::new()
+            }
             None => {
                 return Err(UsageError::new(
-                    "no target given: name the processes to watch with -p PID[,PID…], or a command after --",
+                    "no target given: name processes with -p PID[,PID…] (or --cgroup, --container, --all, or a command after --)",
                 ));
             }
         };
@@ -88,6 +103,10 @@ impl Config {
             children: !opt.no_children,
             command: opt.command.clone(),
             cleanup: opt.cleanup,
+            cgroups: opt.cgroup.clone(),
+            containers: opt.container.clone(),
+            all: opt.all,
+            host_proc: opt.host_proc.clone(),
         })
     }
 }
@@ -241,6 +260,10 @@ mod tests {
             no_children: false,
             cleanup: false,
             command: Vec::new(),
+            cgroup: Vec::new(),
+            container: Vec::new(),
+            all: false,
+            host_proc: None,
         };
         assert!(
             Config::from_opt(&base(None, false), 100)

@@ -19,6 +19,7 @@ pub mod privileges;
 pub mod procs;
 pub mod render;
 pub mod sampling;
+pub mod workloads;
 
 use std::process::ExitCode;
 

@@ -132,6 +132,27 @@ pub struct ProcessReport {
     pub traffic: Traffic,
     /// Per-connection details (`--details` only).
     pub connections: Option<Vec<ConnDetail>>,
+    /// Container / pod identity (None outside containers).
+    pub container: Option<crate::identity::ContainerIdentity>,
+    /// The PID inside the process's own pid namespace (`NSpid`).
+    pub nspid: Option<u32>,
+}
+
+/// A workload: a whole cgroup (`--cgroup`, `--container`) or a node-wide group (`--all`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadReport {
+    /// `namespace/pod/container`, a systemd unit, or a cgroup path.
+    pub name: String,
+    /// Its cgroup path (the first, when a group spans several).
+    pub cgroup: String,
+    /// Container / pod identity, if any.
+    pub container: Option<crate::identity::ContainerIdentity>,
+    /// True once its cgroup is gone; totals are final.
+    pub exited: bool,
+    /// Counters and rates.
+    pub row: Row,
+    /// The reported period's traffic by protocol.
+    pub traffic: Traffic,
 }
 
 /// One connection of a process (`--details`).
@@ -170,6 +191,8 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Sums over processes (present with `-a`).
     pub aggregated: Option<Row>,
+    /// Whole-cgroup targets and node-wide workloads.
+    pub workloads: Vec<WorkloadReport>,
     /// Traffic of target sockets that could not be charged to a target.
     pub untracked: Counters,
     /// True for the final report of a `-t` window.

@@ -12,6 +12,30 @@ use std::{
 
 use procfs::process::{FDTarget, Process};
 
+/// Where the host's /proc is (`--host-proc`, e.g. /host/proc in a container); /proc by default.
+static PROC_ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the /proc to read targets from (once, at startup).
+pub fn set_proc_root(dir: std::path::PathBuf) {
+    let _ = PROC_ROOT.set(dir);
+}
+
+/// The /proc in use.
+pub fn proc_root() -> &'static std::path::Path {
+    PROC_ROOT
+        .get()
+        .map_or(std::path::Path::new("/proc"), std::path::PathBuf::as_path)
+}
+
+/// `<proc root>/<pid>/<rel>`. `pid` is a number, so the path cannot leave the proc root.
+pub fn proc_path(pid: u32, rel: &str) -> std::path::PathBuf {
+    proc_root().join(pid.to_string()).join(rel)
+}
+
+fn process(pid: u32) -> procfs::ProcResult<Process> {
+    Process::new_with_root(proc_root().join(pid.to_string()))
+}
+
 /// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread.
 const PF_KTHREAD: u32 = 0x0020_0000;
 
@@ -62,7 +86,7 @@ pub struct ProcIdentity {
 
 /// Looks up `pid` and refuses what cannot be a target.
 pub fn identify(pid: u32) -> Result<ProcIdentity, TargetError> {
-    let stat = Process::new(pid as i32)
+    let stat = process(pid)
         .and_then(|p| p.stat())
         .map_err(|_| TargetError::NotFound(pid))?;
     // /proc/PID also answers for thread IDs; only a thread-group leader is a process.
@@ -84,7 +108,7 @@ pub fn identify(pid: u32) -> Result<ProcIdentity, TargetError> {
 
 /// True when `pid` names a thread-group leader (`Tgid:` in /proc/PID/status equals it).
 fn is_tgid(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+    std::fs::read_to_string(proc_path(pid, "status")).is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Tgid:"))
             .and_then(|v| v.trim().parse::<u32>().ok())
@@ -95,14 +119,14 @@ fn is_tgid(pid: u32) -> bool {
 impl ProcIdentity {
     /// True while the same process (same PID and start time) is alive and not a zombie.
     pub fn is_alive(&self) -> bool {
-        Process::new(self.pid as i32)
+        process(self.pid)
             .and_then(|p| p.stat())
             .is_ok_and(|s| s.starttime == self.start_ticks && s.state != 'Z' && s.state != 'X')
     }
 
     /// How long the process has been running.
     pub fn runtime(&self) -> Duration {
-        let uptime = std::fs::read_to_string("/proc/uptime")
+        let uptime = std::fs::read_to_string(proc_root().join("uptime"))
             .ok()
             .and_then(|s| {
                 s.split_whitespace()
@@ -117,7 +141,7 @@ impl ProcIdentity {
 
 /// File descriptor numbers in `pid`'s table that refer to sockets, with the socket inodes.
 pub fn socket_fds(pid: u32) -> io::Result<Vec<(RawFd, u64)>> {
-    let proc = Process::new(pid as i32).map_err(io::Error::other)?;
+    let proc = process(pid).map_err(io::Error::other)?;
     let fds = proc.fd().map_err(io::Error::other)?;
     Ok(fds
         .filter_map(Result::ok)
@@ -132,7 +156,7 @@ pub fn socket_fds(pid: u32) -> io::Result<Vec<(RawFd, u64)>> {
 /// (root, descendant) pairs. Threads are not processes and are not listed.
 pub fn descendants(roots: &[u32]) -> Vec<(u32, u32)> {
     let mut parent: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-    if let Ok(all) = procfs::process::all_processes() {
+    if let Ok(all) = procfs::process::all_processes_with_root(proc_root()) {
         for p in all.flatten() {
             if let Ok(st) = p.stat() {
                 parent.insert(st.pid as u32, st.ppid as u32);
@@ -157,6 +181,29 @@ pub fn descendants(roots: &[u32]) -> Vec<(u32, u32)> {
     }
     out.sort_unstable();
     out
+}
+
+/// Parses the `NSpid:` line of /proc/PID/status: the PID in the process's own (innermost)
+/// pid namespace.
+pub fn parse_nspid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// `pid` as seen inside its own pid namespace.
+pub fn nspid(pid: u32) -> Option<u32> {
+    parse_nspid(&std::fs::read_to_string(proc_path(pid, "status")).ok()?)
+}
+
+/// The cgroup v2 path of `pid` (its `0::` line), relative to this process's cgroup namespace.
+pub fn cgroup_path(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(proc_path(pid, "cgroup")).ok()?;
+    crate::cgroup::parse_proc_cgroup_v2(&text)
 }
 
 /// A pidfd (`pidfd_open`, Linux 5.3): a handle on a process that cannot be confused with a
@@ -362,6 +409,14 @@ mod tests {
         {
             assert!(matches!(identify(2), Err(TargetError::KernelThread(2, _))));
         }
+    }
+
+    #[test]
+    fn nspid_is_the_innermost() {
+        assert_eq!(parse_nspid("Name:\tx\nNSpid:\t4242\t17\n"), Some(17));
+        assert_eq!(parse_nspid("NSpid:\t9\n"), Some(9));
+        assert_eq!(parse_nspid("Pid:\t9\n"), None);
+        assert_eq!(nspid(std::process::id()), Some(std::process::id()));
     }
 
     #[test]

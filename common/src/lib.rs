@@ -236,6 +236,25 @@ pub mod knobs {
     pub const TASK_TGID_OFF: &str = "PNM_TASK_TGID_OFF";
     /// Global name: nonzero when `CGROUP_TARGETS` has entries (whole cgroups as targets).
     pub const CGROUP_TARGETS: &str = "PNM_CGROUP_TARGETS";
+    /// Global name: nonzero counts every socket's traffic by the cgroup the socket was created
+    /// in (`--all`, node-wide), into `CGROUP_TOTALS`.
+    pub const ALL: &str = "PNM_ALL";
+    /// Capacity of `CGROUP_TOTALS` ((cgroup, protocol) pairs).
+    pub const MAX_CGROUP_KEYS: u32 = 16384;
+
+    /// Key of `CGROUP_TOTALS`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct CgroupKey {
+        /// cgroup v2 id (kernfs inode of the cgroup's directory) the socket was created in.
+        pub cgroup_id: u64,
+        /// `sock::PROTO_*`.
+        pub proto: u32,
+        /// Explicit padding; always zero.
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<CgroupKey>() == 16);
+
     /// Deepest cgroup level `pnm_sock_create` looks at for whole-cgroup targets.
     pub const MAX_CGROUP_LEVEL: i32 = 32;
 
@@ -263,4 +282,5 @@ mod pod {
     unsafe impl aya::Pod for crate::conn::ConnGauges {}
     unsafe impl aya::Pod for crate::conn::ConnRecord {}
     unsafe impl aya::Pod for crate::knobs::IfaceKey {}
+    unsafe impl aya::Pod for crate::knobs::CgroupKey {}
 }

@@ -33,16 +33,18 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
-            bpf_get_socket_cookie,
+            bpf_get_socket_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id,
         },
     },
     macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops},
     programs::{RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
-use maps::{CGROUP_TARGETS, IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS, UNTRACKED};
+use maps::{
+    CGROUP_TARGETS, CGROUP_TOTALS, IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS, UNTRACKED,
+};
 use procnetmon2_common::{
     conn::{TCP_CLOSE, TCP_ESTABLISHED, UDP_OPEN},
-    knobs::{IfaceKey, MAX_CGROUP_LEVEL},
+    knobs::{CgroupKey, IfaceKey, MAX_CGROUP_LEVEL},
     sock::{
         FLAG_ARMED, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP,
         SockOwner, proto_index,
@@ -50,8 +52,8 @@ use procnetmon2_common::{
     traffic::Counters,
 };
 use track::{
-    ALLOW, atomic_add, cgroup_targets_on, children_on, copy_ip6, details_on, filter_on, mark,
-    now_ns, record_of, stats_of, task_offsets, uncount,
+    ALLOW, all_on, atomic_add, cgroup_targets_on, children_on, copy_ip6, details_on, filter_on,
+    mark, now_ns, record_of, stats_of, task_offsets, uncount,
 };
 
 /// Packet direction as seen by the socket.
@@ -124,6 +126,9 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     }
     let sk: *mut c_void = bpf_sk.cast();
     let len = u64::from(ctx.len());
+    if all_on() {
+        count_cgroup(skb, bpf_sk, dir, len);
+    }
     let st = stats_of(sk);
     if st.is_null() {
         // Either not a target's socket, or its state could not be allocated: then charge the
@@ -165,6 +170,44 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         record_packet(ctx, skb, st, dir, len);
     }
     ALLOW
+}
+
+/// `--all`: charges the skb to the cgroup its socket was created in (`bpf_skb_cgroup_id` reads
+/// the socket's own cgroup, not `current`'s), for every socket on the host.
+#[inline(always)]
+fn count_cgroup(skb: *mut __sk_buff, sk: *mut aya_ebpf::bindings::bpf_sock, dir: Dir, len: u64) {
+    // SAFETY: helpers on the program context / a checked socket pointer.
+    let (cgroup_id, full) = unsafe { (bpf_skb_cgroup_id(skb), bpf_sk_fullsock(sk)) };
+    // Request and time-wait sockets (not full) are TCP's.
+    // SAFETY: `full` is a full socket when non-null.
+    let proto = if full.is_null() {
+        PROTO_TCP
+    } else {
+        proto_index(unsafe { (*full).protocol })
+    };
+    let key = CgroupKey {
+        cgroup_id,
+        proto: u32::from(proto),
+        _pad: 0,
+    };
+    let c = match CGROUP_TOTALS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            // BPF_NOEXIST: a racing CPU may have created it; then use theirs.
+            let _ = CGROUP_TOTALS.insert(key, Counters::default(), 1);
+            match CGROUP_TOTALS.get_ptr_mut(key) {
+                Some(c) => c,
+                None => {
+                    // Map full: reported as untracked, never silent.
+                    if let Some(u) = UNTRACKED.get_ptr_mut(0) {
+                        add_counters(u, dir, len);
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    add_counters(c, dir, len);
 }
 
 /// `--details`: per-connection bytes, and the local address once the socket has one.

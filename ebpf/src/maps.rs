@@ -8,12 +8,12 @@ use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     helpers::generated::bpf_sk_storage_get,
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
-    knobs::IfaceKey,
+    knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS},
     sock::{SockOwner, SockStats},
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
@@ -142,3 +142,9 @@ pub static IFACES: HashMap<IfaceKey, u8, 1024> = HashMap::new();
 /// agent; read by `pnm_sock_create` (not per packet).
 #[aya_ebpf::macros::btf_map]
 pub static CGROUP_TARGETS: HashMap<u64, u32, 1024> = HashMap::new();
+
+/// `--all`: (cgroup id the socket was created in, protocol) → counters, per CPU. Written per
+/// packet by the skb programs; summed and grouped into workloads by the agent.
+#[aya_ebpf::macros::btf_map]
+pub static CGROUP_TOTALS: PerCpuHashMap<CgroupKey, Counters, { MAX_CGROUP_KEYS as usize }> =
+    PerCpuHashMap::new();

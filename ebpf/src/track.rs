@@ -41,6 +41,16 @@ static PNM_TASK_TGID_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static PNM_CGROUP_TARGETS: u8 = 0;
 
+/// Knob: node-wide accounting by cgroup (`--all`).
+#[unsafe(no_mangle)]
+static PNM_ALL: u8 = 0;
+
+#[inline(always)]
+pub fn all_on() -> bool {
+    // SAFETY: read-only global.
+    unsafe { core::ptr::read_volatile(&raw const PNM_ALL) != 0 }
+}
+
 #[inline(always)]
 pub fn children_on() -> bool {
     // SAFETY: read-only global.

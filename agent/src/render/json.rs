@@ -7,7 +7,10 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use super::compact_duration;
-use crate::model::{ConnDetail, Counters, ProcessReport, Report, Row};
+use crate::{
+    identity::ContainerIdentity,
+    model::{ConnDetail, Counters, ProcessReport, Report, Row, WorkloadReport},
+};
 
 #[derive(Serialize)]
 struct Current {
@@ -106,6 +109,48 @@ struct Process<'a> {
     protocols: Protocols,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<Vec<Conn<'a>>>,
+    container: Option<&'a ContainerIdentity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nspid: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Workload<'a> {
+    name: &'a str,
+    cgroup: &'a str,
+    container: Option<&'a ContainerIdentity>,
+    exited: bool,
+    current: Current,
+    protocols: Protocols,
+}
+
+impl<'a> From<&'a WorkloadReport> for Workload<'a> {
+    fn from(w: &'a WorkloadReport) -> Self {
+        Self {
+            name: &w.name,
+            cgroup: &w.cgroup,
+            container: w.container.as_ref(),
+            exited: w.exited,
+            current: (&w.row).into(),
+            protocols: Protocols {
+                tcp: w.traffic.tcp.into(),
+                udp: w.traffic.udp.into(),
+            },
+        }
+    }
+}
+
+/// `workloads`: an object keyed by workload name.
+struct Workloads<'a>(&'a [WorkloadReport]);
+
+impl Serialize for Workloads<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for w in self.0 {
+            m.serialize_entry(&w.name, &Workload::from(w))?;
+        }
+        m.end()
+    }
 }
 
 impl<'a> From<&'a ProcessReport> for Process<'a> {
@@ -120,6 +165,8 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
                 tcp: p.traffic.tcp.into(),
                 udp: p.traffic.udp.into(),
             },
+            container: p.container.as_ref(),
+            nspid: p.nspid,
             connections: p
                 .connections
                 .as_ref()
@@ -147,7 +194,15 @@ struct Json<'a> {
     processes: Processes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aggregated: Option<Current>,
+    #[serde(skip_serializing_if = "Workloads::is_empty")]
+    workloads: Workloads<'a>,
     untracked: InOut,
+}
+
+impl Workloads<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Writes `report` as one JSON line.
@@ -158,6 +213,7 @@ pub fn write(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         processes: Processes(&report.processes),
         aggregated: report.aggregated.as_ref().map(Current::from),
+        workloads: Workloads(&report.workloads),
         untracked: report.untracked.into(),
     };
     serde_json::to_writer(&mut *out, &j).map_err(io::Error::from)?;

@@ -3,7 +3,10 @@
 use std::io::{self, Write};
 
 use super::{DisplayBytes, DisplayRate, compact_duration};
-use crate::model::{Report, Row};
+use crate::{
+    identity::ContainerIdentity,
+    model::{Report, Row},
+};
 
 /// Clears a terminal and homes the cursor, so a live report replaces the last one like top.
 const CLEAR: &str = "\x1b[H\x1b[2J";
@@ -38,6 +41,8 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
             .timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
     ));
+    let with_pod = report.processes.iter().any(|p| p.container.is_some())
+        || report.workloads.iter().any(|w| w.container.is_some());
     let header = format!(
         "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
         "PID",
@@ -50,9 +55,23 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         "Total Out",
         "TCP",
         "UDP",
-        "Runtime"
+        if with_pod {
+            format!("{:<18}  POD/CONTAINER", "Runtime")
+        } else {
+            "Runtime".into()
+        }
     );
     s.push_str(&header);
+    let tail = |runtime: String, c: Option<&ContainerIdentity>| {
+        if with_pod {
+            format!(
+                "{runtime:<18}  {}",
+                c.map_or_else(|| "-".into(), ContainerIdentity::workload)
+            )
+        } else {
+            runtime
+        }
+    };
     for p in &report.processes {
         let c = row_cells(&p.row);
         let name: String = p.name.chars().take(16).collect();
@@ -63,7 +82,17 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         };
         s.push_str(&format!(
             "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
-            p.pid, name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], runtime
+            p.pid,
+            name,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            tail(runtime, p.container.as_ref())
         ));
         for conn in p.connections.iter().flatten() {
             let rtt = match (conn.rtt_us, conn.retransmits) {
@@ -85,6 +114,25 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
                 compact_duration(conn.age),
             ));
         }
+    }
+    for w in &report.workloads {
+        let c = row_cells(&w.row);
+        let name: String = w.name.chars().take(16).collect();
+        let state = if w.exited { "(gone)" } else { "-" };
+        s.push_str(&format!(
+            "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
+            "-",
+            name,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            tail(state.into(), w.container.as_ref())
+        ));
     }
     if let Some(agg) = &report.aggregated {
         let c = row_cells(agg);
@@ -151,6 +199,8 @@ pub(crate) mod tests {
                         ..Traffic::default()
                     },
                     connections: None,
+                    container: None,
+                    nspid: None,
                 },
                 ProcessReport {
                     pid: 5678,
@@ -163,6 +213,8 @@ pub(crate) mod tests {
                         ..Traffic::default()
                     },
                     connections: None,
+                    container: None,
+                    nspid: None,
                 },
             ],
             aggregated: Some(row(
@@ -173,6 +225,7 @@ pub(crate) mod tests {
                 15,
                 1,
             )),
+            workloads: Vec::new(),
             untracked: Counters::default(),
             is_final: false,
         }
