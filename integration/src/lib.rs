@@ -384,6 +384,11 @@ impl Proc {
         }
     }
 
+    /// The next stdout line, if one comes within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     /// Sends one line on its stdin.
     pub fn send_line(&mut self, line: &str) {
         let s = self.stdin.as_mut().expect("stdin open");
