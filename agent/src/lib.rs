@@ -17,6 +17,8 @@ pub mod model;
 pub mod netns;
 pub mod privileges;
 pub mod procs;
+#[cfg(test)]
+mod proptests;
 pub mod render;
 pub mod sampling;
 pub mod workloads;
