@@ -573,16 +573,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                     }
                     rows.by_slot
                 });
-                emit(
-                    cfg,
-                    &mut output,
-                    &targets,
-                    &aggregate,
+                let src = Sources {
+                    targets: &targets,
+                    aggregate: &aggregate,
+                    all: &all_workloads,
                     untracked,
-                    is_final,
-                    details,
-                    &all_workloads,
-                )?;
+                };
+                emit(cfg, &mut output, &src, is_final, details)?;
             }
             if done {
                 break;
@@ -876,16 +873,27 @@ fn row_of(series: &Series, connections: (u32, u32), is_final: bool) -> Row {
     }
 }
 
+/// What a report is built from.
+struct Sources<'a> {
+    targets: &'a [Target],
+    aggregate: &'a Series,
+    all: &'a HashMap<String, AllWorkload>,
+    untracked: Counters,
+}
+
 fn emit(
     cfg: &Config,
     out: &mut Output,
-    targets: &[Target],
-    aggregate: &Series,
-    untracked: Counters,
+    src: &Sources<'_>,
     is_final: bool,
     mut details: Option<HashMap<u32, Vec<crate::model::ConnDetail>>>,
-    all: &HashMap<String, AllWorkload>,
 ) -> anyhow::Result<()> {
+    let Sources {
+        targets,
+        aggregate,
+        all,
+        untracked,
+    } = *src;
     let mut workloads: Vec<WorkloadReport> = targets
         .iter()
         .filter_map(|t| {

@@ -13,6 +13,7 @@ pub mod details;
 pub mod error;
 pub mod identity;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod privileges;

@@ -111,10 +111,7 @@ fn window_continuous_aggregate_and_output_file() {
         "peak {pa}, parts {p1} {p2}"
     );
     for r in &reports {
-        assert!(
-            r["timestamp"].as_str().is_some_and(|t| chrono_like(t)),
-            "{r}"
-        );
+        assert!(r["timestamp"].as_str().is_some_and(chrono_like), "{r}");
         assert_eq!(r["processes"][s1.pid().to_string()]["pid"], s1.pid());
         assert!(
             r["processes"][s1.pid().to_string()]["runtime"]
@@ -184,8 +181,7 @@ fn continuous_table_until_targets_exit() {
     );
     let last_row = text
         .lines()
-        .filter(|l| l.starts_with(&s.pid().to_string()))
-        .last()
+        .rfind(|l| l.starts_with(&s.pid().to_string()))
         .expect("row");
     assert!(
         last_row.contains("(exited)") && last_row.contains("KiB"),

@@ -1,0 +1,176 @@
+//! The "bare cgroup_skb counter" of `scripts/bench`: the cheapest useful thing a cgroup hook can
+//! do, as the yardstick for procnetmon2's in-kernel cost.
+//!
+//! Usage: `pnm-bare CGROUP_DIR`
+//!
+//! Creates a one-entry `BPF_MAP_TYPE_PERCPU_ARRAY` (u64 value), loads two hand-assembled
+//! `BPF_PROG_TYPE_CGROUP_SKB` programs, `bare_ingress` and `bare_egress`, that add `skb->len`
+//! to it (plain add: the value is per CPU) and allow every packet, attaches them to the
+//! directory with `BPF_LINK_CREATE`, prints "attached", and stays until stdin closes or a
+//! signal ends it. The links close with the process, which detaches the programs.
+//! Raw `bpf(2)` calls: no loader library, no object file, nothing but the counter itself.
+use std::{
+    ffi::CString,
+    io::{Read, Write},
+    os::fd::RawFd,
+};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+
+/// `union bpf_attr`, zero-filled; each command writes its own fields at their offsets.
+#[repr(C, align(8))]
+struct Attr([u8; 160]);
+
+impl Attr {
+    fn new() -> Self {
+        Self([0; 160])
+    }
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn bytes(&mut self, off: usize, b: &[u8]) -> &mut Self {
+        self.0[off..off + b.len()].copy_from_slice(b);
+        self
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<RawFd> {
+    // SAFETY: `attr` is a valid, writable bpf_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.0.as_mut_ptr(),
+            std::mem::size_of::<Attr>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as RawFd)
+    }
+}
+
+/// One `struct bpf_insn`: opcode, dst/src registers (4 bits each), offset, immediate.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    let b0 = u64::from(code);
+    let b1 = u64::from((src << 4) | (dst & 0xf)); // little endian: dst in the low nibble
+    let b23 = u64::from(off as u16);
+    let b47 = u64::from(imm as u32);
+    b0 | (b1 << 8) | (b23 << 16) | (b47 << 32)
+}
+
+/// The counter: key 0 on the stack, look the per-CPU slot up, add skb->len, return 1 (allow).
+fn program(map_fd: RawFd) -> Vec<u64> {
+    vec![
+        insn(0xbf, 6, 1, 0, 0),                        // r6 = r1 (ctx)
+        insn(0x62, 10, 0, -4, 0),                      // *(u32 *)(r10 - 4) = 0
+        insn(0xbf, 2, 10, 0, 0),                       // r2 = r10
+        insn(0x07, 2, 0, 0, -4),                       // r2 += -4
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),   // r1 = map (ld_imm64, low half)
+        insn(0x00, 0, 0, 0, 0),                        //          (high half)
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 4, 0),                        // if r0 == 0 goto out
+        insn(0x61, 1, 6, 0, 0),                        // r1 = *(u32 *)(r6 + 0) (skb->len)
+        insn(0x79, 2, 0, 0, 0),                        // r2 = *(u64 *)(r0 + 0)
+        insn(0x0f, 2, 1, 0, 0),                        // r2 += r1
+        insn(0x7b, 0, 2, 0, 0),                        // *(u64 *)(r0 + 0) = r2
+        insn(0xb7, 0, 0, 0, 1),                        // out: r0 = 1
+        insn(0x95, 0, 0, 0, 0),                        // exit
+    ]
+}
+
+fn die(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("pnm-bare: {what}: {e}");
+    std::process::exit(1);
+}
+
+fn load(name: &str, attach_type: u32, map_fd: RawFd) -> RawFd {
+    load_with_log(name, attach_type, map_fd, false).unwrap_or_else(|_| {
+        load_with_log(name, attach_type, map_fd, true)
+            .unwrap_or_else(|e| die(&format!("loading {name}"), e))
+    })
+}
+
+/// Loads one program; with `verbose`, asks for the verifier's log and prints it on failure.
+fn load_with_log(
+    name: &str,
+    attach_type: u32,
+    map_fd: RawFd,
+    verbose: bool,
+) -> std::io::Result<RawFd> {
+    let insns = program(map_fd);
+    let license = CString::new("GPL").expect("cstr");
+    let mut log = vec![0_u8; 65536];
+    let mut pname = [0_u8; 16];
+    pname[..name.len()].copy_from_slice(name.as_bytes());
+    let mut a = Attr::new();
+    a.u32(0, BPF_PROG_TYPE_CGROUP_SKB) // prog_type
+        .u32(4, insns.len() as u32) // insn_cnt
+        .u64(8, insns.as_ptr() as u64) // insns
+        .u64(16, license.as_ptr() as u64) // license
+        .bytes(48, &pname) // prog_name
+        .u32(68, attach_type); // expected_attach_type
+    if verbose {
+        a.u32(24, 1) // log_level
+            .u32(28, log.len() as u32) // log_size
+            .u64(32, log.as_mut_ptr() as u64); // log_buf
+    }
+    let r = bpf(BPF_PROG_LOAD, &mut a);
+    if verbose && r.is_err() {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        eprintln!("{}", String::from_utf8_lossy(&log[..end]));
+    }
+    r
+}
+
+fn main() {
+    let Some(dir) = std::env::args().nth(1) else {
+        eprintln!("usage: pnm-bare CGROUP_DIR");
+        std::process::exit(2);
+    };
+    let cdir = CString::new(dir.clone()).expect("cstr");
+    // SAFETY: plain open(2) of a NUL-terminated path.
+    let cg = unsafe { libc::open(cdir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    if cg < 0 {
+        die(&format!("open {dir}"), std::io::Error::last_os_error());
+    }
+    let mut a = Attr::new();
+    a.u32(0, BPF_MAP_TYPE_PERCPU_ARRAY) // map_type
+        .u32(4, 4) // key_size
+        .u32(8, 8) // value_size
+        .u32(12, 1) // max_entries
+        .bytes(28, b"bare_bytes"); // map_name
+    let map = bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("map create", e));
+    let mut links = Vec::new();
+    for (name, at) in [
+        ("bare_ingress", BPF_CGROUP_INET_INGRESS),
+        ("bare_egress", BPF_CGROUP_INET_EGRESS),
+    ] {
+        let prog = load(name, at, map);
+        let mut a = Attr::new();
+        a.u32(0, prog as u32).u32(4, cg as u32).u32(8, at); // prog_fd, target_fd, attach_type
+        links.push(bpf(BPF_LINK_CREATE, &mut a).unwrap_or_else(|e| die("link create", e)));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "attached").and_then(|()| out.flush()).ok();
+    drop(out);
+    let mut sink = [0_u8; 256];
+    let mut stdin = std::io::stdin().lock();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    // Exiting closes the link fds: the programs detach.
+    drop(links);
+}
