@@ -32,6 +32,9 @@ use crate::{
     error::{SpawnError, UsageError},
     identity::MetadataRoots,
     lifecycle::{self, RunState},
+    metrics::{
+        Limits, MapFill, MetricsRegistry, MetricsServer, SelfStats, TargetInfo, WorkloadKey,
+    },
     model::{Counters, ProcessReport, Report, Row, Traffic, WorkloadReport},
     netns::{self, NetnsLinks},
     procs::{self, ProcIdentity},
@@ -59,6 +62,8 @@ struct Target {
     nspid: Option<u32>,
     /// A whole-cgroup target (`--cgroup`, `--container`): its directory and names.
     cgroup: Option<(PathBuf, CgroupInfo)>,
+    /// The workload a process target belongs to (systemd unit or cgroup path), for metrics.
+    unit: String,
 }
 
 impl Target {
@@ -384,7 +389,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 c
             });
         let nspid = procs::nspid(ident.pid);
+        let unit = procs::cgroup_path(ident.pid)
+            .map_or_else(String::new, |p| crate::identity::workload_name(&p));
         targets.push(Target {
+            unit,
             slot,
             ident,
             series: Series::new(Traffic::default(), Instant::now()),
@@ -409,6 +417,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             }
         }
         targets.push(Target {
+            unit: info.workload.clone(),
             slot,
             ident: ProcIdentity {
                 pid: 0,
@@ -479,6 +488,40 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             }
             None => None,
         };
+        // --metrics-addr: the OpenMetrics server runs beside the sampling loop.
+        let registry = cfg.metrics_addr.map(|_| {
+            MetricsRegistry::new(Limits {
+                max_series: cfg.max_series,
+                grace: cfg.series_grace,
+            })
+        });
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = match (cfg.metrics_addr, &registry) {
+            (Some(addr), Some(reg)) => {
+                let srv = MetricsServer::bind(addr)
+                    .await
+                    .with_context(|| format!("bind --metrics-addr {addr}"))?;
+                reg.set_targets(
+                    targets
+                        .iter()
+                        .filter(|t| {
+                            t.cgroup.is_none()
+                                && t.ident.pid != 0
+                                && cfg.pids.contains(&t.ident.pid)
+                        })
+                        .map(|t| TargetInfo {
+                            pid: t.ident.pid,
+                            comm: t.ident.comm.clone(),
+                            labels: metrics_key(t.container.as_ref(), &t.unit).labels().to_vec(),
+                        })
+                        .collect(),
+                );
+                Some(tokio::spawn(srv.run(reg.clone(), async move {
+                    let _ = server_stopped.await;
+                })))
+            }
+            _ => None,
+        };
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -542,6 +585,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                     run_start,
                 );
             }
+            if let Some(reg) = &registry {
+                feed_metrics(reg, &probes, &targets, &all_workloads, cfg.all);
+            }
             if !cfg.interfaces.is_empty() {
                 watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
             }
@@ -553,7 +599,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             } else if stop {
                 // The window's report (also on a signal during a window: the part seen so far).
                 (cfg.window.is_some(), true, true)
-            } else if all_gone && cfg.window.is_none() {
+            } else if all_gone && cfg.window.is_none() && cfg.metrics_addr.is_none() {
                 log::info!("all targets have exited");
                 (true, false, true)
             } else {
@@ -584,6 +630,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             if done {
                 break;
             }
+        }
+        // Stop the metrics server (it drains in-flight scrapes) before the programs detach.
+        drop(stop_server);
+        if let Some(server) = server {
+            server.await.context("metrics server task")??;
         }
         anyhow::Ok(exit_status)
     })?;
@@ -775,6 +826,92 @@ fn watch_ifaces(probes: &mut Probes, targets: &mut [Target], names: &[String]) {
             }
         }
     }
+}
+
+/// The metrics labels of a workload: namespace/pod/container on Kubernetes (when the
+/// runtime's metadata named it), else the cgroup (systemd unit or path).
+fn metrics_key(container: Option<&crate::identity::ContainerIdentity>, unit: &str) -> WorkloadKey {
+    match container {
+        Some(c) => match (&c.namespace, &c.pod, &c.name) {
+            (Some(ns), Some(pod), Some(name)) => {
+                WorkloadKey::kubernetes(ns.clone(), pod.clone(), name.clone())
+            }
+            _ => WorkloadKey::cgroup(c.workload()),
+        },
+        None => WorkloadKey::cgroup(if unit.is_empty() { "/" } else { unit }),
+    }
+}
+
+/// Pushes this tick's cumulative traffic per workload, the live set, and self-metrics into
+/// the registry `/metrics` reads at scrape time.
+fn feed_metrics(
+    reg: &MetricsRegistry,
+    probes: &Probes,
+    targets: &[Target],
+    all: &HashMap<String, AllWorkload>,
+    all_mode: bool,
+) {
+    let now = Instant::now();
+    let mut sums: HashMap<WorkloadKey, Traffic> = HashMap::new();
+    let mut live: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
+    let mut add = |k: WorkloadKey, t: &Traffic, alive: bool| {
+        let e = sums.entry(k.clone()).or_default();
+        *e = sum_traffic([&*e, t]);
+        if alive {
+            live.insert(k);
+        }
+    };
+    if all_mode {
+        for w in all.values() {
+            add(
+                metrics_key(w.info.container.as_ref(), &w.info.workload),
+                &w.series.since_start(),
+                !w.exited,
+            );
+        }
+    } else {
+        for t in targets {
+            let container = t
+                .cgroup
+                .as_ref()
+                .map_or(t.container.as_ref(), |(_, i)| i.container.as_ref());
+            add(
+                metrics_key(container, &t.unit),
+                &t.series.since_start(),
+                t.exited.is_none(),
+            );
+        }
+    }
+    for (k, t) in &sums {
+        reg.update_workload(k, t);
+    }
+    reg.mark_gone_unless(|k| live.contains(k), now);
+    reg.expire(now);
+    let tracked: u64 = targets
+        .iter()
+        .map(|t| u64::from(t.connections.0) + u64::from(t.connections.1))
+        .sum();
+    let untracked = probes
+        .untracked()
+        .map(|c| c.bytes_in + c.bytes_out)
+        .unwrap_or(0);
+    let mut maps = vec![MapFill {
+        map: "TARGET_PIDS".into(),
+        entries: probes.target_pid_count(),
+        max_entries: procnetmon2_common::target::MAX_TARGET_PIDS,
+    }];
+    if all_mode {
+        maps.push(MapFill {
+            map: "CGROUP_TOTALS".into(),
+            entries: probes.cgroup_totals().len() as u32,
+            max_entries: procnetmon2_common::knobs::MAX_CGROUP_KEYS,
+        });
+    }
+    reg.set_self_stats(SelfStats {
+        tracked_sockets: tracked,
+        untracked_bytes: untracked,
+        maps,
+    });
 }
 
 /// `--all`: reads the per-cgroup counters, groups them by workload and advances each

@@ -219,6 +219,11 @@ impl Probes {
             .context("insert CGROUP_TARGETS")
     }
 
+    /// Entries in `TARGET_PIDS` (targets and their children), for the map-fill metric.
+    pub fn target_pid_count(&self) -> u32 {
+        self.target_pids.keys().filter(Result::is_ok).count() as u32
+    }
+
     /// `--all`: counters per (cgroup id, protocol), summed over CPUs.
     pub fn cgroup_totals(&self) -> Vec<(CgroupKey, Counters)> {
         self.cgroup_totals

@@ -102,6 +102,19 @@ pub struct Opt {
     #[arg(long = "host-proc", value_name = "DIR")]
     pub host_proc: Option<std::path::PathBuf>,
 
+    /// Serve OpenMetrics on ADDR (`/metrics`, `/healthz`); a bare port binds 127.0.0.1.
+    /// Without -t the run then lasts until SIGTERM, and prints reports only with -c/-j/-o
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// Most (workload, protocol) series kept in /metrics; more are dropped and counted
+    #[arg(long = "max-series", value_name = "N", default_value_t = 10_000)]
+    pub max_series: usize,
+
+    /// How long a removed workload's series stay in /metrics
+    #[arg(long = "series-grace", value_name = "DURATION", default_value = "5m")]
+    pub series_grace: String,
+
     /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
     #[arg(long = "cleanup")]
     pub cleanup: bool,

@@ -44,6 +44,12 @@ pub struct Config {
     pub all: bool,
     /// `--host-proc`.
     pub host_proc: Option<PathBuf>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--max-series`.
+    pub max_series: usize,
+    /// `--series-grace`.
+    pub series_grace: Duration,
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -56,6 +62,7 @@ impl Config {
             Some(list) => parse_pid_list(list, pid_max)?,
             None if !opt.command.is_empty()
                 || opt.cleanup
+                || opt.metrics_addr.is_some()
                 || opt.all
                 || !opt.cgroup.is_empty()
                 || !opt.container.is_empty() =>
@@ -84,6 +91,15 @@ impl Config {
             .map(|t| parse_duration("-t", t))
             .transpose()?;
         let interval = parse_duration("--interval", &opt.interval)?;
+        let metrics_addr = opt
+            .metrics_addr
+            .as_deref()
+            .map(|a| {
+                crate::metrics::parse_metrics_addr(a)
+                    .map_err(|e| UsageError::new(format!("--metrics-addr: {e}")))
+            })
+            .transpose()?;
+        let series_grace = parse_duration("--series-grace", &opt.series_grace)?;
         let interfaces = match &opt.interface {
             Some(list) => parse_interfaces(list)?,
             None => Vec::new(),
@@ -94,8 +110,11 @@ impl Config {
             json: opt.json,
             window,
             aggregate: opt.aggregate,
-            // -c is on by default only when no -t is given.
-            continuous: opt.continuous || window.is_none(),
+            // -c is on by default only when no -t is given (and, as a metrics daemon, only
+            // when reports are asked for with -j or -o).
+            continuous: opt.continuous
+                || (window.is_none()
+                    && (metrics_addr.is_none() || opt.json || opt.output.is_some())),
             details: opt.details,
             interval,
             output: opt.output.clone(),
@@ -107,6 +126,9 @@ impl Config {
             containers: opt.container.clone(),
             all: opt.all,
             host_proc: opt.host_proc.clone(),
+            metrics_addr,
+            max_series: opt.max_series,
+            series_grace,
         })
     }
 }
@@ -264,6 +286,9 @@ mod tests {
             container: Vec::new(),
             all: false,
             host_proc: None,
+            metrics_addr: None,
+            max_series: 10_000,
+            series_grace: "5m".into(),
         };
         assert!(
             Config::from_opt(&base(None, false), 100)

@@ -45,9 +45,6 @@ pub fn run_cli() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
-        .init();
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -59,6 +56,7 @@ pub fn run_cli() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    init_logging(cfg.metrics_addr.is_some());
     match app::run(&cfg) {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -75,4 +73,31 @@ pub fn run_cli() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs on stderr (`RUST_LOG`, default `warn`). As a metrics daemon, one logfmt record per
+/// line (`ts=… level=… msg="…"`), which log collectors parse without configuration.
+fn init_logging(structured: bool) {
+    use std::io::Write as _;
+    let mut b = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(if structured { "info" } else { "warn" }),
+    );
+    b.format_target(false);
+    if structured {
+        b.format(|f, r| {
+            let msg = r
+                .args()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            writeln!(
+                f,
+                "ts={} level={} msg=\"{msg}\"",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                r.level().as_str().to_lowercase()
+            )
+        });
+    }
+    b.init();
 }

@@ -532,12 +532,13 @@ impl Collector for StateCollector {
             encode_traffic(&mut encoder, &st, family)?;
         }
 
-        // Info families are named without `_info`; the encoder appends it.
+        // `*_info` as gauges of value 1 (the classic convention): `promtool check metrics`,
+        // which speaks the Prometheus text format, refuses the OpenMetrics `info` type.
         let mut targets = encoder.encode_descriptor(
-            "procnetmon_target",
+            "procnetmon_target_info",
             "A process named with -p; join on pid",
             None,
-            MetricType::Info,
+            MetricType::Gauge,
         )?;
         for t in &st.targets {
             let pid = t.pid.to_string();
@@ -549,17 +550,18 @@ impl Collector for StateCollector {
                     .filter(|(k, _)| !matches!(*k, "pid" | "comm"))
                     .map(|(k, v)| (*k, v.as_str())),
             );
-            targets.encode_info(&labels)?;
+            targets.encode_family(&labels)?.encode_gauge(&1_i64)?;
         }
 
         encoder
             .encode_descriptor(
-                "procnetmon_build",
+                "procnetmon_build_info",
                 "procnetmon2 build",
                 None,
-                MetricType::Info,
+                MetricType::Gauge,
             )?
-            .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
+            .encode_gauge(&1_i64)?;
 
         let gauge = ConstGauge::new(i64::try_from(st.tracked_sockets).unwrap_or(i64::MAX));
         gauge.encode(encoder.encode_descriptor(
@@ -770,6 +772,43 @@ async fn read_head(stream: &mut TcpStream) -> anyhow::Result<String> {
 }
 
 /// Status line, content type, body, and whether to omit the body (HEAD).
+/// Content type of the classic Prometheus text format (version 0.0.4).
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// True when the request's `Accept` header names `text/plain` and not OpenMetrics.
+fn wants_classic_text(head: &str) -> bool {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
+        .any(|(_, v)| v.contains("text/plain") && !v.contains("application/openmetrics-text"))
+}
+
+/// Rewrites an OpenMetrics exposition into the classic text format: counter families are
+/// named with their `_total` suffix in `# HELP`/`# TYPE`, and `# UNIT`/`# EOF` go.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 fn respond(head: &str, registry: &MetricsRegistry) -> (&'static str, &'static str, String, bool) {
     const TEXT: &str = "text/plain; charset=utf-8";
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
@@ -795,6 +834,14 @@ fn respond(head: &str, registry: &MetricsRegistry) -> (&'static str, &'static st
     let path = target.split(['?', '#']).next().unwrap_or_default();
     match path {
         "/metrics" => match registry.encode() {
+            // OpenMetrics unless the client asks for the classic text format only (what
+            // `curl -H 'Accept: text/plain' … | promtool check metrics` reads).
+            Ok(body) if wants_classic_text(head) => (
+                "200 OK",
+                CLASSIC_CONTENT_TYPE,
+                to_classic_text(&body),
+                head_only,
+            ),
             Ok(body) => ("200 OK", CONTENT_TYPE, body, head_only),
             Err(_) => (
                 "500 Internal Server Error",
@@ -811,6 +858,22 @@ fn respond(head: &str, registry: &MetricsRegistry) -> (&'static str, &'static st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let om = "# HELP x_bytes X.\n# TYPE x_bytes counter\n# UNIT x_bytes bytes\nx_bytes_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP x_bytes_total X.\n# TYPE x_bytes_total counter\nx_bytes_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n"
+        );
+        assert!(wants_classic_text(
+            "GET /metrics HTTP/1.1\r\nAccept: text/plain\r\n"
+        ));
+        assert!(!wants_classic_text(
+            "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n"
+        ));
+        assert!(!wants_classic_text("GET /metrics HTTP/1.1\r\n"));
+    }
 
     fn tcp(bytes_in: u64, bytes_out: u64) -> Traffic {
         Traffic {
@@ -994,7 +1057,7 @@ mod tests {
             "procnetmon_series 1\n",
             "procnetmon_series_dropped_total 0\n",
             "# TYPE procnetmon_network_receive_bytes counter\n",
-            "# TYPE procnetmon_target info\n",
+            "# TYPE procnetmon_target_info gauge\n",
         ] {
             assert!(out.contains(name), "missing {name:?} in\n{out}");
         }
