@@ -501,21 +501,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 let srv = MetricsServer::bind(addr)
                     .await
                     .with_context(|| format!("bind --metrics-addr {addr}"))?;
-                reg.set_targets(
-                    targets
-                        .iter()
-                        .filter(|t| {
-                            t.cgroup.is_none()
-                                && t.ident.pid != 0
-                                && cfg.pids.contains(&t.ident.pid)
-                        })
-                        .map(|t| TargetInfo {
-                            pid: t.ident.pid,
-                            comm: t.ident.comm.clone(),
-                            labels: metrics_key(t.container.as_ref(), &t.unit).labels().to_vec(),
-                        })
-                        .collect(),
-                );
                 Some(tokio::spawn(srv.run(reg.clone(), async move {
                     let _ = server_stopped.await;
                 })))
@@ -586,7 +571,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 );
             }
             if let Some(reg) = &registry {
-                feed_metrics(reg, &probes, &targets, &all_workloads, cfg.all);
+                feed_metrics(reg, &probes, &targets, &all_workloads, cfg.all, &cfg.pids);
             }
             if !cfg.interfaces.is_empty() {
                 watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
@@ -850,7 +835,20 @@ fn feed_metrics(
     targets: &[Target],
     all: &HashMap<String, AllWorkload>,
     all_mode: bool,
+    named: &[u32],
 ) {
+    // `procnetmon_target_info` for the PIDs named with -p that are still running.
+    reg.set_targets(
+        targets
+            .iter()
+            .filter(|t| t.cgroup.is_none() && t.exited.is_none() && named.contains(&t.ident.pid))
+            .map(|t| TargetInfo {
+                pid: t.ident.pid,
+                comm: t.ident.comm.clone(),
+                labels: metrics_key(t.container.as_ref(), &t.unit).labels().to_vec(),
+            })
+            .collect(),
+    );
     let now = Instant::now();
     let mut sums: HashMap<WorkloadKey, Traffic> = HashMap::new();
     let mut live: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
@@ -882,7 +880,9 @@ fn feed_metrics(
             );
         }
     }
-    for (k, t) in &sums {
+    // A gone workload is no longer fed (an update would revive it): its series keep their
+    // last values until the grace period ends.
+    for (k, t) in sums.iter().filter(|(k, _)| live.contains(*k)) {
         reg.update_workload(k, t);
     }
     reg.mark_gone_unless(|k| live.contains(k), now);
