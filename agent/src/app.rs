@@ -209,6 +209,21 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     };
     // Before any thread exists: a private cgroup2 mount may need unshare(CLONE_NEWNS).
     let mount = cgroup::find_or_mount_cgroup2()?;
+    // Signals are caught from here on (before anything on the host changes): a SIGTERM during
+    // set-up waits for the loop, which cleans up, instead of killing the process half-way.
+    // A current-thread runtime starts no thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()?;
+    let (mut sigint, mut sigterm, mut sighup) = {
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     // Leftovers of runs killed with SIGKILL are undone before anything else.
     for line in lifecycle::cleanup_stale(&mount.mount_point)? {
         if cfg.cleanup {
@@ -470,10 +485,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         targets.len()
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .enable_io()
-        .build()?;
     let status = rt.block_on(async {
         let mut spawned = match spawned {
             Some((child, pidfd, cgroup)) => {
@@ -507,9 +518,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             }
             _ => None,
         };
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
