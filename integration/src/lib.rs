@@ -275,9 +275,13 @@ impl Default for Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        // Processes of a finished test may take a moment to be reaped.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
+        // Everything left in a test's cgroup is the test's (a shell's children may outlive
+        // it): end it all, then remove the cgroup once the processes are reaped.
+        if !self.procs().is_empty() {
+            let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        }
+        for _ in 0..250 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
                 return;
             }
             thread::sleep(Duration::from_millis(20));
