@@ -584,7 +584,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
             if !cfg.interfaces.is_empty() {
                 watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
             }
-            let all_gone = targets.iter().all(|t| t.exited.is_some());
+            // (With no targets at all, e.g. `--all` alone, nothing can be "all gone".)
+            let all_gone = !targets.is_empty() && targets.iter().all(|t| t.exited.is_some());
             let untracked = Counters::from(probes.untracked()?).minus(untracked_base);
             let (report_now, is_final, done) = if ended {
                 // The command ended first: the final report covers the run so far.
