@@ -553,10 +553,10 @@ impl Monitor {
         self.finish()
     }
 
-    /// Sends SIGINT (as Ctrl-C would).
-    pub fn interrupt(&self) {
+    /// Sends signal `sig` (SIGINT as Ctrl-C would, SIGHUP as a closed terminal would).
+    pub fn signal(&self, sig: i32) {
         // SAFETY: plain syscall on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 }
 

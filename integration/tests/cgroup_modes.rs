@@ -62,13 +62,16 @@ fn isolate_is_undone_on_sigterm_and_after_sigkill() {
     let target = Proc::spawn(Path::new("sleep"), &["60"], Some(&cg), Some(&ns));
     let pid = target.pid();
     let before = cgroup_of(pid);
-    // SIGTERM: cleaned up on the way out.
-    let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
-    assert_ne!(cgroup_of(pid), before);
-    let (status, _, err) = mon.stop();
-    assert!(status.success(), "{err:?}");
-    assert_eq!(cgroup_of(pid), before);
-    assert!(leftover_cgroups(&cg.dir).is_empty());
+    // SIGTERM, Ctrl-C (SIGINT) and SIGHUP: cleaned up on the way out.
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
+        assert_ne!(cgroup_of(pid), before);
+        mon.signal(sig);
+        let (status, _, err) = mon.finish();
+        assert!(status.success(), "signal {sig}: {err:?}");
+        assert_eq!(cgroup_of(pid), before, "signal {sig}");
+        assert!(leftover_cgroups(&cg.dir).is_empty());
+    }
     // SIGKILL: the record stays, and --cleanup undoes it.
     let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
     let agent = mon.pid();
