@@ -11,6 +11,22 @@ use crate::{
 /// Clears a terminal and homes the cursor, so a live report replaces the last one like top.
 const CLEAR: &str = "\x1b[H\x1b[2J";
 
+/// One table line: PID, name (cut to 16 characters), the eight cells of `row_cells`, and an
+/// optional trailing text (runtime, POD/CONTAINER).
+fn line(pid: &str, name: &str, c: &[String; 8], tail: Option<&str>) -> String {
+    let name: String = name.chars().take(16).collect();
+    let mut l = format!(
+        "{pid:<8} {name:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    );
+    if let Some(t) = tail {
+        l.push_str("  ");
+        l.push_str(t);
+    }
+    l.push('\n');
+    l
+}
+
 fn row_cells(r: &Row) -> [String; 8] {
     [
         DisplayRate(r.rate_in).to_string(),
@@ -43,10 +59,7 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
     ));
     let with_pod = report.processes.iter().any(|p| p.container.is_some())
         || report.workloads.iter().any(|w| w.container.is_some());
-    let header = format!(
-        "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
-        "PID",
-        "Name",
+    let labels = [
         "Rate In",
         "Rate Out",
         "Peak In",
@@ -55,12 +68,14 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         "Total Out",
         "TCP",
         "UDP",
-        if with_pod {
-            format!("{:<18}  POD/CONTAINER", "Runtime")
-        } else {
-            "Runtime".into()
-        }
-    );
+    ]
+    .map(String::from);
+    let last = if with_pod {
+        format!("{:<18}  POD/CONTAINER", "Runtime")
+    } else {
+        "Runtime".into()
+    };
+    let header = line("PID", "Name", &labels, Some(&last));
     s.push_str(&header);
     let tail = |runtime: String, c: Option<&ContainerIdentity>| {
         if with_pod {
@@ -73,26 +88,16 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         }
     };
     for p in &report.processes {
-        let c = row_cells(&p.row);
-        let name: String = p.name.chars().take(16).collect();
         let runtime = if p.exited {
             format!("{} (exited)", compact_duration(p.runtime))
         } else {
             compact_duration(p.runtime)
         };
-        s.push_str(&format!(
-            "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
-            p.pid,
-            name,
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            c[4],
-            c[5],
-            c[6],
-            c[7],
-            tail(runtime, p.container.as_ref())
+        s.push_str(&line(
+            &p.pid.to_string(),
+            &p.name,
+            &row_cells(&p.row),
+            Some(&tail(runtime, p.container.as_ref())),
         ));
         for conn in p.connections.iter().flatten() {
             let rtt = match (conn.rtt_us, conn.retransmits) {
@@ -116,32 +121,18 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         }
     }
     for w in &report.workloads {
-        let c = row_cells(&w.row);
-        let name: String = w.name.chars().take(16).collect();
         let state = if w.exited { "(gone)" } else { "-" };
-        s.push_str(&format!(
-            "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}  {}\n",
+        s.push_str(&line(
             "-",
-            name,
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            c[4],
-            c[5],
-            c[6],
-            c[7],
-            tail(state.into(), w.container.as_ref())
+            &w.name,
+            &row_cells(&w.row),
+            Some(&tail(state.into(), w.container.as_ref())),
         ));
     }
     if let Some(agg) = &report.aggregated {
-        let c = row_cells(agg);
         s.push_str(&"─".repeat(header.trim_end().chars().count()));
         s.push('\n');
-        s.push_str(&format!(
-            "{:<8} {:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}\n",
-            "TOTAL", "", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
-        ));
+        s.push_str(&line("TOTAL", "", &row_cells(agg), None));
     }
     if report.untracked.bytes_in + report.untracked.bytes_out > 0 {
         s.push_str(&format!(
