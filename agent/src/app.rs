@@ -464,6 +464,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     }
     let mut aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
     let untracked_base = Counters::from(probes.untracked()?);
+    let events_base = probes.untracked_events()?;
     let mut detail_tracker = DetailTracker::default();
     // --all: counters at the start, per (cgroup, protocol), so reports show the run's traffic.
     let all_base: HashMap<(u64, u32), Counters> = if cfg.all {
@@ -618,6 +619,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                     aggregate: &aggregate,
                     all: &all_workloads,
                     untracked,
+                    untracked_events: {
+                        let (s, p) = probes.untracked_events()?;
+                        (
+                            s.saturating_sub(events_base.0),
+                            p.saturating_sub(events_base.1),
+                        )
+                    },
                 };
                 emit(cfg, &mut output, &src, is_final, details)?;
             }
@@ -1025,6 +1033,8 @@ struct Sources<'a> {
     aggregate: &'a Series,
     all: &'a HashMap<String, AllWorkload>,
     untracked: Counters,
+    /// (sockets, processes) that could not be attributed during the run.
+    untracked_events: (u64, u64),
 }
 
 fn emit(
@@ -1039,6 +1049,7 @@ fn emit(
         aggregate,
         all,
         untracked,
+        untracked_events,
     } = *src;
     let mut workloads: Vec<WorkloadReport> = targets
         .iter()
@@ -1096,6 +1107,8 @@ fn emit(
         aggregated,
         workloads,
         untracked,
+        untracked_sockets: untracked_events.0,
+        untracked_processes: untracked_events.1,
         is_final,
     };
     if cfg.json {

@@ -56,6 +56,7 @@ const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
 const MAP_TARGET_TOTALS: &str = "TARGET_TOTALS";
 const MAP_TARGET_CONNS: &str = "TARGET_CONNS";
 const MAP_UNTRACKED: &str = "UNTRACKED";
+const MAP_UNTRACKED_EVENTS: &str = "UNTRACKED_EVENTS";
 const MAP_CONNS: &str = "CONNS";
 const MAP_IFACES: &str = "IFACES";
 const MAP_CGROUP_TARGETS: &str = "CGROUP_TARGETS";
@@ -88,6 +89,7 @@ pub struct Probes {
     totals: PerCpuArray<MapData, TargetTotals>,
     gauges: Array<MapData, ConnGauges>,
     untracked: PerCpuArray<MapData, Counters>,
+    untracked_events: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, u64, ConnRecord>,
     ifaces: HashMap<MapData, IfaceKey, u8>,
     cgroup_targets: HashMap<MapData, u64, u32>,
@@ -197,6 +199,7 @@ impl Probes {
             totals: take(&mut ebpf, MAP_TARGET_TOTALS)?,
             gauges: take(&mut ebpf, MAP_TARGET_CONNS)?,
             untracked: take(&mut ebpf, MAP_UNTRACKED)?,
+            untracked_events: take(&mut ebpf, MAP_UNTRACKED_EVENTS)?,
             conns: take(&mut ebpf, MAP_CONNS)?,
             ifaces: take(&mut ebpf, MAP_IFACES)?,
             ebpf,
@@ -318,6 +321,19 @@ impl Probes {
         Ok(per_cpu
             .iter()
             .fold(Counters::default(), |acc, c| acc.add(*c)))
+    }
+
+    /// (target sockets left unstamped, forked children left out), summed over CPUs.
+    pub fn untracked_events(&self) -> anyhow::Result<(u64, u64)> {
+        let sum = |i: u32| -> anyhow::Result<u64> {
+            Ok(self
+                .untracked_events
+                .get(&i, 0)
+                .context("read UNTRACKED_EVENTS")?
+                .iter()
+                .sum())
+        };
+        Ok((sum(0)?, sum(1)?))
     }
 
     /// Every `--details` record (cookie, record).

@@ -195,6 +195,10 @@ pub struct Report {
     pub workloads: Vec<WorkloadReport>,
     /// Traffic of target sockets that could not be charged to a target.
     pub untracked: Counters,
+    /// Target sockets whose owner could not be recorded (their traffic is not counted).
+    pub untracked_sockets: u64,
+    /// Processes a target forked that could not join it (their sockets are not counted).
+    pub untracked_processes: u64,
     /// True for the final report of a `-t` window.
     pub is_final: bool,
 }

@@ -284,8 +284,13 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
         _pad: [0; 6],
     };
     // cgroup/sock passes its context as the socket (bpf_sk_storage_get_cg_sock_proto).
-    // On allocation failure this socket goes uncounted; nothing else can be done here.
-    let _ = maps::SOCK_OWNER.get_or_create(ctx.sock.cast(), &owner);
+    // On allocation failure this socket goes uncounted: say so.
+    if maps::SOCK_OWNER
+        .get_or_create(ctx.sock.cast(), &owner)
+        .is_null()
+    {
+        untracked_event(0);
+    }
     ALLOW
 }
 
@@ -344,10 +349,19 @@ pub fn pnm_fork(ctx: RawTracePointContext) -> i32 {
     if let (Ok(pid), Ok(tgid)) = (pid, tgid)
         && pid == tgid
         && tgid > 0
+        && TARGET_PIDS.insert(tgid as u32, slot, 0).is_err()
     {
-        let _ = TARGET_PIDS.insert(tgid as u32, slot, 0);
+        untracked_event(1);
     }
     0
+}
+
+/// Counts an event that leaves traffic unattributable (see `UNTRACKED_EVENTS`).
+#[inline(always)]
+fn untracked_event(index: u32) {
+    if let Some(c) = maps::UNTRACKED_EVENTS.get_ptr_mut(index) {
+        atomic_add(c, 1);
+    }
 }
 
 /// raw_tp/sched_process_exit: forget an exiting process (when its group leader exits), so a

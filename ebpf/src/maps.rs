@@ -119,6 +119,12 @@ pub static TARGET_TOTALS: PerCpuArray<TargetTotals, { MAX_TARGETS as usize }> = 
 #[aya_ebpf::macros::btf_map]
 pub static UNTRACKED: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
+/// Events that leave traffic unattributable, per CPU: index 0 = a target's new socket whose
+/// owner stamp could not be allocated, 1 = a forked child that could not join its target
+/// (`TARGET_PIDS` full). Reported under `untracked`, never silent.
+#[aya_ebpf::macros::btf_map]
+pub static UNTRACKED_EVENTS: PerCpuArray<u64, 2> = PerCpuArray::new();
+
 /// slot → [`ConnGauges`], `MAX_TARGETS` entries: connections open now. Shared (not per-CPU):
 /// updated with atomic adds on connection events only, never per packet.
 #[aya_ebpf::macros::btf_map]

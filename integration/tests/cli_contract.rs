@@ -100,14 +100,14 @@ fn window_continuous_aggregate_and_output_file() {
         "average {avg} vs {expect}"
     );
     // The aggregate's peak is the peak of the summed per-interval rate: at least the average,
-    // at most the sum of the two peaks.
+    // at most the sum of the two peaks (each rounded to an integer in JSON: allow 2).
     let (p1, p2) = (
         num(current(last, s1.pid()), "peak_rate_out"),
         num(current(last, s2.pid()), "peak_rate_out"),
     );
     let pa = num(agg, "peak_rate_out");
     assert!(
-        pa as f64 >= avg && pa <= p1 + p2,
+        pa as f64 >= avg && pa <= p1 + p2 + 2,
         "peak {pa}, parts {p1} {p2}"
     );
     for r in &reports {

@@ -196,7 +196,15 @@ struct Json<'a> {
     aggregated: Option<Current>,
     #[serde(skip_serializing_if = "Workloads::is_empty")]
     workloads: Workloads<'a>,
-    untracked: InOut,
+    untracked: Untracked,
+}
+
+#[derive(Serialize)]
+struct Untracked {
+    bytes_in: u64,
+    bytes_out: u64,
+    sockets: u64,
+    processes: u64,
 }
 
 impl Workloads<'_> {
@@ -214,7 +222,12 @@ pub fn write(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         processes: Processes(&report.processes),
         aggregated: report.aggregated.as_ref().map(Current::from),
         workloads: Workloads(&report.workloads),
-        untracked: report.untracked.into(),
+        untracked: Untracked {
+            bytes_in: report.untracked.bytes_in,
+            bytes_out: report.untracked.bytes_out,
+            sockets: report.untracked_sockets,
+            processes: report.untracked_processes,
+        },
     };
     serde_json::to_writer(&mut *out, &j).map_err(io::Error::from)?;
     out.write_all(b"\n")?;
@@ -259,6 +272,8 @@ mod tests {
         assert_eq!(v["processes"]["5678"]["exited"], true);
         assert_eq!(v["aggregated"]["tcp_connections"], 15);
         assert_eq!(v["untracked"]["bytes_in"], 0);
+        assert_eq!(v["untracked"]["sockets"], 0);
+        assert_eq!(v["untracked"]["processes"], 0);
         // Order of processes: as named, not sorted as strings.
         let keys: Vec<&str> = v["processes"]
             .as_object()

@@ -134,11 +134,14 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         s.push('\n');
         s.push_str(&line("TOTAL", "", &row_cells(agg), None));
     }
-    if report.untracked.bytes_in + report.untracked.bytes_out > 0 {
+    let u = &report.untracked;
+    if u.bytes_in + u.bytes_out + report.untracked_sockets + report.untracked_processes > 0 {
         s.push_str(&format!(
-            "untracked: {} in, {} out (target sockets that could not be charged)\n",
-            DisplayBytes(report.untracked.bytes_in),
-            DisplayBytes(report.untracked.bytes_out)
+            "untracked: {} in, {} out; {} socket(s) and {} process(es) could not be attributed\n",
+            DisplayBytes(u.bytes_in),
+            DisplayBytes(u.bytes_out),
+            report.untracked_sockets,
+            report.untracked_processes
         ));
     }
     s.push('\n');
@@ -218,6 +221,8 @@ pub(crate) mod tests {
             )),
             workloads: Vec::new(),
             untracked: Counters::default(),
+            untracked_sockets: 0,
+            untracked_processes: 0,
             is_final: false,
         }
     }
