@@ -69,7 +69,10 @@ pub fn run_cli() -> ExitCode {
             ExitCode::from(EXIT_SPAWN)
         }
         Err(e) => {
-            eprintln!("procnetmon2: {e:#}");
+            // One line: each cause up to its first newline (a verifier log can run to
+            // thousands of lines; RUST_LOG=debug prints it whole).
+            log::debug!("{e:?}");
+            eprintln!("procnetmon2: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -100,4 +103,35 @@ fn init_logging(structured: bool) {
         });
     }
     b.init();
+}
+
+/// `err` and its causes on one line, each cut at its first newline.
+fn one_line(err: &anyhow::Error) -> String {
+    let parts: Vec<String> = err
+        .chain()
+        .map(|c| {
+            c.to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(':')
+                .trim()
+                .to_owned()
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_print_on_one_line() {
+        let e = anyhow::anyhow!("verifier said:\n0: r1 = 0\n1: exit")
+            .context("load pnm_ingress (needs Linux >= 5.12)");
+        assert_eq!(
+            super::one_line(&e),
+            "load pnm_ingress (needs Linux >= 5.12): verifier said"
+        );
+    }
 }
