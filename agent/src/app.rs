@@ -79,7 +79,6 @@ impl Target {
 struct AllWorkload {
     info: CgroupInfo,
     series: Series,
-    last: Traffic,
     ids: Vec<u64>,
     exited: bool,
 }
@@ -397,15 +396,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 preexisting = (preexisting.0 + t, preexisting.1 + u);
             }
         }
-        let container = procs::cgroup_path(ident.pid)
-            .and_then(|p| crate::identity::parse_cgroup_path(&p))
+        // Its cgroup, read once: container identity and workload name both come from it.
+        let cg_path = procs::cgroup_path(ident.pid);
+        let container = cg_path
+            .as_deref()
+            .and_then(crate::identity::parse_cgroup_path)
             .map(|mut c| {
                 crate::identity::enrich(&mut c, &meta_roots);
                 c
             });
         let nspid = procs::nspid(ident.pid);
-        let unit = procs::cgroup_path(ident.pid)
-            .map_or_else(String::new, |p| crate::identity::workload_name(&p));
+        let unit = cg_path
+            .as_deref()
+            .map_or_else(String::new, crate::identity::workload_name);
         targets.push(Target {
             unit,
             slot,
@@ -570,17 +573,24 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
                 }
             }
             sample(&probes, &mut targets, &mut aggregate)?;
-            if cfg.all {
+            let cgroup_keys = cfg.all.then(|| {
                 sample_all(
                     &probes,
                     &mut names,
                     &all_base,
                     &mut all_workloads,
                     run_start,
-                );
-            }
+                )
+            });
             if let Some(reg) = &registry {
-                feed_metrics(reg, &probes, &targets, &all_workloads, cfg.all, &cfg.pids);
+                feed_metrics(
+                    reg,
+                    &probes,
+                    &targets,
+                    &all_workloads,
+                    cgroup_keys,
+                    &cfg.pids,
+                );
             }
             if !cfg.interfaces.is_empty() {
                 watch_ifaces(&mut probes, &mut targets, &cfg.interfaces);
@@ -851,9 +861,10 @@ fn feed_metrics(
     probes: &Probes,
     targets: &[Target],
     all: &HashMap<String, AllWorkload>,
-    all_mode: bool,
+    cgroup_keys: Option<usize>,
     named: &[u32],
 ) {
+    let all_mode = cgroup_keys.is_some();
     // `procnetmon_target_info` for the PIDs named with -p that are still running.
     reg.set_targets(
         targets
@@ -912,15 +923,20 @@ fn feed_metrics(
         .untracked()
         .map(|c| c.bytes_in + c.bytes_out)
         .unwrap_or(0);
-    let mut maps = vec![MapFill {
-        map: "TARGET_PIDS".into(),
-        entries: probes.target_pid_count(),
-        max_entries: procnetmon2_common::target::MAX_TARGET_PIDS,
-    }];
-    if all_mode {
+    let mut maps = Vec::new();
+    // TARGET_PIDS holds only -p targets and their children: walk it only when there are some.
+    if !named.is_empty() {
+        maps.push(MapFill {
+            map: "TARGET_PIDS".into(),
+            entries: probes.target_pid_count(),
+            max_entries: procnetmon2_common::target::MAX_TARGET_PIDS,
+        });
+    }
+    // CGROUP_TOTALS was walked once this tick already (sample_all): reuse its size.
+    if let Some(keys) = cgroup_keys {
         maps.push(MapFill {
             map: "CGROUP_TOTALS".into(),
-            entries: probes.cgroup_totals().len() as u32,
+            entries: keys as u32,
             max_entries: procnetmon2_common::knobs::MAX_CGROUP_KEYS,
         });
     }
@@ -939,10 +955,12 @@ fn sample_all(
     base: &HashMap<(u64, u32), Counters>,
     workloads: &mut HashMap<String, AllWorkload>,
     run_start: Instant,
-) {
+) -> usize {
     let now = Instant::now();
     let mut cur: HashMap<String, (Traffic, CgroupInfo, Vec<u64>)> = HashMap::new();
-    for (k, c) in probes.cgroup_totals() {
+    let totals = probes.cgroup_totals();
+    let keys = totals.len();
+    for (k, c) in totals {
         let c = Counters::from(c).minus(
             base.get(&(k.cgroup_id, k.proto))
                 .copied()
@@ -973,17 +991,16 @@ fn sample_all(
         let w = workloads.entry(name).or_insert_with(|| AllWorkload {
             info,
             series: Series::new(Traffic::default(), run_start),
-            last: Traffic::default(),
             ids: Vec::new(),
             exited: false,
         });
         w.series.update_at(now, traffic);
-        w.last = traffic;
         w.ids = ids;
     }
     for w in workloads.values_mut() {
         w.exited = !w.ids.iter().any(|id| names.alive(*id));
     }
+    keys
 }
 
 /// Reads every target's totals and gauges and advances the rate series.

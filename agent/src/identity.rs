@@ -107,14 +107,6 @@ impl ContainerIdentity {
     }
 }
 
-/// The cgroup v2 path in the contents of `/proc/PID/cgroup`: the `0::` line.
-pub fn cgroup_v2_path(proc_pid_cgroup: &str) -> Option<&str> {
-    proc_pid_cgroup
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(str::trim_end)
-}
-
 /// Path components, without empty, `.` and `..` ones: a process in a private cgroup namespace
 /// sees its cgroup relative to the namespace root, e.g. `/../../kubepods.slice/...`.
 fn components(path: &str) -> impl Iterator<Item = &str> {
@@ -775,15 +767,6 @@ mod tests {
     #[test]
     fn pod_dir_outside_kubepods_is_ignored() {
         expect(&format!("/pods/pod{UID}/{ID}"), None, ID, None, None);
-    }
-
-    #[test]
-    fn v2_line_from_proc_cgroup() {
-        let hybrid =
-            "12:memory:/user.slice\n1:name=systemd:/init.scope\n0::/system.slice/sshd.service\n";
-        assert_eq!(cgroup_v2_path(hybrid), Some("/system.slice/sshd.service"));
-        assert_eq!(cgroup_v2_path("0::/\n"), Some("/"));
-        assert_eq!(cgroup_v2_path("3:cpu:/foo\n"), None);
     }
 
     #[test]

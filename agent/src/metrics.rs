@@ -215,30 +215,26 @@ struct SeriesCounters {
 }
 
 impl SeriesCounters {
-    fn observe(&mut self, c: Counters) {
+    /// Applies `f` to each of the four counters with its value from `c`.
+    fn apply(&mut self, c: Counters, f: fn(&mut Monotonic, u64)) {
         let Counters {
             bytes_in,
             bytes_out,
             packets_in,
             packets_out,
         } = c;
-        self.rx_bytes.observe(bytes_in);
-        self.tx_bytes.observe(bytes_out);
-        self.rx_packets.observe(packets_in);
-        self.tx_packets.observe(packets_out);
+        f(&mut self.rx_bytes, bytes_in);
+        f(&mut self.tx_bytes, bytes_out);
+        f(&mut self.rx_packets, packets_in);
+        f(&mut self.tx_packets, packets_out);
+    }
+
+    fn observe(&mut self, c: Counters) {
+        self.apply(c, Monotonic::observe);
     }
 
     fn add(&mut self, c: Counters) {
-        let Counters {
-            bytes_in,
-            bytes_out,
-            packets_in,
-            packets_out,
-        } = c;
-        self.rx_bytes.add(bytes_in);
-        self.tx_bytes.add(bytes_out);
-        self.rx_packets.add(packets_in);
-        self.tx_packets.add(packets_out);
+        self.apply(c, Monotonic::add);
     }
 
     fn exposed(&self) -> Counters {
