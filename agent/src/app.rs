@@ -25,22 +25,24 @@ use procnetmon2_common::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    bpf::{Knobs, Probes},
-    cgroup,
     config::Config,
     details::{DetailTracker, monotonic_ns},
     error::{SpawnError, UsageError},
-    identity::MetadataRoots,
-    lifecycle::{self, RunState},
+    host::{
+        cgroup,
+        identity::MetadataRoots,
+        lifecycle::{self, RunState},
+        netns::{self, NetnsLinks},
+        procs::{self, ProcIdentity},
+        workloads::{CgroupInfo, CgroupNames},
+    },
+    kernel::probes::{Knobs, Probes},
     metrics::{
         Limits, MapFill, MetricsRegistry, MetricsServer, SelfStats, TargetInfo, WorkloadKey,
     },
     model::{Counters, ProcessReport, Report, Row, Traffic, WorkloadReport},
-    netns::{self, NetnsLinks},
-    procs::{self, ProcIdentity},
     render,
     sampling::{Series, sum_traffic},
-    workloads::{CgroupInfo, CgroupNames},
 };
 
 /// A target process and its slot in the kernel's per-target maps.
@@ -57,7 +59,7 @@ struct Target {
     /// With `-i`: the chosen interfaces as last resolved in the target's namespace.
     ifaces: HashMap<String, IfaceKey>,
     /// Container identity of a process target.
-    container: Option<crate::identity::ContainerIdentity>,
+    container: Option<crate::host::identity::ContainerIdentity>,
     /// PID in its own pid namespace.
     nspid: Option<u32>,
     /// A whole-cgroup target (`--cgroup`, `--container`): its directory and names.
@@ -184,7 +186,7 @@ fn spawn_in(argv: &[String], cg: &std::path::Path) -> anyhow::Result<std::proces
 
 /// Runs with `cfg` until done. Returns the exit status: 0, or the spawned command's.
 pub fn run(cfg: &Config) -> anyhow::Result<u8> {
-    crate::privileges::check()?;
+    crate::host::privileges::check()?;
     if let Some(dir) = &cfg.host_proc {
         anyhow::ensure!(
             dir.join("self").exists() || dir.join("1").exists(),
@@ -400,15 +402,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         let cg_path = procs::cgroup_path(ident.pid);
         let container = cg_path
             .as_deref()
-            .and_then(crate::identity::parse_cgroup_path)
+            .and_then(crate::host::identity::parse_cgroup_path)
             .map(|mut c| {
-                crate::identity::enrich(&mut c, &meta_roots);
+                crate::host::identity::enrich(&mut c, &meta_roots);
                 c
             });
         let nspid = procs::nspid(ident.pid);
         let unit = cg_path
             .as_deref()
-            .map_or_else(String::new, crate::identity::workload_name);
+            .map_or_else(String::new, crate::host::identity::workload_name);
         targets.push(Target {
             unit,
             slot,
@@ -426,7 +428,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     }
     for (i, dir) in cgroup_dirs.iter().enumerate() {
         let slot = first_cgroup_slot + i as u32;
-        let info = crate::workloads::describe(&mount, dir, &meta_roots);
+        let info = crate::host::workloads::describe(&mount, dir, &meta_roots);
         let mut preexisting = (0, 0);
         for pid in cgroup::procs_in_subtree(dir) {
             if let Ok(ident) = procs::identify(pid) {
@@ -842,7 +844,10 @@ fn watch_ifaces(probes: &mut Probes, targets: &mut [Target], names: &[String]) {
 
 /// The metrics labels of a workload: namespace/pod/container on Kubernetes (when the
 /// runtime's metadata named it), else the cgroup (systemd unit or path).
-fn metrics_key(container: Option<&crate::identity::ContainerIdentity>, unit: &str) -> WorkloadKey {
+fn metrics_key(
+    container: Option<&crate::host::identity::ContainerIdentity>,
+    unit: &str,
+) -> WorkloadKey {
     match container {
         Some(c) => match (&c.namespace, &c.pod, &c.name) {
             (Some(ns), Some(pod), Some(name)) => {

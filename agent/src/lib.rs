@@ -4,25 +4,18 @@
 //! orchestrated by `app`. Only `bpf` uses aya; only `render` writes reports.
 
 pub mod app;
-pub mod bpf;
-pub mod btf;
-pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod details;
 pub mod error;
-pub mod identity;
-pub mod lifecycle;
+pub mod host;
+pub mod kernel;
 pub mod metrics;
 pub mod model;
-pub mod netns;
-pub mod privileges;
-pub mod procs;
 #[cfg(test)]
 mod proptests;
 pub mod render;
 pub mod sampling;
-pub mod workloads;
 
 use std::process::ExitCode;
 

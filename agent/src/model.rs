@@ -133,7 +133,7 @@ pub struct ProcessReport {
     /// Per-connection details (`--details` only).
     pub connections: Option<Vec<ConnDetail>>,
     /// Container / pod identity (None outside containers).
-    pub container: Option<crate::identity::ContainerIdentity>,
+    pub container: Option<crate::host::identity::ContainerIdentity>,
     /// The PID inside the process's own pid namespace (`NSpid`).
     pub nspid: Option<u32>,
 }
@@ -146,7 +146,7 @@ pub struct WorkloadReport {
     /// Its cgroup path (the first, when a group spans several).
     pub cgroup: String,
     /// Container / pod identity, if any.
-    pub container: Option<crate::identity::ContainerIdentity>,
+    pub container: Option<crate::host::identity::ContainerIdentity>,
     /// True once its cgroup is gone; totals are final.
     pub exited: bool,
     /// Counters and rates.

@@ -5,7 +5,11 @@
 
 use proptest::prelude::*;
 
-use crate::{btf, cgroup, config, identity, privileges, procs};
+use crate::{
+    config,
+    host::{cgroup, identity, privileges, procs},
+    kernel::btf,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]

@@ -163,10 +163,10 @@ fn check_daemonset(file: &str) -> (Value, u16) {
     assert_eq!(proc_mount["readOnly"], true, "{file}: /host/proc read-only");
     let (_, cgroup_host) = host_mount(pod, "/sys/fs/cgroup");
     assert_eq!(cgroup_host, "/sys/fs/cgroup", "{file}: cgroup source");
-    let (_, state_host) = host_mount(pod, procnetmon2::lifecycle::STATE_DIR);
+    let (_, state_host) = host_mount(pod, procnetmon2::host::lifecycle::STATE_DIR);
     assert_eq!(
         state_host,
-        procnetmon2::lifecycle::STATE_DIR,
+        procnetmon2::host::lifecycle::STATE_DIR,
         "{file}: state dir"
     );
 

@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use super::compact_duration;
 use crate::{
-    identity::ContainerIdentity,
+    host::identity::ContainerIdentity,
     model::{ConnDetail, Counters, ProcessReport, Report, Row, WorkloadReport},
 };
 

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use super::{DisplayBytes, DisplayRate, compact_duration};
 use crate::{
-    identity::ContainerIdentity,
+    host::identity::ContainerIdentity,
     model::{Report, Row},
 };
 

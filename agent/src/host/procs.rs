@@ -203,7 +203,7 @@ pub fn nspid(pid: u32) -> Option<u32> {
 /// The cgroup v2 path of `pid` (its `0::` line), relative to this process's cgroup namespace.
 pub fn cgroup_path(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(proc_path(pid, "cgroup")).ok()?;
-    crate::cgroup::parse_proc_cgroup_v2(&text)
+    crate::host::cgroup::parse_proc_cgroup_v2(&text)
 }
 
 /// A pidfd (`pidfd_open`, Linux 5.3): a handle on a process that cannot be confused with a

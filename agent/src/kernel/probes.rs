@@ -146,7 +146,7 @@ impl Probes {
         let cgroups = u8::from(knobs.cgroup_targets);
         let all = u8::from(knobs.all);
         let (pid_off, tgid_off) = if knobs.children {
-            crate::btf::task_pid_tgid_offsets()?
+            crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
             (0, 0)
         };

@@ -161,7 +161,9 @@ impl Cgroup2Mount {
 
     /// The cgroup v2 directory of process `pid`.
     pub fn dir_of_pid(&self, pid: u32) -> anyhow::Result<PathBuf> {
-        let file = crate::procs::proc_path(pid, "cgroup").display().to_string();
+        let file = crate::host::procs::proc_path(pid, "cgroup")
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
         let path = parse_proc_cgroup_v2(&text)
             .with_context(|| format!("process {pid} has no cgroup v2 entry in {file}"))?;
@@ -250,7 +252,8 @@ impl Cgroup2Mount {
         }
         let mut found: Vec<(String, PathBuf)> = Vec::new();
         for (_, dir) in walk(&self.mount_point) {
-            if let Some(id) = crate::identity::parse_cgroup_path(&self.rel_path(&dir)).map(|i| i.id)
+            if let Some(id) =
+                crate::host::identity::parse_cgroup_path(&self.rel_path(&dir)).map(|i| i.id)
                 && id.starts_with(&prefix.to_ascii_lowercase())
             {
                 // The container's own cgroup: the shallowest directory with this id.
@@ -294,7 +297,7 @@ pub fn attach_dir_for(dir: &Path) -> PathBuf {
     let isolated = dir
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(crate::lifecycle::CGROUP_PREFIX));
+        .is_some_and(|n| n.starts_with(crate::host::lifecycle::CGROUP_PREFIX));
     match dir.parent() {
         Some(parent) if isolated => parent.to_path_buf(),
         _ => dir.to_path_buf(),

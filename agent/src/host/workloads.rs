@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{
+use crate::host::{
     cgroup::{self, Cgroup2Mount},
     identity::{self, ContainerIdentity, MetadataRoots},
 };

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{cgroup::Cgroup2Mount, procs::ProcIdentity};
+use crate::host::{cgroup::Cgroup2Mount, procs::ProcIdentity};
 
 /// Where run records live.
 pub const STATE_DIR: &str = "/run/procnetmon2";

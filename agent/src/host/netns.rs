@@ -74,7 +74,9 @@ fn read_here() -> anyhow::Result<NetnsLinks> {
 
 /// The interfaces of process `pid`'s network namespace.
 pub fn links_of(pid: u32) -> anyhow::Result<NetnsLinks> {
-    let path = crate::procs::proc_path(pid, "ns/net").display().to_string();
+    let path = crate::host::procs::proc_path(pid, "ns/net")
+        .display()
+        .to_string();
     let ns = File::open(&path).with_context(|| format!("open {path}"))?;
     std::thread::Builder::new()
         .name("pnm-netns".into())
