@@ -75,16 +75,6 @@ impl Config {
                 ));
             }
         };
-        if !pids.is_empty() && !opt.command.is_empty() {
-            return Err(UsageError::new(
-                "give either -p PIDS or a command after --, not both",
-            ));
-        }
-        if opt.isolate && !opt.command.is_empty() {
-            return Err(UsageError::new(
-                "--isolate applies to -p targets; a spawned command always runs in its own cgroup",
-            ));
-        }
         let window = opt
             .time
             .as_deref()

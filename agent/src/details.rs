@@ -8,12 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use procnetmon2_common::{
-    conn::ConnRecord,
-    sock::{PROTO_TCP, PROTO_UDP},
+use crate::{
+    kernel::{Connection, Slot},
+    model::ConnDetail,
+    sampling::rate_bps,
 };
-
-use crate::{model::ConnDetail, sampling::rate_bps};
 
 /// `ip:port` (`[ip]:port` for IPv6), `*` when the port is 0 (unbound / not connected).
 pub fn format_addr(family: u8, ip: [u32; 4], port: u16) -> String {
@@ -36,12 +35,12 @@ pub fn format_addr(family: u8, ip: [u32; 4], port: u16) -> String {
 }
 
 /// The state as `ss` names it (long form); `CLOSED` once closed.
-pub fn state_name(r: &ConnRecord) -> &'static str {
+pub fn state_name(r: &Connection) -> &'static str {
     if r.close_ns != 0 {
         return "CLOSED";
     }
-    if r.proto == PROTO_UDP {
-        return if r.remote_port != 0 {
+    if !r.tcp {
+        return if r.remote.1 != 0 {
             "ESTABLISHED"
         } else {
             "UNCONN"
@@ -73,7 +72,7 @@ pub struct DetailTracker {
 /// Rows per target slot, and the cookies to forget (shown closed).
 pub struct DetailRows {
     /// slot → rows, in cookie order.
-    pub by_slot: HashMap<u32, Vec<ConnDetail>>,
+    pub by_slot: HashMap<Slot, Vec<ConnDetail>>,
     /// Records shown as closed in this report, to delete from the kernel map.
     pub forget: Vec<u64>,
 }
@@ -85,14 +84,14 @@ impl DetailTracker {
         &mut self,
         now: Instant,
         mono_ns: u64,
-        mut records: Vec<(u64, ConnRecord)>,
+        mut records: Vec<(u64, Connection)>,
         only_iface_ok: bool,
     ) -> DetailRows {
         records.sort_by_key(|(c, _)| *c);
         let dt = self
             .prev_at
             .map_or(Duration::ZERO, |p| now.saturating_duration_since(p));
-        let mut by_slot: HashMap<u32, Vec<ConnDetail>> = HashMap::new();
+        let mut by_slot: HashMap<Slot, Vec<ConnDetail>> = HashMap::new();
         let mut forget = Vec::new();
         let mut next = HashMap::with_capacity(records.len());
         for (cookie, r) in records {
@@ -101,15 +100,15 @@ impl DetailTracker {
             } else {
                 next.insert(cookie, (r.bytes_in, r.bytes_out));
             }
-            if only_iface_ok && r.iface_ok == 0 {
+            if only_iface_ok && !r.iface_ok {
                 continue;
             }
             let (pin, pout) = self.prev.get(&cookie).copied().unwrap_or((0, 0));
-            let tcp = r.proto == PROTO_TCP;
+            let tcp = r.tcp;
             by_slot.entry(r.slot).or_default().push(ConnDetail {
                 protocol: if tcp { "tcp" } else { "udp" },
-                local: format_addr(r.family, r.local_ip, r.local_port),
-                remote: format_addr(r.family, r.remote_ip, r.remote_port),
+                local: format_addr(r.family, r.local.0, r.local.1),
+                remote: format_addr(r.family, r.remote.0, r.remote.1),
                 state: state_name(&r),
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
@@ -132,18 +131,34 @@ impl DetailTracker {
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the clock of `bpf_ktime_get_ns`).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unconnected UDP socket: the base the tests change.
+    fn conn() -> Connection {
+        Connection {
+            bytes_in: 0,
+            bytes_out: 0,
+            open_ns: 0,
+            close_ns: 0,
+            local: ([0; 4], 0),
+            remote: ([0; 4], 0),
+            slot: Slot(0),
+            tgid: 1,
+            srtt_us: 0,
+            retrans: 0,
+            tcp: false,
+            family: 2,
+            state: 0,
+            iface_ok: true,
+        }
+    }
 
     fn v4(a: [u8; 4]) -> [u32; 4] {
         [u32::from_ne_bytes(a), 0, 0, 0]
@@ -169,24 +184,22 @@ mod tests {
     fn states_rates_and_closed_once() {
         let t0 = Instant::now();
         let mut d = DetailTracker::default();
-        let rec = |bytes_in: u64, close_ns: u64| ConnRecord {
+        let rec = |bytes_in: u64, close_ns: u64| Connection {
             bytes_in,
             open_ns: 1_000_000_000,
             close_ns,
-            local_port: 5000,
-            remote_port: 443,
-            local_ip: v4([10, 0, 0, 1]),
-            remote_ip: v4([10, 0, 0, 2]),
+            local: (v4([10, 0, 0, 1]), 5000),
+            remote: (v4([10, 0, 0, 2]), 443),
             family: 2,
-            proto: PROTO_TCP,
+            tcp: true,
             state: 1,
-            slot: 3,
+            slot: Slot(3),
             srtt_us: 250,
-            iface_ok: 1,
-            ..ConnRecord::default()
+            iface_ok: true,
+            ..conn()
         };
         let rows = d.update(t0, 4_000_000_000, vec![(7, rec(100, 0))], false);
-        let r = &rows.by_slot[&3][0];
+        let r = &rows.by_slot[&Slot(3)][0];
         assert_eq!(
             (r.state, r.local.as_str(), r.remote.as_str()),
             ("ESTABLISHED", "10.0.0.1:5000", "10.0.0.2:443")
@@ -200,13 +213,13 @@ mod tests {
             vec![(7, rec(1100, 4_500_000_000))],
             false,
         );
-        let r = &rows.by_slot[&3][0];
+        let r = &rows.by_slot[&Slot(3)][0];
         assert_eq!(r.state, "CLOSED");
         assert!((r.rate_in - 8000.0).abs() < 1e-6);
         assert_eq!(rows.forget, vec![7]);
         // With -i, records without traffic through a chosen interface are left out.
         let mut quiet = rec(0, 0);
-        quiet.iface_ok = 0;
+        quiet.iface_ok = false;
         let rows = d.update(
             t0 + Duration::from_secs(2),
             6_000_000_000,
@@ -218,12 +231,9 @@ mod tests {
 
     #[test]
     fn udp_states() {
-        let mut r = ConnRecord {
-            proto: PROTO_UDP,
-            ..ConnRecord::default()
-        };
+        let mut r = conn();
         assert_eq!(state_name(&r), "UNCONN");
-        r.remote_port = 53;
+        r.remote.1 = 53;
         assert_eq!(state_name(&r), "ESTABLISHED");
         r.close_ns = 1;
         assert_eq!(state_name(&r), "CLOSED");

@@ -1,21 +1,28 @@
 //! procnetmon2: per-process network accounting with eBPF.
 //!
-//! Data flow: `cli` → `config` → (`cgroup`, `bpf`) → `procs` → `sampling` → `render`,
-//! orchestrated by `app`. Only `bpf` uses aya; only `render` writes reports.
+//! Data flow: `cli` → `config` → `plan` (from a survey of `host`) → `setup` (host and
+//! `kernel` changes) → `run`'s loop over `events`: `session` ticks (reading `kernel` and
+//! `host`), `session::decide` says when to report and stop, `render` writes the report,
+//! `metrics` serves it. Only `kernel` uses aya; only `render` writes reports. See
+//! ARCHITECTURE.md.
 
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod details;
 pub mod error;
+pub mod events;
 pub mod host;
 pub mod kernel;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 #[cfg(test)]
 mod proptests;
 pub mod render;
+pub mod run;
 pub mod sampling;
+pub mod session;
+pub mod setup;
 
 use std::process::ExitCode;
 
@@ -50,7 +57,7 @@ pub fn run_cli() -> ExitCode {
         }
     };
     init_logging(cfg.metrics_addr.is_some());
-    match app::run(&cfg) {
+    match run::run(&cfg) {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {

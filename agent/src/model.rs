@@ -1,5 +1,5 @@
-//! Domain types shared by sampling and rendering. No kernel types beyond this module's
-//! `From` conversions from the ABI (`procnetmon2_common`).
+//! Domain types shared by the session, sampling and rendering. No kernel ABI types: those are
+//! converted at the loader boundary (`kernel::probes`).
 
 use std::time::Duration;
 
@@ -40,23 +40,6 @@ impl Counters {
     }
 }
 
-impl From<procnetmon2_common::traffic::Counters> for Counters {
-    fn from(c: procnetmon2_common::traffic::Counters) -> Self {
-        let procnetmon2_common::traffic::Counters {
-            bytes_in,
-            bytes_out,
-            pkts_in,
-            pkts_out,
-        } = c;
-        Self {
-            bytes_in,
-            bytes_out,
-            packets_in: pkts_in,
-            packets_out: pkts_out,
-        }
-    }
-}
-
 /// A target's traffic split by protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -81,17 +64,6 @@ impl Traffic {
             tcp: self.tcp.minus(o.tcp),
             udp: self.udp.minus(o.udp),
             other: self.other.minus(o.other),
-        }
-    }
-}
-
-impl From<procnetmon2_common::traffic::TargetTotals> for Traffic {
-    fn from(t: procnetmon2_common::traffic::TargetTotals) -> Self {
-        use procnetmon2_common::sock::{PROTO_OTHER, PROTO_TCP, PROTO_UDP};
-        Self {
-            tcp: t.by_proto[usize::from(PROTO_TCP)].into(),
-            udp: t.by_proto[usize::from(PROTO_UDP)].into(),
-            other: t.by_proto[usize::from(PROTO_OTHER)].into(),
         }
     }
 }

@@ -11,6 +11,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+/// Prefix of every cgroup this tool creates (dedicated `--isolate` cgroups, spawn cgroups).
+pub const CGROUP_PREFIX: &str = "procnetmon2-";
+
 /// A cgroup2 mount found in mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup2Mount {
@@ -65,13 +68,7 @@ pub fn parse_mountinfo_cgroup2(text: &str) -> Option<Cgroup2Mount> {
     })
 }
 
-/// Parses `/proc/PID/cgroup` text and returns the cgroup v2 path (the `0::PATH` line).
-pub fn parse_proc_cgroup_v2(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let path = line.strip_prefix("0::")?;
-        path.starts_with('/').then(|| path.to_owned())
-    })
-}
+pub use super::procs::parse_proc_cgroup_v2;
 
 /// Finds the cgroup v2 mount visible to this process.
 pub fn find_cgroup2() -> anyhow::Result<Cgroup2Mount> {
@@ -160,10 +157,8 @@ impl Cgroup2Mount {
     }
 
     /// The cgroup v2 directory of process `pid`.
-    pub fn dir_of_pid(&self, pid: u32) -> anyhow::Result<PathBuf> {
-        let file = crate::host::procs::proc_path(pid, "cgroup")
-            .display()
-            .to_string();
+    pub fn dir_of_pid(&self, proc: &super::procs::ProcFs, pid: u32) -> anyhow::Result<PathBuf> {
+        let file = proc.path(pid, "cgroup").display().to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
         let path = parse_proc_cgroup_v2(&text)
             .with_context(|| format!("process {pid} has no cgroup v2 entry in {file}"))?;
@@ -297,7 +292,7 @@ pub fn attach_dir_for(dir: &Path) -> PathBuf {
     let isolated = dir
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(crate::host::lifecycle::CGROUP_PREFIX));
+        .is_some_and(|n| n.starts_with(CGROUP_PREFIX));
     match dir.parent() {
         Some(parent) if isolated => parent.to_path_buf(),
         _ => dir.to_path_buf(),

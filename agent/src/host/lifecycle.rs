@@ -23,8 +23,7 @@ use crate::host::{cgroup::Cgroup2Mount, procs::ProcIdentity};
 
 /// Where run records live.
 pub const STATE_DIR: &str = "/run/procnetmon2";
-/// Prefix of every cgroup this tool creates.
-pub const CGROUP_PREFIX: &str = "procnetmon2-";
+pub use super::cgroup::CGROUP_PREFIX;
 
 /// A process moved into a dedicated cgroup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

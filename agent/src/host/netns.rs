@@ -52,40 +52,24 @@ fn read_here() -> anyhow::Result<NetnsLinks> {
         return Err(std::io::Error::last_os_error())
             .context("getsockopt(SO_NETNS_COOKIE) (Linux >= 5.14)");
     }
-    let mut links = Vec::new();
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    unsafe {
-        let head = libc::if_nameindex();
-        if head.is_null() {
-            return Err(std::io::Error::last_os_error()).context("if_nameindex");
-        }
-        let mut p = head;
-        while (*p).if_index != 0 {
-            let name = std::ffi::CStr::from_ptr((*p).if_name)
-                .to_string_lossy()
-                .into_owned();
-            links.push((name, (*p).if_index));
-            p = p.add(1);
-        }
-        libc::if_freenameindex(head);
-    }
+    let links = nix::net::if_::if_nameindex()
+        .context("if_nameindex")?
+        .iter()
+        .map(|i| (i.name().to_string_lossy().into_owned(), i.index()))
+        .collect();
     Ok(NetnsLinks { cookie, links })
 }
 
 /// The interfaces of process `pid`'s network namespace.
-pub fn links_of(pid: u32) -> anyhow::Result<NetnsLinks> {
-    let path = crate::host::procs::proc_path(pid, "ns/net")
-        .display()
-        .to_string();
+pub fn links_of(proc: &super::procs::ProcFs, pid: u32) -> anyhow::Result<NetnsLinks> {
+    let path = proc.path(pid, "ns/net").display().to_string();
     let ns = File::open(&path).with_context(|| format!("open {path}"))?;
     std::thread::Builder::new()
         .name("pnm-netns".into())
         .spawn(move || {
-            // SAFETY: setns on this fresh thread only; the thread ends right after.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("setns into the target's network namespace");
-            }
+            // On this fresh thread only; the thread ends right after.
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("setns into the target's network namespace")?;
             read_here()
         })
         .context("spawn netns thread")?
@@ -99,7 +83,7 @@ mod tests {
 
     #[test]
     fn own_namespace_has_loopback() {
-        let l = links_of(std::process::id()).unwrap();
+        let l = links_of(&crate::host::procs::ProcFs::default(), std::process::id()).unwrap();
         assert_eq!(l.index_of("lo"), Some(1));
         assert!(l.names().contains("lo"));
         assert_ne!(l.cookie, 0);

@@ -7,33 +7,44 @@
 use std::{
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use procfs::process::{FDTarget, Process};
 
-/// Where the host's /proc is (`--host-proc`, e.g. /host/proc in a container); /proc by default.
-static PROC_ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
-/// Sets the /proc to read targets from (once, at startup).
-pub fn set_proc_root(dir: std::path::PathBuf) {
-    let _ = PROC_ROOT.set(dir);
+/// The /proc to read processes from: `/proc`, or the host's with `--host-proc` (e.g.
+/// `/host/proc` in a container). Passed to whatever reads processes; there is no global.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcFs {
+    root: PathBuf,
 }
 
-/// The /proc in use.
-pub fn proc_root() -> &'static std::path::Path {
-    PROC_ROOT
-        .get()
-        .map_or(std::path::Path::new("/proc"), std::path::PathBuf::as_path)
+impl Default for ProcFs {
+    fn default() -> Self {
+        Self::new("/proc")
+    }
 }
 
-/// `<proc root>/<pid>/<rel>`. `pid` is a number, so the path cannot leave the proc root.
-pub fn proc_path(pid: u32, rel: &str) -> std::path::PathBuf {
-    proc_root().join(pid.to_string()).join(rel)
-}
+impl ProcFs {
+    /// The proc filesystem mounted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
 
-fn process(pid: u32) -> procfs::ProcResult<Process> {
-    Process::new_with_root(proc_root().join(pid.to_string()))
+    /// Where it is mounted.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<pid>/<rel>`. `pid` is a number, so the path cannot leave the proc root.
+    pub fn path(&self, pid: u32, rel: &str) -> PathBuf {
+        self.root.join(pid.to_string()).join(rel)
+    }
+
+    fn process(&self, pid: u32) -> procfs::ProcResult<Process> {
+        Process::new_with_root(self.root.join(pid.to_string()))
+    }
 }
 
 /// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread.
@@ -84,49 +95,50 @@ pub struct ProcIdentity {
     pub start_ticks: u64,
 }
 
-/// Looks up `pid` and refuses what cannot be a target.
-pub fn identify(pid: u32) -> Result<ProcIdentity, TargetError> {
-    let stat = process(pid)
-        .and_then(|p| p.stat())
-        .map_err(|_| TargetError::NotFound(pid))?;
-    // /proc/PID also answers for thread IDs; only a thread-group leader is a process.
-    if stat.pid != pid as i32 || !is_tgid(pid) {
-        return Err(TargetError::NotFound(pid));
-    }
-    if stat.flags & PF_KTHREAD != 0 {
-        return Err(TargetError::KernelThread(pid, stat.comm));
-    }
-    if stat.state == 'Z' || stat.state == 'X' {
-        return Err(TargetError::Zombie(pid, stat.comm));
-    }
-    Ok(ProcIdentity {
-        pid,
-        comm: stat.comm,
-        start_ticks: stat.starttime,
-    })
-}
-
-/// True when `pid` names a thread-group leader (`Tgid:` in /proc/PID/status equals it).
-fn is_tgid(pid: u32) -> bool {
-    std::fs::read_to_string(proc_path(pid, "status")).is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Tgid:"))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            == Some(pid)
-    })
-}
-
-impl ProcIdentity {
-    /// True while the same process (same PID and start time) is alive and not a zombie.
-    pub fn is_alive(&self) -> bool {
-        process(self.pid)
+impl ProcFs {
+    /// Looks up `pid` and refuses what cannot be a target.
+    pub fn identify(&self, pid: u32) -> Result<ProcIdentity, TargetError> {
+        let stat = self
+            .process(pid)
             .and_then(|p| p.stat())
-            .is_ok_and(|s| s.starttime == self.start_ticks && s.state != 'Z' && s.state != 'X')
+            .map_err(|_| TargetError::NotFound(pid))?;
+        // /proc/PID also answers for thread IDs; only a thread-group leader is a process.
+        if stat.pid != pid as i32 || !self.is_tgid(pid) {
+            return Err(TargetError::NotFound(pid));
+        }
+        if stat.flags & PF_KTHREAD != 0 {
+            return Err(TargetError::KernelThread(pid, stat.comm));
+        }
+        if stat.state == 'Z' || stat.state == 'X' {
+            return Err(TargetError::Zombie(pid, stat.comm));
+        }
+        Ok(ProcIdentity {
+            pid,
+            comm: stat.comm,
+            start_ticks: stat.starttime,
+        })
     }
 
-    /// How long the process has been running.
-    pub fn runtime(&self) -> Duration {
-        let uptime = std::fs::read_to_string(proc_root().join("uptime"))
+    /// True when `pid` names a thread-group leader (`Tgid:` in /proc/PID/status equals it).
+    fn is_tgid(&self, pid: u32) -> bool {
+        std::fs::read_to_string(self.path(pid, "status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                == Some(pid)
+        })
+    }
+
+    /// True while process `t` (same PID and start time) is alive and not a zombie.
+    pub fn is_alive(&self, t: &ProcIdentity) -> bool {
+        self.process(t.pid)
+            .and_then(|p| p.stat())
+            .is_ok_and(|s| s.starttime == t.start_ticks && s.state != 'Z' && s.state != 'X')
+    }
+
+    /// How long process `t` has been running.
+    pub fn runtime(&self, t: &ProcIdentity) -> Duration {
+        let uptime = std::fs::read_to_string(self.root.join("uptime"))
             .ok()
             .and_then(|s| {
                 s.split_whitespace()
@@ -134,53 +146,53 @@ impl ProcIdentity {
                     .and_then(|v| v.parse::<f64>().ok())
             })
             .unwrap_or(0.0);
-        let started = self.start_ticks as f64 / procfs::ticks_per_second() as f64;
+        let started = t.start_ticks as f64 / procfs::ticks_per_second() as f64;
         Duration::from_secs_f64((uptime - started).max(0.0))
     }
-}
 
-/// File descriptor numbers in `pid`'s table that refer to sockets, with the socket inodes.
-pub fn socket_fds(pid: u32) -> io::Result<Vec<(RawFd, u64)>> {
-    let proc = process(pid).map_err(io::Error::other)?;
-    let fds = proc.fd().map_err(io::Error::other)?;
-    Ok(fds
-        .filter_map(Result::ok)
-        .filter_map(|fd| match fd.target {
-            FDTarget::Socket(inode) => Some((fd.fd, inode)),
-            _ => None,
-        })
-        .collect())
-}
+    /// File descriptor numbers in `pid`'s table that refer to sockets, with the socket inodes.
+    pub fn socket_fds(&self, pid: u32) -> io::Result<Vec<(RawFd, u64)>> {
+        let proc = self.process(pid).map_err(io::Error::other)?;
+        let fds = proc.fd().map_err(io::Error::other)?;
+        Ok(fds
+            .filter_map(Result::ok)
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some((fd.fd, inode)),
+                _ => None,
+            })
+            .collect())
+    }
 
-/// Every live process that descends from one of `roots` (children, grandchildren, …), as
-/// (root, descendant) pairs. Threads are not processes and are not listed.
-pub fn descendants(roots: &[u32]) -> Vec<(u32, u32)> {
-    let mut parent: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-    if let Ok(all) = procfs::process::all_processes_with_root(proc_root()) {
-        for p in all.flatten() {
-            if let Ok(st) = p.stat() {
-                parent.insert(st.pid as u32, st.ppid as u32);
+    /// Every live process that descends from one of `roots` (children, grandchildren, …), as
+    /// (root, descendant) pairs. Threads are not processes and are not listed.
+    pub fn descendants(&self, roots: &[u32]) -> Vec<(u32, u32)> {
+        let mut parent: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        if let Ok(all) = procfs::process::all_processes_with_root(&self.root) {
+            for p in all.flatten() {
+                if let Ok(st) = p.stat() {
+                    parent.insert(st.pid as u32, st.ppid as u32);
+                }
             }
         }
-    }
-    let mut out = Vec::new();
-    for &pid in parent.keys() {
-        let mut cur = pid;
-        // Walk up at most 64 generations (guards against a cycle in a racing snapshot).
-        for _ in 0..64 {
-            let Some(&pp) = parent.get(&cur) else { break };
-            if roots.contains(&pp) {
-                out.push((pp, pid));
-                break;
+        let mut out = Vec::new();
+        for &pid in parent.keys() {
+            let mut cur = pid;
+            // Walk up at most 64 generations (guards against a cycle in a racing snapshot).
+            for _ in 0..64 {
+                let Some(&pp) = parent.get(&cur) else { break };
+                if roots.contains(&pp) {
+                    out.push((pp, pid));
+                    break;
+                }
+                if pp <= 1 {
+                    break;
+                }
+                cur = pp;
             }
-            if pp <= 1 {
-                break;
-            }
-            cur = pp;
         }
+        out.sort_unstable();
+        out
     }
-    out.sort_unstable();
-    out
 }
 
 /// Parses the `NSpid:` line of /proc/PID/status: the PID in the process's own (innermost)
@@ -195,15 +207,25 @@ pub fn parse_nspid(status: &str) -> Option<u32> {
         .ok()
 }
 
-/// `pid` as seen inside its own pid namespace.
-pub fn nspid(pid: u32) -> Option<u32> {
-    parse_nspid(&std::fs::read_to_string(proc_path(pid, "status")).ok()?)
+/// Parses `/proc/PID/cgroup` text and returns the cgroup v2 path (the `0::PATH` line).
+pub fn parse_proc_cgroup_v2(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.strip_prefix("0::")?;
+        path.starts_with('/').then(|| path.to_owned())
+    })
 }
 
-/// The cgroup v2 path of `pid` (its `0::` line), relative to this process's cgroup namespace.
-pub fn cgroup_path(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(proc_path(pid, "cgroup")).ok()?;
-    crate::host::cgroup::parse_proc_cgroup_v2(&text)
+impl ProcFs {
+    /// `pid` as seen inside its own pid namespace.
+    pub fn nspid(&self, pid: u32) -> Option<u32> {
+        parse_nspid(&std::fs::read_to_string(self.path(pid, "status")).ok()?)
+    }
+
+    /// The cgroup v2 path of `pid` (its `0::` line), relative to this process's cgroup namespace.
+    pub fn cgroup_path(&self, pid: u32) -> Option<String> {
+        let text = std::fs::read_to_string(self.path(pid, "cgroup")).ok()?;
+        parse_proc_cgroup_v2(&text)
+    }
 }
 
 /// A pidfd (`pidfd_open`, Linux 5.3): a handle on a process that cannot be confused with a
@@ -392,11 +414,12 @@ mod tests {
 
     #[test]
     fn identifies_self_and_rejects_missing() {
-        let me = identify(std::process::id()).unwrap();
-        assert!(me.is_alive());
-        assert!(me.runtime() < Duration::from_secs(3600 * 24 * 365));
+        let proc = ProcFs::default();
+        let me = proc.identify(std::process::id()).unwrap();
+        assert!(proc.is_alive(&me));
+        assert!(proc.runtime(&me) < Duration::from_secs(3600 * 24 * 365));
         assert_eq!(
-            identify(u32::MAX >> 2),
+            proc.identify(u32::MAX >> 2),
             Err(TargetError::NotFound(u32::MAX >> 2))
         );
     }
@@ -407,7 +430,10 @@ mod tests {
         if let Ok(stat) = Process::new(2).and_then(|p| p.stat())
             && stat.flags & PF_KTHREAD != 0
         {
-            assert!(matches!(identify(2), Err(TargetError::KernelThread(2, _))));
+            assert!(matches!(
+                ProcFs::default().identify(2),
+                Err(TargetError::KernelThread(2, _))
+            ));
         }
     }
 
@@ -416,7 +442,10 @@ mod tests {
         assert_eq!(parse_nspid("Name:\tx\nNSpid:\t4242\t17\n"), Some(17));
         assert_eq!(parse_nspid("NSpid:\t9\n"), Some(9));
         assert_eq!(parse_nspid("Pid:\t9\n"), None);
-        assert_eq!(nspid(std::process::id()), Some(std::process::id()));
+        assert_eq!(
+            ProcFs::default().nspid(std::process::id()),
+            Some(std::process::id())
+        );
     }
 
     #[test]
@@ -425,7 +454,7 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        let d = descendants(&[std::process::id()]);
+        let d = ProcFs::default().descendants(&[std::process::id()]);
         let _ = child.kill();
         let _ = child.wait();
         assert!(d.contains(&(std::process::id(), child.id())), "{d:?}");
@@ -434,7 +463,7 @@ mod tests {
     #[test]
     fn own_socket_is_found_and_described() {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let fds = socket_fds(std::process::id()).unwrap();
+        let fds = ProcFs::default().socket_fds(std::process::id()).unwrap();
         assert!(fds.iter().any(|(fd, _)| *fd == sock.as_raw_fd()));
         let owned: OwnedFd = sock.into();
         let info = sock_info(&owned).unwrap();

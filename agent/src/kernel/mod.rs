@@ -1,5 +1,176 @@
-//! The kernel's BPF side seen from user space: the only place that uses `aya` and the
-//! `procnetmon2_common` ABI types.
+//! The kernel's BPF side seen from user space, behind one small trait.
+//!
+//! [`Kernel`] is everything the run asks of the loaded programs: the set-up writes (targets,
+//! interfaces, stamps for sockets that predate the run) and the per-tick reads (totals, gauges,
+//! connection records, node-wide counters), in agent-side types. [`probes::Probes`] implements
+//! it with aya and is the only code that touches aya or the `procnetmon2_common` ABI structs;
+//! [`fake::FakeKernel`] implements it in memory so the session can be tested without root.
+//!
+//! Attaching programs to cgroups is not part of the trait: it happens once, in set-up, on the
+//! concrete [`probes::Probes`].
 
 pub mod btf;
+pub mod fake;
 pub mod probes;
+
+use std::os::fd::OwnedFd;
+
+use crate::model::{Counters, Traffic};
+
+/// Most targets (slots) the kernel's per-target maps hold.
+pub const MAX_TARGETS: u32 = procnetmon2_common::target::MAX_TARGETS;
+/// Most PIDs (targets and the children they fork) the kernel tracks.
+pub const MAX_TARGET_PIDS: u32 = procnetmon2_common::target::MAX_TARGET_PIDS;
+/// Most (cgroup, protocol) keys of the node-wide counters (`--all`).
+pub const MAX_CGROUP_KEYS: u32 = procnetmon2_common::knobs::MAX_CGROUP_KEYS;
+
+/// A target's index in the kernel's per-target maps, handed out by `plan::Slots` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub u32);
+
+/// Load-time switches: which optional work the programs do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Knobs {
+    /// Keep per-connection records (`--details`).
+    pub details: bool,
+    /// Count only the interfaces put in with [`Kernel::allow_iface`] (`-i`).
+    pub iface_filter: bool,
+    /// Follow forks: children join their parent's target.
+    pub children: bool,
+    /// Whole cgroups are targets ([`Kernel::add_cgroup_target`]).
+    pub cgroup_targets: bool,
+    /// Node-wide accounting by cgroup ([`Kernel::cgroup_totals`]).
+    pub all: bool,
+}
+
+/// An interface in one network namespace: ifindex values repeat across namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    /// The namespace's cookie (`SO_NETNS_COOKIE`).
+    pub netns_cookie: u64,
+    /// The interface's index in that namespace.
+    pub ifindex: u32,
+}
+
+/// Transport protocol of a socket or counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Anything else the skb programs saw (raw, ICMP, …).
+    Other,
+}
+
+/// What is known of a socket that predates the run, to stamp it with its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketStamp {
+    /// The target it belongs to.
+    pub slot: Slot,
+    /// Its owning process (tgid).
+    pub tgid: u32,
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// A TCP connection in ESTABLISHED.
+    pub established: bool,
+    /// A UDP socket that is bound or connected.
+    pub udp_active: bool,
+    /// Count it as a live connection now (without `-i`; with it, the first packet through a
+    /// chosen interface counts it in the kernel).
+    pub count_now: bool,
+    /// Without `-i` every interface qualifies.
+    pub iface_ok: bool,
+}
+
+/// One connection record (`--details`), in agent terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// Bytes received (IP bytes, since the run or the connection started).
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// CLOCK_MONOTONIC ns when it was first seen (0: unknown).
+    pub open_ns: u64,
+    /// CLOCK_MONOTONIC ns when it closed (0: open).
+    pub close_ns: u64,
+    /// Local address (IPv4 in the first word, network order), and port (host order).
+    pub local: ([u32; 4], u16),
+    /// Remote address and port.
+    pub remote: ([u32; 4], u16),
+    /// The target it is charged to.
+    pub slot: Slot,
+    /// The process that owns it (tgid).
+    pub tgid: u32,
+    /// Smoothed RTT, µs (TCP).
+    pub srtt_us: u32,
+    /// Retransmitted segments (TCP).
+    pub retrans: u32,
+    /// TCP or UDP.
+    pub tcp: bool,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// TCP state (`TCP_*`), or 0 for UDP.
+    pub state: u8,
+    /// Seen on a chosen interface (always true without `-i`).
+    pub iface_ok: bool,
+}
+
+/// Node-wide counters of one (cgroup, protocol) (`--all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupCount {
+    /// The cgroup's id (inode of its directory).
+    pub cgroup_id: u64,
+    /// The protocol.
+    pub proto: Proto,
+    /// Cumulative since the programs were loaded.
+    pub counters: Counters,
+}
+
+/// Counts the kernel could not charge to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Untracked {
+    /// Traffic of target sockets without an owner.
+    pub traffic: Counters,
+    /// Target sockets left unstamped.
+    pub sockets: u64,
+    /// Forked children that could not join their target.
+    pub processes: u64,
+}
+
+/// What the run asks of the loaded programs.
+pub trait Kernel {
+    /// Declares `tgid` a member of target `slot`: sockets it creates from now on are stamped.
+    fn add_target_pid(&mut self, tgid: u32, slot: Slot) -> anyhow::Result<()>;
+    /// Makes every process in cgroup `cgroup_id` and below a member of target `slot`.
+    fn add_cgroup_target(&mut self, cgroup_id: u64, slot: Slot) -> anyhow::Result<()>;
+    /// Counts traffic through interface `key` (with the interface filter on).
+    fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()>;
+    /// Stops counting traffic through interface `key`.
+    fn deny_iface(&mut self, key: IfaceKey);
+    /// Stamps a socket that predates the run, through a descriptor copied from its process.
+    /// Returns whether the state was installed (false: the kernel already had one).
+    fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool>;
+    /// Creates a `--details` record for a socket that predates the run (kept if one exists).
+    fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()>;
+    /// Updates RTT, retransmits and state of a record that predates the run.
+    fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8);
+    /// Forgets a record the agent has shown closed.
+    fn forget_connection(&mut self, cookie: u64);
+
+    /// Cumulative traffic of target `slot`, by protocol.
+    fn totals(&self, slot: Slot) -> anyhow::Result<Traffic>;
+    /// Live connections of `slot` as the kernel counted them (tcp, udp): signed, since
+    /// connections that predate the run are taken out when they close.
+    fn gauges(&self, slot: Slot) -> anyhow::Result<(i64, i64)>;
+    /// What could not be charged to a target, cumulative.
+    fn untracked(&self) -> anyhow::Result<Untracked>;
+    /// Every `--details` record, by socket cookie.
+    fn connections(&self) -> Vec<(u64, Connection)>;
+    /// `--all`: cumulative counters per (cgroup, protocol).
+    fn cgroup_totals(&self) -> Vec<CgroupCount>;
+    /// Entries in the target-PID map (targets and their children), for the map-fill metric.
+    fn target_pid_count(&self) -> u32;
+}

@@ -1,5 +1,6 @@
-//! The kernel side seen from user space: load the object, attach the programs to cgroups,
-//! and typed access to the maps. The only module that uses `aya`.
+//! The aya implementation of [`Kernel`]: load the object, attach the programs to cgroups,
+//! and typed access to the maps, converting the `procnetmon2_common` ABI structs to agent
+//! types at this boundary. The only module that uses `aya`.
 //!
 //! Links are owned by the [`Ebpf`] value: dropping [`Probes`] detaches every program, on
 //! success, on error and on unwinding alike.
@@ -20,11 +21,19 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
-    knobs::{self, CgroupKey, IfaceKey},
-    sock::{SockOwner, SockStats},
-    target::MAX_TARGETS,
-    traffic::{Counters, TargetTotals},
+    knobs::{self, CgroupKey},
+    sock::{
+        COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_OTHER,
+        PROTO_TCP, PROTO_UDP, SockOwner, SockStats,
+    },
+    traffic::{self, TargetTotals},
 };
+
+use super::{
+    CgroupCount, Connection, IfaceKey, Kernel, Knobs, MAX_TARGETS, Proto, Slot, SocketStamp,
+    Untracked,
+};
+use crate::model::{Counters, Traffic};
 
 /// Programs by kind, as the `pnm_*` functions in ebpf/src/main.rs.
 const SKB_PROGS: [(&str, CgroupSkbAttachType); 2] = [
@@ -65,21 +74,6 @@ const MAP_CGROUP_TOTALS: &str = "CGROUP_TOTALS";
 /// `BPF_NOEXIST`: create only.
 const BPF_NOEXIST: u64 = 1;
 
-/// Load-time switches.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Knobs {
-    /// Keep per-connection records (`--details`).
-    pub details: bool,
-    /// Count only the interfaces put in with [`Probes::allow_iface`] (`-i`).
-    pub iface_filter: bool,
-    /// Follow forks: children join their parent's target.
-    pub children: bool,
-    /// Whole cgroups are targets ([`Probes::add_cgroup_target`]).
-    pub cgroup_targets: bool,
-    /// Node-wide accounting by cgroup ([`Probes::cgroup_totals`]).
-    pub all: bool,
-}
-
 /// The loaded programs and their maps.
 pub struct Probes {
     ebpf: Ebpf,
@@ -88,12 +82,12 @@ pub struct Probes {
     target_pids: HashMap<MapData, u32, u32>,
     totals: PerCpuArray<MapData, TargetTotals>,
     gauges: Array<MapData, ConnGauges>,
-    untracked: PerCpuArray<MapData, Counters>,
+    untracked: PerCpuArray<MapData, traffic::Counters>,
     untracked_events: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, u64, ConnRecord>,
-    ifaces: HashMap<MapData, IfaceKey, u8>,
+    ifaces: HashMap<MapData, knobs::IfaceKey, u8>,
     cgroup_targets: HashMap<MapData, u64, u32>,
-    cgroup_totals: PerCpuHashMap<MapData, CgroupKey, Counters>,
+    cgroup_totals: PerCpuHashMap<MapData, CgroupKey, traffic::Counters>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
@@ -206,36 +200,6 @@ impl Probes {
         })
     }
 
-    /// Declares `tgid` a member of target `slot`: sockets it creates from now on are stamped.
-    pub fn add_target_pid(&mut self, tgid: u32, slot: u32) -> anyhow::Result<()> {
-        anyhow::ensure!(slot < MAX_TARGETS, "at most {MAX_TARGETS} targets");
-        self.target_pids
-            .insert(tgid, slot, 0)
-            .with_context(|| format!("add PID {tgid} to TARGET_PIDS"))
-    }
-
-    /// Makes every process in cgroup `cgroup_id` (kernfs inode of its directory) and below it a
-    /// member of target `slot` for the sockets it creates.
-    pub fn add_cgroup_target(&mut self, cgroup_id: u64, slot: u32) -> anyhow::Result<()> {
-        self.cgroup_targets
-            .insert(cgroup_id, slot, 0)
-            .context("insert CGROUP_TARGETS")
-    }
-
-    /// Entries in `TARGET_PIDS` (targets and their children), for the map-fill metric.
-    pub fn target_pid_count(&self) -> u32 {
-        self.target_pids.keys().filter(Result::is_ok).count() as u32
-    }
-
-    /// `--all`: counters per (cgroup id, protocol), summed over CPUs.
-    pub fn cgroup_totals(&self) -> Vec<(CgroupKey, Counters)> {
-        self.cgroup_totals
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (k, v.iter().fold(Counters::default(), |acc, c| acc.add(*c))))
-            .collect()
-    }
-
     /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) to
     /// `cgroup` and so to its whole subtree. Call before [`Self::attach_counters`] and before
     /// scanning existing sockets, so no socket created in between goes unstamped.
@@ -268,22 +232,163 @@ impl Probes {
         }
         Ok(())
     }
+}
 
-    /// Stamps an existing socket, through a descriptor copied from its process: its state
-    /// first (unless the kernel already made one), then its owner, so the kernel never builds
-    /// a state of its own from the owner in between. Returns whether `stats` was installed.
-    pub fn stamp_socket(
-        &mut self,
-        sock: &OwnedFd,
-        owner: SockOwner,
-        stats: SockStats,
-    ) -> anyhow::Result<bool> {
+fn proto_of(p: u8) -> Proto {
+    match p {
+        PROTO_TCP => Proto::Tcp,
+        PROTO_UDP => Proto::Udp,
+        _ => Proto::Other,
+    }
+}
+
+fn proto_index(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => PROTO_TCP,
+        Proto::Udp => PROTO_UDP,
+        Proto::Other => PROTO_OTHER,
+    }
+}
+
+fn counters(c: traffic::Counters) -> Counters {
+    let traffic::Counters {
+        bytes_in,
+        bytes_out,
+        pkts_in,
+        pkts_out,
+    } = c;
+    Counters {
+        bytes_in,
+        bytes_out,
+        packets_in: pkts_in,
+        packets_out: pkts_out,
+    }
+}
+
+fn abi_iface(k: IfaceKey) -> knobs::IfaceKey {
+    knobs::IfaceKey {
+        netns_cookie: k.netns_cookie,
+        ifindex: k.ifindex,
+        _pad: 0,
+    }
+}
+
+fn connection(r: &ConnRecord) -> Connection {
+    Connection {
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        open_ns: r.open_ns,
+        close_ns: r.close_ns,
+        local: (r.local_ip, r.local_port),
+        remote: (r.remote_ip, r.remote_port),
+        slot: Slot(r.slot),
+        tgid: r.tgid,
+        srtt_us: r.srtt_us,
+        retrans: r.retrans,
+        tcp: r.proto == PROTO_TCP,
+        family: r.family,
+        state: r.state,
+        iface_ok: r.iface_ok != 0,
+    }
+}
+
+fn conn_record(c: &Connection) -> ConnRecord {
+    ConnRecord {
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        open_ns: c.open_ns,
+        close_ns: c.close_ns,
+        local_ip: c.local.0,
+        local_port: c.local.1,
+        remote_ip: c.remote.0,
+        remote_port: c.remote.1,
+        tgid: c.tgid,
+        slot: c.slot.0,
+        srtt_us: c.srtt_us,
+        retrans: c.retrans,
+        proto: if c.tcp { PROTO_TCP } else { PROTO_UDP },
+        family: c.family,
+        state: c.state,
+        iface_ok: u8::from(c.iface_ok),
+        ..ConnRecord::default()
+    }
+}
+
+fn is_eexist(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EEXIST))
+}
+
+impl Kernel for Probes {
+    fn add_target_pid(&mut self, tgid: u32, slot: Slot) -> anyhow::Result<()> {
+        anyhow::ensure!(slot.0 < MAX_TARGETS, "at most {MAX_TARGETS} targets");
+        self.target_pids
+            .insert(tgid, slot.0, 0)
+            .with_context(|| format!("add PID {tgid} to TARGET_PIDS"))
+    }
+
+    fn add_cgroup_target(&mut self, cgroup_id: u64, slot: Slot) -> anyhow::Result<()> {
+        self.cgroup_targets
+            .insert(cgroup_id, slot.0, 0)
+            .context("insert CGROUP_TARGETS")
+    }
+
+    fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
+        self.ifaces
+            .insert(abi_iface(key), 1, 0)
+            .context("insert IFACES")
+    }
+
+    fn deny_iface(&mut self, key: IfaceKey) {
+        let _ = self.ifaces.remove(&abi_iface(key));
+    }
+
+    /// Its state first (unless the kernel already made one), then its owner, so the kernel
+    /// never builds a state of its own from the owner in between.
+    fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool> {
+        let SocketStamp {
+            slot,
+            tgid,
+            proto,
+            family,
+            established,
+            udp_active,
+            count_now,
+            iface_ok,
+        } = stamp;
+        let mut flags = 0;
+        if established {
+            flags |= FLAG_ESTABLISHED;
+        }
+        if udp_active {
+            flags |= FLAG_UDP_ACTIVE;
+        }
+        if iface_ok {
+            flags |= FLAG_IFACE_OK;
+        }
+        let stats = SockStats {
+            slot: slot.0,
+            tgid,
+            proto: proto_index(proto),
+            family,
+            flags,
+            counted: if count_now {
+                COUNT_ACTIVE
+            } else {
+                COUNT_NOT_YET
+            },
+            ..SockStats::default()
+        };
+        let owner = SockOwner {
+            tgid,
+            slot: slot.0,
+            proto: proto_index(proto),
+            family,
+            _pad: [0; 6],
+        };
         let fd = sock.as_raw_fd();
         let installed = match self.stats.insert(&fd, stats, BPF_NOEXIST) {
             Ok(()) => true,
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                false
-            }
+            Err(e) if is_eexist(&e) => false,
             Err(e) => return Err(e).context("set socket state"),
         };
         self.owner
@@ -292,68 +397,15 @@ impl Probes {
         Ok(installed)
     }
 
-    /// Totals of target `slot`, summed over CPUs.
-    pub fn totals(&self, slot: u32) -> anyhow::Result<TargetTotals> {
-        let per_cpu = self
-            .totals
-            .get(&slot, 0)
-            .with_context(|| format!("read TARGET_TOTALS[{slot}]"))?;
-        Ok(per_cpu.iter().fold(TargetTotals::default(), |mut acc, t| {
-            for (a, b) in acc.by_proto.iter_mut().zip(t.by_proto) {
-                *a = a.add(b);
-            }
-            acc
-        }))
-    }
-
-    /// Kernel-side connection gauges of `slot` (tcp, udp), as signed deltas.
-    pub fn gauges(&self, slot: u32) -> anyhow::Result<(i64, i64)> {
-        let g = self
-            .gauges
-            .get(&slot, 0)
-            .with_context(|| format!("read TARGET_CONNS[{slot}]"))?;
-        Ok((g.tcp as i64, g.udp as i64))
-    }
-
-    /// Traffic of target sockets that could not be charged to a target.
-    pub fn untracked(&self) -> anyhow::Result<Counters> {
-        let per_cpu = self.untracked.get(&0, 0).context("read UNTRACKED")?;
-        Ok(per_cpu
-            .iter()
-            .fold(Counters::default(), |acc, c| acc.add(*c)))
-    }
-
-    /// (target sockets left unstamped, forked children left out), summed over CPUs.
-    pub fn untracked_events(&self) -> anyhow::Result<(u64, u64)> {
-        let sum = |i: u32| -> anyhow::Result<u64> {
-            Ok(self
-                .untracked_events
-                .get(&i, 0)
-                .context("read UNTRACKED_EVENTS")?
-                .iter()
-                .sum())
-        };
-        Ok((sum(0)?, sum(1)?))
-    }
-
-    /// Every `--details` record (cookie, record).
-    pub fn connections(&self) -> Vec<(u64, ConnRecord)> {
-        self.conns.iter().filter_map(Result::ok).collect()
-    }
-
-    /// Creates a `--details` record (for a socket that predates the run).
-    pub fn put_connection(&mut self, cookie: u64, rec: ConnRecord) -> anyhow::Result<()> {
-        match self.conns.insert(cookie, rec, BPF_NOEXIST) {
+    fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()> {
+        match self.conns.insert(cookie, conn_record(&conn), BPF_NOEXIST) {
             Ok(()) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                Ok(())
-            }
+            Err(e) if is_eexist(&e) => Ok(()),
             Err(e) => Err(e).context("insert CONNS record"),
         }
     }
 
-    /// Updates RTT and retransmits of a record (connections that predate the run).
-    pub fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8) {
+    fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8) {
         if let Ok(mut r) = self.conns.get(&cookie, 0) {
             r.srtt_us = srtt_us;
             r.retrans = retrans;
@@ -365,18 +417,80 @@ impl Probes {
         }
     }
 
-    /// Forgets a record the agent has shown closed.
-    pub fn forget_connection(&mut self, cookie: u64) {
+    fn forget_connection(&mut self, cookie: u64) {
         let _ = self.conns.remove(&cookie);
     }
 
-    /// Counts traffic through interface `key` (with the interface filter on).
-    pub fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
-        self.ifaces.insert(key, 1, 0).context("insert IFACES")
+    fn totals(&self, slot: Slot) -> anyhow::Result<Traffic> {
+        let per_cpu = self
+            .totals
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?;
+        let sum = per_cpu.iter().fold(TargetTotals::default(), |mut acc, t| {
+            for (a, b) in acc.by_proto.iter_mut().zip(t.by_proto) {
+                *a = a.add(b);
+            }
+            acc
+        });
+        Ok(Traffic {
+            tcp: counters(sum.by_proto[usize::from(PROTO_TCP)]),
+            udp: counters(sum.by_proto[usize::from(PROTO_UDP)]),
+            other: counters(sum.by_proto[usize::from(PROTO_OTHER)]),
+        })
     }
 
-    /// Stops counting traffic through interface `key`.
-    pub fn deny_iface(&mut self, key: &IfaceKey) {
-        let _ = self.ifaces.remove(key);
+    fn gauges(&self, slot: Slot) -> anyhow::Result<(i64, i64)> {
+        let g: ConnGauges = self
+            .gauges
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_CONNS[{}]", slot.0))?;
+        Ok((g.tcp as i64, g.udp as i64))
+    }
+
+    fn untracked(&self) -> anyhow::Result<Untracked> {
+        let per_cpu = self.untracked.get(&0, 0).context("read UNTRACKED")?;
+        let traffic = per_cpu
+            .iter()
+            .fold(traffic::Counters::default(), |acc, c| acc.add(*c));
+        let event = |i: u32| -> anyhow::Result<u64> {
+            Ok(self
+                .untracked_events
+                .get(&i, 0)
+                .context("read UNTRACKED_EVENTS")?
+                .iter()
+                .sum())
+        };
+        Ok(Untracked {
+            traffic: counters(traffic),
+            sockets: event(0)?,
+            processes: event(1)?,
+        })
+    }
+
+    fn connections(&self) -> Vec<(u64, Connection)> {
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(cookie, r)| (cookie, connection(&r)))
+            .collect()
+    }
+
+    fn cgroup_totals(&self) -> Vec<CgroupCount> {
+        self.cgroup_totals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| CgroupCount {
+                cgroup_id: k.cgroup_id,
+                proto: proto_of(u8::try_from(k.proto).unwrap_or(PROTO_OTHER)),
+                counters: counters(
+                    v.iter()
+                        .fold(traffic::Counters::default(), |acc, c| acc.add(*c)),
+                ),
+            })
+            .collect()
+    }
+
+    fn target_pid_count(&self) -> u32 {
+        self.target_pids.keys().filter(Result::is_ok).count() as u32
     }
 }

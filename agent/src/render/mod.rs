@@ -2,6 +2,7 @@
 //! Unit formatting lives here too. The only module that writes reports.
 
 pub mod json;
+pub mod output;
 pub mod table;
 
 use std::{fmt, time::Duration};

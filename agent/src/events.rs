@@ -1,0 +1,118 @@
+//! What wakes the main loop: the interval, the end of the `-t` window, the spawned
+//! command's exit (its pidfd becomes readable) and fatal signals. Signal handlers are
+//! installed before anything on the host changes, so a signal during set-up is held until
+//! the loop runs and ends the run through its one shutdown path.
+
+use std::{future::poll_fn, task::Poll, time::Duration};
+
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Instant, Interval, MissedTickBehavior},
+};
+
+use crate::{host::procs::PidFd, session::decide::Event};
+
+/// Every signal that ends a run and can be caught. (SIGPIPE stays ignored, as Rust sets
+/// it: a closed reader shows up as `EPIPE` on the next report.)
+const FATAL: [(SignalKind, &str); 7] = [
+    (SignalKind::interrupt(), "SIGINT"),
+    (SignalKind::terminate(), "SIGTERM"),
+    (SignalKind::hangup(), "SIGHUP"),
+    (SignalKind::quit(), "SIGQUIT"),
+    (SignalKind::user_defined1(), "SIGUSR1"),
+    (SignalKind::user_defined2(), "SIGUSR2"),
+    (SignalKind::alarm(), "SIGALRM"),
+];
+
+/// The fatal signals, caught.
+pub struct Signals(Vec<Signal>);
+
+impl Signals {
+    /// Installs the handlers (needs a runtime context: `Runtime::enter`).
+    pub fn install() -> anyhow::Result<Self> {
+        FATAL
+            .iter()
+            .map(|(k, name)| signal(*k).map_err(|e| anyhow::anyhow!("catch {name}: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Self)
+    }
+
+    /// Waits for any of them.
+    async fn recv(&mut self) {
+        poll_fn(|cx| {
+            for s in &mut self.0 {
+                if s.poll_recv(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// The sources of events of one run.
+pub struct Events {
+    ticker: Interval,
+    deadline: Option<Instant>,
+    command: Option<AsyncFd<PidFd>>,
+    signals: Signals,
+}
+
+impl Events {
+    /// Ticks every `interval`; the window ends after `window`; `command` is the spawned
+    /// command's pidfd.
+    pub fn new(
+        interval: Duration,
+        window: Option<Duration>,
+        command: Option<PidFd>,
+        signals: Signals,
+    ) -> anyhow::Result<Self> {
+        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let command = command
+            // SAFETY: the pidfd is owned by the AsyncFd and stays open until it is dropped.
+            .map(|fd| unsafe { AsyncFd::register(fd) })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("watch the command's pidfd: {e}"))?;
+        Ok(Self {
+            ticker,
+            deadline: window.map(|w| Instant::now() + w),
+            command,
+            signals,
+        })
+    }
+
+    /// The next event.
+    pub async fn next(&mut self) -> Event {
+        let deadline = self.deadline;
+        let window_end = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let command = self.command.as_ref();
+        let command_exit = async move {
+            match command {
+                Some(fd) => {
+                    let _ = fd.readable().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            _ = self.ticker.tick() => Event::Tick,
+            () = window_end => Event::WindowEnd,
+            () = command_exit => Event::CommandExited,
+            () = self.signals.recv() => Event::Signal,
+        };
+        match event {
+            Event::WindowEnd => self.deadline = None,
+            Event::CommandExited => self.command = None,
+            _ => {}
+        }
+        event
+    }
+}

@@ -1,0 +1,104 @@
+//! An in-memory [`Kernel`] for tests: the maps as plain collections that a test fills in to
+//! play the kernel's part (traffic arriving, connections opening and closing), and reads
+//! back to check what the agent wrote.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    os::fd::{AsRawFd as _, OwnedFd},
+};
+
+use super::{CgroupCount, Connection, IfaceKey, Kernel, MAX_TARGETS, Slot, SocketStamp, Untracked};
+use crate::model::Traffic;
+
+/// The kernel's maps, as a test sees them.
+#[derive(Debug, Default, Clone)]
+pub struct FakeKernel {
+    /// Target PIDs → slot.
+    pub target_pids: HashMap<u32, Slot>,
+    /// Target cgroup ids → slot.
+    pub cgroup_targets: HashMap<u64, Slot>,
+    /// Interfaces counted with `-i`.
+    pub ifaces: HashSet<IfaceKey>,
+    /// Stamps written for sockets that predate the run, by descriptor number.
+    pub stamps: Vec<(i32, SocketStamp)>,
+    /// Cumulative traffic per slot.
+    pub totals: HashMap<Slot, Traffic>,
+    /// Connection gauges per slot (tcp, udp).
+    pub gauges: HashMap<Slot, (i64, i64)>,
+    /// Unattributed counts.
+    pub untracked: Untracked,
+    /// `--details` records by cookie.
+    pub conns: BTreeMap<u64, Connection>,
+    /// `--all` counters.
+    pub cgroup_totals: Vec<CgroupCount>,
+}
+
+impl Kernel for FakeKernel {
+    fn add_target_pid(&mut self, tgid: u32, slot: Slot) -> anyhow::Result<()> {
+        anyhow::ensure!(slot.0 < MAX_TARGETS, "at most {MAX_TARGETS} targets");
+        self.target_pids.insert(tgid, slot);
+        Ok(())
+    }
+
+    fn add_cgroup_target(&mut self, cgroup_id: u64, slot: Slot) -> anyhow::Result<()> {
+        self.cgroup_targets.insert(cgroup_id, slot);
+        Ok(())
+    }
+
+    fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
+        self.ifaces.insert(key);
+        Ok(())
+    }
+
+    fn deny_iface(&mut self, key: IfaceKey) {
+        self.ifaces.remove(&key);
+    }
+
+    fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool> {
+        self.stamps.push((sock.as_raw_fd(), stamp));
+        Ok(true)
+    }
+
+    fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()> {
+        self.conns.entry(cookie).or_insert(conn);
+        Ok(())
+    }
+
+    fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8) {
+        if let Some(c) = self.conns.get_mut(&cookie) {
+            c.srtt_us = srtt_us;
+            c.retrans = retrans;
+            if c.close_ns == 0 {
+                c.state = state;
+            }
+        }
+    }
+
+    fn forget_connection(&mut self, cookie: u64) {
+        self.conns.remove(&cookie);
+    }
+
+    fn totals(&self, slot: Slot) -> anyhow::Result<Traffic> {
+        Ok(self.totals.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn gauges(&self, slot: Slot) -> anyhow::Result<(i64, i64)> {
+        Ok(self.gauges.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn untracked(&self) -> anyhow::Result<Untracked> {
+        Ok(self.untracked)
+    }
+
+    fn connections(&self) -> Vec<(u64, Connection)> {
+        self.conns.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn cgroup_totals(&self) -> Vec<CgroupCount> {
+        self.cgroup_totals.clone()
+    }
+
+    fn target_pid_count(&self) -> u32 {
+        self.target_pids.len() as u32
+    }
+}

@@ -1,0 +1,538 @@
+//! The plan of a run, computed before anything on the host changes: one list of targets,
+//! each with its kind, its slot in the kernel's per-target maps (from one allocator), what
+//! it is attached through and the interfaces it counts; plus where the programs attach and
+//! which optional kernel work is switched on.
+//!
+//! Pure: [`Plan::build`] takes the validated [`Config`] and a [`Survey`] of what was read
+//! from the host (`setup::survey` reads it), so every combination of flags is a table test.
+//! Flag combinations that make no sense are refused here with a usage error.
+//!
+//! | flags | targets, in slot order |
+//! |---|---|
+//! | `-p A,B` | process A, process B (each with the children it forks unless `--no-children`) |
+//! | `--cgroup P`, `--container ID` | one whole-cgroup target each, after the processes |
+//! | `-- CMD` | the command's fresh cgroup, after the processes and cgroups |
+//! | `--all` | no slot: node-wide workloads are found at run time and counted by cgroup |
+//!
+//! Refused: `-p` with `-- CMD`; `--isolate` without `-p`, or with `-- CMD`; `--no-children`
+//! without `-p` (a cgroup target always includes every process in it); `-i` with `--all`
+//! (its node-wide counters are per cgroup, not per interface). More targets than the
+//! kernel's maps hold are refused before anything is loaded.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    config::Config,
+    error::UsageError,
+    host::{cgroup, identity::ContainerIdentity, procs::ProcIdentity, workloads::CgroupInfo},
+    kernel::{IfaceKey, Knobs, MAX_TARGET_PIDS, MAX_TARGETS, Slot},
+};
+
+/// Names of the chosen interfaces with their key in one network namespace (`-i`).
+pub type Ifaces = Vec<(String, IfaceKey)>;
+
+/// How a process target is named in reports and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessLabels {
+    /// Container / pod identity of its cgroup.
+    pub container: Option<ContainerIdentity>,
+    /// PID in its own pid namespace.
+    pub nspid: Option<u32>,
+    /// Its workload (systemd unit or cgroup path), for metrics.
+    pub unit: String,
+}
+
+/// A `-p` process as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessFacts {
+    /// Who it is (pinned by start time).
+    pub ident: ProcIdentity,
+    /// Its cgroup v2 directory.
+    pub cgroup_dir: PathBuf,
+    /// Names for reports.
+    pub labels: ProcessLabels,
+    /// `-i` names resolved in its network namespace.
+    pub ifaces: Ifaces,
+    /// Its live descendants (followed unless `--no-children`).
+    pub children: Vec<u32>,
+}
+
+/// A `--cgroup` / `--container` target as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupFacts {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its id (inode of the directory).
+    pub id: u64,
+    /// Names for reports.
+    pub info: CgroupInfo,
+    /// `-i` names resolved in its processes' network namespaces.
+    pub ifaces: Ifaces,
+}
+
+/// What was read from the host before planning; nothing has changed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    /// The cgroup v2 mount point (the root, where `--all` attaches).
+    pub mount_point: PathBuf,
+    /// One entry per `-p` PID, in order.
+    pub processes: Vec<ProcessFacts>,
+    /// One entry per `--cgroup` then `--container`, in order (duplicates included).
+    pub cgroups: Vec<CgroupFacts>,
+    /// The agent's own cgroup directory (spawn mode creates the command's cgroup under it).
+    pub own_cgroup: PathBuf,
+    /// The agent's PID (names the spawn cgroup).
+    pub agent_pid: u32,
+}
+
+/// What a target is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A process named with `-p` (and, unless `--no-children`, what it forks).
+    Process {
+        /// Who it is.
+        ident: ProcIdentity,
+        /// Names for reports.
+        labels: ProcessLabels,
+        /// Its cgroup when the run started (moved from with `--isolate`).
+        cgroup_dir: PathBuf,
+        /// Descendants alive at the start, which join it.
+        children: Vec<u32>,
+    },
+    /// Everything in a cgroup subtree (`--cgroup`, `--container`).
+    Cgroup {
+        /// Its directory.
+        dir: PathBuf,
+        /// Its id.
+        id: u64,
+        /// Names for reports.
+        info: CgroupInfo,
+    },
+    /// The command of spawn mode, in a fresh cgroup made for it.
+    Command {
+        /// The command and its arguments.
+        argv: Vec<String>,
+        /// The cgroup to create for it.
+        cgroup: PathBuf,
+    },
+}
+
+/// One target of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its slot in the kernel's per-target maps.
+    pub slot: Slot,
+    /// What it is.
+    pub kind: TargetKind,
+    /// `-i` interfaces it counts (empty without `-i`).
+    pub ifaces: Ifaces,
+}
+
+/// The whole run, decided before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Every target, in slot order.
+    pub targets: Vec<Target>,
+    /// `--all`: node-wide accounting by cgroup.
+    pub node_wide: bool,
+    /// Cgroups to attach the programs to (none an ancestor of another).
+    pub attach_points: Vec<PathBuf>,
+    /// Optional kernel work.
+    pub knobs: Knobs,
+    /// `--isolate`: move the process targets into dedicated cgroups.
+    pub isolate: bool,
+}
+
+/// Hands out slots, one per target, in order; refuses more than the kernel's maps hold.
+#[derive(Debug, Default)]
+pub struct Slots {
+    next: u32,
+}
+
+impl Slots {
+    /// The next free slot.
+    pub fn take(&mut self) -> Result<Slot, UsageError> {
+        if self.next >= MAX_TARGETS {
+            return Err(UsageError::new(format!(
+                "too many targets: at most {MAX_TARGETS} processes, cgroups and containers in one run; split them over several runs"
+            )));
+        }
+        let s = Slot(self.next);
+        self.next += 1;
+        Ok(s)
+    }
+}
+
+/// Refuses flag combinations that make no sense (see the module doc).
+pub fn check_flags(cfg: &Config) -> Result<(), UsageError> {
+    let spawn = !cfg.command.is_empty();
+    if !cfg.pids.is_empty() && spawn {
+        return Err(UsageError::new(
+            "give either -p PIDS or a command after --, not both",
+        ));
+    }
+    if cfg.isolate && spawn {
+        return Err(UsageError::new(
+            "--isolate applies to -p targets; a spawned command always runs in its own cgroup",
+        ));
+    }
+    if cfg.isolate && cfg.pids.is_empty() {
+        return Err(UsageError::new(
+            "--isolate applies to -p targets: name the processes to isolate with -p PID",
+        ));
+    }
+    if !cfg.children && cfg.pids.is_empty() {
+        return Err(UsageError::new(
+            "--no-children applies to -p targets; a cgroup, container or command target always counts every process in it: drop --no-children",
+        ));
+    }
+    if cfg.all && !cfg.interfaces.is_empty() {
+        return Err(UsageError::new(
+            "-i does not apply to --all (node-wide counters are kept per cgroup, not per interface): drop -i, or name the targets with -p, --cgroup or --container",
+        ));
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// Plans the run of `cfg` on the host described by `survey`.
+    pub fn build(cfg: &Config, survey: Survey) -> Result<Self, UsageError> {
+        check_flags(cfg)?;
+        let Survey {
+            mount_point,
+            processes,
+            cgroups,
+            own_cgroup,
+            agent_pid,
+        } = survey;
+        let pid_count: usize = if cfg.children {
+            processes.iter().map(|p| 1 + p.children.len()).sum()
+        } else {
+            processes.len()
+        };
+        if pid_count > MAX_TARGET_PIDS as usize {
+            return Err(UsageError::new(format!(
+                "too many processes: the targets and their children number {pid_count}, at most {MAX_TARGET_PIDS} fit; name fewer PIDs or use --no-children"
+            )));
+        }
+        let mut slots = Slots::default();
+        let mut targets = Vec::new();
+        let mut attach_dirs = Vec::new();
+        if cfg.all {
+            // Node-wide: once at the root, where every socket of the host passes.
+            attach_dirs.push(mount_point.clone());
+        }
+        for p in processes {
+            attach_dirs.push(cgroup::attach_dir_for(&p.cgroup_dir));
+            targets.push(Target {
+                slot: slots.take()?,
+                ifaces: p.ifaces,
+                kind: TargetKind::Process {
+                    ident: p.ident,
+                    labels: p.labels,
+                    cgroup_dir: p.cgroup_dir,
+                    children: if cfg.children { p.children } else { Vec::new() },
+                },
+            });
+        }
+        let mut seen: Vec<u64> = Vec::new();
+        for c in cgroups {
+            // `--cgroup X --container ID` naming the same cgroup is one target.
+            if seen.contains(&c.id) {
+                continue;
+            }
+            seen.push(c.id);
+            attach_dirs.push(c.dir.clone());
+            targets.push(Target {
+                slot: slots.take()?,
+                ifaces: c.ifaces,
+                kind: TargetKind::Cgroup {
+                    dir: c.dir,
+                    id: c.id,
+                    info: c.info,
+                },
+            });
+        }
+        if !cfg.command.is_empty() {
+            let cgroup = spawn_cgroup(&own_cgroup, agent_pid);
+            attach_dirs.push(cgroup.clone());
+            targets.push(Target {
+                slot: slots.take()?,
+                ifaces: Vec::new(),
+                kind: TargetKind::Command {
+                    argv: cfg.command.clone(),
+                    cgroup,
+                },
+            });
+        }
+        let has = |f: fn(&TargetKind) -> bool| targets.iter().any(|t| f(&t.kind));
+        let knobs = Knobs {
+            details: cfg.details,
+            iface_filter: !cfg.interfaces.is_empty(),
+            children: cfg.children && has(|k| matches!(k, TargetKind::Process { .. })),
+            cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
+            all: cfg.all,
+        };
+        Ok(Self {
+            attach_points: cgroup::attach_points(&attach_dirs),
+            targets,
+            node_wide: cfg.all,
+            knobs,
+            isolate: cfg.isolate,
+        })
+    }
+
+    /// The spawn-mode command's target, if any.
+    pub fn command(&self) -> Option<(&Target, &[String], &Path)> {
+        self.targets.iter().find_map(|t| match &t.kind {
+            TargetKind::Command { argv, cgroup } => Some((t, argv.as_slice(), cgroup.as_path())),
+            _ => None,
+        })
+    }
+}
+
+/// Where spawn mode runs its command: a fresh child of the agent's own cgroup.
+pub fn spawn_cgroup(own: &Path, agent_pid: u32) -> PathBuf {
+    own.join(format!("{}spawn-{agent_pid}", cgroup::CGROUP_PREFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cli, config::Config};
+
+    const MNT: &str = "/sys/fs/cgroup";
+
+    fn cfg(args: &[&str]) -> Config {
+        let mut argv = vec!["procnetmon2"];
+        argv.extend_from_slice(args);
+        match cli::parse(argv.iter().map(std::ffi::OsString::from)) {
+            cli::Parsed::Run(opt) => Config::from_opt(&opt, 4_194_304).expect("valid config"),
+            _ => panic!("not a run: {args:?}"),
+        }
+    }
+
+    fn process(pid: u32, cg: &str) -> ProcessFacts {
+        ProcessFacts {
+            ident: ProcIdentity {
+                pid,
+                comm: format!("p{pid}"),
+                start_ticks: 1,
+            },
+            cgroup_dir: PathBuf::from(format!("{MNT}{cg}")),
+            labels: ProcessLabels::default(),
+            ifaces: Vec::new(),
+            children: vec![pid + 1000],
+        }
+    }
+
+    fn cgroup(id: u64, path: &str) -> CgroupFacts {
+        CgroupFacts {
+            dir: PathBuf::from(format!("{MNT}{path}")),
+            id,
+            info: CgroupInfo {
+                path: path.into(),
+                container: None,
+                workload: path.into(),
+            },
+            ifaces: Vec::new(),
+        }
+    }
+
+    /// The survey a run of `cfg` would make: its PIDs in /a, /b, …; its cgroups with ids.
+    fn survey(cfg: &Config) -> Survey {
+        let processes = cfg
+            .pids
+            .iter()
+            .map(|&p| process(p, &format!("/p{p}")))
+            .collect();
+        let cgroups = cfg
+            .cgroups
+            .iter()
+            .chain(&cfg.containers)
+            .map(|c| {
+                cgroup(
+                    c.len() as u64 * 100 + u64::from(c.as_bytes()[0]),
+                    &format!("/{c}"),
+                )
+            })
+            .collect();
+        Survey {
+            mount_point: PathBuf::from(MNT),
+            processes,
+            cgroups,
+            own_cgroup: PathBuf::from(format!("{MNT}/agent")),
+            agent_pid: 77,
+        }
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        let c = cfg(args);
+        Plan::build(&c, survey(&c)).map_err(|e| e.to_string())
+    }
+
+    /// (kind letter, slot) per target: P process, C cgroup, X command.
+    fn shape(p: &Plan) -> Vec<(char, u32)> {
+        p.targets
+            .iter()
+            .map(|t| {
+                let k = match t.kind {
+                    TargetKind::Process { .. } => 'P',
+                    TargetKind::Cgroup { .. } => 'C',
+                    TargetKind::Command { .. } => 'X',
+                };
+                (k, t.slot.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slots_for_every_combination() {
+        /// (arguments, targets in slot order, node-wide)
+        type Row<'a> = (&'a [&'a str], &'a [(char, u32)], bool);
+        let table: &[Row<'_>] = &[
+            (&["-p", "10"], &[('P', 0)], false),
+            (&["-p", "10,11"], &[('P', 0), ('P', 1)], false),
+            (&["-p", "10", "--no-children"], &[('P', 0)], false),
+            (&["-p", "10", "--isolate"], &[('P', 0)], false),
+            (&["--cgroup", "/x"], &[('C', 0)], false),
+            (&["--container", "abc"], &[('C', 0)], false),
+            (
+                &["--cgroup", "/x", "--container", "abc"],
+                &[('C', 0), ('C', 1)],
+                false,
+            ),
+            (
+                &["-p", "10,11", "--cgroup", "/x"],
+                &[('P', 0), ('P', 1), ('C', 2)],
+                false,
+            ),
+            (&["--all"], &[], true),
+            (&["--all", "-p", "10"], &[('P', 0)], true),
+            (&["--all", "--cgroup", "/x"], &[('C', 0)], true),
+            (&["--", "curl", "x"], &[('X', 0)], false),
+            // The bug this plan exists for: the command and a --cgroup target once shared slot 0.
+            (
+                &["--cgroup", "/x", "--", "curl"],
+                &[('C', 0), ('X', 1)],
+                false,
+            ),
+            (
+                &["--cgroup", "/x", "--container", "abc", "--", "curl"],
+                &[('C', 0), ('C', 1), ('X', 2)],
+                false,
+            ),
+            // --all with a command: node-wide AND the command (once only the command).
+            (&["--all", "--", "curl"], &[('X', 0)], true),
+            (
+                &["-p", "10", "--isolate", "--no-children", "--cgroup", "/x"],
+                &[('P', 0), ('C', 1)],
+                false,
+            ),
+        ];
+        for (args, want, node_wide) in table {
+            let p = plan(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(shape(&p), *want, "{args:?}");
+            assert_eq!(p.node_wide, *node_wide, "{args:?}");
+            let mut slots: Vec<u32> = p.targets.iter().map(|t| t.slot.0).collect();
+            slots.dedup();
+            assert_eq!(slots.len(), p.targets.len(), "slots unique: {args:?}");
+        }
+    }
+
+    #[test]
+    fn refused_combinations() {
+        let table: &[(&[&str], &str)] = &[
+            (&["-p", "10", "--", "curl"], "not both"),
+            (&["--isolate", "--", "curl"], "--isolate applies to -p"),
+            (&["--isolate", "--cgroup", "/x"], "--isolate applies to -p"),
+            (&["--isolate", "--all"], "--isolate applies to -p"),
+            (&["--no-children", "--", "curl"], "--no-children applies"),
+            (
+                &["--no-children", "--cgroup", "/x"],
+                "--no-children applies",
+            ),
+            (&["--no-children", "--all"], "--no-children applies"),
+            (&["--all", "-i", "eth0"], "-i does not apply to --all"),
+        ];
+        for (args, msg) in table {
+            let e = plan(args).expect_err(&format!("{args:?} must be refused"));
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn knobs_follow_the_targets() {
+        let p = plan(&["-p", "10"]).unwrap();
+        assert!(p.knobs.children && !p.knobs.cgroup_targets && !p.knobs.all);
+        let p = plan(&["-p", "10", "--no-children"]).unwrap();
+        assert!(!p.knobs.children);
+        assert!(
+            matches!(&p.targets[0].kind, TargetKind::Process { children, .. } if children.is_empty())
+        );
+        let p = plan(&["--", "curl"]).unwrap();
+        assert!(!p.knobs.children && p.knobs.cgroup_targets);
+        let p = plan(&["--all", "-d", "-p", "10", "-i", "lo"]);
+        assert!(p.is_err());
+        let p = plan(&["-d", "-p", "10", "-i", "lo"]).unwrap();
+        assert!(p.knobs.details && p.knobs.iface_filter);
+        let p = plan(&["--all"]).unwrap();
+        assert!(p.knobs.all && !p.knobs.children);
+    }
+
+    #[test]
+    fn attach_points() {
+        let p = plan(&["-p", "10,11", "--cgroup", "/x"]).unwrap();
+        assert_eq!(
+            p.attach_points,
+            ["/p10", "/p11", "/x"].map(|d| PathBuf::from(format!("{MNT}{d}")))
+        );
+        // --all attaches once at the root, which covers everything else.
+        let p = plan(&["--all", "-p", "10", "--", "curl"]);
+        assert!(p.is_err(), "-p with a command is refused");
+        let p = plan(&["--all", "--cgroup", "/x", "--", "curl"]).unwrap();
+        assert_eq!(p.attach_points, vec![PathBuf::from(MNT)]);
+        // Spawn mode alone: the command's own cgroup.
+        let p = plan(&["--", "curl"]).unwrap();
+        assert_eq!(
+            p.attach_points,
+            vec![PathBuf::from(format!("{MNT}/agent/procnetmon2-spawn-77"))]
+        );
+        assert_eq!(
+            p.command().map(|(_, argv, _)| argv.to_vec()),
+            Some(vec!["curl".to_string()])
+        );
+    }
+
+    #[test]
+    fn same_cgroup_twice_is_one_target() {
+        let c = cfg(&["--cgroup", "/x", "--cgroup", "/x"]);
+        let p = Plan::build(&c, survey(&c)).unwrap();
+        assert_eq!(shape(&p), vec![('C', 0)]);
+    }
+
+    #[test]
+    fn slot_allocator_refuses_past_the_maps() {
+        let mut s = Slots::default();
+        for i in 0..MAX_TARGETS {
+            assert_eq!(s.take().unwrap(), Slot(i));
+        }
+        assert!(
+            s.take()
+                .unwrap_err()
+                .to_string()
+                .contains("too many targets")
+        );
+    }
+
+    #[test]
+    fn too_many_children_refused_up_front() {
+        let c = cfg(&["-p", "10"]);
+        let mut s = survey(&c);
+        s.processes[0].children = (0..MAX_TARGET_PIDS).collect();
+        let e = Plan::build(&c, s.clone()).unwrap_err().to_string();
+        assert!(e.contains("--no-children"), "{e}");
+        let c = cfg(&["-p", "10", "--no-children"]);
+        assert!(Plan::build(&c, s).is_ok());
+    }
+}

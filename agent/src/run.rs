@@ -1,0 +1,225 @@
+//! One run, start to end: plan → set up → loop { next event → tick → feed metrics → decide →
+//! report or stop }. Every exit path leaves through the end of [`run`], where dropping the
+//! [`Running`] set-up detaches every program, then moves processes back and removes
+//! dedicated cgroups.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::{
+    config::Config,
+    details::monotonic_ns,
+    error::{self, UsageError},
+    events::{Events, Signals},
+    host::{cgroup, identity::MetadataRoots, lifecycle, privileges, procs::ProcFs},
+    metrics::{Limits, MetricsRegistry, MetricsServer},
+    plan::{self, Plan},
+    render::output::Output,
+    session::{
+        decide::{Decision, Event, Facts, decide},
+        feed,
+    },
+    setup::{self, Env, Running},
+};
+
+/// How long a spawned command's cgroup gets to end after SIGTERM before `cgroup.kill`.
+const COMMAND_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs with `cfg` until done. Returns the exit status: 0, or the spawned command's.
+pub fn run(cfg: &Config) -> anyhow::Result<u8> {
+    privileges::check()?;
+    plan::check_flags(cfg)?;
+    // Before any thread exists: a private cgroup2 mount may need unshare(CLONE_NEWNS).
+    let env = open_env(cfg)?;
+    // A current-thread runtime starts no thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()?;
+    // Signals are caught from here on, before anything on the host changes.
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::install()?
+    };
+    // Leftovers of runs killed with SIGKILL are undone before anything else.
+    for line in lifecycle::cleanup_stale(&env.mount.mount_point)? {
+        if cfg.cleanup {
+            eprintln!("procnetmon2: {line}");
+        } else {
+            log::warn!("{line}");
+        }
+    }
+    if cfg.cleanup {
+        return Ok(0);
+    }
+    let plan = Plan::build(cfg, setup::survey(cfg, &env)?)?;
+    let mut output = Output::open(cfg.output.as_deref(), cfg.json, cfg.continuous)?;
+    let mut running = setup::apply(&plan, cfg, &env)?;
+    let status = rt.block_on(main_loop(cfg, &mut running, &mut output, signals));
+    drop(running); // detaches every program, then moves processes back
+    status
+}
+
+/// Where /proc and the cgroup v2 tree are, and where runtimes keep container names.
+fn open_env(cfg: &Config) -> anyhow::Result<Env> {
+    let proc = match &cfg.host_proc {
+        Some(dir) => {
+            anyhow::ensure!(
+                dir.join("self").exists() || dir.join("1").exists(),
+                UsageError::new(format!(
+                    "--host-proc {}: not a /proc mount; give the directory where the host's /proc is mounted",
+                    dir.display()
+                ))
+            );
+            ProcFs::new(dir.clone())
+        }
+        None => ProcFs::default(),
+    };
+    // Runtime metadata (container names) of the host: under the parent of --host-proc DIR
+    // when DIR is `<host root>/proc`, else this filesystem.
+    let meta = match cfg.host_proc.as_deref() {
+        Some(d)
+            if d.ends_with("proc")
+                && d.parent().is_some_and(|p| p != std::path::Path::new("/")) =>
+        {
+            MetadataRoots::under(d.parent().unwrap_or(d))
+        }
+        _ => MetadataRoots::default(),
+    };
+    Ok(Env {
+        proc,
+        mount: cgroup::find_or_mount_cgroup2()?,
+        meta,
+    })
+}
+
+/// The loop of a set-up run. Returns the exit status.
+async fn main_loop(
+    cfg: &Config,
+    run: &mut Running,
+    out: &mut Output,
+    signals: Signals,
+) -> anyhow::Result<u8> {
+    let pidfd = run
+        .command
+        .as_mut()
+        .and_then(setup::spawn::Command::take_pidfd);
+    let mut events = Events::new(cfg.interval, cfg.window, pidfd, signals)?;
+    let metrics = MetricsTask::start(cfg).await?;
+    let mut status = 0;
+    loop {
+        let event = events.next().await;
+        if event == Event::CommandExited {
+            status = run.reap_command()?;
+        }
+        run.session
+            .tick(Instant::now(), &mut run.probes, &mut run.host)?;
+        let mut decision = decide(event, facts(cfg, run));
+        if decision.stop && run.command.is_some() {
+            // Stopping with the command still running: end it, and count its last bytes.
+            run.stop_command();
+            run.session
+                .tick(Instant::now(), &mut run.probes, &mut run.host)?;
+        }
+        if let Some(reg) = &metrics.registry {
+            feed::feed(reg, &run.session, &run.probes, &cfg.pids);
+        }
+        if let Some(kind) = decision.report {
+            let clock = (Instant::now(), monotonic_ns());
+            let report =
+                run.session
+                    .snapshot(kind, cfg.aggregate, clock, &mut run.probes, &run.host)?;
+            match out.write(&report) {
+                Err(e) if error::is_broken_pipe(&e) => {
+                    decision = decide(Event::OutputClosed, facts(cfg, run));
+                }
+                r => r?,
+            }
+        }
+        let Decision { stop, .. } = decision;
+        if stop {
+            break;
+        }
+    }
+    // Stop the metrics server (it drains in-flight scrapes) before the programs detach.
+    metrics.stop().await?;
+    Ok(status)
+}
+
+fn facts(cfg: &Config, run: &Running) -> Facts {
+    Facts {
+        window: cfg.window.is_some(),
+        continuous: cfg.continuous,
+        daemon: cfg.metrics_addr.is_some(),
+        all_gone: run.session.all_gone(),
+    }
+}
+
+/// `--metrics-addr`: the OpenMetrics server beside the loop.
+struct MetricsTask {
+    registry: Option<MetricsRegistry>,
+    server: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+}
+
+impl MetricsTask {
+    async fn start(cfg: &Config) -> anyhow::Result<Self> {
+        let Some(addr) = cfg.metrics_addr else {
+            return Ok(Self {
+                registry: None,
+                server: None,
+            });
+        };
+        let reg = MetricsRegistry::new(Limits {
+            max_series: cfg.max_series,
+            grace: cfg.series_grace,
+        });
+        let srv = MetricsServer::bind(addr)
+            .await
+            .with_context(|| format!("bind --metrics-addr {addr}"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(srv.run(reg.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            registry: Some(reg),
+            server: Some((stop, task)),
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        if let Some((stop, task)) = self.server {
+            drop(stop);
+            task.await.context("metrics server task")??;
+        }
+        Ok(())
+    }
+}
+
+impl Running {
+    /// The command exited: reaps it (its exit status becomes the run's) and ends what it
+    /// left running in its cgroup (part of it, and started by us).
+    fn reap_command(&mut self) -> anyhow::Result<u8> {
+        let Some(mut c) = self.command.take() else {
+            return Ok(0);
+        };
+        let status = c.wait()?;
+        if let Some(state) = &self.state {
+            state.stop_cgroup(c.cgroup(), COMMAND_GRACE);
+        }
+        Ok(status)
+    }
+
+    /// `-t` expiry or a signal with the command still running: stops it.
+    fn stop_command(&mut self) {
+        if let Some(mut c) = self.command.take() {
+            if let Some(state) = &self.state {
+                state.stop_cgroup(c.cgroup(), COMMAND_GRACE);
+            }
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Feeds the metrics store each tick from the session: cumulative traffic per workload, the
+//! live set (a gone workload is no longer fed, so its series keep their last values until
+//! the grace period ends), the `-p` targets still running, and self-metrics.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
+
+use super::{Session, Subject};
+use crate::{
+    host::identity::ContainerIdentity,
+    kernel::{Kernel, MAX_CGROUP_KEYS, MAX_TARGET_PIDS},
+    metrics::{MapFill, MetricsRegistry, SelfStats, TargetInfo, WorkloadKey},
+    model::Traffic,
+    sampling::sum_traffic,
+};
+
+/// The metrics labels of a workload: namespace/pod/container on Kubernetes (when the
+/// runtime's metadata named it), else the cgroup (systemd unit or path).
+pub fn metrics_key(container: Option<&ContainerIdentity>, unit: &str) -> WorkloadKey {
+    match container {
+        Some(c) => match (&c.namespace, &c.pod, &c.name) {
+            (Some(ns), Some(pod), Some(name)) => {
+                WorkloadKey::kubernetes(ns.clone(), pod.clone(), name.clone())
+            }
+            _ => WorkloadKey::cgroup(c.workload()),
+        },
+        None => WorkloadKey::cgroup(if unit.is_empty() { "/" } else { unit }),
+    }
+}
+
+/// The workload key of a session target.
+fn key_of(subject: &Subject) -> WorkloadKey {
+    match subject {
+        Subject::Process { labels, .. } => metrics_key(labels.container.as_ref(), &labels.unit),
+        Subject::Cgroup { info, .. } => metrics_key(info.container.as_ref(), &info.workload),
+    }
+}
+
+/// Pushes this tick's state into `reg`. `named`: the PIDs given with `-p`.
+pub fn feed(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel, named: &[u32]) {
+    // `procnetmon_target_info` for the PIDs named with -p that are still running.
+    reg.set_targets(
+        session
+            .targets()
+            .iter()
+            .filter(|t| t.exited.is_none())
+            .filter_map(|t| match &t.subject {
+                Subject::Process { ident, .. } if named.contains(&ident.pid) => Some(TargetInfo {
+                    pid: ident.pid,
+                    comm: ident.comm.clone(),
+                    labels: key_of(&t.subject).labels().to_vec(),
+                }),
+                _ => None,
+            })
+            .collect(),
+    );
+    let now = Instant::now();
+    let mut sums: HashMap<WorkloadKey, Traffic> = HashMap::new();
+    let mut live: HashSet<WorkloadKey> = HashSet::new();
+    let mut add = |k: WorkloadKey, t: &Traffic, alive: bool| {
+        let e = sums.entry(k.clone()).or_default();
+        *e = sum_traffic([&*e, t]);
+        if alive {
+            live.insert(k);
+        }
+    };
+    match session.node() {
+        Some(node) => {
+            for w in node.workloads().values() {
+                add(
+                    metrics_key(w.info.container.as_ref(), &w.info.workload),
+                    &w.series.since_start(),
+                    !w.exited,
+                );
+            }
+        }
+        None => {
+            for t in session.targets() {
+                add(
+                    key_of(&t.subject),
+                    &t.series.since_start(),
+                    t.exited.is_none(),
+                );
+            }
+        }
+    }
+    for (k, t) in sums.iter().filter(|(k, _)| live.contains(*k)) {
+        reg.update_workload(k, t);
+    }
+    reg.mark_gone_unless(|k| live.contains(k), now);
+    reg.expire(now);
+    let tracked: u64 = session
+        .targets()
+        .iter()
+        .map(|t| u64::from(t.connections.0) + u64::from(t.connections.1))
+        .sum();
+    let untracked = session
+        .untracked(kernel)
+        .map(|u| u.traffic.bytes_in + u.traffic.bytes_out)
+        .unwrap_or(0);
+    let mut maps = Vec::new();
+    // The target-PID map holds only -p targets and their children: walk it only then.
+    if !named.is_empty() {
+        maps.push(MapFill {
+            map: "TARGET_PIDS".into(),
+            entries: kernel.target_pid_count(),
+            max_entries: MAX_TARGET_PIDS,
+        });
+    }
+    // The node-wide map was walked once this tick already: reuse its size.
+    if let Some(node) = session.node() {
+        maps.push(MapFill {
+            map: "CGROUP_TOTALS".into(),
+            entries: node.keys() as u32,
+            max_entries: MAX_CGROUP_KEYS,
+        });
+    }
+    reg.set_self_stats(SelfStats {
+        tracked_sockets: tracked,
+        untracked_bytes: untracked,
+        maps,
+    });
+}

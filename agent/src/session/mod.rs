@@ -1,0 +1,403 @@
+//! A run in progress: each target's counters, rates and liveness, the node-wide workloads
+//! of `--all`, and the report (snapshot) built from them.
+//!
+//! [`Session::tick`] reads the kernel once per interval (through the [`Kernel`] seam) and
+//! the host (through [`HostView`]): totals → rates and peaks (`sampling::Series`), gauges →
+//! live connections, liveness → exits, `-i` names → the kernel's interface filter.
+//! [`Session::snapshot`] turns that state into a [`Report`], the one value every output
+//! (table, JSON, metrics) is written from. Both are tested against `kernel::fake` and a fake
+//! host, without root.
+
+pub mod decide;
+pub mod feed;
+pub mod live;
+pub mod node;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    details::DetailTracker,
+    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
+    kernel::{IfaceKey, Kernel, Slot, Untracked},
+    model::{ConnDetail, ProcessReport, Report, Row, Traffic, WorkloadReport},
+    plan::ProcessLabels,
+    sampling::{Series, sum_traffic},
+    setup::stamp::OldSocket,
+};
+
+pub use node::NodeWide;
+
+/// What the session needs from the host each tick.
+pub trait HostView {
+    /// True while process `t` (same PID and start time) runs.
+    fn process_alive(&self, t: &ProcIdentity) -> bool;
+    /// How long process `t` has run.
+    fn runtime(&self, t: &ProcIdentity) -> Duration;
+    /// True while cgroup directory `dir` exists.
+    fn cgroup_alive(&self, dir: &std::path::Path) -> bool;
+    /// The interfaces of `pid`'s network namespace.
+    fn links(&self, pid: u32) -> Option<NetnsLinks>;
+    /// `--all`: what cgroup `id` is, if it exists or was seen.
+    fn cgroup_info(&mut self, id: u64) -> Option<CgroupInfo>;
+    /// `--all`: true while cgroup `id` exists.
+    fn cgroup_id_alive(&self, id: u64) -> bool;
+    /// `--details`: (RTT µs, retransmits, TCP state) of a connection that predates the run.
+    fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)>;
+}
+
+/// What a session target is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A process: named with `-p`, or the command of spawn mode.
+    Process {
+        /// Who it is.
+        ident: ProcIdentity,
+        /// Names for reports.
+        labels: ProcessLabels,
+    },
+    /// A whole cgroup (`--cgroup`, `--container`).
+    Cgroup {
+        /// Its directory.
+        dir: PathBuf,
+        /// Names for reports.
+        info: CgroupInfo,
+    },
+}
+
+/// A target as set-up leaves it: counting has started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Its slot.
+    pub slot: Slot,
+    /// What it is.
+    pub subject: Subject,
+    /// Its counters when counting started (zero for a spawned command).
+    pub baseline: Traffic,
+    /// Connections that predate the run, counted by the agent (tcp, udp).
+    pub preexisting: (i64, i64),
+    /// `-i` names with their keys as resolved at set-up.
+    pub ifaces: HashMap<String, IfaceKey>,
+}
+
+/// One target's running state.
+#[derive(Debug, Clone)]
+pub struct TargetState {
+    /// Its slot.
+    pub slot: Slot,
+    /// What it is.
+    pub subject: Subject,
+    /// Rates, peaks and totals since the start.
+    pub series: Series,
+    /// The latest cumulative reading.
+    pub last: Traffic,
+    /// Set when it ended (processes: their runtime then).
+    pub exited: Option<Duration>,
+    /// Connections that predate the run (tcp, udp); the kernel's gauge takes them out when
+    /// they close.
+    pub preexisting: (i64, i64),
+    /// Live connections now (tcp, udp).
+    pub connections: (u32, u32),
+    /// `-i` names and their keys as last resolved.
+    pub ifaces: HashMap<String, IfaceKey>,
+}
+
+/// Which report to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// A report of the run so far (continuous output).
+    Interval,
+    /// The `-t` window's report: averages for rates.
+    Final,
+}
+
+/// The run's state between ticks.
+pub struct Session {
+    targets: Vec<TargetState>,
+    aggregate: Series,
+    node: Option<NodeWide>,
+    interfaces: Vec<String>,
+    details: Option<DetailTracker>,
+    old_sockets: Vec<OldSocket>,
+    iface_filter: bool,
+    untracked_base: Untracked,
+}
+
+impl Session {
+    /// Starts counting at `now`: `targets` with their baselines; `node` for `--all`;
+    /// `interfaces` the `-i` names (watched for removal and re-add); `details` on with
+    /// `--details`; `untracked_base` the kernel's unattributed counts at the start.
+    pub fn start(
+        now: Instant,
+        targets: Vec<Started>,
+        node: Option<NodeWide>,
+        interfaces: Vec<String>,
+        details: bool,
+        old_sockets: Vec<OldSocket>,
+        untracked_base: Untracked,
+    ) -> Self {
+        let targets: Vec<TargetState> = targets
+            .into_iter()
+            .map(|t| TargetState {
+                slot: t.slot,
+                subject: t.subject,
+                series: Series::new(t.baseline, now),
+                last: t.baseline,
+                exited: None,
+                preexisting: t.preexisting,
+                connections: (0, 0),
+                ifaces: t.ifaces,
+            })
+            .collect();
+        let aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
+        Self {
+            targets,
+            aggregate,
+            node,
+            iface_filter: !interfaces.is_empty(),
+            interfaces,
+            details: details.then(DetailTracker::default),
+            old_sockets,
+            untracked_base,
+        }
+    }
+
+    /// The targets, in slot order.
+    pub fn targets(&self) -> &[TargetState] {
+        &self.targets
+    }
+
+    /// `--all`'s workloads.
+    pub fn node(&self) -> Option<&NodeWide> {
+        self.node.as_ref()
+    }
+
+    /// True when there are targets and every one has ended (`--all` alone never ends so).
+    pub fn all_gone(&self) -> bool {
+        !self.targets.is_empty() && self.targets.iter().all(|t| t.exited.is_some())
+    }
+
+    /// One interval: reads every target's totals and gauges, advances rates, notes exits,
+    /// samples `--all`, and follows `-i` interfaces that went away or came back.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        kernel: &mut dyn Kernel,
+        host: &mut dyn HostView,
+    ) -> anyhow::Result<()> {
+        for t in &mut self.targets {
+            sample(t, now, kernel, host)?;
+        }
+        self.aggregate
+            .update_at(now, sum_traffic(self.targets.iter().map(|t| &t.last)));
+        if let Some(node) = &mut self.node {
+            node.sample(now, kernel, host);
+        }
+        if !self.interfaces.is_empty() {
+            for t in self.targets.iter_mut().filter(|t| t.exited.is_none()) {
+                watch_ifaces(t, &self.interfaces, kernel, host);
+            }
+        }
+        Ok(())
+    }
+
+    /// What could not be attributed since the start.
+    pub fn untracked(&self, kernel: &dyn Kernel) -> anyhow::Result<Untracked> {
+        let now = kernel.untracked()?;
+        let base = self.untracked_base;
+        Ok(Untracked {
+            traffic: now.traffic.minus(base.traffic),
+            sockets: now.sockets.saturating_sub(base.sockets),
+            processes: now.processes.saturating_sub(base.processes),
+        })
+    }
+
+    /// The report of the run as of the last tick. With `--details`, reads the connection
+    /// records (`now`, `mono_ns`: CLOCK_MONOTONIC) and forgets those it shows closed.
+    pub fn snapshot(
+        &mut self,
+        kind: ReportKind,
+        aggregate: bool,
+        clock: (Instant, u64),
+        kernel: &mut dyn Kernel,
+        host: &dyn HostView,
+    ) -> anyhow::Result<Report> {
+        let mut details = self.details(clock, kernel, host);
+        let is_final = kind == ReportKind::Final;
+        let untracked = self.untracked(kernel)?;
+        let mut workloads: Vec<WorkloadReport> = Vec::new();
+        let mut processes: Vec<ProcessReport> = Vec::new();
+        for t in &self.targets {
+            let row = row_of(&t.series, t.connections, is_final);
+            match &t.subject {
+                Subject::Process { ident, labels } => processes.push(ProcessReport {
+                    container: labels.container.clone(),
+                    nspid: labels.nspid,
+                    pid: ident.pid,
+                    name: ident.comm.clone(),
+                    runtime: t.exited.unwrap_or_else(|| host.runtime(ident)),
+                    exited: t.exited.is_some(),
+                    row,
+                    traffic: t.series.since_start(),
+                    connections: details
+                        .as_mut()
+                        .map(|d| d.remove(&t.slot).unwrap_or_default()),
+                }),
+                Subject::Cgroup { info, .. } => workloads.push(WorkloadReport {
+                    name: info.workload.clone(),
+                    cgroup: info.path.clone(),
+                    container: info.container.clone(),
+                    exited: t.exited.is_some(),
+                    row,
+                    traffic: t.series.since_start(),
+                }),
+            }
+        }
+        if let Some(node) = &self.node {
+            workloads.extend(node.reports(is_final));
+        }
+        let aggregated = aggregate.then(|| {
+            let conns = self.targets.iter().fold((0, 0), |(a, b), t| {
+                (a + t.connections.0, b + t.connections.1)
+            });
+            row_of(&self.aggregate, conns, is_final)
+        });
+        Ok(Report {
+            timestamp: chrono::Local::now().fixed_offset(),
+            processes,
+            aggregated,
+            workloads,
+            untracked: untracked.traffic,
+            untracked_sockets: untracked.sockets,
+            untracked_processes: untracked.processes,
+            is_final,
+        })
+    }
+
+    /// `--details`: rows per slot from the kernel's records; closed ones are shown once and
+    /// forgotten.
+    fn details(
+        &mut self,
+        (now, mono_ns): (Instant, u64),
+        kernel: &mut dyn Kernel,
+        host: &dyn HostView,
+    ) -> Option<HashMap<Slot, Vec<ConnDetail>>> {
+        let tracker = self.details.as_mut()?;
+        for s in &self.old_sockets {
+            if let Some((rtt, retrans, state)) = host.tcp_info(s) {
+                kernel.refresh_connection(s.cookie, rtt, retrans, state);
+            }
+        }
+        let rows = tracker.update(now, mono_ns, kernel.connections(), self.iface_filter);
+        for c in &rows.forget {
+            kernel.forget_connection(*c);
+        }
+        Some(rows.by_slot)
+    }
+}
+
+/// Reads one target's totals and gauges; notes its exit.
+fn sample(
+    t: &mut TargetState,
+    now: Instant,
+    kernel: &dyn Kernel,
+    host: &dyn HostView,
+) -> anyhow::Result<()> {
+    let cur = kernel.totals(t.slot)?;
+    t.series.update_at(now, cur);
+    t.last = cur;
+    if t.exited.is_some() {
+        return Ok(());
+    }
+    let alive = match &t.subject {
+        Subject::Process { ident, .. } => host.process_alive(ident),
+        Subject::Cgroup { dir, .. } => host.cgroup_alive(dir),
+    };
+    if alive {
+        let (tcp, udp) = kernel.gauges(t.slot)?;
+        t.connections = (
+            (tcp + t.preexisting.0).clamp(0, i64::from(u32::MAX)) as u32,
+            (udp + t.preexisting.1).clamp(0, i64::from(u32::MAX)) as u32,
+        );
+    } else {
+        t.exited = Some(match &t.subject {
+            Subject::Process { ident, .. } => host.runtime(ident),
+            Subject::Cgroup { .. } => Duration::ZERO,
+        });
+        t.connections = (0, 0);
+    }
+    Ok(())
+}
+
+/// Re-resolves `-i` names in a process target's namespace: warns when an interface goes
+/// away, comes back or is recreated, and updates the kernel's filter so counting continues
+/// on what remains and resumes on re-add.
+fn watch_ifaces(
+    t: &mut TargetState,
+    names: &[String],
+    kernel: &mut dyn Kernel,
+    host: &dyn HostView,
+) {
+    let Subject::Process { ident, .. } = &t.subject else {
+        return;
+    };
+    let Some(links) = host.links(ident.pid) else {
+        return;
+    };
+    for n in names {
+        let now = links.index_of(n).map(|ifindex| IfaceKey {
+            netns_cookie: links.cookie,
+            ifindex,
+        });
+        match (t.ifaces.get(n).copied(), now) {
+            (Some(b), Some(k)) if b == k => {}
+            (Some(b), None) => {
+                log::warn!(
+                    "interface {n} is gone from the namespace of process {}; counting continues on the others",
+                    ident.pid
+                );
+                kernel.deny_iface(b);
+                t.ifaces.remove(n);
+            }
+            (before, Some(k)) => {
+                if let Some(b) = before {
+                    kernel.deny_iface(b);
+                }
+                log::warn!(
+                    "interface {n} is back in the namespace of process {} (ifindex {}); counting it again",
+                    ident.pid,
+                    k.ifindex
+                );
+                if let Err(e) = kernel.allow_iface(k) {
+                    log::warn!("{e:#}");
+                }
+                t.ifaces.insert(n.clone(), k);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// A report row from a series: last interval's rates, or the window's averages when final.
+pub fn row_of(series: &Series, connections: (u32, u32), is_final: bool) -> Row {
+    let (rate_in, rate_out) = if is_final {
+        series.average()
+    } else {
+        (series.rate_in, series.rate_out)
+    };
+    Row {
+        counters: series.since_start().total(),
+        rate_in,
+        rate_out,
+        peak_rate_in: series.peak_in,
+        peak_rate_out: series.peak_out,
+        tcp_connections: connections.0,
+        udp_connections: connections.1,
+    }
+}

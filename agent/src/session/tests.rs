@@ -1,0 +1,402 @@
+//! `Session::tick` and `Session::snapshot` against `kernel::fake` and a fake host: no root,
+//! no clock (every instant is given).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::{HostView, NodeWide, ReportKind, Session, Started, Subject};
+use crate::{
+    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
+    kernel::{
+        CgroupCount, Connection, IfaceKey, Kernel as _, Proto, Slot, Untracked, fake::FakeKernel,
+    },
+    model::{Counters, Traffic},
+    plan::ProcessLabels,
+    setup::stamp::OldSocket,
+};
+
+/// The host as a test scripts it.
+#[derive(Default)]
+struct FakeHost {
+    dead: HashSet<u32>,
+    gone_dirs: HashSet<PathBuf>,
+    links: HashMap<u32, NetnsLinks>,
+    cgroups: HashMap<u64, CgroupInfo>,
+    gone_ids: HashSet<u64>,
+}
+
+impl HostView for FakeHost {
+    fn process_alive(&self, t: &ProcIdentity) -> bool {
+        !self.dead.contains(&t.pid)
+    }
+    fn runtime(&self, _t: &ProcIdentity) -> Duration {
+        Duration::from_secs(42)
+    }
+    fn cgroup_alive(&self, dir: &Path) -> bool {
+        !self.gone_dirs.contains(dir)
+    }
+    fn links(&self, pid: u32) -> Option<NetnsLinks> {
+        self.links.get(&pid).cloned()
+    }
+    fn cgroup_info(&mut self, id: u64) -> Option<CgroupInfo> {
+        self.cgroups.get(&id).cloned()
+    }
+    fn cgroup_id_alive(&self, id: u64) -> bool {
+        !self.gone_ids.contains(&id)
+    }
+    fn tcp_info(&self, _s: &OldSocket) -> Option<(u32, u32, u8)> {
+        Some((900, 3, 1))
+    }
+}
+
+fn tcp(bytes_in: u64, bytes_out: u64) -> Traffic {
+    Traffic {
+        tcp: Counters {
+            bytes_in,
+            bytes_out,
+            packets_in: bytes_in / 100,
+            packets_out: bytes_out / 100,
+        },
+        ..Traffic::default()
+    }
+}
+
+fn process(slot: u32, pid: u32, baseline: Traffic) -> Started {
+    Started {
+        slot: Slot(slot),
+        subject: Subject::Process {
+            ident: ProcIdentity {
+                pid,
+                comm: format!("p{pid}"),
+                start_ticks: 1,
+            },
+            labels: ProcessLabels::default(),
+        },
+        baseline,
+        preexisting: (1, 0),
+        ifaces: HashMap::new(),
+    }
+}
+
+fn cgroup(slot: u32, path: &str) -> Started {
+    Started {
+        slot: Slot(slot),
+        subject: Subject::Cgroup {
+            dir: PathBuf::from(path),
+            info: CgroupInfo {
+                path: path.into(),
+                container: None,
+                workload: path.into(),
+            },
+        },
+        baseline: Traffic::default(),
+        preexisting: (0, 0),
+        ifaces: HashMap::new(),
+    }
+}
+
+fn session(t0: Instant, targets: Vec<Started>, k: &FakeKernel) -> Session {
+    Session::start(
+        t0,
+        targets,
+        None,
+        Vec::new(),
+        false,
+        Vec::new(),
+        k.untracked().unwrap(),
+    )
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn totals_rates_peaks_from_the_baseline() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    // Traffic before the run is not the run's.
+    k.totals.insert(Slot(0), tcp(5_000, 7_000));
+    let mut s = session(t0, vec![process(0, 10, tcp(5_000, 7_000))], &k);
+    k.totals.insert(Slot(0), tcp(6_000, 7_500));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    k.totals.insert(Slot(0), tcp(6_250, 9_500));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    let r = s
+        .snapshot(ReportKind::Interval, true, (t0 + 2 * SEC, 0), &mut k, &h)
+        .unwrap();
+    let p = &r.processes[0];
+    assert_eq!((p.pid, p.name.as_str()), (10, "p10"));
+    assert_eq!(
+        (p.row.counters.bytes_in, p.row.counters.bytes_out),
+        (1_250, 2_500)
+    );
+    // Last interval: 250 B in, 2000 B out in 1 s.
+    assert_eq!((p.row.rate_in, p.row.rate_out), (2_000.0, 16_000.0));
+    assert_eq!(
+        (p.row.peak_rate_in, p.row.peak_rate_out),
+        (8_000.0, 16_000.0)
+    );
+    // The final report of a window has the window's averages.
+    let f = s
+        .snapshot(ReportKind::Final, false, (t0 + 2 * SEC, 0), &mut k, &h)
+        .unwrap();
+    assert_eq!(
+        (f.processes[0].row.rate_in, f.processes[0].row.rate_out),
+        (5_000.0, 10_000.0)
+    );
+    assert!(f.is_final && f.aggregated.is_none());
+    assert_eq!(r.aggregated.unwrap().counters.bytes_in, 1_250);
+}
+
+#[test]
+fn connections_count_preexisting_and_gauges() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = session(t0, vec![process(0, 10, Traffic::default())], &k);
+    k.gauges.insert(Slot(0), (2, 3));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    assert_eq!(s.targets()[0].connections, (3, 3));
+    // The pre-existing connection closed: the kernel's gauge goes below zero for it.
+    k.gauges.insert(Slot(0), (-1, 0));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(s.targets()[0].connections, (0, 0));
+}
+
+#[test]
+fn exits_freeze_runtime_and_end_the_run() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = session(
+        t0,
+        vec![process(0, 10, Traffic::default()), cgroup(1, "/x")],
+        &k,
+    );
+    k.gauges.insert(Slot(0), (1, 0));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    assert!(!s.all_gone());
+    h.dead.insert(10);
+    // Bytes that arrive in the exit's interval still count.
+    k.totals.insert(Slot(0), tcp(300, 0));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    let t = &s.targets()[0];
+    assert_eq!(
+        (t.exited, t.connections),
+        (Some(Duration::from_secs(42)), (0, 0))
+    );
+    assert_eq!(t.series.since_start().total().bytes_in, 300);
+    assert!(!s.all_gone(), "the cgroup target still runs");
+    h.gone_dirs.insert(PathBuf::from("/x"));
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    assert!(s.all_gone());
+    let r = s
+        .snapshot(ReportKind::Interval, false, (t0, 0), &mut k, &h)
+        .unwrap();
+    assert!(r.processes[0].exited && r.workloads[0].exited);
+    assert_eq!(r.workloads[0].name, "/x");
+}
+
+#[test]
+fn no_targets_never_all_gone() {
+    let k = FakeKernel::default();
+    assert!(!session(Instant::now(), Vec::new(), &k).all_gone());
+}
+
+#[test]
+fn untracked_counts_from_the_start() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let h = FakeHost::default();
+    k.untracked = Untracked {
+        traffic: Counters {
+            bytes_in: 100,
+            ..Counters::default()
+        },
+        sockets: 2,
+        processes: 1,
+    };
+    let mut s = session(t0, Vec::new(), &k);
+    k.untracked.traffic.bytes_in = 350;
+    k.untracked.sockets = 5;
+    let r = s
+        .snapshot(ReportKind::Interval, false, (t0, 0), &mut k, &h)
+        .unwrap();
+    assert_eq!(
+        (
+            r.untracked.bytes_in,
+            r.untracked_sockets,
+            r.untracked_processes
+        ),
+        (250, 3, 0)
+    );
+}
+
+#[test]
+fn details_per_slot_closed_once_and_old_sockets_refreshed() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let conn = |slot: u32, close_ns: u64| Connection {
+        bytes_in: 1_000,
+        bytes_out: 10,
+        open_ns: 1_000_000_000,
+        close_ns,
+        local: ([u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0], 40_000),
+        remote: ([u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0], 443),
+        slot: Slot(slot),
+        tgid: 10,
+        srtt_us: 0,
+        retrans: 0,
+        tcp: true,
+        family: 2,
+        state: 1,
+        iface_ok: true,
+    };
+    k.put_connection(7, conn(0, 0)).unwrap();
+    k.put_connection(8, conn(1, 5)).unwrap();
+    let old = vec![OldSocket {
+        pid: 10,
+        fd: 3,
+        cookie: 7,
+    }];
+    let mut s = Session::start(
+        t0,
+        vec![
+            process(0, 10, Traffic::default()),
+            process(1, 11, Traffic::default()),
+        ],
+        None,
+        Vec::new(),
+        true,
+        old,
+        Untracked::default(),
+    );
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    let r = s
+        .snapshot(
+            ReportKind::Interval,
+            false,
+            (t0 + SEC, 3_000_000_000),
+            &mut k,
+            &h,
+        )
+        .unwrap();
+    let c0 = r.processes[0].connections.as_ref().unwrap();
+    assert_eq!(c0.len(), 1);
+    assert_eq!(
+        (
+            c0[0].remote.as_str(),
+            c0[0].state,
+            c0[0].rtt_us,
+            c0[0].retransmits
+        ),
+        ("10.0.0.2:443", "ESTABLISHED", Some(900), Some(3))
+    );
+    assert_eq!(c0[0].age, Duration::from_secs(2));
+    let c1 = r.processes[1].connections.as_ref().unwrap();
+    assert_eq!(c1[0].state, "CLOSED");
+    // Shown closed once, then forgotten in the kernel too.
+    assert!(!k.conns.contains_key(&8) && k.conns.contains_key(&7));
+}
+
+#[test]
+fn interfaces_followed_across_removal_and_re_add() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let eth0 = IfaceKey {
+        netns_cookie: 9,
+        ifindex: 2,
+    };
+    let mut t = process(0, 10, Traffic::default());
+    t.ifaces.insert("eth0".into(), eth0);
+    k.allow_iface(eth0).unwrap();
+    let mut s = Session::start(
+        t0,
+        vec![t],
+        None,
+        vec!["eth0".into()],
+        false,
+        Vec::new(),
+        Untracked::default(),
+    );
+    let links = |idx: Option<u32>| NetnsLinks {
+        cookie: 9,
+        links: idx
+            .map(|i| vec![("lo".into(), 1), ("eth0".into(), i)])
+            .unwrap_or_else(|| vec![("lo".into(), 1)]),
+    };
+    h.links.insert(10, links(None));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    assert!(k.ifaces.is_empty(), "removed: no longer counted");
+    h.links.insert(10, links(Some(5)));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    let readded = IfaceKey {
+        netns_cookie: 9,
+        ifindex: 5,
+    };
+    assert_eq!(k.ifaces, HashSet::from([readded]));
+    assert_eq!(s.targets()[0].ifaces["eth0"], readded);
+}
+
+#[test]
+fn node_wide_groups_cgroups_by_workload() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let count = |id: u64, proto: Proto, bytes_in: u64| CgroupCount {
+        cgroup_id: id,
+        proto,
+        counters: Counters {
+            bytes_in,
+            ..Counters::default()
+        },
+    };
+    // Before the run: not the run's.
+    k.cgroup_totals = vec![count(1, Proto::Tcp, 500)];
+    let node = NodeWide::start(t0, &k);
+    let mut s = Session::start(
+        t0,
+        Vec::new(),
+        Some(node),
+        Vec::new(),
+        false,
+        Vec::new(),
+        Untracked::default(),
+    );
+    let info = |w: &str| CgroupInfo {
+        path: format!("/{w}"),
+        container: None,
+        workload: w.into(),
+    };
+    h.cgroups.insert(1, info("web"));
+    h.cgroups.insert(2, info("web"));
+    h.cgroups.insert(3, info("db"));
+    k.cgroup_totals = vec![
+        count(1, Proto::Tcp, 700),
+        count(2, Proto::Udp, 50),
+        count(3, Proto::Tcp, 10),
+        count(4, Proto::Tcp, 1),
+    ];
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    h.gone_ids.insert(3);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    let r = s
+        .snapshot(ReportKind::Interval, false, (t0, 0), &mut k, &h)
+        .unwrap();
+    let by: HashMap<&str, (u64, bool)> = r
+        .workloads
+        .iter()
+        .map(|w| (w.name.as_str(), (w.row.counters.bytes_in, w.exited)))
+        .collect();
+    assert_eq!(by["web"], (250, false));
+    assert_eq!((by["web"].0, r.workloads.len()), (250, 3));
+    assert_eq!(by["db"], (10, true));
+    // An id the host cannot name is still counted, under its id.
+    assert_eq!(by["cgroup-id:4"].0, 1);
+    assert_eq!(s.node().unwrap().keys(), 4);
+}

@@ -1,0 +1,163 @@
+//! Where a socket that predates the run becomes a target's: every inet socket a process holds
+//! is copied out of it (`pidfd_getfd`), described (`SO_COOKIE`, addresses, `TCP_INFO`) and
+//! stamped into the kernel with its owner, then the copy is closed at once (holding it would
+//! delay the target's own close). Sockets created later are stamped by the kernel itself
+//! (`cgroup/sock_create`); accepted ones inherit their listener's stamp.
+
+use std::os::fd::RawFd;
+
+use crate::{
+    details::monotonic_ns,
+    host::procs::{self, ProcFs, ProcIdentity},
+    kernel::{Connection, Kernel, Knobs, Proto, Slot, SocketStamp},
+};
+
+/// `TCP_ESTABLISHED` (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// A TCP socket that predates the run, remembered so `--details` can refresh its TCP_INFO
+/// (sock_ops callbacks cannot be armed on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldSocket {
+    /// Its process.
+    pub pid: u32,
+    /// Its descriptor number there (checked by cookie before use: numbers are reused).
+    pub fd: RawFd,
+    /// Its cookie.
+    pub cookie: u64,
+}
+
+/// What stamping one process's sockets found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stamped {
+    /// Connections it counted now: (TCP established, UDP bound or connected).
+    pub connections: (i64, i64),
+    /// Its TCP sockets, for `--details`.
+    pub old: Vec<OldSocket>,
+}
+
+impl Stamped {
+    /// Adds another process's findings (a target's children).
+    pub fn merge(&mut self, o: Self) {
+        self.connections.0 += o.connections.0;
+        self.connections.1 += o.connections.1;
+        self.old.extend(o.old);
+    }
+}
+
+/// Stamps every inet socket `t` holds now as target `slot`'s.
+pub fn stamp_existing(
+    kernel: &mut dyn Kernel,
+    proc: &ProcFs,
+    t: &ProcIdentity,
+    slot: Slot,
+    knobs: Knobs,
+) -> Stamped {
+    let mut out = Stamped::default();
+    let Ok(pidfd) = procs::PidFd::open(t.pid) else {
+        return out;
+    };
+    // The pidfd pins the process; check it is still the one we identified.
+    if !proc.is_alive(t) {
+        return out;
+    }
+    let fds = match proc.socket_fds(t.pid) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("cannot list sockets of {}: {e}", t.pid);
+            return out;
+        }
+    };
+    let mut stamped = 0;
+    for (fd, _inode) in fds {
+        let Ok(copy) = pidfd.get_fd(fd) else { continue };
+        let Ok(info) = procs::sock_info(&copy) else {
+            continue;
+        };
+        if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 {
+            continue;
+        }
+        let proto = match info.protocol {
+            libc::IPPROTO_TCP => Proto::Tcp,
+            libc::IPPROTO_UDP => Proto::Udp,
+            _ => Proto::Other,
+        };
+        let detail = procs::sock_detail(&copy, info.protocol);
+        let established = proto == Proto::Tcp && detail.tcp_state == TCP_ESTABLISHED;
+        let udp_active = proto == Proto::Udp && (detail.local.1 != 0 || detail.remote.1 != 0);
+        // Without -i it qualifies now and the agent counts it; with -i, its first packet
+        // through a chosen interface counts it in the kernel.
+        let count_now = !knobs.iface_filter && (established || udp_active);
+        let stamp = SocketStamp {
+            slot,
+            tgid: t.pid,
+            proto,
+            family: info.domain as u8,
+            established,
+            udp_active,
+            count_now,
+            iface_ok: !knobs.iface_filter,
+        };
+        match kernel.stamp_socket(&copy, stamp) {
+            Ok(installed) => {
+                stamped += 1;
+                if installed && count_now {
+                    if proto == Proto::Tcp {
+                        out.connections.0 += 1;
+                    } else {
+                        out.connections.1 += 1;
+                    }
+                }
+            }
+            Err(e) => log::warn!("socket {fd} of {}: {e:#}", t.pid),
+        }
+        if knobs.details {
+            let conn = Connection {
+                bytes_in: 0,
+                bytes_out: 0,
+                // Its real opening time is unknown: its age counts from the run's start.
+                open_ns: monotonic_ns(),
+                close_ns: 0,
+                local: detail.local,
+                remote: detail.remote,
+                slot,
+                tgid: t.pid,
+                srtt_us: detail.rtt_us,
+                retrans: detail.retrans,
+                tcp: proto == Proto::Tcp,
+                family: info.domain as u8,
+                state: detail.tcp_state,
+                iface_ok: !knobs.iface_filter,
+            };
+            if let Err(e) = kernel.put_connection(info.cookie, conn) {
+                log::warn!("{e:#}");
+            }
+            if proto == Proto::Tcp {
+                out.old.push(OldSocket {
+                    pid: t.pid,
+                    fd,
+                    cookie: info.cookie,
+                });
+            }
+        }
+    }
+    log::info!(
+        "process {}: {stamped} existing socket(s) stamped, {:?} connections open",
+        t.pid,
+        out.connections
+    );
+    out
+}
+
+/// Re-reads TCP_INFO of a socket that predates the run through a fresh descriptor copy,
+/// checked by cookie (the descriptor number may have been reused): (RTT µs, retransmits,
+/// state), or None when it is gone.
+pub fn tcp_info(s: &OldSocket) -> Option<(u32, u32, u8)> {
+    let pidfd = procs::PidFd::open(s.pid).ok()?;
+    let copy = pidfd.get_fd(s.fd).ok()?;
+    if procs::sock_info(&copy).map(|i| i.cookie).ok() != Some(s.cookie) {
+        return None;
+    }
+    let d = procs::sock_detail(&copy, libc::IPPROTO_TCP);
+    Some((d.rtt_us, d.retrans, d.tcp_state))
+}
