@@ -81,6 +81,32 @@ impl Config {
             .map(|t| parse_duration("-t", t))
             .transpose()?;
         let interval = parse_duration("--interval", &opt.interval)?;
+        if interval < MIN_INTERVAL {
+            return Err(UsageError::new(format!(
+                "--interval {}: at least 10ms, e.g. --interval 100ms",
+                opt.interval
+            )));
+        }
+        non_empty(
+            "--cgroup",
+            "a cgroup path such as /system.slice/nginx.service (/ is the whole host)",
+            opt.cgroup.iter().map(String::as_str),
+        )?;
+        non_empty(
+            "--container",
+            "a container id or a unique prefix of one",
+            opt.container.iter().map(String::as_str),
+        )?;
+        non_empty(
+            "--host-proc",
+            "the directory where the host's /proc is mounted, e.g. /host/proc",
+            opt.host_proc.iter().filter_map(|p| p.to_str()),
+        )?;
+        non_empty(
+            "-o",
+            "a file name",
+            opt.output.iter().filter_map(|p| p.to_str()),
+        )?;
         let metrics_addr = opt
             .metrics_addr
             .as_deref()
@@ -160,7 +186,13 @@ pub fn parse_pid_list(list: &str, pid_max: u32) -> Result<Vec<u32>, UsageError> 
     Ok(pids)
 }
 
-/// Parses a positive duration (`10s`, `5m`, `1h30m`, `500ms`) for flag `flag`.
+/// The longest duration any flag takes (a year): beyond it, deadlines overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The shortest `--interval`: below it sampling becomes a busy loop.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Parses a positive duration (`10s`, `5m`, `1h30m`, `500ms`) of at most [`MAX_DURATION`]
+/// for flag `flag`.
 pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
     let d = humantime::parse_duration(text.trim()).map_err(|_| {
         UsageError::new(format!(
@@ -172,7 +204,24 @@ pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
             "{flag}: the duration must be greater than zero, e.g. 10s"
         )));
     }
+    if d > MAX_DURATION {
+        return Err(UsageError::new(format!(
+            "{flag}: '{text}' is longer than a year, the most procnetmon2 takes; run without -t to run until stopped"
+        )));
+    }
     Ok(d)
+}
+
+/// Refuses an empty value for a flag that names a path or an id.
+fn non_empty<'a>(
+    flag: &str,
+    what: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<(), UsageError> {
+    if values.into_iter().any(|v| v.trim().is_empty()) {
+        return Err(UsageError::new(format!("{flag} is empty: give {what}")));
+    }
+    Ok(())
 }
 
 /// Parses `-i`: comma-separated interface names, each 1..=15 bytes without '/', ':' or spaces.
@@ -240,9 +289,40 @@ mod tests {
             parse_duration("-t", "500ms").unwrap(),
             Duration::from_millis(500)
         );
-        for bad in ["", "0s", "-3s", "ten", "10", "s"] {
+        for bad in ["", "0s", "-3s", "ten", "10", "s", "366d", "500000000000y"] {
             assert!(parse_duration("-t", bad).is_err(), "{bad}");
         }
+        assert!(parse_duration("-t", "365d").is_ok());
+    }
+
+    /// The usage error of a command line, from clap or from validation.
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["procnetmon2"];
+        argv.extend_from_slice(args);
+        match crate::cli::parse(argv.iter().map(std::ffi::OsString::from)) {
+            crate::cli::Parsed::Run(opt) => {
+                Config::from_opt(&opt, 4_194_304).map_err(|e| e.to_string())
+            }
+            crate::cli::Parsed::Usage(msg) => Err(msg),
+            crate::cli::Parsed::Info(_) => panic!("not a run: {args:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_refused_up_front() {
+        for (args, msg) in [
+            (&["-p", "1", "--interval", "1ns"][..], "at least 10ms"),
+            (&["-p", "1", "--interval", "9ms"], "at least 10ms"),
+            (&["-p", "1", "-t", "500000000000y"], "longer than a year"),
+            (&["--cgroup", ""], "--cgroup is empty"),
+            (&["--container", " "], "--container is empty"),
+            (&["-p", "1", "--host-proc", ""], "--host-proc"),
+            (&["-p", "1", "-o", ""], "-o"),
+        ] {
+            let e = config(args).expect_err(&format!("{args:?}"));
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+        assert!(config(&["-p", "1", "--interval", "10ms"]).is_ok());
     }
 
     #[test]

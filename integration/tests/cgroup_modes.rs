@@ -298,3 +298,70 @@ fn works_under_ip_netns_exec() {
     );
     target.close_stdin();
 }
+
+/// A `--cgroup` target and a spawned command each get a slot of their own: the command's
+/// bytes are reported once, on the command (they once also showed on the first `--cgroup`
+/// target, and `-a` doubled them); and `--all -- CMD` counts node-wide as well as the command.
+#[test]
+fn cgroup_target_and_command_are_counted_apart() {
+    if skip_unless_root() {
+        return;
+    }
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7233", "1000000"], None, None);
+    sink.expect_line("ready");
+    let idle = Cgroup::new();
+    let _sleeper = Proc::spawn(Path::new("sleep"), &["60"], Some(&idle), None);
+    let rel = format!(
+        "/{}",
+        idle.dir
+            .strip_prefix(procnetmon2_integration::cgroup2_root())
+            .expect("under the root")
+            .display()
+    );
+    let peer = bin("pnm-peer");
+    let peer = peer.to_str().expect("utf8");
+    let send = [peer, "udp-send", "127.0.0.1:7233", "40", "400", "connected"];
+    let mut args = vec!["--cgroup", &rel, "--json", "-a", "-t", "20s", "--"];
+    args.extend(send);
+    let (status, reports, err) = run_monitor(&args);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let r = reports.last().expect("a report");
+    let sent = 40 * udp4_bytes(400);
+    let cmd = r["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .next()
+        .expect("the command");
+    assert_eq!(num(&cmd["current"], "bytes_out"), sent, "{r}");
+    let w = r["workloads"].as_object().expect("workloads");
+    let x = w
+        .values()
+        .find(|v| v["cgroup"] == rel.as_str())
+        .expect("the --cgroup target");
+    assert_eq!(num(&x["current"], "bytes_out"), 0, "{r}");
+    assert_eq!(num(&r["aggregated"], "bytes_out"), sent, "{r}");
+
+    // --all with a command: the command's row and node-wide workloads, one of which carries
+    // the command's bytes (its spawn cgroup).
+    let mut args = vec!["--all", "--json", "-t", "20s", "--"];
+    args.extend(send);
+    let (status, reports, err) = run_monitor(&args);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let r = reports.last().expect("a report");
+    let cmd = r["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .next()
+        .expect("the command");
+    assert_eq!(num(&cmd["current"], "bytes_out"), sent, "{r}");
+    let w = r["workloads"].as_object().expect("workloads");
+    assert!(
+        w.values().any(|v| v["cgroup"]
+            .as_str()
+            .is_some_and(|c| c.contains("procnetmon2-spawn"))
+            && num(&v["current"], "bytes_out") == sent),
+        "node-wide workloads carry the command's bytes: {r}"
+    );
+}

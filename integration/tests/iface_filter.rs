@@ -214,3 +214,50 @@ fn unknown_interface_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// `-i` with a whole-cgroup target: the name is resolved in the namespaces of the cgroup's
+/// processes (it once was not resolved at all, and the cgroup reported 0 bytes); a name that
+/// none of them has is a usage error before anything is loaded.
+#[test]
+fn cgroup_target_counts_the_chosen_interface() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, b, c) = (Netns::new(false), Netns::new(false), Netns::new(false));
+    let v0 = Veth::new(&a, "eth0", &b, "eth0", 46);
+    let v1 = Veth::new(&a, "eth1", &c, "eth0", 47);
+    let (to_b, to_c) = (format!("{}:7406", v0.ip_b), format!("{}:7407", v1.ip_b));
+    let (_sb, _sc) = (sink(&b, &to_b), sink(&c, &to_c));
+    let cg = Cgroup::new();
+    let mut target = sender_shell(&a, &cg, &[(&to_b, 70, 300), (&to_c, 30, 900)]);
+    let rel = format!(
+        "/{}",
+        cg.dir
+            .strip_prefix(procnetmon2_integration::cgroup2_root())
+            .expect("under the root")
+            .display()
+    );
+    let (status, _, err) = run_monitor(&["--cgroup", &rel, "-i", "eth9", "-t", "1s"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("eth9") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let mon = Monitor::start(&["--cgroup", &rel, "-i", "eth0", "--json", "-t", "3s"]);
+    let before = a.link_stats("eth0");
+    target.send_line("go");
+    target.expect_line("sent");
+    let (status, reports, err) = mon.finish();
+    let eth0 = a.link_stats("eth0").since(&before);
+    assert!(status.success(), "{err:?}");
+    let r = reports.last().expect("report");
+    let w = r["workloads"]
+        .as_object()
+        .expect("workloads")
+        .values()
+        .next()
+        .expect("the cgroup");
+    assert_eq!(num(&w["current"], "bytes_out"), eth0.ip_tx(), "{r}");
+    assert_eq!(num(&w["current"], "bytes_out"), 70 * udp4_bytes(300));
+    target.close_stdin();
+}
