@@ -254,13 +254,17 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
             }
         }
     }
+    // Node-wide counting starts before the command does: its cgroup is new, so all of its
+    // traffic is the run's.
+    let node = plan
+        .node_wide
+        .then(|| NodeWide::start(Instant::now(), &probes));
     let command = match command {
         Some((_, argv, cg)) => Some(spawn::Command::start(argv, cg)?),
         None => None,
     };
     let (started, old) = stamp_and_start(&mut probes, plan, env, command.as_ref());
     let now = Instant::now();
-    let node = plan.node_wide.then(|| NodeWide::start(now, &probes));
     let untracked_base = probes.untracked()?;
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
     log::info!(
