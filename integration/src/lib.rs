@@ -257,6 +257,18 @@ impl Cgroup {
         Self { dir }
     }
 
+    /// Its path as `--cgroup` takes it (`/pnm-test-…`, relative to the cgroup2 root).
+    pub fn rel(&self) -> String {
+        let root = cgroup2_root();
+        format!(
+            "/{}",
+            self.dir
+                .strip_prefix(&root)
+                .expect("under the cgroup2 root")
+                .display()
+        )
+    }
+
     /// PIDs in the cgroup now.
     pub fn procs(&self) -> Vec<u32> {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))
@@ -619,6 +631,16 @@ pub fn leftover_cgroups(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The one process of a report (spawn mode's command, or a single `-p` target).
+pub fn only_process(report: &serde_json::Value) -> &serde_json::Value {
+    report["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .next()
+        .expect("a process")
 }
 
 /// `current` object of process `pid` in a report.

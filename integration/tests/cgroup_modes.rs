@@ -6,7 +6,7 @@ use std::path::Path;
 
 use procnetmon2_integration::{
     Cgroup, Monitor, Netns, Proc, Veth, bin, bpftool_cgroup_tree, cgroup_of, current,
-    leftover_cgroups, num, run_monitor, skip_unless_root, udp4_bytes,
+    leftover_cgroups, num, only_process, run_monitor, skip_unless_root, udp4_bytes,
 };
 
 fn setup_udp(subnet: u8) -> (Netns, Netns, Veth, Proc, String) {
@@ -311,13 +311,7 @@ fn cgroup_target_and_command_are_counted_apart() {
     sink.expect_line("ready");
     let idle = Cgroup::new();
     let _sleeper = Proc::spawn(Path::new("sleep"), &["60"], Some(&idle), None);
-    let rel = format!(
-        "/{}",
-        idle.dir
-            .strip_prefix(procnetmon2_integration::cgroup2_root())
-            .expect("under the root")
-            .display()
-    );
+    let rel = idle.rel();
     let peer = bin("pnm-peer");
     let peer = peer.to_str().expect("utf8");
     let send = [peer, "udp-send", "127.0.0.1:7233", "40", "400", "connected"];
@@ -327,13 +321,7 @@ fn cgroup_target_and_command_are_counted_apart() {
     assert_eq!(status.code(), Some(0), "{err}");
     let r = reports.last().expect("a report");
     let sent = 40 * udp4_bytes(400);
-    let cmd = r["processes"]
-        .as_object()
-        .expect("processes")
-        .values()
-        .next()
-        .expect("the command");
-    assert_eq!(num(&cmd["current"], "bytes_out"), sent, "{r}");
+    assert_eq!(num(&only_process(r)["current"], "bytes_out"), sent, "{r}");
     let w = r["workloads"].as_object().expect("workloads");
     let x = w
         .values()
@@ -349,13 +337,7 @@ fn cgroup_target_and_command_are_counted_apart() {
     let (status, reports, err) = run_monitor(&args);
     assert_eq!(status.code(), Some(0), "{err}");
     let r = reports.last().expect("a report");
-    let cmd = r["processes"]
-        .as_object()
-        .expect("processes")
-        .values()
-        .next()
-        .expect("the command");
-    assert_eq!(num(&cmd["current"], "bytes_out"), sent, "{r}");
+    assert_eq!(num(&only_process(r)["current"], "bytes_out"), sent, "{r}");
     let w = r["workloads"].as_object().expect("workloads");
     assert!(
         w.values().any(|v| v["cgroup"]

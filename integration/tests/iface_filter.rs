@@ -32,19 +32,47 @@ fn sink(ns: &Netns, addr: &str) -> Proc {
     p
 }
 
+/// A sender in namespace `a` with two links, eth0 (subnet `s`) and eth1 (subnet `s + 1`), to
+/// a sink each; on "go" it sends `to_eth0` then `to_eth1` (count, size) datagrams.
+/// Fields drop in order: the sender first, the namespaces last.
+struct TwoLinks {
+    target: Proc,
+    cg: Cgroup,
+    _rest: (Proc, Proc, Veth, Veth, Netns, Netns),
+    a: Netns,
+}
+
+impl TwoLinks {
+    fn new(s: u8, to_eth0: (u32, u32), to_eth1: (u32, u32)) -> Self {
+        let (a, b, c) = (Netns::new(false), Netns::new(false), Netns::new(false));
+        let v0 = Veth::new(&a, "eth0", &b, "eth0", s);
+        let v1 = Veth::new(&a, "eth1", &c, "eth0", s + 1);
+        let to_b = format!("{}:7{:03}", v0.ip_b, s);
+        let to_c = format!("{}:7{:03}", v1.ip_b, s + 1);
+        let (sb, sc) = (sink(&b, &to_b), sink(&c, &to_c));
+        let cg = Cgroup::new();
+        let target = sender_shell(
+            &a,
+            &cg,
+            &[(&to_b, to_eth0.0, to_eth0.1), (&to_c, to_eth1.0, to_eth1.1)],
+        );
+        Self {
+            target,
+            cg,
+            _rest: (sb, sc, v1, v0, c, b),
+            a,
+        }
+    }
+}
+
 /// Two interfaces: only the chosen one counts, equal to its own counters.
 #[test]
 fn counts_only_the_chosen_interface() {
     if skip_unless_root() {
         return;
     }
-    let (a, b, c) = (Netns::new(false), Netns::new(false), Netns::new(false));
-    let v0 = Veth::new(&a, "eth0", &b, "eth0", 41);
-    let v1 = Veth::new(&a, "eth1", &c, "eth0", 42);
-    let (to_b, to_c) = (format!("{}:7401", v0.ip_b), format!("{}:7402", v1.ip_b));
-    let (_sb, _sc) = (sink(&b, &to_b), sink(&c, &to_c));
-    let cg = Cgroup::new();
-    let mut target = sender_shell(&a, &cg, &[(&to_b, 120, 300), (&to_c, 80, 900)]);
+    let mut two = TwoLinks::new(41, (120, 300), (80, 900));
+    let (a, target) = (&two.a, &mut two.target);
     let mon = Monitor::start(&[
         "-p",
         &target.pid().to_string(),
@@ -223,20 +251,9 @@ fn cgroup_target_counts_the_chosen_interface() {
     if skip_unless_root() {
         return;
     }
-    let (a, b, c) = (Netns::new(false), Netns::new(false), Netns::new(false));
-    let v0 = Veth::new(&a, "eth0", &b, "eth0", 46);
-    let v1 = Veth::new(&a, "eth1", &c, "eth0", 47);
-    let (to_b, to_c) = (format!("{}:7406", v0.ip_b), format!("{}:7407", v1.ip_b));
-    let (_sb, _sc) = (sink(&b, &to_b), sink(&c, &to_c));
-    let cg = Cgroup::new();
-    let mut target = sender_shell(&a, &cg, &[(&to_b, 70, 300), (&to_c, 30, 900)]);
-    let rel = format!(
-        "/{}",
-        cg.dir
-            .strip_prefix(procnetmon2_integration::cgroup2_root())
-            .expect("under the root")
-            .display()
-    );
+    let mut two = TwoLinks::new(46, (70, 300), (30, 900));
+    let (a, target) = (&two.a, &mut two.target);
+    let rel = two.cg.rel();
     let (status, _, err) = run_monitor(&["--cgroup", &rel, "-i", "eth9", "-t", "1s"]);
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
