@@ -291,6 +291,29 @@ impl Plan {
     }
 }
 
+/// How a cgroup a target moved into relates to the attach points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// At or below an attach point: already counted.
+    Covered,
+    /// Outside every attach point: attach there too.
+    Attach,
+    /// An ancestor of an attach point: attaching there would count that point's packets
+    /// twice, so the target's new sockets cannot be counted.
+    Ancestor,
+}
+
+/// Whether cgroup `dir` is covered by the programs attached at `points`.
+pub fn coverage(points: &[PathBuf], dir: &Path) -> Coverage {
+    if points.iter().any(|p| dir.starts_with(p)) {
+        Coverage::Covered
+    } else if points.iter().any(|p| p.starts_with(dir)) {
+        Coverage::Ancestor
+    } else {
+        Coverage::Attach
+    }
+}
+
 /// Where spawn mode runs its command: a fresh child of the agent's own cgroup.
 pub fn spawn_cgroup(own: &Path, agent_pid: u32) -> PathBuf {
     own.join(format!("{}spawn-{agent_pid}", cgroup::CGROUP_PREFIX))
@@ -502,6 +525,22 @@ mod tests {
             p.command().map(|(_, argv, _)| argv.to_vec()),
             Some(vec!["curl".to_string()])
         );
+    }
+
+    #[test]
+    fn coverage_of_a_new_cgroup() {
+        let points = ["/cg/a", "/cg/b/c"].map(PathBuf::from).to_vec();
+        for (dir, want) in [
+            ("/cg/a", Coverage::Covered),
+            ("/cg/a/procnetmon2-10", Coverage::Covered),
+            ("/cg/b/c/d", Coverage::Covered),
+            ("/cg/ab", Coverage::Attach),
+            ("/cg/d", Coverage::Attach),
+            ("/cg/b", Coverage::Ancestor),
+            ("/cg", Coverage::Ancestor),
+        ] {
+            assert_eq!(coverage(&points, Path::new(dir)), want, "{dir}");
+        }
     }
 
     #[test]

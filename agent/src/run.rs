@@ -110,8 +110,10 @@ async fn main_loop(
     let mut status = 0;
     loop {
         let event = events.next().await;
-        if event == Event::CommandExited {
-            status = run.reap_command()?;
+        match event {
+            Event::CommandExited => status = run.reap_command()?,
+            Event::Tick => run.follow_moves(),
+            _ => {}
         }
         run.session
             .tick(Instant::now(), &mut run.probes, &mut run.host)?;

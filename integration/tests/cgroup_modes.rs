@@ -347,3 +347,37 @@ fn cgroup_target_and_command_are_counted_apart() {
         "node-wide workloads carry the command's bytes: {r}"
     );
 }
+
+/// A target that moves itself to another cgroup mid-run is followed: the programs attach
+/// where it now lives (with a warning), so what it sends from there is counted (it once was
+/// not, and `untracked` stayed 0).
+#[test]
+fn a_target_that_moves_to_another_cgroup_is_followed() {
+    if skip_unless_root() {
+        return;
+    }
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7234", "1000000"], None, None);
+    sink.expect_line("ready");
+    let (from, to) = (Cgroup::new(), Cgroup::new());
+    let peer = bin("pnm-peer");
+    let script = format!(
+        "echo started; read go; echo $$ > {}/cgroup.procs; sleep 2; \
+         {} udp-send 127.0.0.1:7234 50 300 connected >/dev/null; echo sent; read end",
+        to.dir.display(),
+        peer.display()
+    );
+    let mut target = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&from), None);
+    target.expect_line("started");
+    let mon = Monitor::start(&["-p", &target.pid().to_string(), "--json", "-t", "5s"]);
+    target.send_line("go");
+    target.expect_line("sent");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let cur = current(reports.last().expect("report"), target.pid());
+    assert_eq!(num(cur, "bytes_out"), 50 * udp4_bytes(300), "{cur}");
+    assert!(
+        err.iter().any(|l| l.contains("moved to cgroup")),
+        "the move is reported: {err:?}"
+    );
+    target.close_stdin();
+}

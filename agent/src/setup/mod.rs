@@ -11,7 +11,11 @@
 pub mod spawn;
 pub mod stamp;
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::Instant,
+};
 
 use anyhow::Context as _;
 
@@ -27,7 +31,10 @@ use crate::{
         workloads::{self, CgroupNames},
     },
     kernel::{IfaceKey, Kernel, Knobs, Slot, probes::Probes},
-    plan::{CgroupFacts, Ifaces, Plan, ProcessFacts, ProcessLabels, Survey, TargetKind},
+    plan::{
+        CgroupFacts, Coverage, Ifaces, Plan, ProcessFacts, ProcessLabels, Survey, TargetKind,
+        coverage,
+    },
     session::{NodeWide, Session, Started, Subject, live::LiveHost},
 };
 
@@ -211,6 +218,12 @@ pub struct Running {
     pub session: Session,
     /// The host as the session reads it.
     pub host: LiveHost,
+    /// Where the programs are attached (grows when a target moves elsewhere).
+    pub points: Vec<PathBuf>,
+    /// Cgroups a target moved to that could not be attached (warned about once).
+    uncovered: HashSet<PathBuf>,
+    knobs: Knobs,
+    env: Env,
 }
 
 /// Carries out `plan`.
@@ -291,7 +304,78 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
             env.proc.clone(),
             CgroupNames::new(env.mount.clone(), env.meta.clone()),
         ),
+        points: plan.attach_points.clone(),
+        uncovered: HashSet::new(),
+        knobs: plan.knobs,
+        env: env.clone(),
     })
+}
+
+impl Running {
+    /// Follows process targets that moved to a cgroup the programs do not cover: attaches
+    /// there too and stamps the sockets made since the move. A move to an ancestor of an
+    /// attach point cannot be followed (the point's packets would count twice): warned once.
+    pub fn follow_moves(&mut self) {
+        let moved: Vec<(ProcIdentity, Slot, PathBuf)> = self
+            .session
+            .targets()
+            .iter()
+            .filter(|t| t.exited.is_none())
+            .filter_map(|t| match &t.subject {
+                Subject::Process { ident, .. } => {
+                    let dir = self.env.mount.dir_of_pid(&self.env.proc, ident.pid).ok()?;
+                    Some((ident.clone(), t.slot, dir))
+                }
+                Subject::Cgroup { .. } => None,
+            })
+            .collect();
+        for (ident, slot, dir) in moved {
+            match coverage(&self.points, &dir) {
+                Coverage::Covered => {}
+                _ if self.uncovered.contains(&dir) => {}
+                Coverage::Attach => match self.attach_at(&dir) {
+                    Ok(()) => {
+                        log::warn!(
+                            "process {} moved to cgroup {}: counting there too",
+                            ident.pid,
+                            dir.display()
+                        );
+                        stamp::stamp_existing(
+                            &mut self.probes,
+                            &self.env.proc,
+                            &ident,
+                            slot,
+                            self.knobs,
+                        );
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "process {} moved to cgroup {}, which cannot be attached ({e:#}): its new sockets are not counted",
+                            ident.pid,
+                            dir.display()
+                        );
+                        self.uncovered.insert(dir);
+                    }
+                },
+                Coverage::Ancestor => {
+                    log::warn!(
+                        "process {} moved to cgroup {}, an ancestor of where procnetmon2 is attached: its new sockets are not counted; restart procnetmon2 to follow it",
+                        ident.pid,
+                        dir.display()
+                    );
+                    self.uncovered.insert(dir);
+                }
+            }
+        }
+    }
+
+    fn attach_at(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let cg = cgroup::open_dir(dir)?;
+        self.probes.attach_sock_hooks(&cg)?;
+        self.probes.attach_counters(&cg)?;
+        self.points.push(dir.to_path_buf());
+        Ok(())
+    }
 }
 
 /// Puts every target's members and interfaces into the kernel's maps.
