@@ -448,7 +448,22 @@ pub struct Monitor {
 impl Monitor {
     /// Starts `procnetmon2 ARGS` and waits until it says it is counting.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(bin("procnetmon2"))
+        Self::start_under(&[], args)
+    }
+
+    /// Starts `WRAPPER… procnetmon2 ARGS` (e.g. `setpriv` with fewer capabilities) and waits
+    /// until it says it is counting.
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Self {
+        let agent = bin("procnetmon2");
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(&agent);
+                c
+            }
+            None => Command::new(&agent),
+        };
+        let mut child = cmd
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -2,8 +2,10 @@
 //! less 14 per frame, when only the target uses the link), loopback statistics, and the
 //! UDP header formulas. Never against numbers procnetmon2 produced itself.
 
+use std::path::Path;
+
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, current, num, skip_unless_root, udp4_bytes, udp6_bytes,
+    Cgroup, Monitor, Netns, Proc, Veth, bin, current, num, skip_unless_root, udp4_bytes, udp6_bytes,
 };
 
 /// Target: a TCP server (listening before the monitor starts) in its own cgroup and
@@ -372,4 +374,62 @@ fn curl_download_is_exact() {
     assert!(num(c, "bytes_in") > 4_000_000, "{c}");
     let r = reports.last().expect("a report");
     assert_eq!(r["processes"][curl.pid().to_string()]["exited"], true);
+}
+
+/// Without CAP_DAC_READ_SEARCH (the least-privilege set), /proc/PID/fd of another user's
+/// process cannot be listed: its pre-existing sockets are found by trying each descriptor
+/// number with pidfd_getfd, and counted exactly (they were once missed silently).
+#[test]
+fn another_users_sockets_found_without_dac_read_search() {
+    if skip_unless_root() {
+        return;
+    }
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7235", "1000000"], None, None);
+    sink.expect_line("ready");
+    let peer = bin("pnm-peer");
+    let peer = peer.to_str().expect("utf8");
+    // A process of user nobody with a UDP socket connected before the monitor starts.
+    let mut target = Proc::spawn(
+        Path::new("setpriv"),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            peer,
+            "udp-send",
+            "127.0.0.1:7235",
+            "60",
+            "200",
+            "connected",
+            "wait",
+            "hold",
+        ],
+        None,
+        None,
+    );
+    target.expect_line("bound");
+    let drop_dac = "-dac_read_search,-dac_override";
+    let mon = Monitor::start_under(
+        &[
+            "setpriv",
+            "--inh-caps",
+            drop_dac,
+            "--bounding-set",
+            drop_dac,
+        ],
+        &["-p", &target.pid().to_string(), "--json", "-t", "2s"],
+    );
+    target.send_line("go");
+    target.expect_line("done");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let r = reports.last().expect("report");
+    let cur = current(r, target.pid());
+    assert_eq!(num(cur, "bytes_out"), 60 * udp4_bytes(200), "{r}");
+    assert_eq!(cur["udp_connections"], 1, "{r}");
+    assert!(
+        err.iter().any(|l| l.contains("cannot list the descriptors")),
+        "the fd directory was unreadable, as without CAP_DAC_READ_SEARCH: {err:?}"
+    );
+    target.close_stdin();
 }

@@ -163,6 +163,18 @@ impl ProcFs {
             .collect())
     }
 
+    /// Size of `pid`'s descriptor table (`FDSize:` in /proc/PID/status, readable by anyone):
+    /// the descriptor numbers to try when its fd directory cannot be listed.
+    pub fn fd_table_size(&self, pid: u32) -> Option<u32> {
+        std::fs::read_to_string(self.path(pid, "status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Every live process that descends from one of `roots` (children, grandchildren, …), as
     /// (root, descendant) pairs. Threads are not processes and are not listed.
     pub fn descendants(&self, roots: &[u32]) -> Vec<(u32, u32)> {

@@ -61,15 +61,8 @@ pub fn stamp_existing(
     if !proc.is_alive(t) {
         return out;
     }
-    let fds = match proc.socket_fds(t.pid) {
-        Ok(f) => f,
-        Err(e) => {
-            log::warn!("cannot list sockets of {}: {e}", t.pid);
-            return out;
-        }
-    };
     let mut stamped = 0;
-    for (fd, _inode) in fds {
+    for fd in candidate_fds(proc, t.pid) {
         let Ok(copy) = pidfd.get_fd(fd) else { continue };
         let Ok(info) = procs::sock_info(&copy) else {
             continue;
@@ -147,6 +140,27 @@ pub fn stamp_existing(
         out.connections
     );
     out
+}
+
+/// The descriptors of `pid` that may be sockets. /proc/PID/fd of another user's process can
+/// be listed only with CAP_DAC_READ_SEARCH; without it, every number in its descriptor table
+/// is tried (`pidfd_getfd` needs only CAP_SYS_PTRACE, and non-sockets are skipped).
+fn candidate_fds(proc: &ProcFs, pid: u32) -> Vec<RawFd> {
+    match proc.socket_fds(pid) {
+        Ok(fds) => fds.into_iter().map(|(fd, _)| fd).collect(),
+        Err(e) => match proc.fd_table_size(pid) {
+            Some(n) => {
+                log::info!(
+                    "cannot list the descriptors of process {pid} ({e}; CAP_DAC_READ_SEARCH lists them): trying all {n}"
+                );
+                (0..n as RawFd).collect()
+            }
+            None => {
+                log::warn!("cannot list the sockets of process {pid}: {e}");
+                Vec::new()
+            }
+        },
+    }
 }
 
 /// Re-reads TCP_INFO of a socket that predates the run through a fresh descriptor copy,
