@@ -115,14 +115,19 @@ async fn main_loop(
             Event::Tick => run.follow_moves(),
             _ => {}
         }
-        run.session
-            .tick(Instant::now(), &mut run.probes, &mut run.host)?;
+        if event == Event::Tick {
+            run.session
+                .tick(Instant::now(), &mut run.probes, &mut run.host)?;
+        } else {
+            run.session
+                .tick_partial(Instant::now(), &mut run.probes, &mut run.host)?;
+        }
         let mut decision = decide(event, facts(cfg, run));
         if decision.stop && run.command.is_some() {
             // Stopping with the command still running: end it, and count its last bytes.
             run.stop_command();
             run.session
-                .tick(Instant::now(), &mut run.probes, &mut run.host)?;
+                .tick_partial(Instant::now(), &mut run.probes, &mut run.host)?;
         }
         if let Some(reg) = &metrics.registry {
             feed::feed(reg, &run.session, &run.probes, &cfg.pids);

@@ -50,6 +50,12 @@ impl Series {
 
     /// Takes reading `cur` at `now`: updates the interval rates and peaks.
     pub fn update_at(&mut self, now: Instant, cur: Traffic) {
+        self.update_spanning(now, cur, Duration::ZERO);
+    }
+
+    /// As [`Self::update_at`], but an interval shorter than `min_peak_span` (the stub a window
+    /// or a signal cuts off) does not set the peak: a rate over a few milliseconds says little.
+    pub fn update_spanning(&mut self, now: Instant, cur: Traffic, min_peak_span: Duration) {
         let dt = now.saturating_duration_since(self.prev_at);
         if dt.is_zero() {
             return;
@@ -57,8 +63,10 @@ impl Series {
         let d = cur.total().minus(self.prev.total());
         self.rate_in = rate_bps(d.bytes_in, dt);
         self.rate_out = rate_bps(d.bytes_out, dt);
-        self.peak_in = self.peak_in.max(self.rate_in);
-        self.peak_out = self.peak_out.max(self.rate_out);
+        if dt >= min_peak_span {
+            self.peak_in = self.peak_in.max(self.rate_in);
+            self.peak_out = self.peak_out.max(self.rate_out);
+        }
         self.prev = cur;
         self.prev_at = now;
     }

@@ -428,7 +428,8 @@ fn another_users_sockets_found_without_dac_read_search() {
     assert_eq!(num(cur, "bytes_out"), 60 * udp4_bytes(200), "{r}");
     assert_eq!(cur["udp_connections"], 1, "{r}");
     assert!(
-        err.iter().any(|l| l.contains("cannot list the descriptors")),
+        err.iter()
+            .any(|l| l.contains("cannot list the descriptors")),
         "the fd directory was unreadable, as without CAP_DAC_READ_SEARCH: {err:?}"
     );
     target.close_stdin();

@@ -207,6 +207,7 @@ impl Probes {
         for name in SOCK_PROGS {
             let p: &mut CgroupSock = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(attach_hint)
                 .with_context(|| format!("attach {name}"))?;
         }
         for name in SOCK_ADDR_PROGS {
@@ -228,9 +229,27 @@ impl Probes {
         for (name, kind) in SKB_PROGS {
             let p: &mut CgroupSkb = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), kind, CgroupAttachMode::Single)
+                .map_err(attach_hint)
                 .with_context(|| format!("attach {name}"))?;
         }
         Ok(())
+    }
+}
+
+/// The kernel allows 64 programs per attach type on one cgroup (`BPF_CGROUP_MAX_PROGS`);
+/// past that, attaching fails with E2BIG ("Argument list too long"): say what it means.
+fn attach_hint(e: aya::programs::ProgramError) -> anyhow::Error {
+    let too_many = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.raw_os_error() == Some(libc::E2BIG))
+        || format!("{e:?}").contains("E2BIG")
+        || format!("{e:?}").contains("Argument list too long");
+    if too_many {
+        anyhow!(
+            "{e}: this cgroup already has the 64 programs of this kind the kernel allows (other procnetmon2 runs or BPF tools attached there); stop some of them"
+        )
+    } else {
+        e.into()
     }
 }
 

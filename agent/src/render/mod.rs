@@ -7,6 +7,24 @@ pub mod table;
 
 use std::{fmt, time::Duration};
 
+/// `s` with control characters (escape sequences, newlines, …) written as Rust escapes
+/// (`\u{1b}`), so a hostile name can neither hide rows nor drive the terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// A rate in bits per second, shown with SI units (1 Kbps = 1000 bit/s).
 #[derive(Debug, Clone, Copy)]
 pub struct DisplayRate(pub f64);
@@ -71,6 +89,14 @@ pub fn compact_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("nginx"), "nginx");
+        assert_eq!(printable("a\x1b]0;pwned\x07b"), "a\\u{1b}]0;pwned\\u{7}b");
+        assert_eq!(printable("x\ny\rz"), "x\\ny\\rz");
+        assert!(!printable("\x1b[2J\x1b[H").chars().any(char::is_control));
+    }
 
     #[test]
     fn rates() {

@@ -13,15 +13,17 @@ const CLEAR: &str = "\x1b[H\x1b[2J";
 
 /// One table line: PID, name (cut to 16 characters), the eight cells of `row_cells`, and an
 /// optional trailing text (runtime, POD/CONTAINER).
+/// Names come from processes and cgroups (anyone can set a `comm`): control characters are
+/// shown escaped, never sent to the terminal.
 fn line(pid: &str, name: &str, c: &[String; 8], tail: Option<&str>) -> String {
-    let name: String = name.chars().take(16).collect();
+    let name: String = super::printable(name).chars().take(16).collect();
     let mut l = format!(
         "{pid:<8} {name:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}",
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
     );
     if let Some(t) = tail {
         l.push_str("  ");
-        l.push_str(t);
+        l.push_str(&super::printable(t));
     }
     l.push('\n');
     l

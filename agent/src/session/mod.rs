@@ -127,6 +127,8 @@ pub struct Session {
     old_sockets: Vec<OldSocket>,
     iface_filter: bool,
     untracked_base: Untracked,
+    /// The nominal interval: a cut-off interval shorter than half of it sets no peak.
+    interval: Duration,
 }
 
 impl Session {
@@ -165,7 +167,15 @@ impl Session {
             details: details.then(DetailTracker::default),
             old_sockets,
             untracked_base,
+            interval: Duration::ZERO,
         }
+    }
+
+    /// Sets the nominal interval (see [`Self::tick_partial`]).
+    #[must_use]
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
     }
 
     /// The targets, in slot order.
@@ -191,11 +201,35 @@ impl Session {
         kernel: &mut dyn Kernel,
         host: &mut dyn HostView,
     ) -> anyhow::Result<()> {
+        self.tick_spanning(now, Duration::ZERO, kernel, host)
+    }
+
+    /// A tick that ends an interval early (the window's end, a signal, the command's exit):
+    /// counted like any other, but a stub shorter than half an interval sets no peak.
+    pub fn tick_partial(
+        &mut self,
+        now: Instant,
+        kernel: &mut dyn Kernel,
+        host: &mut dyn HostView,
+    ) -> anyhow::Result<()> {
+        self.tick_spanning(now, self.interval / 2, kernel, host)
+    }
+
+    fn tick_spanning(
+        &mut self,
+        now: Instant,
+        min_peak_span: Duration,
+        kernel: &mut dyn Kernel,
+        host: &mut dyn HostView,
+    ) -> anyhow::Result<()> {
         for t in &mut self.targets {
-            sample(t, now, kernel, host)?;
+            sample(t, now, min_peak_span, kernel, host)?;
         }
-        self.aggregate
-            .update_at(now, sum_traffic(self.targets.iter().map(|t| &t.last)));
+        self.aggregate.update_spanning(
+            now,
+            sum_traffic(self.targets.iter().map(|t| &t.last)),
+            min_peak_span,
+        );
         if let Some(node) = &mut self.node {
             node.sample(now, kernel, host);
         }
@@ -306,11 +340,12 @@ impl Session {
 fn sample(
     t: &mut TargetState,
     now: Instant,
+    min_peak_span: Duration,
     kernel: &dyn Kernel,
     host: &dyn HostView,
 ) -> anyhow::Result<()> {
     let cur = kernel.totals(t.slot)?;
-    t.series.update_at(now, cur);
+    t.series.update_spanning(now, cur, min_peak_span);
     t.last = cur;
     if t.exited.is_some() {
         return Ok(());

@@ -400,3 +400,24 @@ fn node_wide_groups_cgroups_by_workload() {
     assert_eq!(by["cgroup-id:4"].0, 1);
     assert_eq!(s.node().unwrap().keys(), 4);
 }
+
+#[test]
+fn a_cut_off_interval_sets_no_peak() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = session(t0, vec![process(0, 10, Traffic::default())], &k).with_interval(SEC);
+    k.totals.insert(Slot(0), tcp(1_000, 0));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    // The window ends 10 ms later with a burst: counted, but 10 ms says nothing of a peak.
+    k.totals.insert(Slot(0), tcp(2_000, 0));
+    s.tick_partial(t0 + SEC + Duration::from_millis(10), &mut k, &mut h)
+        .unwrap();
+    let t = &s.targets()[0];
+    assert_eq!(t.series.since_start().total().bytes_in, 2_000);
+    assert_eq!(t.series.peak_in, 8_000.0);
+    // A nearly whole interval cut off still counts for the peak.
+    k.totals.insert(Slot(0), tcp(4_000, 0));
+    s.tick_partial(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert!(s.targets()[0].series.peak_in > 16_000.0);
+}

@@ -294,7 +294,8 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         cfg.details,
         old,
         untracked_base,
-    );
+    )
+    .with_interval(cfg.interval);
     Ok(Running {
         probes,
         state,
