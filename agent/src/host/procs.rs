@@ -332,35 +332,23 @@ pub struct SockDetail {
 }
 
 fn sockaddr_of(fd: &OwnedFd, peer: bool) -> ([u32; 4], u16) {
-    // SAFETY: zeroed sockaddr_storage is a valid out-buffer.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let p = (&raw mut ss).cast::<libc::sockaddr>();
-    // SAFETY: `p` points to `len` writable bytes.
-    let r = unsafe {
-        if peer {
-            libc::getpeername(fd.as_raw_fd(), p, &raw mut len)
-        } else {
-            libc::getsockname(fd.as_raw_fd(), p, &raw mut len)
-        }
+    use nix::sys::socket::{SockaddrStorage, getpeername, getsockname};
+    let addr = if peer {
+        getpeername::<SockaddrStorage>(fd.as_raw_fd())
+    } else {
+        getsockname::<SockaddrStorage>(fd.as_raw_fd())
     };
-    if r != 0 {
+    let Ok(addr) = addr else {
         return ([0; 4], 0);
-    }
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in.
-            let sin = unsafe { *(&raw const ss).cast::<libc::sockaddr_in>() };
-            ([sin.sin_addr.s_addr, 0, 0, 0], u16::from_be(sin.sin_port))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6.
-            let sin6 = unsafe { *(&raw const ss).cast::<libc::sockaddr_in6>() };
-            let b = sin6.sin6_addr.s6_addr;
-            let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], u16::from_be(sin6.sin6_port))
-        }
-        _ => ([0; 4], 0),
+    };
+    if let Some(v4) = addr.as_sockaddr_in() {
+        ([u32::from_ne_bytes(v4.ip().octets()), 0, 0, 0], v4.port())
+    } else if let Some(v6) = addr.as_sockaddr_in6() {
+        let b = v6.ip().octets();
+        let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        ([w(0), w(4), w(8), w(12)], v6.port())
+    } else {
+        ([0; 4], 0)
     }
 }
 

@@ -92,17 +92,10 @@ pub struct Probes {
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
 fn bump_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain syscall with a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) } != 0 {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
         // Newer kernels account BPF memory to the memory cgroup: not an error.
-        log::debug!(
-            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {e}");
     }
 }
 
