@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use procnetmon2::{identity::MetadataRoots, metrics::parse_metrics_addr};
+use procnetmon2::{host::identity::MetadataRoots, metrics::parse_metrics_addr};
 use serde::Deserialize as _;
 use serde_json::Value;
 
