@@ -57,8 +57,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     let mut output = Output::open(cfg.output.as_deref(), cfg.json, cfg.continuous)?;
     let mut running = setup::apply(&plan, cfg, &env)?;
     let status = rt.block_on(main_loop(cfg, &mut running, &mut output, signals));
-    drop(running); // detaches every program, then moves processes back
-    status
+    let state = running.state.take();
+    drop(running); // detaches every program
+    // Then processes move back and dedicated cgroups go. One that cannot go back stays, alive,
+    // in its kept cgroup, recorded for --cleanup, and the run fails naming it.
+    let undone = state.map_or(Ok(()), lifecycle::RunState::finish);
+    match (status, undone) {
+        (Ok(status), Ok(())) => Ok(status),
+        (Ok(_), Err(e)) | (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(u)) => {
+            log::error!("{u:#}");
+            Err(e)
+        }
+    }
 }
 
 /// Where /proc and the cgroup v2 tree are, and where runtimes keep container names.

@@ -7,19 +7,24 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use procnetmon2::metrics::parse_metrics_addr;
+use procnetmon2::{host::identity::MetadataRoots, metrics::parse_metrics_addr};
 use serde::Deserialize as _;
 use serde_json::Value;
 
 /// The capabilities the least-privilege profile adds, and no others.
-const LEAST_PRIVILEGE_CAPS: [&str; 6] = [
+const LEAST_PRIVILEGE_CAPS: [&str; 7] = [
     "BPF",
     "PERFMON",
     "NET_ADMIN",
     "SYS_ADMIN",
     "SYS_PTRACE",
+    "DAC_READ_SEARCH",
     "SYS_RESOURCE",
 ];
+
+/// Host paths every node has: only these may use hostPath type `Directory` (which stops the
+/// pod where the path is missing).
+const ALWAYS_PRESENT: [&str; 2] = ["/proc", "/sys/fs/cgroup"];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
@@ -170,6 +175,9 @@ fn check_daemonset(file: &str) -> (Value, u16) {
         "{file}: state dir"
     );
 
+    check_runtime_state_mounts(file, pod, flag_value(args, "--host-proc"));
+    check_no_pod_stoppers(file, pod);
+
     let annotations = at(&template, "/metadata/annotations");
     assert_eq!(annotations["prometheus.io/scrape"], "true", "{file}");
     assert_eq!(
@@ -179,6 +187,83 @@ fn check_daemonset(file: &str) -> (Value, u16) {
     );
     assert_eq!(annotations["prometheus.io/path"], "/metrics", "{file}");
     (template, port)
+}
+
+/// Each runtime's state directory, where the agent looks for it under the `--host-proc`
+/// parent layout ([`MetadataRoots::under`]), is mounted read-only from the same host path,
+/// and nothing broader (a runtime's API socket lives next to its state).
+fn check_runtime_state_mounts(file: &str, pod: &Value, host_proc: &str) {
+    let host_root = Path::new(host_proc)
+        .parent()
+        .unwrap_or_else(|| panic!("{file}: --host-proc {host_proc} has no parent"));
+    let roots = MetadataRoots::under(host_root);
+    let mounts = array_at(pod, "/containers/0/volumeMounts");
+    for (runtime, dirs) in [
+        ("containerd", &roots.containerd),
+        ("CRI-O", &roots.crio),
+        ("docker", &roots.docker),
+    ] {
+        let covering = dirs.iter().find_map(|dir| {
+            mounts.iter().find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| dir.starts_with(p) && Path::new(p) != host_root)
+            })
+        });
+        let mount = covering
+            .unwrap_or_else(|| panic!("{file}: no mount covers {runtime}'s state ({dirs:?})"));
+        let mount_path = str_at(mount, "/mountPath");
+        let (mount, host) = host_mount(pod, mount_path);
+        assert_eq!(mount["readOnly"], true, "{file}: {mount_path} read-only");
+        let rel = Path::new(mount_path)
+            .strip_prefix(host_root)
+            .expect("under the host root");
+        assert_eq!(
+            Path::new(host),
+            Path::new("/").join(rel),
+            "{file}: {mount_path} must show the host's own directory"
+        );
+        for broad in [
+            "/",
+            "/run",
+            "/var/run",
+            "/run/containerd",
+            "/run/crio",
+            "/var/lib",
+        ] {
+            assert_ne!(host, broad, "{file}: {mount_path} mounts too much");
+        }
+    }
+}
+
+/// Nothing that keeps the pod from starting on an ordinary node: no mount propagation (which
+/// needs a shared or slave host mount), no bpffs, and hostPath type `Directory` only for
+/// paths every node has.
+fn check_no_pod_stoppers(file: &str, pod: &Value) {
+    for m in array_at(pod, "/containers/0/volumeMounts") {
+        assert!(
+            m.get("mountPropagation").is_none() || m["mountPropagation"] == "None",
+            "{file}: {m} needs a shared host mount"
+        );
+        assert_ne!(m["mountPath"], "/sys/fs/bpf", "{file}: bpffs mount");
+    }
+    for v in array_at(pod, "/volumes") {
+        let Some(host) = v.pointer("/hostPath/path").and_then(Value::as_str) else {
+            continue;
+        };
+        let kind = v
+            .pointer("/hostPath/type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match kind {
+            "DirectoryOrCreate" => {}
+            "Directory" => assert!(
+                ALWAYS_PRESENT.contains(&host),
+                "{file}: {host} may be missing on a node: use DirectoryOrCreate"
+            ),
+            other => panic!("{file}: hostPath {host} has type {other:?}"),
+        }
+    }
 }
 
 #[test]

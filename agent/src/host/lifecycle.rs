@@ -1,22 +1,41 @@
-//! What a run changes on the host, and how it is always undone: dedicated cgroups (`--isolate`,
-//! spawn mode), processes moved into them, and a record of both under `/run/procnetmon2/`.
+//! What a run changes on the host, and how it is undone without ever harming a process it did
+//! not start: dedicated cgroups (`--isolate`, spawn mode), processes moved into them, and a
+//! record of both under `/run/procnetmon2/`.
 //!
-//! The record is written before each change and held with an exclusive lock while the run
-//! lives. Dropping [`RunState`] undoes everything (success, error, signal, unwinding); a run
-//! killed with SIGKILL leaves its record unlocked, and the next run (or `--cleanup`) undoes it.
-//! Records of live runs are locked and never touched. Only paths under the cgroup v2 mount
-//! whose last component carries our prefix are ever written or removed.
+//! A dedicated cgroup is claimed with `mkdir`: only the run whose own `mkdir` succeeded owns it
+//! and records it, so two runs racing for one target never undo each other. Undoing moves every
+//! process back; a process that cannot go back (its original cgroup refuses it, e.g. because a
+//! controller was enabled there meanwhile) stays alive where it is, its cgroup is kept, and the
+//! record says so, for `--cleanup` (or the next run) to retry. Only the spawn-mode cgroup, whose
+//! processes the run started itself, is ever signalled or `cgroup.kill`ed.
+//!
+//! The record directory is root's and `0700`; records are opened under its descriptor without
+//! following symlinks, written through `O_EXCL` temporary files, accepted only when root owns
+//! them and nobody else may write them, and validated before use: canonical paths under the
+//! cgroup v2 mount, and only `procnetmon2-*` cgroups the record itself created. Every write to a
+//! cgroup file checks that the file is on cgroup2, so v1 hierarchies are never written.
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::Write as _,
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    fs::{self, File},
+    io::{Read as _, Write as _},
+    os::fd::{AsFd, OwnedFd},
+    path::{Component, Path, PathBuf},
     thread,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
+use nix::{
+    dir::Dir,
+    errno::Errno,
+    fcntl::{Flock, FlockArg, OFlag, openat, renameat},
+    sys::{
+        signal::{Signal, kill},
+        stat::{Mode, SFlag, fchmod, fstat},
+        statfs::{CGROUP2_SUPER_MAGIC, fstatfs},
+    },
+    unistd::{Pid, UnlinkatFlags, geteuid, unlinkat},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{cgroup::Cgroup2Mount, procs::ProcIdentity};
@@ -24,6 +43,10 @@ use crate::host::{cgroup::Cgroup2Mount, procs::ProcIdentity};
 /// Where run records live.
 pub const STATE_DIR: &str = "/run/procnetmon2";
 pub use super::cgroup::CGROUP_PREFIX;
+/// Prefix of the spawn-mode cgroup (followed by the run's PID).
+const SPAWN_PREFIX: &str = "procnetmon2-spawn-";
+/// A record is a few hundred bytes; anything much larger is not ours.
+const MAX_RECORD_BYTES: u64 = 1 << 20;
 
 /// A process moved into a dedicated cgroup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -36,6 +59,10 @@ pub struct Moved {
     pub from: PathBuf,
     /// The dedicated cgroup it was moved to.
     pub to: PathBuf,
+    /// Why processes are still in `to`: they could not be moved back (set when a run or a
+    /// cleanup had to leave them there; the next cleanup retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<String>,
 }
 
 /// Everything one run changed.
@@ -45,11 +72,21 @@ pub struct RunRecord {
     pub agent_pid: u32,
     /// The cgroup v2 mount point the paths below belong to.
     pub mount: PathBuf,
-    /// Dedicated cgroups created (removed at the end; processes still in a spawn cgroup are
-    /// killed, those in an isolation cgroup moved back).
+    /// Dedicated cgroups this run's own `mkdir` created (removed at the end).
     pub created: Vec<PathBuf>,
+    /// The spawn-mode cgroup, one of `created`: its processes are the run's command and its
+    /// children, the only processes ever ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn: Option<PathBuf>,
     /// Processes moved.
     pub moved: Vec<Moved>,
+}
+
+impl RunRecord {
+    /// True when nothing is left to undo.
+    fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.moved.is_empty()
+    }
 }
 
 /// True when `path` is a cgroup this tool may write: under `mount`, no `..`, and its last
@@ -65,22 +102,332 @@ pub fn is_ours(mount: &Path, path: &Path) -> bool {
             .is_some_and(|n| n.starts_with(CGROUP_PREFIX))
 }
 
-/// The live record of this run, locked. Undoes everything on drop.
-pub struct RunState {
-    lock: File,
-    lock_path: PathBuf,
-    json_path: PathBuf,
-    record: RunRecord,
+/// `path` is `mount` followed by plain names only: no `.`, `..`, repeated or trailing `/`.
+fn canonical_under(mount: &Path, path: &Path) -> Result<(), String> {
+    let rel = path.strip_prefix(mount).map_err(|_| {
+        format!(
+            "{} is outside the cgroup v2 mount {}",
+            path.display(),
+            mount.display()
+        )
+    })?;
+    let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+    let rebuilt = rel
+        .components()
+        .fold(mount.to_path_buf(), |p, c| p.join(c.as_os_str()));
+    if !plain || rebuilt.as_os_str() != path.as_os_str() || !mount.is_absolute() {
+        return Err(format!("{} is not a canonical path", path.display()));
+    }
+    Ok(())
 }
 
-fn flock(f: &File, nonblock: bool) -> bool {
-    let op = libc::LOCK_EX | if nonblock { libc::LOCK_NB } else { 0 };
-    // SAFETY: plain syscall on an open descriptor.
-    unsafe { libc::flock(f.as_raw_fd(), op) == 0 }
+/// Checks a record against `mount` (the cgroup v2 mount it is about to be applied to): every
+/// path canonical and under the mount, every created cgroup named by this record's rules
+/// (`procnetmon2-<moved pid>` under the moved process's original cgroup, or
+/// `procnetmon2-spawn-<agent pid>`), every move between a cgroup and its own dedicated child.
+fn validate(rec: &RunRecord, mount: &Path) -> Result<(), String> {
+    let paths = rec
+        .created
+        .iter()
+        .chain(rec.spawn.iter())
+        .chain(rec.moved.iter().flat_map(|m| [&m.from, &m.to]));
+    for p in paths {
+        canonical_under(mount, p)?;
+    }
+    if let Some(spawn) = &rec.spawn {
+        let want = format!("{SPAWN_PREFIX}{}", rec.agent_pid);
+        if spawn.file_name().and_then(|n| n.to_str()) != Some(want.as_str()) {
+            return Err(format!(
+                "spawn cgroup {} is not this run's {want}",
+                spawn.display()
+            ));
+        }
+        if !rec.created.contains(spawn) {
+            return Err(format!(
+                "spawn cgroup {} was not created by this run",
+                spawn.display()
+            ));
+        }
+    }
+    for m in &rec.moved {
+        let want = format!("{CGROUP_PREFIX}{}", m.pid);
+        if m.to.file_name().and_then(|n| n.to_str()) != Some(want.as_str())
+            || m.to.parent() != Some(m.from.as_path())
+            || !rec.created.contains(&m.to)
+        {
+            return Err(format!(
+                "move of process {} to {} is not into a {want} this run created under {}",
+                m.pid,
+                m.to.display(),
+                m.from.display()
+            ));
+        }
+        if m.from
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(CGROUP_PREFIX))
+        {
+            return Err(format!(
+                "{} is a procnetmon2 cgroup, not an original one",
+                m.from.display()
+            ));
+        }
+    }
+    for c in &rec.created {
+        let is_spawn = rec.spawn.as_ref() == Some(c);
+        if !is_spawn && !rec.moved.iter().any(|m| &m.to == c) {
+            return Err(format!(
+                "cgroup {} is not one this record's run created",
+                c.display()
+            ));
+        }
+    }
+    // Paths that exist must resolve to themselves (no symlinked component).
+    for p in rec.moved.iter().map(|m| &m.from).chain(&rec.created) {
+        if let Ok(real) = fs::canonicalize(p)
+            && &real != p
+        {
+            return Err(format!(
+                "{} resolves to {}: not canonical",
+                p.display(),
+                real.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
-fn write_pid(procs_file: &Path, pid: u32) -> std::io::Result<()> {
-    fs::write(procs_file, pid.to_string())
+/// Rewrites `rec`'s paths from the mount point it was written under to `mount` (the run that
+/// wrote it may have used a private cgroup2 mount elsewhere). Paths must be under the record's
+/// own mount point first.
+fn rebase(mut rec: RunRecord, mount: &Path) -> Result<RunRecord, String> {
+    let old = rec.mount.clone();
+    let fix = |p: &PathBuf| -> Result<PathBuf, String> {
+        canonical_under(&old, p)?;
+        let rel = p.strip_prefix(&old).map_err(|e| e.to_string())?;
+        Ok(if rel.as_os_str().is_empty() {
+            mount.to_path_buf()
+        } else {
+            mount.join(rel)
+        })
+    };
+    rec.created = rec.created.iter().map(fix).collect::<Result<_, _>>()?;
+    rec.spawn = rec.spawn.as_ref().map(fix).transpose()?;
+    for m in &mut rec.moved {
+        m.from = fix(&m.from)?;
+        m.to = fix(&m.to)?;
+    }
+    rec.mount = mount.to_path_buf();
+    Ok(rec)
+}
+
+/// Why a file's owner and mode make it unacceptable as state, if they do: it must be a
+/// regular file (or, for the directory, a directory) of root's (or of the user running this),
+/// and nobody else may write it.
+fn check_owner_mode(
+    uid: u32,
+    mode: u32,
+    want: SFlag,
+    euid: u32,
+    what: &Path,
+) -> Result<(), String> {
+    if SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) != want {
+        return Err(format!("{} has the wrong file type", what.display()));
+    }
+    if uid != 0 && uid != euid {
+        return Err(format!(
+            "{} is owned by uid {uid}, not root",
+            what.display()
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o})",
+            what.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The record directory, open without following symlinks, root's and `0700`.
+struct StateDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens `path`, creating it `0700` if missing. A directory of another user is refused; one
+    /// of root's with a wider mode is narrowed to `0700` through its descriptor.
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        match nix::unistd::mkdir(path, Mode::S_IRWXU) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("create {}", path.display())),
+        }
+        Self::open(path)?.with_context(|| format!("{} vanished", path.display()))
+    }
+
+    /// Opens an existing `path`; `None` if it does not exist.
+    fn open(path: &Path) -> anyhow::Result<Option<Self>> {
+        let fd = match nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => bail!(
+                "{} is not a directory ({e}; a symlink?): remove it (rm {0}) and start again",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+        };
+        let st = fstat(&fd).with_context(|| format!("stat {}", path.display()))?;
+        let euid = geteuid().as_raw();
+        if st.st_uid != 0 && st.st_uid != euid {
+            bail!(
+                "{} is owned by uid {}, not root: its records cannot be trusted; remove it (rm -r {0}) and start again",
+                path.display(),
+                st.st_uid
+            );
+        }
+        if st.st_mode & 0o7777 != 0o700 {
+            fchmod(&fd, Mode::S_IRWXU).with_context(|| format!("chmod 0700 {}", path.display()))?;
+            log::warn!(
+                "{} had mode {:o}: set to 0700 (records in it are checked one by one)",
+                path.display(),
+                st.st_mode & 0o7777
+            );
+        }
+        Ok(Some(Self {
+            fd,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn open_at(&self, name: &str, flags: OFlag) -> nix::Result<File> {
+        openat(
+            &self.fd,
+            name,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map(File::from)
+    }
+
+    /// Opens `name` for reading and checks it is a root-owned regular file nobody else writes.
+    fn open_checked(&self, name: &str, flags: OFlag) -> Result<File, String> {
+        let path = self.path.join(name);
+        // O_NONBLOCK: a planted FIFO must not hang the run.
+        let f = self
+            .open_at(name, flags | OFlag::O_NONBLOCK)
+            .map_err(|e| format!("{}: {e} (a symlink?)", path.display()))?;
+        let st = fstat(f.as_fd()).map_err(|e| format!("{}: {e}", path.display()))?;
+        check_owner_mode(
+            st.st_uid,
+            st.st_mode,
+            SFlag::S_IFREG,
+            geteuid().as_raw(),
+            &path,
+        )?;
+        Ok(f)
+    }
+
+    /// Reads record `<stem>.json`; `Ok(None)` if there is none.
+    fn read_record(&self, stem: &str) -> Result<Option<RunRecord>, String> {
+        let name = format!("{stem}.json");
+        let f = match self.open_checked(&name, OFlag::O_RDONLY) {
+            Ok(f) => f,
+            Err(_)
+                if matches!(
+                    nix::sys::stat::fstatat(
+                        &self.fd,
+                        name.as_str(),
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
+                    ),
+                    Err(Errno::ENOENT)
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut buf = Vec::new();
+        f.take(MAX_RECORD_BYTES)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("{}: {e}", self.path.join(&name).display()))?;
+        let rec: RunRecord = serde_json::from_slice(&buf)
+            .map_err(|e| format!("{}: not a run record: {e}", self.path.join(&name).display()))?;
+        Ok(Some(rec))
+    }
+
+    /// Writes `<stem>.json` atomically: a fresh `O_EXCL` temporary file under the directory
+    /// descriptor, then `renameat`.
+    fn write_record(&self, stem: &str, rec: &RunRecord) -> anyhow::Result<()> {
+        let tmp = format!("{stem}.json.tmp");
+        let json = format!("{stem}.json");
+        match unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e).context(format!("remove {}", self.path.join(&tmp).display())),
+        }
+        let mut f = self
+            .open_at(&tmp, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY)
+            .with_context(|| format!("create {}", self.path.join(&tmp).display()))?;
+        fchmod(f.as_fd(), Mode::S_IRUSR | Mode::S_IWUSR)?;
+        f.write_all(&serde_json::to_vec(rec)?)?;
+        f.sync_all()?;
+        renameat(&self.fd, tmp.as_str(), &self.fd, json.as_str())
+            .with_context(|| format!("write {}", self.path.join(&json).display()))
+    }
+
+    fn remove(&self, name: &str) {
+        let _ = unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// Names of the lock files in the directory.
+    fn lock_stems(&self) -> Vec<String> {
+        let Ok(dup) = self.fd.try_clone() else {
+            return Vec::new();
+        };
+        let Ok(mut dir) = Dir::from_fd(dup) else {
+            return Vec::new();
+        };
+        dir.iter()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .ok()
+                    .and_then(|n| n.strip_suffix(".lock"))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// Opens cgroup file `file` for writing (never creating, never through a symlink) and checks
+/// that it is on cgroup2: v1 hierarchies and ordinary files are never written.
+fn open_cgroup_file(file: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(file)?;
+    let fs_type = fstatfs(f.as_fd())
+        .map_err(std::io::Error::from)?
+        .filesystem_type();
+    if fs_type != CGROUP2_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{} is not on a cgroup v2 hierarchy",
+            file.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Moves process `pid` into cgroup directory `cg`.
+fn write_pid(cg: &Path, pid: u32) -> std::io::Result<()> {
+    open_cgroup_file(&cg.join("cgroup.procs"))?.write_all(pid.to_string().as_bytes())
 }
 
 fn procs_in(cg: &Path) -> Vec<u32> {
@@ -92,100 +439,240 @@ fn procs_in(cg: &Path) -> Vec<u32> {
 }
 
 /// Removes a (now empty) cgroup directory, retrying while the last processes are reaped.
-fn remove_cgroup(cg: &Path) {
+/// True once it is gone.
+fn remove_cgroup(cg: &Path) -> bool {
+    match nix::sys::statfs::statfs(cg) {
+        Ok(s) if s.filesystem_type() == CGROUP2_SUPER_MAGIC => {}
+        Err(Errno::ENOENT) => return true,
+        _ => {
+            log::warn!("not removing {}: not a cgroup v2 directory", cg.display());
+            return false;
+        }
+    }
     for _ in 0..100 {
         match fs::remove_dir(cg) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
     }
-    log::warn!("could not remove cgroup {}", cg.display());
+    false
 }
 
-/// Undoes `rec`: moves processes back, ends what is left in spawn cgroups, removes the cgroups.
-fn undo(rec: &RunRecord) {
-    for m in &rec.moved {
-        if !is_ours(&rec.mount, &m.to) || !m.from.starts_with(&rec.mount) {
-            log::warn!(
-                "refusing to restore from {}: not a procnetmon2 cgroup",
-                m.to.display()
-            );
-            continue;
+/// Ends every process in spawn cgroup `cg` (the run's own command and its children):
+/// SIGTERM, up to `grace`, then `cgroup.kill`.
+fn stop_spawned(cg: &Path, grace: Duration) {
+    for pid in procs_in(cg) {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
-        // Every process in the dedicated cgroup (the target and any children) goes back.
-        for pid in procs_in(&m.to) {
-            if let Err(e) = write_pid(&m.from.join("cgroup.procs"), pid) {
-                log::warn!(
-                    "could not move process {pid} back to {}: {e}",
-                    m.from.display()
-                );
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && !procs_in(cg).is_empty() {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if !procs_in(cg).is_empty()
+        && let Ok(mut f) = open_cgroup_file(&cg.join("cgroup.kill"))
+    {
+        let _ = f.write_all(b"1");
+    }
+}
+
+/// Undoes a validated `rec`: moves every process in each dedicated cgroup back, ends what is
+/// left in the spawn cgroup, removes the emptied cgroups. Returns what could not be undone
+/// (processes that stay, alive, in their kept dedicated cgroup, and cgroups not removed).
+fn undo(rec: &RunRecord) -> RunRecord {
+    let mut left = RunRecord {
+        agent_pid: rec.agent_pid,
+        mount: rec.mount.clone(),
+        ..RunRecord::default()
+    };
+    for m in &rec.moved {
+        // Every process in the dedicated cgroup (the target and any children) goes back; a
+        // few rounds catch children forked meanwhile.
+        let mut failed: Vec<(u32, std::io::Error)> = Vec::new();
+        for _ in 0..10 {
+            failed.clear();
+            let procs = procs_in(&m.to);
+            if procs.is_empty() {
+                break;
             }
+            for pid in procs {
+                if let Err(e) = write_pid(&m.from, pid) {
+                    failed.push((pid, e));
+                }
+            }
+            if !failed.is_empty() {
+                break;
+            }
+        }
+        if !failed.is_empty() {
+            let why = failed
+                .iter()
+                .map(|(pid, e)| format!("process {pid}: {e}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            left.moved.push(Moved {
+                stuck: Some(why),
+                ..m.clone()
+            });
         }
     }
     for cg in rec.created.iter().rev() {
-        if !is_ours(&rec.mount, cg) {
+        if rec.spawn.as_ref() == Some(cg) {
+            // The run's own command (a killed run's): it ends with its run.
+            stop_spawned(cg, Duration::ZERO);
+        } else if !procs_in(cg).is_empty() {
+            // Never end a process this tool did not start: keep the cgroup.
+            left.created.push(cg.clone());
+            if !left.moved.iter().any(|m| &m.to == cg)
+                && let Some(m) = rec.moved.iter().find(|m| &m.to == cg)
+            {
+                left.moved.push(Moved {
+                    stuck: Some("processes are still in it".into()),
+                    ..m.clone()
+                });
+            }
             continue;
         }
-        if !procs_in(cg).is_empty() {
-            // A spawn cgroup still holding processes (a killed run's command): end them.
-            let _ = fs::write(cg.join("cgroup.kill"), "1");
+        if !remove_cgroup(cg) {
+            left.created.push(cg.clone());
         }
-        remove_cgroup(cg);
     }
+    left.created.reverse();
+    if let Some(spawn) = &rec.spawn
+        && left.created.contains(spawn)
+    {
+        left.spawn = Some(spawn.clone());
+    }
+    left
+}
+
+/// One line saying what `left` still holds, where the record is, and what to do.
+fn describe_left(left: &RunRecord, record: &Path) -> String {
+    let mut parts: Vec<String> = left
+        .moved
+        .iter()
+        .map(|m| {
+            format!(
+                "process {} could not be moved back to {} ({}): it stays, alive, in {}",
+                m.pid,
+                m.from.display(),
+                m.stuck.as_deref().unwrap_or("unknown error"),
+                m.to.display()
+            )
+        })
+        .collect();
+    for c in &left.created {
+        if !left.moved.iter().any(|m| &m.to == c) {
+            parts.push(format!("cgroup {} could not be removed", c.display()));
+        }
+    }
+    format!(
+        "{}; kept and recorded in {}: once the original cgroup accepts processes again (e.g. \
+         disable the controllers in its cgroup.subtree_control), run procnetmon2 --cleanup",
+        parts.join("; "),
+        record.display()
+    )
+}
+
+/// The live record of this run, locked. Undoes everything on [`RunState::finish`] or drop.
+pub struct RunState {
+    dir: StateDir,
+    stem: String,
+    /// Held for the whole run: a locked record belongs to a live run and is never touched.
+    _lock: Flock<File>,
+    record: RunRecord,
+    finished: bool,
 }
 
 impl RunState {
-    /// Creates and locks this run's record.
+    /// Creates and locks this run's record (in [`STATE_DIR`], created `0700` if missing).
     pub fn create(mount: &Cgroup2Mount) -> anyhow::Result<Self> {
-        fs::create_dir_all(STATE_DIR).with_context(|| format!("create {STATE_DIR}"))?;
+        Self::create_in(Path::new(STATE_DIR), &mount.mount_point)
+    }
+
+    fn create_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Self> {
+        let dir = StateDir::create(state_dir)?;
         let pid = std::process::id();
-        let lock_path = Path::new(STATE_DIR).join(format!("{pid}.lock"));
-        let json_path = Path::new(STATE_DIR).join(format!("{pid}.json"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("open {}", lock_path.display()))?;
-        if !flock(&lock, true) {
-            bail!("{} is locked by another run", lock_path.display());
+        // A kept record of an earlier process with this PID keeps its name: take the next one.
+        let mut found = None;
+        for n in 0..100 {
+            let stem = if n == 0 {
+                pid.to_string()
+            } else {
+                format!("{pid}-{n}")
+            };
+            match dir.open_at(
+                &format!("{stem}.lock"),
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            ) {
+                Ok(f) => {
+                    found = Some((stem, f));
+                    break;
+                }
+                Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("create a lock file in {}", state_dir.display()));
+                }
+            }
         }
+        let (stem, lock) =
+            found.with_context(|| format!("{}: no free record name", state_dir.display()))?;
+        fchmod(lock.as_fd(), Mode::S_IRUSR | Mode::S_IWUSR)?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("lock {}/{stem}.lock", state_dir.display()))?;
         let s = Self {
-            lock,
-            lock_path,
-            json_path,
+            dir,
+            stem,
+            _lock: lock,
             record: RunRecord {
                 agent_pid: pid,
-                mount: mount.mount_point.clone(),
+                mount: mount.to_path_buf(),
                 ..RunRecord::default()
             },
+            finished: false,
         };
         s.save()?;
         Ok(s)
     }
 
     fn save(&self) -> anyhow::Result<()> {
-        let tmp = self.json_path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).with_context(|| format!("write {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec(&self.record)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.json_path)
-            .with_context(|| format!("write {}", self.json_path.display()))
+        self.dir.write_record(&self.stem, &self.record)
     }
 
-    /// Creates dedicated cgroup `dir` (recorded before it exists, so a crash in between still
-    /// gets it removed).
-    pub fn create_cgroup(&mut self, dir: &Path) -> anyhow::Result<()> {
-        if !is_ours(&self.record.mount, dir) {
-            bail!(
-                "internal: {} is not a procnetmon2 cgroup path",
-                dir.display()
-            );
-        }
+    /// Path of this run's record.
+    pub fn record_path(&self) -> PathBuf {
+        self.dir.path.join(format!("{}.json", self.stem))
+    }
+
+    /// Claims dedicated cgroup `dir`: creates it, and records it only if this `mkdir` created it.
+    fn claim(&mut self, dir: &Path) -> Result<(), std::io::Error> {
+        fs::create_dir(dir)?;
         self.record.created.push(dir.to_path_buf());
-        self.save()?;
-        fs::create_dir(dir).with_context(|| format!("create cgroup {}", dir.display()))
+        if let Err(e) = self.save() {
+            // Unrecorded, it must not outlive us: it is ours and empty.
+            self.record.created.pop();
+            let _ = fs::remove_dir(dir);
+            return Err(std::io::Error::other(format!("{e:#}")));
+        }
+        Ok(())
+    }
+
+    /// Creates the spawn-mode cgroup `dir` (`…/procnetmon2-spawn-<this PID>`).
+    pub fn create_spawn_cgroup(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let want = format!("{SPAWN_PREFIX}{}", self.record.agent_pid);
+        if !is_ours(&self.record.mount, dir)
+            || dir.file_name().and_then(|n| n.to_str()) != Some(want.as_str())
+        {
+            bail!("internal: {} is not this run's spawn cgroup", dir.display());
+        }
+        self.claim(dir)
+            .with_context(|| format!("create cgroup {}", dir.display()))?;
+        self.record.spawn = Some(dir.to_path_buf());
+        self.save()
     }
 
     /// `--isolate`: moves `t` (all its threads) into a dedicated child of its cgroup `from`, so
@@ -203,24 +690,34 @@ impl RunState {
             );
         }
         let to = from.join(format!("{CGROUP_PREFIX}{}", t.pid));
-        if to.exists() {
+        if !is_ours(&self.record.mount, &to) {
             bail!(
-                "process {} is already isolated by another procnetmon2 run ({}); watch it without --isolate",
-                t.pid,
+                "internal: {} is not a procnetmon2 cgroup path",
                 to.display()
             );
         }
-        self.create_cgroup(&to).map_err(|e| {
-            e.context(format!("cannot make a dedicated cgroup for process {} under {}; watch it without --isolate", t.pid, from.display()))
-        })?;
+        match self.claim(&to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "process {} is already isolated by another procnetmon2 run ({}); watch it without --isolate (if no run holds it, run procnetmon2 --cleanup, or rmdir {1} once it is empty)",
+                t.pid,
+                to.display()
+            ),
+            Err(e) => bail!(
+                "cannot make a dedicated cgroup for process {} under {}: {e}; watch it without --isolate",
+                t.pid,
+                from.display()
+            ),
+        }
         self.record.moved.push(Moved {
             pid: t.pid,
             start_ticks: t.start_ticks,
             from: from.to_path_buf(),
             to: to.clone(),
+            stuck: None,
         });
         self.save()?;
-        if let Err(e) = write_pid(&to.join("cgroup.procs"), t.pid) {
+        if let Err(e) = write_pid(&to, t.pid) {
             bail!(
                 "cannot move process {} into {}: {e}; watch it without --isolate",
                 t.pid,
@@ -230,92 +727,167 @@ impl RunState {
         Ok(to)
     }
 
-    /// Ends every process in spawn cgroup `cg`: SIGTERM, a grace period, then cgroup.kill.
+    /// Ends every process in the spawn cgroup `cg`: SIGTERM, a grace period, then
+    /// `cgroup.kill`. Does nothing for any other cgroup.
     pub fn stop_cgroup(&self, cg: &Path, grace: Duration) {
-        if !is_ours(&self.record.mount, cg) {
-            return;
+        if self.record.spawn.as_deref() == Some(cg) {
+            stop_spawned(cg, grace);
         }
-        for pid in procs_in(cg) {
-            // SAFETY: plain syscall; these processes are the command we started and its children.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+
+    /// Undoes everything. What cannot be undone (a process its original cgroup refuses) is
+    /// kept, alive, recorded for `--cleanup`, and named in the error.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> anyhow::Result<()> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(());
         }
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline && !procs_in(cg).is_empty() {
-            thread::sleep(Duration::from_millis(20));
+        let left = undo(&self.record);
+        if left.is_empty() {
+            self.dir.remove(&format!("{}.json", self.stem));
+            self.dir.remove(&format!("{}.lock", self.stem));
+            return Ok(());
         }
-        if !procs_in(cg).is_empty() {
-            let _ = fs::write(cg.join("cgroup.kill"), "1");
+        // The record now says what is left; its lock is released when this run ends, so the
+        // next run or `--cleanup` retries.
+        self.record = left;
+        let saved = self.save();
+        let msg = describe_left(&self.record, &self.record_path());
+        match saved {
+            Ok(()) => bail!(msg),
+            Err(e) => bail!("{msg} (but the record could not be updated: {e:#})"),
         }
     }
 }
 
 impl Drop for RunState {
     fn drop(&mut self) {
-        undo(&self.record);
-        let _ = fs::remove_file(&self.json_path);
-        let _ = fs::remove_file(&self.lock_path);
-        // The lock is released when `self.lock` closes.
-        let _ = &self.lock;
+        if let Err(e) = self.teardown() {
+            log::error!("{e:#}");
+        }
     }
-}
-
-/// Rewrites `rec`'s paths from the mount point it was written under to `mount` (the run that
-/// wrote it may have used a private cgroup2 mount elsewhere).
-fn rebase(mut rec: RunRecord, mount: &Path) -> RunRecord {
-    let old = rec.mount.clone();
-    let fix = |p: &PathBuf| {
-        p.strip_prefix(&old)
-            .map_or_else(|_| p.clone(), |rel| mount.join(rel))
-    };
-    rec.created = rec.created.iter().map(fix).collect();
-    for m in &mut rec.moved {
-        m.from = fix(&m.from);
-        m.to = fix(&m.to);
-    }
-    rec.mount = mount.to_path_buf();
-    rec
 }
 
 /// Undoes the records of runs that died without cleaning up (their lock is free). Returns
-/// one line per record handled. Records of live runs are locked and left alone.
+/// one line per record handled. Records of live runs are locked and left alone; records that
+/// fail the checks are refused with a warning and left untouched.
 pub fn cleanup_stale(mount: &Path) -> anyhow::Result<Vec<String>> {
+    cleanup_stale_in(Path::new(STATE_DIR), mount)
+}
+
+fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    let Ok(entries) = fs::read_dir(STATE_DIR) else {
+    let Some(dir) = StateDir::open(state_dir)? else {
         return Ok(done);
     };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("lock") {
-            continue;
-        }
-        let Ok(lock) = OpenOptions::new().write(true).open(&path) else {
-            continue;
+    let refuse = |why: String| {
+        log::warn!(
+            "ignoring run record: {why}; remove it if no procnetmon2 run wrote it (nothing was changed)"
+        );
+    };
+    for stem in dir.lock_stems() {
+        let lock = match dir.open_checked(&format!("{stem}.lock"), OFlag::O_RDWR) {
+            Ok(f) => f,
+            Err(why) => {
+                refuse(why);
+                continue;
+            }
         };
-        if !flock(&lock, true) {
+        let Ok(lock) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else {
             continue; // a live run
-        }
-        let json = path.with_extension("json");
-        if let Ok(text) = fs::read_to_string(&json)
-            && let Ok(rec) = serde_json::from_str::<RunRecord>(&text)
-        {
-            let rec = rebase(rec, mount);
-            undo(&rec);
+        };
+        let rec = match dir.read_record(&stem) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => {
+                dir.remove(&format!("{stem}.lock"));
+                continue;
+            }
+            Err(why) => {
+                refuse(why);
+                continue;
+            }
+        };
+        let json = state_dir.join(format!("{stem}.json"));
+        let rec = match rebase(rec, mount).and_then(|r| validate(&r, mount).map(|()| r)) {
+            Ok(rec) => rec,
+            Err(why) => {
+                refuse(format!("{}: {why}", json.display()));
+                continue;
+            }
+        };
+        let left = undo(&rec);
+        if left.is_empty() {
             done.push(format!(
                 "cleaned up after run {}: {} process(es) moved back, {} cgroup(s) removed",
                 rec.agent_pid,
                 rec.moved.len(),
                 rec.created.len()
             ));
+            dir.remove(&format!("{stem}.json"));
+            dir.remove(&format!("{stem}.lock"));
+        } else {
+            let saved = dir.write_record(&stem, &left);
+            done.push(format!(
+                "could not clean up after run {}: {}{}",
+                rec.agent_pid,
+                describe_left(&left, &json),
+                saved
+                    .err()
+                    .map_or_else(String::new, |e| format!(" (record not updated: {e:#})"))
+            ));
         }
-        let _ = fs::remove_file(&json);
-        let _ = fs::remove_file(&path);
+        drop(lock);
     }
     Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
+
+    fn rec(mount: &str) -> RunRecord {
+        RunRecord {
+            agent_pid: 1,
+            mount: mount.into(),
+            created: vec![format!("{mount}/a/procnetmon2-5").into()],
+            spawn: None,
+            moved: vec![Moved {
+                pid: 5,
+                start_ticks: 9,
+                from: format!("{mount}/a").into(),
+                to: format!("{mount}/a/procnetmon2-5").into(),
+                stuck: None,
+            }],
+        }
+    }
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "pnm-unit-{tag}-{}-{:?}",
+                std::process::id(),
+                thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
+            Self(p)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
 
     #[test]
     fn only_our_cgroups_are_writable() {
@@ -334,40 +906,157 @@ mod tests {
 
     #[test]
     fn records_are_rebased_to_this_mount() {
-        let r = RunRecord {
-            agent_pid: 1,
-            mount: "/sys/fs/cgroup".into(),
-            created: vec!["/sys/fs/cgroup/a/procnetmon2-5".into()],
-            moved: vec![Moved {
-                pid: 5,
-                start_ticks: 9,
-                from: "/sys/fs/cgroup/a".into(),
-                to: "/sys/fs/cgroup/a/procnetmon2-5".into(),
-            }],
-        };
-        let r = rebase(r, Path::new("/sys/fs/cgroup/unified"));
+        let r = rebase(rec("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup/unified")).unwrap();
         assert_eq!(
             r.created[0],
             PathBuf::from("/sys/fs/cgroup/unified/a/procnetmon2-5")
         );
         assert_eq!(r.moved[0].from, PathBuf::from("/sys/fs/cgroup/unified/a"));
         assert!(is_ours(&r.mount, &r.moved[0].to));
+        assert_eq!(validate(&r, Path::new("/sys/fs/cgroup/unified")), Ok(()));
     }
 
     #[test]
     fn records_round_trip() {
-        let r = RunRecord {
-            agent_pid: 1,
-            mount: "/cg".into(),
-            created: vec!["/cg/a/procnetmon2-5".into()],
-            moved: vec![Moved {
-                pid: 5,
-                start_ticks: 9,
-                from: "/cg/a".into(),
-                to: "/cg/a/procnetmon2-5".into(),
-            }],
-        };
+        let mut r = rec("/cg");
+        r.moved[0].stuck = Some("EBUSY".into());
         let back: RunRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+        // Records of the previous format (no spawn, no stuck) still parse.
+        let old = r#"{"agent_pid":1,"mount":"/cg","created":[],"moved":[]}"#;
+        assert!(serde_json::from_str::<RunRecord>(old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_with_dot_dot_or_v1_paths_are_refused() {
+        let m = Path::new("/sys/fs/cgroup/unified");
+        let mut r = rec("/sys/fs/cgroup/unified");
+        r.moved[0].from = "/sys/fs/cgroup/unified/a/../../cpu".into();
+        assert!(validate(&r, m).unwrap_err().contains("canonical"));
+        // A v1 hierarchy next to the v2 mount.
+        let mut r = rec("/sys/fs/cgroup/unified");
+        r.moved[0].from = "/sys/fs/cgroup/cpu/a".into();
+        r.moved[0].to = "/sys/fs/cgroup/cpu/a/procnetmon2-5".into();
+        r.created = vec![r.moved[0].to.clone()];
+        assert!(validate(&r, m).unwrap_err().contains("outside"));
+        // ... and rebasing refuses paths outside the record's own mount.
+        assert!(rebase(r, m).unwrap_err().contains("outside"));
+        let mut r = rec("/sys/fs/cgroup/unified");
+        r.created[0] = "/sys/fs/cgroup/unified/a//procnetmon2-5".into();
+        assert!(validate(&r, m).is_err());
+    }
+
+    #[test]
+    fn records_naming_foreign_cgroups_are_refused() {
+        let m = Path::new("/cg");
+        // A cgroup that is not procnetmon2-<moved pid>.
+        let mut r = rec("/cg");
+        r.created.push("/cg/b/procnetmon2-7".into());
+        assert!(validate(&r, m).unwrap_err().contains("not one this record"));
+        let mut r = rec("/cg");
+        r.moved[0].to = "/cg/a/kubepods".into();
+        r.created = vec!["/cg/a/kubepods".into()];
+        assert!(validate(&r, m).is_err());
+        // Another run's dedicated cgroup: not the moved process's.
+        let mut r = rec("/cg");
+        r.moved[0].pid = 6;
+        assert!(validate(&r, m).is_err());
+        // A move whose original is not the dedicated cgroup's parent.
+        let mut r = rec("/cg");
+        r.moved[0].from = "/cg/b".into();
+        assert!(validate(&r, m).is_err());
+        // A spawn cgroup of another run.
+        let mut r = rec("/cg");
+        r.created.push("/cg/procnetmon2-spawn-2".into());
+        r.spawn = Some("/cg/procnetmon2-spawn-2".into());
+        assert!(validate(&r, m).unwrap_err().contains("spawn"));
+        let mut r = rec("/cg");
+        r.created.push("/cg/procnetmon2-spawn-1".into());
+        r.spawn = Some("/cg/procnetmon2-spawn-1".into());
+        assert_eq!(validate(&r, m), Ok(()));
+    }
+
+    #[test]
+    fn owner_and_mode_checks() {
+        let p = Path::new("/run/procnetmon2/1.json");
+        let reg = SFlag::S_IFREG;
+        assert_eq!(check_owner_mode(0, 0o100600, reg, 0, p), Ok(()));
+        assert_eq!(check_owner_mode(0, 0o100644, reg, 0, p), Ok(()));
+        assert!(
+            check_owner_mode(1000, 0o100600, reg, 0, p)
+                .unwrap_err()
+                .contains("uid 1000")
+        );
+        assert!(
+            check_owner_mode(0, 0o100620, reg, 0, p)
+                .unwrap_err()
+                .contains("group")
+        );
+        assert!(check_owner_mode(0, 0o100602, reg, 0, p).is_err());
+        // A FIFO or directory in a record's place.
+        assert!(check_owner_mode(0, 0o010600, reg, 0, p).is_err());
+        assert!(check_owner_mode(0, 0o040700, reg, 0, p).is_err());
+    }
+
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let s = Scratch::new("symlink");
+        let victim = s.0.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let state = s.0.join("state");
+        let dir = StateDir::create(&state).unwrap();
+        // A record that is a symlink to another file: refused, never read.
+        std::os::unix::fs::symlink(&victim, state.join("7.json")).unwrap();
+        assert!(dir.read_record("7").unwrap_err().contains("symlink"));
+        // A temporary name planted as a symlink: the write replaces the link, never the target.
+        std::os::unix::fs::symlink(&victim, state.join("8.json.tmp")).unwrap();
+        dir.write_record("8", &rec("/cg")).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(dir.read_record("8").unwrap(), Some(rec("/cg")));
+        // Cleanup refuses the planted record and leaves everything as it was.
+        fs::write(state.join("7.lock"), "").unwrap();
+        let lines = cleanup_stale_in(&state, Path::new("/cg")).unwrap();
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(
+            fs::symlink_metadata(state.join("7.json"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        // The state directory itself as a symlink: refused.
+        let link = s.0.join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        assert!(
+            StateDir::open(&link)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("not a directory")
+        );
+    }
+
+    #[test]
+    fn state_dir_is_0700_whatever_the_mode_it_had() {
+        let s = Scratch::new("mode");
+        let state = s.0.join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        let _dir = StateDir::create(&state).unwrap();
+        let mode = fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn group_writable_records_are_refused() {
+        let s = Scratch::new("gw");
+        let state = s.0.join("state");
+        let dir = StateDir::create(&state).unwrap();
+        dir.write_record("9", &rec("/cg")).unwrap();
+        let json = state.join("9.json");
+        fs::set_permissions(&json, fs::Permissions::from_mode(0o664)).unwrap();
+        assert!(dir.read_record("9").unwrap_err().contains("writable"));
+        fs::set_permissions(&json, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(dir.read_record("9").unwrap().is_some());
+        assert_eq!(dir.read_record("10"), Ok(None));
     }
 }

@@ -234,7 +234,7 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         .then(|| RunState::create(&env.mount))
         .transpose()?;
     if let (Some((_, _, cg)), Some(st)) = (command, state.as_mut()) {
-        st.create_cgroup(cg).with_context(|| {
+        st.create_spawn_cgroup(cg).with_context(|| {
             format!(
                 "cannot create a cgroup for the command under {}",
                 cg.parent().unwrap_or(cg).display()

@@ -1,0 +1,465 @@
+//! The target is never harmed and state cannot be planted: a target whose original cgroup
+//! refuses it back stays alive in its kept cgroup until `--cleanup` can move it; two runs
+//! racing to isolate one PID leave it alone; the state directory is `0700` under umask 000;
+//! a planted temporary-file symlink or a record of another user's changes nothing.
+//!
+//! Every run here sees its own `/run`: a test-owned directory bind-mounted over `/run` in a
+//! mount namespace of the run's own, so these records never meet those of other runs on the
+//! machine (and planted ones never reach them).
+
+use std::{
+    fs,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use procnetmon2_integration::{
+    Cgroup, Monitor, Proc, bin, cgroup_of, cgroup2_root, skip_unless_root, unique,
+};
+
+/// A private `/run` for procnetmon2 runs, removed on drop.
+struct PrivateRun {
+    root: PathBuf,
+}
+
+impl PrivateRun {
+    fn new() -> Self {
+        let root = std::env::temp_dir().join(unique("pnm-test-run-"));
+        fs::create_dir(&root).expect("mkdir private run");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self { root }
+    }
+
+    /// The state directory as the runs see it at /run/procnetmon2.
+    fn state(&self) -> PathBuf {
+        self.root.join("procnetmon2")
+    }
+
+    /// `unshare -m sh -c 'umask 000; mount --bind ROOT /run; PRE; exec "$@"' ROOT`, to be
+    /// followed by `procnetmon2 ARGS`: the shell execs procnetmon2, so `$$` in `pre` is the
+    /// run's PID.
+    fn wrapper(&self, pre: &str) -> Vec<String> {
+        let script = format!("umask 000 && mount --bind \"$0\" /run && {pre} exec \"$@\"");
+        let mut v: Vec<String> = ["unshare", "-m", "--propagation", "private", "sh", "-c"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        v.push(script);
+        v.push(self.root.display().to_string());
+        v
+    }
+
+    /// The whole command line of a run.
+    fn argv(&self, pre: &str, args: &[&str]) -> Vec<String> {
+        let mut v = self.wrapper(pre);
+        v.push(bin("procnetmon2").display().to_string());
+        v.extend(args.iter().map(|s| (*s).to_owned()));
+        v
+    }
+
+    fn command(&self, pre: &str, args: &[&str]) -> Command {
+        let argv = self.argv(pre, args);
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    }
+
+    /// Runs to completion; (exit code, stderr).
+    fn run(&self, pre: &str, args: &[&str]) -> (Option<i32>, String) {
+        let out = self
+            .command(pre, args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run procnetmon2");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for PrivateRun {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A dedicated cgroup a test may leave behind when it fails: its processes (the test's own
+/// `sleep`) end and it is removed, before its parent's guard runs.
+struct Dedicated(PathBuf);
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = fs::write(self.0.join("cgroup.kill"), "1");
+            for _ in 0..250 {
+                if fs::remove_dir(&self.0).is_ok() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// `hugetlb` enabled in the cgroup2 root's subtree_control for the test (the only controller
+/// this hybrid layout leaves to v2), so a test cgroup can enable it and refuse processes.
+/// Disabled again on drop if the test enabled it.
+struct RootHugetlb {
+    enabled_here: bool,
+}
+
+impl RootHugetlb {
+    fn new() -> Option<Self> {
+        let root = cgroup2_root();
+        let available = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        if !available.split_whitespace().any(|c| c == "hugetlb") {
+            return None;
+        }
+        let on = |s: &str| s.split_whitespace().any(|c| c == "hugetlb");
+        let before = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+        if on(&before) {
+            return Some(Self {
+                enabled_here: false,
+            });
+        }
+        fs::write(root.join("cgroup.subtree_control"), "+hugetlb").ok()?;
+        Some(Self { enabled_here: true })
+    }
+}
+
+impl Drop for RootHugetlb {
+    fn drop(&mut self) {
+        if self.enabled_here {
+            let _ = fs::write(cgroup2_root().join("cgroup.subtree_control"), "-hugetlb");
+        }
+    }
+}
+
+/// True while `pid` runs (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The cgroup v2 path of `dir` (relative to the mount), as /proc/PID/cgroup writes it.
+fn rel(dir: &Path) -> String {
+    format!(
+        "/{}",
+        dir.strip_prefix(cgroup2_root())
+            .expect("under the cgroup2 mount")
+            .display()
+    )
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_target_that_cannot_go_back_stays_alive_until_cleanup_can_move_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(_hugetlb) = RootHugetlb::new() else {
+        eprintln!(
+            "skipping: no controller available to cgroup v2 to make a cgroup refuse processes"
+        );
+        return;
+    };
+    let run = PrivateRun::new();
+    let cg = Cgroup::new();
+    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
+    let pid = target.pid();
+    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
+    let mon = run
+        .command(
+            "",
+            &["-p", &pid.to_string(), "--isolate", "--json", "-t", "3s"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn procnetmon2");
+    wait_for("the target to be isolated", || {
+        cgroup_of(pid) == rel(&dedicated.0)
+    });
+    // The original cgroup now holds no process: enabling a controller in it is allowed, and
+    // from then on it refuses processes (EBUSY), so the move back fails.
+    fs::write(cg.dir.join("cgroup.subtree_control"), "+hugetlb").expect("enable hugetlb");
+    let out = mon.wait_with_output_checked();
+    let err = out.1;
+    assert!(alive(pid), "the target was harmed: {err}");
+    assert_eq!(
+        out.0,
+        Some(1),
+        "the run reports what it could not undo: {err}"
+    );
+    assert_eq!(
+        cgroup_of(pid),
+        rel(&dedicated.0),
+        "it stays in the kept cgroup"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("could not be moved back"))
+        .unwrap_or_else(|| panic!("no error naming the process: {err}"));
+    assert!(
+        line.contains(&format!("process {pid}"))
+            && line.contains(&dedicated.0.display().to_string())
+            && line.contains("--cleanup"),
+        "{line}"
+    );
+    let records: Vec<String> = fs::read_dir(run.state())
+        .expect("state dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| fs::read_to_string(e.path()).expect("record"))
+        .collect();
+    assert!(
+        records.iter().any(|r| r.contains("\"stuck\"")),
+        "the record says so: {records:?}"
+    );
+
+    // A cleanup while the cgroup still refuses: nothing harmed, still recorded.
+    let (code, err) = run.run("", &["--cleanup"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("could not clean up"), "{err}");
+    assert!(alive(pid));
+    assert_eq!(cgroup_of(pid), rel(&dedicated.0));
+
+    // Once the original cgroup accepts processes again, --cleanup puts it back.
+    fs::write(cg.dir.join("cgroup.subtree_control"), "-hugetlb").expect("disable hugetlb");
+    let (code, err) = run.run("", &["--cleanup"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("cleaned up after run"), "{err}");
+    assert!(alive(pid));
+    assert_eq!(cgroup_of(pid), rel(&cg.dir), "moved back");
+    assert!(!dedicated.0.exists(), "dedicated cgroup removed");
+    let left: Vec<_> = fs::read_dir(run.state())
+        .expect("state dir")
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "records left: {left:?}");
+}
+
+/// `Child::wait_with_output` with a deadline: (exit code, stderr).
+trait WaitChecked {
+    fn wait_with_output_checked(self) -> (Option<i32>, String);
+}
+
+impl WaitChecked for std::process::Child {
+    fn wait_with_output_checked(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while matches!(self.try_wait(), Ok(None)) {
+            assert!(Instant::now() < deadline, "procnetmon2 did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let out = self.wait_with_output().expect("output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// The syscall number task `pid` is stopped in, if it is in a ptrace stop.
+fn stopped_in_syscall(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+    if state != 't' {
+        return None;
+    }
+    fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn two_runs_racing_to_isolate_one_pid_leave_the_target_alone() {
+    if skip_unless_root() {
+        return;
+    }
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipping: strace is not installed (scripts/setup installs it)");
+        return;
+    }
+    let run = PrivateRun::new();
+    let cg = Cgroup::new();
+    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
+    let pid = target.pid();
+    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
+    // The orphaned second run (once strace is gone) is reaped here, so its status is ours.
+    // SAFETY: plain prctl on this process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    // The second run, its mkdir of the dedicated cgroup held back by strace (a fault-injection
+    // delay on exactly that path) until the first run has claimed it: the race, every time.
+    let err_file = run.root.join("second.stderr");
+    let argv = run.argv(
+        "",
+        &["-p", &pid.to_string(), "--isolate", "--json", "-t", "1s"],
+    );
+    let dedicated_str = dedicated.0.display().to_string();
+    let mut strace = Command::new("strace")
+        .args([
+            "-I1",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-P",
+            &dedicated_str,
+            "-e",
+            "trace=mkdir,mkdirat",
+            "-e",
+            "inject=mkdir,mkdirat:delay_enter=300s",
+        ])
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_file).expect("stderr file"))
+        .spawn()
+        .expect("spawn strace");
+    let strace_pid = strace.id();
+    let mut second = 0;
+    wait_for("the second run to reach its mkdir", || {
+        second = fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(0);
+        // mkdir (83) or mkdirat (258) on x86_64, aarch64's mkdirat (34).
+        second != 0 && matches!(stopped_in_syscall(second), Some(83 | 258 | 34))
+    });
+    let wrapper = run.wrapper("");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let first = Monitor::start_under(
+        &wrapper,
+        &["-p", &pid.to_string(), "--isolate", "--json", "-t", "4s"],
+    );
+    assert_eq!(
+        cgroup_of(pid),
+        rel(&dedicated.0),
+        "the first run isolated it"
+    );
+    // Let the second run's mkdir go: strace detaches and ends.
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(strace_pid as i32, libc::SIGTERM) };
+    let _ = strace.wait();
+    let mut status = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // SAFETY: waitpid on a process this test reaps as subreaper.
+        let r = unsafe { libc::waitpid(second as i32, &mut status, libc::WNOHANG) };
+        if r == second as i32 {
+            break;
+        }
+        assert!(
+            r == 0 && Instant::now() < deadline,
+            "second run did not end"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let err = fs::read_to_string(&err_file).unwrap_or_default();
+    assert!(alive(pid), "the target was killed: {err}");
+    assert!(libc::WIFEXITED(status), "second run: {err}");
+    assert_eq!(libc::WEXITSTATUS(status), 1, "{err}");
+    assert!(err.contains("already isolated"), "{err}");
+    assert_eq!(
+        cgroup_of(pid),
+        rel(&dedicated.0),
+        "the first run still holds it"
+    );
+    let (status, _, err) = first.finish();
+    assert!(status.success(), "{err:?}");
+    assert!(alive(pid));
+    assert_eq!(cgroup_of(pid), rel(&cg.dir), "put back by the first run");
+    assert!(!dedicated.0.exists());
+}
+
+#[test]
+fn state_dir_is_0700_under_umask_000() {
+    if skip_unless_root() {
+        return;
+    }
+    let run = PrivateRun::new();
+    let cg = Cgroup::new();
+    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
+    let pid = target.pid().to_string();
+    // umask 000 (every run here): the directory is still root's and 0700.
+    let (code, err) = run.run("", &["-p", &pid, "--isolate", "--json", "-t", "1s"]);
+    assert_eq!(code, Some(0), "{err}");
+    let md = fs::metadata(run.state()).expect("state dir");
+    assert_eq!(md.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(md.uid(), 0);
+    assert_eq!(cgroup_of(target.pid()), rel(&cg.dir));
+}
+
+#[test]
+fn planted_state_changes_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    let run = PrivateRun::new();
+    let cg = Cgroup::new();
+    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
+    let pid = target.pid().to_string();
+    fs::create_dir(run.state()).expect("state dir");
+    fs::set_permissions(run.state(), fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    // A temporary file planted as a symlink under the run's own PID: written through, it
+    // would overwrite the file it points to.
+    let victim = run.root.join("victim");
+    fs::write(&victim, "precious").expect("victim");
+    let plant = format!(
+        "ln -s {} /run/procnetmon2/$$.json.tmp && ",
+        victim.display()
+    );
+    let (code, err) = run.run(&plant, &["-p", &pid, "--isolate", "--json", "-t", "1s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read_to_string(&victim).expect("victim"), "precious");
+    assert_eq!(cgroup_of(target.pid()), rel(&cg.dir));
+
+    // A record of another user's, saying the target was moved by a dead run: the next run
+    // must not act on it (here it would move the process out of its current cgroup).
+    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
+    fs::create_dir(&dedicated.0).expect("mkdir");
+    fs::write(dedicated.0.join("cgroup.procs"), &pid).expect("move");
+    let record = serde_json::json!({
+        "agent_pid": 4242,
+        "mount": cgroup2_root(),
+        "created": [dedicated.0],
+        "moved": [{"pid": target.pid(), "start_ticks": 0, "from": cg.dir, "to": dedicated.0}],
+    });
+    let json = run.state().join("4242.json");
+    let lock = run.state().join("4242.lock");
+    fs::write(&json, record.to_string()).expect("plant record");
+    fs::write(&lock, "").expect("plant lock");
+    for f in [&json, &lock] {
+        std::os::unix::fs::chown(f, Some(65534), Some(65534)).expect("chown");
+    }
+    let (code, err) = run.run("", &["--cleanup"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("ignoring run record") && err.contains("uid 65534"),
+        "refused with a warning: {err}"
+    );
+    assert_eq!(cgroup_of(target.pid()), rel(&dedicated.0), "nothing moved");
+    assert!(json.exists() && lock.exists(), "nothing removed");
+    fs::write(cg.dir.join("cgroup.procs"), &pid).expect("move back");
+}
