@@ -43,15 +43,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         Signals::install()?
     };
     // Leftovers of runs killed with SIGKILL are undone before anything else.
-    for line in lifecycle::cleanup_stale(&env.mount.mount_point)? {
+    let cleaned = lifecycle::cleanup_stale(&env.mount.mount_point)?;
+    for c in &cleaned {
         if cfg.cleanup {
-            eprintln!("procnetmon2: {line}");
+            eprintln!("procnetmon2: {}", c.line);
         } else {
-            log::warn!("{line}");
+            log::warn!("{}", c.line);
         }
     }
     if cfg.cleanup {
-        return Ok(0);
+        // Something left behind (a process that still cannot go back) fails the clean-up.
+        return Ok(u8::from(!cleaned.iter().all(|c| c.complete)));
     }
     let plan = Plan::build(cfg, setup::survey(cfg, &env)?)?;
     let mut output = Output::open(cfg.output.as_deref(), cfg.json, cfg.continuous)?;

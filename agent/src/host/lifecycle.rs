@@ -771,14 +771,23 @@ impl Drop for RunState {
     }
 }
 
+/// What the clean-up of one stale record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    /// One line saying so.
+    pub line: String,
+    /// False when something stays behind (kept for a later `--cleanup`).
+    pub complete: bool,
+}
+
 /// Undoes the records of runs that died without cleaning up (their lock is free). Returns
-/// one line per record handled. Records of live runs are locked and left alone; records that
+/// one entry per record handled. Records of live runs are locked and left alone; records that
 /// fail the checks are refused with a warning and left untouched.
-pub fn cleanup_stale(mount: &Path) -> anyhow::Result<Vec<String>> {
+pub fn cleanup_stale(mount: &Path) -> anyhow::Result<Vec<Cleaned>> {
     cleanup_stale_in(Path::new(STATE_DIR), mount)
 }
 
-fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<String>> {
+fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<Cleaned>> {
     let mut done = Vec::new();
     let Some(dir) = StateDir::open(state_dir)? else {
         return Ok(done);
@@ -820,24 +829,30 @@ fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<String
         };
         let left = undo(&rec);
         if left.is_empty() {
-            done.push(format!(
-                "cleaned up after run {}: {} process(es) moved back, {} cgroup(s) removed",
-                rec.agent_pid,
-                rec.moved.len(),
-                rec.created.len()
-            ));
+            done.push(Cleaned {
+                line: format!(
+                    "cleaned up after run {}: {} process(es) moved back, {} cgroup(s) removed",
+                    rec.agent_pid,
+                    rec.moved.len(),
+                    rec.created.len()
+                ),
+                complete: true,
+            });
             dir.remove(&format!("{stem}.json"));
             dir.remove(&format!("{stem}.lock"));
         } else {
             let saved = dir.write_record(&stem, &left);
-            done.push(format!(
-                "could not clean up after run {}: {}{}",
-                rec.agent_pid,
-                describe_left(&left, &json),
-                saved
-                    .err()
-                    .map_or_else(String::new, |e| format!(" (record not updated: {e:#})"))
-            ));
+            done.push(Cleaned {
+                line: format!(
+                    "could not clean up after run {}: {}{}",
+                    rec.agent_pid,
+                    describe_left(&left, &json),
+                    saved
+                        .err()
+                        .map_or_else(String::new, |e| format!(" (record not updated: {e:#})"))
+                ),
+                complete: false,
+            });
         }
         drop(lock);
     }
