@@ -265,35 +265,18 @@ fn works_under_ip_netns_exec() {
         Some(&a),
     );
     target.expect_line("bound");
-    let mon_bin = bin("procnetmon2");
-    let mut mon = std::process::Command::new("ip")
-        .args(["netns", "exec", &a.name])
-        .arg(&mon_bin)
-        .args(["-p", &target.pid().to_string(), "--json", "-t", "3s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Waits for the monitor's "counting" line, however slow the start under load.
+    let mon = Monitor::start_under(
+        &["ip", "netns", "exec", &a.name],
+        &["-p", &target.pid().to_string(), "--json", "-t", "3s"],
+    );
     target.send_line("go");
     target.expect_line("done");
-    let out = mon.wait_with_output().expect("wait");
-    mon = std::process::Command::new("true").spawn().expect("true");
-    let _ = mon.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .find(|l| !l.is_empty())
-            .expect("a line"),
-    )
-    .expect("json");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let r = reports.first().expect("a report");
     assert_eq!(
-        num(current(&r, target.pid()), "bytes_out"),
+        num(current(r, target.pid()), "bytes_out"),
         100 * udp4_bytes(400)
     );
     target.close_stdin();
