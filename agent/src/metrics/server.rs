@@ -1,33 +1,92 @@
-//! The HTTP server of `--metrics-addr`: `/metrics` and `/healthz`.
+//! The HTTP server of `--metrics-addr`: hyper's HTTP/1.1 (keep-alive, pipelining, HEAD) with
+//! the limits that keep a node agent answering when clients are hostile or broken:
+//!
+//! - at most [`ServerLimits::max_connections`] connections are served at once. Beyond that the
+//!   server does not accept: further clients wait in the kernel's listen backlog
+//!   ([`LISTEN_BACKLOG`], capped by `net.core.somaxconn`) and are served in arrival order as
+//!   slots free, so a burst is queued, not dropped, and costs no file descriptor while it waits;
+//! - a client gets [`ServerLimits::head_timeout`] to send a request head, and a keep-alive
+//!   connection may stay idle that long between requests (slowloris and idle connections go);
+//! - a response that makes no progress for [`ServerLimits::write_timeout`] (a client that does
+//!   not read) ends its connection;
+//! - request heads are bounded ([`MAX_HEAD_BYTES`]); a scrape's encoding is shared by the
+//!   scrapes that arrive before the store changes ([`super::respond`]).
+//!
+//! The listening socket can be bound before any runtime exists ([`MetricsServer::bind_std`]),
+//! so that an address that cannot be bound is an error before anything is loaded or attached.
 
 use std::{
-    fmt::Write as _,
+    convert::Infallible,
     future::Future,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    os::fd::AsRawFd as _,
+    pin::Pin,
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::Context as _;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-    task::JoinSet,
+use http_body_util::Full;
+use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::{GracefulShutdown, Watcher},
 };
+use nix::sys::{
+    resource::{Resource, getrlimit},
+    socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    },
+};
+use tokio::{net::TcpStream, sync::Semaphore, task::JoinSet};
+use tokio_io_timeout::TimeoutStream;
 
-use super::collector::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, to_classic_text};
-use super::store::MetricsRegistry;
+use super::{respond::Responder, store::MetricsRegistry};
 
-/// Longest request head (request line plus headers) the server reads.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Listen backlog requested: where clients beyond [`ServerLimits::max_connections`] queue.
+/// The kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// Time a client gets to send its request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head accepted (hyper's read buffer; its minimum is 8 KiB). Prometheus sends
+/// well under 1 KiB.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Connections served at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 64;
+/// Most connections served at once by default, before the file-descriptor budget.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
-/// Time in-flight responses get to finish after shutdown is requested.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Limits of a [`MetricsServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time to send a request head, and longest idle time of a keep-alive connection.
+    pub head_timeout: Duration,
+    /// Longest time a response may make no progress before its connection is closed.
+    pub write_timeout: Duration,
+    /// Time in-flight responses get to finish after shutdown is requested.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            head_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// [`DEFAULT_MAX_CONNECTIONS`], or half the soft `RLIMIT_NOFILE` when that is smaller: the
+/// other half stays for eBPF maps, pidfds, `/proc` reads and the spawned command's pipes.
+fn default_max_connections() -> usize {
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(16, DEFAULT_MAX_CONNECTIONS)
+}
 
 /// Parses `--metrics-addr`: a bare port (`9809`) binds loopback, `127.0.0.1:9809`; an
 /// `IP:PORT` (`0.0.0.0:9809`, `[::]:9809`) or `localhost:PORT` is taken as given.
@@ -52,19 +111,59 @@ pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Creates a listening TCP socket on `addr` with [`LISTEN_BACKLOG`] (std's `bind` asks for
+/// only 128), non-blocking and close-on-exec, ready for tokio.
+fn listen_on(addr: SocketAddr) -> nix::Result<std::net::TcpListener> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    // A restarted agent rebinds at once despite connections of its predecessor in TIME_WAIT.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(LISTEN_BACKLOG)?)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// A bound metrics listener; [`run`](Self::run) serves it.
 #[derive(Debug)]
 pub struct MetricsServer {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    limits: ServerLimits,
 }
 
 impl MetricsServer {
-    /// Binds `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    /// Binds `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)) without
+    /// a runtime: call it before anything is set up, so that a bad `--metrics-addr` fails
+    /// first. [`run`](Self::run) must then be called inside a tokio runtime.
+    pub fn bind_std(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = listen_on(addr).with_context(|| format!("bind metrics listener {addr}"))?;
+        Ok(Self {
+            listener,
+            limits: ServerLimits::default(),
+        })
+    }
+
+    /// [`bind_std`](Self::bind_std), for callers already in a runtime.
+    #[expect(
+        clippy::unused_async,
+        reason = "kept async for callers written against the earlier tokio listener"
+    )]
     pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind metrics listener {addr}"))?;
-        Ok(Self { listener })
+        Self::bind_std(addr)
+    }
+
+    /// Replaces the default [`ServerLimits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound.
@@ -75,178 +174,112 @@ impl MetricsServer {
     }
 
     /// Serves `/metrics` and `/healthz` until `shutdown` completes, then gives in-flight
-    /// responses a moment to finish.
+    /// responses [`ServerLimits::drain_timeout`] to finish and closes the rest.
     pub async fn run(
         self,
         registry: MetricsRegistry,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let Self { listener } = self;
+        let Self { listener, limits } = self;
+        let listener = tokio::net::TcpListener::from_std(listener).context("metrics listener")?;
         if let Ok(addr) = listener.local_addr() {
-            log::info!("serving metrics on http://{addr}/metrics");
+            log::info!(
+                "serving metrics on http://{addr}/metrics (at most {} connections at once)",
+                limits.max_connections
+            );
         }
+        let responder = Arc::new(Responder::new(registry));
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let graceful = GracefulShutdown::new();
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             while conns.try_join_next().is_some() {}
-            tokio::select! {
+            // A free slot first, then accept: clients beyond the limit stay queued in the
+            // listen backlog instead of being accepted and closed.
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = Arc::clone(&slots).acquire_owned() => permit.context("connection slots")?,
+            };
+            let stream = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if conns.len() >= MAX_CONNECTIONS {
-                            log::debug!("metrics: {peer}: too many connections, closing");
-                            continue;
-                        }
-                        let registry = registry.clone();
-                        conns.spawn(async move {
-                            if let Err(e) = handle(stream, &registry).await {
-                                log::debug!("metrics: {peer}: {e:#}");
-                            }
-                        });
-                    }
+                    Ok((stream, _peer)) => stream,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         log::warn!("metrics: accept: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
                 },
-            }
+            };
+            let conn = serve_connection(stream, &responder, &limits, graceful.watcher());
+            conns.spawn(async move {
+                conn.await;
+                drop(permit);
+            });
         }
         drop(listener);
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        // Closes idle keep-alive connections now and lets busy ones finish their response.
+        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
             log::debug!("metrics: aborting {} slow connections", conns.len());
         }
+        conns.shutdown().await;
         log::info!("metrics server stopped");
         Ok(())
     }
 }
 
-/// Binds `addr` and serves `/metrics` and `/healthz` until `shutdown` completes.
-pub async fn serve(
-    addr: SocketAddr,
-    registry: MetricsRegistry,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    MetricsServer::bind(addr)
-        .await?
-        .run(registry, shutdown)
-        .await
-}
-
-/// Reads one request head, answers it and closes the connection.
-async fn handle(mut stream: TcpStream, registry: &MetricsRegistry) -> anyhow::Result<()> {
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
-        .await
-        .context("request timed out")??;
-    let (status, content_type, body, head_only) = respond(&head, registry);
-    let mut out = String::new();
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n",
-        body.len()
-    )?;
-    if status.starts_with("405") {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&body);
-    }
-    stream
-        .write_all(out.as_bytes())
-        .await
-        .context("write response")?;
-    stream.shutdown().await.context("shutdown")?;
-    Ok(())
-}
-
-/// Reads until the blank line that ends the head. Reading the headers rather than only the
-/// request line matters: closing a socket with unread data sends a RST, which can destroy the
-/// response before the client reads it.
-async fn read_head(stream: &mut TcpStream) -> anyhow::Result<String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.context("read request")?;
-        if n == 0 {
-            break;
+/// One connection: HTTP/1.1 with keep-alive, the head timeout (hyper's, which also bounds the
+/// idle time between requests) and the read/write progress timeouts on the socket.
+fn serve_connection(
+    stream: TcpStream,
+    responder: &Arc<Responder>,
+    limits: &ServerLimits,
+    watcher: Watcher,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Answers are small and written at once; waiting for more to send only adds latency.
+    let _ = stream.set_nodelay(true);
+    let mut io = TimeoutStream::new(stream);
+    io.set_write_timeout(Some(limits.write_timeout));
+    // A request body (which nothing here reads) must trickle no slower than a head.
+    io.set_read_timeout(Some(limits.head_timeout));
+    let io: Pin<Box<TimeoutStream<TcpStream>>> = Box::pin(io);
+    let responder = Arc::clone(responder);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let resp = responder.respond(&req).map(Full::new);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service);
+    let conn = watcher.watch(conn);
+    async move {
+        if let Err(e) = conn.await {
+            // Timeouts, resets and garbage: the client's problem, not an agent error.
+            log::debug!("metrics: connection: {e}");
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n")
-            || buf.windows(2).any(|w| w == b"\n\n")
-            || buf.len() >= MAX_REQUEST_HEAD
-        {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// Status line, content type, body, and whether to omit the body (HEAD).
-/// True when the request's `Accept` header names `text/plain` and not OpenMetrics.
-fn wants_classic_text(head: &str) -> bool {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
-        .any(|(_, v)| v.contains("text/plain") && !v.contains("application/openmetrics-text"))
-}
-
-/// Rewrites an OpenMetrics exposition into the classic text format: counter families are
-fn respond(head: &str, registry: &MetricsRegistry) -> (&'static str, &'static str, String, bool) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return ("400 Bad Request", TEXT, "bad request\n".into(), false);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return ("400 Bad Request", TEXT, "bad request\n".into(), false);
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => {
-            return (
-                "405 Method Not Allowed",
-                TEXT,
-                "method not allowed\n".into(),
-                false,
-            );
-        }
-    };
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    match path {
-        "/metrics" => match registry.encode() {
-            // OpenMetrics unless the client asks for the classic text format only (what
-            // `curl -H 'Accept: text/plain' … | promtool check metrics` reads).
-            Ok(body) if wants_classic_text(head) => (
-                "200 OK",
-                CLASSIC_CONTENT_TYPE,
-                to_classic_text(&body),
-                head_only,
-            ),
-            Ok(body) => ("200 OK", CONTENT_TYPE, body, head_only),
-            Err(_) => (
-                "500 Internal Server Error",
-                TEXT,
-                "encoding failed\n".into(),
-                head_only,
-            ),
-        },
-        "/healthz" => ("200 OK", TEXT, "ok\n".into(), head_only),
-        _ => ("404 Not Found", TEXT, "not found\n".into(), head_only),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read as _;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
-    use crate::metrics::collector::tests::nasty_registry;
+    use crate::metrics::{
+        WorkloadKey,
+        collector::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, tests::nasty_registry},
+        store::tests::tcp,
+    };
 
     #[test]
     fn metrics_addr_forms() {
@@ -262,63 +295,251 @@ mod tests {
         }
     }
 
-    async fn get(addr: SocketAddr, request: &str) -> String {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(request.as_bytes()).await.expect("write");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await.expect("read");
-        resp
+    #[test]
+    fn bind_std_needs_no_runtime_and_reports_the_address() {
+        let a = MetricsServer::bind_std("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = a.local_addr().expect("addr");
+        let err = MetricsServer::bind_std(addr).expect_err("port in use");
+        assert!(
+            format!("{err:#}").contains(&format!("bind metrics listener {addr}")),
+            "{err:#}"
+        );
+        assert!(ServerLimits::default().max_connections >= 16);
     }
 
-    #[tokio::test]
-    async fn serves_metrics_and_healthz() {
-        let reg = nasty_registry();
-        let server = MetricsServer::bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
+    /// A response read off the wire: status line, lower-cased headers, body.
+    struct Reply {
+        status: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Reads one response with a `Content-Length` from `s` (which may carry more).
+    async fn read_reply(s: &mut TcpStream, head_request: bool) -> Reply {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut byte).await.expect("read head");
+            assert_eq!(
+                n,
+                1,
+                "closed inside a head: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).expect("utf8 head");
+        let mut lines = head.split("\r\n");
+        let status = lines.next().expect("status").to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut reply = Reply {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let len: usize = reply
+            .header("content-length")
+            .expect("content-length")
+            .parse()
+            .expect("length");
+        if !head_request {
+            reply.body = vec![0; len];
+            s.read_exact(&mut reply.body).await.expect("read body");
+        }
+        reply
+    }
+
+    async fn start(
+        reg: MetricsRegistry,
+        limits: ServerLimits,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let server = MetricsServer::bind_std("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind")
+            .with_limits(limits);
         let addr = server.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(reg, async {
             let _ = stopped.await;
         }));
+        (addr, stop, task)
+    }
 
-        let resp = get(
-            addr,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n",
-        )
-        .await;
-        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-        assert!(
-            resp.contains(&format!("\r\nContent-Type: {CONTENT_TYPE}\r\n")),
-            "{resp}"
-        );
-        let (head, body) = resp.split_once("\r\n\r\n").expect("head");
-        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
-        assert!(body.contains("procnetmon_network_receive_bytes_total{"));
-        assert!(body.ends_with("# EOF\n"));
-
-        let resp = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-        assert!(resp.ends_with("\r\n\r\nok\n"), "{resp}");
-
-        let resp = get(addr, "HEAD /metrics?x=1 HTTP/1.0\r\n\r\n").await;
-        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-        assert!(resp.ends_with("\r\n\r\n"), "{resp}");
-
-        let resp = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
-        assert!(resp.starts_with("HTTP/1.1 404 Not Found\r\n"), "{resp}");
-        let resp = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(resp.starts_with("HTTP/1.1 405 "), "{resp}");
-        assert!(resp.contains("\r\nAllow: GET, HEAD\r\n"), "{resp}");
-        let resp = get(addr, "garbage\r\n\r\n").await;
-        assert!(resp.starts_with("HTTP/1.1 400 "), "{resp}");
-
+    async fn stop(
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         stop.send(()).expect("stop");
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("server stops")
             .expect("join")
             .expect("run");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_head_gzip_and_negotiation() {
+        let (addr, stop_tx, task) = start(nasty_registry(), ServerLimits::default()).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        // Three requests pipelined on one kept-alive connection.
+        s.write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\nAccept-Encoding: gzip\r\n\r\n\
+              HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let classic = read_reply(&mut s, false).await;
+        assert_eq!(classic.status, "HTTP/1.1 200 OK");
+        assert_eq!(classic.header("content-type"), Some(CLASSIC_CONTENT_TYPE));
+        assert!(!classic.body.ends_with(b"# EOF\n"));
+        let om = read_reply(&mut s, false).await;
+        assert_eq!(om.header("content-type"), Some(CONTENT_TYPE));
+        assert_eq!(om.header("content-encoding"), Some("gzip"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(om.body.as_slice())
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let head = read_reply(&mut s, true).await;
+        assert_eq!(head.status, "HTTP/1.1 200 OK");
+        assert_eq!(
+            head.header("content-length"),
+            Some(classic.body.len().to_string().as_str())
+        );
+        // Still open: one more request, then the body must be exactly what was announced.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let health = read_reply(&mut s, false).await;
+        assert_eq!(health.body, b"ok\n");
+        let mut rest = [0u8; 1];
+        let extra = tokio::time::timeout(Duration::from_millis(200), s.read(&mut rest)).await;
+        assert!(extra.is_err(), "bytes after the HEAD response: {extra:?}");
+        stop(stop_tx, task).await;
         assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+    }
+
+    #[tokio::test]
+    async fn errors_are_http_answers() {
+        let (addr, stop_tx, task) = start(nasty_registry(), ServerLimits::default()).await;
+        for (req, want) in [
+            (
+                &b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                "HTTP/1.1 404 ",
+            ),
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 405 ",
+            ),
+            (b"garbage\r\n\r\n", "HTTP/1.1 400 "),
+        ] {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(req).await.expect("write");
+            let mut resp = Vec::new();
+            let _ = s.read_to_end(&mut resp).await;
+            let resp = String::from_utf8_lossy(&resp);
+            assert!(resp.starts_with(want), "{resp}");
+        }
+        stop(stop_tx, task).await;
+    }
+
+    fn short_limits(max_connections: usize) -> ServerLimits {
+        ServerLimits {
+            max_connections,
+            head_timeout: Duration::from_millis(300),
+            write_timeout: Duration::from_millis(300),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether the server closes `s` within `within` (reads EOF or a reset).
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut sink = [0u8; 4096];
+        tokio::time::timeout(within, async {
+            loop {
+                match s.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_time_out() {
+        let (addr, stop_tx, task) = start(nasty_registry(), short_limits(8)).await;
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHo")
+            .await
+            .expect("write");
+        // Idle after a first request on a kept-alive connection.
+        let mut kept = TcpStream::connect(addr).await.expect("connect");
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(read_reply(&mut kept, false).await.body, b"ok\n");
+        for s in [&mut idle, &mut slow, &mut kept] {
+            assert!(closed_within(s, Duration::from_secs(3)).await);
+        }
+        stop(stop_tx, task).await;
+    }
+
+    /// A registry whose exposition is a few hundred KiB, so that pipelined scrapes fill the
+    /// socket buffers of a client that does not read.
+    fn big_registry() -> MetricsRegistry {
+        let reg = MetricsRegistry::default();
+        for i in 0..2000 {
+            reg.update_workload(
+                &WorkloadKey::cgroup(format!("system.slice/unit-{i}.service")),
+                &tcp(1000 + i, 2000 + i),
+            );
+        }
+        reg
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_loses_its_slot_and_the_queue_is_served() {
+        // One slot: the non-reading scraper holds it until the write timeout; the probe
+        // behind it waits in the listen backlog and is then served, not refused.
+        let (addr, stop_tx, task) = start(big_registry(), short_limits(1)).await;
+        let mut hog = TcpStream::connect(addr).await.expect("connect");
+        let scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+        hog.write_all(&scrape).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let mut probe = TcpStream::connect(addr).await.expect("queued, not refused");
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let reply = tokio::time::timeout(Duration::from_secs(5), read_reply(&mut probe, false))
+            .await
+            .expect("probe answered once the hog timed out");
+        assert_eq!(reply.body, b"ok\n");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{started:?}"
+        );
+        drop(hog);
+        stop(stop_tx, task).await;
     }
 }
