@@ -9,6 +9,8 @@
 //!   connection may stay idle that long between requests (slowloris and idle connections go);
 //! - a response that makes no progress for [`ServerLimits::write_timeout`] (a client that does
 //!   not read) ends its connection;
+//! - a connection serves at most [`ServerLimits::max_requests`] requests, so a client that
+//!   pipelines thousands of scrapes in one write gets a bounded share before it must queue again;
 //! - request heads are bounded ([`MAX_HEAD_BYTES`]); a scrape's encoding is shared by the
 //!   scrapes that arrive before the store changes ([`super::respond`]).
 //!
@@ -21,13 +23,22 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     os::fd::AsRawFd as _,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use anyhow::Context as _;
 use http_body_util::Full;
-use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    Request,
+    body::Incoming,
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::{GracefulShutdown, Watcher},
@@ -39,7 +50,11 @@ use nix::sys::{
         socket, sockopt,
     },
 };
-use tokio::{net::TcpStream, sync::Semaphore, task::JoinSet};
+use tokio::{
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 use tokio_io_timeout::TimeoutStream;
 
 use super::{respond::Responder, store::MetricsRegistry};
@@ -64,6 +79,8 @@ pub struct ServerLimits {
     pub head_timeout: Duration,
     /// Longest time a response may make no progress before its connection is closed.
     pub write_timeout: Duration,
+    /// Requests served on one connection; the last is answered with `Connection: close`.
+    pub max_requests: usize,
     /// Time in-flight responses get to finish after shutdown is requested.
     pub drain_timeout: Duration,
 }
@@ -74,6 +91,8 @@ impl Default for ServerLimits {
             max_connections: default_max_connections(),
             head_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            // A Prometheus scraping every 15 s reconnects every 25 minutes.
+            max_requests: 100,
             drain_timeout: Duration::from_secs(2),
         }
     }
@@ -173,6 +192,27 @@ impl MetricsServer {
             .context("metrics listener local_addr")
     }
 
+    /// Serves on a thread of its own (with its own single-threaded runtime) until
+    /// [`ServerThread::stop`]. The sampling loop and the server then never wait for each
+    /// other: a slow tick does not delay `/healthz`, and a flood of clients does not delay
+    /// a tick.
+    pub fn spawn(self, registry: MetricsRegistry) -> anyhow::Result<ServerThread> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("metrics runtime")?;
+                rt.block_on(self.run(registry, async {
+                    let _ = stopped.await;
+                }))
+            })
+            .context("start the metrics thread")?;
+        Ok(ServerThread { stop, thread })
+    }
+
     /// Serves `/metrics` and `/healthz` until `shutdown` completes, then gives in-flight
     /// responses [`ServerLimits::drain_timeout`] to finish and closes the rest.
     pub async fn run(
@@ -201,23 +241,26 @@ impl MetricsServer {
                 () = &mut shutdown => break,
                 permit = Arc::clone(&slots).acquire_owned() => permit.context("connection slots")?,
             };
-            let stream = tokio::select! {
+            let accepted = tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        log::warn!("metrics: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                accepted = accept_batch(&listener, &slots, permit) => accepted,
             };
-            let conn = serve_connection(stream, &responder, &limits, graceful.watcher());
-            conns.spawn(async move {
-                conn.await;
-                drop(permit);
-            });
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::warn!("metrics: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            for (stream, permit) in accepted {
+                let conn = serve_connection(stream, &responder, &limits, graceful.watcher());
+                conns.spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
+            }
         }
         drop(listener);
         // Closes idle keep-alive connections now and lets busy ones finish their response.
@@ -231,6 +274,54 @@ impl MetricsServer {
         log::info!("metrics server stopped");
         Ok(())
     }
+}
+
+/// A server running on its own thread ([`MetricsServer::spawn`]).
+#[derive(Debug)]
+pub struct ServerThread {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ServerThread {
+    /// Stops accepting, lets in-flight responses finish (at most
+    /// [`ServerLimits::drain_timeout`]) and waits for the thread.
+    pub fn stop(self) -> anyhow::Result<()> {
+        let Self { stop, thread } = self;
+        let _ = stop.send(());
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the metrics thread panicked"))?
+    }
+}
+
+/// Most connections taken off the listen backlog in one turn of the accept loop.
+const ACCEPT_BATCH: usize = 256;
+
+/// Waits for one connection, then takes every other one already waiting (up to
+/// [`ACCEPT_BATCH`] and the free slots) in the same turn. Accepting one per turn would let
+/// the backlog drain at one connection per round of all busy connections, so a newcomer
+/// (a liveness probe) would wait behind the whole queue at that pace.
+async fn accept_batch(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<Semaphore>,
+    first: OwnedSemaphorePermit,
+) -> std::io::Result<Vec<(TcpStream, OwnedSemaphorePermit)>> {
+    let (stream, _peer) = listener.accept().await?;
+    let mut accepted = vec![(stream, first)];
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    while accepted.len() < ACCEPT_BATCH {
+        let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
+            break;
+        };
+        match listener.poll_accept(&mut cx) {
+            std::task::Poll::Ready(Ok((stream, _peer))) => accepted.push((stream, permit)),
+            // An error is left for the next `accept`, which reports it.
+            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => break,
+        }
+    }
+    Ok(accepted)
 }
 
 /// One connection: HTTP/1.1 with keep-alive, the head timeout (hyper's, which also bounds the
@@ -249,8 +340,15 @@ fn serve_connection(
     io.set_read_timeout(Some(limits.head_timeout));
     let io: Pin<Box<TimeoutStream<TcpStream>>> = Box::pin(io);
     let responder = Arc::clone(responder);
+    let (served, max_requests) = (AtomicUsize::new(0), limits.max_requests);
     let service = service_fn(move |req: Request<Incoming>| {
-        let resp = responder.respond(&req).map(Full::new);
+        let mut resp = responder.respond(&req);
+        if served.fetch_add(1, Ordering::Relaxed) + 1 >= max_requests {
+            // hyper closes the connection after a response that says so.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let resp = resp.map(Full::new);
         async move { Ok::<_, Infallible>(resp) }
     });
     let conn = http1::Builder::new()
@@ -436,6 +534,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_serves_at_most_max_requests() {
+        let limits = ServerLimits {
+            max_requests: 3,
+            ..ServerLimits::default()
+        };
+        let (addr, stop_tx, task) = start(nasty_registry(), limits).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(&b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5))
+            .await
+            .expect("write");
+        for _ in 0..2 {
+            assert_eq!(read_reply(&mut s, false).await.header("connection"), None);
+        }
+        let last = read_reply(&mut s, false).await;
+        assert_eq!(last.header("connection"), Some("close"));
+        assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+        stop(stop_tx, task).await;
+    }
+
+    #[test]
+    fn runs_on_its_own_thread() {
+        let server = MetricsServer::bind_std("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let running = server.spawn(nasty_registry()).expect("spawn");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(
+            &mut s,
+            b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        assert!(
+            resp.starts_with("HTTP/1.1 200 OK\r\n") && resp.ends_with("ok\n"),
+            "{resp}"
+        );
+        running.stop().expect("stop");
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "still listening"
+        );
+    }
+
+    #[tokio::test]
     async fn errors_are_http_answers() {
         let (addr, stop_tx, task) = start(nasty_registry(), ServerLimits::default()).await;
         for (req, want) in [
@@ -464,6 +606,7 @@ mod tests {
             max_connections,
             head_timeout: Duration::from_millis(300),
             write_timeout: Duration::from_millis(300),
+            max_requests: 100,
             drain_timeout: Duration::from_secs(1),
         }
     }
