@@ -13,7 +13,7 @@ use crate::{
     error::{self, UsageError},
     events::{Events, Signals},
     host::{cgroup, identity::MetadataRoots, lifecycle, privileges, procs::ProcFs},
-    metrics::{Limits, MetricsRegistry, MetricsServer},
+    metrics::{Limits, MetricsRegistry, MetricsServer, ServerThread},
     plan::{self, Plan},
     render::output::Output,
     session::{
@@ -119,7 +119,7 @@ async fn main_loop(
         .as_mut()
         .and_then(setup::spawn::Command::take_pidfd);
     let mut events = Events::new(cfg.interval, cfg.window, pidfd, signals)?;
-    let metrics = MetricsTask::start(cfg).await?;
+    let metrics = MetricsTask::start(cfg)?;
     let mut status = 0;
     loop {
         let event = events.next().await;
@@ -163,7 +163,7 @@ async fn main_loop(
         }
     }
     // Stop the metrics server (it drains in-flight scrapes) before the programs detach.
-    metrics.stop().await?;
+    metrics.stop()?;
     Ok(status)
 }
 
@@ -176,17 +176,15 @@ fn facts(cfg: &Config, run: &Running) -> Facts {
     }
 }
 
-/// `--metrics-addr`: the OpenMetrics server beside the loop.
+/// `--metrics-addr`: the OpenMetrics server, on a thread of its own (a slow tick never delays
+/// `/healthz`).
 struct MetricsTask {
     registry: Option<MetricsRegistry>,
-    server: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    )>,
+    server: Option<ServerThread>,
 }
 
 impl MetricsTask {
-    async fn start(cfg: &Config) -> anyhow::Result<Self> {
+    fn start(cfg: &Config) -> anyhow::Result<Self> {
         let Some(addr) = cfg.metrics_addr else {
             return Ok(Self {
                 registry: None,
@@ -197,23 +195,18 @@ impl MetricsTask {
             max_series: cfg.max_series,
             grace: cfg.series_grace,
         });
-        let srv = MetricsServer::bind(addr)
-            .await
-            .with_context(|| format!("bind --metrics-addr {addr}"))?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(srv.run(reg.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let server = MetricsServer::bind_std(addr)
+            .with_context(|| format!("bind --metrics-addr {addr}"))?
+            .spawn(reg.clone())?;
         Ok(Self {
             registry: Some(reg),
-            server: Some((stop, task)),
+            server: Some(server),
         })
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
-        if let Some((stop, task)) = self.server {
-            drop(stop);
-            task.await.context("metrics server task")??;
+    fn stop(self) -> anyhow::Result<()> {
+        if let Some(server) = self.server {
+            server.stop().context("metrics server")?;
         }
         Ok(())
     }
