@@ -57,8 +57,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     }
     let plan = Plan::build(cfg, setup::survey(cfg, &env)?)?;
     let mut output = Output::open(cfg.output.as_deref(), cfg.json, cfg.continuous)?;
+    // Bound before anything is attached: a taken or bad address fails first.
+    let metrics = MetricsTask::start(cfg)?;
     let mut running = setup::apply(&plan, cfg, &env)?;
-    let status = rt.block_on(main_loop(cfg, &mut running, &mut output, signals));
+    let status = rt.block_on(main_loop(cfg, &mut running, &mut output, signals, metrics));
     let state = running.state.take();
     drop(running); // detaches every program
     // Then processes move back and dedicated cgroups go. One that cannot go back stays, alive,
@@ -113,13 +115,13 @@ async fn main_loop(
     run: &mut Running,
     out: &mut Output,
     signals: Signals,
+    metrics: MetricsTask,
 ) -> anyhow::Result<u8> {
     let pidfd = run
         .command
         .as_mut()
         .and_then(setup::spawn::Command::take_pidfd);
     let mut events = Events::new(cfg.interval, cfg.window, pidfd, signals)?;
-    let metrics = MetricsTask::start(cfg)?;
     let mut status = 0;
     loop {
         let event = events.next().await;
@@ -196,7 +198,12 @@ impl MetricsTask {
             grace: cfg.series_grace,
         });
         let server = MetricsServer::bind_std(addr)
-            .with_context(|| format!("bind --metrics-addr {addr}"))?
+            .map_err(|e| {
+                UsageError::new(format!(
+                    "--metrics-addr {addr}: cannot listen there ({}); pick a free port or an address of this host",
+                    e.root_cause()
+                ))
+            })?
             .spawn(reg.clone())?;
         Ok(Self {
             registry: Some(reg),
