@@ -52,6 +52,39 @@ pub fn skip_unless_root() -> bool {
     false
 }
 
+/// The running kernel's (major, minor), from its release string.
+pub fn kernel_version() -> (u32, u32) {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Says that (part of) `test` cannot apply to this kernel, and why, on the line
+/// scripts/test-kernels counts and prints as a skip: `pnm-skip: TEST: REASON`.
+pub fn skip_for_kernel(test: &str, reason: &str) {
+    eprintln!("pnm-skip: {test}: {reason}");
+}
+
+/// Whether sockets report their namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14).
+pub fn so_netns_cookie() -> bool {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let mut cookie = 0_u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is a writable u64 of `len` bytes.
+    unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            71, // SO_NETNS_COOKIE
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        ) == 0
+    }
+}
+
 /// A network namespace (`ip netns add`), deleted on drop.
 pub struct Netns {
     /// Its name under /run/netns.
