@@ -68,6 +68,46 @@ pub fn skip_for_kernel(test: &str, reason: &str) {
     eprintln!("pnm-skip: {test}: {reason}");
 }
 
+/// `PNM_TIME_SCALE`: how many times slower than this host the tests run (1 here; set in the
+/// emulated VMs of scripts/test-kernels). Deadlines and `-t` windows are multiplied by it.
+pub fn time_scale() -> u64 {
+    std::env::var("PNM_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 1)
+        .unwrap_or(1)
+}
+
+/// Stretches `-t` windows by `PNM_TIME_SCALE` (a whole number, default 1). Under emulation
+/// (scripts/test-kernels sets it in its VMs) starting the monitor and running the traffic take
+/// several times longer, and a window that ends before the traffic does undercounts: the
+/// deadline grows instead of the test being retried. Only the window moves; every count
+/// asserted stays exact.
+pub fn scaled_window_args(args: &[&str]) -> Vec<String> {
+    let scale = time_scale();
+    let mut out: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if scale == 1 {
+        return out;
+    }
+    for i in 1..out.len() {
+        if out[i - 1] != "-t" {
+            continue;
+        }
+        let v = out[i].clone();
+        let (num, unit) = match v.strip_suffix("ms") {
+            Some(n) => (n, "ms"),
+            None => match v.strip_suffix('s') {
+                Some(n) => (n, "s"),
+                None => continue,
+            },
+        };
+        if let Ok(n) = num.parse::<u64>() {
+            out[i] = format!("{}{unit}", n * scale);
+        }
+    }
+    out
+}
+
 /// Whether sockets report their namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14).
 pub fn so_netns_cookie() -> bool {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
@@ -470,7 +510,7 @@ impl Monitor {
     /// Starts `procnetmon2 ARGS` and waits until it says it is counting.
     pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(bin("procnetmon2"))
-            .args(args)
+            .args(scaled_window_args(args))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -501,7 +541,7 @@ impl Monitor {
             stderr,
             stderr_all: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30 * time_scale());
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match m.stderr.recv_timeout(left) {
@@ -606,7 +646,7 @@ impl Drop for Monitor {
 /// stderr).
 pub fn run_monitor(args: &[&str]) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
     let out = Command::new(bin("procnetmon2"))
-        .args(args)
+        .args(scaled_window_args(args))
         .stdin(Stdio::null())
         .output()
         .expect("run procnetmon2");

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use procnetmon2_integration::{
     Cgroup, Monitor, Netns, Proc, Veth, bin, bpftool_cgroup_tree, cgroup_of, current,
-    leftover_cgroups, num, run_monitor, skip_unless_root, udp4_bytes,
+    leftover_cgroups, num, run_monitor, scaled_window_args, skip_unless_root, time_scale,
+    udp4_bytes,
 };
 
 fn setup_udp(subnet: u8) -> (Netns, Netns, Veth, Proc, String) {
@@ -234,7 +235,7 @@ fn spawn_mode() {
     let t0 = std::time::Instant::now();
     let (status, _, err) = run_monitor(&["--json", "-t", "1s", "--", "sleep", "30"]);
     assert_eq!(status.code(), Some(0), "{err}");
-    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10 * time_scale()));
     // A command that cannot start.
     let (status, _, err) = run_monitor(&["--", "/nonexistent/command"]);
     assert_eq!(status.code(), Some(127), "{err}");
@@ -269,22 +270,44 @@ fn works_under_ip_netns_exec() {
     let mut mon = std::process::Command::new("ip")
         .args(["netns", "exec", &a.name])
         .arg(&mon_bin)
-        .args(["-p", &target.pid().to_string(), "--json", "-t", "3s"])
+        .args(scaled_window_args(&[
+            "-p",
+            &target.pid().to_string(),
+            "--json",
+            "-t",
+            "3s",
+        ]))
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Traffic starts once the monitor says it is counting (a fixed sleep is too short under
+    // emulation); the rest of its stderr is drained in the background.
+    let stderr = mon.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("counting") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(30 * time_scale()));
     target.send_line("go");
     target.expect_line("done");
     let out = mon.wait_with_output().expect("wait");
     mon = std::process::Command::new("true").spawn().expect("true");
     let _ = mon.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{:?}", out.status);
     let r: serde_json::Value = serde_json::from_slice(
         out.stdout
             .split(|&b| b == b'\n')
