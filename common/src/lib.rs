@@ -52,8 +52,23 @@ pub mod sock {
         pub family: u8,
         /// Explicit padding; always zero.
         pub _pad: [u8; 6],
+        /// Cookie of the socket's network namespace (`bpf_get_netns_cookie` at creation, or
+        /// `SO_NETNS_COOKIE` from user space); set only with `-i`. Kernels before ~6.15 have
+        /// no `bpf_get_netns_cookie` in cgroup_skb: there the interface filter reads this.
+        /// Cloned with the rest, so an accepted socket carries its listener's namespace.
+        pub netns_cookie: u64,
     }
-    const _: () = assert!(core::mem::size_of::<SockOwner>() == 16);
+    const _: () = assert!(core::mem::size_of::<SockOwner>() == 24);
+
+    /// `struct bpf_spin_lock` (include/uapi/linux/bpf.h). The verifier finds the lock in a map
+    /// value by this exact BTF type name, so the Rust name must stay the C one.
+    #[repr(C)]
+    #[allow(non_camel_case_types)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct bpf_spin_lock {
+        /// Owned by the kernel; user-space reads and writes skip it.
+        pub val: u32,
+    }
 
     /// `SockStats::counted`: not (yet) in the target's connection gauge.
     pub const COUNT_NOT_YET: u64 = 0;
@@ -90,12 +105,14 @@ pub mod sock {
         pub pkts_in: u64,
         /// skbs sent (one GSO skb may be many wire packets).
         pub pkts_out: u64,
-        /// `FLAG_*` bits; set with atomic or. 64-bit: the BPF target (cpu "generic") has
-        /// 64-bit atomic or/cmpxchg only.
+        /// `FLAG_*` bits; set only under `lock`.
         pub flags: u64,
-        /// Gauge state `COUNT_*`; changed only by compare-and-swap, so a socket enters and
-        /// leaves its target's connection gauge exactly once whichever hooks race.
+        /// Gauge state `COUNT_*`; changed only under `lock`, so a socket enters and leaves its
+        /// target's connection gauge exactly once whichever hooks race. A spin lock rather
+        /// than compare-and-swap: BPF cmpxchg and fetch-or arrived in Linux 5.12.
         pub counted: u64,
+        /// Copy of [`SockOwner::netns_cookie`].
+        pub netns_cookie: u64,
         /// Copy of [`SockOwner::slot`], so the hot path needs one storage lookup.
         pub slot: u32,
         /// Process that owns the socket (tgid).
@@ -105,9 +122,13 @@ pub mod sock {
         /// Copy of [`SockOwner::family`].
         pub family: u8,
         /// Explicit padding; always zero.
-        pub _pad: [u8; 6],
+        pub _pad: [u8; 2],
+        /// Guards `flags` and `counted` (taken on state changes only, never per packet).
+        /// Programs may not load or store it directly, nor copy a whole `SockStats` out of
+        /// the map: read fields one by one.
+        pub lock: bpf_spin_lock,
     }
-    const _: () = assert!(core::mem::size_of::<SockStats>() == 64);
+    const _: () = assert!(core::mem::size_of::<SockStats>() == 72);
 }
 
 /// Running totals per target.
@@ -236,6 +257,9 @@ pub mod knobs {
     pub const TASK_TGID_OFF: &str = "PNM_TASK_TGID_OFF";
     /// Global name: nonzero when `CGROUP_TARGETS` has entries (whole cgroups as targets).
     pub const CGROUP_TARGETS: &str = "PNM_CGROUP_TARGETS";
+    /// Global name: nonzero when cgroup_skb programs may call `bpf_get_netns_cookie` (probed
+    /// at start; ~6.15). Zero: the interface filter uses the namespace stamped on the socket.
+    pub const NETNS_HELPER: &str = "PNM_NETNS_HELPER";
     /// Global name: nonzero counts every socket's traffic by the cgroup the socket was created
     /// in (`--all`, node-wide), into `CGROUP_TOTALS`.
     pub const ALL: &str = "PNM_ALL";

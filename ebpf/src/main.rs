@@ -11,8 +11,10 @@
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
 //! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
 //!
-//! Minimum kernel: 5.12 (bpf links for cgroups 5.7; socket storage 5.2, `BPF_F_CLONE` 5.4;
-//! `bpf_sk_storage_get` from cgroup/sock 5.11; `BPF_CMPXCHG` 5.12).
+//! Minimum kernel: 5.10, measured (docs/kernels.md): bpf links for cgroups 5.7, socket
+//! storage with `BPF_F_CLONE` 5.4, `bpf_spin_lock` in socket storage; only the plain atomic
+//! add (no fetch/cmpxchg atomics, 5.12). `-i` uses `bpf_get_netns_cookie` in cgroup_skb where
+//! the kernel has it (~6.15) and the namespace stamped on each socket elsewhere.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -53,7 +55,7 @@ use procnetmon2_common::{
 };
 use track::{
     ALLOW, all_on, atomic_add, cgroup_targets_on, children_on, copy_ip6, details_on, filter_on,
-    mark, now_ns, record_of, stats_of, task_offsets, uncount,
+    mark, netns_helper_on, now_ns, record_of, stats_of, task_offsets, uncount,
 };
 
 /// Packet direction as seen by the socket.
@@ -109,37 +111,57 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     if bpf_sk.is_null() {
         return ALLOW;
     }
-    if filter_on() {
-        // `skb->ifindex` is the device in the socket's own namespace on both directions:
-        // pair it with that namespace's cookie, since ifindex values repeat across namespaces.
-        let key = IfaceKey {
-            // SAFETY: helper on the program context.
-            netns_cookie: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
-            // SAFETY: ctx field read.
-            ifindex: unsafe { (*skb).ifindex },
-            _pad: 0,
-        };
-        // SAFETY: read-only lookup, value unused.
-        if unsafe { IFACES.get(key) }.is_none() {
+    // SAFETY: ctx field read.
+    let ifindex = unsafe { (*skb).ifindex };
+    // With -i, a packet counts only through a chosen interface. `skb->ifindex` is the device
+    // in the socket's own namespace on both directions: pair it with that namespace's cookie,
+    // since ifindex values repeat across namespaces. The cookie comes from the helper where
+    // cgroup_skb has it (~6.15), else from the socket's stamp (`stamped_filter`).
+    let stamped_filter = filter_on() && !netns_helper_on();
+    if filter_on() && netns_helper_on() {
+        // SAFETY: helper on the program context.
+        let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+        if !iface_allowed(netns, ifindex) {
             return ALLOW;
         }
     }
     let sk: *mut c_void = bpf_sk.cast();
     let len = u64::from(ctx.len());
-    if all_on() {
-        count_cgroup(skb, bpf_sk, dir, len);
-    }
     let st = stats_of(sk);
     if st.is_null() {
         // Either not a target's socket, or its state could not be allocated: then charge the
         // target from the owner stamp alone.
         let owner = SOCK_OWNER.get(sk);
-        if !owner.is_null() {
-            // SAFETY: non-null storage pointer.
-            let SockOwner { slot, proto, .. } = unsafe { *owner };
-            add_totals(slot, proto, dir, len);
+        if owner.is_null() {
+            // Not a target's socket: its namespace is unknown without the helper, so with
+            // `-i` there it cannot pass the filter.
+            if all_on() && !stamped_filter {
+                count_cgroup(skb, bpf_sk, dir, len);
+            }
+            return ALLOW;
         }
+        // SAFETY: non-null storage pointer.
+        let SockOwner {
+            slot,
+            proto,
+            netns_cookie,
+            ..
+        } = unsafe { *owner };
+        if stamped_filter && !iface_allowed(netns_cookie, ifindex) {
+            return ALLOW;
+        }
+        if all_on() {
+            count_cgroup(skb, bpf_sk, dir, len);
+        }
+        add_totals(slot, proto, dir, len);
         return ALLOW;
+    }
+    // SAFETY: `st` is a live storage value.
+    if stamped_filter && !iface_allowed(unsafe { (*st).netns_cookie }, ifindex) {
+        return ALLOW;
+    }
+    if all_on() {
+        count_cgroup(skb, bpf_sk, dir, len);
     }
     // SAFETY: `st` is a live storage value; its first four fields are a `Counters`.
     let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
@@ -170,6 +192,18 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         record_packet(ctx, skb, st, dir, len);
     }
     ALLOW
+}
+
+/// Whether (namespace, ifindex) is a chosen interface (`IFACES`).
+#[inline(always)]
+fn iface_allowed(netns_cookie: u64, ifindex: u32) -> bool {
+    let key = IfaceKey {
+        netns_cookie,
+        ifindex,
+        _pad: 0,
+    };
+    // SAFETY: read-only lookup, value unused.
+    unsafe { IFACES.get(key) }.is_some()
 }
 
 /// `--all`: charges the skb to the cgroup its socket was created in (`bpf_skb_cgroup_id` reads
@@ -276,12 +310,21 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     };
     // SAFETY: `ctx.sock` is the program context (a `struct bpf_sock`).
     let (protocol, family) = unsafe { ((*ctx.sock).protocol, (*ctx.sock).family) };
+    // The namespace, for the interface filter on kernels whose cgroup_skb lacks the helper
+    // (cgroup/sock has it from 5.8). An accepted socket inherits it with the stamp.
+    let netns_cookie = if filter_on() {
+        // SAFETY: helper on the program context (the socket).
+        unsafe { bpf_get_netns_cookie(ctx.sock.cast()) }
+    } else {
+        0
+    };
     let owner = SockOwner {
         tgid,
         slot,
         proto: proto_index(protocol),
         family: family as u8,
         _pad: [0; 6],
+        netns_cookie,
     };
     // cgroup/sock passes its context as the socket (bpf_sk_storage_get_cg_sock_proto).
     // On allocation failure this socket goes uncounted: say so.

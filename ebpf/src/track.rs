@@ -3,10 +3,10 @@
 
 use core::{
     ffi::c_void,
-    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd},
+    intrinsics::{AtomicOrdering, atomic_xadd},
 };
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use aya_ebpf::helpers::generated::{bpf_ktime_get_ns, bpf_spin_lock, bpf_spin_unlock};
 use procnetmon2_common::{
     conn::ConnRecord,
     sock::{
@@ -27,6 +27,10 @@ static PNM_DETAILS: u8 = 0;
 /// Knob: count only packets through the interfaces in `IFACES` (`-i`).
 #[unsafe(no_mangle)]
 static PNM_IFACE_FILTER: u8 = 0;
+
+/// Knob: cgroup_skb programs may call `bpf_get_netns_cookie` (probed by the agent).
+#[unsafe(no_mangle)]
+static PNM_NETNS_HELPER: u8 = 0;
 
 /// Knob: follow forks of target processes.
 #[unsafe(no_mangle)]
@@ -81,6 +85,15 @@ pub fn details_on() -> bool {
     unsafe { core::ptr::read_volatile(&raw const PNM_DETAILS) != 0 }
 }
 
+/// With `-i`: the kernel lets cgroup_skb ask for the packet's namespace (~6.15); otherwise
+/// the filter uses the namespace stamped on the socket. Constant per load, so the verifier
+/// never walks the branch with a helper this kernel lacks.
+#[inline(always)]
+pub fn netns_helper_on() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const PNM_NETNS_HELPER) != 0 }
+}
+
 #[inline(always)]
 pub fn filter_on() -> bool {
     // SAFETY: as above.
@@ -92,30 +105,73 @@ pub fn filter_on() -> bool {
 /// preempt an egress program running in process context).
 ///
 /// `AtomicU64::fetch_add` does not exist for bpfel-unknown-none; the intrinsic with its result
-/// unused compiles to `BPF_ATOMIC | BPF_ADD`.
+/// unused compiles to `BPF_ATOMIC | BPF_ADD`, the plain `lock xadd` every kernel has (the
+/// fetching atomics, or, xchg and cmpxchg need 5.12: none is used).
 #[inline(always)]
 pub fn atomic_add(dst: *mut u64, v: u64) {
     // SAFETY: callers pass pointers into map values the verifier proved valid and aligned.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
 }
 
-#[inline(always)]
-fn set_flags(st: *mut SockStats, bits: u64) {
-    // SAFETY: `st` is a live storage value.
-    unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*st).flags, bits) };
+/// Gauge change a socket's state transition asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delta {
+    None,
+    Enter,
+    Leave,
 }
 
-/// Compare-and-swap on `counted` (BPF_CMPXCHG, Linux 5.12).
+/// Whether flags make a socket of `proto` count as an open connection.
 #[inline(always)]
-fn cas_counted(st: *mut SockStats, old: u64, new: u64) -> bool {
-    // SAFETY: `st` is a live storage value.
+fn ready(flags: u64, proto: u8) -> bool {
+    flags & FLAG_IFACE_OK != 0
+        && match proto {
+            PROTO_TCP => flags & FLAG_ESTABLISHED != 0,
+            PROTO_UDP => flags & FLAG_UDP_ACTIVE != 0,
+            _ => false,
+        }
+}
+
+/// Under the socket's spin lock: sets `bits`, then either closes the socket for good
+/// (`close`) or enters it in the gauge once it is ready. Racing hooks (ingress runs without
+/// the socket lock) serialise here, so a socket enters and leaves its gauge exactly once.
+/// Nothing between lock and unlock may call a helper (verifier rule).
+#[inline(always)]
+fn transition(st: *mut SockStats, bits: u64, close: bool) -> Delta {
+    // SAFETY: `st` is a live storage value of a map whose value type has the lock.
     unsafe {
-        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-            &raw mut (*st).counted,
-            old,
-            new,
-        )
-        .1
+        let lock = (&raw mut (*st).lock).cast::<aya_ebpf::bindings::bpf_spin_lock>();
+        bpf_spin_lock(lock);
+        let flags = (*st).flags | bits;
+        (*st).flags = flags;
+        let counted = (*st).counted;
+        let delta = if close {
+            (*st).counted = COUNT_DONE;
+            if counted == COUNT_ACTIVE {
+                Delta::Leave
+            } else {
+                Delta::None
+            }
+        } else if counted == COUNT_NOT_YET && ready(flags, (*st).proto) {
+            (*st).counted = COUNT_ACTIVE;
+            Delta::Enter
+        } else {
+            Delta::None
+        };
+        bpf_spin_unlock(lock);
+        delta
+    }
+}
+
+/// Applies a transition's gauge change (after the unlock: a map lookup is a helper call).
+#[inline(always)]
+fn apply(st: *mut SockStats, delta: Delta) {
+    // SAFETY: `st` is a live storage value.
+    let (proto, slot) = unsafe { ((*st).proto, (*st).slot) };
+    match delta {
+        Delta::Enter => gauge(slot, proto, 1),
+        Delta::Leave => gauge(slot, proto, u64::MAX),
+        Delta::None => {}
     }
 }
 
@@ -153,6 +209,7 @@ pub fn stats_of(sk: *mut c_void) -> *mut SockStats {
         proto: o.proto,
         family: o.family,
         tgid: o.tgid,
+        netns_cookie: o.netns_cookie,
         // Without an interface filter every socket qualifies from the start.
         flags: if filter_on() { 0 } else { FLAG_IFACE_OK },
         ..SockStats::default()
@@ -160,47 +217,36 @@ pub fn stats_of(sk: *mut c_void) -> *mut SockStats {
     SOCK_STATS.get_or_create(sk, &init)
 }
 
-/// Enters the socket in its target's connection gauge once it qualifies: TCP established or
-/// UDP bound/connected, and (with `-i`) seen on a chosen interface. The compare-and-swap makes
-/// racing hooks (ingress runs without the socket lock) count it exactly once.
-#[inline(always)]
-pub fn maybe_count(st: *mut SockStats) {
-    // SAFETY: `st` is a live storage value.
-    let (flags, counted, proto, slot) =
-        unsafe { ((*st).flags, (*st).counted, (*st).proto, (*st).slot) };
-    if counted != COUNT_NOT_YET || flags & FLAG_IFACE_OK == 0 {
-        return;
-    }
-    let ready = match proto {
-        PROTO_TCP => flags & FLAG_ESTABLISHED != 0,
-        PROTO_UDP => flags & FLAG_UDP_ACTIVE != 0,
-        _ => false,
-    };
-    if ready && cas_counted(st, COUNT_NOT_YET, COUNT_ACTIVE) {
-        gauge(slot, proto, 1);
-    }
-}
-
 /// Takes the socket out of the gauge for good (closed, or TCP left ESTABLISHED).
 #[inline(always)]
 pub fn uncount(st: *mut SockStats) {
-    // SAFETY: `st` is a live storage value.
-    let (proto, slot) = unsafe { ((*st).proto, (*st).slot) };
-    if cas_counted(st, COUNT_ACTIVE, COUNT_DONE) {
-        gauge(slot, proto, u64::MAX);
-    } else {
-        cas_counted(st, COUNT_NOT_YET, COUNT_DONE);
+    // SAFETY: `st` is a live storage value; an unlocked read only skips needless locking
+    // (DONE is final).
+    if unsafe { core::ptr::read_volatile(&raw const (*st).counted) } == COUNT_DONE {
+        return;
     }
+    apply(st, transition(st, 0, true));
 }
 
-/// Marks flags on the socket, then re-evaluates its gauge entry.
+/// Marks flags on the socket and enters it in the gauge once it qualifies: TCP established
+/// or UDP bound/connected, and (with `-i`) seen on a chosen interface.
 #[inline(always)]
 pub fn mark(st: *mut SockStats, bits: u64) {
-    // SAFETY: `st` is a live storage value.
-    if unsafe { (*st).flags } & bits != bits {
-        set_flags(st, bits);
+    // SAFETY: `st` is a live storage value; unlocked reads only skip needless locking (flags
+    // only grow, and `counted` only moves forward).
+    let (flags, counted, proto) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*st).flags),
+            core::ptr::read_volatile(&raw const (*st).counted),
+            (*st).proto,
+        )
+    };
+    let flags_done = flags & bits == bits;
+    let nothing_to_count = counted != COUNT_NOT_YET || !ready(flags, proto);
+    if flags_done && nothing_to_count {
+        return;
     }
-    maybe_count(st);
+    apply(st, transition(st, bits, false));
 }
 
 /// CLOCK_MONOTONIC nanoseconds.
@@ -219,19 +265,29 @@ pub fn record_of(cookie: u64, st: *const SockStats, state: u8) -> *mut ConnRecor
     if let Some(r) = CONNS.get_ptr_mut(cookie) {
         return r;
     }
-    // SAFETY: `st` is a live storage value.
-    let s = unsafe { *st };
-    if s.counted == COUNT_DONE {
+    // SAFETY: `st` is a live storage value; fields one by one (never a whole copy: the
+    // verifier forbids reading its spin lock).
+    let (counted, tgid, slot, proto, family, flags) = unsafe {
+        (
+            (*st).counted,
+            (*st).tgid,
+            (*st).slot,
+            (*st).proto,
+            (*st).family,
+            (*st).flags,
+        )
+    };
+    if counted == COUNT_DONE {
         return core::ptr::null_mut();
     }
     let init = ConnRecord {
         open_ns: now_ns(),
-        tgid: s.tgid,
-        slot: s.slot,
-        proto: s.proto,
-        family: s.family,
+        tgid,
+        slot,
+        proto,
+        family,
         state,
-        iface_ok: u8::from(s.flags & FLAG_IFACE_OK != 0),
+        iface_ok: u8::from(flags & FLAG_IFACE_OK != 0),
         ..ConnRecord::default()
     };
     // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.

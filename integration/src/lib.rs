@@ -52,6 +52,79 @@ pub fn skip_unless_root() -> bool {
     false
 }
 
+/// The running kernel's (major, minor), from its release string.
+pub fn kernel_version() -> (u32, u32) {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Says that (part of) `test` cannot apply to this kernel, and why, on the line
+/// scripts/test-kernels counts and prints as a skip: `pnm-skip: TEST: REASON`.
+pub fn skip_for_kernel(test: &str, reason: &str) {
+    eprintln!("pnm-skip: {test}: {reason}");
+}
+
+/// `PNM_TIME_SCALE`: how many times slower than this host the tests run (1 here; set in the
+/// emulated VMs of scripts/test-kernels). Deadlines and `-t` windows are multiplied by it.
+pub fn time_scale() -> u64 {
+    std::env::var("PNM_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 1)
+        .unwrap_or(1)
+}
+
+/// Stretches `-t` windows by `PNM_TIME_SCALE` (a whole number, default 1). Under emulation
+/// (scripts/test-kernels sets it in its VMs) starting the monitor and running the traffic take
+/// several times longer, and a window that ends before the traffic does undercounts: the
+/// deadline grows instead of the test being retried. Only the window moves; every count
+/// asserted stays exact.
+pub fn scaled_window_args(args: &[&str]) -> Vec<String> {
+    let scale = time_scale();
+    let mut out: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if scale == 1 {
+        return out;
+    }
+    for i in 1..out.len() {
+        if out[i - 1] != "-t" {
+            continue;
+        }
+        let v = out[i].clone();
+        let (num, unit) = match v.strip_suffix("ms") {
+            Some(n) => (n, "ms"),
+            None => match v.strip_suffix('s') {
+                Some(n) => (n, "s"),
+                None => continue,
+            },
+        };
+        if let Ok(n) = num.parse::<u64>() {
+            out[i] = format!("{}{unit}", n * scale);
+        }
+    }
+    out
+}
+
+/// Whether sockets report their namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14).
+pub fn so_netns_cookie() -> bool {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let mut cookie = 0_u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is a writable u64 of `len` bytes.
+    unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            71, // SO_NETNS_COOKIE
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        ) == 0
+    }
+}
+
 /// A network namespace (`ip netns add`), deleted on drop.
 pub struct Netns {
     /// Its name under /run/netns.
@@ -464,7 +537,7 @@ impl Monitor {
             None => Command::new(&agent),
         };
         let mut child = cmd
-            .args(args)
+            .args(scaled_window_args(args))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -495,7 +568,7 @@ impl Monitor {
             stderr,
             stderr_all: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30 * time_scale());
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match m.stderr.recv_timeout(left) {
@@ -600,7 +673,7 @@ impl Drop for Monitor {
 /// stderr).
 pub fn run_monitor(args: &[&str]) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
     let out = Command::new(bin("procnetmon2"))
-        .args(args)
+        .args(scaled_window_args(args))
         .stdin(Stdio::null())
         .output()
         .expect("run procnetmon2");

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, current, num, skip_unless_root, udp4_bytes, udp6_bytes,
+    Cgroup, Monitor, Netns, Proc, Veth, bin, current, kernel_version, num, skip_for_kernel,
+    skip_unless_root, udp4_bytes, udp6_bytes,
 };
 
 /// Target: a TCP server (listening before the monitor starts) in its own cgroup and
@@ -255,17 +256,27 @@ fn ipv6_tcp_and_udp_over_loopback() {
     assert!(status.success(), "{err:?}");
     let r = reports.last().expect("a report");
     let s = current(r, server.pid());
-    // lo carried the TCP connections and the 200 datagrams, nothing else.
-    assert_eq!(
-        num(s, "bytes_in") + num(s, "bytes_out"),
-        lo.rx_bytes - 200 * udp6_bytes(100),
-        "{s}"
-    );
-    assert_eq!(
-        num(s, "packets_in") + num(s, "packets_out"),
-        lo.rx_packets - 200,
-        "{s}"
-    );
+    if kernel_version() < (6, 6) {
+        // Before upstream 223f5f79f2ce ("bpf, net: Check skb ownership against full socket",
+        // ~6.6) the server's IPv6 SYN-ACK never passes the cgroup egress hook (measured on
+        // Debian's 5.10 and 6.1): the TCP side cannot be exact there. UDP still is.
+        skip_for_kernel(
+            "ipv6_tcp_and_udp_over_loopback",
+            "IPv6 SYN-ACK skips cgroup egress before Linux 6.6 (TCP part; UDP checked)",
+        );
+    } else {
+        // lo carried the TCP connections and the 200 datagrams, nothing else.
+        assert_eq!(
+            num(s, "bytes_in") + num(s, "bytes_out"),
+            lo.rx_bytes - 200 * udp6_bytes(100),
+            "{s}"
+        );
+        assert_eq!(
+            num(s, "packets_in") + num(s, "packets_out"),
+            lo.rx_packets - 200,
+            "{s}"
+        );
+    }
     let u = current(r, udp_rx.pid());
     assert_eq!(
         (num(u, "bytes_in"), num(u, "packets_in")),

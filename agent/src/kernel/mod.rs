@@ -11,6 +11,7 @@
 
 pub mod btf;
 pub mod fake;
+pub mod features;
 pub mod probes;
 
 use std::os::fd::OwnedFd;
@@ -83,6 +84,9 @@ pub struct SocketStamp {
     pub count_now: bool,
     /// Without `-i` every interface qualifies.
     pub iface_ok: bool,
+    /// Its network namespace's cookie (`SO_NETNS_COOKIE`), with `-i` only: kernels whose
+    /// cgroup_skb lacks `bpf_get_netns_cookie` filter on this stamp (0 without `-i`).
+    pub netns_cookie: u64,
 }
 
 /// One connection record (`--details`), in agent terms.

@@ -121,7 +121,7 @@ where
 }
 
 /// Explains a load failure with the minimum kernel the program type needs.
-const MIN_KERNEL: &str = "needs Linux >= 5.12 with BTF, and root or CAP_BPF + CAP_NET_ADMIN";
+const MIN_KERNEL: &str = "needs Linux >= 5.10 with BTF, and root or CAP_BPF + CAP_NET_ADMIN";
 
 impl Probes {
     /// Loads the object and every program into the kernel (nothing is attached yet).
@@ -132,6 +132,10 @@ impl Probes {
         let children = u8::from(knobs.children);
         let cgroups = u8::from(knobs.cgroup_targets);
         let all = u8::from(knobs.all);
+        // Probed only for -i, the one user: the fast path where cgroup_skb has the helper.
+        let netns_helper = knobs.iface_filter && super::features::netns_cookie_in_cgroup_skb();
+        log::debug!("bpf_get_netns_cookie in cgroup_skb: {netns_helper}");
+        let netns_helper = u8::from(netns_helper);
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -143,6 +147,7 @@ impl Probes {
             .override_global(knobs::CHILDREN, &children, true)
             .override_global(knobs::CGROUP_TARGETS, &cgroups, true)
             .override_global(knobs::ALL, &all, true)
+            .override_global(knobs::NETNS_HELPER, &netns_helper, true)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(aya::include_bytes_aligned!(concat!(
@@ -366,6 +371,7 @@ impl Kernel for Probes {
             udp_active,
             count_now,
             iface_ok,
+            netns_cookie,
         } = stamp;
         let mut flags = 0;
         if established {
@@ -388,6 +394,7 @@ impl Kernel for Probes {
             } else {
                 COUNT_NOT_YET
             },
+            netns_cookie,
             ..SockStats::default()
         };
         let owner = SockOwner {
@@ -396,6 +403,7 @@ impl Kernel for Probes {
             proto: proto_index(proto),
             family,
             _pad: [0; 6],
+            netns_cookie,
         };
         let fd = sock.as_raw_fd();
         let installed = match self.stats.insert(&fd, stats, BPF_NOEXIST) {

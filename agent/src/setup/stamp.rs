@@ -90,6 +90,13 @@ pub fn stamp_existing(
             udp_active,
             count_now,
             iface_ok: !knobs.iface_filter,
+            // With -i the kernel may filter on this stamp (cgroup_skb without
+            // bpf_get_netns_cookie); -i was refused where the option is missing.
+            netns_cookie: if knobs.iface_filter {
+                crate::kernel::features::netns_cookie_of(&copy).unwrap_or(0)
+            } else {
+                0
+            },
         };
         match kernel.stamp_socket(&copy, stamp) {
             Ok(installed) => {

@@ -21,6 +21,10 @@ use crate::{
 
 /// Reads everything the plan needs; refuses bad targets with a usage error.
 pub fn survey(cfg: &Config, env: &Env) -> anyhow::Result<Survey> {
+    // A flag this kernel cannot do is refused before anything changes.
+    if !cfg.interfaces.is_empty() {
+        crate::kernel::features::check_iface_filter()?;
+    }
     let kids = if cfg.children && !cfg.pids.is_empty() {
         env.proc.descendants(&cfg.pids)
     } else {

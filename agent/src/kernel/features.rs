@@ -1,0 +1,169 @@
+//! What the running kernel offers, found by trying it: a tiny program handed to the verifier,
+//! a socket option asked for. Version numbers lie (distributions backport, and helpers reach
+//! program types kernel by kernel), and bpftool's helper probe reports helpers as available
+//! where loading a program that calls them fails. docs/kernels.md has the measured table.
+
+use std::os::fd::{FromRawFd as _, OwnedFd};
+
+/// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h).
+const SO_NETNS_COOKIE: i32 = 71;
+/// `BPF_PROG_LOAD` command and `BPF_PROG_TYPE_CGROUP_SKB`.
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+/// `BPF_FUNC_get_netns_cookie`.
+const FUNC_GET_NETNS_COOKIE: i32 = 122;
+
+/// One `struct bpf_insn`: opcode, dst/src registers (4 bits each), offset, immediate.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// The head of `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`; the kernel
+/// takes a shorter attribute and treats the rest as zero.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Loads `insns` as a cgroup_skb program and frees it at once: whether the verifier took it.
+fn cgroup_skb_loads(insns: &[Insn]) -> bool {
+    let license = c"GPL";
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_SKB,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: bpf(2) with a valid attribute of the size passed; `insns` and `license` outlive
+    // the call. Neither nix nor rustix wraps bpf(2).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &raw const attr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd < 0 {
+        log::debug!("probe program refused: {}", std::io::Error::last_os_error());
+        return false;
+    }
+    // SAFETY: the kernel just returned this descriptor to us; dropping it frees the program.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    true
+}
+
+/// Whether cgroup_skb programs may call `bpf_get_netns_cookie` (upstream c221d3744ad3, ~6.15).
+/// Without it, `-i` filters on the namespace stamped on each socket instead.
+pub fn netns_cookie_in_cgroup_skb() -> bool {
+    let prog = [
+        // call bpf_get_netns_cookie(r1 = ctx)
+        Insn {
+            code: 0x85,
+            regs: 0,
+            off: 0,
+            imm: FUNC_GET_NETNS_COOKIE,
+        },
+        // r0 = 1 (allow)
+        Insn {
+            code: 0xb7,
+            regs: 0,
+            off: 0,
+            imm: 1,
+        },
+        // exit
+        Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    cgroup_skb_loads(&prog)
+}
+
+/// Whether sockets report their namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14). `-i`
+/// needs it: it names the namespace of each interface and of sockets that predate the run.
+pub fn so_netns_cookie() -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    netns_cookie_of(&sock).is_ok()
+}
+
+/// `SO_NETNS_COOKIE` of the namespace a socket lives in.
+pub fn netns_cookie_of(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
+    let mut cookie = 0_u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is a writable u64 of `len` bytes. nix has no wrapper for this option.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if r == 0 {
+        Ok(cookie)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The running kernel's release (`uname -r`), for messages.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `-i` on this kernel: a one-line refusal naming the kernel it needs, or fine.
+pub fn check_iface_filter() -> Result<(), crate::error::UsageError> {
+    if so_netns_cookie() {
+        return Ok(());
+    }
+    Err(crate::error::UsageError::new(format!(
+        "-i needs Linux >= 5.14 (SO_NETNS_COOKIE names each interface's network namespace); this kernel is {}: run without -i",
+        kernel_release()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_cookie_of_own_socket() {
+        // The host kernel (6.18) has SO_NETNS_COOKIE; the probe agrees with a direct read.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(so_netns_cookie(), netns_cookie_of(&sock).is_ok());
+        if let Ok(c) = netns_cookie_of(&sock) {
+            assert_ne!(c, 0);
+        }
+    }
+
+    #[test]
+    fn release_is_named() {
+        assert!(!kernel_release().is_empty());
+    }
+}
