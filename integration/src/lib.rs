@@ -721,6 +721,23 @@ pub fn leftover_cgroups(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Waits (at most 30 s, scaled under emulation) until a `procnetmon2` started with
+/// `RUST_LOG=info` and piped stderr says it is counting; the rest of its stderr is drained in
+/// the background. Traffic that must be counted starts after this, never after a fixed sleep.
+pub fn until_counting(child: &mut Child) {
+    let err = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("counting") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30 * time_scale()))
+        .expect("procnetmon2 did not start counting");
+}
+
 /// The one process of a report (spawn mode's command, or a single `-p` target).
 pub fn only_process(report: &serde_json::Value) -> &serde_json::Value {
     report["processes"]

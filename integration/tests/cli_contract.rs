@@ -10,7 +10,7 @@ use std::{
 
 use procnetmon2_integration::{
     Cgroup, Monitor, Netns, Proc, Veth, bin, bpftool_cgroup_tree, cgroup2_root, current,
-    leftover_cgroups, num, run_monitor, skip_unless_root, udp4_bytes,
+    leftover_cgroups, num, run_monitor, skip_unless_root, udp4_bytes, until_counting,
 };
 
 fn udp_pair(subnet: u8) -> (Netns, Netns, String, Proc) {
@@ -147,11 +147,14 @@ fn continuous_table_until_targets_exit() {
     s.expect_line("bound");
     let mut mon = Command::new(bin("procnetmon2"))
         .args(["-p", &s.pid().to_string(), "--interval", "300ms"])
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    until_counting(&mut mon);
+    // A few intervals before the target sends and exits.
+    std::thread::sleep(std::time::Duration::from_millis(700));
     s.send_line("go");
     s.expect_line("done");
     s.wait();
