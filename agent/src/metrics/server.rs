@@ -46,8 +46,8 @@ use hyper_util::{
 use nix::sys::{
     resource::{Resource, getrlimit},
     socket::{
-        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
-        socket, sockopt,
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, listen,
+        setsockopt, socket, sockopt,
     },
 };
 use tokio::{
@@ -145,7 +145,12 @@ fn listen_on(addr: SocketAddr) -> nix::Result<std::net::TcpListener> {
     )?;
     // A restarted agent rebinds at once despite connections of its predecessor in TIME_WAIT.
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    // The family's own address type: a `sockaddr_storage`-sized length is refused (EINVAL)
+    // where libc's storage layout differs from the kernel's (musl, the static build).
+    match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
+        SocketAddr::V6(a) => bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
+    }
     listen(&fd, Backlog::new(LISTEN_BACKLOG)?)?;
     Ok(std::net::TcpListener::from(fd))
 }
