@@ -85,6 +85,26 @@ fn podman_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `--ulimit NAME=N:N` with N at most 8192 and at most this process's hard limit. Podman
+/// otherwise asks runc to raise limits, which fails without CAP_SYS_RESOURCE (as in this
+/// sandbox, where even `--ulimit host` is refused); lowering is always allowed.
+fn ulimit(name: &str, limits_row: &str) -> String {
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .expect("limits")
+        .lines()
+        .find(|l| l.starts_with(limits_row))
+        .and_then(|l| {
+            l[limits_row.len()..]
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(u64::MAX);
+    let n = hard.min(8192);
+    format!("{name}={n}:{n}")
+}
+
 /// A running container, stopped (SIGTERM) and removed on drop.
 struct Container(String);
 
@@ -96,7 +116,10 @@ impl Drop for Container {
 }
 
 fn scrape(port: u16) -> Option<String> {
-    let out = run("curl", &["-sf", &format!("http://127.0.0.1:{port}/metrics")]);
+    let out = run(
+        "curl",
+        &["-sf", &format!("http://127.0.0.1:{port}/metrics")],
+    );
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -143,7 +166,19 @@ fn image_serves_a_workloads_bytes_like_the_daemonset() {
     assert!(label("org.opencontainers.image.source").starts_with("https://"));
     assert!(label("org.opencontainers.image.licenses").contains("Apache-2.0"));
     assert_eq!(
-        podman_ok(&["run", "--rm", "--network", "none", &image, "--version"]).trim_end(),
+        podman_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            &ulimit("nofile", "Max open files"),
+            "--ulimit",
+            &ulimit("nproc", "Max processes"),
+            &image,
+            "--version"
+        ])
+        .trim_end(),
         version
     );
 
@@ -189,9 +224,10 @@ fn image_serves_a_workloads_bytes_like_the_daemonset() {
         "--network",
         "host",
         "--read-only",
-        // No CAP_SYS_RESOURCE in some sandboxes: keep the caller's limits.
         "--ulimit",
-        "host",
+        &ulimit("nofile", "Max open files"),
+        "--ulimit",
+        &ulimit("nproc", "Max processes"),
         "-v",
         "/proc:/host/proc:ro",
         "-v",
