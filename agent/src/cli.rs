@@ -2,8 +2,10 @@
 //! `-i/--interface`, `-j/--json`, `-t/--time`, `-a/--aggregate`, `-c/--continuous`,
 //! `-d/--details`, `-h/--help`. Values are kept as text here and validated in `config`,
 //! so that every bad value gets a one-line message naming the fix.
+//! `build.rs` compiles this file too (for the man page and completions): use only clap,
+//! clap_complete, `crate::dist` and `crate::version` here.
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -14,6 +16,7 @@ Examples:
   procnetmon2 -p 1234 -t 5m -c          a report every interval, then the window's report
   procnetmon2 --json -t 30s -- curl -sO http://host/file
                                         run a command and account for it and its children
+  procnetmon2 completions bash          print the bash completion script (also zsh, fish)
 
 Units: rates in bits per second (table: bps/Kbps/Mbps/Gbps, 1 Kbps = 1000 bit/s);
 bytes are IP bytes (IP header counted once per packet the socket sends or receives).
@@ -136,6 +139,27 @@ pub enum Parsed {
     Usage(String),
 }
 
+/// The whole command line: `Opt`'s flags, the version text (commit, minimum kernel), and the
+/// `completions SHELL` subcommand, kept out of `Opt` so that the run flags stay one struct.
+pub fn command() -> clap::Command {
+    Opt::command()
+        .version(crate::version::text())
+        .subcommand(
+            clap::Command::new("completions")
+                .about("Print the completion script for SHELL on stdout, then exit")
+                .arg(
+                    clap::Arg::new("shell")
+                        .value_name("SHELL")
+                        .required(true)
+                        .value_parser(clap::value_parser!(clap_complete::Shell)),
+                ),
+        )
+        .subcommand_value_name("SUBCOMMAND")
+        .subcommand_help_heading("Subcommands")
+        .args_conflicts_with_subcommands(true)
+        .disable_help_subcommand(true)
+}
+
 /// Parses `args` (including the program name). Never exits the process.
 pub fn parse<I, T>(args: I) -> Parsed
 where
@@ -143,8 +167,16 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    match Opt::try_parse_from(args) {
-        Ok(opt) => Parsed::Run(Box::new(opt)),
+    let parsed = command().try_get_matches_from(args).and_then(|m| {
+        if let Some(("completions", sub)) = m.subcommand()
+            && let Some(&shell) = sub.get_one::<clap_complete::Shell>("shell")
+        {
+            return Ok(Parsed::Info(crate::dist::completions(shell)));
+        }
+        Opt::from_arg_matches(&m).map(|opt| Parsed::Run(Box::new(opt)))
+    });
+    match parsed {
+        Ok(parsed) => parsed,
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                 Parsed::Info(e.render().to_string())
@@ -243,5 +275,43 @@ mod tests {
         ] {
             assert!(h.contains(needle), "help lacks {needle}");
         }
+    }
+
+    #[test]
+    fn version_names_commit_and_kernel() {
+        let Parsed::Info(v) = parse(["procnetmon2", "--version"]) else {
+            panic!("expected Info");
+        };
+        assert_eq!(
+            v.trim_end(),
+            format!("procnetmon2 {}", crate::version::text())
+        );
+        assert!(v.contains(crate::version::MIN_KERNEL), "{v}");
+    }
+
+    #[test]
+    fn completions_subcommand() {
+        let Parsed::Info(script) = parse(["procnetmon2", "completions", "bash"]) else {
+            panic!("expected Info");
+        };
+        assert!(script.contains("--metrics-addr"), "{script}");
+        // Flags and the subcommand do not mix; a shell must be named.
+        assert!(matches!(
+            parse(["procnetmon2", "completions", "bash", "-p", "1"]),
+            Parsed::Usage(_)
+        ));
+        assert!(matches!(
+            parse(["procnetmon2", "completions"]),
+            Parsed::Usage(_)
+        ));
+        assert!(matches!(
+            parse(["procnetmon2", "completions", "tcsh"]),
+            Parsed::Usage(_)
+        ));
+        // Spawn mode still takes a command named "completions" after `--`.
+        let Parsed::Run(o) = parse(["procnetmon2", "--", "completions"]) else {
+            panic!("expected Run");
+        };
+        assert_eq!(o.command, ["completions"]);
     }
 }

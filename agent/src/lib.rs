@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod details;
+pub mod dist;
 pub mod error;
 pub mod events;
 pub mod host;
@@ -23,6 +24,7 @@ pub mod run;
 pub mod sampling;
 pub mod session;
 pub mod setup;
+pub mod version;
 
 use std::process::ExitCode;
 

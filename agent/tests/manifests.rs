@@ -137,6 +137,12 @@ fn check_daemonset(file: &str) -> (Value, u16) {
 
     let containers = array_at(pod, "/containers");
     assert_eq!(containers.len(), 1, "{file}: one container");
+    // The image scripts/package builds and tags (ghcr.io/bkohler/procnetmon2:<crate version>).
+    assert_eq!(
+        str_at(pod, "/containers/0/image"),
+        format!("ghcr.io/bkohler/procnetmon2:{}", env!("CARGO_PKG_VERSION")),
+        "{file}: image"
+    );
     let args = array_at(pod, "/containers/0/args");
     assert!(args.iter().any(|a| a == "--all"), "{file}: --all");
     let addr = parse_metrics_addr(flag_value(args, "--metrics-addr"))

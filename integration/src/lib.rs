@@ -672,7 +672,15 @@ impl Drop for Monitor {
 /// Runs `procnetmon2 ARGS` to completion (at most 120 s); returns (status, JSON reports,
 /// stderr).
 pub fn run_monitor(args: &[&str]) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
-    let out = Command::new(bin("procnetmon2"))
+    run_monitor_with(&bin("procnetmon2"), args)
+}
+
+/// `run_monitor` with another procnetmon2 binary (e.g. the one a package installed).
+pub fn run_monitor_with(
+    binary: &Path,
+    args: &[&str],
+) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
+    let out = Command::new(binary)
         .args(scaled_window_args(args))
         .stdin(Stdio::null())
         .output()

@@ -121,7 +121,12 @@ where
 }
 
 /// Explains a load failure with the minimum kernel the program type needs.
-const MIN_KERNEL: &str = "needs Linux >= 5.10 with BTF, and root or CAP_BPF + CAP_NET_ADMIN";
+static MIN_KERNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "needs Linux >= {} with BTF, and root or CAP_BPF + CAP_NET_ADMIN",
+        crate::version::MIN_KERNEL
+    )
+});
 
 impl Probes {
     /// Loads the object and every program into the kernel (nothing is attached yet).
@@ -154,30 +159,30 @@ impl Probes {
                 env!("OUT_DIR"),
                 "/procnetmon2"
             )))
-            .with_context(|| format!("load the eBPF object ({MIN_KERNEL})"))?;
+            .with_context(|| format!("load the eBPF object ({})", *MIN_KERNEL))?;
         for (name, _) in SKB_PROGS {
             let p: &mut CgroupSkb = program(&mut ebpf, name)?;
             p.load()
-                .with_context(|| format!("load {name} (cgroup_skb; {MIN_KERNEL})"))?;
+                .with_context(|| format!("load {name} (cgroup_skb; {})", *MIN_KERNEL))?;
         }
         for name in SOCK_PROGS {
             let p: &mut CgroupSock = program(&mut ebpf, name)?;
             p.load()
-                .with_context(|| format!("load {name} (cgroup/sock; {MIN_KERNEL})"))?;
+                .with_context(|| format!("load {name} (cgroup/sock; {})", *MIN_KERNEL))?;
         }
         for name in SOCK_ADDR_PROGS {
             let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             p.load()
-                .with_context(|| format!("load {name} (cgroup/sock_addr; {MIN_KERNEL})"))?;
+                .with_context(|| format!("load {name} (cgroup/sock_addr; {})", *MIN_KERNEL))?;
         }
         let p: &mut SockOps = program(&mut ebpf, SOCKOPS_PROG)?;
         p.load()
-            .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {MIN_KERNEL})"))?;
+            .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {})", *MIN_KERNEL))?;
         if knobs.children {
             for (name, tp) in TP_PROGS {
                 let p: &mut RawTracePoint = program(&mut ebpf, name)?;
                 p.load()
-                    .with_context(|| format!("load {name} (raw tracepoint; {MIN_KERNEL})"))?;
+                    .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
                 p.attach(tp)
                     .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
             }

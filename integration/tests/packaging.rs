@@ -1,0 +1,430 @@
+//! What `scripts/package` builds, used the way operators use it: the image run as the
+//! DaemonSet runs it (privileged, host PIDs and network, the host's /proc at /host/proc, the
+//! cgroup2 mount) serving a workload's bytes on /metrics, and the Debian package installed
+//! with dpkg, run, and purged without a trace. `scripts/test` runs `scripts/package` first;
+//! run it yourself before `cargo test --test packaging`. The container runtime is podman
+//! with runc (crun refuses hybrid cgroup layouts; docker cannot run --privileged here).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    thread,
+    time::{Duration, Instant},
+};
+
+use procnetmon2_integration::{
+    Cgroup, Netns, Proc, Veth, bin, cgroup2_root, run_monitor_with, skip_unless_root, udp4_bytes,
+    unique,
+};
+
+/// `target/package` (or `$PNM_PACKAGE_DIR`), where scripts/package leaves its products.
+fn package_dir() -> PathBuf {
+    std::env::var("PNM_PACKAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/package"))
+}
+
+/// A product of scripts/package; panics naming the fix when it is missing.
+fn product(name: &str) -> PathBuf {
+    let p = package_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/package first (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"))
+}
+
+fn ok(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `procnetmon2 --version` of the static binary that went into the image and the package.
+fn version_text() -> String {
+    let bin = product("procnetmon2");
+    ok(bin.to_str().expect("utf8"), &["--version"])
+        .trim_end()
+        .to_string()
+}
+
+/// podman with runc and no systemd/journald, as scripts/package uses it.
+fn podman(args: &[&str]) -> Output {
+    let mut all = vec![
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+    ];
+    all.extend_from_slice(args);
+    run("podman", &all)
+}
+
+fn podman_ok(args: &[&str]) -> String {
+    let out = podman(args);
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `--ulimit NAME=N:N` with N at most 8192 and at most this process's hard limit. Podman
+/// otherwise asks runc to raise limits, which fails without CAP_SYS_RESOURCE (as in this
+/// sandbox, where even `--ulimit host` is refused); lowering is always allowed.
+fn ulimit(name: &str, limits_row: &str) -> String {
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .expect("limits")
+        .lines()
+        .find(|l| l.starts_with(limits_row))
+        .and_then(|l| {
+            l[limits_row.len()..]
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(u64::MAX);
+    let n = hard.min(8192);
+    format!("{name}={n}:{n}")
+}
+
+/// A running container, stopped (SIGTERM) and removed on drop.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = podman(&["stop", "-t", "15", &self.0]);
+        let _ = podman(&["rm", "-f", &self.0]);
+    }
+}
+
+fn scrape(port: u16) -> Option<String> {
+    let out = run(
+        "curl",
+        &["-sf", &format!("http://127.0.0.1:{port}/metrics")],
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of the sample `name{…}` whose labels contain every one of `needles`.
+fn value(text: &str, name: &str, needles: &[&str]) -> Option<u64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && needles.iter().all(|n| l.contains(n)))
+        .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+#[test]
+fn image_serves_a_workloads_bytes_like_the_daemonset() {
+    if skip_unless_root() {
+        return;
+    }
+    let image = std::fs::read_to_string(product("image"))
+        .expect("image")
+        .trim()
+        .to_string();
+    let version = version_text();
+    // The labels carry the binary's version text.
+    let labels: serde_json::Value = serde_json::from_str(&podman_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Labels}}",
+        &image,
+    ]))
+    .expect("labels json");
+    let label = |k: &str| labels[k].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        version,
+        format!(
+            "procnetmon2 {} (commit {}, Linux >= {})",
+            label("org.opencontainers.image.version"),
+            label("org.opencontainers.image.revision"),
+            label("io.github.bkohler.procnetmon2.min-kernel")
+        ),
+        "{labels}"
+    );
+    assert!(label("org.opencontainers.image.source").starts_with("https://"));
+    assert!(label("org.opencontainers.image.licenses").contains("Apache-2.0"));
+    assert_eq!(
+        podman_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            &ulimit("nofile", "Max open files"),
+            "--ulimit",
+            &ulimit("nproc", "Max processes"),
+            &image,
+            "--version"
+        ])
+        .trim_end(),
+        version
+    );
+
+    // A workload in its own cgroup and network namespace, sending to a peer namespace.
+    let (a, b) = (Netns::new(false), Netns::new(false));
+    let v = Veth::new(&a, "eth0", &b, "eth0", 73);
+    let udp_addr = format!("{}:7731", v.ip_b);
+    let sink = Proc::peer(&["udp-recv", &udp_addr, "1000000"], None, Some(&b));
+    sink.expect_line("ready");
+    let cg = Cgroup::new();
+    let cg_name = cg
+        .dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let peer = bin("pnm-peer");
+    let script = format!(
+        "echo started; read go; {} udp-send {udp_addr} 150 400 connected >/dev/null; \
+         echo udp-done; read end",
+        peer.display()
+    );
+    let mut w = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&cg), Some(&a));
+    w.expect_line("started");
+
+    // The DaemonSet's pod, as podman flags: privileged, hostPID, hostNetwork, read-only root,
+    // the host's /proc at /host/proc, its cgroup2 mount at /sys/fs/cgroup, /run/procnetmon2.
+    // Metrics on loopback only (the DaemonSet binds 0.0.0.0 on the node).
+    std::fs::create_dir_all("/run/procnetmon2").expect("state dir");
+    let port = 19_500 + (std::process::id() % 400) as u16;
+    let name = unique("pnm-test-img-");
+    let cg2 = format!("{}:/sys/fs/cgroup", cgroup2_root().display());
+    let metrics = format!("127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let out = podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--privileged",
+        "--pid",
+        "host",
+        "--network",
+        "host",
+        "--read-only",
+        "--ulimit",
+        &ulimit("nofile", "Max open files"),
+        "--ulimit",
+        &ulimit("nproc", "Max processes"),
+        "-v",
+        "/proc:/host/proc:ro",
+        "-v",
+        &cg2,
+        "-v",
+        "/run/procnetmon2:/run/procnetmon2",
+        "-e",
+        "RUST_LOG=info",
+        &image,
+        "--all",
+        "--metrics-addr",
+        &metrics,
+        "--host-proc",
+        "/host/proc",
+        "--interval",
+        "200ms",
+    ]);
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let container = Container(name.clone());
+    let logs = || {
+        let o = podman(&["logs", &container.0]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // Ready once /metrics answers (the programs are attached before the server starts).
+    while scrape(port).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no /metrics after 30 s: {}",
+            logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("image: serving after {:?}", t0.elapsed());
+    w.send_line("go");
+    w.expect_line("udp-done");
+    let sel = [cg_name.as_str(), "protocol=\"udp\""];
+    let want = 150 * udp4_bytes(400);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(port).unwrap_or_default();
+        if value(&text, "procnetmon_network_transmit_bytes_total", &sel) == Some(want)
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        value(&text, "procnetmon_network_transmit_bytes_total", &sel),
+        Some(want),
+        "{text}\n{}",
+        logs()
+    );
+    assert_eq!(
+        value(&text, "procnetmon_network_transmit_packets_total", &sel),
+        Some(150)
+    );
+    assert!(
+        text.contains(&format!(
+            "procnetmon_build_info{{version=\"{}\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    // SIGTERM (as the kubelet sends): a clean exit, status 0.
+    podman_ok(&["stop", "-t", "15", &container.0]);
+    let status = podman_ok(&["inspect", "--format", "{{.State.ExitCode}}", &container.0]);
+    assert_eq!(status.trim(), "0", "{}", logs());
+    w.close_stdin();
+    w.wait();
+}
+
+/// Purges the package on drop if it is still installed (a failed test leaves nothing).
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if is_installed() {
+            let _ = run("dpkg", &["-P", "procnetmon2"]);
+        }
+    }
+}
+
+fn is_installed() -> bool {
+    let out = run("dpkg-query", &["-W", "-f=${Status}", "procnetmon2"]);
+    String::from_utf8_lossy(&out.stdout).contains("installed")
+}
+
+#[test]
+fn deb_installs_runs_and_purges() {
+    if skip_unless_root() {
+        return;
+    }
+    let deb = std::fs::read_dir(package_dir())
+        .expect("target/package: run scripts/package first")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("no .deb in target/package: run scripts/package first");
+    assert!(
+        !is_installed(),
+        "procnetmon2 is already installed on this machine; the test installs and purges its \
+         own copy: remove it first (dpkg -P procnetmon2)"
+    );
+    let version = version_text();
+    let t0 = Instant::now();
+    let guard = Installed;
+    ok("dpkg", &["-i", deb.to_str().expect("utf8")]);
+    let files: Vec<String> = ok("dpkg", &["-L", "procnetmon2"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for f in [
+        "/usr/bin/procnetmon2",
+        "/usr/share/man/man1/procnetmon2.1.gz",
+        "/usr/share/bash-completion/completions/procnetmon2",
+        "/usr/share/zsh/vendor-completions/_procnetmon2",
+        "/usr/share/fish/vendor_completions.d/procnetmon2.fish",
+        "/usr/share/doc/procnetmon2/copyright",
+    ] {
+        assert!(files.iter().any(|l| l == f), "package lacks {f}: {files:?}");
+    }
+    let installed = "/usr/bin/procnetmon2";
+    assert_eq!(ok(installed, &["--version"]).trim_end(), version);
+    // man finds and renders the page; its sections are there.
+    assert_eq!(
+        ok("man", &["-w", "procnetmon2"]).trim(),
+        "/usr/share/man/man1/procnetmon2.1.gz"
+    );
+    let page = Command::new("man")
+        .args(["procnetmon2"])
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man");
+    let page = String::from_utf8_lossy(&page.stdout);
+    for s in ["EXAMPLES", "EXIT STATUS", "UNITS", "FILES"] {
+        assert!(page.contains(s), "man page lacks {s}: {page}");
+    }
+    // The completions the binary prints are the ones installed, and bash loads them.
+    let script = ok(installed, &["completions", "bash"]);
+    assert_eq!(
+        std::fs::read_to_string("/usr/share/bash-completion/completions/procnetmon2")
+            .expect("read completions"),
+        script
+    );
+    ok(
+        "bash",
+        &[
+            "-c",
+            "source /usr/share/bash-completion/completions/procnetmon2 && complete -p procnetmon2",
+        ],
+    );
+    // A short -t run of the installed binary over a loopback workload.
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7741", "1000000"], None, None);
+    sink.expect_line("ready");
+    let peer = bin("pnm-peer");
+    let (status, reports, err) = run_monitor_with(
+        Path::new(installed),
+        &[
+            "--json",
+            "-t",
+            "2s",
+            "--",
+            peer.to_str().expect("utf8"),
+            "udp-send",
+            "127.0.0.1:7741",
+            "20",
+            "100",
+            "connected",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let p = reports.last().expect("a report")["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .next()
+        .cloned()
+        .expect("the command");
+    assert_eq!(p["current"]["bytes_out"], 20 * udp4_bytes(100), "{p}");
+    // Remove, then purge: every file the package brought is gone, and dpkg forgets it.
+    let regular: Vec<&String> = files.iter().filter(|f| Path::new(f).is_file()).collect();
+    ok("dpkg", &["-r", "procnetmon2"]);
+    for f in &regular {
+        assert!(!Path::new(f).exists(), "{f} left after dpkg -r");
+    }
+    ok("dpkg", &["-P", "procnetmon2"]);
+    assert!(!is_installed());
+    assert!(!Path::new("/usr/share/doc/procnetmon2").exists());
+    drop(guard);
+    eprintln!("deb: installed, used and purged in {:?}", t0.elapsed());
+}
