@@ -130,7 +130,7 @@ pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// Creates a listening TCP socket on `addr` with [`LISTEN_BACKLOG`] (std's `bind` asks for
+/// Creates a listening TCP socket on `addr` with the kernel's largest backlog (std's `bind` asks for
 /// only 128), non-blocking and close-on-exec, ready for tokio.
 fn listen_on(addr: SocketAddr) -> nix::Result<std::net::TcpListener> {
     let family = match addr {
@@ -151,7 +151,10 @@ fn listen_on(addr: SocketAddr) -> nix::Result<std::net::TcpListener> {
         SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
         SocketAddr::V6(a) => bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
     }
-    listen(&fd, Backlog::new(LISTEN_BACKLOG)?)?;
+    // Not `Backlog::new(LISTEN_BACKLOG)`: nix checks it against libc's SOMAXCONN, which is 128
+    // in musl (the static build) and refuses 4096 with EINVAL. -1 asks for the kernel's
+    // `net.core.somaxconn` (4096 by default), which is what it would cap LISTEN_BACKLOG to.
+    listen(&fd, Backlog::MAXALLOWABLE)?;
     Ok(std::net::TcpListener::from(fd))
 }
 
