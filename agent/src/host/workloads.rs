@@ -1,9 +1,11 @@
-//! Names for cgroups: cgroup id → path, container identity and workload name, from an index
-//! of the live tree refreshed by a rate-limited walk when an unknown id shows up. Used to group node-wide (`--all`)
+//! Names for cgroups: cgroup id → path, container identity and workload name. An unknown id
+//! is opened by its file handle (no walk), or where that is not allowed, found by a
+//! rate-limited walk of the tree; the index holds live cgroups only. Used to group node-wide (`--all`)
 //! counters by workload and to label whole-cgroup targets.
 
 use std::{
     collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -64,14 +66,22 @@ pub enum Lookup {
     Gone,
 }
 
-/// An inode index of the cgroup tree: cgroup id → [`CgroupInfo`] for the live cgroups.
-/// Refreshed by a rate-limited walk ([`WALK_BACKOFF`]) when an unknown id shows up; each
-/// walk describes only new directories and drops the ids that are gone, so the index is as
-/// large as the live tree, never larger.
+/// An index of the cgroup tree: cgroup id → [`CgroupInfo`] for the live cgroups.
+///
+/// An unknown id is opened by its file handle (a cgroup id is its kernfs node id, which
+/// `open_by_handle_at` takes on the cgroup2 mount): one open and one readlink per id, whatever
+/// the size of the tree. Without `CAP_DAC_READ_SEARCH` (or where the kernel refuses kernfs
+/// handles) the index is refreshed by a rate-limited walk ([`WALK_BACKOFF`]) instead, which
+/// describes only new directories and drops ids that are gone. Entries of removed cgroups are
+/// swept whenever the index doubles, so it stays about as large as the live tree.
 pub struct CgroupNames {
     mount: Cgroup2Mount,
     roots: MetadataRoots,
     known: HashMap<u64, CgroupInfo>,
+    /// The mount's directory, for `open_by_handle_at`; None once handles proved unusable.
+    mount_fd: Option<OwnedFd>,
+    /// Sweep the index when it reaches this many entries.
+    sweep_at: usize,
     /// When the last walk started.
     last_walk: Option<Instant>,
     /// How long until the next walk may start, counted from `last_walk`.
@@ -81,10 +91,15 @@ pub struct CgroupNames {
 impl CgroupNames {
     /// An empty index of the hierarchy at `mount`.
     pub fn new(mount: Cgroup2Mount, roots: MetadataRoots) -> Self {
+        let mount_fd = std::fs::File::open(&mount.mount_point)
+            .map(OwnedFd::from)
+            .ok();
         Self {
             mount,
             roots,
             known: HashMap::new(),
+            mount_fd,
+            sweep_at: SWEEP_MIN,
             last_walk: None,
             backoff: Duration::ZERO,
         }
@@ -96,6 +111,9 @@ impl CgroupNames {
         if let Some(info) = self.known.get(&id) {
             return Lookup::Found(info.clone());
         }
+        if let Some(found) = self.open_by_id(id) {
+            return found;
+        }
         if self.last_walk.is_some_and(|w| w > first_seen) {
             return Lookup::Gone;
         }
@@ -106,6 +124,45 @@ impl CgroupNames {
         self.known
             .get(&id)
             .map_or(Lookup::Gone, |info| Lookup::Found(info.clone()))
+    }
+
+    /// Names `id` through its file handle; None when handles cannot be used here (then the
+    /// caller walks, and so does every later lookup).
+    fn open_by_id(&mut self, id: u64) -> Option<Lookup> {
+        let fd = self.mount_fd.as_ref()?;
+        match dir_by_id(fd, id) {
+            Ok(dir) if dir.starts_with(&self.mount.mount_point) => {
+                let info = describe(&self.mount, &dir, &self.roots);
+                if self.known.len() >= self.sweep_at {
+                    self.sweep();
+                }
+                self.known.insert(id, info.clone());
+                Some(Lookup::Found(info))
+            }
+            // Removed meanwhile (`… (deleted)`), or outside this mount.
+            Ok(_) => Some(Lookup::Gone),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT)) => {
+                Some(Lookup::Gone)
+            }
+            Err(e) => {
+                log::info!(
+                    "cannot open cgroups by id ({e}; needs CAP_DAC_READ_SEARCH): naming cgroups by walking the tree"
+                );
+                self.mount_fd = None;
+                None
+            }
+        }
+    }
+
+    /// Drops the entries of removed cgroups.
+    fn sweep(&mut self) {
+        let mount = &self.mount;
+        self.known.retain(|id, info| {
+            mount
+                .dir_of(&info.path)
+                .is_ok_and(|dir| is_cgroup(&dir, *id))
+        });
+        self.sweep_at = (2 * self.known.len()).max(SWEEP_MIN);
     }
 
     /// Walks the tree once: new directories are described, ids that are gone dropped.
@@ -122,6 +179,10 @@ impl CgroupNames {
         self.known = next;
         self.last_walk = Some(started);
         let took = started.elapsed();
+        log::debug!(
+            "cgroup index: {} cgroups walked in {took:?}",
+            self.known.len()
+        );
         self.backoff = if took < CHEAP_WALK {
             Duration::ZERO
         } else {
@@ -132,13 +193,56 @@ impl CgroupNames {
     /// True while cgroup `id`'s directory exists (same path and the same inode: a cgroup
     /// recreated under the old name is another cgroup).
     pub fn alive(&self, id: u64) -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        self.known
-            .get(&id)
-            .is_some_and(|i| std::fs::metadata(self.dir_of(i)).is_ok_and(|md| md.ino() == id))
+        self.known.get(&id).is_some_and(|i| {
+            self.mount
+                .dir_of(&i.path)
+                .is_ok_and(|dir| is_cgroup(&dir, id))
+        })
     }
+}
 
-    fn dir_of(&self, info: &CgroupInfo) -> PathBuf {
-        self.mount.dir_of(&info.path).unwrap_or_default()
+/// Smallest index size at which removed cgroups are swept out.
+const SWEEP_MIN: usize = 1024;
+
+/// True while `dir` is cgroup `id` (a cgroup recreated under the old name is another one).
+fn is_cgroup(dir: &Path, id: u64) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).is_ok_and(|md| md.ino() == id)
+}
+
+/// `FILEID_KERNFS` (include/linux/exportfs.h): a kernfs handle is the node's 64-bit id.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// `struct file_handle` with the 8 bytes of a kernfs handle.
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+/// The directory of cgroup `id`, opened by its handle on the cgroup2 mount `mount_fd`.
+/// Neither nix nor rustix wraps `open_by_handle_at`.
+fn dir_by_id(mount_fd: &OwnedFd, id: u64) -> std::io::Result<PathBuf> {
+    let mut fh = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `fh` is a `struct file_handle` header followed by its `handle_bytes` bytes, as
+    // the kernel reads it; the returned descriptor is owned below.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            (&raw mut fh).cast(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Directories are always connected, so this is the full path (`… (deleted)` once removed).
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }

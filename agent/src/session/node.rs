@@ -2,10 +2,10 @@
 //! protocol); each tick this charges the growth of those counters to workloads (pod/container,
 //! systemd unit or cgroup path, named by the host) and advances each workload's rate series.
 //!
-//! Built to survive pod churn: a cgroup id is named once, when it first carries traffic (from
-//! the host's cgroup index, whose walks of the tree are rate-limited; until the next walk the
-//! id's counters wait, uncharged). An id the host can no longer name (its cgroup was created and
-//! removed between two walks) is charged to the [`UNRESOLVED`] workload. When a cgroup is
+//! Built to survive pod churn: a cgroup id is named once, when it first carries traffic (by the
+//! host, which opens it by id, or where it cannot, looks it up in an index whose walks of the
+//! tree are rate-limited: until the next walk the id's counters wait, uncharged). An id the host
+//! can no longer name (its cgroup was removed first) is charged to the [`UNRESOLVED`] workload. When a cgroup is
 //! removed, its last counters are charged and its keys deleted from the kernel's map (so the
 //! map holds live cgroups only) and the totals stay in user space, so they never go down. Late
 //! packets of a removed cgroup's lingering sockets re-create its keys: they are charged to the
