@@ -59,7 +59,7 @@ pub const CHEAP_WALK: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// It exists (or did at the last walk): its names.
-    Found(CgroupInfo),
+    Found(Box<CgroupInfo>),
     /// Not indexed yet and the tree was walked too recently: ask again next tick.
     Pending,
     /// A walk that started after `first_seen` did not find it: it is gone, never to be named.
@@ -109,7 +109,7 @@ impl CgroupNames {
     /// traffic); a walk after that which misses it means the cgroup is gone.
     pub fn lookup(&mut self, id: u64, first_seen: Instant) -> Lookup {
         if let Some(info) = self.known.get(&id) {
-            return Lookup::Found(info.clone());
+            return Lookup::Found(Box::new(info.clone()));
         }
         if let Some(found) = self.open_by_id(id) {
             return found;
@@ -123,7 +123,7 @@ impl CgroupNames {
         self.refresh();
         self.known
             .get(&id)
-            .map_or(Lookup::Gone, |info| Lookup::Found(info.clone()))
+            .map_or(Lookup::Gone, |info| Lookup::Found(Box::new(info.clone())))
     }
 
     /// Names `id` through its file handle; None when handles cannot be used here (then the
@@ -137,7 +137,7 @@ impl CgroupNames {
                     self.sweep();
                 }
                 self.known.insert(id, info.clone());
-                Some(Lookup::Found(info))
+                Some(Lookup::Found(Box::new(info)))
             }
             // Removed meanwhile (`… (deleted)`), or outside this mount.
             Ok(_) => Some(Lookup::Gone),

@@ -220,7 +220,7 @@ impl NodeWide {
         match host.cgroup_lookup(id, first_seen) {
             Lookup::Found(info) => {
                 self.ids.insert(id, Id::Named(info.workload.clone()));
-                Some(info)
+                Some(*info)
             }
             Lookup::Pending => {
                 self.ids.insert(id, Id::Pending(first_seen));

@@ -55,7 +55,7 @@ impl HostView for FakeHost {
             return Lookup::Pending;
         }
         match self.cgroups.get(&id) {
-            Some(info) if !self.gone_ids.contains(&id) => Lookup::Found(info.clone()),
+            Some(info) if !self.gone_ids.contains(&id) => Lookup::Found(Box::new(info.clone())),
             _ => Lookup::Gone,
         }
     }
