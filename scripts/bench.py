@@ -29,12 +29,14 @@ import os
 import platform
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import traceback
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.environ.get("BENCH_BIN_DIR") or os.path.join(ROOT, "target", "release")
@@ -56,7 +58,8 @@ NS_RUNS = env_int("BENCH_NS_RUNS", 3)
 CHURN_N = env_int("BENCH_CHURN_N", 10000)
 SCALE = [int(x) for x in os.environ.get("BENCH_SCALE", "1000 10000 100000").split()]
 SCALE_SECS = env_int("BENCH_SCALE_SECS", 10)
-SECTIONS = os.environ.get("BENCH_SECTIONS", "throughput nsperpkt churn scale").split()
+ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
+SECTIONS = os.environ.get("BENCH_SECTIONS", "throughput nsperpkt churn scale allchurn").split()
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "BENCHMARKS.md"))
 ID = os.environ.get("BENCH_ID", f"pnmb{os.getpid() % 100000}")
 SCALE_PROCS = 100
@@ -75,6 +78,9 @@ T_CHURN = 0.95
 T_CPU_1K, T_CPU_10K = 1.0, 5.0  # % of a core at a 1 s interval
 T_RSS = 32 * MIB
 T_STARTUP = 0.300
+T_ALL_CPU = 2.0  # % of a core at 1 s ticks, --all under cgroup churn
+T_SCRAPE = 0.100  # s per /metrics scrape
+T_MAP_LIVE = 1000  # CGROUP_TOTALS keys: live cgroups only, not every cgroup ever seen
 LEVEL_FLOOR = 0.02  # smallest tolerance for "level with the bare counter within noise"
 
 
@@ -674,6 +680,157 @@ def section_scale(R, mon_cg):
             f"per report, {r['reports']} reports, RSS {fmt_mib(r['rss'])}")
 
 
+# --- --all under cgroup churn ----------------------------------------------------------------
+
+ALL_UNITS, ALL_BATCH, ALL_DGRAMS, ALL_PAYLOAD = 8, 100, 5, 100
+ALL_LINGER = 2.5  # s a cgroup stays after its traffic (two ticks)
+# Exited workloads leave reports and /metrics after this; the scrapes (every ALL_SCRAPE s) see
+# each one's final value before it goes, as Prometheus would.
+ALL_GRACE, ALL_SCRAPE = 30, 5
+
+
+def scrape(port):
+    t = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return time.monotonic() - t, text
+
+
+def metric_sum(text, name, needles):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(n in line for n in needles):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def seen_series(text, tag, seen):
+    name = "procnetmon_network_transmit_bytes_total{"
+    for line in text.splitlines():
+        if line.startswith(name) and tag in line and 'protocol="udp"' in line:
+            labels, value = line.rsplit(" ", 1)
+            seen[labels] = max(seen.get(labels, 0), int(float(value)))
+
+
+def map_keys(text):
+    """CGROUP_TOTALS entries, from its fill ratio (16,384 keys)."""
+    for line in text.splitlines():
+        if line.startswith("procnetmon_map_fill_ratio{") and "CGROUP_TOTALS" in line:
+            return round(float(line.rsplit(" ", 1)[1]) * 16384)
+    raise RuntimeError("no CGROUP_TOTALS fill ratio in /metrics")
+
+
+def section_allchurn(R):
+    """`procnetmon2 --all --metrics-addr` at 1 s ticks while ALL_CHURN_N cgroups are created,
+    carry a little loopback UDP from a process placed in each, and are removed again."""
+    parent = make_cgroup(f"{ID}-all")
+    tag = os.path.basename(parent)
+    units = []
+    for k in range(ALL_UNITS):
+        d = os.path.join(parent, f"{tag}-u{k}.service")
+        os.mkdir(d)
+        units.append(d)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(0.1)
+    stop = threading.Event()
+
+    def drain():
+        while not stop.is_set():
+            try:
+                sink.recv(2048)
+            except OSError:
+                pass
+    th = threading.Thread(target=drain, daemon=True)
+    th.start()
+    port = 29000 + os.getpid() % 1000
+    mon = Proc([PNM, "--all", "--metrics-addr", f"127.0.0.1:{port}", "--interval", "1s",
+                "--series-grace", f"{ALL_GRACE}s"],
+               env={**os.environ, "RUST_LOG": "info"})
+    samples = []  # (t, cpu s, rss bytes, scrape s, keys)
+    seen = {}  # transmit-bytes series of the test's workloads → the highest value scraped
+    sent = made = 0
+    lingering = []
+    try:
+        mon.wait_line("err", "counting", 30)
+        t0, cpu0 = time.monotonic(), mon.cpu()
+        last_sample = t0
+        while made < ALL_CHURN_N:
+            batch = []
+            for i in range(made, min(ALL_CHURN_N, made + ALL_BATCH)):
+                d = os.path.join(parent if i % 4 == 0 else units[i % ALL_UNITS], f"c{i}")
+                os.mkdir(d)
+                batch.append(d)
+            made += len(batch)
+            kids = [subprocess.Popen(
+                ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" udp-send "$2" "$3" "$4"',
+                 d, PEER, f"127.0.0.1:{sink.getsockname()[1]}", str(ALL_DGRAMS), str(ALL_PAYLOAD)],
+                stdout=subprocess.DEVNULL) for d in batch]
+            for k in kids:
+                if k.wait() != 0:
+                    raise RuntimeError("a churn sender failed")
+                sent += ALL_DGRAMS * (ALL_PAYLOAD + 28)
+            lingering.append((time.monotonic(), batch))
+            while lingering and time.monotonic() - lingering[0][0] >= ALL_LINGER:
+                for d in lingering.pop(0)[1]:
+                    os.rmdir(d)
+            if time.monotonic() - last_sample >= ALL_SCRAPE:
+                last_sample = time.monotonic()
+                dt, text = scrape(port)
+                seen_series(text, tag, seen)
+                samples.append((last_sample - t0, mon.cpu(), rss_of(mon.pid), dt, map_keys(text)))
+                log(f"allchurn: {made} cgroups, scrape {dt * 1000:.0f} ms, "
+                    f"keys {samples[-1][4]}, RSS {fmt_mib(samples[-1][2])}")
+        for at, batch in lingering:
+            time.sleep(max(0.0, ALL_LINGER - (time.monotonic() - at)))
+            for d in batch:
+                os.rmdir(d)
+        time.sleep(2.5)
+        t1, cpu1 = time.monotonic(), mon.cpu()
+        dt, text = scrape(port)
+        seen_series(text, tag, seen)
+        exported = sum(seen.values())
+        keys = map_keys(text)
+        scrapes = [s[3] for s in samples] + [dt]
+        R["allchurn"] = {
+            "n": ALL_CHURN_N, "secs": t1 - t0,
+            "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "rss_first": samples[0][2] if samples else rss_of(mon.pid),
+            "rss_last": rss_of(mon.pid), "rss_peak": mon.hwm(),
+            "scrape_max": max(scrapes), "scrape_med": med(scrapes),
+            "keys_max": max([s[4] for s in samples] + [keys]), "keys_end": keys,
+            "sent": sent, "exported": exported,
+        }
+        r = R["allchurn"]
+        log(f"allchurn: {ALL_CHURN_N} cgroups in {r['secs']:.0f} s, agent {r['cpu_pct']:.2f}% "
+            f"of a core, scrape max {r['scrape_max'] * 1000:.0f} ms, keys max {r['keys_max']}, "
+            f"RSS {fmt_mib(r['rss_first'])} -> {fmt_mib(r['rss_last'])}, exported {exported} "
+            f"of {sent} bytes")
+    finally:
+        mon.stop()
+        stop.set()
+        th.join(timeout=2)
+        sink.close()
+        for _, batch in lingering:
+            for d in batch:
+                remove_cgroup(d)
+        for d in units:
+            remove_cgroup(d)
+        remove_cgroup(parent)
+        RES.cgroups.remove(parent)
+
+
+def rss_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 # --- report ----------------------------------------------------------------------------------
 
 # Why a target can be missed, and what would close it (by the start of the target's name).
@@ -920,6 +1077,38 @@ def write_report(R, started, load_start, errors):
             if r["rss"] is not None:
                 targets.append((f"RSS ≤ 32 MiB ({r['total']:,} sockets)", fmt_mib(r["rss"]),
                                 r["rss"] <= T_RSS))
+    ac = R.get("allchurn")
+    if ac:
+        b("## 5. `--all` under cgroup churn")
+        b("")
+        b(f"`procnetmon2 --all --metrics-addr … --interval 1s` while {ac['n']:,} cgroups are created,")
+        b(f"used and removed ({ALL_BATCH} at a time; in each, one `pnm-peer udp-send` of {ALL_DGRAMS}")
+        b(f"{ALL_PAYLOAD}-byte datagrams over loopback; each cgroup removed {ALL_LINGER} s after its")
+        b(f"traffic). Three in four are children of {ALL_UNITS} long-lived `*.service` cgroups, one in")
+        b("four a workload of its own that ends with its cgroup. Agent CPU over the whole churn;")
+        b("scrapes every 5 s with a plain HTTP client; keys are CGROUP_TOTALS entries (from")
+        b(f"`procnetmon_map_fill_ratio`). `--series-grace {ALL_GRACE}s`: exited workloads leave after that,")
+        b("so series and memory stay bounded; *exported* is the sum over the test's workloads of the")
+        b("last value each `procnetmon_network_transmit_bytes_total` series showed in the scrapes (every")
+        b(f"{ALL_SCRAPE} s, as Prometheus would see them); *sent* is IP bytes (payload + 28 each).")
+        b("")
+        b("| cgroups | duration (s) | agent CPU (% of a core) | scrape max / median (ms) | CGROUP_TOTALS keys max / end | RSS first sample → end (peak) | bytes exported / sent |")
+        b("|---|---|---|---|---|---|---|")
+        b(f"| {ac['n']:,} | {ac['secs']:.0f} | {fmt(ac['cpu_pct'], 2)} | "
+          f"{fmt(ac['scrape_max'] * 1000, 1)} / {fmt(ac['scrape_med'] * 1000, 1)} | "
+          f"{ac['keys_max']} / {ac['keys_end']} | {fmt_mib(ac['rss_first'])} → {fmt_mib(ac['rss_last'])} "
+          f"({fmt_mib(ac['rss_peak'])}) | {ac['exported']:,} / {ac['sent']:,} |")
+        b("")
+        targets.append((f"--all under churn of {ac['n']:,} cgroups: agent ≤ {T_ALL_CPU:g}% of a core at 1 s",
+                        f"{fmt(ac['cpu_pct'], 2)}%", ac["cpu_pct"] <= T_ALL_CPU))
+        targets.append((f"--all under churn: scrape ≤ {T_SCRAPE * 1000:.0f} ms",
+                        f"max {fmt(ac['scrape_max'] * 1000, 1)} ms", ac["scrape_max"] <= T_SCRAPE))
+        targets.append(("--all under churn: CGROUP_TOTALS holds live cgroups only",
+                        f"max {ac['keys_max']} keys of 16,384", ac["keys_max"] <= T_MAP_LIVE))
+        targets.append(("--all under churn: RSS ≤ 32 MiB", fmt_mib(ac["rss_peak"]),
+                        ac["rss_peak"] is not None and ac["rss_peak"] <= T_RSS))
+        targets.append(("--all under churn: bytes exported = bytes sent",
+                        f"{ac['exported']:,} / {ac['sent']:,}", ac["exported"] == ac["sent"]))
     rss_traffic = [r["rss"] for sect in (th or {}).values() for r in sect.get("procnetmon2", []) if r["rss"]]
     rss_traffic += [r["rss"] for r in (ch or {}).get("procnetmon2", []) if r["rss"]]
     if rss_traffic:
@@ -989,7 +1178,8 @@ def main():
         for name, fn in (("throughput", lambda: section_throughput(R, cg, mon_cg)),
                          ("nsperpkt", lambda: section_nsperpkt(R, cg, mon_cg)),
                          ("churn", lambda: section_churn(R, cg, mon_cg)),
-                         ("scale", lambda: section_scale(R, mon_cg))):
+                         ("scale", lambda: section_scale(R, mon_cg)),
+                         ("allchurn", lambda: section_allchurn(R))):
             if name not in SECTIONS:
                 continue
             log(f"=== {name}")

@@ -123,6 +123,7 @@ async fn main_loop(
         .and_then(setup::spawn::Command::take_pidfd);
     let mut events = Events::new(cfg.interval, cfg.window, pidfd, signals)?;
     let mut status = 0;
+    let mut feeder = feed::Feeder::default();
     loop {
         let event = events.next().await;
         match event {
@@ -145,7 +146,7 @@ async fn main_loop(
                 .tick_partial(Instant::now(), &mut run.probes, &mut run.host)?;
         }
         if let Some(reg) = &metrics.registry {
-            feed::feed(reg, &run.session, &run.probes, &cfg.pids);
+            feeder.feed(reg, &run.session, &run.probes, &cfg.pids);
         }
         if let Some(kind) = decision.report {
             let clock = (Instant::now(), monotonic_ns());

@@ -7,7 +7,9 @@ use std::{
     os::fd::{AsRawFd as _, OwnedFd},
 };
 
-use super::{CgroupCount, Connection, IfaceKey, Kernel, MAX_TARGETS, Slot, SocketStamp, Untracked};
+use super::{
+    CgroupCount, Connection, IfaceKey, Kernel, MAX_TARGETS, Proto, Slot, SocketStamp, Untracked,
+};
 use crate::model::Traffic;
 
 /// The kernel's maps, as a test sees them.
@@ -96,6 +98,11 @@ impl Kernel for FakeKernel {
 
     fn cgroup_totals(&self) -> Vec<CgroupCount> {
         self.cgroup_totals.clone()
+    }
+
+    fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]) {
+        self.cgroup_totals
+            .retain(|c| !keys.contains(&(c.cgroup_id, c.proto)));
     }
 
     fn target_pid_count(&self) -> u32 {

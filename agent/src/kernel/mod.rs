@@ -175,6 +175,9 @@ pub trait Kernel {
     fn connections(&self) -> Vec<(u64, Connection)>;
     /// `--all`: cumulative counters per (cgroup, protocol).
     fn cgroup_totals(&self) -> Vec<CgroupCount>;
+    /// `--all`: deletes the counters of removed cgroups (after the caller has charged them),
+    /// so the map holds live cgroups only. Keys that are not there are skipped.
+    fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]);
     /// Entries in the target-PID map (targets and their children), for the map-fill metric.
     fn target_pid_count(&self) -> u32;
 }

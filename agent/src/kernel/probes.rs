@@ -515,6 +515,24 @@ impl Kernel for Probes {
             .collect()
     }
 
+    fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]) {
+        for &(cgroup_id, proto) in keys {
+            let key = CgroupKey {
+                cgroup_id,
+                proto: u32::from(proto_index(proto)),
+                _pad: 0,
+            };
+            // ENOENT: that protocol never carried traffic in this cgroup.
+            if let Err(e) = self.cgroup_totals.remove(&key) {
+                let absent = matches!(&e, MapError::SyscallError(s)
+                    if s.io_error.raw_os_error() == Some(libc::ENOENT));
+                if !absent {
+                    log::debug!("CGROUP_TOTALS: removing cgroup {cgroup_id}: {e}");
+                }
+            }
+        }
+    }
+
     fn target_pid_count(&self) -> u32 {
         self.target_pids.keys().filter(Result::is_ok).count() as u32
     }

@@ -1,6 +1,10 @@
 //! Feeds the metrics store each tick from the session: cumulative traffic per workload, the
-//! live set (a gone workload is no longer fed, so its series keep their last values until
-//! the grace period ends), the `-p` targets still running, and self-metrics.
+//! live set, the `-p` targets still running, and self-metrics.
+//!
+//! A workload (or target) that ends is fed once more, with its final totals, in the first feed
+//! after the tick that saw it gone, and marked gone right after; from then on it is no longer
+//! fed (an update would revive it), so its series keep those final values until the grace
+//! period ends. Without that last feed the bytes of its last interval never reached /metrics.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -38,8 +42,38 @@ fn key_of(subject: &Subject) -> WorkloadKey {
     }
 }
 
-/// Pushes this tick's state into `reg`. `named`: the PIDs given with `-p`.
-pub fn feed(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel, named: &[u32]) {
+/// Feeds a metrics store across ticks: remembers which ticks it has fed, so that what ended
+/// since gets its final feed exactly once.
+#[derive(Debug, Default)]
+pub struct Feeder {
+    /// The session tick of the last feed.
+    fed_through: u64,
+}
+
+impl Feeder {
+    /// Pushes the session's state as of its last tick into `reg`. `named`: the PIDs given
+    /// with `-p`.
+    pub fn feed(
+        &mut self,
+        reg: &MetricsRegistry,
+        session: &Session,
+        kernel: &dyn Kernel,
+        named: &[u32],
+    ) {
+        feed(reg, session, kernel, named, self.fed_through);
+        self.fed_through = session.ticks();
+    }
+}
+
+/// Pushes the session's state into `reg`; what ended after tick `fed_through` gets its final
+/// totals fed before it is marked gone.
+fn feed(
+    reg: &MetricsRegistry,
+    session: &Session,
+    kernel: &dyn Kernel,
+    named: &[u32],
+    fed_through: u64,
+) {
     // `procnetmon_target_info` for the PIDs named with -p that are still running.
     reg.set_targets(
         session
@@ -59,9 +93,14 @@ pub fn feed(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel, named
     let now = Instant::now();
     let mut sums: HashMap<WorkloadKey, Traffic> = HashMap::new();
     let mut live: HashSet<WorkloadKey> = HashSet::new();
-    let mut add = |k: WorkloadKey, t: &Traffic, alive: bool| {
+    // Live, or ended since the last feed: fed this time.
+    let mut fed: HashSet<WorkloadKey> = HashSet::new();
+    let mut add = |k: WorkloadKey, t: &Traffic, alive: bool, gone_at: Option<u64>| {
         let e = sums.entry(k.clone()).or_default();
         *e = sum_traffic([&*e, t]);
+        if alive || gone_at.is_some_and(|g| g > fed_through) {
+            fed.insert(k.clone());
+        }
         if alive {
             live.insert(k);
         }
@@ -73,6 +112,7 @@ pub fn feed(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel, named
                     metrics_key(w.info.container.as_ref(), &w.info.workload),
                     &w.series.since_start(),
                     !w.exited,
+                    w.gone_at.map(|(tick, _)| tick),
                 );
             }
         }
@@ -82,11 +122,12 @@ pub fn feed(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel, named
                     key_of(&t.subject),
                     &t.series.since_start(),
                     t.exited.is_none(),
+                    t.exited_tick,
                 );
             }
         }
     }
-    for (k, t) in sums.iter().filter(|(k, _)| live.contains(*k)) {
+    for (k, t) in sums.iter().filter(|(k, _)| fed.contains(*k)) {
         reg.update_workload(k, t);
     }
     reg.mark_gone_unless(|k| live.contains(k), now);

@@ -1,14 +1,17 @@
 //! The real [`HostView`]: `/proc` for processes, the cgroup tree for cgroups and `--all`
 //! names, network namespaces for `-i`, pidfd copies for TCP_INFO of old connections.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use super::HostView;
 use crate::{
     host::{
         netns::{self, NetnsLinks},
         procs::{ProcFs, ProcIdentity},
-        workloads::{CgroupInfo, CgroupNames},
+        workloads::{CgroupNames, Lookup},
     },
     setup::stamp::{self, OldSocket},
 };
@@ -43,8 +46,8 @@ impl HostView for LiveHost {
         netns::links_of(&self.proc, pid).ok()
     }
 
-    fn cgroup_info(&mut self, id: u64) -> Option<CgroupInfo> {
-        self.names.get(id).cloned()
+    fn cgroup_lookup(&mut self, id: u64, first_seen: Instant) -> Lookup {
+        self.names.lookup(id, first_seen)
     }
 
     fn cgroup_id_alive(&self, id: u64) -> bool {

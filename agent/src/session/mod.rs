@@ -24,7 +24,11 @@ use std::{
 
 use crate::{
     details::DetailTracker,
-    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
+    host::{
+        netns::NetnsLinks,
+        procs::ProcIdentity,
+        workloads::{CgroupInfo, Lookup},
+    },
     kernel::{IfaceKey, Kernel, Slot, Untracked},
     model::{ConnDetail, ProcessReport, Report, Row, Traffic, WorkloadReport},
     plan::ProcessLabels,
@@ -44,8 +48,9 @@ pub trait HostView {
     fn cgroup_alive(&self, dir: &std::path::Path) -> bool;
     /// The interfaces of `pid`'s network namespace.
     fn links(&self, pid: u32) -> Option<NetnsLinks>;
-    /// `--all`: what cgroup `id` is, if it exists or was seen.
-    fn cgroup_info(&mut self, id: u64) -> Option<CgroupInfo>;
+    /// `--all`: what cgroup `id` is; `first_seen` is when its traffic was first counted (a
+    /// look at the tree after that which misses it means the cgroup is gone).
+    fn cgroup_lookup(&mut self, id: u64, first_seen: Instant) -> Lookup;
     /// `--all`: true while cgroup `id` exists.
     fn cgroup_id_alive(&self, id: u64) -> bool;
     /// `--details`: (RTT µs, retransmits, TCP state) of a connection that predates the run.
@@ -99,6 +104,8 @@ pub struct TargetState {
     pub last: Traffic,
     /// Set when it ended (processes: their runtime then).
     pub exited: Option<Duration>,
+    /// The session tick at which it was seen ended.
+    pub exited_tick: Option<u64>,
     /// Connections that predate the run (tcp, udp); the kernel's gauge takes them out when
     /// they close.
     pub preexisting: (i64, i64),
@@ -129,6 +136,8 @@ pub struct Session {
     untracked_base: Untracked,
     /// The nominal interval: a cut-off interval shorter than half of it sets no peak.
     interval: Duration,
+    /// Ticks so far (the first is 1).
+    ticks: u64,
 }
 
 impl Session {
@@ -152,6 +161,7 @@ impl Session {
                 series: Series::new(t.baseline, now),
                 last: t.baseline,
                 exited: None,
+                exited_tick: None,
                 preexisting: t.preexisting,
                 connections: (0, 0),
                 ifaces: t.ifaces,
@@ -168,6 +178,7 @@ impl Session {
             old_sockets,
             untracked_base,
             interval: Duration::ZERO,
+            ticks: 0,
         }
     }
 
@@ -176,6 +187,11 @@ impl Session {
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
+    }
+
+    /// Ticks so far: the number of the last one (0 before the first).
+    pub fn ticks(&self) -> u64 {
+        self.ticks
     }
 
     /// The targets, in slot order.
@@ -222,8 +238,12 @@ impl Session {
         kernel: &mut dyn Kernel,
         host: &mut dyn HostView,
     ) -> anyhow::Result<()> {
+        self.ticks += 1;
         for t in &mut self.targets {
             sample(t, now, min_peak_span, kernel, host)?;
+            if t.exited.is_some() && t.exited_tick.is_none() {
+                t.exited_tick = Some(self.ticks);
+            }
         }
         self.aggregate.update_spanning(
             now,
@@ -231,7 +251,7 @@ impl Session {
             min_peak_span,
         );
         if let Some(node) = &mut self.node {
-            node.sample(now, kernel, host);
+            node.sample(now, self.ticks, kernel, host);
         }
         if !self.interfaces.is_empty() {
             for t in self.targets.iter_mut().filter(|t| t.exited.is_none()) {

@@ -9,7 +9,11 @@ use std::{
 
 use super::{HostView, NodeWide, ReportKind, Session, Started, Subject};
 use crate::{
-    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
+    host::{
+        netns::NetnsLinks,
+        procs::ProcIdentity,
+        workloads::{CgroupInfo, Lookup},
+    },
     kernel::{
         CgroupCount, Connection, IfaceKey, Kernel as _, Proto, Slot, Untracked, fake::FakeKernel,
     },
@@ -26,6 +30,10 @@ struct FakeHost {
     links: HashMap<u32, NetnsLinks>,
     cgroups: HashMap<u64, CgroupInfo>,
     gone_ids: HashSet<u64>,
+    /// Ids the host has not indexed yet.
+    pending: HashSet<u64>,
+    /// Every lookup asked, in order.
+    lookups: Vec<u64>,
 }
 
 impl HostView for FakeHost {
@@ -41,11 +49,18 @@ impl HostView for FakeHost {
     fn links(&self, pid: u32) -> Option<NetnsLinks> {
         self.links.get(&pid).cloned()
     }
-    fn cgroup_info(&mut self, id: u64) -> Option<CgroupInfo> {
-        self.cgroups.get(&id).cloned()
+    fn cgroup_lookup(&mut self, id: u64, _first_seen: Instant) -> Lookup {
+        self.lookups.push(id);
+        if self.pending.contains(&id) {
+            return Lookup::Pending;
+        }
+        match self.cgroups.get(&id) {
+            Some(info) if !self.gone_ids.contains(&id) => Lookup::Found(Box::new(info.clone())),
+            _ => Lookup::Gone,
+        }
     }
     fn cgroup_id_alive(&self, id: u64) -> bool {
-        !self.gone_ids.contains(&id)
+        self.cgroups.contains_key(&id) && !self.gone_ids.contains(&id)
     }
     fn tcp_info(&self, _s: &OldSocket) -> Option<(u32, u32, u8)> {
         Some((900, 3, 1))
@@ -358,7 +373,7 @@ fn node_wide_groups_cgroups_by_workload() {
     };
     // Before the run: not the run's.
     k.cgroup_totals = vec![count(1, Proto::Tcp, 500)];
-    let node = NodeWide::start(t0, &k);
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300));
     let mut s = Session::start(
         t0,
         Vec::new(),
@@ -396,9 +411,227 @@ fn node_wide_groups_cgroups_by_workload() {
     assert_eq!(by["web"], (250, false));
     assert_eq!((by["web"].0, r.workloads.len()), (250, 3));
     assert_eq!(by["db"], (10, true));
-    // An id the host cannot name is still counted, under its id.
-    assert_eq!(by["cgroup-id:4"].0, 1);
-    assert_eq!(s.node().unwrap().keys(), 4);
+    // An id the host cannot name is still counted, as `unresolved`, and drained.
+    assert_eq!(by["unresolved"], (1, false));
+    // 3 was removed and 4 never named: both drained from the kernel's map.
+    assert_eq!(s.node().unwrap().keys(), 2);
+    assert_eq!(k.cgroup_totals.len(), 2);
+}
+
+fn cg_count(id: u64, proto: Proto, bytes_out: u64) -> CgroupCount {
+    CgroupCount {
+        cgroup_id: id,
+        proto,
+        counters: Counters {
+            bytes_out,
+            packets_out: bytes_out / 100,
+            ..Counters::default()
+        },
+    }
+}
+
+fn named(path: &str, workload: &str) -> CgroupInfo {
+    CgroupInfo {
+        path: path.into(),
+        container: None,
+        workload: workload.into(),
+    }
+}
+
+fn node_session(t0: Instant, k: &FakeKernel, grace: Duration) -> Session {
+    Session::start(
+        t0,
+        Vec::new(),
+        Some(NodeWide::start(t0, k, grace)),
+        Vec::new(),
+        false,
+        Vec::new(),
+        Untracked::default(),
+    )
+}
+
+fn bytes_out_of(s: &mut Session, k: &mut FakeKernel, h: &FakeHost) -> HashMap<String, (u64, bool)> {
+    s.snapshot(ReportKind::Interval, false, (Instant::now(), 0), k, h)
+        .unwrap()
+        .workloads
+        .iter()
+        .map(|w| (w.name.clone(), (w.row.counters.bytes_out, w.exited)))
+        .collect()
+}
+
+#[test]
+fn node_wide_drains_removed_cgroups_into_their_workload() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = node_session(t0, &k, Duration::from_secs(300));
+    h.cgroups.insert(10, named("/web-1", "web"));
+    h.cgroups.insert(11, named("/web-2", "web"));
+    k.cgroup_totals = vec![cg_count(10, Proto::Tcp, 100), cg_count(11, Proto::Udp, 7)];
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    // 10 sends more and is removed before the next tick: its last bytes are charged, its
+    // keys deleted from the kernel's map.
+    k.cgroup_totals = vec![cg_count(10, Proto::Tcp, 150), cg_count(11, Proto::Udp, 7)];
+    h.gone_ids.insert(10);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(k.cgroup_totals, vec![cg_count(11, Proto::Udp, 7)]);
+    assert_eq!(bytes_out_of(&mut s, &mut k, &h)["web"], (157, false));
+    // A lingering socket of the removed cgroup re-creates its key: charged to the same
+    // workload, drained again, and the id is never looked up again.
+    k.cgroup_totals.push(cg_count(10, Proto::Tcp, 5));
+    h.gone_ids.insert(11);
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    assert!(k.cgroup_totals.is_empty());
+    assert_eq!(bytes_out_of(&mut s, &mut k, &h)["web"], (162, true));
+    h.lookups.sort_unstable();
+    assert_eq!(h.lookups, vec![10, 11]);
+    assert_eq!(s.node().unwrap().keys(), 0);
+    // Totals never go down once the keys are gone.
+    s.tick(t0 + 4 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(bytes_out_of(&mut s, &mut k, &h)["web"], (162, true));
+}
+
+#[test]
+fn node_wide_pending_ids_wait_to_be_named_and_gone_ones_are_unresolved() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = node_session(t0, &k, Duration::from_secs(300));
+    h.cgroups.insert(20, named("/api", "api"));
+    h.pending.extend([20, 21]);
+    k.cgroup_totals = vec![cg_count(20, Proto::Tcp, 300), cg_count(21, Proto::Tcp, 40)];
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    // Not charged anywhere yet, and still in the kernel's map.
+    assert!(bytes_out_of(&mut s, &mut k, &h).is_empty());
+    assert_eq!(k.cgroup_totals.len(), 2);
+    // The next walk names 20; 21 was created and removed before any walk saw it.
+    h.pending.clear();
+    k.cgroup_totals = vec![cg_count(20, Proto::Tcp, 310), cg_count(21, Proto::Tcp, 40)];
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    let by = bytes_out_of(&mut s, &mut k, &h);
+    assert_eq!(by["api"], (310, false));
+    assert_eq!(by["unresolved"], (40, false));
+    assert_eq!(k.cgroup_totals, vec![cg_count(20, Proto::Tcp, 310)]);
+}
+
+#[test]
+fn node_wide_churn_stays_bounded_and_loses_nothing() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let grace = Duration::from_secs(5);
+    let mut s = node_session(t0, &k, grace);
+    // Three times as many cgroups as removed ids are remembered, in ticks of 100.
+    let n = (3 * super::node::RETIRED_IDS as u64).div_ceil(100) * 100;
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    // Each tick: 100 new cgroups (one workload each) carry 1,000 bytes, and the previous
+    // tick's 100 are removed.
+    for tick in 1..=n / 100 {
+        for id in (tick - 1) * 100..tick * 100 {
+            let id = id + 1000;
+            h.cgroups
+                .insert(id, named(&format!("/pod-{id}"), &format!("pod-{id}")));
+            k.cgroup_totals.push(cg_count(id, Proto::Udp, 1000));
+        }
+        if tick > 1 {
+            h.gone_ids
+                .extend((tick - 2) * 100 + 1000..(tick - 1) * 100 + 1000);
+        }
+        s.tick(t0 + tick as u32 * SEC, &mut k, &mut h).unwrap();
+        let node = s.node().unwrap();
+        assert!(k.cgroup_totals.len() <= 200 && node.keys() <= 200);
+        assert!(node.retired() <= super::node::RETIRED_IDS);
+        // Live workloads plus those within the grace period, no more.
+        assert!(node.workloads().len() <= 100 * (grace.as_secs() as usize + 2));
+        for (name, (bytes, _)) in bytes_out_of(&mut s, &mut k, &h) {
+            seen.insert(name, bytes);
+        }
+    }
+    // Every id was looked up exactly once, and every workload was reported with all of its
+    // bytes before it was forgotten.
+    assert_eq!(h.lookups.len() as u64, n);
+    assert_eq!(seen.len() as u64, n);
+    assert_eq!(seen.values().sum::<u64>(), n * 1000);
+}
+
+#[test]
+fn node_wide_reports_drop_exited_workloads_after_the_grace_period() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = node_session(t0, &k, 2 * SEC);
+    h.cgroups.insert(30, named("/job", "job"));
+    h.cgroups.insert(31, named("/svc", "svc"));
+    k.cgroup_totals = vec![cg_count(30, Proto::Tcp, 100), cg_count(31, Proto::Tcp, 1)];
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    h.gone_ids.insert(30);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(bytes_out_of(&mut s, &mut k, &h)["job"], (100, true));
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    assert!(bytes_out_of(&mut s, &mut k, &h).contains_key("job"));
+    s.tick(t0 + 4 * SEC, &mut k, &mut h).unwrap();
+    let by = bytes_out_of(&mut s, &mut k, &h);
+    assert!(!by.contains_key("job"), "{by:?}");
+    assert_eq!(by["svc"], (1, false));
+}
+
+#[test]
+fn metrics_get_a_gone_workloads_final_interval() {
+    use crate::{
+        metrics::{Limits, MetricsRegistry, Protocol, WorkloadKey},
+        session::feed::Feeder,
+    };
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = node_session(t0, &k, Duration::from_secs(300));
+    let reg = MetricsRegistry::new(Limits::default());
+    let mut feeder = Feeder::default();
+    h.cgroups.insert(40, named("/batch", "batch"));
+    k.cgroup_totals = vec![cg_count(40, Proto::Udp, 1000)];
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[]);
+    // The last interval's bytes and the removal are seen in the same tick.
+    k.cgroup_totals = vec![cg_count(40, Proto::Udp, 6000)];
+    h.gone_ids.insert(40);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[]);
+    let key = WorkloadKey::cgroup("batch");
+    assert_eq!(reg.counters(&key, Protocol::Udp).unwrap().bytes_out, 6000);
+    // Marked gone (not revived by later feeds): it expires after the grace period.
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[]);
+    assert_eq!(reg.expire(Instant::now() + Duration::from_secs(301)), 1);
+    assert!(reg.counters(&key, Protocol::Udp).is_none());
+}
+
+#[test]
+fn metrics_get_an_exited_targets_final_interval() {
+    use crate::{
+        metrics::{Limits, MetricsRegistry, Protocol},
+        session::feed::{Feeder, metrics_key},
+    };
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = session(t0, vec![process(0, 7, Traffic::default())], &k);
+    let reg = MetricsRegistry::new(Limits::default());
+    let mut feeder = Feeder::default();
+    k.totals.insert(Slot(0), tcp(0, 1_028_000));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[7]);
+    k.totals.insert(Slot(0), tcp(0, 6_168_000));
+    h.dead.insert(7);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[7]);
+    let key = metrics_key(None, "");
+    assert_eq!(
+        reg.counters(&key, Protocol::Tcp).unwrap().bytes_out,
+        6_168_000
+    );
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[7]);
+    assert_eq!(reg.expire(Instant::now() + Duration::from_secs(301)), 1);
 }
 
 #[test]

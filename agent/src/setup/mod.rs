@@ -111,7 +111,7 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     // traffic is the run's.
     let node = plan
         .node_wide
-        .then(|| NodeWide::start(Instant::now(), &probes));
+        .then(|| NodeWide::start(Instant::now(), &probes, cfg.series_grace));
     let command = match command {
         Some((_, argv, cg)) => Some(spawn::Command::start(argv, cg)?),
         None => None,
