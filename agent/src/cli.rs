@@ -118,6 +118,11 @@ pub struct Opt {
     #[arg(long = "series-grace", value_name = "DURATION", default_value = "5m")]
     pub series_grace: String,
 
+    /// Print the plain table even on a terminal, instead of the interactive view (the
+    /// table is also used with -j, -o, or when stdout or stdin is not a terminal)
+    #[arg(long = "no-tui")]
+    pub no_tui: bool,
+
     /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
     #[arg(long = "cleanup")]
     pub cleanup: bool,
