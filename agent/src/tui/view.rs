@@ -103,7 +103,7 @@ fn header(s: &State, now: Instant) -> Vec<TextLine<'static>> {
     let mut first = vec![
         Span::styled("procnetmon2", BOLD),
         Span::raw(format!(
-            "  {} rows  in {} {}  out {} {}  every {}",
+            "  rows {}  in {} {}  out {} {}  every {}",
             s.rows.len(),
             DisplayBytes(bin),
             rate(rin, s.bytes),

@@ -54,7 +54,7 @@ fn rows_view() {
     assert_screen(
         &screen(&s, now, 120, 8),
         "
-procnetmon2  3 rows  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
+procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
  Processes and workloads ───────────────────────────────────────────────────────────────────────────────────────────────
  PID      NAME         CONTAINER   RATE IN    RATE OUT   TOTAL IN   TOTAL OUT  TCP  UDP  PEAK       RATE 60s▼
@@ -82,7 +82,7 @@ fn connections_view_keeps_the_closed_one() {
     assert_screen(
         &screen(&s, now, 120, 7),
         "
-procnetmon2  3 rows  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
+procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
  Connections of 100 curl: 1 open, 1 closed ─────────────────────────────────────────────────────────────────────────────
  PROTO LOCAL          REMOTE         STATE       IN         OUT        RATE IN     RATE OUT    AGE      RTT      RETRANS
@@ -100,7 +100,7 @@ fn hosts_view_sums_live_and_closed() {
     assert_screen(
         &screen(&s, now, 100, 7),
         "
-procnetmon2  3 rows  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
+procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
  Remote hosts of 100 curl (a: every row) ───────────────────────────────────────────────────────────
  REMOTE                           IN         OUT        RATE IN     RATE OUT    CONNS     LAST SEEN
@@ -126,7 +126,7 @@ fn header_shows_pause_untracked_and_bytes_per_second() {
     assert_eq!(
         head,
         [
-            "procnetmon2  3 rows  in 1.0 MiB 97.7 KiB/s  out 512.0 KiB 52.0 KiB/s  every 500ms  PAUSED",
+            "procnetmon2  rows 3  in 1.0 MiB 97.7 KiB/s  out 512.0 KiB 52.0 KiB/s  every 500ms  PAUSED",
             "untracked: in 2.0 KiB out 0 B (3 sockets whose owner could not be recorded)",
         ]
     );
