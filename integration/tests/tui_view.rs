@@ -197,7 +197,7 @@ fn interactive_view_in_tmux() {
         bin("procnetmon2").display(),
         err.display()
     );
-    let t = Tmux::start(&cmd, 160, 40);
+    let t = Tmux::start(&cmd, 120, 24);
     t.wait_for("both rows", |s| {
         row_of(s, p1).is_some() && row_of(s, p2).is_some()
     });

@@ -17,7 +17,10 @@ use super::{
     keys::{HELP, View},
     state::{Line, SortBy, State, peak},
 };
-use crate::render::{DisplayBytes, DisplayRate, compact_duration};
+use crate::{
+    model::ConnDetail,
+    render::{DisplayBytes, DisplayRate, compact_duration},
+};
 
 /// Width of the sparkline column, in cells.
 const SPARK_WIDTH: usize = 20;
@@ -289,20 +292,30 @@ fn conns_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         head("RATE OUT", Some(SortBy::RateOut), s),
         head("AGE", None, s),
         head("RTT", None, s),
-        head("RETRANS", None, s),
+        head("RETX", None, s),
     ];
+    // Addresses are never cut: their columns are as wide as the longest one shown.
+    let width_of = |f: fn(&ConnDetail) -> &str, title: &str| {
+        let w = s
+            .conns
+            .iter()
+            .map(|(_, c)| f(&c.detail).len())
+            .max()
+            .unwrap_or(0);
+        Constraint::Length(w.max(title.len()) as u16)
+    };
     let widths = [
         Constraint::Length(5),
-        Constraint::Fill(1),
-        Constraint::Fill(1),
+        width_of(|d| &d.local, "LOCAL"),
+        width_of(|d| &d.remote, "REMOTE"),
         Constraint::Length(11),
         Constraint::Length(10),
         Constraint::Length(10),
-        Constraint::Length(11),
-        Constraint::Length(11),
-        Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Length(10),
+        Constraint::Length(10),
         Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(4),
     ];
     let body = s.conns.iter().map(|(_, c)| {
         let d = &c.detail;
@@ -350,12 +363,13 @@ fn hosts_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         head("CONNS", None, s),
         head("LAST SEEN", None, s),
     ];
+    let addr = s.hosts.iter().map(|h| h.addr.len()).max().unwrap_or(0);
     let widths = [
-        Constraint::Fill(1),
+        Constraint::Length(addr.max(15) as u16),
         Constraint::Length(10),
         Constraint::Length(10),
-        Constraint::Length(11),
-        Constraint::Length(11),
+        Constraint::Length(10),
+        Constraint::Length(10),
         Constraint::Length(9),
         Constraint::Length(10),
     ];

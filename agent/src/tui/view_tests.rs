@@ -85,9 +85,9 @@ fn connections_view_keeps_the_closed_one() {
 procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
  Connections of 100 curl: 1 open, 1 closed ─────────────────────────────────────────────────────────────────────────────
- PROTO LOCAL          REMOTE         STATE       IN         OUT        RATE IN     RATE OUT    AGE      RTT      RETRANS
->tcp   10.0.0.1:40000 10.0.0.2:443   ESTABLISHED 976.6 KiB  8.0 KiB    800.0 Kbps  16.0 Kbps   42s      1.5ms    0
- tcp   10.0.0.1:40001 10.0.0.3:80    CLOSED      47.4 KiB   2.0 KiB    0 bps       0 bps       42s      1.5ms    0
+ PROTO LOCAL          REMOTE       STATE       IN         OUT        RATE IN    RATE OUT   AGE     RTT     RETX
+>tcp   10.0.0.1:40000 10.0.0.2:443 ESTABLISHED 976.6 KiB  8.0 KiB    800.0 Kbps 16.0 Kbps  42s     1.5ms   0
+ tcp   10.0.0.1:40001 10.0.0.3:80  CLOSED      47.4 KiB   2.0 KiB    0 bps      0 bps      42s     1.5ms   0
 sort: rate ▼  1 rows 2 connections 3 hosts  ? keys  q quit
 ",
     );
@@ -103,9 +103,9 @@ fn hosts_view_sums_live_and_closed() {
 procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
  Remote hosts of 100 curl (a: every row) ───────────────────────────────────────────────────────────
- REMOTE                           IN         OUT        RATE IN     RATE OUT    CONNS     LAST SEEN
->10.0.0.2                         976.6 KiB  8.0 KiB    800.0 Kbps  16.0 Kbps   1/1       3s ago
- 10.0.0.3                         47.4 KiB   2.0 KiB    0 bps       0 bps       0/1       3s ago
+ REMOTE          IN         OUT        RATE IN    RATE OUT   CONNS     LAST SEEN
+>10.0.0.2        976.6 KiB  8.0 KiB    800.0 Kbps 16.0 Kbps  1/1       3s ago
+ 10.0.0.3        47.4 KiB   2.0 KiB    0 bps      0 bps      0/1       3s ago
 sort: rate ▼  1 rows 2 connections 3 hosts  ? keys  q quit
 ",
     );
