@@ -9,7 +9,8 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
 const EXAMPLES: &str = "\
 Examples:
-  procnetmon2 -p 1234                   live table, refreshed every second
+  procnetmon2 -p 1234                   interactive view on a terminal (the live table
+                                        with --no-tui, -j, -o, or when piped)
   procnetmon2 -p 1234,5678 -a           two processes and a TOTAL row
   procnetmon2 -p 1234 -i eth0           only traffic through eth0 (the target's own eth0)
   procnetmon2 -p 1234 --json -t 60s     one JSON report for a 60 s window
@@ -117,6 +118,11 @@ pub struct Opt {
     /// How long a removed workload's series stay in /metrics
     #[arg(long = "series-grace", value_name = "DURATION", default_value = "5m")]
     pub series_grace: String,
+
+    /// Print the plain table even on a terminal, instead of the interactive view (the
+    /// table is also used with -j, -o, or when stdout or stdin is not a terminal)
+    #[arg(long = "no-tui")]
+    pub no_tui: bool,
 
     /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
     #[arg(long = "cleanup")]

@@ -50,6 +50,11 @@ pub struct Config {
     pub max_series: usize,
     /// `--series-grace`.
     pub series_grace: Duration,
+    /// `--no-tui`.
+    pub no_tui: bool,
+    /// The interactive view replaces the table (see [`Config::wants_tui`]); set once at
+    /// start-up from the flags and whether stdin and stdout are terminals.
+    pub tui: bool,
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -145,7 +150,16 @@ impl Config {
             metrics_addr,
             max_series: opt.max_series,
             series_grace,
+            no_tui: opt.no_tui,
+            tui: false,
         })
+    }
+
+    /// True when the run should open the interactive view: stdin and stdout are a terminal
+    /// (`terminal`) and nothing asks for the plain outputs scripts read (`--json`, `-o`,
+    /// `--no-tui`); `--cleanup` has no view.
+    pub fn wants_tui(&self, terminal: bool) -> bool {
+        terminal && !self.no_tui && !self.json && self.output.is_none() && !self.cleanup
     }
 }
 
@@ -326,6 +340,26 @@ mod tests {
     }
 
     #[test]
+    fn interactive_view_only_on_a_terminal_without_script_outputs() {
+        // (args, stdin and stdout are a terminal) → view
+        for (args, terminal, tui) in [
+            (&["-p", "1"][..], true, true),
+            (&["-p", "1"], false, false),
+            (&["-p", "1", "--no-tui"], true, false),
+            (&["-p", "1", "--json"], true, false),
+            (&["-p", "1", "-o", "out.txt"], true, false),
+            (&["-p", "1", "-t", "10s"], true, true),
+            (&["--all"], true, true),
+            (&["--cgroup", "/x"], true, true),
+            (&["--", "true"], true, true),
+            (&["--cleanup"], true, false),
+        ] {
+            let cfg = config(args).unwrap();
+            assert_eq!(cfg.wants_tui(terminal), tui, "{args:?} terminal={terminal}");
+        }
+    }
+
+    #[test]
     fn interfaces() {
         assert_eq!(
             parse_interfaces("eth0,lo,eth0").unwrap(),
@@ -359,6 +393,7 @@ mod tests {
             metrics_addr: None,
             max_series: 10_000,
             series_grace: "5m".into(),
+            no_tui: false,
         };
         assert!(
             Config::from_opt(&base(None, false), 100)

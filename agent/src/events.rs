@@ -1,17 +1,20 @@
 //! What wakes the main loop: the interval, the end of the `-t` window, the spawned
-//! command's exit (its pidfd becomes readable) and fatal signals. Signal handlers are
+//! command's exit (its pidfd becomes readable), fatal signals, and — with the interactive
+//! view — keys and resizes from the terminal (crossterm's `EventStream`). Signal handlers are
 //! installed before anything on the host changes, so a signal during set-up is held until
 //! the loop runs and ends the run through its one shutdown path.
 
 use std::{future::poll_fn, task::Poll, time::Duration};
 
+use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
+use futures_core::Stream;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
     time::{Instant, Interval, MissedTickBehavior},
 };
 
-use crate::{host::procs::PidFd, session::decide::Event};
+use crate::{host::procs::PidFd, session::decide::Event, tui::keys::Input};
 
 /// Every signal that ends a run and can be caught. (SIGPIPE stays ignored, as Rust sets
 /// it: a closed reader shows up as `EPIPE` on the next report.)
@@ -58,6 +61,7 @@ pub struct Events {
     deadline: Option<Instant>,
     command: Option<AsyncFd<PidFd>>,
     signals: Signals,
+    terminal: Option<EventStream>,
 }
 
 impl Events {
@@ -81,7 +85,13 @@ impl Events {
             deadline: window.map(|w| Instant::now() + w),
             command,
             signals,
+            terminal: None,
         })
+    }
+
+    /// Also wakes on keys and resizes of the terminal (the interactive view).
+    pub fn watch_terminal(&mut self) {
+        self.terminal = Some(EventStream::new());
     }
 
     /// The next event.
@@ -102,11 +112,19 @@ impl Events {
                 None => std::future::pending().await,
             }
         };
+        let terminal = self.terminal.as_mut();
+        let input = async move {
+            match terminal {
+                Some(t) => next_input(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             _ = self.ticker.tick() => Event::Tick,
             () = window_end => Event::WindowEnd,
             () = command_exit => Event::CommandExited,
             () = self.signals.recv() => Event::Signal,
+            i = input => Event::Input(i),
         };
         match event {
             Event::WindowEnd => self.deadline = None,
@@ -114,5 +132,24 @@ impl Events {
             _ => {}
         }
         event
+    }
+}
+
+/// The next key press or resize (mouse, focus and paste events are skipped). A terminal
+/// that stops sending (closed, or an error) leaves the other sources to end the run.
+async fn next_input(t: &mut EventStream) -> Input {
+    loop {
+        match poll_fn(|cx| std::pin::Pin::new(&mut *t).poll_next(cx)).await {
+            Some(Ok(TermEvent::Key(k))) if k.kind != KeyEventKind::Release => {
+                return Input::Key(k);
+            }
+            Some(Ok(TermEvent::Resize(..))) => return Input::Resize,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                log::warn!("reading the terminal: {e}; keys are ignored from now on");
+                return std::future::pending().await;
+            }
+            None => return std::future::pending().await,
+        }
     }
 }

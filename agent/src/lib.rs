@@ -24,6 +24,7 @@ pub mod run;
 pub mod sampling;
 pub mod session;
 pub mod setup;
+pub mod tui;
 pub mod version;
 
 use std::process::ExitCode;
@@ -51,14 +52,18 @@ pub fn run_cli() -> ExitCode {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4_194_304);
-    let cfg = match config::Config::from_opt(&opt, pid_max) {
+    let mut cfg = match config::Config::from_opt(&opt, pid_max) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("procnetmon2: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(cfg.metrics_addr.is_some());
+    {
+        use std::io::IsTerminal as _;
+        cfg.tui = cfg.wants_tui(std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
+    }
+    init_logging(cfg.metrics_addr.is_some(), cfg.tui);
     match run::run(&cfg) {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -82,12 +87,17 @@ pub fn run_cli() -> ExitCode {
 
 /// Logs on stderr (`RUST_LOG`, default `warn`). As a metrics daemon, one logfmt record per
 /// line (`ts=… level=… msg="…"`), which log collectors parse without configuration.
-fn init_logging(structured: bool) {
+/// With the interactive view, records are held while it is open and printed when the
+/// terminal is back (`tui::terminal::LogSink`).
+fn init_logging(structured: bool, tui: bool) {
     use std::io::Write as _;
     let mut b = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(if structured { "info" } else { "warn" }),
     );
     b.format_target(false);
+    if tui {
+        b.target(env_logger::Target::Pipe(Box::new(tui::terminal::LogSink)));
+    }
     if structured {
         b.format(|f, r| {
             let msg = r

@@ -125,6 +125,10 @@ pub struct WorkloadReport {
     pub row: Row,
     /// The reported period's traffic by protocol.
     pub traffic: Traffic,
+    /// Per-connection details of a whole-cgroup target, for the interactive view (with
+    /// connection records on; never for `--all`'s workloads, which have no records). The
+    /// table and JSON do not print them: their contract lists connections per process only.
+    pub connections: Option<Vec<ConnDetail>>,
 }
 
 /// One connection of a process (`--details`).

@@ -267,7 +267,8 @@ impl Plan {
         }
         let has = |f: fn(&TargetKind) -> bool| targets.iter().any(|t| f(&t.kind));
         let knobs = Knobs {
-            details: cfg.details,
+            // The interactive view's connection and remote-host views read the records.
+            details: cfg.details || cfg.tui,
             iface_filter: !cfg.interfaces.is_empty(),
             children: cfg.children && has(|k| matches!(k, TargetKind::Process { .. })),
             cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
@@ -501,6 +502,13 @@ mod tests {
         assert!(p.knobs.details && p.knobs.iface_filter);
         let p = plan(&["--all"]).unwrap();
         assert!(p.knobs.all && !p.knobs.children);
+        // The interactive view needs the connection records; --json (never a view) does not.
+        let mut c = cfg(&["-p", "10"]);
+        c.tui = c.wants_tui(true);
+        assert!(Plan::build(&c, survey(&c)).unwrap().knobs.details);
+        let mut c = cfg(&["-p", "10", "--json"]);
+        c.tui = c.wants_tui(true);
+        assert!(!Plan::build(&c, survey(&c)).unwrap().knobs.details);
     }
 
     #[test]

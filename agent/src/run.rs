@@ -1,5 +1,6 @@
 //! One run, start to end: plan → set up → loop { next event → tick → feed metrics → decide →
-//! report or stop }. Every exit path leaves through the end of [`run`], where dropping the
+//! report or stop }. Reports go to a [`Sink`]: the table or JSON (`render::output`), or the
+//! interactive view, which also takes keys; quitting it is one more stop event. Every exit path leaves through the end of [`run`], where dropping the
 //! [`Running`] set-up detaches every program, then moves processes back and removes
 //! dedicated cgroups.
 
@@ -14,6 +15,7 @@ use crate::{
     events::{Events, Signals},
     host::{cgroup, identity::MetadataRoots, lifecycle, privileges, procs::ProcFs},
     metrics::{Limits, MetricsRegistry, MetricsServer, ServerThread},
+    model::Report,
     plan::{self, Plan},
     render::output::Output,
     session::{
@@ -21,6 +23,7 @@ use crate::{
         feed,
     },
     setup::{self, Env, Running},
+    tui::{Tui, keys::Input},
 };
 
 /// How long a spawned command's cgroup gets to end after SIGTERM before `cgroup.kill`.
@@ -56,11 +59,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         return Ok(u8::from(!cleaned.iter().all(|c| c.complete)));
     }
     let plan = Plan::build(cfg, setup::survey(cfg, &env)?)?;
-    let mut output = Output::open(cfg.output.as_deref(), cfg.json, cfg.continuous)?;
+    // With the view, the table is printed once, after it closes: never redrawn in place.
+    let continuous = cfg.continuous && !cfg.tui;
+    let output = Output::open(cfg.output.as_deref(), cfg.json, continuous)?;
     // Bound before anything is attached: a taken or bad address fails first.
     let metrics = MetricsTask::start(cfg)?;
     let mut running = setup::apply(&plan, cfg, &env)?;
-    let status = rt.block_on(main_loop(cfg, &mut running, &mut output, signals, metrics));
+    let mut sink = Sink {
+        out: output,
+        view: None,
+    };
+    let status = rt.block_on(main_loop(cfg, &mut running, &mut sink, signals, metrics));
+    // The view (if open) gives the terminal back before the set-up is undone.
+    drop(sink);
     let state = running.state.take();
     drop(running); // detaches every program
     // Then processes move back and dedicated cgroups go. One that cannot go back stays, alive,
@@ -113,7 +124,7 @@ fn open_env(cfg: &Config) -> anyhow::Result<Env> {
 async fn main_loop(
     cfg: &Config,
     run: &mut Running,
-    out: &mut Output,
+    sink: &mut Sink,
     signals: Signals,
     metrics: MetricsTask,
 ) -> anyhow::Result<u8> {
@@ -122,10 +133,21 @@ async fn main_loop(
         .as_mut()
         .and_then(setup::spawn::Command::take_pidfd);
     let mut events = Events::new(cfg.interval, cfg.window, pidfd, signals)?;
+    if cfg.tui {
+        sink.view = Some(Tui::open(cfg.interval, cfg.window)?);
+        events.watch_terminal();
+    }
     let mut status = 0;
     let mut feeder = feed::Feeder::default();
     loop {
-        let event = events.next().await;
+        let mut event = events.next().await;
+        if let Event::Input(input) = event {
+            // A key only redraws the view (no tick: rates stay per interval), unless it quits.
+            if !sink.input(input)? {
+                continue;
+            }
+            event = Event::Quit;
+        }
         match event {
             Event::CommandExited => status = run.reap_command()?,
             Event::Tick => run.follow_moves(),
@@ -153,7 +175,7 @@ async fn main_loop(
             let report =
                 run.session
                     .snapshot(kind, cfg.aggregate, clock, &mut run.probes, &run.host)?;
-            match out.write(&report) {
+            match sink.write(report, decision.stop, cfg.details) {
                 Err(e) if error::is_broken_pipe(&e) => {
                     decision = decide(Event::OutputClosed, facts(cfg, run));
                 }
@@ -173,9 +195,45 @@ async fn main_loop(
 fn facts(cfg: &Config, run: &Running) -> Facts {
     Facts {
         window: cfg.window.is_some(),
-        continuous: cfg.continuous,
+        // The view shows every interval, whatever -t/-c say about printed reports.
+        continuous: cfg.continuous || cfg.tui,
         daemon: cfg.metrics_addr.is_some(),
         all_gone: run.session.all_gone(),
+    }
+}
+
+/// Where reports go: the table or JSON lines (stdout or `-o`), or the interactive view while
+/// it is open.
+struct Sink {
+    out: Output,
+    view: Option<Tui>,
+}
+
+impl Sink {
+    /// A key or resize for the view; true when it asks to quit.
+    fn input(&mut self, input: Input) -> anyhow::Result<bool> {
+        match &mut self.view {
+            Some(t) => t.input(input),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes `report`. An open view shows it; a report that ends the run (`last`) closes
+    /// the view and is printed as the plain table, so the final figures stay on screen
+    /// (with connection rows only if `--details` asked for them).
+    fn write(&mut self, mut report: Report, last: bool, details: bool) -> anyhow::Result<()> {
+        if let Some(t) = &mut self.view {
+            if !last {
+                return t.show(report);
+            }
+            self.view = None;
+            if !details {
+                for p in &mut report.processes {
+                    p.connections = None;
+                }
+            }
+        }
+        self.out.write(&report)
     }
 }
 

@@ -16,6 +16,10 @@ pub enum Event {
     CommandExited,
     /// Whoever reads the reports went away (a closed pipe).
     OutputClosed,
+    /// The interactive view was quit (`q`, or Ctrl-C, which raw mode turns into a key).
+    Quit,
+    /// A key or a resize for the interactive view: it redraws; the run goes on untouched.
+    Input(crate::tui::keys::Input),
 }
 
 /// Facts about the run that the decision depends on.
@@ -60,10 +64,16 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
             }),
             stop: true,
         },
-        // The window's report; also on a signal during a window (the part seen so far).
-        Event::WindowEnd | Event::Signal => Decision {
+        // The window's report; also on a signal or quitting the view during a window (the
+        // part seen so far).
+        Event::WindowEnd | Event::Signal | Event::Quit => Decision {
             report: window_report,
             stop: true,
+        },
+        // The view handles its own keys; nothing to report, nothing ends.
+        Event::Input(_) => Decision {
+            report: None,
+            stop: false,
         },
         // Nobody reads reports any more: end quietly.
         Event::OutputClosed => Decision {
@@ -86,6 +96,7 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::{Decision, Event, Facts, ReportKind, decide};
+    use crate::tui::keys::Input;
 
     const I: Option<ReportKind> = Some(ReportKind::Interval);
     const F: Option<ReportKind> = Some(ReportKind::Final);
@@ -130,6 +141,29 @@ mod tests {
             (Event::Tick, false, true, true, true, I, false),
             // metrics daemon without reports: nothing written, runs on
             (Event::Tick, false, false, true, false, N, false),
+            // quitting the interactive view: like a signal (the window's report so far)
+            (Event::Quit, false, true, false, false, N, true),
+            (Event::Quit, true, false, false, false, F, true),
+            (Event::Quit, false, true, true, false, N, true),
+            // a key for the view: no report, runs on (even with every target gone)
+            (
+                Event::Input(Input::Resize),
+                false,
+                true,
+                false,
+                false,
+                N,
+                false,
+            ),
+            (
+                Event::Input(Input::Resize),
+                false,
+                true,
+                false,
+                true,
+                N,
+                false,
+            ),
             // stdout closed: stop quietly, whatever the mode
             (Event::OutputClosed, false, true, false, false, N, true),
             (Event::OutputClosed, true, true, true, false, N, true),

@@ -310,6 +310,9 @@ impl Session {
                     exited: t.exited.is_some(),
                     row,
                     traffic: t.series.since_start(),
+                    connections: details
+                        .as_mut()
+                        .map(|d| d.remove(&t.slot).unwrap_or_default()),
                 }),
             }
         }

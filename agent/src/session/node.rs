@@ -298,6 +298,7 @@ impl NodeWide {
                     exited: w.exited,
                     row: row_of(&w.series, (0, 0), is_final),
                     traffic: w.series.since_start(),
+                    connections: None,
                 }
             })
             .collect()

@@ -131,7 +131,7 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         started,
         node,
         cfg.interfaces.clone(),
-        cfg.details,
+        plan.knobs.details,
         old,
         untracked_base,
     )

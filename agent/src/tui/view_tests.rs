@@ -1,0 +1,170 @@
+//! Render tests: each view drawn on ratatui's `TestBackend` from fake reports at a fixed
+//! clock, compared line by line with the text it must show.
+
+use std::time::{Duration, Instant};
+
+use ratatui::{Terminal, backend::TestBackend};
+
+use super::{
+    fixtures::scene,
+    keys::{Action, View},
+    state::State,
+    view::{draw, spark},
+};
+
+/// The screen as text, one line per terminal row, trailing blanks cut.
+fn screen(s: &State, now: Instant, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    t.draw(|f| draw(f, s, now)).expect("draw");
+    let buf = t.backend().buffer();
+    (0..h)
+        .map(|y| {
+            let line: String = (0..w).map(|x| buf[(x, y)].symbol().to_owned()).collect();
+            line.trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A view of the standard scene after three snapshots a second apart, 10 s into a 60 s window.
+fn scene_state() -> (State, Instant) {
+    let t0 = Instant::now();
+    let mut s = State::new(Duration::from_secs(1), Some(t0 + Duration::from_secs(60)));
+    for i in 0_u32..3 {
+        let mut r = scene();
+        r.processes[0].row.rate_in *= f64::from(i + 1) / 3.0;
+        s.ingest(r, t0 + Duration::from_secs(u64::from(i)));
+    }
+    s.apply(Action::Home);
+    (s, t0 + Duration::from_secs(10))
+}
+
+fn assert_screen(got: &str, want: &str) {
+    let want = want.strip_prefix('\n').unwrap_or(want);
+    assert_eq!(
+        got,
+        want.trim_end(),
+        "\n--- got ---\n{got}\n--- want ---\n{want}"
+    );
+}
+
+#[test]
+fn rows_view() {
+    let (s, now) = scene_state();
+    assert_screen(
+        &screen(&s, now, 120, 8),
+        "
+procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
+
+ Processes and workloads ───────────────────────────────────────────────────────────────────────────────────────────────
+ PID      NAME         CONTAINER   RATE IN    RATE OUT   TOTAL IN   TOTAL OUT  TCP  UDP  PEAK       RATE 60s▼
+>100      curl                     800.0 Kbps 16.0 Kbps  1.0 MiB    10.0 KiB   2    0    1.6 Mbps   ▃▆█
+ -        /system.slic             0 bps      409.6 Kbps 0 B        500.0 KiB  1    0    819.2 Kbps ███
+ 200      nginx        web/nginx-7 0 bps      0 bps      4.0 KiB    2.0 KiB    1    0    0 bps
+sort: rate ▼  1 rows 2 connections 3 hosts  ? keys  q quit
+",
+    );
+}
+
+/// The scene after curl's second connection closed, seen 10 s into the run.
+fn with_closed() -> (State, Instant) {
+    let (mut s, now) = scene_state();
+    let mut r = scene();
+    r.processes[0].connections.as_mut().unwrap()[1].state = "CLOSED";
+    s.ingest(r, now - Duration::from_secs(7));
+    (s, now)
+}
+
+#[test]
+fn connections_view_keeps_the_closed_one() {
+    let (mut s, now) = with_closed();
+    s.apply(Action::Open);
+    assert_screen(
+        &screen(&s, now, 120, 7),
+        "
+procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
+
+ Connections of 100 curl: 1 open, 1 closed ─────────────────────────────────────────────────────────────────────────────
+ PROTO LOCAL          REMOTE       STATE       IN         OUT        RATE IN    RATE OUT   AGE     RTT     RETX
+>tcp   10.0.0.1:40000 10.0.0.2:443 ESTABLISHED 976.6 KiB  8.0 KiB    800.0 Kbps 16.0 Kbps  42s     1.5ms   0
+ tcp   10.0.0.1:40001 10.0.0.3:80  CLOSED      47.4 KiB   2.0 KiB    0 bps      0 bps      42s     1.5ms   0
+sort: rate ▼  1 rows 2 connections 3 hosts  ? keys  q quit
+",
+    );
+}
+
+#[test]
+fn hosts_view_sums_live_and_closed() {
+    let (mut s, now) = with_closed();
+    s.apply(Action::Show(View::Hosts));
+    assert_screen(
+        &screen(&s, now, 100, 7),
+        "
+procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
+
+ Remote hosts of 100 curl (a: every row) ───────────────────────────────────────────────────────────
+ REMOTE          IN         OUT        RATE IN    RATE OUT   CONNS     LAST SEEN
+>10.0.0.2        976.6 KiB  8.0 KiB    800.0 Kbps 16.0 Kbps  1/1       3s ago
+ 10.0.0.3        47.4 KiB   2.0 KiB    0 bps      0 bps      0/1       3s ago
+sort: rate ▼  1 rows 2 connections 3 hosts  ? keys  q quit
+",
+    );
+}
+
+#[test]
+fn header_shows_pause_untracked_and_bytes_per_second() {
+    let t0 = Instant::now();
+    let mut s = State::new(Duration::from_millis(500), None);
+    let mut r = scene();
+    r.untracked.bytes_in = 2048;
+    r.untracked_sockets = 3;
+    s.ingest(r, t0);
+    s.apply(Action::Bits);
+    s.apply(Action::Pause);
+    let text = screen(&s, t0, 120, 6);
+    let head: Vec<&str> = text.lines().take(2).collect();
+    assert_eq!(
+        head,
+        [
+            "procnetmon2  rows 3  in 1.0 MiB 97.7 KiB/s  out 512.0 KiB 52.0 KiB/s  every 500ms  PAUSED",
+            "untracked: in 2.0 KiB out 0 B (3 sockets whose owner could not be recorded)",
+        ]
+    );
+}
+
+#[test]
+fn help_lists_every_key() {
+    let (mut s, now) = scene_state();
+    s.apply(Action::Help);
+    let text = screen(&s, now, 100, 20);
+    for (key, what) in super::keys::HELP {
+        assert!(
+            text.lines().any(|l| l.contains(key) && l.contains(what)),
+            "{key}: {what}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn filter_line_and_no_match() {
+    let (mut s, now) = scene_state();
+    s.apply(Action::FilterStart);
+    for c in "zzz".chars() {
+        s.apply(Action::FilterChar(c));
+    }
+    let text = screen(&s, now, 100, 6);
+    assert!(text.contains("none match the filter"), "{text}");
+    assert_eq!(
+        text.lines().last(),
+        Some("filter: zzz█  (Enter keep, Esc drop)")
+    );
+}
+
+#[test]
+fn sparklines() {
+    assert_eq!(spark(&[], 5), "");
+    assert_eq!(spark(&[0.0, 0.0], 5), "  ");
+    assert_eq!(spark(&[1.0, 2.0, 4.0, 8.0], 10), "▁▂▄█");
+    // Squeezed: the highest of each pair, newest on the right.
+    assert_eq!(spark(&[8.0, 0.0, 0.0, 4.0, 2.0, 2.0], 3), "█▄▂");
+}
