@@ -50,6 +50,12 @@ pub struct Config {
     pub max_series: usize,
     /// `--series-grace`.
     pub series_grace: Duration,
+    /// `--destinations`: per-remote-host totals.
+    pub destinations: bool,
+    /// `--destinations-max`: remote hosts kept apart per target.
+    pub destinations_max: u64,
+    /// `--class` / `--classes` (None: classes off).
+    pub classes: Option<crate::classes::ClassSet>,
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -116,6 +122,14 @@ impl Config {
             })
             .transpose()?;
         let series_grace = parse_duration("--series-grace", &opt.series_grace)?;
+        if opt.destinations_max == 0 {
+            return Err(UsageError::new(
+                "--destinations-max 0: keep at least one remote host apart, e.g. --destinations-max 1000",
+            ));
+        }
+        let classes = (!opt.class.is_empty() || opt.classes.is_some())
+            .then(|| crate::classes::ClassSet::from_flags(&opt.class, opt.classes.as_deref()))
+            .transpose()?;
         let interfaces = match &opt.interface {
             Some(list) => parse_interfaces(list)?,
             None => Vec::new(),
@@ -145,6 +159,9 @@ impl Config {
             metrics_addr,
             max_series: opt.max_series,
             series_grace,
+            destinations: opt.destinations,
+            destinations_max: opt.destinations_max,
+            classes,
         })
     }
 }
@@ -359,6 +376,10 @@ mod tests {
             metrics_addr: None,
             max_series: 10_000,
             series_grace: "5m".into(),
+            destinations: false,
+            destinations_max: 1000,
+            class: Vec::new(),
+            classes: None,
         };
         assert!(
             Config::from_opt(&base(None, false), 100)

@@ -298,6 +298,9 @@ impl NodeWide {
                     exited: w.exited,
                     row: row_of(&w.series, (0, 0), is_final),
                     traffic: w.series.since_start(),
+                    // Node-wide counting is by cgroup, not by target slot: no remote hosts.
+                    destinations: None,
+                    classes: None,
                 }
             })
             .collect()
