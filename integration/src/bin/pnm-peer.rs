@@ -23,6 +23,9 @@
 //!                                           prints "ready", waits for a stdin line, asks DNS_ADDR for
 //!                                           NAME (A) from an unconnected socket, sends COUNT datagrams of
 //!                                           SIZE bytes to the answer's address:PORT, prints "done"
+//!   udp-spray A.B N SECS                    one UDP socket sends a 32-byte datagram to each of N
+//!                                           addresses A.B.x.y:9 once a second for SECS seconds
+//!                                           (the remote-host scale of scripts/bench); prints "done"
 //!
 //! The DNS messages are built by hand (RFC 1035 wire format, one question, one A answer): the
 //! tests must not depend on the parser the agent uses to read them.
@@ -232,6 +235,30 @@ fn main() {
                 }
                 say("done");
             }
+        }
+        Some("udp-spray") => {
+            let base: String = arg(&args, 2);
+            let (n, secs): (u32, u64) = (arg(&args, 3), arg(&args, 4));
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let addrs: Vec<SocketAddr> = (0..n)
+                .map(|i| {
+                    format!("{base}.{}.{}:9", i / 256, i % 256)
+                        .parse()
+                        .expect("address")
+                })
+                .collect();
+            let start = std::time::Instant::now();
+            for sec in 0..secs {
+                for a in &addrs {
+                    // The peer drops them (no route back is needed): only the send counts.
+                    let _ = s.send_to(&[0x11_u8; 32], a);
+                }
+                let next = Duration::from_secs(sec + 1);
+                if let Some(left) = next.checked_sub(start.elapsed()) {
+                    thread::sleep(left);
+                }
+            }
+            say("done");
         }
         Some("dns-server") => {
             let addr: SocketAddr = arg(&args, 2);
