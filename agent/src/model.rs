@@ -152,6 +152,8 @@ pub struct Destination {
     pub rate_out: f64,
     /// `other` only: remote hosts kept apart (the cap reached, the rest summed here).
     pub hosts: Option<u64>,
+    /// Connections open to it now (`--details` only: counted from the connection records).
+    pub connections: Option<u32>,
 }
 
 /// A target's traffic with one destination class.

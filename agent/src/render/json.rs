@@ -117,6 +117,9 @@ struct Dest<'a> {
     /// `other` only: how many remote hosts are kept apart.
     #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<u64>,
+    /// Open connections to it (`--details` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u32>,
 }
 
 /// `destinations`: an object keyed by remote address (and `other`), busiest first.
@@ -139,6 +142,7 @@ impl Serialize for Dests<'_> {
                     rate_in: d.rate_in.round() as u64,
                     rate_out: d.rate_out.round() as u64,
                     hosts: d.hosts,
+                    connections: d.connections,
                 },
             )?;
         }
@@ -439,6 +443,7 @@ mod tests {
                 rate_in: 800.0,
                 rate_out: 1600.0,
                 hosts: None,
+                connections: Some(3),
             },
             Destination {
                 remote: "other".into(),
@@ -448,6 +453,7 @@ mod tests {
                 rate_in: 0.0,
                 rate_out: 0.0,
                 hosts: Some(1000),
+                connections: None,
             },
         ]);
         r.processes[0].classes = Some(vec![ClassTraffic {
@@ -465,6 +471,8 @@ mod tests {
         assert_eq!(d["10.0.1.2"]["bytes_out"], 200);
         assert_eq!(d["10.0.1.2"]["rate_in"], 800);
         assert!(d["10.0.1.2"].get("hosts").is_none());
+        assert_eq!(d["10.0.1.2"]["connections"], 3);
+        assert!(d["other"].get("connections").is_none());
         assert_eq!(d["other"]["hosts"], 1000);
         assert_eq!(v["processes"]["1234"]["classes"]["private"]["rate_in"], 1);
         // The seed's fields are unchanged by the additions.

@@ -224,6 +224,7 @@ impl DestTracker {
                     rate_in,
                     rate_out,
                     hosts: None,
+                    connections: None,
                 }
             })
             .collect();
@@ -241,6 +242,7 @@ impl DestTracker {
                 rate_in,
                 rate_out,
                 hosts: Some(*hosts),
+                connections: None,
             });
         }
         Some(out)
@@ -293,6 +295,20 @@ impl DestTracker {
                 .map(|(i, t)| (set.name(i).to_string(), t))
                 .collect(),
         )
+    }
+}
+
+/// `--details`: fills each destination's `connections` with the open connections to it
+/// (`remote` of a connection row is `ip:port`, `[ip6]:port`, or `*` when unconnected).
+pub fn count_connections(dests: &mut [Destination], conns: &[crate::model::ConnDetail]) {
+    let mut open: HashMap<String, u32> = HashMap::new();
+    for c in conns.iter().filter(|c| c.state != "CLOSED") {
+        if let Ok(sa) = c.remote.parse::<std::net::SocketAddr>() {
+            *open.entry(sa.ip().to_string()).or_default() += 1;
+        }
+    }
+    for d in dests.iter_mut().filter(|d| d.hosts.is_none()) {
+        d.connections = Some(open.get(&d.remote).copied().unwrap_or(0));
     }
 }
 
@@ -460,6 +476,52 @@ mod tests {
         assert_eq!(m[0].0, "private");
         assert_eq!(m[0].1.tcp.bytes_in, 100);
         assert_eq!(m[0].1.udp.bytes_in, 5);
+    }
+
+    #[test]
+    fn connections_per_remote_from_details() {
+        let detail = |remote: &str, state: &'static str| crate::model::ConnDetail {
+            protocol: "tcp",
+            local: "10.0.0.1:1".into(),
+            remote: remote.into(),
+            state,
+            bytes_in: 0,
+            bytes_out: 0,
+            rate_in: 0.0,
+            rate_out: 0.0,
+            age: Duration::ZERO,
+            rtt_us: None,
+            retransmits: None,
+        };
+        let dest = |remote: &str, hosts| Destination {
+            remote: remote.into(),
+            name: None,
+            class: None,
+            counters: Counters::default(),
+            rate_in: 0.0,
+            rate_out: 0.0,
+            hosts,
+            connections: None,
+        };
+        let mut d = vec![
+            dest("10.0.0.2", None),
+            dest("fd00::2", None),
+            dest("other", Some(3)),
+        ];
+        count_connections(
+            &mut d,
+            &[
+                detail("10.0.0.2:443", "ESTABLISHED"),
+                detail("10.0.0.2:80", "ESTABLISHED"),
+                detail("10.0.0.2:81", "CLOSED"),
+                detail("[fd00::2]:53", "ESTABLISHED"),
+                detail("*", "UNCONN"),
+            ],
+        );
+        assert_eq!(
+            d.iter().map(|d| d.connections).collect::<Vec<_>>(),
+            [Some(2), Some(1), None]
+        );
     }
 
     #[test]

@@ -311,21 +311,28 @@ impl Session {
         for t in &self.targets {
             let row = row_of(&t.series, t.connections, is_final);
             match &t.subject {
-                Subject::Process { ident, labels } => processes.push(ProcessReport {
-                    container: labels.container.clone(),
-                    nspid: labels.nspid,
-                    pid: ident.pid,
-                    name: ident.comm.clone(),
-                    runtime: t.exited.unwrap_or_else(|| host.runtime(ident)),
-                    exited: t.exited.is_some(),
-                    row,
-                    traffic: t.series.since_start(),
-                    connections: details
+                Subject::Process { ident, labels } => {
+                    let conns = details
                         .as_mut()
-                        .map(|d| d.remove(&t.slot).unwrap_or_default()),
-                    destinations: dest.and_then(|d| d.destinations(t.slot, is_final)),
-                    classes: dest.and_then(|d| d.classes(t.slot, is_final)),
-                }),
+                        .map(|d| d.remove(&t.slot).unwrap_or_default());
+                    let mut destinations = dest.and_then(|d| d.destinations(t.slot, is_final));
+                    if let (Some(ds), Some(cs)) = (destinations.as_mut(), conns.as_ref()) {
+                        dest::count_connections(ds, cs);
+                    }
+                    processes.push(ProcessReport {
+                        container: labels.container.clone(),
+                        nspid: labels.nspid,
+                        pid: ident.pid,
+                        name: ident.comm.clone(),
+                        runtime: t.exited.unwrap_or_else(|| host.runtime(ident)),
+                        exited: t.exited.is_some(),
+                        row,
+                        traffic: t.series.since_start(),
+                        connections: conns,
+                        destinations,
+                        classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                    });
+                }
                 Subject::Cgroup { info, .. } => workloads.push(WorkloadReport {
                     name: info.workload.clone(),
                     cgroup: info.path.clone(),
