@@ -263,3 +263,71 @@ fn dns_answer_names_the_peer() {
     );
     assert_eq!(num(d, "bytes_in"), udp4_bytes(47), "{d}");
 }
+
+/// TCP, like `curl` fetching from three servers: a shell (the target) runs a client against a
+/// server behind each of three veths. Each server's bytes in the target's `destinations` equal
+/// that veth's own IP bytes (nothing else crosses it), both ways, packets too.
+#[test]
+fn tcp_per_host_matches_each_veth() {
+    if skip_unless_root() {
+        return;
+    }
+    let a = Netns::new(false);
+    let peers: Vec<(Netns, Veth)> = (85..=87)
+        .map(|subnet| {
+            let b = Netns::new(false);
+            let v = Veth::new(&a, &format!("eth{subnet}"), &b, "eth0", subnet);
+            (b, v)
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for (b, v) in &peers {
+        let s = Proc::peer(&["tcp-server", &format!("{}:7101", v.ip_b)], None, Some(b));
+        s.expect_line("ready");
+        servers.push(s);
+    }
+    let peer = procnetmon2_integration::bin("pnm-peer");
+    let peer = peer.to_str().expect("utf8");
+    let sizes = [
+        (100_000_u64, 300_000_u64),
+        (20_000, 700_000),
+        (5_000, 50_000),
+    ];
+    let mut script = String::from("echo started; read go; ");
+    for ((_, v), (up, down)) in peers.iter().zip(sizes) {
+        script.push_str(&format!(
+            "{peer} tcp-client {}:7101 {up} {down} 0 1 >/dev/null; ",
+            v.ip_b
+        ));
+    }
+    script.push_str("echo finished; read end");
+    let cg = Cgroup::new();
+    let mut sh = Proc::spawn(
+        std::path::Path::new("sh"),
+        &["-c", &script],
+        Some(&cg),
+        Some(&a),
+    );
+    sh.expect_line("started");
+    let pid = sh.pid().to_string();
+    let before: Vec<_> = peers.iter().map(|(_, v)| a.link_stats(&v.a)).collect();
+    let mon = Monitor::start(&["-p", &pid, "--json", "-t", "3s", "--destinations"]);
+    sh.send_line("go");
+    sh.expect_line("finished");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let d = &reports.last().expect("a report")["processes"][&pid]["destinations"];
+    for (((_, v), b), (up, down)) in peers.iter().zip(&before).zip(sizes) {
+        let delta = a.link_stats(&v.a).since(b);
+        let h = &d[&v.ip_b];
+        assert_eq!(num(h, "bytes_out"), delta.ip_tx(), "{}: {h}", v.ip_b);
+        assert_eq!(num(h, "bytes_in"), delta.ip_rx(), "{}: {h}", v.ip_b);
+        assert_eq!(num(h, "packets_out"), delta.tx_packets, "{}: {h}", v.ip_b);
+        assert_eq!(num(h, "packets_in"), delta.rx_packets, "{}: {h}", v.ip_b);
+        assert!(
+            num(h, "bytes_out") > up + 24 && num(h, "bytes_in") > down,
+            "{h}"
+        );
+    }
+    sh.close_stdin();
+}
