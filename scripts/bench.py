@@ -12,7 +12,10 @@ a child cgroup of the cgroup2 mount, where procnetmon2 (lookup mode, `-p PID`) a
      pnm-bare, in a separate pass;
   3. connection churn: short TCP connections per second, baseline vs monitored;
   4. scale: 100 processes holding N sockets in total, procnetmon2 on all of them;
-  5. view: the interactive view's own cost per interval (agent/examples/tui_cost.rs: 100 rows,
+  5. allchurn: --all under cgroup churn;
+  6. dest: in-kernel ns/packet without and with destination classes (and per-remote totals),
+     and the agent's CPU with --destinations for a target talking to 10,000 remote hosts;
+  7. view: the interactive view's own cost per interval (agent/examples/tui_cost.rs: 100 rows,
      1,000 connections, ingested and drawn through crossterm every interval);
 then BENCHMARKS.md with every target checked (PASS/MISS).
 
@@ -62,7 +65,7 @@ CHURN_N = env_int("BENCH_CHURN_N", 10000)
 SCALE = [int(x) for x in os.environ.get("BENCH_SCALE", "1000 10000 100000").split()]
 SCALE_SECS = env_int("BENCH_SCALE_SECS", 10)
 ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
-SECTIONS = os.environ.get("BENCH_SECTIONS", "throughput nsperpkt churn scale allchurn view").split()
+SECTIONS = os.environ.get("BENCH_SECTIONS", "throughput nsperpkt churn scale allchurn dest view").split()
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "BENCHMARKS.md"))
 ID = os.environ.get("BENCH_ID", f"pnmb{os.getpid() % 100000}")
 SCALE_PROCS = 100
@@ -86,6 +89,8 @@ T_STARTUP = 0.300
 T_ALL_CPU = 2.0  # % of a core at 1 s ticks, --all under cgroup churn
 T_SCRAPE = 0.100  # s per /metrics scrape
 T_MAP_LIVE = 1000  # CGROUP_TOTALS keys: live cgroups only, not every cgroup ever seen
+T_CLASSES_X = 1.2  # in-kernel ns/packet with classes over the same build without
+T_CPU_DEST_10K = 1.0  # % of a core for per-remote totals of 10,000 hosts at 1 s
 LEVEL_FLOOR = 0.02  # smallest tolerance for "level with the bare counter within noise"
 
 
@@ -340,8 +345,8 @@ class Monitor:
     def __init__(self, kind, cg, mon_cg, pids, dev=DEV_C, interval=None):
         self.kind = kind
         self.startup = None
-        if kind == "procnetmon2":
-            argv = [PNM, "-p", ",".join(map(str, pids)), "--json"]
+        if kind in DEST_MONITORS:
+            argv = [PNM, "-p", ",".join(map(str, pids)), "--json"] + DEST_MONITORS[kind]
             if interval:
                 argv += ["--interval", interval]
             env = dict(os.environ, RUST_LOG="info")
@@ -537,6 +542,56 @@ def ns_run(kind, monitor, cg, mon_cg):
         if mon:
             mon.p.stop()
         client.stop()
+
+
+# --- 5. where the bytes go (issue 17) -----------------------------------------------------------
+
+# procnetmon2 as built, with destination classes, and with classes plus per-remote totals.
+DEST_MONITORS = {
+    "procnetmon2": [],
+    "procnetmon2+classes": ["--class", f"bench={NET}.0/24", "--class", "zone=10.0.0.0/8"],
+    "procnetmon2+dests": ["--class", f"bench={NET}.0/24", "--class", "zone=10.0.0.0/8",
+                          "--destinations"],
+}
+SPRAY_NET = "10.240"  # the 10,000 remote hosts of the agent-cost run: routed to the peer, dropped
+
+
+def section_dest(R, cg, mon_cg):
+    """In-kernel ns/packet (64-byte UDP flood) of procnetmon2 without and with classes (and
+    with per-remote totals), interleaved; then the agent's CPU with --destinations over a target
+    sending to 10,000 remote hosts once a second, against the same run without."""
+    old = sh("sysctl", "-n", "kernel.bpf_stats_enabled").strip()
+    RES.sysctl_restore = old
+    sh("sysctl", "-qw", "kernel.bpf_stats_enabled=1")
+    R["dest_ns"] = {m: [] for m in DEST_MONITORS}
+    try:
+        for i in range(NS_RUNS):
+            order = list(DEST_MONITORS) if i % 2 == 0 else list(reversed(DEST_MONITORS))
+            for m in order:
+                r = ns_run("udp", m, cg, mon_cg)
+                R["dest_ns"][m].append(r["skb_ns"])
+                log(f"dest ns/packet run {i + 1}/{NS_RUNS} {m}: {fmt(r['skb_ns'], 1)} ns")
+    finally:
+        sh("sysctl", "-qw", f"kernel.bpf_stats_enabled={old}")
+        RES.sysctl_restore = None
+    sh("ip", "-n", NS_C, "route", "replace", f"{SPRAY_NET}.0.0/16", "via", IP_S, "dev", DEV_C)
+    R["dest_cpu"] = {}
+    for m in ("procnetmon2", "procnetmon2+dests"):
+        client = Proc([PEER, "udp-spray", SPRAY_NET, 10000, SCALE_SECS], cg=cg, ns=NS_C,
+                      gate=True, cpu=1)
+        mon = None
+        try:
+            mon = Monitor(m, cg, mon_cg, [client.pid], interval="1s")
+            client.release()
+            client.wait_line("out", "done", SCALE_SECS + 60)
+            cpu, rss = mon.finish()
+            mon = None
+            R["dest_cpu"][m] = {"cpu": cpu, "rss": rss}
+            log(f"10,000 remote hosts, {m}: agent {fmt(cpu, 2)}% of a core, RSS {fmt_mib(rss)}")
+        finally:
+            if mon:
+                mon.p.stop()
+            client.stop()
 
 
 NS_KINDS = ("udp", "tcp", "churn")
@@ -1138,11 +1193,44 @@ def write_report(R, started, load_start, errors):
                         ac["rss_peak"] is not None and ac["rss_peak"] <= T_RSS))
         targets.append(("--all under churn: bytes exported = bytes sent",
                         f"{ac['exported']:,} / {ac['sent']:,}", ac["exported"] == ac["sent"]))
+    dn, dc = R.get("dest_ns"), R.get("dest_cpu")
+    if dn or dc:
+        b("## 6. Where the bytes go: classes and per-remote-host totals")
+        b("")
+        b("In-kernel ns per skb of the two cgroup_skb programs (64-byte UDP flood, bpf_stats, runs")
+        b("interleaved) for the same build without classes, with two user classes (and the built-ins),")
+        b("and with classes plus `--destinations`; then the agent's CPU (user+sys, % of one core,")
+        b("`--interval 1s`) while the target sends one datagram a second to each of 10,000 remote hosts.")
+        b("")
+        if dn:
+            b("| monitor | ns/packet (median) | runs |")
+            b("|---|---|---|")
+            for m, xs in dn.items():
+                xs = [x for x in xs if x is not None]
+                b(f"| {m} | {fmt(med(xs), 1)} | {', '.join(fmt(x, 1) for x in xs)} |")
+            b("")
+            base = [x for x in dn.get("procnetmon2", []) if x]
+            cls = [x for x in dn.get("procnetmon2+classes", []) if x]
+            if base and cls:
+                x = med(cls) / med(base)
+                targets.append((f"with classes, in-kernel ns/packet ≤ {T_CLASSES_X}× without",
+                                f"{fmt(x, 2)}×", x <= T_CLASSES_X))
+        if dc:
+            b("| monitor | agent CPU, 10,000 remote hosts | RSS |")
+            b("|---|---|---|")
+            for m, r in dc.items():
+                b(f"| {m} | {fmt(r['cpu'], 2)}% | {fmt_mib(r['rss'])} |")
+            b("")
+            d = dc.get("procnetmon2+dests")
+            if d and d["cpu"] is not None:
+                targets.append((f"per-remote totals of 10,000 hosts ≤ {T_CPU_DEST_10K:g}% of a core at 1 s",
+                                f"{fmt(d['cpu'], 2)}%", d["cpu"] <= T_CPU_DEST_10K))
+
 
 
     vw = R.get("view")
     if vw:
-        b("## 5. The interactive view")
+        b("## 7. The interactive view")
         b("")
         b(f"`agent/examples/tui_cost.rs`: {vw['rows']} process rows with {vw['connections']:,} live")
         b("connections (a tenth of them replaced by new ones every interval, so closed ones pile up")
@@ -1235,6 +1323,7 @@ def main():
                          ("churn", lambda: section_churn(R, cg, mon_cg)),
                          ("scale", lambda: section_scale(R, mon_cg)),
                          ("allchurn", lambda: section_allchurn(R)),
+                         ("dest", lambda: section_dest(R, cg, mon_cg)),
                          ("view", lambda: section_view(R))):
             if name not in SECTIONS:
                 continue

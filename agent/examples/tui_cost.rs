@@ -74,6 +74,8 @@ fn report(tick: u32) -> Report {
                 },
                 traffic: Traffic::default(),
                 connections: Some(connections),
+                destinations: None,
+                classes: None,
                 container: None,
                 nspid: None,
             }

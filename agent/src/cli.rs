@@ -124,6 +124,24 @@ pub struct Opt {
     #[arg(long = "no-tui")]
     pub no_tui: bool,
 
+    /// Per remote host totals in JSON (`destinations`: bytes, packets, rates, class, and the
+    /// name the target resolved through DNS)
+    #[arg(long = "destinations")]
+    pub destinations: bool,
+
+    /// Most remote hosts kept apart per target; the rest are summed in `other`
+    #[arg(long = "destinations-max", value_name = "N", default_value_t = 1000)]
+    pub destinations_max: u64,
+
+    /// A destination class: NAME=CIDR[,CIDR…] (repeatable); adds `classes` to each JSON row and
+    /// a destination_class label to the metrics. Built in: loopback, link-local, private, internet
+    #[arg(long = "class", value_name = "NAME=CIDRS")]
+    pub class: Vec<String>,
+
+    /// Destination classes from a YAML file (NAME: [CIDR, …] per class)
+    #[arg(long = "classes", value_name = "FILE")]
+    pub classes: Option<std::path::PathBuf>,
+
     /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
     #[arg(long = "cleanup")]
     pub cleanup: bool,

@@ -55,6 +55,12 @@ pub struct Config {
     /// The interactive view replaces the table (see [`Config::wants_tui`]); set once at
     /// start-up from the flags and whether stdin and stdout are terminals.
     pub tui: bool,
+    /// `--destinations`: per-remote-host totals.
+    pub destinations: bool,
+    /// `--destinations-max`: remote hosts kept apart per target.
+    pub destinations_max: u64,
+    /// `--class` / `--classes` (None: classes off).
+    pub classes: Option<crate::classes::ClassSet>,
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -121,6 +127,14 @@ impl Config {
             })
             .transpose()?;
         let series_grace = parse_duration("--series-grace", &opt.series_grace)?;
+        if opt.destinations_max == 0 {
+            return Err(UsageError::new(
+                "--destinations-max 0: keep at least one remote host apart, e.g. --destinations-max 1000",
+            ));
+        }
+        let classes = (!opt.class.is_empty() || opt.classes.is_some())
+            .then(|| crate::classes::ClassSet::from_flags(&opt.class, opt.classes.as_deref()))
+            .transpose()?;
         let interfaces = match &opt.interface {
             Some(list) => parse_interfaces(list)?,
             None => Vec::new(),
@@ -152,6 +166,9 @@ impl Config {
             series_grace,
             no_tui: opt.no_tui,
             tui: false,
+            destinations: opt.destinations,
+            destinations_max: opt.destinations_max,
+            classes,
         })
     }
 
@@ -394,6 +411,10 @@ mod tests {
             max_series: 10_000,
             series_grace: "5m".into(),
             no_tui: false,
+            destinations: false,
+            destinations_max: 1000,
+            class: Vec::new(),
+            classes: None,
         };
         assert!(
             Config::from_opt(&base(None, false), 100)

@@ -6,6 +6,7 @@
 //! `metrics` serves it. Only `kernel` uses aya; only `render` writes reports. See
 //! ARCHITECTURE.md.
 
+pub mod classes;
 pub mod cli;
 pub mod config;
 pub mod details;

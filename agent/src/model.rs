@@ -108,6 +108,10 @@ pub struct ProcessReport {
     pub container: Option<crate::host::identity::ContainerIdentity>,
     /// The PID inside the process's own pid namespace (`NSpid`).
     pub nspid: Option<u32>,
+    /// Per remote host (`--destinations` only).
+    pub destinations: Option<Vec<Destination>>,
+    /// Per destination class (`--class`/`--classes` only).
+    pub classes: Option<Vec<ClassTraffic>>,
 }
 
 /// A workload: a whole cgroup (`--cgroup`, `--container`) or a node-wide group (`--all`).
@@ -129,6 +133,44 @@ pub struct WorkloadReport {
     /// connection records on; never for `--all`'s workloads, which have no records). The
     /// table and JSON do not print them: their contract lists connections per process only.
     pub connections: Option<Vec<ConnDetail>>,
+    /// Per remote host (`--destinations`, whole-cgroup targets only).
+    pub destinations: Option<Vec<Destination>>,
+    /// Per destination class (classes on, whole-cgroup targets only).
+    pub classes: Option<Vec<ClassTraffic>>,
+}
+
+/// A target's traffic with one remote host, or with all hosts past the cap (`other`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// The remote address (`10.0.0.2`, `fd00::2`), or `other`.
+    pub remote: String,
+    /// The name the target resolved it from (a DNS answer it received), if seen.
+    pub name: Option<String>,
+    /// Its destination class (classes on).
+    pub class: Option<String>,
+    /// Bytes and packets over the reported period.
+    pub counters: Counters,
+    /// Receive rate, bits per second (last interval, or the window's average when final).
+    pub rate_in: f64,
+    /// Send rate, bits per second.
+    pub rate_out: f64,
+    /// `other` only: remote hosts kept apart (the cap reached, the rest summed here).
+    pub hosts: Option<u64>,
+    /// Connections open to it now (`--details` only: counted from the connection records).
+    pub connections: Option<u32>,
+}
+
+/// A target's traffic with one destination class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassTraffic {
+    /// The class (`private`, `pod-network`, …).
+    pub class: String,
+    /// Bytes and packets over the reported period.
+    pub counters: Counters,
+    /// Receive rate, bits per second (last interval, or the window's average when final).
+    pub rate_in: f64,
+    /// Send rate, bits per second.
+    pub rate_out: f64,
 }
 
 /// One connection of a process (`--details`).

@@ -273,6 +273,13 @@ impl Plan {
             children: cfg.children && has(|k| matches!(k, TargetKind::Process { .. })),
             cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
             all: cfg.all,
+            dest: crate::kernel::DestKnobs {
+                classes: cfg.classes.is_some(),
+                destinations: cfg.destinations,
+                cap: cfg.destinations_max,
+                // Names are shown with the destinations: hand DNS answers up only then.
+                dns: cfg.destinations,
+            },
         };
         Ok(Self {
             attach_points: cgroup::attach_points(&attach_dirs),

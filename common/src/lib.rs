@@ -296,6 +296,96 @@ pub mod knobs {
     const _: () = assert!(core::mem::size_of::<IfaceKey>() == 16);
 }
 
+/// Where the bytes go (`--destinations`, `--class`, DNS names): per-remote-host totals, class
+/// totals and the LPM trie of classes. Written by `ebpf/src/dest.rs`, read by the agent.
+pub mod dest {
+    use crate::traffic::Counters;
+
+    /// Capacity of `DEST_TOTALS` ((target, remote address) pairs of all targets together).
+    pub const MAX_DESTS: u32 = 131_072;
+    /// Capacity of `CLASS_TOTALS` ((target, protocol, class) triples).
+    pub const MAX_CLASS_KEYS: u32 = 16_384;
+    /// Capacity of `CLASS_CIDRS` (the LPM trie: built-in and user prefixes).
+    pub const MAX_CIDRS: u32 = 16_384;
+    /// Most classes (built-in ones included); class indices are `0..MAX_CLASSES`.
+    pub const MAX_CLASSES: u32 = 64;
+    /// Class of an address no prefix in `CLASS_CIDRS` matches (the built-in `internet`).
+    pub const CLASS_DEFAULT: u8 = 3;
+    /// `DestKey::class` when classes are off.
+    pub const CLASS_NONE: u8 = 0xff;
+    /// Largest DNS packet (IP header included) handed up through `DNS_EVENTS`.
+    pub const MAX_DNS_PACKET: u32 = 4096;
+
+    /// Global name: nonzero looks every packet's remote address up in `CLASS_CIDRS`.
+    pub const CLASSES: &str = "PNM_CLASSES";
+    /// Global name: nonzero keeps per-remote-host totals in `DEST_TOTALS`.
+    pub const DESTS: &str = "PNM_DESTS";
+    /// Global name (u64): most remote hosts per target in `DEST_TOTALS`; more go to `other`.
+    pub const DEST_CAP: &str = "PNM_DEST_CAP";
+    /// Global name: nonzero hands DNS answers received by targets' sockets up (`DNS_EVENTS`).
+    pub const DNS: &str = "PNM_DNS";
+
+    /// Key of `DEST_TOTALS`: a target and a remote address.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct DestKey {
+        /// Remote address as in the packet (network order); IPv4 in `[0]`, rest zero.
+        pub addr: [u32; 4],
+        /// Target slot.
+        pub slot: u32,
+        /// `AF_INET` (2) or `AF_INET6` (10).
+        pub family: u8,
+        /// Class index, or `CLASS_NONE` when classes are off.
+        pub class: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 2],
+    }
+    const _: () = assert!(core::mem::size_of::<DestKey>() == 24);
+
+    /// One `DEST_OTHER` entry (per target): traffic of remote hosts past the cap, and how many
+    /// remote hosts the target has in `DEST_TOTALS`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DestOther {
+        /// Traffic not kept per host (cap reached or map full).
+        pub counters: Counters,
+        /// Entries of this target in `DEST_TOTALS` (may pass the cap by a few under races).
+        pub hosts: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<DestOther>() == 40);
+
+    /// Key of `CLASS_TOTALS`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct ClassKey {
+        /// Target slot.
+        pub slot: u32,
+        /// `sock::PROTO_*`.
+        pub proto: u8,
+        /// Class index.
+        pub class: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 2],
+    }
+    const _: () = assert!(core::mem::size_of::<ClassKey>() == 8);
+
+    /// `CLASS_CIDRS` is an LPM trie keyed by (prefix length, 16 address bytes) with a `u32`
+    /// class value; IPv4 prefixes are stored IPv4-mapped (`::ffff:a.b.c.d`, length + 96), so
+    /// one trie serves both families.
+    pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+    /// Header of a `DNS_EVENTS` record; the packet (from its IP header) follows it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DnsHeader {
+        /// Target slot of the receiving socket.
+        pub slot: u32,
+        /// Bytes of packet that follow.
+        pub len: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<DnsHeader>() == 8);
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `#[repr(C)]`, `Copy`, with explicit padding and no pointers.
@@ -307,4 +397,7 @@ mod pod {
     unsafe impl aya::Pod for crate::conn::ConnRecord {}
     unsafe impl aya::Pod for crate::knobs::IfaceKey {}
     unsafe impl aya::Pod for crate::knobs::CgroupKey {}
+    unsafe impl aya::Pod for crate::dest::DestKey {}
+    unsafe impl aya::Pod for crate::dest::DestOther {}
+    unsafe impl aya::Pod for crate::dest::ClassKey {}
 }

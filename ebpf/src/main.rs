@@ -23,6 +23,7 @@
     reason = "core::intrinsics atomics: see track::atomic_add"
 )]
 
+mod dest;
 mod maps;
 mod track;
 
@@ -154,6 +155,8 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
             count_cgroup(skb, bpf_sk, dir, len);
         }
         add_totals(slot, proto, dir, len);
+        // Issue 17: remote hosts, classes, DNS (no-op unless asked for).
+        dest::count(ctx, slot, proto, dir == Dir::In, len);
         return ALLOW;
     }
     // SAFETY: `st` is a live storage value.
@@ -167,6 +170,8 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
     add_counters(st.cast(), dir, len);
     add_totals(slot, proto, dir, len);
+    // Issue 17: remote hosts, classes, DNS (no-op unless asked for).
+    dest::count(ctx, slot, proto, dir == Dir::In, len);
 
     let mut want = 0;
     if flags & FLAG_IFACE_OK == 0 {

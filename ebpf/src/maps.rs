@@ -8,11 +8,12 @@ use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
-    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerfEventArray},
     helpers::generated::bpf_sk_storage_get,
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
+    dest::{ClassKey, DestKey, DestOther, MAX_CIDRS, MAX_CLASS_KEYS, MAX_DESTS},
     knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS},
     sock::{SockOwner, SockStats},
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
@@ -154,3 +155,45 @@ pub static CGROUP_TARGETS: HashMap<u64, u32, 1024> = HashMap::new();
 #[aya_ebpf::macros::btf_map]
 pub static CGROUP_TOTALS: PerCpuHashMap<CgroupKey, Counters, { MAX_CGROUP_KEYS as usize }> =
     PerCpuHashMap::new();
+
+// ---- Where the bytes go (issue 17): see ebpf/src/dest.rs. Empty and unused unless the
+// `PNM_CLASSES` / `PNM_DESTS` / `PNM_DNS` knobs are on.
+
+/// CIDR → class index (LPM trie, IPv4 stored IPv4-mapped; see `common::dest`). Written by the
+/// agent at load; looked up once per packet when `PNM_CLASSES` is on.
+#[aya_ebpf::macros::btf_map]
+pub static CLASS_CIDRS: LpmTrie<[u8; 16], u32, { MAX_CIDRS as usize }> = LpmTrie::new();
+
+/// (slot, protocol, class) → counters, per CPU (no cross-CPU cache-line traffic per packet);
+/// entries allocated on first use.
+#[aya_ebpf::macros::btf_map]
+pub static CLASS_TOTALS: PerCpuHashMap<
+    ClassKey,
+    Counters,
+    { MAX_CLASS_KEYS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = PerCpuHashMap::new();
+
+/// (slot, remote address) → counters, shared, plain atomic adds (XADD, any kernel). Shared
+/// rather than per CPU so the agent reads 10,000 hosts without a per-CPU fold and memory does
+/// not grow with the CPU count. Allocated on first use; never deleted during a run (cumulative).
+#[aya_ebpf::macros::btf_map]
+pub static DEST_TOTALS: HashMap<
+    DestKey,
+    Counters,
+    { MAX_DESTS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// slot → traffic past the per-target cap (the `other` bucket) and the target's host count.
+#[aya_ebpf::macros::btf_map]
+pub static DEST_OTHER: Array<DestOther, { MAX_TARGETS as usize }> = Array::new();
+
+/// Index 0: class-counted traffic that found `CLASS_TOTALS` full (reported, never silent).
+#[aya_ebpf::macros::btf_map]
+pub static CLASS_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
+
+/// DNS answers (UDP from port 53) received by targets' sockets: a `DnsHeader`, then the
+/// packet from its IP header. Per-CPU perf buffers (4.18+; a ring buffer would need 5.8).
+#[aya_ebpf::macros::btf_map]
+pub static DNS_EVENTS: PerfEventArray = PerfEventArray::new();

@@ -269,6 +269,18 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         (vec!["-p", &me, "-i", "averyveryverylongname"], 2, "15"),
         (vec!["-p", &me, "-i", "nosuchif0"], 2, "nosuchif0"),
         (vec!["-p", &me, "--bogus"], 2, "--bogus"),
+        (vec!["-p", &me, "--class", "nocidr"], 2, "NAME=CIDR"),
+        (vec!["-p", &me, "--class", "x=10.1.2.3/8"], 2, "10.0.0.0/8"),
+        (
+            vec!["-p", &me, "--classes", "/no/such/classes.yaml"],
+            2,
+            "--classes",
+        ),
+        (
+            vec!["-p", &me, "--destinations-max", "0"],
+            2,
+            "at least one",
+        ),
         (vec!["--", "/no/such/command"], 127, "/no/such/command"),
     ];
     for (args, code, needle) in &cases {

@@ -8,7 +8,8 @@ use std::{
 };
 
 use super::{
-    CgroupCount, Connection, IfaceKey, Kernel, MAX_TARGETS, Proto, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS,
+    Proto, Slot, SocketStamp, Untracked,
 };
 use crate::model::Traffic;
 
@@ -33,6 +34,16 @@ pub struct FakeKernel {
     pub conns: BTreeMap<u64, Connection>,
     /// `--all` counters.
     pub cgroup_totals: Vec<CgroupCount>,
+    /// Class prefixes put in.
+    pub class_cidrs: Vec<(ipnet::IpNet, u8)>,
+    /// Per-remote-host totals.
+    pub destinations: Vec<DestCount>,
+    /// `other` buckets per slot.
+    pub dest_other: HashMap<Slot, DestOther>,
+    /// Per-class totals.
+    pub class_totals: Vec<ClassCount>,
+    /// DNS packets waiting to be read.
+    pub dns: Vec<(Slot, Vec<u8>)>,
 }
 
 impl Kernel for FakeKernel {
@@ -107,5 +118,26 @@ impl Kernel for FakeKernel {
 
     fn target_pid_count(&self) -> u32 {
         self.target_pids.len() as u32
+    }
+
+    fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()> {
+        self.class_cidrs.extend_from_slice(cidrs);
+        Ok(())
+    }
+
+    fn destinations(&self) -> Vec<DestCount> {
+        self.destinations.clone()
+    }
+
+    fn dest_other(&self, slot: Slot) -> anyhow::Result<DestOther> {
+        Ok(self.dest_other.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn class_totals(&self) -> Vec<ClassCount> {
+        self.class_totals.clone()
+    }
+
+    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
+        std::mem::take(&mut self.dns)
     }
 }

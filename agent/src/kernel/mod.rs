@@ -42,6 +42,56 @@ pub struct Knobs {
     pub cgroup_targets: bool,
     /// Node-wide accounting by cgroup ([`Kernel::cgroup_totals`]).
     pub all: bool,
+    /// Where the bytes go: see [`DestKnobs`].
+    pub dest: DestKnobs,
+}
+
+/// Load-time switches of the per-destination work (issue 17); all off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestKnobs {
+    /// Class every packet by its remote address ([`Kernel::set_class_cidrs`]).
+    pub classes: bool,
+    /// Keep per-remote-host totals ([`Kernel::destinations`]).
+    pub destinations: bool,
+    /// Most remote hosts per target kept apart (the rest: [`Kernel::dest_other`]).
+    pub cap: u64,
+    /// Hand DNS answers received by targets up ([`Kernel::dns_packets`]).
+    pub dns: bool,
+}
+
+/// Cumulative traffic of one target with one remote host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestCount {
+    /// The target.
+    pub slot: Slot,
+    /// The remote address (from the packets' IP headers).
+    pub addr: std::net::IpAddr,
+    /// Its class index (None when classes are off).
+    pub class: Option<u8>,
+    /// Cumulative since the programs were loaded.
+    pub counters: Counters,
+}
+
+/// Cumulative traffic of one target, protocol and destination class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassCount {
+    /// The target.
+    pub slot: Slot,
+    /// The protocol.
+    pub proto: Proto,
+    /// The class index.
+    pub class: u8,
+    /// Cumulative since the programs were loaded.
+    pub counters: Counters,
+}
+
+/// A target's remote hosts past the cap: their traffic and how many hosts are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DestOther {
+    /// Traffic not kept per host, cumulative.
+    pub counters: Counters,
+    /// Remote hosts of the target kept apart now.
+    pub hosts: u64,
 }
 
 /// An interface in one network namespace: ifindex values repeat across namespaces.
@@ -180,4 +230,16 @@ pub trait Kernel {
     fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]);
     /// Entries in the target-PID map (targets and their children), for the map-fill metric.
     fn target_pid_count(&self) -> u32;
+
+    /// Puts the destination classes' prefixes in (set-up; class index per prefix).
+    fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;
+    /// Per-remote-host totals of every target, cumulative.
+    fn destinations(&self) -> Vec<DestCount>;
+    /// The `other` bucket of target `slot`.
+    fn dest_other(&self, slot: Slot) -> anyhow::Result<DestOther>;
+    /// Per-class totals of every target, cumulative.
+    fn class_totals(&self) -> Vec<ClassCount>;
+    /// DNS answers received by targets' sockets since the last call (packets from their IP
+    /// header), oldest first.
+    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
 }

@@ -13,7 +13,12 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, SkStorage},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerfEventArray,
+        SkStorage,
+        lpm_trie::Key,
+        perf::{PerfEvent, PerfEventArrayBuffer},
+    },
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
         RawTracePoint, SockOps,
@@ -21,6 +26,7 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
+    dest::{self, ClassKey, DestKey},
     knobs::{self, CgroupKey},
     sock::{
         COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_OTHER,
@@ -30,8 +36,8 @@ use procnetmon2_common::{
 };
 
 use super::{
-    CgroupCount, Connection, IfaceKey, Kernel, Knobs, MAX_TARGETS, Proto, Slot, SocketStamp,
-    Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
+    MAX_TARGETS, Proto, Slot, SocketStamp, Untracked,
 };
 use crate::model::{Counters, Traffic};
 
@@ -70,6 +76,13 @@ const MAP_CONNS: &str = "CONNS";
 const MAP_IFACES: &str = "IFACES";
 const MAP_CGROUP_TARGETS: &str = "CGROUP_TARGETS";
 const MAP_CGROUP_TOTALS: &str = "CGROUP_TOTALS";
+const MAP_CLASS_CIDRS: &str = "CLASS_CIDRS";
+const MAP_CLASS_TOTALS: &str = "CLASS_TOTALS";
+const MAP_DEST_TOTALS: &str = "DEST_TOTALS";
+const MAP_DEST_OTHER: &str = "DEST_OTHER";
+const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
+/// Pages per CPU of the DNS perf buffers (64 KiB with 4 KiB pages): a tick's answers.
+const DNS_PAGES: usize = 16;
 
 /// `BPF_NOEXIST`: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -88,6 +101,46 @@ pub struct Probes {
     ifaces: HashMap<MapData, knobs::IfaceKey, u8>,
     cgroup_targets: HashMap<MapData, u64, u32>,
     cgroup_totals: PerCpuHashMap<MapData, CgroupKey, traffic::Counters>,
+    dest: DestMaps,
+}
+
+/// The maps of issue 17 (remote hosts, classes, DNS answers).
+struct DestMaps {
+    cidrs: LpmTrie<MapData, [u8; 16], u32>,
+    class_totals: PerCpuHashMap<MapData, ClassKey, traffic::Counters>,
+    totals: HashMap<MapData, DestKey, traffic::Counters>,
+    other: Array<MapData, dest::DestOther>,
+    /// One perf buffer per online CPU, opened only when DNS answers are asked for.
+    dns: Vec<PerfEventArrayBuffer<MapData>>,
+    /// DNS answers lost because a perf buffer was full (warned about as they happen).
+    dns_lost: u64,
+}
+
+impl DestMaps {
+    fn take(ebpf: &mut Ebpf, dns: bool) -> anyhow::Result<Self> {
+        let mut buffers = Vec::new();
+        if dns {
+            let mut events: PerfEventArray<MapData> = take(ebpf, MAP_DNS_EVENTS)?;
+            let cpus = aya::util::online_cpus()
+                .map_err(|(what, e)| anyhow!("{what}: {e}"))
+                .context("list online CPUs for the DNS buffers")?;
+            for cpu in cpus {
+                buffers.push(
+                    events
+                        .open(cpu, Some(DNS_PAGES))
+                        .with_context(|| format!("open the DNS perf buffer of CPU {cpu}"))?,
+                );
+            }
+        }
+        Ok(Self {
+            cidrs: take(ebpf, MAP_CLASS_CIDRS)?,
+            class_totals: take(ebpf, MAP_CLASS_TOTALS)?,
+            totals: take(ebpf, MAP_DEST_TOTALS)?,
+            other: take(ebpf, MAP_DEST_OTHER)?,
+            dns: buffers,
+            dns_lost: 0,
+        })
+    }
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
@@ -141,6 +194,10 @@ impl Probes {
         let netns_helper = knobs.iface_filter && super::features::netns_cookie_in_cgroup_skb();
         log::debug!("bpf_get_netns_cookie in cgroup_skb: {netns_helper}");
         let netns_helper = u8::from(netns_helper);
+        let classes = u8::from(knobs.dest.classes);
+        let dests = u8::from(knobs.dest.destinations);
+        let dns = u8::from(knobs.dest.dns);
+        let cap = knobs.dest.cap;
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -153,6 +210,10 @@ impl Probes {
             .override_global(knobs::CGROUP_TARGETS, &cgroups, true)
             .override_global(knobs::ALL, &all, true)
             .override_global(knobs::NETNS_HELPER, &netns_helper, true)
+            .override_global(dest::CLASSES, &classes, true)
+            .override_global(dest::DESTS, &dests, true)
+            .override_global(dest::DNS, &dns, true)
+            .override_global(dest::DEST_CAP, &cap, true)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(aya::include_bytes_aligned!(concat!(
@@ -199,6 +260,7 @@ impl Probes {
             untracked_events: take(&mut ebpf, MAP_UNTRACKED_EVENTS)?,
             conns: take(&mut ebpf, MAP_CONNS)?,
             ifaces: take(&mut ebpf, MAP_IFACES)?,
+            dest: DestMaps::take(&mut ebpf, knobs.dest.dns)?,
             ebpf,
         })
     }
@@ -333,6 +395,19 @@ fn conn_record(c: &Connection) -> ConnRecord {
         state: c.state,
         iface_ok: u8::from(c.iface_ok),
         ..ConnRecord::default()
+    }
+}
+
+/// A remote address from a `DestKey` (network-order words, IPv4 in the first).
+fn remote_addr(family: u8, a: [u32; 4]) -> std::net::IpAddr {
+    if family == 2 {
+        std::net::Ipv4Addr::from(a[0].to_ne_bytes()).into()
+    } else {
+        let mut b = [0u8; 16];
+        for (i, w) in a.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        std::net::Ipv6Addr::from(b).into()
     }
 }
 
@@ -535,5 +610,87 @@ impl Kernel for Probes {
 
     fn target_pid_count(&self) -> u32 {
         self.target_pids.keys().filter(Result::is_ok).count() as u32
+    }
+
+    fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()> {
+        for (net, class) in cidrs {
+            let (len, addr) = crate::classes::trie_key(net);
+            self.dest
+                .cidrs
+                .insert(&Key::new(len, addr), u32::from(*class), 0)
+                .with_context(|| format!("insert {net} into CLASS_CIDRS"))?;
+        }
+        Ok(())
+    }
+
+    fn destinations(&self) -> Vec<DestCount> {
+        self.dest
+            .totals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| DestCount {
+                slot: Slot(k.slot),
+                addr: remote_addr(k.family, k.addr),
+                class: (k.class != dest::CLASS_NONE).then_some(k.class),
+                counters: counters(v),
+            })
+            .collect()
+    }
+
+    fn dest_other(&self, slot: Slot) -> anyhow::Result<DestOther> {
+        let o = self
+            .dest
+            .other
+            .get(&slot.0, 0)
+            .with_context(|| format!("read DEST_OTHER[{}]", slot.0))?;
+        Ok(DestOther {
+            counters: counters(o.counters),
+            hosts: o.hosts,
+        })
+    }
+
+    fn class_totals(&self) -> Vec<ClassCount> {
+        self.dest
+            .class_totals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| ClassCount {
+                slot: Slot(k.slot),
+                proto: proto_of(k.proto),
+                class: k.class,
+                counters: counters(
+                    v.iter()
+                        .fold(traffic::Counters::default(), |acc, c| acc.add(*c)),
+                ),
+            })
+            .collect()
+    }
+
+    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut lost = 0;
+        for buf in &mut self.dest.dns {
+            buf.for_each(|ev| match ev {
+                PerfEvent::Sample { head, tail } => {
+                    let bytes: Vec<u8> = head.iter().chain(tail).copied().collect();
+                    let hdr = std::mem::size_of::<dest::DnsHeader>();
+                    if bytes.len() < hdr {
+                        return;
+                    }
+                    let slot = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                    let len = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+                    let end = (hdr + len).min(bytes.len());
+                    out.push((Slot(slot), bytes[hdr..end].to_vec()));
+                }
+                PerfEvent::Lost { count } => lost += count,
+            });
+        }
+        if lost > 0 {
+            self.dest.dns_lost += lost;
+            log::warn!(
+                "{lost} DNS answers lost (perf buffer full); names may be missing for some hosts"
+            );
+        }
+        out
     }
 }

@@ -157,6 +157,13 @@ fn encode_traffic(
             labels.push(("protocol", proto.as_str()));
             ConstCounter::new(pick(&series.exposed())).encode(metric.encode_family(&labels)?)?;
         }
+        for ((proto, class), series) in &w.by_class {
+            let mut labels: Vec<(&str, &str)> =
+                key.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            labels.push(("protocol", proto.as_str()));
+            labels.push(("destination_class", class.as_str()));
+            ConstCounter::new(pick(&series.exposed())).encode(metric.encode_family(&labels)?)?;
+        }
     }
     Ok(())
 }
@@ -263,6 +270,39 @@ fn encode_self(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), st
 pub(super) mod tests {
     use super::*;
     use crate::metrics::{MapFill, SelfStats, TargetInfo, WorkloadKey, store::tests::tcp};
+
+    #[test]
+    fn classed_workloads_carry_destination_class() {
+        use crate::{
+            metrics::{MetricsRegistry, Protocol},
+            model::Traffic,
+        };
+        let reg = MetricsRegistry::default();
+        let key = WorkloadKey::cgroup("/a");
+        reg.update_workload_classes(
+            &key,
+            &[
+                ("private".into(), tcp(1000, 1000)),
+                ("internet".into(), Traffic::default()),
+            ],
+        );
+        reg.update_workload_classes(&key, &[("private".into(), tcp(3000, 3000))]);
+        // A class without traffic gets no series; counters are cumulative per class.
+        assert_eq!(reg.series(), 1);
+        assert_eq!(
+            reg.class_counters(&key, Protocol::Tcp, "private")
+                .map(|c| c.bytes_in),
+            Some(3000)
+        );
+        let out = reg.encode().unwrap();
+        assert!(
+            out.contains(
+                "procnetmon_network_receive_bytes_total{cgroup=\"/a\",protocol=\"tcp\",destination_class=\"private\"} 3000"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("destination_class=\"internet\""), "{out}");
+    }
 
     #[test]
     fn classic_text_names_counters_with_total() {

@@ -212,6 +212,10 @@ impl SeriesCounters {
 #[derive(Debug, Default)]
 pub(super) struct Workload {
     pub(super) by_proto: BTreeMap<Protocol, SeriesCounters>,
+    /// With destination classes: the same counters split by (protocol, destination_class)
+    /// instead of by protocol alone (a workload has one form or the other, never both, so a
+    /// `sum` over a family never counts a byte twice).
+    pub(super) by_class: BTreeMap<(Protocol, String), SeriesCounters>,
     gone_since: Option<Instant>,
 }
 
@@ -276,6 +280,35 @@ impl State {
         }
     }
 
+    /// Cumulative traffic of one (workload, destination class), by protocol.
+    fn feed_class(&mut self, key: &WorkloadKey, class: &str, traffic: &Traffic) {
+        let Traffic { tcp, udp, other } = *traffic;
+        for (proto, c) in [
+            (Protocol::Tcp, tcp),
+            (Protocol::Udp, udp),
+            (Protocol::Other, other),
+        ] {
+            let id = (proto, class.to_string());
+            let exists = self
+                .workloads
+                .get(key)
+                .is_some_and(|w| w.by_class.contains_key(&id));
+            if !exists {
+                if c == Counters::default() {
+                    continue;
+                }
+                if self.series >= self.limits.max_series {
+                    self.series_dropped = self.series_dropped.saturating_add(1);
+                    continue;
+                }
+                self.series += 1;
+            }
+            let workload = self.workloads.entry(key.clone()).or_default();
+            workload.gone_since = None;
+            workload.by_class.entry(id).or_default().observe(c);
+        }
+    }
+
     fn expire(&mut self, now: Instant) -> usize {
         let grace = self.limits.grace;
         let mut removed = 0;
@@ -284,7 +317,7 @@ impl State {
                 .gone_since
                 .is_none_or(|since| now.saturating_duration_since(since) < grace);
             if !keep {
-                removed += w.by_proto.len();
+                removed += w.by_proto.len() + w.by_class.len();
             }
             keep
         });
@@ -348,6 +381,30 @@ impl MetricsRegistry {
     /// [`mark_gone`](Self::mark_gone): do not feed workloads whose cgroup is gone.
     pub fn update_workload(&self, key: &WorkloadKey, cumulative: &Traffic) {
         self.lock_mut().feed(key, cumulative, Feed::Cumulative);
+    }
+
+    /// Records a workload's cumulative traffic per destination class (`class`, traffic by
+    /// protocol): its series carry a `destination_class` label. Use instead of
+    /// [`update_workload`](Self::update_workload) for workloads whose traffic is classed.
+    pub fn update_workload_classes(&self, key: &WorkloadKey, classes: &[(String, Traffic)]) {
+        let mut st = self.lock_mut();
+        for (class, t) in classes {
+            st.feed_class(key, class, t);
+        }
+    }
+
+    /// The exposed counters of one (workload, protocol, destination class), if it has a series.
+    pub fn class_counters(
+        &self,
+        key: &WorkloadKey,
+        proto: Protocol,
+        class: &str,
+    ) -> Option<Counters> {
+        self.lock()
+            .workloads
+            .get(key)
+            .and_then(|w| w.by_class.get(&(proto, class.to_string())))
+            .map(SeriesCounters::exposed)
     }
 
     /// Adds traffic since the last call (e.g. per-socket deltas computed with

@@ -9,7 +9,9 @@ use serde::{Serialize, Serializer, ser::SerializeMap as _};
 use super::compact_duration;
 use crate::{
     host::identity::ContainerIdentity,
-    model::{ConnDetail, Counters, ProcessReport, Report, Row, WorkloadReport},
+    model::{
+        ClassTraffic, ConnDetail, Counters, Destination, ProcessReport, Report, Row, WorkloadReport,
+    },
 };
 
 #[derive(Serialize)]
@@ -99,6 +101,90 @@ impl<'a> From<&'a ConnDetail> for Conn<'a> {
     }
 }
 
+/// One remote host (or `other`) in `destinations`.
+#[derive(Serialize)]
+struct Dest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<&'a str>,
+    bytes_in: u64,
+    bytes_out: u64,
+    packets_in: u64,
+    packets_out: u64,
+    rate_in: u64,
+    rate_out: u64,
+    /// `other` only: how many remote hosts are kept apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosts: Option<u64>,
+    /// Open connections to it (`--details` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u32>,
+}
+
+/// `destinations`: an object keyed by remote address (and `other`), busiest first.
+struct Dests<'a>(&'a [Destination]);
+
+impl Serialize for Dests<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for d in self.0 {
+            let c = d.counters;
+            m.serialize_entry(
+                &d.remote,
+                &Dest {
+                    name: d.name.as_deref(),
+                    class: d.class.as_deref(),
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                    packets_in: c.packets_in,
+                    packets_out: c.packets_out,
+                    rate_in: d.rate_in.round() as u64,
+                    rate_out: d.rate_out.round() as u64,
+                    hosts: d.hosts,
+                    connections: d.connections,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+/// One class in `classes`.
+#[derive(Serialize)]
+struct Class {
+    bytes_in: u64,
+    bytes_out: u64,
+    packets_in: u64,
+    packets_out: u64,
+    rate_in: u64,
+    rate_out: u64,
+}
+
+/// `classes`: an object keyed by class name, in class order.
+struct Classes<'a>(&'a [ClassTraffic]);
+
+impl Serialize for Classes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for c in self.0 {
+            let n = c.counters;
+            m.serialize_entry(
+                &c.class,
+                &Class {
+                    bytes_in: n.bytes_in,
+                    bytes_out: n.bytes_out,
+                    packets_in: n.packets_in,
+                    packets_out: n.packets_out,
+                    rate_in: c.rate_in.round() as u64,
+                    rate_out: c.rate_out.round() as u64,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
 #[derive(Serialize)]
 struct Process<'a> {
     pid: u32,
@@ -112,6 +198,10 @@ struct Process<'a> {
     container: Option<&'a ContainerIdentity>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nspid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destinations: Option<Dests<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classes: Option<Classes<'a>>,
 }
 
 #[derive(Serialize)]
@@ -122,6 +212,10 @@ struct Workload<'a> {
     exited: bool,
     current: Current,
     protocols: Protocols,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destinations: Option<Dests<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classes: Option<Classes<'a>>,
 }
 
 impl<'a> From<&'a WorkloadReport> for Workload<'a> {
@@ -136,6 +230,8 @@ impl<'a> From<&'a WorkloadReport> for Workload<'a> {
                 tcp: w.traffic.tcp.into(),
                 udp: w.traffic.udp.into(),
             },
+            destinations: w.destinations.as_deref().map(Dests),
+            classes: w.classes.as_deref().map(Classes),
         }
     }
 }
@@ -167,6 +263,8 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
             },
             container: p.container.as_ref(),
             nspid: p.nspid,
+            destinations: p.destinations.as_deref().map(Dests),
+            classes: p.classes.as_deref().map(Classes),
             connections: p
                 .connections
                 .as_ref()
@@ -320,6 +418,71 @@ mod tests {
         assert_eq!(c["rtt_us"], 120);
         assert_eq!(c["retransmits"], 0);
         assert!(v["processes"]["5678"].get("connections").is_none());
+    }
+
+    #[test]
+    fn destinations_and_classes_only_when_asked() {
+        let mut r = sample_report();
+        let mut plain = Vec::new();
+        write(&mut plain, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert!(v["processes"]["1234"].get("destinations").is_none());
+        assert!(v["processes"]["1234"].get("classes").is_none());
+        let c = Counters {
+            bytes_in: 100,
+            bytes_out: 200,
+            packets_in: 1,
+            packets_out: 2,
+        };
+        r.processes[0].destinations = Some(vec![
+            Destination {
+                remote: "10.0.1.2".into(),
+                name: Some("db.test".into()),
+                class: Some("private".into()),
+                counters: c,
+                rate_in: 800.0,
+                rate_out: 1600.0,
+                hosts: None,
+                connections: Some(3),
+            },
+            Destination {
+                remote: "other".into(),
+                name: None,
+                class: None,
+                counters: c,
+                rate_in: 0.0,
+                rate_out: 0.0,
+                hosts: Some(1000),
+                connections: None,
+            },
+        ]);
+        r.processes[0].classes = Some(vec![ClassTraffic {
+            class: "private".into(),
+            counters: c,
+            rate_in: 1.4,
+            rate_out: 0.0,
+        }]);
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let d = &v["processes"]["1234"]["destinations"];
+        assert_eq!(d["10.0.1.2"]["name"], "db.test");
+        assert_eq!(d["10.0.1.2"]["class"], "private");
+        assert_eq!(d["10.0.1.2"]["bytes_out"], 200);
+        assert_eq!(d["10.0.1.2"]["rate_in"], 800);
+        assert!(d["10.0.1.2"].get("hosts").is_none());
+        assert_eq!(d["10.0.1.2"]["connections"], 3);
+        assert!(d["other"].get("connections").is_none());
+        assert_eq!(d["other"]["hosts"], 1000);
+        assert_eq!(v["processes"]["1234"]["classes"]["private"]["rate_in"], 1);
+        // The seed's fields are unchanged by the additions.
+        let mut without = v.clone();
+        let p = without["processes"]["1234"].as_object_mut().unwrap();
+        p.remove("destinations");
+        p.remove("classes");
+        let mut seed: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        seed["timestamp"] = without["timestamp"].clone();
+        assert_eq!(without, seed);
     }
 
     #[test]

@@ -197,6 +197,8 @@ pub(crate) mod tests {
                     connections: None,
                     container: None,
                     nspid: None,
+                    destinations: None,
+                    classes: None,
                 },
                 ProcessReport {
                     pid: 5678,
@@ -211,6 +213,8 @@ pub(crate) mod tests {
                     connections: None,
                     container: None,
                     nspid: None,
+                    destinations: None,
+                    classes: None,
                 },
             ],
             aggregated: Some(row(

@@ -95,6 +95,10 @@ fn feed(
     let mut live: HashSet<WorkloadKey> = HashSet::new();
     // Live, or ended since the last feed: fed this time.
     let mut fed: HashSet<WorkloadKey> = HashSet::new();
+    // With destination classes: the same counters per (workload, class), fed by the same rule.
+    let mut by_class: HashMap<(WorkloadKey, String), Traffic> = HashMap::new();
+    let mut fed_classed: HashSet<WorkloadKey> = HashSet::new();
+    let mut live_classed: HashSet<WorkloadKey> = HashSet::new();
     let mut add = |k: WorkloadKey, t: &Traffic, alive: bool, gone_at: Option<u64>| {
         let e = sums.entry(k.clone()).or_default();
         *e = sum_traffic([&*e, t]);
@@ -118,6 +122,21 @@ fn feed(
         }
         None => {
             for t in session.targets() {
+                if let Some(classes) = session.dest().and_then(|d| d.class_traffic(t.slot)) {
+                    // Classed: the same counters, split by destination_class.
+                    let key = key_of(&t.subject);
+                    for (class, traffic) in classes {
+                        let e = by_class.entry((key.clone(), class)).or_default();
+                        *e = sum_traffic([&*e, &traffic]);
+                    }
+                    if t.exited.is_none() || t.exited_tick.is_some_and(|g| g > fed_through) {
+                        fed_classed.insert(key.clone());
+                    }
+                    if t.exited.is_none() {
+                        live_classed.insert(key);
+                    }
+                    continue;
+                }
                 add(
                     key_of(&t.subject),
                     &t.series.since_start(),
@@ -130,6 +149,14 @@ fn feed(
     for (k, t) in sums.iter().filter(|(k, _)| fed.contains(*k)) {
         reg.update_workload(k, t);
     }
+    let mut classed: HashMap<WorkloadKey, Vec<(String, Traffic)>> = HashMap::new();
+    for ((k, class), t) in by_class {
+        classed.entry(k).or_default().push((class, t));
+    }
+    for (k, classes) in classed.iter().filter(|(k, _)| fed_classed.contains(*k)) {
+        reg.update_workload_classes(k, classes);
+    }
+    live.extend(live_classed);
     reg.mark_gone_unless(|k| live.contains(k), now);
     reg.expire(now);
     let tracked: u64 = session

@@ -9,6 +9,7 @@
 //! host, without root.
 
 pub mod decide;
+pub mod dest;
 pub mod feed;
 pub mod live;
 pub mod node;
@@ -36,6 +37,7 @@ use crate::{
     setup::stamp::OldSocket,
 };
 
+pub use dest::DestTracker;
 pub use node::NodeWide;
 
 /// What the session needs from the host each tick.
@@ -138,6 +140,8 @@ pub struct Session {
     interval: Duration,
     /// Ticks so far (the first is 1).
     ticks: u64,
+    /// Remote hosts and classes (`--destinations`, `--class`); None when neither is asked.
+    dest: Option<DestTracker>,
 }
 
 impl Session {
@@ -179,7 +183,20 @@ impl Session {
             untracked_base,
             interval: Duration::ZERO,
             ticks: 0,
+            dest: None,
         }
+    }
+
+    /// Tracks remote hosts and destination classes (see [`DestTracker`]).
+    #[must_use]
+    pub fn with_destinations(mut self, dest: DestTracker) -> Self {
+        self.dest = Some(dest);
+        self
+    }
+
+    /// Remote hosts and classes, when tracked.
+    pub fn dest(&self) -> Option<&DestTracker> {
+        self.dest.as_ref()
     }
 
     /// Sets the nominal interval (see [`Self::tick_partial`]).
@@ -253,6 +270,9 @@ impl Session {
         if let Some(node) = &mut self.node {
             node.sample(now, self.ticks, kernel, host);
         }
+        if let Some(dest) = &mut self.dest {
+            dest.tick(now, kernel);
+        }
         if !self.interfaces.is_empty() {
             for t in self.targets.iter_mut().filter(|t| t.exited.is_none()) {
                 watch_ifaces(t, &self.interfaces, kernel, host);
@@ -287,22 +307,32 @@ impl Session {
         let untracked = self.untracked(kernel)?;
         let mut workloads: Vec<WorkloadReport> = Vec::new();
         let mut processes: Vec<ProcessReport> = Vec::new();
+        let dest = self.dest.as_ref();
         for t in &self.targets {
             let row = row_of(&t.series, t.connections, is_final);
             match &t.subject {
-                Subject::Process { ident, labels } => processes.push(ProcessReport {
-                    container: labels.container.clone(),
-                    nspid: labels.nspid,
-                    pid: ident.pid,
-                    name: ident.comm.clone(),
-                    runtime: t.exited.unwrap_or_else(|| host.runtime(ident)),
-                    exited: t.exited.is_some(),
-                    row,
-                    traffic: t.series.since_start(),
-                    connections: details
+                Subject::Process { ident, labels } => {
+                    let conns = details
                         .as_mut()
-                        .map(|d| d.remove(&t.slot).unwrap_or_default()),
-                }),
+                        .map(|d| d.remove(&t.slot).unwrap_or_default());
+                    let mut destinations = dest.and_then(|d| d.destinations(t.slot, is_final));
+                    if let (Some(ds), Some(cs)) = (destinations.as_mut(), conns.as_ref()) {
+                        dest::count_connections(ds, cs);
+                    }
+                    processes.push(ProcessReport {
+                        container: labels.container.clone(),
+                        nspid: labels.nspid,
+                        pid: ident.pid,
+                        name: ident.comm.clone(),
+                        runtime: t.exited.unwrap_or_else(|| host.runtime(ident)),
+                        exited: t.exited.is_some(),
+                        row,
+                        traffic: t.series.since_start(),
+                        connections: conns,
+                        destinations,
+                        classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                    });
+                }
                 Subject::Cgroup { info, .. } => workloads.push(WorkloadReport {
                     name: info.workload.clone(),
                     cgroup: info.path.clone(),
@@ -313,6 +343,8 @@ impl Session {
                     connections: details
                         .as_mut()
                         .map(|d| d.remove(&t.slot).unwrap_or_default()),
+                    destinations: dest.and_then(|d| d.destinations(t.slot, is_final)),
+                    classes: dest.and_then(|d| d.classes(t.slot, is_final)),
                 }),
             }
         }

@@ -299,6 +299,9 @@ impl NodeWide {
                     row: row_of(&w.series, (0, 0), is_final),
                     traffic: w.series.since_start(),
                     connections: None,
+                    // Node-wide counting is by cgroup, not by target slot: no remote hosts.
+                    destinations: None,
+                    classes: None,
                 }
             })
             .collect()

@@ -29,7 +29,7 @@ use crate::{
     },
     kernel::{Kernel, Knobs, Slot, probes::Probes},
     plan::{Coverage, Plan, TargetKind, coverage},
-    session::{NodeWide, Session, Started, Subject, live::LiveHost},
+    session::{DestTracker, NodeWide, Session, Started, Subject, live::LiveHost},
 };
 
 /// The host as found at start: where /proc and the cgroup v2 tree are, where runtimes keep
@@ -83,6 +83,9 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     }
     let mut probes = Probes::load(plan.knobs)?;
     fill_target_maps(&mut probes, plan)?;
+    if let Some(classes) = &cfg.classes {
+        probes.set_class_cidrs(&classes.cidrs)?;
+    }
     let cgroups = plan
         .attach_points
         .iter()
@@ -119,6 +122,24 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     let (started, old) = stamp_and_start(&mut probes, plan, env, command.as_ref());
     let now = Instant::now();
     let untracked_base = probes.untracked()?;
+    // Read before counting is announced: traffic after the announcement is the run's.
+    let dest = (cfg.destinations || cfg.classes.is_some()).then(|| {
+        // Baselines as for the totals: a spawned command's slot is the run's from its start.
+        let fresh: Vec<Slot> = plan
+            .targets
+            .iter()
+            .filter(|t| matches!(t.kind, TargetKind::Command { .. }))
+            .map(|t| t.slot)
+            .collect();
+        DestTracker::start(
+            now,
+            &probes,
+            plan.targets.iter().map(|t| t.slot).collect(),
+            &fresh,
+            cfg.destinations,
+            cfg.classes.clone(),
+        )
+    });
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
     log::info!(
         "attached at {} cgroup(s) {:?}; counting {} process(es)",
@@ -136,6 +157,11 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         untracked_base,
     )
     .with_interval(cfg.interval);
+    let session = match dest {
+        Some(d) => session.with_destinations(d),
+        None => session,
+    };
+
     Ok(Running {
         probes,
         state,

@@ -53,6 +53,8 @@ pub fn process(pid: u32, name: &str, row: Row, conns: Vec<ConnDetail>) -> Proces
         row,
         traffic: Traffic::default(),
         connections: Some(conns),
+        destinations: None,
+        classes: None,
         container: None,
         nspid: None,
     }
@@ -122,6 +124,8 @@ pub fn scene() -> Report {
             row: row((0, 512_000), (0.0, 409_600.0), (1, 0)),
             traffic: Traffic::default(),
             connections: Some(Vec::new()),
+            destinations: None,
+            classes: None,
         }],
     )
 }

@@ -15,6 +15,20 @@
 //!   udp-send ADDR COUNT SIZE connected|unconnected [wait] [hold]
 //!   hold-sockets ADDR NTCP NUDP             open NTCP TCP connections to ADDR and NUDP bound UDP
 //!                                           sockets, print "ready", then close one of each per stdin line
+//!   udp-multi SIZE ADDR=COUNT…              one unconnected UDP socket; prints "ready", then per stdin
+//!                                           line sends COUNT datagrams of SIZE bytes to each ADDR in
+//!                                           order and prints "done"
+//!   dns-server ADDR NAME IPV4               answers every A query with NAME → IPV4 (TTL 300); "ready"
+//!   resolve-send DNS_ADDR NAME PORT COUNT SIZE
+//!                                           prints "ready", waits for a stdin line, asks DNS_ADDR for
+//!                                           NAME (A) from an unconnected socket, sends COUNT datagrams of
+//!                                           SIZE bytes to the answer's address:PORT, prints "done"
+//!   udp-spray A.B N SECS                    one UDP socket sends a 32-byte datagram to each of N
+//!                                           addresses A.B.x.y:9 once a second for SECS seconds
+//!                                           (the remote-host scale of scripts/bench); prints "done"
+//!
+//! The DNS messages are built by hand (RFC 1035 wire format, one question, one A answer): the
+//! tests must not depend on the parser the agent uses to read them.
 use std::{
     io::{BufRead, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -197,6 +211,102 @@ fn main() {
                 udp.pop();
                 say("closed");
             }
+        }
+        Some("udp-multi") => {
+            let size: usize = arg(&args, 2);
+            let targets: Vec<(SocketAddr, u64)> = args[3..]
+                .iter()
+                .map(|a| {
+                    let (addr, n) = a.rsplit_once('=').expect("ADDR=COUNT");
+                    (addr.parse().expect("addr"), n.parse().expect("count"))
+                })
+                .collect();
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            say("ready");
+            let buf = vec![0xa5_u8; size];
+            for _ in std::io::stdin().lock().lines() {
+                for (addr, n) in &targets {
+                    for i in 0..*n {
+                        s.send_to(&buf, addr).expect("send");
+                        if i % 64 == 63 {
+                            thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                }
+                say("done");
+            }
+        }
+        Some("udp-spray") => {
+            let base: String = arg(&args, 2);
+            let (n, secs): (u32, u64) = (arg(&args, 3), arg(&args, 4));
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let addrs: Vec<SocketAddr> = (0..n)
+                .map(|i| {
+                    format!("{base}.{}.{}:9", i / 256, i % 256)
+                        .parse()
+                        .expect("address")
+                })
+                .collect();
+            let start = std::time::Instant::now();
+            for sec in 0..secs {
+                for a in &addrs {
+                    // The peer drops them (no route back is needed): only the send counts.
+                    let _ = s.send_to(&[0x11_u8; 32], a);
+                }
+                let next = Duration::from_secs(sec + 1);
+                if let Some(left) = next.checked_sub(start.elapsed()) {
+                    thread::sleep(left);
+                }
+            }
+            say("done");
+        }
+        Some("dns-server") => {
+            let addr: SocketAddr = arg(&args, 2);
+            let ip: std::net::Ipv4Addr = arg(&args, 4);
+            let s = UdpSocket::bind(addr).expect("bind");
+            say("ready");
+            let mut buf = [0_u8; 512];
+            loop {
+                let (n, from) = s.recv_from(&mut buf).expect("recv");
+                // Header (12) and the question as asked; QDCOUNT 1, ANCOUNT 1, flags: response,
+                // recursion desired and available, no error.
+                let mut r = buf[..n].to_vec();
+                r[2] = 0x81;
+                r[3] = 0x80;
+                r[6..8].copy_from_slice(&1_u16.to_be_bytes());
+                // Answer: pointer to the question's name (offset 12), A, IN, TTL 300, 4 bytes.
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+                r.extend_from_slice(&300_u32.to_be_bytes());
+                r.extend_from_slice(&4_u16.to_be_bytes());
+                r.extend_from_slice(&ip.octets());
+                s.send_to(&r, from).expect("send");
+            }
+        }
+        Some("resolve-send") => {
+            let dns: SocketAddr = arg(&args, 2);
+            let name: String = arg(&args, 3);
+            let (port, count, size): (u16, u64, usize) =
+                (arg(&args, 4), arg(&args, 5), arg(&args, 6));
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            say("ready");
+            wait_line();
+            // Query: id 0x5a5a, recursion desired, one question NAME A IN.
+            let mut q = vec![0x5a, 0x5a, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in name.split('.') {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            s.send_to(&q, dns).expect("query");
+            let mut buf = [0_u8; 512];
+            let (n, _) = s.recv_from(&mut buf).expect("answer");
+            let a = &buf[n - 4..n];
+            let to = SocketAddr::from(([a[0], a[1], a[2], a[3]], port));
+            let payload = vec![0x3c_u8; size];
+            for _ in 0..count {
+                s.send_to(&payload, to).expect("send");
+            }
+            say("done");
         }
         _ => {
             eprintln!("usage: see the doc comment of integration/src/bin/pnm-peer.rs");

@@ -1,0 +1,238 @@
+//! Where the bytes go (issue 17): per-remote-host totals, destination classes and DNS answers,
+//! called once per counted skb from `count` in main.rs after the target is known.
+//!
+//! The remote address is read from the packet's own IP header (source on ingress,
+//! destination on egress), not from `skb->remote_ip*`: those come from the socket and are zero
+//! for an unconnected UDP socket, whose peers must be counted too. cgroup_skb sees the skb
+//! from its IP header on both directions.
+//!
+//! Every knob is off by default; with all three off this is one branch per packet. Only plain
+//! atomic adds (XADD) and per-CPU maps: nothing here needs the newer atomics (5.12).
+
+use aya_ebpf::{btf_maps::lpm_trie::Key, programs::SkBuffContext};
+use procnetmon2_common::{
+    dest::{
+        CLASS_DEFAULT, CLASS_NONE, ClassKey, DestKey, DnsHeader, MAX_DNS_PACKET, V4_MAPPED_PREFIX,
+    },
+    sock::PROTO_UDP,
+    traffic::Counters,
+};
+
+use crate::{
+    maps::{CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER, DEST_TOTALS, DNS_EVENTS},
+    track::atomic_add,
+};
+
+/// Knob: look each packet's remote address up in `CLASS_CIDRS` (`--class`, `--classes`).
+#[unsafe(no_mangle)]
+static PNM_CLASSES: u8 = 0;
+/// Knob: keep per-remote-host totals (`--destinations`).
+#[unsafe(no_mangle)]
+static PNM_DESTS: u8 = 0;
+/// Knob: most remote hosts per target kept apart; the rest go to the target's `other`.
+#[unsafe(no_mangle)]
+static PNM_DEST_CAP: u64 = 0;
+/// Knob: hand DNS answers received by targets' UDP sockets up to the agent.
+#[unsafe(no_mangle)]
+static PNM_DNS: u8 = 0;
+
+/// `BPF_NOEXIST`: create only (a racing CPU may have created the entry first).
+const BPF_NOEXIST: u64 = 1;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const DNS_PORT: u16 = 53;
+
+#[inline(always)]
+fn knob_u8(k: *const u8) -> bool {
+    // SAFETY: a read-only global the loader patches; volatile keeps the load.
+    unsafe { core::ptr::read_volatile(k) != 0 }
+}
+
+/// Adds one skb to counters shared between CPUs (or per-CPU ones: the add is as cheap).
+#[inline(always)]
+fn add(c: *mut Counters, ingress: bool, len: u64) {
+    // SAFETY: `c` points into a map value the caller null-checked.
+    unsafe {
+        if ingress {
+            atomic_add(&raw mut (*c).bytes_in, len);
+            atomic_add(&raw mut (*c).pkts_in, 1);
+        } else {
+            atomic_add(&raw mut (*c).bytes_out, len);
+            atomic_add(&raw mut (*c).pkts_out, 1);
+        }
+    }
+}
+
+/// Charges one skb of target `slot` to its remote host and class, and hands DNS answers up.
+#[inline(always)]
+pub fn count(ctx: &SkBuffContext, slot: u32, proto: u8, ingress: bool, len: u64) {
+    let classes = knob_u8(&raw const PNM_CLASSES);
+    let dests = knob_u8(&raw const PNM_DESTS);
+    let dns = knob_u8(&raw const PNM_DNS) && ingress && proto == PROTO_UDP;
+    if !classes && !dests && !dns {
+        return;
+    }
+    let Some((family, addr)) = remote_of(ctx, ingress) else {
+        return;
+    };
+    let class = if classes {
+        let class = class_of(family, &addr);
+        add_class(slot, proto, class, ingress, len);
+        class
+    } else {
+        CLASS_NONE
+    };
+    if dests {
+        add_dest(slot, family, addr, class, ingress, len);
+    }
+    if dns {
+        dns_answer(ctx, slot, family, len);
+    }
+}
+
+/// (family, remote address) from the IP header: IPv4 in `[0]`, network order. Read directly
+/// from the skb's linear data (headers always are), with `bpf_skb_load_bytes` as the fallback:
+/// two helper calls per packet were most of this module's cost.
+#[inline(always)]
+fn remote_of(ctx: &SkBuffContext, ingress: bool) -> Option<(u8, [u32; 4])> {
+    let skb = ctx.skb.skb;
+    // SAFETY: ctx field reads (rewritten by the verifier into packet pointers).
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if data + 40 <= end {
+        // SAFETY: 40 bytes (an IPv6 header, more than an IPv4 one) are inside the packet.
+        unsafe {
+            let first = *(data as *const u8);
+            return match first >> 4 {
+                4 => {
+                    let off = if ingress { 12 } else { 16 };
+                    let a = core::ptr::read_unaligned((data + off) as *const u32);
+                    Some((AF_INET, [a, 0, 0, 0]))
+                }
+                6 => {
+                    let off = if ingress { 8 } else { 24 };
+                    let a = core::ptr::read_unaligned((data + off) as *const [u32; 4]);
+                    Some((AF_INET6, a))
+                }
+                _ => None,
+            };
+        }
+    }
+    let first: u8 = ctx.load(0).ok()?;
+    match first >> 4 {
+        4 => {
+            let a: u32 = ctx.load(if ingress { 12 } else { 16 }).ok()?;
+            Some((AF_INET, [a, 0, 0, 0]))
+        }
+        6 => {
+            let a: [u32; 4] = ctx.load(if ingress { 8 } else { 24 }).ok()?;
+            Some((AF_INET6, a))
+        }
+        _ => None,
+    }
+}
+
+/// The most specific class whose prefix holds `addr`; `CLASS_DEFAULT` (internet) otherwise.
+#[inline(always)]
+fn class_of(family: u8, addr: &[u32; 4]) -> u8 {
+    let mut data = [0u8; 16];
+    if family == AF_INET {
+        data[..12].copy_from_slice(&V4_MAPPED_PREFIX);
+        data[12..].copy_from_slice(&addr[0].to_ne_bytes());
+    } else {
+        for (i, w) in addr.iter().enumerate() {
+            data[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+    match CLASS_CIDRS.get(&Key::new(128, data)) {
+        Some(&c) => c as u8,
+        None => CLASS_DEFAULT,
+    }
+}
+
+#[inline(always)]
+fn add_class(slot: u32, proto: u8, class: u8, ingress: bool, len: u64) {
+    let key = ClassKey {
+        slot,
+        proto,
+        class,
+        _pad: [0; 2],
+    };
+    let c = match CLASS_TOTALS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            let _ = CLASS_TOTALS.insert(key, Counters::default(), BPF_NOEXIST);
+            match CLASS_TOTALS.get_ptr_mut(key) {
+                Some(c) => c,
+                None => match CLASS_LOST.get_ptr_mut(0) {
+                    Some(l) => l,
+                    None => return,
+                },
+            }
+        }
+    };
+    add(c, ingress, len);
+}
+
+/// Per-remote-host totals, at most `PNM_DEST_CAP` hosts per target; past the cap (or with the
+/// map full) the traffic goes to the target's `other` bucket, so the sum always holds.
+#[inline(always)]
+fn add_dest(slot: u32, family: u8, addr: [u32; 4], class: u8, ingress: bool, len: u64) {
+    let key = DestKey {
+        addr,
+        slot,
+        family,
+        class,
+        _pad: [0; 2],
+    };
+    if let Some(c) = DEST_TOTALS.get_ptr_mut(key) {
+        add(c, ingress, len);
+        return;
+    }
+    let Some(other) = DEST_OTHER.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: read-only global.
+    let cap = unsafe { core::ptr::read_volatile(&raw const PNM_DEST_CAP) };
+    // SAFETY: `other` is a live array value. The count is read racily: CPUs adding new hosts
+    // at the same instant may pass the cap by a few, never by more than the CPU count.
+    if unsafe { (*other).hosts } < cap
+        && DEST_TOTALS
+            .insert(key, Counters::default(), BPF_NOEXIST)
+            .is_ok()
+    {
+        // SAFETY: as above.
+        atomic_add(unsafe { &raw mut (*other).hosts }, 1);
+    }
+    match DEST_TOTALS.get_ptr_mut(key) {
+        Some(c) => add(c, ingress, len),
+        // SAFETY: as above; the first field is the counters.
+        None => add(unsafe { &raw mut (*other).counters }, ingress, len),
+    }
+}
+
+/// A UDP datagram from port 53 to a target's socket: hand the packet (from its IP header, at
+/// most `MAX_DNS_PACKET` bytes) to the agent, which parses the answers. Nothing is sent.
+#[inline(always)]
+fn dns_answer(ctx: &SkBuffContext, slot: u32, family: u8, len: u64) {
+    let (proto_off, l4_off) = if family == AF_INET {
+        let Ok(first) = ctx.load::<u8>(0) else {
+            return;
+        };
+        (9, usize::from(first & 0x0f) * 4)
+    } else {
+        // Extension headers are not followed: resolvers' answers carry none.
+        (6, 40)
+    };
+    if ctx.load::<u8>(proto_off) != Ok(17) {
+        return;
+    }
+    match ctx.load::<u16>(l4_off) {
+        Ok(p) if u16::from_be(p) == DNS_PORT => {}
+        _ => return,
+    }
+    let n = (len as u32).min(MAX_DNS_PACKET);
+    let hdr = DnsHeader { slot, len: n };
+    // The upper 32 bits of the flags (BPF_F_CTXLEN_MASK) ask the helper to append `n` bytes
+    // of the skb after `hdr`.
+    DNS_EVENTS.output(ctx, &hdr, n);
+}

@@ -1,0 +1,333 @@
+//! Where the bytes go (issue 17): per-remote-host totals, destination classes counted in the
+//! kernel, the per-target cap's `other` bucket, names from a DNS answer the target received,
+//! and the `destination_class` metrics label. Expected values come from the payloads sent and
+//! the IPv4/UDP header formula, never from procnetmon2's own output.
+
+use std::{process::Command, thread, time::Duration};
+
+use procnetmon2_integration::{
+    Cgroup, Monitor, Netns, Proc, Veth, current, num, skip_unless_root, udp4_bytes,
+};
+
+const SIZE: u64 = 300;
+
+/// `10.X.0.0/16` of the test network, from a peer address `10.X.Y.2`.
+fn net16(ip: &str) -> String {
+    let o: Vec<&str> = ip.split('.').collect();
+    format!("{}.{}.0.0/16", o[0], o[1])
+}
+
+/// `10.X.Y.0/24` of a peer address.
+fn net24(ip: &str) -> String {
+    let o: Vec<&str> = ip.split('.').collect();
+    format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+}
+
+fn scrape(port: u16, accept: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            &format!("Accept: {accept}"),
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "scrape failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn promtool_accepts(text: &str) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup installs Debian's prometheus)");
+    std::io::Write::write_all(p.stdin.as_mut().expect("stdin"), text.as_bytes()).expect("write");
+    let out = p.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A target with one unconnected UDP socket sends to three peers in three /24s and to
+/// loopback. Per host: exactly each peer's datagrams; classes from `--class` (a /16 and an
+/// overlapping /24: the /24 wins) give the same sums; the metrics page splits the counters
+/// by `destination_class` and promtool accepts it. A second run with `--destinations-max 2`
+/// keeps the first two hosts apart and sums the rest in `other`.
+#[test]
+fn per_host_classes_metrics_and_the_cap() {
+    if skip_unless_root() {
+        return;
+    }
+    let a = Netns::new(false);
+    let peers: Vec<(Netns, Veth)> = (81..=83)
+        .map(|subnet| {
+            let b = Netns::new(false);
+            let v = Veth::new(&a, &format!("eth{subnet}"), &b, "eth0", subnet);
+            (b, v)
+        })
+        .collect();
+    let mut sinks = Vec::new();
+    for (b, v) in &peers {
+        let s = Proc::peer(
+            &["udp-recv", &format!("{}:7001", v.ip_b), "1000000"],
+            None,
+            Some(b),
+        );
+        s.expect_line("ready");
+        sinks.push(s);
+    }
+    let lo = Proc::peer(&["udp-recv", "127.0.0.1:7001", "1000000"], None, Some(&a));
+    lo.expect_line("ready");
+    let ips: Vec<String> = peers.iter().map(|(_, v)| v.ip_b.clone()).collect();
+    let counts = [10_u64, 20, 30];
+    let lo_count = 5_u64;
+    let mut send_args = vec!["udp-multi".to_string(), SIZE.to_string()];
+    for (ip, n) in ips.iter().zip(counts) {
+        send_args.push(format!("{ip}:7001={n}"));
+    }
+    send_args.push(format!("127.0.0.1:7001={lo_count}"));
+    let cg = Cgroup::new();
+    let args: Vec<&str> = send_args.iter().map(String::as_str).collect();
+    let mut target = Proc::peer(&args, Some(&cg), Some(&a));
+    target.expect_line("ready");
+    let pid = target.pid().to_string();
+
+    // Run 1: hosts, classes, metrics.
+    let port = 19_500 + (std::process::id() % 400) as u16;
+    let zone = format!("zone={}", net16(&ips[0]));
+    let rack = format!("rack={}", net24(&ips[1]));
+    let maddr = format!("127.0.0.1:{port}");
+    let mon = Monitor::start(&[
+        "-p",
+        &pid,
+        "--json",
+        "-t",
+        "3s",
+        "--interval",
+        "200ms",
+        "--destinations",
+        "--class",
+        &zone,
+        "--class",
+        &rack,
+        "--metrics-addr",
+        &maddr,
+    ]);
+    target.send_line("go");
+    target.expect_line("done");
+    thread::sleep(Duration::from_millis(700));
+    let om = scrape(port, "application/openmetrics-text;version=1.0.0");
+    let classic = scrape(port, "text/plain");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let report = reports.last().expect("a report");
+    let p = &report["processes"][&pid];
+    let d = &p["destinations"];
+    let each = udp4_bytes(SIZE);
+    for (ip, (n, class)) in ips.iter().zip(counts.iter().zip(["zone", "rack", "zone"])) {
+        assert_eq!(num(&d[ip], "bytes_out"), n * each, "{ip}: {d}");
+        assert_eq!(num(&d[ip], "packets_out"), *n, "{ip}: {d}");
+        assert_eq!(num(&d[ip], "bytes_in"), 0, "{ip}: {d}");
+        assert_eq!(d[ip]["class"], class, "{ip}: {d}");
+    }
+    assert_eq!(num(&d["127.0.0.1"], "bytes_out"), lo_count * each, "{d}");
+    assert_eq!(d["127.0.0.1"]["class"], "loopback", "{d}");
+    assert!(d.get("other").is_none(), "{d}");
+    let total: u64 = counts.iter().sum::<u64>() + lo_count;
+    assert_eq!(
+        num(current(report, target.pid()), "bytes_out"),
+        total * each
+    );
+    let c = &p["classes"];
+    assert_eq!(
+        num(&c["zone"], "bytes_out"),
+        (counts[0] + counts[2]) * each,
+        "{c}"
+    );
+    assert_eq!(num(&c["rack"], "bytes_out"), counts[1] * each, "{c}");
+    assert_eq!(num(&c["loopback"], "bytes_out"), lo_count * each, "{c}");
+    assert!(c.get("private").is_none(), "{c}");
+    let line = om
+        .lines()
+        .find(|l| {
+            l.starts_with("procnetmon_network_transmit_bytes_total{")
+                && l.contains("destination_class=\"rack\"")
+                && l.contains("protocol=\"udp\"")
+        })
+        .unwrap_or_else(|| panic!("no rack series in\n{om}"));
+    assert_eq!(
+        line.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()),
+        Some(counts[1] * each),
+        "{line}"
+    );
+    promtool_accepts(&classic);
+
+    // Run 2: at most two hosts apart; the rest (sent after them) in `other`, summing up.
+    let mon = Monitor::start(&[
+        "-p",
+        &pid,
+        "--json",
+        "-t",
+        "2s",
+        "--destinations",
+        "--destinations-max",
+        "2",
+    ]);
+    target.send_line("go");
+    target.expect_line("done");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let report = reports.last().expect("a report");
+    let d = &report["processes"][&pid]["destinations"];
+    let hosts = d.as_object().expect("destinations object");
+    assert_eq!(hosts.len(), 3, "{d}");
+    assert_eq!(num(&d[&ips[0]], "bytes_out"), counts[0] * each, "{d}");
+    assert_eq!(num(&d[&ips[1]], "bytes_out"), counts[1] * each, "{d}");
+    assert!(d[&ips[0]].get("class").is_none(), "classes are off: {d}");
+    assert_eq!(num(&d["other"], "hosts"), 2, "{d}");
+    assert_eq!(
+        num(&d["other"], "bytes_out"),
+        (counts[2] + lo_count) * each,
+        "{d}"
+    );
+    assert_eq!(num(&d["other"], "packets_out"), counts[2] + lo_count, "{d}");
+    let sum: u64 = hosts.values().map(|h| num(h, "bytes_out")).sum();
+    assert_eq!(sum, num(current(report, target.pid()), "bytes_out"));
+    drop(target);
+    drop(sinks);
+    drop(lo);
+}
+
+/// The target asks a DNS server in another namespace for a name (from an unconnected UDP
+/// socket), then sends to the address it got: the destination carries that name, and its
+/// bytes are the query and datagrams out, the answer in.
+#[test]
+fn dns_answer_names_the_peer() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, b) = (Netns::new(false), Netns::new(false));
+    let v = Veth::new(&a, "eth0", &b, "eth0", 84);
+    let dns = Proc::peer(
+        &[
+            "dns-server",
+            &format!("{}:53", v.ip_b),
+            "peer.pnm.test",
+            &v.ip_b,
+        ],
+        None,
+        Some(&b),
+    );
+    dns.expect_line("ready");
+    let sink = Proc::peer(
+        &["udp-recv", &format!("{}:7801", v.ip_b), "1000000"],
+        None,
+        Some(&b),
+    );
+    sink.expect_line("ready");
+    let cg = Cgroup::new();
+    let mut target = Proc::peer(
+        &[
+            "resolve-send",
+            &format!("{}:53", v.ip_b),
+            "peer.pnm.test",
+            "7801",
+            "10",
+            "200",
+        ],
+        Some(&cg),
+        Some(&a),
+    );
+    target.expect_line("ready");
+    let pid = target.pid().to_string();
+    let mon = Monitor::start(&["-p", &pid, "--json", "-t", "2s", "--destinations"]);
+    target.send_line("go");
+    target.expect_line("done");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let d = &reports.last().expect("a report")["processes"][&pid]["destinations"][&v.ip_b];
+    assert_eq!(d["name"], "peer.pnm.test", "{d}");
+    // Query: 12-byte header + "peer.pnm.test" as labels (15) + type and class (4) = 31;
+    // the answer adds 16 (pointer, type, class, TTL, length, address).
+    assert_eq!(
+        num(d, "bytes_out"),
+        udp4_bytes(31) + 10 * udp4_bytes(200),
+        "{d}"
+    );
+    assert_eq!(num(d, "bytes_in"), udp4_bytes(47), "{d}");
+}
+
+/// TCP, like `curl` fetching from three servers: a shell (the target) runs a client against a
+/// server behind each of three veths. Each server's bytes in the target's `destinations` equal
+/// that veth's own IP bytes (nothing else crosses it), both ways, packets too.
+#[test]
+fn tcp_per_host_matches_each_veth() {
+    if skip_unless_root() {
+        return;
+    }
+    let a = Netns::new(false);
+    let peers: Vec<(Netns, Veth)> = (85..=87)
+        .map(|subnet| {
+            let b = Netns::new(false);
+            let v = Veth::new(&a, &format!("eth{subnet}"), &b, "eth0", subnet);
+            (b, v)
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for (b, v) in &peers {
+        let s = Proc::peer(&["tcp-server", &format!("{}:7101", v.ip_b)], None, Some(b));
+        s.expect_line("ready");
+        servers.push(s);
+    }
+    let peer = procnetmon2_integration::bin("pnm-peer");
+    let peer = peer.to_str().expect("utf8");
+    let sizes = [
+        (100_000_u64, 300_000_u64),
+        (20_000, 700_000),
+        (5_000, 50_000),
+    ];
+    let mut script = String::from("echo started; read go; ");
+    for ((_, v), (up, down)) in peers.iter().zip(sizes) {
+        script.push_str(&format!(
+            "{peer} tcp-client {}:7101 {up} {down} 0 1 >/dev/null; ",
+            v.ip_b
+        ));
+    }
+    script.push_str("echo finished; read end");
+    let cg = Cgroup::new();
+    let mut sh = Proc::spawn(
+        std::path::Path::new("sh"),
+        &["-c", &script],
+        Some(&cg),
+        Some(&a),
+    );
+    sh.expect_line("started");
+    let pid = sh.pid().to_string();
+    let before: Vec<_> = peers.iter().map(|(_, v)| a.link_stats(&v.a)).collect();
+    let mon = Monitor::start(&["-p", &pid, "--json", "-t", "3s", "--destinations"]);
+    sh.send_line("go");
+    sh.expect_line("finished");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let d = &reports.last().expect("a report")["processes"][&pid]["destinations"];
+    for (((_, v), b), (up, down)) in peers.iter().zip(&before).zip(sizes) {
+        let delta = a.link_stats(&v.a).since(b);
+        let h = &d[&v.ip_b];
+        assert_eq!(num(h, "bytes_out"), delta.ip_tx(), "{}: {h}", v.ip_b);
+        assert_eq!(num(h, "bytes_in"), delta.ip_rx(), "{}: {h}", v.ip_b);
+        assert_eq!(num(h, "packets_out"), delta.tx_packets, "{}: {h}", v.ip_b);
+        assert_eq!(num(h, "packets_in"), delta.rx_packets, "{}: {h}", v.ip_b);
+        assert!(
+            num(h, "bytes_out") > up + 24 && num(h, "bytes_in") > down,
+            "{h}"
+        );
+    }
+    sh.close_stdin();
+}
