@@ -268,7 +268,8 @@ fn unknown_interface_is_a_usage_error() {
 /// none of them has is a usage error before anything is loaded.
 #[test]
 fn cgroup_target_counts_the_chosen_interface() {
-    if skip_unless_root() {
+    if skip_unless_root() || skip_without_netns_cookie("cgroup_target_counts_the_chosen_interface")
+    {
         return;
     }
     let mut two = TwoLinks::new(46, (70, 300), (30, 900));
