@@ -143,12 +143,16 @@ fn children_count_under_their_target() {
     let peer = peer.to_str().expect("utf8");
     for follow in [true, false] {
         let cg = Cgroup::new();
-        // A shell with a child that predates the run (it sends 3 s later), which then forks
-        // 20 short-lived senders during the run.
+        // A shell with a child that predates the run and sends once the run has begun (on
+        // "go", through a flag file: a fixed delay can end before a slow start, e.g. under
+        // emulation), which then forks 20 short-lived senders during the run.
+        let flag = std::env::temp_dir().join(procnetmon2_integration::unique("pnm-go-"));
+        let flag = flag.to_str().expect("utf8");
         let script = format!(
-            "(sleep 3; exec {peer} udp-send {addr} 50 200 connected >/dev/null) & echo started; read go; \
+            "(while [ ! -e {flag} ]; do sleep 0.05; done; exec {peer} udp-send {addr} 50 200 connected >/dev/null) & \
+             echo started; read go; : > {flag}; \
              for i in $(seq 20); do {peer} udp-send {addr} 10 100 connected >/dev/null; done; echo forks-done; \
-             wait; echo all-done; read end"
+             wait; rm -f {flag}; echo all-done; read end"
         );
         let mut shell = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&cg), Some(&a));
         shell.expect_line("started");

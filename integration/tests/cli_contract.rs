@@ -92,9 +92,10 @@ fn window_continuous_aggregate_and_output_file() {
     let agg = &last["aggregated"];
     assert_eq!(num(agg, "bytes_out"), b1 + b2);
     assert_eq!(num(agg, "packets_out"), 500);
-    // Average rate over the 3 s window, in bits per second.
+    // Average rate over the 3 s window (stretched by PNM_TIME_SCALE, as Monitor::start
+    // stretches -t), in bits per second.
     let avg = num(agg, "rate_out") as f64;
-    let expect = (b1 + b2) as f64 * 8.0 / 3.0;
+    let expect = (b1 + b2) as f64 * 8.0 / (3 * procnetmon2_integration::time_scale()) as f64;
     assert!(
         (avg - expect).abs() / expect < 0.1,
         "average {avg} vs {expect}"

@@ -5,7 +5,7 @@
 use std::{path::Path, process::Command, thread, time::Duration};
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, skip_unless_root, udp4_bytes,
+    Cgroup, Monitor, Netns, Proc, Veth, bin, skip_unless_root, time_scale, udp4_bytes,
 };
 
 fn scrape(port: u16, accept: &str) -> String {
@@ -74,7 +74,8 @@ fn scrape_during_traffic() {
     ]);
     w.send_line("go");
     w.expect_line("udp-done");
-    thread::sleep(Duration::from_millis(600));
+    // A few 200 ms ticks for the totals to be read (stretched under emulation).
+    thread::sleep(Duration::from_millis(600 * time_scale()));
     let om = "application/openmetrics-text;version=1.0.0";
     let text = scrape(port, om);
     let sel = [cg_name.as_str(), "protocol=\"udp\""];
@@ -110,7 +111,7 @@ fn scrape_during_traffic() {
         thread::sleep(Duration::from_millis(100));
     }
     w.expect_line("tcp-done");
-    thread::sleep(Duration::from_millis(600));
+    thread::sleep(Duration::from_millis(600 * time_scale()));
     let after = value(
         &scrape(port, om),
         "procnetmon_network_transmit_bytes_total",

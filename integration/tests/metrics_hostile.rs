@@ -7,7 +7,7 @@
 
 use std::{process::Command, thread, time::Duration, time::Instant};
 
-use procnetmon2_integration::{Monitor, bin, skip_unless_root};
+use procnetmon2_integration::{Monitor, bin, skip_for_kernel, skip_unless_root, time_scale};
 
 /// Open file descriptors and resident memory (KiB) of `pid`.
 fn fds_and_rss(pid: u32) -> (usize, u64) {
@@ -38,6 +38,17 @@ fn healthz_ok(port: u16) -> bool {
 #[test]
 fn hostile_clients_do_not_starve_probes() {
     if skip_unless_root() {
+        return;
+    }
+    // A load test of the agent's HTTP server: its 1 s answer deadline under 1,300 clients is
+    // a property of the CPU it runs on, not of the kernel. In an emulated VM (PNM_TIME_SCALE
+    // > 1: measured on 5.10 under TCG, 15 of 31 probes within 1 s) it cannot hold; the host
+    // run checks it.
+    if time_scale() > 1 {
+        skip_for_kernel(
+            "hostile_clients_do_not_starve_probes",
+            "1 s probe deadline under 1,300 clients measures the CPU; not under emulation",
+        );
         return;
     }
     let port = 19_500 + (std::process::id() % 400) as u16;

@@ -302,17 +302,27 @@ fn simulated_pods() {
     );
     a.expect_line("bound");
     let bin = procnetmon2_integration::bin("procnetmon2");
+    // Its log joins stdout, so the traffic starts once it says it is counting (a fixed
+    // delay can end before a slow start, e.g. under emulation); the window and the wait
+    // stretch by PNM_TIME_SCALE.
+    let scale = procnetmon2_integration::time_scale();
     let script = format!(
-        "exec unshare --cgroup --mount {} -p {} --json -t 3s --host-proc {host_proc}",
+        "exec 2>&1; RUST_LOG=info exec unshare --cgroup --mount {} -p {} --json -t {}s --host-proc {host_proc}",
         bin.display(),
-        a.pid()
+        a.pid(),
+        3 * scale
     );
     let mon = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&agent_cg), None);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let wait = std::time::Duration::from_secs(30 * scale);
+    while !mon
+        .next_line(wait)
+        .expect("the contained run starts counting")
+        .contains("counting")
+    {}
     a.send_line("go");
     a.expect_line("done");
-    let line = mon
-        .next_line(std::time::Duration::from_secs(20))
+    let line = std::iter::from_fn(|| mon.next_line(wait))
+        .find(|l| l.starts_with('{'))
         .expect("a report from the contained run");
     let r: serde_json::Value = serde_json::from_str(&line).expect("json");
     assert_eq!(
