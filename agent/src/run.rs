@@ -63,8 +63,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     let continuous = cfg.continuous && !cfg.tui;
     let output = Output::open(cfg.output.as_deref(), cfg.json, continuous)?;
     // Bound before anything is attached: a taken or bad address fails first.
-    let metrics = MetricsTask::start(cfg)?;
+    let bound = MetricsTask::bind(cfg)?;
     let mut running = setup::apply(&plan, cfg, &env)?;
+    let metrics = MetricsTask::start(cfg, bound)?;
     let mut sink = Sink {
         out: output,
         view: None,
@@ -245,8 +246,27 @@ struct MetricsTask {
 }
 
 impl MetricsTask {
-    fn start(cfg: &Config) -> anyhow::Result<Self> {
+    /// Binds `--metrics-addr` (before anything is attached: a taken or bad address fails
+    /// first). Nothing is served yet: connections wait in the listen backlog.
+    fn bind(cfg: &Config) -> anyhow::Result<Option<MetricsServer>> {
         let Some(addr) = cfg.metrics_addr else {
+            return Ok(None);
+        };
+        MetricsServer::bind_std(addr)
+            .map_err(|e| {
+                UsageError::new(format!(
+                    "--metrics-addr {addr}: cannot listen there ({}); pick a free port or an address of this host",
+                    e.root_cause()
+                ))
+                .into()
+            })
+            .map(Some)
+    }
+
+    /// Starts serving once counting has started, so a scraper (or a readiness probe) that
+    /// gets an answer knows the programs are attached.
+    fn start(cfg: &Config, bound: Option<MetricsServer>) -> anyhow::Result<Self> {
+        let Some(server) = bound else {
             return Ok(Self {
                 registry: None,
                 server: None,
@@ -256,14 +276,7 @@ impl MetricsTask {
             max_series: cfg.max_series,
             grace: cfg.series_grace,
         });
-        let server = MetricsServer::bind_std(addr)
-            .map_err(|e| {
-                UsageError::new(format!(
-                    "--metrics-addr {addr}: cannot listen there ({}); pick a free port or an address of this host",
-                    e.root_cause()
-                ))
-            })?
-            .spawn(reg.clone())?;
+        let server = server.spawn(reg.clone())?;
         Ok(Self {
             registry: Some(reg),
             server: Some(server),
