@@ -2,7 +2,7 @@
 //! (`/proc/PID/ns/net`), on a short-lived thread of their own (setns changes only the calling
 //! thread; it never runs on an async worker).
 
-use std::{fs::File, os::fd::AsRawFd as _};
+use std::fs::File;
 
 use anyhow::{Context as _, anyhow};
 
@@ -31,14 +31,11 @@ impl NetnsLinks {
     }
 }
 
-/// Runs in the calling thread, after setns: reads the namespace cookie and interfaces.
-fn read_here() -> anyhow::Result<NetnsLinks> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
-        .context("socket in the target's namespace")?;
+/// `SO_NETNS_COOKIE` of the namespace a socket lives in.
+pub fn netns_cookie_of(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
     let mut cookie = 0_u64;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: `cookie` is a writable u64 of `len` bytes.
+    // SAFETY: `cookie` is a writable u64 of `len` bytes. nix has no wrapper for this option.
     let r = unsafe {
         libc::getsockopt(
             sock.as_raw_fd(),
@@ -48,10 +45,19 @@ fn read_here() -> anyhow::Result<NetnsLinks> {
             &raw mut len,
         )
     };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("getsockopt(SO_NETNS_COOKIE) (Linux >= 5.14)");
+    if r == 0 {
+        Ok(cookie)
+    } else {
+        Err(std::io::Error::last_os_error())
     }
+}
+
+/// Runs in the calling thread, after setns: reads the namespace cookie and interfaces.
+fn read_here() -> anyhow::Result<NetnsLinks> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .context("socket in the target's namespace")?;
+    let cookie = netns_cookie_of(&sock).context("getsockopt(SO_NETNS_COOKIE) (Linux >= 5.14)")?;
     let links = nix::net::if_::if_nameindex()
         .context("if_nameindex")?
         .iter()

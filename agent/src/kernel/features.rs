@@ -5,8 +5,6 @@
 
 use std::os::fd::{FromRawFd as _, OwnedFd};
 
-/// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h).
-const SO_NETNS_COOKIE: i32 = 71;
 /// `BPF_PROG_LOAD` command and `BPF_PROG_TYPE_CGROUP_SKB`.
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
@@ -109,26 +107,7 @@ pub fn so_netns_cookie() -> bool {
     netns_cookie_of(&sock).is_ok()
 }
 
-/// `SO_NETNS_COOKIE` of the namespace a socket lives in.
-pub fn netns_cookie_of(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
-    let mut cookie = 0_u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: `cookie` is a writable u64 of `len` bytes. nix has no wrapper for this option.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&raw mut cookie).cast(),
-            &raw mut len,
-        )
-    };
-    if r == 0 {
-        Ok(cookie)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
+pub use crate::host::netns::netns_cookie_of;
 
 /// The running kernel's release (`uname -r`), for messages.
 pub fn kernel_release() -> String {

@@ -74,7 +74,13 @@ fn feed(
     named: &[u32],
     fed_through: u64,
 ) {
-    // `procnetmon_target_info` for the PIDs named with -p that are still running.
+    feed_targets(reg, session, named);
+    feed_workloads(reg, session, fed_through);
+    feed_self_stats(reg, session, kernel, named);
+}
+
+/// `procnetmon_target_info` for the PIDs named with -p that are still running.
+fn feed_targets(reg: &MetricsRegistry, session: &Session, named: &[u32]) {
     reg.set_targets(
         session
             .targets()
@@ -90,6 +96,11 @@ fn feed(
             })
             .collect(),
     );
+}
+
+/// Cumulative traffic per workload (per class too with destination classes), then the live
+/// set: a workload that ended after tick `fed_through` is fed once more, then marked gone.
+fn feed_workloads(reg: &MetricsRegistry, session: &Session, fed_through: u64) {
     let now = Instant::now();
     let mut sums: HashMap<WorkloadKey, Traffic> = HashMap::new();
     let mut live: HashSet<WorkloadKey> = HashSet::new();
@@ -159,6 +170,10 @@ fn feed(
     live.extend(live_classed);
     reg.mark_gone_unless(|k| live.contains(k), now);
     reg.expire(now);
+}
+
+/// Tracked sockets, unattributed bytes and map fill.
+fn feed_self_stats(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel, named: &[u32]) {
     let tracked: u64 = session
         .targets()
         .iter()
