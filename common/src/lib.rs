@@ -282,6 +282,17 @@ pub mod knobs {
     /// Deepest cgroup level `pnm_sock_create` looks at for whole-cgroup targets.
     pub const MAX_CGROUP_LEVEL: i32 = 32;
 
+    /// Capacity of `IFACES`. With `--all -i` it holds every interface of every network
+    /// namespace on the node (chosen ones → [`IFACE_COUNT`], the rest → [`IFACE_SKIP`]).
+    pub const MAX_IFACES: u32 = 16384;
+    /// `IFACES` value: count traffic through this interface.
+    pub const IFACE_COUNT: u8 = 1;
+    /// `IFACES` value: a known interface that was not chosen (`--all -i`): not counted. A
+    /// key absent from the map is an interface the agent has not resolved yet.
+    pub const IFACE_SKIP: u8 = 0;
+    /// Capacity of `NEW_IFACES` (interfaces seen before the agent resolved them).
+    pub const MAX_NEW_IFACES: u32 = 256;
+
     /// Key of `IFACES`: an interface, named by its network namespace and index there.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -14,7 +14,8 @@
 //! Minimum kernel: 5.10, measured (docs/kernels.md): bpf links for cgroups 5.7, socket
 //! storage with `BPF_F_CLONE` 5.4, `bpf_spin_lock` in socket storage; only the plain atomic
 //! add (no fetch/cmpxchg atomics, 5.12). `-i` uses `bpf_get_netns_cookie` in cgroup_skb where
-//! the kernel has it (~6.15) and the namespace stamped on each socket elsewhere.
+//! the kernel has it (~6.15) and the namespace stamped on each socket elsewhere (with `--all`,
+//! every socket's: `SOCK_NETNS`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -43,11 +44,12 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
 use maps::{
-    CGROUP_TARGETS, CGROUP_TOTALS, IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS, UNTRACKED,
+    CGROUP_TARGETS, CGROUP_TOTALS, IFACES, NEW_IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS,
+    UNTRACKED,
 };
 use procnetmon2_common::{
     conn::{TCP_CLOSE, TCP_ESTABLISHED, UDP_OPEN},
-    knobs::{CgroupKey, IfaceKey, MAX_CGROUP_LEVEL},
+    knobs::{CgroupKey, IFACE_COUNT, IfaceKey, MAX_CGROUP_LEVEL},
     sock::{
         FLAG_ARMED, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP,
         SockOwner, proto_index,
@@ -122,7 +124,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     if filter_on() && netns_helper_on() {
         // SAFETY: helper on the program context.
         let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-        if !iface_allowed(netns, ifindex) {
+        if !iface_pass(netns, ifindex, dir, u64::from(ctx.len())) {
             return ALLOW;
         }
     }
@@ -134,9 +136,9 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         // target from the owner stamp alone.
         let owner = SOCK_OWNER.get(sk);
         if owner.is_null() {
-            // Not a target's socket: its namespace is unknown without the helper, so with
-            // `-i` there it cannot pass the filter.
-            if all_on() && !stamped_filter {
+            // Not a target's socket: without the helper its namespace is the one stamped
+            // for `--all -i` (`node_netns_pass`).
+            if all_on() && (!stamped_filter || node_netns_pass(sk, ifindex, dir, len)) {
                 count_cgroup(skb, bpf_sk, dir, len);
             }
             return ALLOW;
@@ -148,7 +150,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
             netns_cookie,
             ..
         } = unsafe { *owner };
-        if stamped_filter && !iface_allowed(netns_cookie, ifindex) {
+        if stamped_filter && !iface_pass(netns_cookie, ifindex, dir, len) {
             return ALLOW;
         }
         if all_on() {
@@ -160,7 +162,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         return ALLOW;
     }
     // SAFETY: `st` is a live storage value.
-    if stamped_filter && !iface_allowed(unsafe { (*st).netns_cookie }, ifindex) {
+    if stamped_filter && !iface_pass(unsafe { (*st).netns_cookie }, ifindex, dir, len) {
         return ALLOW;
     }
     if all_on() {
@@ -199,16 +201,65 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     ALLOW
 }
 
-/// Whether (namespace, ifindex) is a chosen interface (`IFACES`).
+/// Whether (namespace, ifindex) is a chosen interface (`IFACES`). With `--all`, the agent also
+/// puts in every other interface of each namespace it resolved (as `IFACE_SKIP`), so a key
+/// that is absent is one it has not resolved yet (a pod's namespace or its `eth0` appeared
+/// mid-run): its bytes are charged to `UNTRACKED`, never dropped silently, and the key is
+/// handed to the agent (`NEW_IFACES`) to resolve.
 #[inline(always)]
-fn iface_allowed(netns_cookie: u64, ifindex: u32) -> bool {
+fn iface_pass(netns_cookie: u64, ifindex: u32, dir: Dir, len: u64) -> bool {
     let key = IfaceKey {
         netns_cookie,
         ifindex,
         _pad: 0,
     };
-    // SAFETY: read-only lookup, value unused.
-    unsafe { IFACES.get(key) }.is_some()
+    // SAFETY: read-only lookup; the value is copied out at once.
+    match unsafe { IFACES.get(key) } {
+        Some(&v) => v == IFACE_COUNT,
+        None => {
+            if all_on() {
+                if let Some(u) = UNTRACKED.get_ptr_mut(0) {
+                    add_counters(u, dir, len);
+                }
+                // SAFETY: read-only lookup. Insert once (BPF_NOEXIST): the agent clears it.
+                if unsafe { NEW_IFACES.get(key) }.is_none() {
+                    let _ = NEW_IFACES.insert(key, 1, 1);
+                }
+            }
+            false
+        }
+    }
+}
+
+/// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: whether a packet of a socket that
+/// is no target's passes the filter, by the namespace stamped on the socket (`SOCK_NETNS`).
+/// A socket without a stamp (made by the kernel itself, or one the agent could not reach at
+/// start) has no known namespace: its bytes are charged to `UNTRACKED`.
+#[inline(always)]
+fn node_netns_pass(sk: *mut c_void, ifindex: u32, dir: Dir, len: u64) -> bool {
+    let netns = maps::SOCK_NETNS.get(sk);
+    if netns.is_null() {
+        if let Some(u) = UNTRACKED.get_ptr_mut(0) {
+            add_counters(u, dir, len);
+        }
+        return false;
+    }
+    // SAFETY: non-null storage pointer.
+    iface_pass(unsafe { *netns }, ifindex, dir, len)
+}
+
+/// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: stamps a new socket that is no
+/// target's with its namespace (`SOCK_NETNS`). Only then: the cost of a storage per socket on
+/// the node is paid by that combination alone.
+#[inline(always)]
+fn stamp_node_netns(ctx: &SockContext) {
+    if !(all_on() && filter_on()) || netns_helper_on() {
+        return;
+    }
+    // SAFETY: helper on the program context (the socket).
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.sock.cast()) };
+    // On allocation failure its traffic is charged to UNTRACKED (`node_netns_pass`).
+    let _ = maps::SOCK_NETNS.get_or_create(ctx.sock.cast(), &cookie);
 }
 
 /// `--all`: charges the skb to the cgroup its socket was created in (`bpf_skb_cgroup_id` reads
@@ -311,6 +362,7 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: helper without arguments.
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     let Some(slot) = target_slot(tgid) else {
+        stamp_node_netns(&ctx);
         return ALLOW;
     };
     // SAFETY: `ctx.sock` is the program context (a `struct bpf_sock`).

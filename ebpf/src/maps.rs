@@ -1,6 +1,6 @@
 //! Every map of the procnetmon2 programs. The agent names them in `agent/src/bpf.rs`.
 //!
-//! All maps are BTF-defined (`.maps` section). The two socket storages are declared by hand:
+//! All maps are BTF-defined (`.maps` section). The socket storages are declared by hand:
 //! aya-ebpf 0.2.1's `SkStorage` fixes its flags to `BPF_F_NO_PREALLOC` and only takes a
 //! `SockAddrContext`, while the owner map needs `BPF_F_CLONE` and every hook passes a socket.
 
@@ -14,7 +14,7 @@ use aya_ebpf::{
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
     dest::{ClassKey, DestKey, DestOther, MAX_CIDRS, MAX_CLASS_KEYS, MAX_DESTS},
-    knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS},
+    knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS, MAX_IFACES, MAX_NEW_IFACES},
     sock::{SockOwner, SockStats},
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
@@ -138,11 +138,28 @@ pub static TARGET_CONNS: Array<ConnGauges, { MAX_TARGETS as usize }> = Array::ne
 pub static CONNS: HashMap<u64, ConnRecord, { MAX_CONNS as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
-/// Interfaces to count when `-i` is given: (netns cookie, ifindex) → 1. Written by the agent
-/// (and rewritten when an interface goes away or comes back); read per packet only when the
+/// Interfaces when `-i` is given: (netns cookie, ifindex) → `IFACE_COUNT`, or with `--all`
+/// also `IFACE_SKIP` for every other interface of each namespace the agent resolved (so an
+/// absent key means "not resolved yet", see `NEW_IFACES`). Written by the agent (and
+/// rewritten when an interface goes away or comes back); read per packet only when the
 /// `PNM_IFACE_FILTER` knob is on.
 #[aya_ebpf::macros::btf_map]
-pub static IFACES: HashMap<IfaceKey, u8, 1024> = HashMap::new();
+pub static IFACES: HashMap<IfaceKey, u8, { MAX_IFACES as usize }> = HashMap::new();
+
+/// `--all -i`: interfaces packets passed before the agent resolved them (a pod's namespace or
+/// its `eth0` appeared mid-run). Their bytes went to `UNTRACKED`; the agent reads these keys
+/// each tick, resolves their namespaces and deletes them.
+#[aya_ebpf::macros::btf_map]
+pub static NEW_IFACES: HashMap<IfaceKey, u8, { MAX_NEW_IFACES as usize }> = HashMap::new();
+
+/// `--all -i` on kernels whose cgroup_skb lacks `bpf_get_netns_cookie`: socket → its network
+/// namespace cookie, for sockets that are no target's (a target's carries it in its owner).
+/// Stamped by `pnm_sock_create` and by the agent for sockets that predate the run; cloned to
+/// accepted sockets. Empty otherwise.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_NETNS")]
+pub static SOCK_NETNS: SkStorageDef<u64, { BPF_F_NO_PREALLOC as usize | BPF_F_CLONE }> =
+    SkStorageDef::new();
 
 /// Whole cgroups as targets (spawn mode, `--cgroup`): cgroup id (kernfs inode) → slot. Every
 /// socket created by a process anywhere in the subtree belongs to the slot. Written by the

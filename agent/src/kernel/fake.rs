@@ -22,6 +22,13 @@ pub struct FakeKernel {
     pub cgroup_targets: HashMap<u64, Slot>,
     /// Interfaces counted with `-i`.
     pub ifaces: HashSet<IfaceKey>,
+    /// `--all -i`: interfaces known and not counted.
+    pub skipped: HashSet<IfaceKey>,
+    /// `--all -i`: interfaces traffic passed before they were resolved (a test plays the
+    /// kernel by filling it).
+    pub new_ifaces: Vec<IfaceKey>,
+    /// Namespace stamps of sockets that are no target's, by descriptor number.
+    pub netns_stamps: Vec<(i32, u64)>,
     /// Stamps written for sockets that predate the run, by descriptor number.
     pub stamps: Vec<(i32, SocketStamp)>,
     /// Cumulative traffic per slot.
@@ -65,6 +72,22 @@ impl Kernel for FakeKernel {
 
     fn deny_iface(&mut self, key: IfaceKey) {
         self.ifaces.remove(&key);
+        self.skipped.remove(&key);
+    }
+
+    fn skip_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
+        self.ifaces.remove(&key);
+        self.skipped.insert(key);
+        Ok(())
+    }
+
+    fn new_ifaces(&mut self) -> Vec<IfaceKey> {
+        std::mem::take(&mut self.new_ifaces)
+    }
+
+    fn stamp_netns(&mut self, sock: &OwnedFd, netns_cookie: u64) -> anyhow::Result<()> {
+        self.netns_stamps.push((sock.as_raw_fd(), netns_cookie));
+        Ok(())
     }
 
     fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool> {

@@ -69,9 +69,18 @@ fn cgroup_skb_loads(insns: &[Insn]) -> bool {
     true
 }
 
+/// Environment variable that, set to `0`, makes `-i` use the stamped-namespace path of older
+/// kernels even where cgroup_skb has the helper: so that path is tested on the newest kernels
+/// too (docs/kernels.md).
+pub const NETNS_HELPER_ENV: &str = "PROCNETMON2_NETNS_HELPER";
+
 /// Whether cgroup_skb programs may call `bpf_get_netns_cookie` (upstream c221d3744ad3, ~6.15).
 /// Without it, `-i` filters on the namespace stamped on each socket instead.
 pub fn netns_cookie_in_cgroup_skb() -> bool {
+    if std::env::var_os(NETNS_HELPER_ENV).is_some_and(|v| v == "0") {
+        log::info!("{NETNS_HELPER_ENV}=0: -i filters on the namespace stamped on each socket");
+        return false;
+    }
     let prog = [
         // call bpf_get_netns_cookie(r1 = ctx)
         Insn {

@@ -204,6 +204,16 @@ pub trait Kernel {
     fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()>;
     /// Stops counting traffic through interface `key`.
     fn deny_iface(&mut self, key: IfaceKey);
+    /// `--all -i`: interface `key` is known and not chosen (not counted, and not reported as
+    /// new); keys absent from the filter are charged to `untracked` and reported by
+    /// [`Kernel::new_ifaces`].
+    fn skip_iface(&mut self, key: IfaceKey) -> anyhow::Result<()>;
+    /// `--all -i`: the interfaces packets passed since the last call that were not in the
+    /// filter yet (their bytes went to `untracked`); taken out of the kernel's list.
+    fn new_ifaces(&mut self) -> Vec<IfaceKey>;
+    /// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: stamps a socket that predates
+    /// the run, through a descriptor copied from its process, with its namespace's cookie.
+    fn stamp_netns(&mut self, sock: &OwnedFd, netns_cookie: u64) -> anyhow::Result<()>;
     /// Stamps a socket that predates the run, through a descriptor copied from its process.
     /// Returns whether the state was installed (false: the kernel already had one).
     fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool>;

@@ -74,6 +74,8 @@ const MAP_UNTRACKED: &str = "UNTRACKED";
 const MAP_UNTRACKED_EVENTS: &str = "UNTRACKED_EVENTS";
 const MAP_CONNS: &str = "CONNS";
 const MAP_IFACES: &str = "IFACES";
+const MAP_NEW_IFACES: &str = "NEW_IFACES";
+const MAP_SOCK_NETNS: &str = "SOCK_NETNS";
 const MAP_CGROUP_TARGETS: &str = "CGROUP_TARGETS";
 const MAP_CGROUP_TOTALS: &str = "CGROUP_TOTALS";
 const MAP_CLASS_CIDRS: &str = "CLASS_CIDRS";
@@ -90,6 +92,8 @@ const BPF_NOEXIST: u64 = 1;
 /// The loaded programs and their maps.
 pub struct Probes {
     ebpf: Ebpf,
+    /// With `-i`: the skb programs ask each packet's namespace (else: the socket's stamp).
+    netns_helper: bool,
     owner: SkStorage<MapData, SockOwner>,
     stats: SkStorage<MapData, SockStats>,
     target_pids: HashMap<MapData, u32, u32>,
@@ -99,6 +103,8 @@ pub struct Probes {
     untracked_events: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, u64, ConnRecord>,
     ifaces: HashMap<MapData, knobs::IfaceKey, u8>,
+    new_ifaces: HashMap<MapData, knobs::IfaceKey, u8>,
+    sock_netns: SkStorage<MapData, u64>,
     cgroup_targets: HashMap<MapData, u64, u32>,
     cgroup_totals: PerCpuHashMap<MapData, CgroupKey, traffic::Counters>,
     dest: DestMaps,
@@ -193,6 +199,7 @@ impl Probes {
         // Probed only for -i, the one user: the fast path where cgroup_skb has the helper.
         let netns_helper = knobs.iface_filter && super::features::netns_cookie_in_cgroup_skb();
         log::debug!("bpf_get_netns_cookie in cgroup_skb: {netns_helper}");
+        let helper = netns_helper;
         let netns_helper = u8::from(netns_helper);
         let classes = u8::from(knobs.dest.classes);
         let dests = u8::from(knobs.dest.destinations);
@@ -249,6 +256,7 @@ impl Probes {
             }
         }
         Ok(Self {
+            netns_helper: helper,
             cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
             cgroup_totals: take(&mut ebpf, MAP_CGROUP_TOTALS)?,
             owner: take(&mut ebpf, MAP_SOCK_OWNER)?,
@@ -260,9 +268,17 @@ impl Probes {
             untracked_events: take(&mut ebpf, MAP_UNTRACKED_EVENTS)?,
             conns: take(&mut ebpf, MAP_CONNS)?,
             ifaces: take(&mut ebpf, MAP_IFACES)?,
+            new_ifaces: take(&mut ebpf, MAP_NEW_IFACES)?,
+            sock_netns: take(&mut ebpf, MAP_SOCK_NETNS)?,
             dest: DestMaps::take(&mut ebpf, knobs.dest.dns)?,
             ebpf,
         })
+    }
+
+    /// With `-i`: whether the skb programs ask each packet's namespace (`bpf_get_netns_cookie`
+    /// in cgroup_skb); false: they filter on the namespace stamped on each socket.
+    pub fn netns_helper(&self) -> bool {
+        self.netns_helper
     }
 
     /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) to
@@ -431,12 +447,43 @@ impl Kernel for Probes {
 
     fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
         self.ifaces
-            .insert(abi_iface(key), 1, 0)
-            .context("insert IFACES")
+            .insert(abi_iface(key), knobs::IFACE_COUNT, 0)
+            .context("insert IFACES (full: more interfaces on the node than it holds)")
     }
 
     fn deny_iface(&mut self, key: IfaceKey) {
         let _ = self.ifaces.remove(&abi_iface(key));
+    }
+
+    fn skip_iface(&mut self, key: IfaceKey) -> anyhow::Result<()> {
+        self.ifaces
+            .insert(abi_iface(key), knobs::IFACE_SKIP, 0)
+            .context("insert IFACES (full: more interfaces on the node than it holds)")
+    }
+
+    fn new_ifaces(&mut self) -> Vec<IfaceKey> {
+        let keys: Vec<knobs::IfaceKey> = self.new_ifaces.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = self.new_ifaces.remove(k);
+        }
+        keys.into_iter()
+            .map(|k| IfaceKey {
+                netns_cookie: k.netns_cookie,
+                ifindex: k.ifindex,
+            })
+            .collect()
+    }
+
+    fn stamp_netns(&mut self, sock: &OwnedFd, netns_cookie: u64) -> anyhow::Result<()> {
+        // BPF_NOEXIST: a stamp from sock_create (or an accepted socket's clone) is as good.
+        match self
+            .sock_netns
+            .insert(&sock.as_raw_fd(), netns_cookie, BPF_NOEXIST)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_eexist(&e) => Ok(()),
+            Err(e) => Err(e).context("stamp socket namespace"),
+        }
     }
 
     /// Its state first (unless the kernel already made one), then its owner, so the kernel
