@@ -15,9 +15,9 @@
 //! | `--all` | no slot: node-wide workloads are found at run time and counted by cgroup |
 //!
 //! Refused: `-p` with `-- CMD`; `--isolate` without `-p`, or with `-- CMD`; `--no-children`
-//! without `-p` (a cgroup target always includes every process in it); `-i` with `--all`
-//! (its node-wide counters are per cgroup, not per interface). More targets than the
-//! kernel's maps hold are refused before anything is loaded.
+//! without `-p` (a cgroup target always includes every process in it). More targets than the
+//! kernel's maps hold are refused before anything is loaded. `--all -i NAME` resolves NAME in
+//! every network namespace on the node; a name found in none is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ use crate::{
     error::UsageError,
     host::{cgroup, identity::ContainerIdentity, procs::ProcIdentity, workloads::CgroupInfo},
     kernel::{IfaceKey, Knobs, MAX_TARGET_PIDS, MAX_TARGETS, Slot},
+    session::node_ifaces::{Netns, NodeIfaces},
 };
 
 /// Names of the chosen interfaces with their key in one network namespace (`-i`).
@@ -83,6 +84,8 @@ pub struct Survey {
     pub own_cgroup: PathBuf,
     /// The agent's PID (names the spawn cgroup).
     pub agent_pid: u32,
+    /// `--all -i`: every network namespace on the node, read (empty otherwise).
+    pub namespaces: Vec<Netns>,
 }
 
 /// What a target is.
@@ -141,6 +144,8 @@ pub struct Plan {
     pub knobs: Knobs,
     /// `--isolate`: move the process targets into dedicated cgroups.
     pub isolate: bool,
+    /// `--all -i`: the interface filter over every namespace on the node.
+    pub node_ifaces: Option<NodeIfaces>,
 }
 
 /// Hands out slots, one per target, in order; refuses more than the kernel's maps hold.
@@ -186,11 +191,6 @@ pub fn check_flags(cfg: &Config) -> Result<(), UsageError> {
             "--no-children applies to -p targets; a cgroup, container or command target always counts every process in it: drop --no-children",
         ));
     }
-    if cfg.all && !cfg.interfaces.is_empty() {
-        return Err(UsageError::new(
-            "-i does not apply to --all (node-wide counters are kept per cgroup, not per interface): drop -i, or name the targets with -p, --cgroup or --container",
-        ));
-    }
     Ok(())
 }
 
@@ -204,7 +204,11 @@ impl Plan {
             cgroups,
             own_cgroup,
             agent_pid,
+            namespaces,
         } = survey;
+        let node_ifaces = (cfg.all && !cfg.interfaces.is_empty())
+            .then(|| NodeIfaces::resolve(&cfg.interfaces, namespaces))
+            .transpose()?;
         let pid_count: usize = if cfg.children {
             processes.iter().map(|p| 1 + p.children.len()).sum()
         } else {
@@ -287,6 +291,7 @@ impl Plan {
             node_wide: cfg.all,
             knobs,
             isolate: cfg.isolate,
+            node_ifaces,
         })
     }
 
@@ -394,6 +399,26 @@ mod tests {
             cgroups,
             own_cgroup: PathBuf::from(format!("{MNT}/agent")),
             agent_pid: 77,
+            namespaces: vec![
+                netns(4026531840, 1, 1000, &["lo", "eth0", "veth1"]),
+                netns(4026532500, 300, 2000, &["lo", "eth0"]),
+            ],
+        }
+    }
+
+    /// A network namespace with these interfaces (ifindex from 1 in order).
+    fn netns(inode: u64, pid: u32, cookie: u64, names: &[&str]) -> Netns {
+        Netns {
+            inode,
+            pid,
+            links: crate::host::netns::NetnsLinks {
+                cookie,
+                links: names
+                    .iter()
+                    .zip(1..)
+                    .map(|(n, i)| ((*n).to_string(), i))
+                    .collect(),
+            },
         }
     }
 
@@ -441,6 +466,7 @@ mod tests {
             (&["--all"], &[], true),
             (&["--all", "-p", "10"], &[('P', 0)], true),
             (&["--all", "--cgroup", "/x"], &[('C', 0)], true),
+            (&["--all", "-i", "eth0"], &[], true),
             (&["--", "curl", "x"], &[('X', 0)], false),
             // The bug this plan exists for: the command and a --cgroup target once shared slot 0.
             (
@@ -484,7 +510,12 @@ mod tests {
                 "--no-children applies",
             ),
             (&["--no-children", "--all"], "--no-children applies"),
-            (&["--all", "-i", "eth0"], "-i does not apply to --all"),
+            // A misspelt -i with --all: in no namespace of the node.
+            (
+                &["--all", "-i", "eht0"],
+                "no interface 'eht0' in any of the 2 network namespaces",
+            ),
+            (&["--all", "-i", "eth0,wg0"], "no interface 'wg0'"),
         ];
         for (args, msg) in table {
             let e = plan(args).expect_err(&format!("{args:?} must be refused"));
@@ -503,8 +534,19 @@ mod tests {
         );
         let p = plan(&["--", "curl"]).unwrap();
         assert!(!p.knobs.children && p.knobs.cgroup_targets);
-        let p = plan(&["--all", "-d", "-p", "10", "-i", "lo"]);
-        assert!(p.is_err());
+        let p = plan(&["--all", "-d", "-p", "10", "-i", "lo"]).unwrap();
+        assert!(p.knobs.all && p.knobs.iface_filter);
+        assert_eq!(p.node_ifaces.map(|n| n.namespaces()), Some(2));
+        // Present in one namespace only: planned (the others count nothing, warned once).
+        let p = plan(&["--all", "-i", "veth1"]).unwrap();
+        assert!(p.node_ifaces.is_some());
+        // -i without --all needs no node-wide filter.
+        assert!(
+            plan(&["-p", "10", "-i", "eth0"])
+                .unwrap()
+                .node_ifaces
+                .is_none()
+        );
         let p = plan(&["-d", "-p", "10", "-i", "lo"]).unwrap();
         assert!(p.knobs.details && p.knobs.iface_filter);
         let p = plan(&["--all"]).unwrap();

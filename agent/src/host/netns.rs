@@ -83,9 +83,43 @@ pub fn links_of(proc: &super::procs::ProcFs, pid: u32) -> anyhow::Result<NetnsLi
         .map_err(|_| anyhow!("netns thread panicked"))?
 }
 
+/// Every network namespace a process lives in now: (the namespace's inode, one PID in it),
+/// one entry per namespace. A `stat` per process, no `setns`: cheap enough to repeat.
+pub fn namespaces(proc: &super::procs::ProcFs) -> Vec<(u64, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir(proc.root()) else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Gone meanwhile, or not ours to see: skipped (another process of it is found).
+        if let Ok(m) = std::fs::metadata(proc.path(pid, "ns/net")) {
+            seen.entry(m.ino()).or_insert(pid);
+        }
+    }
+    let mut out: Vec<(u64, u32)> = seen.into_iter().collect();
+    out.sort_unstable();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_namespace_is_listed() {
+        use std::os::unix::fs::MetadataExt as _;
+        let proc = crate::host::procs::ProcFs::default();
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let all = namespaces(&proc);
+        assert!(all.iter().any(|(ino, _)| *ino == own), "{all:?}");
+        let mut inodes: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+        inodes.dedup();
+        assert_eq!(inodes.len(), all.len(), "one entry per namespace");
+    }
 
     #[test]
     fn own_namespace_has_loopback() {

@@ -46,6 +46,10 @@ impl HostView for LiveHost {
         netns::links_of(&self.proc, pid).ok()
     }
 
+    fn namespaces(&self) -> Vec<(u64, u32)> {
+        netns::namespaces(&self.proc)
+    }
+
     fn cgroup_lookup(&mut self, id: u64, first_seen: Instant) -> Lookup {
         self.names.lookup(id, first_seen)
     }

@@ -13,6 +13,7 @@ pub mod dest;
 pub mod feed;
 pub mod live;
 pub mod node;
+pub mod node_ifaces;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use crate::{
 
 pub use dest::DestTracker;
 pub use node::NodeWide;
+pub use node_ifaces::NodeIfaces;
 
 /// What the session needs from the host each tick.
 pub trait HostView {
@@ -50,6 +52,8 @@ pub trait HostView {
     fn cgroup_alive(&self, dir: &std::path::Path) -> bool;
     /// The interfaces of `pid`'s network namespace.
     fn links(&self, pid: u32) -> Option<NetnsLinks>;
+    /// `--all -i`: every network namespace a process lives in, (inode, one PID in it).
+    fn namespaces(&self) -> Vec<(u64, u32)>;
     /// `--all`: what cgroup `id` is; `first_seen` is when its traffic was first counted (a
     /// look at the tree after that which misses it means the cgroup is gone).
     fn cgroup_lookup(&mut self, id: u64, first_seen: Instant) -> Lookup;
@@ -142,6 +146,8 @@ pub struct Session {
     ticks: u64,
     /// Remote hosts and classes (`--destinations`, `--class`); None when neither is asked.
     dest: Option<DestTracker>,
+    /// `--all -i`: the interface filter of every namespace on the node.
+    node_ifaces: Option<NodeIfaces>,
 }
 
 impl Session {
@@ -184,7 +190,15 @@ impl Session {
             interval: Duration::ZERO,
             ticks: 0,
             dest: None,
+            node_ifaces: None,
         }
+    }
+
+    /// `--all -i`: follows namespaces and interfaces that appear mid-run (see [`NodeIfaces`]).
+    #[must_use]
+    pub fn with_node_ifaces(mut self, ifaces: NodeIfaces) -> Self {
+        self.node_ifaces = Some(ifaces);
+        self
     }
 
     /// Tracks remote hosts and destination classes (see [`DestTracker`]).
@@ -267,6 +281,9 @@ impl Session {
             sum_traffic(self.targets.iter().map(|t| &t.last)),
             min_peak_span,
         );
+        if let Some(ni) = &mut self.node_ifaces {
+            ni.tick(kernel, host);
+        }
         if let Some(node) = &mut self.node {
             node.sample(now, self.ticks, kernel, host);
         }

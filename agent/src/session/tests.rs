@@ -34,6 +34,8 @@ struct FakeHost {
     pending: HashSet<u64>,
     /// Every lookup asked, in order.
     lookups: Vec<u64>,
+    /// Network namespaces: (inode, PID).
+    namespaces: Vec<(u64, u32)>,
 }
 
 impl HostView for FakeHost {
@@ -48,6 +50,9 @@ impl HostView for FakeHost {
     }
     fn links(&self, pid: u32) -> Option<NetnsLinks> {
         self.links.get(&pid).cloned()
+    }
+    fn namespaces(&self) -> Vec<(u64, u32)> {
+        self.namespaces.clone()
     }
     fn cgroup_lookup(&mut self, id: u64, _first_seen: Instant) -> Lookup {
         self.lookups.push(id);
@@ -653,4 +658,96 @@ fn a_cut_off_interval_sets_no_peak() {
     k.totals.insert(Slot(0), tcp(4_000, 0));
     s.tick_partial(t0 + 2 * SEC, &mut k, &mut h).unwrap();
     assert!(s.targets()[0].series.peak_in > 16_000.0);
+}
+
+/// `--all -i eth0`: every interface of every namespace is in the filter (eth0 counted, the
+/// rest skipped); a namespace that appears mid-run is resolved when the kernel reports its
+/// traffic; an eth0 added later in a known namespace is counted; gone namespaces leave.
+#[test]
+fn node_interfaces_follow_new_namespaces() {
+    use super::node_ifaces::{Netns, NodeIfaces, REFRESH_TICKS};
+    let ns = |cookie: u64, names: &[&str]| NetnsLinks {
+        cookie,
+        links: names
+            .iter()
+            .zip(1..)
+            .map(|(n, i)| ((*n).to_string(), i))
+            .collect(),
+    };
+    let key = |netns_cookie, ifindex| IfaceKey {
+        netns_cookie,
+        ifindex,
+    };
+    let names = vec!["eth0".to_string()];
+    // A misspelt name: in no namespace.
+    let e = NodeIfaces::resolve(
+        &["eht0".into()],
+        vec![Netns {
+            inode: 1,
+            pid: 1,
+            links: ns(100, &["lo", "eth0"]),
+        }],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'eht0'") && e.contains("lo, eth0"), "{e}");
+
+    let mut ni = NodeIfaces::resolve(
+        &names,
+        vec![
+            Netns {
+                inode: 1,
+                pid: 1,
+                links: ns(100, &["lo", "eth0"]),
+            },
+            Netns {
+                inode: 2,
+                pid: 20,
+                links: ns(200, &["lo"]),
+            },
+        ],
+    )
+    .unwrap();
+    let mut k = FakeKernel::default();
+    ni.install(&mut k).unwrap();
+    assert_eq!(k.ifaces, HashSet::from([key(100, 2)]));
+    assert_eq!(k.skipped, HashSet::from([key(100, 1), key(200, 1)]));
+
+    let mut h = FakeHost {
+        namespaces: vec![(1, 1), (2, 20)],
+        ..FakeHost::default()
+    };
+    h.links.insert(1, ns(100, &["lo", "eth0"]));
+    h.links.insert(20, ns(200, &["lo"]));
+    // Nothing reported: nothing read.
+    ni.tick(&mut k, &h);
+    assert_eq!(ni.namespaces(), 2);
+
+    // A pod starts: its namespace (process 30) carries traffic before it is known.
+    h.namespaces.push((3, 30));
+    h.links.insert(30, ns(300, &["lo", "eth0"]));
+    k.new_ifaces = vec![key(300, 2)];
+    ni.tick(&mut k, &h);
+    assert!(k.ifaces.contains(&key(300, 2)) && k.skipped.contains(&key(300, 1)));
+    assert_eq!(ni.namespaces(), 3);
+
+    // CNI adds eth0 to the namespace that had none: reported, re-read, counted.
+    h.links.insert(20, ns(200, &["lo", "eth0"]));
+    k.new_ifaces = vec![key(200, 2)];
+    ni.tick(&mut k, &h);
+    assert!(k.ifaces.contains(&key(200, 2)));
+
+    // Traffic in a namespace no process lives in: looked for once, then not on every tick.
+    k.new_ifaces = vec![key(999, 1)];
+    ni.tick(&mut k, &h);
+    assert_eq!(ni.namespaces(), 3);
+
+    // The pod ends: its namespace leaves the filter at the next full re-read.
+    h.namespaces.retain(|(i, _)| *i != 3);
+    for _ in 0..REFRESH_TICKS {
+        ni.tick(&mut k, &h);
+    }
+    assert_eq!(ni.namespaces(), 2);
+    assert!(!k.ifaces.contains(&key(300, 2)) && !k.skipped.contains(&key(300, 1)));
+    assert_eq!(k.ifaces, HashSet::from([key(100, 2), key(200, 2)]));
 }

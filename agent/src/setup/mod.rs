@@ -83,6 +83,14 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     }
     let mut probes = Probes::load(plan.knobs)?;
     fill_target_maps(&mut probes, plan)?;
+    if let Some(ni) = &plan.node_ifaces {
+        ni.install(&mut probes).with_context(|| {
+            format!(
+                "-i with --all: the {} network namespaces' interfaces do not fit the kernel's filter",
+                ni.namespaces()
+            )
+        })?;
+    }
     if let Some(classes) = &cfg.classes {
         probes.set_class_cidrs(&classes.cidrs)?;
     }
@@ -93,6 +101,12 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     for cg in &cgroups {
         probes.attach_sock_hooks(cg)?;
+    }
+    // `--all -i` where cgroup_skb cannot ask a packet's namespace: every socket on the node
+    // needs its namespace stamped. New ones are stamped by sock_create (attached above);
+    // those that predate the run, here, before the counters are attached.
+    if plan.node_ifaces.is_some() && !probes.netns_helper() {
+        stamp::stamp_node_netns(&mut probes, &env.proc);
     }
     for cg in &cgroups {
         probes.attach_counters(cg)?;
@@ -159,6 +173,10 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     .with_interval(cfg.interval);
     let session = match dest {
         Some(d) => session.with_destinations(d),
+        None => session,
+    };
+    let session = match &plan.node_ifaces {
+        Some(ni) => session.with_node_ifaces(ni.clone()),
         None => session,
     };
 

@@ -149,6 +149,50 @@ pub fn stamp_existing(
     out
 }
 
+/// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: stamps every inet socket held by
+/// any process on the node with its namespace's cookie (`SO_NETNS_COOKIE`), so the kernel can
+/// filter its packets by interface. Sockets it cannot reach (held by no process, or in a
+/// process that ends meanwhile) carry no stamp: the kernel charges their bytes to `untracked`.
+pub fn stamp_node_netns(kernel: &mut dyn Kernel, proc: &ProcFs) {
+    let (mut stamped, mut failed) = (0_usize, 0_usize);
+    let Ok(dir) = std::fs::read_dir(proc.root()) else {
+        log::warn!(
+            "-i with --all: cannot list processes; their existing sockets count as untracked"
+        );
+        return;
+    };
+    let pids = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+    for pid in pids {
+        let Ok(pidfd) = procs::PidFd::open(pid) else {
+            continue;
+        };
+        for fd in candidate_fds(proc, pid) {
+            let Ok(copy) = pidfd.get_fd(fd) else { continue };
+            let Ok(info) = procs::sock_info(&copy) else {
+                continue;
+            };
+            if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 {
+                continue;
+            }
+            let done = crate::kernel::features::netns_cookie_of(&copy)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| kernel.stamp_netns(&copy, c));
+            match done {
+                Ok(()) => stamped += 1,
+                Err(e) => {
+                    failed += 1;
+                    log::debug!("socket {fd} of process {pid}: {e:#}");
+                }
+            }
+        }
+    }
+    log::info!(
+        "-i with --all: {stamped} existing socket(s) stamped with their network namespace, {failed} failed (their bytes count as untracked)"
+    );
+}
+
 /// The descriptors of `pid` that may be sockets. /proc/PID/fd of another user's process can
 /// be listed only with CAP_DAC_READ_SEARCH; without it, every number in its descriptor table
 /// is tried (`pidfd_getfd` needs only CAP_SYS_PTRACE, and non-sockets are skipped).

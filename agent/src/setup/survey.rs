@@ -17,6 +17,7 @@ use crate::{
     },
     kernel::IfaceKey,
     plan::{CgroupFacts, Ifaces, ProcessFacts, ProcessLabels, Survey},
+    session::node_ifaces::Netns,
 };
 
 /// Reads everything the plan needs; refuses bad targets with a usage error.
@@ -78,13 +79,33 @@ pub fn survey(cfg: &Config, env: &Env) -> anyhow::Result<Survey> {
         env.mount
             .dir_of_pid(&ProcFs::default(), std::process::id())?
     };
+    let namespaces = if cfg.all && !cfg.interfaces.is_empty() {
+        node_namespaces(&env.proc)
+    } else {
+        Vec::new()
+    };
     Ok(Survey {
         mount_point: env.mount.mount_point.clone(),
         processes,
         cgroups,
         own_cgroup,
         agent_pid: std::process::id(),
+        namespaces,
     })
+}
+
+/// `--all -i`: every network namespace a process lives in, with its interfaces. A process
+/// that ends while it is read is skipped (another in its namespace, if any, stands for it).
+fn node_namespaces(proc: &ProcFs) -> Vec<Netns> {
+    netns::namespaces(proc)
+        .into_iter()
+        .filter_map(|(inode, pid)| {
+            netns::links_of(proc, pid)
+                .map_err(|e| log::debug!("-i: namespace of process {pid}: {e:#}"))
+                .ok()
+                .map(|links| Netns { inode, pid, links })
+        })
+        .collect()
 }
 
 /// Names of process `pid` for reports: container identity, NSpid, workload.
