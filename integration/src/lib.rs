@@ -527,6 +527,16 @@ impl Monitor {
     /// Starts `WRAPPER… procnetmon2 ARGS` (e.g. `setpriv` with fewer capabilities) and waits
     /// until it says it is counting.
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::start_full(wrapper, &[], args)
+    }
+
+    /// Starts `procnetmon2 ARGS` with extra environment variables and waits until it says it
+    /// is counting.
+    pub fn start_env(env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_full(&[], env, args)
+    }
+
+    fn start_full(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Self {
         let agent = bin("procnetmon2");
         let mut cmd = match wrapper.split_first() {
             Some((w, rest)) => {
@@ -539,6 +549,7 @@ impl Monitor {
         let mut child = cmd
             .args(scaled_window_args(args))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -608,12 +619,20 @@ impl Monitor {
             assert!(Instant::now() < deadline, "procnetmon2 did not exit");
             thread::sleep(Duration::from_millis(20));
         };
-        // The reader threads end at EOF; give them a moment to drain.
-        thread::sleep(Duration::from_millis(50));
-        self.stderr_all.extend(self.stderr.try_iter());
-        let reports = self
-            .stdout
-            .try_iter()
+        // The reader threads end at EOF: drain until then (a loaded machine can take more
+        // than a moment to read a long report), or 5 s if a child still holds the pipes.
+        let drain = |rx: &mpsc::Receiver<String>| {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut lines = Vec::new();
+            while let Ok(l) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                lines.push(l);
+            }
+            lines
+        };
+        let stdout = drain(&self.stdout);
+        self.stderr_all.extend(drain(&self.stderr));
+        let reports = stdout
+            .into_iter()
             .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
         (status, reports, std::mem::take(&mut self.stderr_all))
