@@ -38,7 +38,7 @@ pub struct Opt {
     pub pids: Option<String>,
 
     /// Network interface(s) to count, comma-separated, named as in each target's own
-    /// network namespace (default: all)
+    /// network namespace (with --all: each workload's) (default: all)
     #[arg(short = 'i', long = "interface", value_name = "NAME")]
     pub interface: Option<String>,
 
