@@ -276,9 +276,15 @@ impl Plan {
             iface_filter: !cfg.interfaces.is_empty(),
             children: cfg.children && has(|k| matches!(k, TargetKind::Process { .. })),
             cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
+            pid_targets: has(|k| matches!(k, TargetKind::Process { .. })),
             all: cfg.all,
             dest: crate::kernel::DestKnobs {
                 classes: cfg.classes.is_some(),
+                class_count: cfg
+                    .classes
+                    .as_ref()
+                    .map_or(0, |c| u32::try_from(c.names.len()).unwrap_or(u32::MAX)),
+                slots: u32::try_from(targets.len()).unwrap_or(u32::MAX),
                 destinations: cfg.destinations,
                 cap: cfg.destinations_max,
                 // Names are shown with the destinations: hand DNS answers up only then.
@@ -527,13 +533,14 @@ mod tests {
     fn knobs_follow_the_targets() {
         let p = plan(&["-p", "10"]).unwrap();
         assert!(p.knobs.children && !p.knobs.cgroup_targets && !p.knobs.all);
+        assert!(p.knobs.pid_targets);
         let p = plan(&["-p", "10", "--no-children"]).unwrap();
         assert!(!p.knobs.children);
         assert!(
             matches!(&p.targets[0].kind, TargetKind::Process { children, .. } if children.is_empty())
         );
         let p = plan(&["--", "curl"]).unwrap();
-        assert!(!p.knobs.children && p.knobs.cgroup_targets);
+        assert!(!p.knobs.children && p.knobs.cgroup_targets && !p.knobs.pid_targets);
         let p = plan(&["--all", "-d", "-p", "10", "-i", "lo"]).unwrap();
         assert!(p.knobs.all && p.knobs.iface_filter);
         assert_eq!(p.node_ifaces.map(|n| n.namespaces()), Some(2));

@@ -15,7 +15,7 @@ pub mod target {
 
 /// Per-socket state kept in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`).
 pub mod sock {
-    /// Protocol index used in [`SockOwner::proto`] and [`crate::traffic::TargetTotals`].
+    /// Protocol index used in [`SockState::proto`] and [`crate::traffic::TargetTotals`].
     pub const PROTO_TCP: u8 = 0;
     /// UDP (and UDP-Lite) sockets.
     pub const PROTO_UDP: u8 = 1;
@@ -34,32 +34,6 @@ pub mod sock {
         }
     }
 
-    /// Who owns a socket. Stored in `SOCK_OWNER`, a socket storage created with `BPF_F_CLONE`,
-    /// so a listener's owner is copied to every socket it accepts.
-    ///
-    /// Written by `pnm_sock_create` (new sockets of a target) and by the agent through a
-    /// `pidfd_getfd` copy (sockets that predate the run).
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SockOwner {
-        /// Process (tgid, in the initial pid namespace) that created the socket.
-        pub tgid: u32,
-        /// Target slot the socket's traffic is charged to (index into `TARGET_TOTALS`).
-        pub slot: u32,
-        /// Protocol index (`PROTO_*`).
-        pub proto: u8,
-        /// Address family (`AF_INET` = 2, `AF_INET6` = 10).
-        pub family: u8,
-        /// Explicit padding; always zero.
-        pub _pad: [u8; 6],
-        /// Cookie of the socket's network namespace (`bpf_get_netns_cookie` at creation, or
-        /// `SO_NETNS_COOKIE` from user space); set only with `-i`. Kernels before ~6.15 have
-        /// no `bpf_get_netns_cookie` in cgroup_skb: there the interface filter reads this.
-        /// Cloned with the rest, so an accepted socket carries its listener's namespace.
-        pub netns_cookie: u64,
-    }
-    const _: () = assert!(core::mem::size_of::<SockOwner>() == 24);
-
     /// `struct bpf_spin_lock` (include/uapi/linux/bpf.h). The verifier finds the lock in a map
     /// value by this exact BTF type name, so the Rust name must stay the C one.
     #[repr(C)]
@@ -70,65 +44,71 @@ pub mod sock {
         pub val: u32,
     }
 
-    /// `SockStats::counted`: not (yet) in the target's connection gauge.
+    /// `SockState::counted`: not (yet) in the target's connection gauge.
     pub const COUNT_NOT_YET: u64 = 0;
-    /// `SockStats::counted`: included in the gauge now.
+    /// `SockState::counted`: included in the gauge now.
     pub const COUNT_ACTIVE: u64 = 1;
-    /// `SockStats::counted`: was counted or can no longer be (closed); never counted again.
+    /// `SockState::counted`: was counted or can no longer be (closed); never counted again.
     pub const COUNT_DONE: u64 = 2;
 
-    /// `SockStats::flags` bit: TCP socket is established (set by sock_ops, or by the agent
+    /// `SockState::flags` bit: TCP socket is established (set by sock_ops, or by the agent
     /// for a connection that predates the run).
     pub const FLAG_ESTABLISHED: u64 = 1;
-    /// `SockStats::flags` bit: UDP socket is bound or connected.
+    /// `SockState::flags` bit: UDP socket is bound or connected.
     pub const FLAG_UDP_ACTIVE: u64 = 1 << 1;
-    /// `SockStats::flags` bit: traffic of this socket passes the interface filter (always set
+    /// `SockState::flags` bit: traffic of this socket passes the interface filter (always set
     /// when there is no filter; set on its first matching packet otherwise).
     pub const FLAG_IFACE_OK: u64 = 1 << 2;
-    /// `SockStats::flags` bit: sock_ops state callbacks are armed on this socket. Not set for
+    /// `SockState::flags` bit: sock_ops state callbacks are armed on this socket. Not set for
     /// connections that predate the run (callbacks cannot be armed on them): the skb programs
     /// then watch their TCP state.
     pub const FLAG_ARMED: u64 = 1 << 3;
 
-    /// Per-socket state. Stored in `SOCK_STATS`, a socket storage *without* the clone flag:
-    /// an accepted socket must start from zero, not from its listener's counts.
-    /// Created by the first hook that sees a target's socket (skb, sock_ops, bind, connect,
-    /// sendmsg) from its [`SockOwner`], or by the agent for sockets that predate the run.
+    /// Per-socket state of a target's socket: who owns it and where it stands in its target's
+    /// connection gauge. Stored in `SOCK_STATE`, one socket storage created with `BPF_F_CLONE`
+    /// so that a listener's state is copied to every socket it accepts (the owner follows);
+    /// the copy's `flags` and `counted` are reset at passive-established. No per-socket byte
+    /// counters: nothing reads them (targets are charged in `TARGET_TOTALS`, connections with
+    /// `--details` in `CONNS`), and four atomic adds per packet were most of the hot path.
+    ///
+    /// Written by `pnm_sock_create` (new sockets of a target) and by the agent through a
+    /// `pidfd_getfd` copy (sockets that predate the run). Any socket without it is not a
+    /// target's: the packet path pays one storage lookup for every socket.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SockStats {
-        /// IP bytes received (IP header included once per skb).
-        pub bytes_in: u64,
-        /// IP bytes sent.
-        pub bytes_out: u64,
-        /// skbs received (one GRO skb may be many wire packets).
-        pub pkts_in: u64,
-        /// skbs sent (one GSO skb may be many wire packets).
-        pub pkts_out: u64,
+    pub struct SockState {
         /// `FLAG_*` bits; set only under `lock`.
         pub flags: u64,
         /// Gauge state `COUNT_*`; changed only under `lock`, so a socket enters and leaves its
         /// target's connection gauge exactly once whichever hooks race. A spin lock rather
         /// than compare-and-swap: BPF cmpxchg and fetch-or arrived in Linux 5.12.
         pub counted: u64,
-        /// Copy of [`SockOwner::netns_cookie`].
+        /// Cookie of the socket's network namespace (`bpf_get_netns_cookie` at creation, or
+        /// `SO_NETNS_COOKIE` from user space); set only with `-i`. Kernels before ~6.15 have
+        /// no `bpf_get_netns_cookie` in cgroup_skb: there the interface filter reads this.
+        /// Cloned with the rest, so an accepted socket carries its listener's namespace.
         pub netns_cookie: u64,
-        /// Copy of [`SockOwner::slot`], so the hot path needs one storage lookup.
+        /// Destination-class cache (issue 17): the last IPv4 remote address looked up in the
+        /// LPM trie (upper 32 bits, network order), its class (bits 0–7) and bit 8 set when
+        /// valid. One 64-bit word, so a racing CPU reads an old or a new pair, never a mix.
+        /// A connected socket's remote never changes: one trie lookup per socket.
+        pub class_v4: u64,
+        /// Target slot the socket's traffic is charged to (index into `TARGET_TOTALS`).
         pub slot: u32,
-        /// Process that owns the socket (tgid).
+        /// Process (tgid, in the initial pid namespace) that created the socket.
         pub tgid: u32,
-        /// Copy of [`SockOwner::proto`].
+        /// Protocol index (`PROTO_*`).
         pub proto: u8,
-        /// Copy of [`SockOwner::family`].
+        /// Address family (`AF_INET` = 2, `AF_INET6` = 10).
         pub family: u8,
         /// Explicit padding; always zero.
         pub _pad: [u8; 2],
         /// Guards `flags` and `counted` (taken on state changes only, never per packet).
-        /// Programs may not load or store it directly, nor copy a whole `SockStats` out of
+        /// Programs may not load or store it directly, nor copy a whole `SockState` out of
         /// the map: read fields one by one.
         pub lock: bpf_spin_lock,
     }
-    const _: () = assert!(core::mem::size_of::<SockStats>() == 72);
+    const _: () = assert!(core::mem::size_of::<SockState>() == 48);
 }
 
 /// Running totals per target.
@@ -255,6 +235,8 @@ pub mod knobs {
     pub const TASK_PID_OFF: &str = "PNM_TASK_PID_OFF";
     /// Global name (u32): byte offset of `task_struct.tgid`.
     pub const TASK_TGID_OFF: &str = "PNM_TASK_TGID_OFF";
+    /// Global name: nonzero when `TARGET_PIDS` has entries (processes as targets).
+    pub const PID_TARGETS: &str = "PNM_PID_TARGETS";
     /// Global name: nonzero when `CGROUP_TARGETS` has entries (whole cgroups as targets).
     pub const CGROUP_TARGETS: &str = "PNM_CGROUP_TARGETS";
     /// Global name: nonzero when cgroup_skb programs may call `bpf_get_netns_cookie` (probed
@@ -314,8 +296,6 @@ pub mod dest {
 
     /// Capacity of `DEST_TOTALS` ((target, remote address) pairs of all targets together).
     pub const MAX_DESTS: u32 = 131_072;
-    /// Capacity of `CLASS_TOTALS` ((target, protocol, class) triples).
-    pub const MAX_CLASS_KEYS: u32 = 16_384;
     /// Capacity of `CLASS_CIDRS` (the LPM trie: built-in and user prefixes).
     pub const MAX_CIDRS: u32 = 16_384;
     /// Most classes (built-in ones included); class indices are `0..MAX_CLASSES`.
@@ -329,6 +309,9 @@ pub mod dest {
 
     /// Global name: nonzero looks every packet's remote address up in `CLASS_CIDRS`.
     pub const CLASSES: &str = "PNM_CLASSES";
+    /// Global name (u32): number of classes (built-in ones included), the stride of
+    /// `CLASS_TOTALS`: target `slot`'s class `c` is entry `slot * count + c`.
+    pub const CLASS_COUNT: &str = "PNM_CLASS_COUNT";
     /// Global name: nonzero keeps per-remote-host totals in `DEST_TOTALS`.
     pub const DESTS: &str = "PNM_DESTS";
     /// Global name (u64): most remote hosts per target in `DEST_TOTALS`; more go to `other`.
@@ -365,20 +348,6 @@ pub mod dest {
     }
     const _: () = assert!(core::mem::size_of::<DestOther>() == 40);
 
-    /// Key of `CLASS_TOTALS`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct ClassKey {
-        /// Target slot.
-        pub slot: u32,
-        /// `sock::PROTO_*`.
-        pub proto: u8,
-        /// Class index.
-        pub class: u8,
-        /// Explicit padding; always zero.
-        pub _pad: [u8; 2],
-    }
-    const _: () = assert!(core::mem::size_of::<ClassKey>() == 8);
 
     /// `CLASS_CIDRS` is an LPM trie keyed by (prefix length, 16 address bytes) with a `u32`
     /// class value; IPv4 prefixes are stored IPv4-mapped (`::ffff:a.b.c.d`, length + 96), so
@@ -400,8 +369,7 @@ pub mod dest {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `#[repr(C)]`, `Copy`, with explicit padding and no pointers.
-    unsafe impl aya::Pod for crate::sock::SockOwner {}
-    unsafe impl aya::Pod for crate::sock::SockStats {}
+    unsafe impl aya::Pod for crate::sock::SockState {}
     unsafe impl aya::Pod for crate::traffic::Counters {}
     unsafe impl aya::Pod for crate::traffic::TargetTotals {}
     unsafe impl aya::Pod for crate::conn::ConnGauges {}
@@ -410,5 +378,4 @@ mod pod {
     unsafe impl aya::Pod for crate::knobs::CgroupKey {}
     unsafe impl aya::Pod for crate::dest::DestKey {}
     unsafe impl aya::Pod for crate::dest::DestOther {}
-    unsafe impl aya::Pod for crate::dest::ClassKey {}
 }

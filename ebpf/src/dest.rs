@@ -12,20 +12,23 @@
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::SkBuffContext};
 use procnetmon2_common::{
     dest::{
-        CLASS_DEFAULT, CLASS_NONE, ClassKey, DestKey, DnsHeader, MAX_DNS_PACKET, V4_MAPPED_PREFIX,
+        CLASS_DEFAULT, CLASS_NONE, DestKey, DnsHeader, MAX_DNS_PACKET, V4_MAPPED_PREFIX,
     },
-    sock::PROTO_UDP,
+    sock::{PROTO_UDP, SockState},
     traffic::Counters,
 };
 
 use crate::{
     maps::{CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER, DEST_TOTALS, DNS_EVENTS},
-    track::atomic_add,
+    track::{add_percpu, atomic_add},
 };
 
 /// Knob: look each packet's remote address up in `CLASS_CIDRS` (`--class`, `--classes`).
 #[unsafe(no_mangle)]
 static PNM_CLASSES: u8 = 0;
+/// Knob: classes configured (the stride of `CLASS_TOTALS`).
+#[unsafe(no_mangle)]
+static PNM_CLASS_COUNT: u32 = 0;
 /// Knob: keep per-remote-host totals (`--destinations`).
 #[unsafe(no_mangle)]
 static PNM_DESTS: u8 = 0;
@@ -48,7 +51,8 @@ fn knob_u8(k: *const u8) -> bool {
     unsafe { core::ptr::read_volatile(k) != 0 }
 }
 
-/// Adds one skb to counters shared between CPUs (or per-CPU ones: the add is as cheap).
+/// Adds one skb to counters shared between CPUs (`DEST_TOTALS`, `DEST_OTHER`): any CPU may
+/// charge the same remote host at once, so both directions add atomically.
 #[inline(always)]
 fn add(c: *mut Counters, ingress: bool, len: u64) {
     // SAFETY: `c` points into a map value the caller null-checked.
@@ -63,9 +67,17 @@ fn add(c: *mut Counters, ingress: bool, len: u64) {
     }
 }
 
-/// Charges one skb of target `slot` to its remote host and class, and hands DNS answers up.
+/// Charges one skb of target `slot` (socket state `st`) to its remote host and class, and
+/// hands DNS answers up.
 #[inline(always)]
-pub fn count(ctx: &SkBuffContext, slot: u32, proto: u8, ingress: bool, len: u64) {
+pub fn count(
+    ctx: &SkBuffContext,
+    st: *mut SockState,
+    slot: u32,
+    proto: u8,
+    ingress: bool,
+    len: u64,
+) {
     let classes = knob_u8(&raw const PNM_CLASSES);
     let dests = knob_u8(&raw const PNM_DESTS);
     let dns = knob_u8(&raw const PNM_DNS) && ingress && proto == PROTO_UDP;
@@ -76,7 +88,7 @@ pub fn count(ctx: &SkBuffContext, slot: u32, proto: u8, ingress: bool, len: u64)
         return;
     };
     let class = if classes {
-        let class = class_of(family, &addr);
+        let class = class_cached(st, family, &addr);
         add_class(slot, proto, class, ingress, len);
         class
     } else {
@@ -149,28 +161,56 @@ fn class_of(family: u8, addr: &[u32; 4]) -> u8 {
     }
 }
 
+/// `SockState::class_v4` bit 8: the cache holds a lookup.
+const CLASS_CACHED: u64 = 1 << 8;
+
+/// The class of `addr` for this socket: from the socket's cache when its last IPv4 lookup was
+/// for the same address (always, for a connected socket), else from the trie, then cached.
+/// IPv6 is looked up every time: 16 bytes cannot be swapped in one store, and a torn cache
+/// could charge the wrong class.
+#[inline(always)]
+fn class_cached(st: *mut SockState, family: u8, addr: &[u32; 4]) -> u8 {
+    if family != AF_INET {
+        return class_of(family, addr);
+    }
+    let want = (u64::from(addr[0]) << 32) | CLASS_CACHED;
+    // SAFETY: `st` is a live storage value; one aligned 64-bit load and store, so a racing
+    // CPU sees an old or a new (address, class) pair, never half of each.
+    unsafe {
+        let field = &raw mut (*st).class_v4;
+        let c = core::ptr::read_volatile(field);
+        if c & !0xff == want {
+            return c as u8;
+        }
+        let class = class_of(family, addr);
+        core::ptr::write_volatile(field, want | u64::from(class));
+        class
+    }
+}
+
 #[inline(always)]
 fn add_class(slot: u32, proto: u8, class: u8, ingress: bool, len: u64) {
-    let key = ClassKey {
-        slot,
-        proto,
-        class,
-        _pad: [0; 2],
+    // SAFETY: read-only global.
+    let count = unsafe { core::ptr::read_volatile(&raw const PNM_CLASS_COUNT) };
+    let entry = if u32::from(class) < count {
+        CLASS_TOTALS.get_ptr_mut(slot.wrapping_mul(count).wrapping_add(u32::from(class)))
+    } else {
+        None
     };
-    let c = match CLASS_TOTALS.get_ptr_mut(key) {
-        Some(c) => c,
+    match entry {
+        // SAFETY: this CPU's value; the protocol index bounded for the verifier.
+        Some(t) => add_percpu(
+            unsafe { &raw mut (*t).by_proto[usize::from(proto).min(2)] },
+            ingress,
+            len,
+        ),
+        // A slot or class past the array the agent sized: reported, never silent.
         None => {
-            let _ = CLASS_TOTALS.insert(key, Counters::default(), BPF_NOEXIST);
-            match CLASS_TOTALS.get_ptr_mut(key) {
-                Some(c) => c,
-                None => match CLASS_LOST.get_ptr_mut(0) {
-                    Some(l) => l,
-                    None => return,
-                },
+            if let Some(l) = CLASS_LOST.get_ptr_mut(0) {
+                add_percpu(l, ingress, len);
             }
         }
-    };
-    add(c, ingress, len);
+    }
 }
 
 /// Per-remote-host totals, at most `PNM_DEST_CAP` hosts per target; past the cap (or with the

@@ -5,7 +5,7 @@
 //! | program | hook | job |
 //! |---|---|---|
 //! | `pnm_ingress`, `pnm_egress` | cgroup_skb | count bytes per socket and per target |
-//! | `pnm_sock_create` | cgroup/sock_create | stamp the owner of a target's new socket |
+//! | `pnm_sock_create` | cgroup/sock_create | a target's new socket gets its state (owner) |
 //! | `pnm_sock_release` | cgroup/sock_release | a socket closes: leave the gauge, close the record |
 //! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
@@ -36,7 +36,8 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
+            bpf_get_current_pid_tgid, bpf_get_netns_cookie,
             bpf_get_socket_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id,
         },
     },
@@ -44,22 +45,38 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
 use maps::{
-    CGROUP_TARGETS, CGROUP_TOTALS, IFACES, NEW_IFACES, SOCK_OWNER, TARGET_PIDS, TARGET_TOTALS,
-    UNTRACKED,
+    CGROUP_TARGETS, CGROUP_TOTALS, IFACES, NEW_IFACES, TARGET_PIDS, TARGET_TOTALS, UNTRACKED,
 };
 use procnetmon2_common::{
     conn::{TCP_CLOSE, TCP_ESTABLISHED, UDP_OPEN},
     knobs::{CgroupKey, IFACE_COUNT, IfaceKey, MAX_CGROUP_LEVEL},
     sock::{
         FLAG_ARMED, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP,
-        SockOwner, proto_index,
+        SockState, proto_index,
     },
     traffic::Counters,
 };
 use track::{
-    ALLOW, all_on, atomic_add, cgroup_targets_on, children_on, copy_ip6, details_on, filter_on,
-    mark, netns_helper_on, now_ns, record_of, stats_of, task_offsets, uncount,
+    ALLOW, accepted, add_percpu, all_on, atomic_add, cgroup_targets_on, children_on, copy_ip6,
+    details_on, filter_on, initial_flags, mark, netns_helper_on, now_ns, pid_targets_on,
+    record_of, state_of, task_offsets, uncount,
 };
+
+/// Adds one skb to counters shared by all CPUs (`CONNS` records): atomic adds both ways, as
+/// any CPU may charge the same record at once.
+#[inline(always)]
+fn add_shared(c: *mut Counters, ingress: bool, len: u64) {
+    // SAFETY: `c` points into a map value (checked non-null by the caller).
+    unsafe {
+        if ingress {
+            atomic_add(&raw mut (*c).bytes_in, len);
+            atomic_add(&raw mut (*c).pkts_in, 1);
+        } else {
+            atomic_add(&raw mut (*c).bytes_out, len);
+            atomic_add(&raw mut (*c).pkts_out, 1);
+        }
+    }
+}
 
 /// Packet direction as seen by the socket.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,43 +86,27 @@ enum Dir {
 }
 
 #[inline(always)]
-fn add_counters(c: *mut Counters, dir: Dir, len: u64) {
-    // SAFETY: `c` points into a map value (checked non-null by the caller).
-    unsafe {
-        match dir {
-            Dir::In => {
-                atomic_add(&raw mut (*c).bytes_in, len);
-                atomic_add(&raw mut (*c).pkts_in, 1);
-            }
-            Dir::Out => {
-                atomic_add(&raw mut (*c).bytes_out, len);
-                atomic_add(&raw mut (*c).pkts_out, 1);
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn add_totals(slot: u32, proto: u8, dir: Dir, len: u64) {
+fn add_totals(slot: u32, proto: u8, ingress: bool, len: u64) {
     match TARGET_TOTALS.get_ptr_mut(slot) {
         Some(totals) => {
             // Bound the protocol index for the verifier and against bad stamps.
             let p = usize::from(proto).min(2);
             // SAFETY: `totals` is this CPU's value for `slot`; `p` < PROTO_COUNT.
-            add_counters(unsafe { &raw mut (*totals).by_proto[p] }, dir, len);
+            add_percpu(unsafe { &raw mut (*totals).by_proto[p] }, ingress, len);
         }
         None => {
             if let Some(u) = UNTRACKED.get_ptr_mut(0) {
-                add_counters(u, dir, len);
+                add_percpu(u, ingress, len);
             }
         }
     }
 }
 
-/// Charges one skb to its socket and to the socket's target.
+/// Charges one skb to its socket's target.
 ///
 /// Attribution comes from the socket (its storage), never from `current`: egress runs in
-/// softirq for ACKs and retransmits, and ingress runs in whatever context received it.
+/// softirq for ACKs and retransmits, and ingress runs in whatever context received it. One
+/// socket-storage lookup for every socket, a target's or not.
 #[inline(always)]
 fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
@@ -114,6 +115,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     if bpf_sk.is_null() {
         return ALLOW;
     }
+    let ingress = dir == Dir::In;
     // SAFETY: ctx field read.
     let ifindex = unsafe { (*skb).ifindex };
     // With -i, a packet counts only through a chosen interface. `skb->ifindex` is the device
@@ -124,56 +126,33 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     if filter_on() && netns_helper_on() {
         // SAFETY: helper on the program context.
         let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-        if !iface_pass(netns, ifindex, dir, u64::from(ctx.len())) {
+        if !iface_pass(netns, ifindex, ingress, u64::from(ctx.len())) {
             return ALLOW;
         }
     }
     let sk: *mut c_void = bpf_sk.cast();
     let len = u64::from(ctx.len());
-    let st = stats_of(sk);
+    let st = state_of(sk);
     if st.is_null() {
-        // Either not a target's socket, or its state could not be allocated: then charge the
-        // target from the owner stamp alone.
-        let owner = SOCK_OWNER.get(sk);
-        if owner.is_null() {
-            // Not a target's socket: without the helper its namespace is the one stamped
-            // for `--all -i` (`node_netns_pass`).
-            if all_on() && (!stamped_filter || node_netns_pass(sk, ifindex, dir, len)) {
-                count_cgroup(skb, bpf_sk, dir, len);
-            }
-            return ALLOW;
+        // Not a target's socket: without the helper its namespace is the one stamped for
+        // `--all -i` (`node_netns_pass`; a second storage lookup, in that combination only).
+        if all_on() && (!stamped_filter || node_netns_pass(sk, ifindex, ingress, len)) {
+            count_cgroup(skb, bpf_sk, ingress, len);
         }
-        // SAFETY: non-null storage pointer.
-        let SockOwner {
-            slot,
-            proto,
-            netns_cookie,
-            ..
-        } = unsafe { *owner };
-        if stamped_filter && !iface_pass(netns_cookie, ifindex, dir, len) {
-            return ALLOW;
-        }
-        if all_on() {
-            count_cgroup(skb, bpf_sk, dir, len);
-        }
-        add_totals(slot, proto, dir, len);
-        // Issue 17: remote hosts, classes, DNS (no-op unless asked for).
-        dest::count(ctx, slot, proto, dir == Dir::In, len);
         return ALLOW;
     }
     // SAFETY: `st` is a live storage value.
-    if stamped_filter && !iface_pass(unsafe { (*st).netns_cookie }, ifindex, dir, len) {
+    if stamped_filter && !iface_pass(unsafe { (*st).netns_cookie }, ifindex, ingress, len) {
         return ALLOW;
     }
     if all_on() {
-        count_cgroup(skb, bpf_sk, dir, len);
+        count_cgroup(skb, bpf_sk, ingress, len);
     }
-    // SAFETY: `st` is a live storage value; its first four fields are a `Counters`.
+    // SAFETY: `st` is a live storage value (fields one by one: it holds a spin lock).
     let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
-    add_counters(st.cast(), dir, len);
-    add_totals(slot, proto, dir, len);
+    add_totals(slot, proto, ingress, len);
     // Issue 17: remote hosts, classes, DNS (no-op unless asked for).
-    dest::count(ctx, slot, proto, dir == Dir::In, len);
+    dest::count(ctx, st, slot, proto, ingress, len);
 
     let mut want = 0;
     if flags & FLAG_IFACE_OK == 0 {
@@ -196,7 +175,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         }
     }
     if details_on() {
-        record_packet(ctx, skb, st, dir, len);
+        record_packet(ctx, skb, st, ingress, len);
     }
     ALLOW
 }
@@ -207,7 +186,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
 /// mid-run): its bytes are charged to `UNTRACKED`, never dropped silently, and the key is
 /// handed to the agent (`NEW_IFACES`) to resolve.
 #[inline(always)]
-fn iface_pass(netns_cookie: u64, ifindex: u32, dir: Dir, len: u64) -> bool {
+fn iface_pass(netns_cookie: u64, ifindex: u32, ingress: bool, len: u64) -> bool {
     let key = IfaceKey {
         netns_cookie,
         ifindex,
@@ -219,7 +198,7 @@ fn iface_pass(netns_cookie: u64, ifindex: u32, dir: Dir, len: u64) -> bool {
         None => {
             if all_on() {
                 if let Some(u) = UNTRACKED.get_ptr_mut(0) {
-                    add_counters(u, dir, len);
+                    add_percpu(u, ingress, len);
                 }
                 // SAFETY: read-only lookup. Insert once (BPF_NOEXIST): the agent clears it.
                 if unsafe { NEW_IFACES.get(key) }.is_none() {
@@ -236,16 +215,16 @@ fn iface_pass(netns_cookie: u64, ifindex: u32, dir: Dir, len: u64) -> bool {
 /// A socket without a stamp (made by the kernel itself, or one the agent could not reach at
 /// start) has no known namespace: its bytes are charged to `UNTRACKED`.
 #[inline(always)]
-fn node_netns_pass(sk: *mut c_void, ifindex: u32, dir: Dir, len: u64) -> bool {
+fn node_netns_pass(sk: *mut c_void, ifindex: u32, ingress: bool, len: u64) -> bool {
     let netns = maps::SOCK_NETNS.get(sk);
     if netns.is_null() {
         if let Some(u) = UNTRACKED.get_ptr_mut(0) {
-            add_counters(u, dir, len);
+            add_percpu(u, ingress, len);
         }
         return false;
     }
     // SAFETY: non-null storage pointer.
-    iface_pass(unsafe { *netns }, ifindex, dir, len)
+    iface_pass(unsafe { *netns }, ifindex, ingress, len)
 }
 
 /// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: stamps a new socket that is no
@@ -265,7 +244,12 @@ fn stamp_node_netns(ctx: &SockContext) {
 /// `--all`: charges the skb to the cgroup its socket was created in (`bpf_skb_cgroup_id` reads
 /// the socket's own cgroup, not `current`'s), for every socket on the host.
 #[inline(always)]
-fn count_cgroup(skb: *mut __sk_buff, sk: *mut aya_ebpf::bindings::bpf_sock, dir: Dir, len: u64) {
+fn count_cgroup(
+    skb: *mut __sk_buff,
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+    ingress: bool,
+    len: u64,
+) {
     // SAFETY: helpers on the program context / a checked socket pointer.
     let (cgroup_id, full) = unsafe { (bpf_skb_cgroup_id(skb), bpf_sk_fullsock(sk)) };
     // Request and time-wait sockets (not full) are TCP's.
@@ -290,14 +274,14 @@ fn count_cgroup(skb: *mut __sk_buff, sk: *mut aya_ebpf::bindings::bpf_sock, dir:
                 None => {
                     // Map full: reported as untracked, never silent.
                     if let Some(u) = UNTRACKED.get_ptr_mut(0) {
-                        add_counters(u, dir, len);
+                        add_percpu(u, ingress, len);
                     }
                     return;
                 }
             }
         }
     };
-    add_counters(c, dir, len);
+    add_percpu(c, ingress, len);
 }
 
 /// `--details`: per-connection bytes, and the local address once the socket has one.
@@ -305,8 +289,8 @@ fn count_cgroup(skb: *mut __sk_buff, sk: *mut aya_ebpf::bindings::bpf_sock, dir:
 fn record_packet(
     ctx: &SkBuffContext,
     skb: *mut __sk_buff,
-    st: *mut procnetmon2_common::sock::SockStats,
-    dir: Dir,
+    st: *mut procnetmon2_common::sock::SockState,
+    ingress: bool,
     len: u64,
 ) {
     // SAFETY: helper on the program context.
@@ -321,9 +305,10 @@ fn record_packet(
     if r.is_null() {
         return;
     }
-    // SAFETY: `r` is a live map value; its first four fields are a `Counters`.
+    // SAFETY: `r` is a live map value shared by all CPUs (atomic adds); its first four
+    // fields are a `Counters`.
     unsafe {
-        add_counters(r.cast(), dir, len);
+        add_shared(r.cast(), ingress, len);
         (*r).iface_ok = 1;
         if (*r).local_port == 0 {
             let s = &*skb;
@@ -375,18 +360,20 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     } else {
         0
     };
-    let owner = SockOwner {
+    let init = SockState {
         tgid,
         slot,
         proto: proto_index(protocol),
         family: family as u8,
-        _pad: [0; 6],
         netns_cookie,
+        flags: initial_flags(),
+        ..SockState::default()
     };
     // cgroup/sock passes its context as the socket (bpf_sk_storage_get_cg_sock_proto).
-    // On allocation failure this socket goes uncounted: say so.
-    if maps::SOCK_OWNER
-        .get_or_create(ctx.sock.cast(), &owner)
+    // The one allocation of a socket's life, for targets only. On failure this socket goes
+    // uncounted: say so.
+    if maps::SOCK_STATE
+        .get_or_create(ctx.sock.cast(), &init)
         .is_null()
     {
         untracked_event(0);
@@ -396,14 +383,27 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
 
 /// The target slot of the current process: by its tgid (named targets and their children),
 /// else by the deepest of its cgroup ancestors that is a whole-cgroup target.
+///
+/// One lookup in the common cases: `-p` looks at `TARGET_PIDS` only; spawn mode, `--cgroup`
+/// and `--container` skip it (no process targets) and find the process in the target cgroup
+/// itself (its own cgroup is the deepest candidate). Only a process in a descendant of a
+/// target cgroup, or in no target at all, walks its ancestors.
 #[inline(always)]
 fn target_slot(tgid: u32) -> Option<u32> {
-    // SAFETY: read-only lookup; the value is copied out at once.
-    if let Some(&slot) = unsafe { TARGET_PIDS.get(tgid) } {
-        return Some(slot);
+    if pid_targets_on() {
+        // SAFETY: read-only lookup; the value is copied out at once.
+        if let Some(&slot) = unsafe { TARGET_PIDS.get(tgid) } {
+            return Some(slot);
+        }
     }
     if !cgroup_targets_on() {
         return None;
+    }
+    // SAFETY: helper without arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: read-only lookup.
+    if let Some(&slot) = unsafe { CGROUP_TARGETS.get(own) } {
+        return Some(slot);
     }
     let mut found = None;
     // Bounded loop (verifier): ancestors from the root down to MAX_CGROUP_LEVEL.
@@ -481,7 +481,7 @@ pub fn pnm_exit(_ctx: RawTracePointContext) -> i32 {
 /// protocol's close, so queued data and the FIN still leave afterwards and still count).
 #[cgroup_sock(sock_release)]
 pub fn pnm_sock_release(ctx: SockContext) -> i32 {
-    let st = maps::SOCK_STATS.get(ctx.sock.cast());
+    let st = state_of(ctx.sock.cast());
     if st.is_null() {
         return ALLOW;
     }
@@ -529,7 +529,7 @@ pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
     let op = ctx.op();
     match op {
         OP_ACTIVE_ESTABLISHED | OP_PASSIVE_ESTABLISHED | OP_LISTEN => {
-            let st = stats_of(sk);
+            let st = state_of(sk);
             if st.is_null() {
                 return 1;
             }
@@ -540,26 +540,38 @@ pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
                 return 1;
             }
             let extra = if details_on() { CB_RTT | CB_RETRANS } else { 0 };
-            if ctx
+            let bits = if ctx
                 .set_cb_flags(ctx.cb_flags() as i32 | CB_STATE | extra)
                 .is_ok()
             {
-                mark(st, FLAG_ESTABLISHED | FLAG_ARMED);
+                FLAG_ESTABLISHED | FLAG_ARMED
             } else {
-                mark(st, FLAG_ESTABLISHED);
+                FLAG_ESTABLISHED
+            };
+            if op == OP_PASSIVE_ESTABLISHED {
+                accepted(st, bits);
+            } else {
+                mark(st, bits);
             }
             if details_on() {
                 sockops_record(&ctx, st, TCP_ESTABLISHED);
             }
         }
         OP_STATE => {
-            let st = maps::SOCK_STATS.get(sk);
+            let st = state_of(sk);
             if st.is_null() {
                 return 1;
             }
             let new_state = ctx.arg(1);
             if new_state != u32::from(TCP_ESTABLISHED) {
                 uncount(st);
+                if !details_on() {
+                    // The gauge needs only the first change out of ESTABLISHED: disarm, so the
+                    // two or three later changes of a closing connection (FIN_WAIT2,
+                    // TIME_WAIT, CLOSE) do not run this program (~200 ns each per connection).
+                    // `--details` keeps them: its record takes the close time at TCP_CLOSE.
+                    let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !CB_STATE);
+                }
             }
             if details_on() {
                 let r = sockops_record(&ctx, st, new_state as u8);
@@ -570,7 +582,7 @@ pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
             }
         }
         OP_RTT | OP_RETRANS if details_on() => {
-            let st = maps::SOCK_STATS.get(sk);
+            let st = state_of(sk);
             if !st.is_null() {
                 // SAFETY: ctx field read.
                 let state = unsafe { (*ops).state } as u8;
@@ -586,7 +598,7 @@ pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
 #[inline(always)]
 fn sockops_record(
     ctx: &SockOpsContext,
-    st: *mut procnetmon2_common::sock::SockStats,
+    st: *mut procnetmon2_common::sock::SockState,
     state: u8,
 ) -> *mut procnetmon2_common::conn::ConnRecord {
     // SAFETY: helper on the program context.
@@ -626,7 +638,7 @@ fn udp_active(sk: *mut c_void, protocol: u32) {
     if proto_index(protocol) != PROTO_UDP {
         return;
     }
-    let st = stats_of(sk);
+    let st = state_of(sk);
     if !st.is_null() {
         mark(st, FLAG_UDP_ACTIVE);
     }
@@ -658,7 +670,7 @@ fn sock_addr_udp(ctx: &SockAddrContext, connect: bool, v6: bool) {
     }
     udp_active(sk, protocol);
     if connect && details_on() && proto_index(protocol) == PROTO_UDP {
-        let st = maps::SOCK_STATS.get(sk);
+        let st = state_of(sk);
         if st.is_null() {
             return;
         }

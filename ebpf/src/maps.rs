@@ -2,7 +2,7 @@
 //!
 //! All maps are BTF-defined (`.maps` section). The socket storages are declared by hand:
 //! aya-ebpf 0.2.1's `SkStorage` fixes its flags to `BPF_F_NO_PREALLOC` and only takes a
-//! `SockAddrContext`, while the owner map needs `BPF_F_CLONE` and every hook passes a socket.
+//! `SockAddrContext`, while `SOCK_STATE` needs `BPF_F_CLONE` and every hook passes a socket.
 
 use core::{ffi::c_void, ptr};
 
@@ -13,9 +13,9 @@ use aya_ebpf::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
-    dest::{ClassKey, DestKey, DestOther, MAX_CIDRS, MAX_CLASS_KEYS, MAX_DESTS},
+    dest::{DestKey, DestOther, MAX_CIDRS, MAX_DESTS},
     knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS, MAX_IFACES, MAX_NEW_IFACES},
-    sock::{SockOwner, SockStats},
+    sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
 };
@@ -90,19 +90,13 @@ impl<V, const FLAGS: usize> SkStorageDef<V, FLAGS> {
     }
 }
 
-/// socket → [`SockOwner`]; flags `NO_PREALLOC | CLONE` so accepted sockets inherit the
-/// listener's owner. Written by `pnm_sock_create` and by the agent; read by the skb programs.
+/// socket → [`SockState`]; flags `NO_PREALLOC | CLONE`, so an accepted socket inherits its
+/// listener's owner (its gauge state is reset at passive-established). Created by
+/// `pnm_sock_create` for a target's new socket and by the agent for sockets that predate the
+/// run; every other hook only looks it up, so a socket without one is not a target's.
 #[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "SOCK_OWNER")]
-pub static SOCK_OWNER: SkStorageDef<SockOwner, { BPF_F_NO_PREALLOC as usize | BPF_F_CLONE }> =
-    SkStorageDef::new();
-
-/// socket → [`SockStats`]; `NO_PREALLOC` only (no clone: an accepted socket starts at zero).
-/// Created by the first hook that sees a target's socket; written by the agent for sockets
-/// that predate the run.
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "SOCK_STATS")]
-pub static SOCK_STATS: SkStorageDef<SockStats, { BPF_F_NO_PREALLOC as usize }> =
+#[unsafe(export_name = "SOCK_STATE")]
+pub static SOCK_STATE: SkStorageDef<SockState, { BPF_F_NO_PREALLOC as usize | BPF_F_CLONE }> =
     SkStorageDef::new();
 
 /// tgid → target slot, `MAX_TARGET_PIDS` entries. Written by the agent (targets) ; read by
@@ -181,15 +175,11 @@ pub static CGROUP_TOTALS: PerCpuHashMap<CgroupKey, Counters, { MAX_CGROUP_KEYS a
 #[aya_ebpf::macros::btf_map]
 pub static CLASS_CIDRS: LpmTrie<[u8; 16], u32, { MAX_CIDRS as usize }> = LpmTrie::new();
 
-/// (slot, protocol, class) → counters, per CPU (no cross-CPU cache-line traffic per packet);
-/// entries allocated on first use.
+/// `slot * PNM_CLASS_COUNT + class` → counters per protocol, per CPU: an array, so a packet
+/// pays an index computation, not a hash lookup (no cross-CPU cache-line traffic either). Its
+/// size (targets × classes) is set by the agent at load; 1 entry when classes are off.
 #[aya_ebpf::macros::btf_map]
-pub static CLASS_TOTALS: PerCpuHashMap<
-    ClassKey,
-    Counters,
-    { MAX_CLASS_KEYS as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = PerCpuHashMap::new();
+pub static CLASS_TOTALS: PerCpuArray<TargetTotals, 1> = PerCpuArray::new();
 
 /// (slot, remote address) → counters, shared, plain atomic adds (XADD, any kernel). Shared
 /// rather than per CPU so the agent reads 10,000 hosts without a per-CPU fold and memory does
@@ -206,7 +196,8 @@ pub static DEST_TOTALS: HashMap<
 #[aya_ebpf::macros::btf_map]
 pub static DEST_OTHER: Array<DestOther, { MAX_TARGETS as usize }> = Array::new();
 
-/// Index 0: class-counted traffic that found `CLASS_TOTALS` full (reported, never silent).
+/// Index 0: class-counted traffic with no `CLASS_TOTALS` entry (a slot or class past the size
+/// the agent gave it; reported, never silent).
 #[aya_ebpf::macros::btf_map]
 pub static CLASS_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
 

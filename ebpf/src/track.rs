@@ -1,5 +1,5 @@
-//! Helpers shared by the hooks: knobs, atomics, the per-socket state, the connection gauge
-//! state machine, and `--details` records.
+//! Helpers shared by the hooks: knobs, atomics and per-CPU adds, the per-socket state, the
+//! connection gauge state machine, and `--details` records.
 
 use core::{
     ffi::c_void,
@@ -11,11 +11,12 @@ use procnetmon2_common::{
     conn::ConnRecord,
     sock::{
         COUNT_ACTIVE, COUNT_DONE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE,
-        PROTO_TCP, PROTO_UDP, SockStats,
+        PROTO_TCP, PROTO_UDP, SockState,
     },
+    traffic::Counters,
 };
 
-use crate::maps::{CONNS, SOCK_OWNER, SOCK_STATS, TARGET_CONNS};
+use crate::maps::{CONNS, SOCK_STATE, TARGET_CONNS};
 
 /// Verdict of cgroup_skb, cgroup/sock and cgroup sock_addr programs: allow. A monitor never
 /// drops a packet or refuses a socket, whatever fails inside it.
@@ -44,6 +45,16 @@ static PNM_TASK_TGID_OFF: u32 = 0;
 /// Knob: whole cgroups are targets (`CGROUP_TARGETS` has entries).
 #[unsafe(no_mangle)]
 static PNM_CGROUP_TARGETS: u8 = 0;
+
+/// Knob: processes are targets (`TARGET_PIDS` has entries: `-p`, `-n`, and their children).
+#[unsafe(no_mangle)]
+static PNM_PID_TARGETS: u8 = 0;
+
+#[inline(always)]
+pub fn pid_targets_on() -> bool {
+    // SAFETY: read-only global.
+    unsafe { core::ptr::read_volatile(&raw const PNM_PID_TARGETS) != 0 }
+}
 
 /// Knob: node-wide accounting by cgroup (`--all`).
 #[unsafe(no_mangle)]
@@ -113,6 +124,30 @@ pub fn atomic_add(dst: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
 }
 
+/// Adds one skb to per-CPU counters (`TARGET_TOTALS`, `CLASS_TOTALS`, `CGROUP_TOTALS`,
+/// `UNTRACKED`): a plain add on ingress, an atomic one on egress.
+///
+/// Ingress programs run with bottom halves off (softirq, or a caller that disabled them), and
+/// bottom halves never nest on a CPU: no other writer of the `_in` fields can interrupt this
+/// one, and no other CPU writes this CPU's value, so a load and a store lose nothing. Egress
+/// also runs in process context (`sendmsg`), where a softirq on the same CPU can send for
+/// another socket of the same target (an ACK, a retransmit) between the load and the store:
+/// there the add stays atomic (XADD, uncontended on a per-CPU line, every kernel).
+#[inline(always)]
+pub fn add_percpu(c: *mut Counters, ingress: bool, len: u64) {
+    // SAFETY: `c` points into this CPU's value of a per-CPU map (checked non-null by the
+    // caller); see above for why the ingress fields need no atomics.
+    unsafe {
+        if ingress {
+            (*c).bytes_in = (*c).bytes_in.wrapping_add(len);
+            (*c).pkts_in = (*c).pkts_in.wrapping_add(1);
+        } else {
+            atomic_add(&raw mut (*c).bytes_out, len);
+            atomic_add(&raw mut (*c).pkts_out, 1);
+        }
+    }
+}
+
 /// Gauge change a socket's state transition asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Delta {
@@ -132,20 +167,43 @@ fn ready(flags: u64, proto: u8) -> bool {
         }
 }
 
-/// Under the socket's spin lock: sets `bits`, then either closes the socket for good
-/// (`close`) or enters it in the gauge once it is ready. Racing hooks (ingress runs without
-/// the socket lock) serialise here, so a socket enters and leaves its gauge exactly once.
-/// Nothing between lock and unlock may call a helper (verifier rule).
+/// What a transition does besides setting flags.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Enter the gauge once ready.
+    Mark,
+    /// Leave it for good.
+    Close,
+    /// A socket accepted by a listener: its state is a copy of the listener's (`BPF_F_CLONE`),
+    /// so start its flags and gauge state afresh, then enter the gauge once ready.
+    Accepted,
+}
+
+/// Flags a new socket starts with: without an interface filter every socket qualifies.
 #[inline(always)]
-fn transition(st: *mut SockStats, bits: u64, close: bool) -> Delta {
+pub fn initial_flags() -> u64 {
+    if filter_on() { 0 } else { FLAG_IFACE_OK }
+}
+
+/// Under the socket's spin lock: sets `bits`, then either closes the socket for good
+/// (`Step::Close`) or enters it in the gauge once it is ready. Racing hooks (ingress runs
+/// without the socket lock) serialise here, so a socket enters and leaves its gauge exactly
+/// once. Nothing between lock and unlock may call a helper (verifier rule).
+#[inline(always)]
+fn transition(st: *mut SockState, bits: u64, step: Step) -> Delta {
+    let base = initial_flags();
     // SAFETY: `st` is a live storage value of a map whose value type has the lock.
     unsafe {
         let lock = (&raw mut (*st).lock).cast::<aya_ebpf::bindings::bpf_spin_lock>();
         bpf_spin_lock(lock);
+        if step == Step::Accepted {
+            (*st).flags = base;
+            (*st).counted = COUNT_NOT_YET;
+        }
         let flags = (*st).flags | bits;
         (*st).flags = flags;
         let counted = (*st).counted;
-        let delta = if close {
+        let delta = if step == Step::Close {
             (*st).counted = COUNT_DONE;
             if counted == COUNT_ACTIVE {
                 Delta::Leave
@@ -165,7 +223,7 @@ fn transition(st: *mut SockStats, bits: u64, close: bool) -> Delta {
 
 /// Applies a transition's gauge change (after the unlock: a map lookup is a helper call).
 #[inline(always)]
-fn apply(st: *mut SockStats, delta: Delta) {
+fn apply(st: *mut SockState, delta: Delta) {
     // SAFETY: `st` is a live storage value.
     let (proto, slot) = unsafe { ((*st).proto, (*st).slot) };
     match delta {
@@ -190,48 +248,28 @@ fn gauge(slot: u32, proto: u8, delta: u64) {
     }
 }
 
-/// The state of a target's socket, created from its owner stamp on first use; null when the
-/// socket is not a target's (no owner) or the kernel cannot allocate.
+/// The state of a target's socket; null for any other socket (and for request and
+/// time-wait sockets, which have no storage). The one storage lookup of every hook.
 #[inline(always)]
-pub fn stats_of(sk: *mut c_void) -> *mut SockStats {
-    let st = SOCK_STATS.get(sk);
-    if !st.is_null() {
-        return st;
-    }
-    let owner = SOCK_OWNER.get(sk);
-    if owner.is_null() {
-        return st;
-    }
-    // SAFETY: non-null storage pointer from the helper.
-    let o = unsafe { *owner };
-    let init = SockStats {
-        slot: o.slot,
-        proto: o.proto,
-        family: o.family,
-        tgid: o.tgid,
-        netns_cookie: o.netns_cookie,
-        // Without an interface filter every socket qualifies from the start.
-        flags: if filter_on() { 0 } else { FLAG_IFACE_OK },
-        ..SockStats::default()
-    };
-    SOCK_STATS.get_or_create(sk, &init)
+pub fn state_of(sk: *mut c_void) -> *mut SockState {
+    SOCK_STATE.get(sk)
 }
 
 /// Takes the socket out of the gauge for good (closed, or TCP left ESTABLISHED).
 #[inline(always)]
-pub fn uncount(st: *mut SockStats) {
+pub fn uncount(st: *mut SockState) {
     // SAFETY: `st` is a live storage value; an unlocked read only skips needless locking
     // (DONE is final).
     if unsafe { core::ptr::read_volatile(&raw const (*st).counted) } == COUNT_DONE {
         return;
     }
-    apply(st, transition(st, 0, true));
+    apply(st, transition(st, 0, Step::Close));
 }
 
 /// Marks flags on the socket and enters it in the gauge once it qualifies: TCP established
 /// or UDP bound/connected, and (with `-i`) seen on a chosen interface.
 #[inline(always)]
-pub fn mark(st: *mut SockStats, bits: u64) {
+pub fn mark(st: *mut SockState, bits: u64) {
     // SAFETY: `st` is a live storage value; unlocked reads only skip needless locking (flags
     // only grow, and `counted` only moves forward).
     let (flags, counted, proto) = unsafe {
@@ -246,7 +284,15 @@ pub fn mark(st: *mut SockStats, bits: u64) {
     if flags_done && nothing_to_count {
         return;
     }
-    apply(st, transition(st, bits, false));
+    apply(st, transition(st, bits, Step::Mark));
+}
+
+/// An accepted connection is established (sock_ops passive-established, which runs before
+/// the new socket's own packets: the handshake is the listener's): restart the state it
+/// copied from its listener, then mark `bits`.
+#[inline(always)]
+pub fn accepted(st: *mut SockState, bits: u64) {
+    apply(st, transition(st, bits, Step::Accepted));
 }
 
 /// CLOCK_MONOTONIC nanoseconds.
@@ -261,7 +307,7 @@ pub fn now_ns() -> u64 {
 /// tail packets and state changes of a closed socket must not bring it back).
 /// Null when absent and not created, or when the map is full.
 #[inline(always)]
-pub fn record_of(cookie: u64, st: *const SockStats, state: u8) -> *mut ConnRecord {
+pub fn record_of(cookie: u64, st: *const SockState, state: u8) -> *mut ConnRecord {
     if let Some(r) = CONNS.get_ptr_mut(cookie) {
         return r;
     }

@@ -40,6 +40,8 @@ pub struct Knobs {
     pub children: bool,
     /// Whole cgroups are targets ([`Kernel::add_cgroup_target`]).
     pub cgroup_targets: bool,
+    /// Processes are targets ([`Kernel::add_target_pid`]); off, socket creation skips that map.
+    pub pid_targets: bool,
     /// Node-wide accounting by cgroup ([`Kernel::cgroup_totals`]).
     pub all: bool,
     /// Where the bytes go: see [`DestKnobs`].
@@ -51,6 +53,11 @@ pub struct Knobs {
 pub struct DestKnobs {
     /// Class every packet by its remote address ([`Kernel::set_class_cidrs`]).
     pub classes: bool,
+    /// Number of classes (built-in ones included); with `slots`, the size of the per-target
+    /// class counters.
+    pub class_count: u32,
+    /// Target slots handed out (`0..slots`).
+    pub slots: u32,
     /// Keep per-remote-host totals ([`Kernel::destinations`]).
     pub destinations: bool,
     /// Most remote hosts per target kept apart (the rest: [`Kernel::dest_other`]).

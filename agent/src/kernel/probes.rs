@@ -26,11 +26,11 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
-    dest::{self, ClassKey, DestKey},
+    dest::{self, DestKey},
     knobs::{self, CgroupKey},
     sock::{
         COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_OTHER,
-        PROTO_TCP, PROTO_UDP, SockOwner, SockStats,
+        PROTO_TCP, PROTO_UDP, SockState,
     },
     traffic::{self, TargetTotals},
 };
@@ -65,8 +65,7 @@ const TP_PROGS: [(&str, &str); 2] = [
     ("pnm_exit", "sched_process_exit"),
 ];
 /// Map names, as the statics in ebpf/src/maps.rs.
-const MAP_SOCK_OWNER: &str = "SOCK_OWNER";
-const MAP_SOCK_STATS: &str = "SOCK_STATS";
+const MAP_SOCK_STATE: &str = "SOCK_STATE";
 const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
 const MAP_TARGET_TOTALS: &str = "TARGET_TOTALS";
 const MAP_TARGET_CONNS: &str = "TARGET_CONNS";
@@ -94,8 +93,7 @@ pub struct Probes {
     ebpf: Ebpf,
     /// With `-i`: the skb programs ask each packet's namespace (else: the socket's stamp).
     netns_helper: bool,
-    owner: SkStorage<MapData, SockOwner>,
-    stats: SkStorage<MapData, SockStats>,
+    state: SkStorage<MapData, SockState>,
     target_pids: HashMap<MapData, u32, u32>,
     totals: PerCpuArray<MapData, TargetTotals>,
     gauges: Array<MapData, ConnGauges>,
@@ -113,7 +111,10 @@ pub struct Probes {
 /// The maps of issue 17 (remote hosts, classes, DNS answers).
 struct DestMaps {
     cidrs: LpmTrie<MapData, [u8; 16], u32>,
-    class_totals: PerCpuHashMap<MapData, ClassKey, traffic::Counters>,
+    /// `slot * class_count + class` → per-protocol counters, per CPU.
+    class_totals: PerCpuArray<MapData, TargetTotals>,
+    class_count: u32,
+    slots: u32,
     totals: HashMap<MapData, DestKey, traffic::Counters>,
     other: Array<MapData, dest::DestOther>,
     /// One perf buffer per online CPU, opened only when DNS answers are asked for.
@@ -123,7 +124,8 @@ struct DestMaps {
 }
 
 impl DestMaps {
-    fn take(ebpf: &mut Ebpf, dns: bool) -> anyhow::Result<Self> {
+    fn take(ebpf: &mut Ebpf, knobs: &crate::kernel::DestKnobs) -> anyhow::Result<Self> {
+        let dns = knobs.dns;
         let mut buffers = Vec::new();
         if dns {
             let mut events: PerfEventArray<MapData> = take(ebpf, MAP_DNS_EVENTS)?;
@@ -141,6 +143,8 @@ impl DestMaps {
         Ok(Self {
             cidrs: take(ebpf, MAP_CLASS_CIDRS)?,
             class_totals: take(ebpf, MAP_CLASS_TOTALS)?,
+            class_count: if knobs.classes { knobs.class_count } else { 0 },
+            slots: knobs.slots,
             totals: take(ebpf, MAP_DEST_TOTALS)?,
             other: take(ebpf, MAP_DEST_OTHER)?,
             dns: buffers,
@@ -195,6 +199,7 @@ impl Probes {
         let filter = u8::from(knobs.iface_filter);
         let children = u8::from(knobs.children);
         let cgroups = u8::from(knobs.cgroup_targets);
+        let pids = u8::from(knobs.pid_targets);
         let all = u8::from(knobs.all);
         // Probed only for -i, the one user: the fast path where cgroup_skb has the helper.
         let netns_helper = knobs.iface_filter && super::features::netns_cookie_in_cgroup_skb();
@@ -205,6 +210,13 @@ impl Probes {
         let dests = u8::from(knobs.dest.destinations);
         let dns = u8::from(knobs.dest.dns);
         let cap = knobs.dest.cap;
+        let class_count = if knobs.dest.classes {
+            knobs.dest.class_count
+        } else {
+            0
+        };
+        // Targets × classes entries (at least one: a map cannot be empty).
+        let class_entries = knobs.dest.slots.saturating_mul(class_count).max(1);
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -215,12 +227,15 @@ impl Probes {
             .override_global(knobs::IFACE_FILTER, &filter, true)
             .override_global(knobs::CHILDREN, &children, true)
             .override_global(knobs::CGROUP_TARGETS, &cgroups, true)
+            .override_global(knobs::PID_TARGETS, &pids, true)
             .override_global(knobs::ALL, &all, true)
             .override_global(knobs::NETNS_HELPER, &netns_helper, true)
             .override_global(dest::CLASSES, &classes, true)
             .override_global(dest::DESTS, &dests, true)
             .override_global(dest::DNS, &dns, true)
             .override_global(dest::DEST_CAP, &cap, true)
+            .override_global(dest::CLASS_COUNT, &class_count, true)
+            .map_max_entries(MAP_CLASS_TOTALS, class_entries)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(aya::include_bytes_aligned!(concat!(
@@ -259,8 +274,7 @@ impl Probes {
             netns_helper: helper,
             cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
             cgroup_totals: take(&mut ebpf, MAP_CGROUP_TOTALS)?,
-            owner: take(&mut ebpf, MAP_SOCK_OWNER)?,
-            stats: take(&mut ebpf, MAP_SOCK_STATS)?,
+            state: take(&mut ebpf, MAP_SOCK_STATE)?,
             target_pids: take(&mut ebpf, MAP_TARGET_PIDS)?,
             totals: take(&mut ebpf, MAP_TARGET_TOTALS)?,
             gauges: take(&mut ebpf, MAP_TARGET_CONNS)?,
@@ -270,7 +284,7 @@ impl Probes {
             ifaces: take(&mut ebpf, MAP_IFACES)?,
             new_ifaces: take(&mut ebpf, MAP_NEW_IFACES)?,
             sock_netns: take(&mut ebpf, MAP_SOCK_NETNS)?,
-            dest: DestMaps::take(&mut ebpf, knobs.dest.dns)?,
+            dest: DestMaps::take(&mut ebpf, &knobs.dest)?,
             ebpf,
         })
     }
@@ -486,8 +500,8 @@ impl Kernel for Probes {
         }
     }
 
-    /// Its state first (unless the kernel already made one), then its owner, so the kernel
-    /// never builds a state of its own from the owner in between.
+    /// Its state, unless the kernel already made one (`pnm_sock_create` saw it being created
+    /// after the hooks were attached: the same owner, and a gauge state of its own).
     fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool> {
         let SocketStamp {
             slot,
@@ -510,7 +524,7 @@ impl Kernel for Probes {
         if iface_ok {
             flags |= FLAG_IFACE_OK;
         }
-        let stats = SockStats {
+        let state = SockState {
             slot: slot.0,
             tgid,
             proto: proto_index(proto),
@@ -522,25 +536,14 @@ impl Kernel for Probes {
                 COUNT_NOT_YET
             },
             netns_cookie,
-            ..SockStats::default()
-        };
-        let owner = SockOwner {
-            tgid,
-            slot: slot.0,
-            proto: proto_index(proto),
-            family,
-            _pad: [0; 6],
-            netns_cookie,
+            ..SockState::default()
         };
         let fd = sock.as_raw_fd();
-        let installed = match self.stats.insert(&fd, stats, BPF_NOEXIST) {
+        let installed = match self.state.insert(&fd, state, BPF_NOEXIST) {
             Ok(()) => true,
             Err(e) if is_eexist(&e) => false,
             Err(e) => return Err(e).context("set socket state"),
         };
-        self.owner
-            .insert(&fd, owner, 0)
-            .context("stamp socket owner")?;
         Ok(installed)
     }
 
@@ -697,20 +700,32 @@ impl Kernel for Probes {
     }
 
     fn class_totals(&self) -> Vec<ClassCount> {
-        self.dest
-            .class_totals
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| ClassCount {
-                slot: Slot(k.slot),
-                proto: proto_of(k.proto),
-                class: k.class,
-                counters: counters(
-                    v.iter()
-                        .fold(traffic::Counters::default(), |acc, c| acc.add(*c)),
-                ),
-            })
-            .collect()
+        let d = &self.dest;
+        let mut out = Vec::new();
+        for slot in 0..d.slots {
+            for class in 0..d.class_count {
+                let Ok(per_cpu) = d.class_totals.get(&(slot * d.class_count + class), 0) else {
+                    continue;
+                };
+                let mut sum = TargetTotals::default();
+                for t in per_cpu.iter() {
+                    for (a, b) in sum.by_proto.iter_mut().zip(t.by_proto) {
+                        *a = a.add(b);
+                    }
+                }
+                for (p, c) in sum.by_proto.into_iter().enumerate() {
+                    if c != traffic::Counters::default() {
+                        out.push(ClassCount {
+                            slot: Slot(slot),
+                            proto: proto_of(p as u8),
+                            class: class as u8,
+                            counters: counters(c),
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
