@@ -24,7 +24,8 @@ BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, clie
 BENCH_NS_RUNS (3), BENCH_CHURN_N (10000), BENCH_SCALE ("1000 10000 100000"),
 BENCH_SCALE_SECS (10), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
 BENCH_OUT (BENCHMARKS.md), BENCH_QUICK (1: the < 2 minute pre-submit check, see QUICK below),
-BENCH_RECORD (a note: log this run as an experiment), BENCH_ID (name prefix of everything created; set by scripts/bench),
+BENCH_RECORD (a note: log this run as an experiment), BENCH_NS_KINDS ("udp tcp churn nontarget":
+the workloads of the in-kernel section), BENCH_ID (name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
 """
 
@@ -619,7 +620,7 @@ def section_dest(R, cg, mon_cg):
             client.stop()
 
 
-NS_KINDS = ("udp", "tcp", "churn", "nontarget")
+NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", "udp tcp churn nontarget").split())
 NS_LABEL = {"udp": "64-byte UDP", "tcp": "TCP bulk", "churn": "churn",
             "nontarget": "64-byte UDP, not a target"}
 
@@ -1195,6 +1196,8 @@ def write_report(R, started, load_start, errors):
         b("")
         for k, label, lim in (("udp", "64-byte UDP", T_KERNEL_X), ("tcp", "TCP bulk", T_KERNEL_X),
                               ("nontarget", "non-target traffic in a monitored cgroup", T_NONTARGET_X)):
+            if k not in ns:
+                continue
             p = med(r["all_ns"] for r in ns[k]["procnetmon2"])
             ps = med(r["skb_ns"] for r in ns[k]["procnetmon2"])
             q = med(r["skb_ns"] for r in ns[k]["bare"])
@@ -1202,8 +1205,8 @@ def write_report(R, started, load_start, errors):
                 targets.append((f"in-kernel cost ≤ {lim:g}× the bare counter's ns/packet ({label})",
                                 f"{fmt(p, 1)} ns all hooks ({fmt(ps, 1)} skb hooks) vs bare "
                                 f"{fmt(q, 1)} ns: {fmt(p / q, 3)}×", p <= lim * q))
-        p = med(r["conn_ns"] for r in ns["churn"]["procnetmon2"])
-        q = med(r["conn_ns"] for r in ns["churn"]["bare"])
+        p = med(r["conn_ns"] for r in ns.get("churn", {}).get("procnetmon2", []))
+        q = med(r["conn_ns"] for r in ns.get("churn", {}).get("bare", []))
         if p is not None and q:
             targets.append((f"in-kernel cost per connection ≤ {T_CHURN_CONN_X:g}× the bare counter's "
                             f"(churn, all hooks)", f"{fmt(p, 0)} vs {fmt(q, 0)} ns: {fmt(p / q, 3)}×",
