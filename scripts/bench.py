@@ -941,16 +941,32 @@ def section_view(R):
 
 # Why a target can be missed, and what would close it (by the start of the target's name).
 WHY = {
+    "in-kernel cost per connection": (
+        "_Why: a target's new socket gets its state from `bpf_sk_storage_get(..., CREATE)` in "
+        "sock_create, and that allocation is most of sock_create's time (see Experiments: the "
+        "same build without the allocation); the rest is the fixed cost of each program run "
+        "(six sock_ops callbacks per connection of which only two do work, connect, release) "
+        "that the bare counter, with its two skb hooks, does not have. What would close it: "
+        "whole-cgroup targets charged without socket state when neither --details nor connection "
+        "gauges need it (no allocation, no sock_ops), or a kernel with cheaper local-storage "
+        "allocation; for `-p` targets the per-socket owner is what attributes the packets._"
+    ),
+    "in-kernel cost ≤ 1.1×": (
+        "_Why: a socket that is nobody's still costs one `bpf_sk_storage_get` helper call (it "
+        "returns at once: the socket has no storage) and the knob reads, against the bare "
+        "counter's single per-CPU add; under load every figure here is inflated alike. What "
+        "would close it: not attaching where only non-targets live (attach at the targets' own "
+        "cgroups, as spawn mode and --cgroup do), or a cgroup-level pre-filter._"
+    ),
     "in-kernel cost": (
-        "_Why: per packet procnetmon2 does one socket-storage lookup (`bpf_sk_storage_get`: the "
-        "per-socket counters the design requires, with no cap on live sockets) and four atomic adds "
-        "(bytes and packets on the socket and on the target's per-CPU total); the bare counter does "
-        "one per-CPU lookup and one plain add. An experiment with plain adds for the per-CPU "
-        "ingress totals (safe there: ingress runs with bottom halves off) changed nothing "
-        "measurable (pnm_ingress 136.6 vs 132.8 ns per run), so the storage lookup is the larger "
-        "part. The ratio sits at about 1.5x, inside this run's spread. What would close it: when "
-        "a target owns its whole cgroup (spawn mode, --cgroup), charge it from cgroup-local storage "
-        "instead of a per-socket lookup, and keep per-socket counters only with --details._"
+        "_Why: per packet procnetmon2 does one socket-storage lookup (`bpf_sk_storage_get`, the "
+        "owner that attributes the packet), one per-CPU add on the target (plain on ingress; "
+        "XADD on egress, where a softirq can interrupt process-context egress on the same CPU), "
+        "and the flag checks of the connection gauge; the bare counter does one per-CPU add. "
+        "The per-socket counters and the second lookup of non-targets are gone (see Experiments "
+        "for each step, and the egress-atomics experiment). What would close it: charging "
+        "whole-cgroup targets from cgroup-local storage of the attach point "
+        "(`bpf_get_local_storage`, no socket lookup) when --details is off._"
     ),
     "64-byte UDP": (
         "_Why: pairs on a shared 2-core machine swing by more than the effect; the in-kernel ns per "
@@ -961,9 +977,10 @@ WHY = {
         "on a quiet machine._"
     ),
     "churn": (
-        "_Why: each connection runs sock_create (owner stamp), connect, sock_ops callbacks and "
-        "sock_release (about 5 us in the kernel per connection, section 2). What would close it: "
-        "fewer socket hooks when neither connection counts nor --details are wanted._"
+        "_Why: each connection runs sock_create (the socket state's allocation), connect, six "
+        "sock_ops callbacks and sock_release (section 2 has the ns per connection and per "
+        "program); a quick run's single 2,000-connection pair also swings by more than the "
+        "target on a shared machine. What would close it: see the per-connection target._"
     ),
     "agent": (
         "_Why: each report reads one per-CPU entry and one gauge per target; with many targets or "

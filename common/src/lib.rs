@@ -348,7 +348,6 @@ pub mod dest {
     }
     const _: () = assert!(core::mem::size_of::<DestOther>() == 40);
 
-
     /// `CLASS_CIDRS` is an LPM trie keyed by (prefix length, 16 address bytes) with a `u32`
     /// class value; IPv4 prefixes are stored IPv4-mapped (`::ffff:a.b.c.d`, length + 96), so
     /// one trie serves both families.

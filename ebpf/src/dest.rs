@@ -11,9 +11,7 @@
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::SkBuffContext};
 use procnetmon2_common::{
-    dest::{
-        CLASS_DEFAULT, CLASS_NONE, DestKey, DnsHeader, MAX_DNS_PACKET, V4_MAPPED_PREFIX,
-    },
+    dest::{CLASS_DEFAULT, CLASS_NONE, DestKey, DnsHeader, MAX_DNS_PACKET, V4_MAPPED_PREFIX},
     sock::{PROTO_UDP, SockState},
     traffic::Counters,
 };

@@ -37,8 +37,8 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-            bpf_get_current_pid_tgid, bpf_get_netns_cookie,
-            bpf_get_socket_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id,
+            bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock,
+            bpf_skb_cgroup_id,
         },
     },
     macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops},
@@ -58,8 +58,8 @@ use procnetmon2_common::{
 };
 use track::{
     ALLOW, accepted, add_percpu, all_on, atomic_add, cgroup_targets_on, children_on, copy_ip6,
-    details_on, filter_on, initial_flags, mark, netns_helper_on, now_ns, pid_targets_on,
-    record_of, state_of, task_offsets, uncount,
+    details_on, filter_on, initial_flags, mark, netns_helper_on, now_ns, pid_targets_on, record_of,
+    state_of, task_offsets, uncount,
 };
 
 /// Adds one skb to counters shared by all CPUs (`CONNS` records): atomic adds both ways, as
