@@ -1050,6 +1050,13 @@ def summary(R):
             out[f"dest/{m}"] = {"skb": med(xs)}
     for m, rows in (R.get("churn") or {}).items():
         out[f"cps/{m}"] = {"ratio": med(r["ratio"] for r in rows)}
+    # Per program in churn (ns per run): where a connection's time goes.
+    rows = (R.get("ns") or {}).get("churn", {}).get("procnetmon2", [])
+    for n in sorted({n for r in rows for n in r["per"]}):
+        v = med(r["per"][n][0] / r["per"][n][1] for r in rows if r["per"].get(n, (0, 0))[1])
+        if v is not None:
+            runs = med(float(r["per"][n][1]) for r in rows if n in r["per"])
+            out[f"churn-prog/{n.split(' ')[0]}"] = {"ns_per_run": v, "runs_per_conn": runs / CHURN_N}
     return out
 
 
@@ -1079,8 +1086,8 @@ def experiments_section():
          "appends to: in-kernel ns per packet (all hooks) of procnetmon2 / the bare counter in the",
          "same run, ns per connection for churn, and the classes ratio. A quick run is one short run",
          "per figure on a shared machine: read differences below ~10% as noise.", "",
-         "| date | commit | change | 64-byte UDP | TCP bulk | non-target | churn ns/conn | classes/without | load |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| date | commit | change | 64-byte UDP | TCP bulk | non-target | churn ns/conn | sock_create ns/run (churn) | sock_ops runs × ns (churn) | classes/without | load |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def pair(m, k, field="all"):
         p, q = m.get(f"{k}/procnetmon2", {}).get(field), m.get(f"{k}/bare", {}).get(field)
@@ -1094,8 +1101,13 @@ def experiments_section():
         m = r["medians"]
         c, b = m.get("dest/procnetmon2+classes", {}).get("skb"), m.get("dest/procnetmon2", {}).get("skb")
         cls = f"{fmt(c, 1)} / {fmt(b, 1)} = {fmt(c / b, 2)}×" if c and b else "-"
+        sc = m.get("churn-prog/pnm_sock_create", {}).get("ns_per_run")
+        so = m.get("churn-prog/pnm_sockops", {})
+        ops = (f"{so['runs_per_conn']:.0f} × {fmt(so['ns_per_run'], 0)}"
+               if so.get("runs_per_conn") else fmt(so.get("ns_per_run"), 0))
         L.append(f"| {r['date']} | {r['rev']} | {r['note']} | {pair(m, 'udp')} | {pair(m, 'tcp')} "
-                 f"| {pair(m, 'nontarget')} | {pair(m, 'churn', 'conn')} | {cls} | {r['load']} |")
+                 f"| {pair(m, 'nontarget')} | {pair(m, 'churn', 'conn')} | {fmt(sc, 0)} | {ops} "
+                 f"| {cls} | {r['load']} |")
     L.append("")
     return L
 
