@@ -163,8 +163,12 @@ async fn main_loop(
         }
         let mut decision = decide(event, facts(cfg, run));
         if decision.stop && run.command.is_some() {
-            // Stopping with the command still running: end it, and count its last bytes.
-            run.stop_command();
+            // Stopping with the command not reaped. It may have exited already: the tick that
+            // found every target gone and its pidfd were ready together, and the tick won.
+            // Then its status is the run's; else end it, and count its last bytes.
+            if let Some(exited) = run.stop_command()? {
+                status = exited;
+            }
             run.session
                 .tick_partial(Instant::now(), &mut run.probes, &mut run.host)?;
         }
@@ -305,13 +309,20 @@ impl Running {
         Ok(status)
     }
 
-    /// `-t` expiry or a signal with the command still running: stops it.
-    fn stop_command(&mut self) {
-        if let Some(mut c) = self.command.take() {
-            if let Some(state) = &self.state {
-                state.stop_cgroup(c.cgroup(), COMMAND_GRACE);
-            }
+    /// The run stops with the command not reaped: returns its exit status if it had exited
+    /// on its own; else (`-t` expiry, a signal) stops it, and its status is not the run's.
+    /// Either way, what it left running in its cgroup is ended.
+    fn stop_command(&mut self) -> anyhow::Result<Option<u8>> {
+        let Some(mut c) = self.command.take() else {
+            return Ok(None);
+        };
+        let exited = c.try_wait()?;
+        if let Some(state) = &self.state {
+            state.stop_cgroup(c.cgroup(), COMMAND_GRACE);
+        }
+        if exited.is_none() {
             let _ = c.wait();
         }
+        Ok(exited)
     }
 }

@@ -77,8 +77,18 @@ impl Command {
     /// Reaps it and returns its exit status as a shell reports it (128 + signal).
     pub fn wait(&mut self) -> anyhow::Result<u8> {
         let st = self.child.wait().context("wait for the command")?;
-        Ok(st
-            .code()
-            .map_or_else(|| 128 + st.signal().unwrap_or(0) as u8, |c| c as u8))
+        Ok(shell_status(st))
     }
+
+    /// Its exit status if it has exited (reaped), without waiting.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<u8>> {
+        let st = self.child.try_wait().context("wait for the command")?;
+        Ok(st.map(shell_status))
+    }
+}
+
+/// An exit status as a shell reports it (128 + signal).
+fn shell_status(st: std::process::ExitStatus) -> u8 {
+    st.code()
+        .map_or_else(|| 128 + st.signal().unwrap_or(0) as u8, |c| c as u8)
 }
