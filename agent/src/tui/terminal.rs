@@ -105,3 +105,79 @@ impl Write for LogSink {
         io::stderr().flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Read as _,
+        os::fd::{AsFd as _, OwnedFd},
+        process::{Command, Stdio},
+    };
+
+    use nix::{
+        pty::openpty,
+        sys::termios::{LocalFlags, tcgetattr},
+    };
+
+    use super::Screen;
+
+    /// Set in the child: it opens the view on the pseudo-terminal it was given and panics.
+    const CHILD: &str = "PNM_PANIC_HOOK_CHILD";
+    const MESSAGE: &str = "a panic while the view is open";
+
+    /// A panic while the view is open gives the terminal back before its message is printed:
+    /// the message lands on the normal screen, after raw mode and the alternate screen are
+    /// left and the cursor is shown again; the terminal is out of raw mode after. Run as a
+    /// child of this test binary on a pseudo-terminal (a real terminal, whose bytes and
+    /// modes the parent reads), since the panic ends it.
+    #[test]
+    fn panic_hook_restores_the_terminal() {
+        if std::env::var_os(CHILD).is_some() {
+            let _screen = Screen::enter().expect("open the view on the pseudo-terminal");
+            panic!("{MESSAGE}");
+        }
+        let pty = openpty(None, None).expect("openpty");
+        let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup the pty"));
+        let status = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "tui::terminal::tests::panic_hook_restores_the_terminal",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            // The message alone, no backtrace: what is checked is where it lands.
+            .env("RUST_BACKTRACE", "0")
+            .stdin(slave(&pty.slave))
+            .stdout(slave(&pty.slave))
+            .stderr(slave(&pty.slave))
+            .status()
+            .expect("run the child");
+        assert!(!status.success(), "the child panics: {status}");
+        let modes = tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
+        assert!(
+            modes
+                .local_flags
+                .contains(LocalFlags::ICANON | LocalFlags::ECHO),
+            "raw mode left: {:?}",
+            modes.local_flags
+        );
+        // With the last slave closed, reading the master ends (EIO) after what was written.
+        drop(pty.slave);
+        let mut out = Vec::new();
+        let mut master = std::fs::File::from(pty.master);
+        let _ = master.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        let at = |what: &str| {
+            out.find(what)
+                .unwrap_or_else(|| panic!("no {what:?} in what the child wrote: {out:?}"))
+        };
+        let (entered, left, shown) = (at("\x1b[?1049h"), at("\x1b[?1049l"), at("\x1b[?25h"));
+        let message = at(MESSAGE);
+        assert!(entered < left, "{out:?}");
+        assert!(
+            left < message && shown < message,
+            "the message is printed before the terminal is restored: {out:?}"
+        );
+    }
+}
