@@ -23,9 +23,11 @@ Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
 BENCH_NS_RUNS (3), BENCH_CHURN_N (10000), BENCH_SCALE ("1000 10000 100000"),
 BENCH_SCALE_SECS (10), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
-BENCH_OUT (BENCHMARKS.md), BENCH_QUICK (1: the < 2 minute pre-submit check, see QUICK below),
-BENCH_RECORD (a note: log this run as an experiment), BENCH_NS_KINDS ("udp tcp churn nontarget":
-the workloads of the in-kernel section), BENCH_ID (name prefix of everything created; set by scripts/bench),
+BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
+BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
+pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
+BENCH_NS_KINDS ("udp tcp churn nontarget": the workloads of the in-kernel section), BENCH_ID
+(name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
 """
 
@@ -72,10 +74,15 @@ CHURN_N = env_int("BENCH_CHURN_N", 2000 if Q else 10000)
 SCALE = [int(x) for x in os.environ.get("BENCH_SCALE", "1000 10000 100000").split()]
 SCALE_SECS = env_int("BENCH_SCALE_SECS", 10)
 ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
+ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view".split()
 SECTIONS = os.environ.get("BENCH_SECTIONS", "nsperpkt churn dest" if Q else
-                          "throughput nsperpkt churn scale allchurn dest view").split()
-OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "target", "bench-quick.md") if Q else
-                     os.path.join(ROOT, "BENCHMARKS.md"))
+                          " ".join(ALL_SECTIONS)).split()
+# A run of some sections (BENCH_QUICK, BENCH_SECTIONS=view) writes its own report beside the
+# build: written over BENCHMARKS.md it would drop every other section's figures.
+OUT = os.environ.get("BENCH_OUT") or (
+    os.path.join(ROOT, "target", "bench-quick.md") if Q
+    else os.path.join(ROOT, "BENCHMARKS.md") if set(ALL_SECTIONS) <= set(SECTIONS)
+    else os.path.join(ROOT, "target", f"bench-{'-'.join(SECTIONS)}.md"))
 # BENCH_RECORD="what changed": append this run's in-kernel medians, with that note, to
 # EXPERIMENTS (one JSON line per run); BENCHMARKS.md lists them (numbers only from the script).
 RECORD = os.environ.get("BENCH_RECORD")
@@ -1436,6 +1443,10 @@ def write_report(R, started, load_start, errors):
 # --- main ------------------------------------------------------------------------------------
 
 def main():
+    unknown = [s for s in SECTIONS if s not in ALL_SECTIONS]
+    if unknown:
+        sys.exit(f"bench: BENCH_SECTIONS: no section {' '.join(unknown)}; "
+                 f"give some of: {' '.join(ALL_SECTIONS)}")
     for b in (PNM, BARE, PEER):
         if not os.access(b, os.X_OK):
             sys.exit(f"bench: {b} is not built (scripts/bench builds it)")
