@@ -6,7 +6,7 @@ use std::path::Path;
 
 use procnetmon2_integration::{
     Cgroup, Monitor, Netns, Proc, Veth, bin, current, kernel_version, num, skip_for_kernel,
-    skip_unless_root, udp4_bytes, udp6_bytes,
+    skip_unless_root, time_scale, udp4_bytes, udp6_bytes,
 };
 
 /// Target: a TCP server (listening before the monitor starts) in its own cgroup and
@@ -371,10 +371,29 @@ fn curl_download_is_exact() {
         Some(&a),
     );
     curl.expect_line("started");
-    let mon = Monitor::start(&["-p", &curl.pid().to_string(), "--json", "-t", "3s"]);
+    // The window is ended by Ctrl-C once curl has exited, never by its clock: a 3 s window
+    // raced curl's exit (under emulation the download ended inside the window and curl
+    // exited just after it, so its row was not yet marked exited). SIGINT during a window
+    // prints the window's report so far, after one last look at the counters and the target.
+    let mon = Monitor::start(&["-p", &curl.pid().to_string(), "--json", "-t", "10m"]);
     let before = a.link_stats("eth0");
     curl.send_line("go");
     assert!(curl.wait().success());
+    // The connection's last packets (the server's FIN, our ACK) may cross after curl has
+    // exited; once its socket is gone or in TIME-WAIT, nothing more is sent for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30 * time_scale());
+    while !a
+        .exec(&["ss", "-Htn", "state", "connected", "exclude", "time-wait"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "curl's connection never closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    mon.signal(libc::SIGINT);
     let (status, reports, err) = mon.finish();
     let delta = a.link_stats("eth0").since(&before);
     let _ = std::fs::remove_dir_all(&dir);
@@ -384,7 +403,11 @@ fn curl_download_is_exact() {
     assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{c}");
     assert!(num(c, "bytes_in") > 4_000_000, "{c}");
     let r = reports.last().expect("a report");
-    assert_eq!(r["processes"][curl.pid().to_string()]["exited"], true);
+    assert_eq!(
+        r["processes"][curl.pid().to_string()]["exited"],
+        true,
+        "{r}"
+    );
 }
 
 /// Without CAP_DAC_READ_SEARCH (the least-privilege set), /proc/PID/fd of another user's
