@@ -460,9 +460,9 @@ impl Proc {
         self.child.id()
     }
 
-    /// Waits for a stdout line equal to `word`.
+    /// Waits for a stdout line equal to `word` (60 s, stretched by `PNM_TIME_SCALE`).
     pub fn expect_line(&self, word: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(60 * time_scale());
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {

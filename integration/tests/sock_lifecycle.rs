@@ -75,11 +75,18 @@ fn accepted_connections_count_for_the_server() {
 /// 2,000 short connections in a few seconds: every byte lands in the totals, including the
 /// FIN each socket sends after the process released it (the server closes first, so the
 /// target's close comes after its last read, and its FIN leaves after sock_release).
+/// `PNM_SHORT_CONNECTIONS` lowers the count in emulated VMs (scripts/test-kernels: 200): each
+/// connection checks the same thing, and 2,000 take minutes under TCG.
 #[test]
 fn two_thousand_short_connections_are_exact() {
     if skip_unless_root() {
         return;
     }
+    let n: u64 = std::env::var("PNM_SHORT_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let count = n.to_string();
     let (a, b) = (Netns::new(false), Netns::new(false));
     let v = Veth::new(&a, "eth0", &b, "eth0", 11);
     let cg = Cgroup::new();
@@ -93,7 +100,7 @@ fn two_thousand_short_connections_are_exact() {
             "1000",
             "3000",
             "1",
-            "2000",
+            &count,
             "wait",
             "hold",
         ],
@@ -127,7 +134,7 @@ fn two_thousand_short_connections_are_exact() {
     let c = current(reports.last().expect("report"), target.pid());
     assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{c}");
     assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{c}");
-    assert!(num(c, "packets_out") >= 2000 * 4, "{c}");
+    assert!(num(c, "packets_out") >= n * 4, "{c}");
     assert_eq!(num(c, "tcp_connections"), 0);
     target.close_stdin();
 }
