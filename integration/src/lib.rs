@@ -647,10 +647,11 @@ impl Monitor {
         serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
     }
 
-    /// Skips reports until `pred` holds for one (at most 20 reports), and returns it.
+    /// Skips reports until `pred` holds for one (at most 20 reports, times `PNM_TIME_SCALE`:
+    /// under emulation what the report waits for takes more intervals), and returns it.
     pub fn report_where(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let mut last = serde_json::Value::Null;
-        for _ in 0..20 {
+        for _ in 0..20 * time_scale() {
             last = self.next_report();
             if pred(&last) {
                 return last;
