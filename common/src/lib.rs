@@ -245,8 +245,26 @@ pub mod knobs {
     /// Global name: nonzero counts every socket's traffic by the cgroup the socket was created
     /// in (`--all`, node-wide), into `CGROUP_TOTALS`.
     pub const ALL: &str = "PNM_ALL";
-    /// Capacity of `CGROUP_TOTALS` ((cgroup, protocol) pairs).
+    /// Capacity of `CGROUP_TOTALS` ((cgroup, protocol) pairs) without destination classes.
     pub const MAX_CGROUP_KEYS: u32 = 16384;
+    /// Most entries of `CGROUP_TOTALS` with destination classes ((cgroup, protocol, class)
+    /// triples): a per-CPU map, so its memory grows with the CPUs; past it, traffic is
+    /// untracked (counted), as when the map is full without classes.
+    pub const MAX_CGROUP_CLASS_KEYS: u32 = 65_536;
+
+    /// Size of `CGROUP_TOTALS` for `class_count` classes (0: classes off): keys × classes,
+    /// bounded by [`MAX_CGROUP_CLASS_KEYS`].
+    pub const fn cgroup_key_capacity(class_count: u32) -> u32 {
+        if class_count == 0 {
+            return MAX_CGROUP_KEYS;
+        }
+        let n = MAX_CGROUP_KEYS.saturating_mul(class_count);
+        if n < MAX_CGROUP_CLASS_KEYS {
+            n
+        } else {
+            MAX_CGROUP_CLASS_KEYS
+        }
+    }
 
     /// Key of `CGROUP_TOTALS`.
     #[repr(C)]
@@ -256,8 +274,9 @@ pub mod knobs {
         pub cgroup_id: u64,
         /// `sock::PROTO_*`.
         pub proto: u32,
-        /// Explicit padding; always zero.
-        pub _pad: u32,
+        /// Destination class of the packet's remote address (`--class`/`--classes` with
+        /// `--all`), or `dest::CLASS_NONE` when classes are off or the packet is not IP.
+        pub class: u32,
     }
     const _: () = assert!(core::mem::size_of::<CgroupKey>() == 16);
 

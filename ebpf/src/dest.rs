@@ -100,6 +100,25 @@ pub fn count(
     }
 }
 
+/// `--all` with classes: the class of the packet's remote address for `CGROUP_TOTALS`, or
+/// `CLASS_NONE` (classes off, or not an IP packet). A target's socket (`st` non-null) uses its
+/// class cache; any other socket on the node has no storage to cache in (adding one per
+/// socket would cost every socket an allocation), so it pays one LPM lookup per packet.
+#[inline(always)]
+pub fn node_class(ctx: &SkBuffContext, st: *mut SockState, ingress: bool) -> u8 {
+    if !knob_u8(&raw const PNM_CLASSES) {
+        return CLASS_NONE;
+    }
+    let Some((family, addr)) = remote_of(ctx, ingress) else {
+        return CLASS_NONE;
+    };
+    if st.is_null() {
+        class_of(family, &addr)
+    } else {
+        class_cached(st, family, &addr)
+    }
+}
+
 /// (family, remote address) from the IP header: IPv4 in `[0]`, network order. Read directly
 /// from the skb's linear data (headers always are), with `bpf_skb_load_bytes` as the fallback:
 /// two helper calls per packet were most of this module's cost.

@@ -137,7 +137,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         // Not a target's socket: without the helper its namespace is the one stamped for
         // `--all -i` (`node_netns_pass`; a second storage lookup, in that combination only).
         if all_on() && (!stamped_filter || node_netns_pass(sk, ifindex, ingress, len)) {
-            count_cgroup(skb, bpf_sk, ingress, len);
+            count_cgroup(ctx, st, bpf_sk, ingress, len);
         }
         return ALLOW;
     }
@@ -146,7 +146,7 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         return ALLOW;
     }
     if all_on() {
-        count_cgroup(skb, bpf_sk, ingress, len);
+        count_cgroup(ctx, st, bpf_sk, ingress, len);
     }
     // SAFETY: `st` is a live storage value (fields one by one: it holds a spin lock).
     let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
@@ -242,14 +242,18 @@ fn stamp_node_netns(ctx: &SockContext) {
 }
 
 /// `--all`: charges the skb to the cgroup its socket was created in (`bpf_skb_cgroup_id` reads
-/// the socket's own cgroup, not `current`'s), for every socket on the host.
+/// the socket's own cgroup, not `current`'s), for every socket on the host; with destination
+/// classes, to (cgroup, protocol, class). `st`: the socket's state when it is a target's
+/// (its class cache is used), else null.
 #[inline(always)]
 fn count_cgroup(
-    skb: *mut __sk_buff,
+    ctx: &SkBuffContext,
+    st: *mut procnetmon2_common::sock::SockState,
     sk: *mut aya_ebpf::bindings::bpf_sock,
     ingress: bool,
     len: u64,
 ) {
+    let skb: *mut __sk_buff = ctx.skb.skb;
     // SAFETY: helpers on the program context / a checked socket pointer.
     let (cgroup_id, full) = unsafe { (bpf_skb_cgroup_id(skb), bpf_sk_fullsock(sk)) };
     // Request and time-wait sockets (not full) are TCP's.
@@ -262,7 +266,7 @@ fn count_cgroup(
     let key = CgroupKey {
         cgroup_id,
         proto: u32::from(proto),
-        _pad: 0,
+        class: u32::from(dest::node_class(ctx, st, ingress)),
     };
     let c = match CGROUP_TOTALS.get_ptr_mut(key) {
         Some(c) => c,

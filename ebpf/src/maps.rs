@@ -161,8 +161,9 @@ pub static SOCK_NETNS: SkStorageDef<u64, { BPF_F_NO_PREALLOC as usize | BPF_F_CL
 #[aya_ebpf::macros::btf_map]
 pub static CGROUP_TARGETS: HashMap<u64, u32, 1024> = HashMap::new();
 
-/// `--all`: (cgroup id the socket was created in, protocol) → counters, per CPU. Written per
-/// packet by the skb programs; summed and grouped into workloads by the agent.
+/// `--all`: (cgroup id the socket was created in, protocol, destination class) → counters, per
+/// CPU. Written per packet by the skb programs; summed and grouped into workloads by the agent.
+/// With classes the agent sizes it at load (`knobs::cgroup_key_capacity`: keys × classes).
 #[aya_ebpf::macros::btf_map]
 pub static CGROUP_TOTALS: PerCpuHashMap<CgroupKey, Counters, { MAX_CGROUP_KEYS as usize }> =
     PerCpuHashMap::new();

@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS,
-    Proto, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS, Slot,
+    SocketStamp, Untracked,
 };
 use crate::model::Traffic;
 
@@ -134,9 +134,9 @@ impl Kernel for FakeKernel {
         self.cgroup_totals.clone()
     }
 
-    fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]) {
+    fn remove_cgroup_counts(&mut self, keys: &[super::CgroupCountKey]) {
         self.cgroup_totals
-            .retain(|c| !keys.contains(&(c.cgroup_id, c.proto)));
+            .retain(|c| !keys.contains(&(c.cgroup_id, c.proto, c.class)));
     }
 
     fn target_pid_count(&self) -> u32 {

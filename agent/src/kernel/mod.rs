@@ -186,9 +186,15 @@ pub struct CgroupCount {
     pub cgroup_id: u64,
     /// The protocol.
     pub proto: Proto,
+    /// Destination class index (`--class`/`--classes`); None with classes off (or for
+    /// traffic that is not IP).
+    pub class: Option<u8>,
     /// Cumulative since the programs were loaded.
     pub counters: Counters,
 }
+
+/// A key of the node-wide counters: (cgroup id, protocol, destination class).
+pub type CgroupCountKey = (u64, Proto, Option<u8>);
 
 /// Counts the kernel could not charge to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -240,11 +246,11 @@ pub trait Kernel {
     fn untracked(&self) -> anyhow::Result<Untracked>;
     /// Every `--details` record, by socket cookie.
     fn connections(&self) -> Vec<(u64, Connection)>;
-    /// `--all`: cumulative counters per (cgroup, protocol).
+    /// `--all`: cumulative counters per (cgroup, protocol, destination class).
     fn cgroup_totals(&self) -> Vec<CgroupCount>;
     /// `--all`: deletes the counters of removed cgroups (after the caller has charged them),
     /// so the map holds live cgroups only. Keys that are not there are skipped.
-    fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]);
+    fn remove_cgroup_counts(&mut self, keys: &[CgroupCountKey]);
     /// Entries in the target-PID map (targets and their children), for the map-fill metric.
     fn target_pid_count(&self) -> u32;
 

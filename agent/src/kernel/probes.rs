@@ -217,6 +217,8 @@ impl Probes {
         };
         // Targets × classes entries (at least one: a map cannot be empty).
         let class_entries = knobs.dest.slots.saturating_mul(class_count).max(1);
+        // `--all`: (cgroup, protocol) keys × classes, bounded (overflow: untracked).
+        let cgroup_entries = knobs::cgroup_key_capacity(class_count);
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -236,6 +238,7 @@ impl Probes {
             .override_global(dest::DEST_CAP, &cap, true)
             .override_global(dest::CLASS_COUNT, &class_count, true)
             .map_max_entries(MAP_CLASS_TOTALS, class_entries)
+            .map_max_entries(MAP_CGROUP_TOTALS, cgroup_entries)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(aya::include_bytes_aligned!(concat!(
@@ -632,6 +635,9 @@ impl Kernel for Probes {
             .map(|(k, v)| CgroupCount {
                 cgroup_id: k.cgroup_id,
                 proto: proto_of(u8::try_from(k.proto).unwrap_or(PROTO_OTHER)),
+                class: u8::try_from(k.class)
+                    .ok()
+                    .filter(|c| *c != procnetmon2_common::dest::CLASS_NONE),
                 counters: counters(
                     v.iter()
                         .fold(traffic::Counters::default(), |acc, c| acc.add(*c)),
@@ -640,12 +646,12 @@ impl Kernel for Probes {
             .collect()
     }
 
-    fn remove_cgroup_counts(&mut self, keys: &[(u64, Proto)]) {
-        for &(cgroup_id, proto) in keys {
+    fn remove_cgroup_counts(&mut self, keys: &[super::CgroupCountKey]) {
+        for &(cgroup_id, proto, class) in keys {
             let key = CgroupKey {
                 cgroup_id,
                 proto: u32::from(proto_index(proto)),
-                _pad: 0,
+                class: u32::from(class.unwrap_or(procnetmon2_common::dest::CLASS_NONE)),
             };
             // ENOENT: that protocol never carried traffic in this cgroup.
             if let Err(e) = self.cgroup_totals.remove(&key) {

@@ -14,7 +14,7 @@ use std::{
 use super::{Session, Subject};
 use crate::{
     host::identity::ContainerIdentity,
-    kernel::{Kernel, MAX_CGROUP_KEYS, MAX_TARGET_PIDS},
+    kernel::{Kernel, MAX_TARGET_PIDS},
     metrics::{MapFill, MetricsRegistry, SelfStats, TargetInfo, WorkloadKey},
     model::Traffic,
     sampling::sum_traffic,
@@ -123,12 +123,23 @@ fn feed_workloads(reg: &MetricsRegistry, session: &Session, fed_through: u64) {
     match session.node() {
         Some(node) => {
             for w in node.workloads().values() {
-                add(
-                    metrics_key(w.info.container.as_ref(), &w.info.workload),
-                    &w.series.since_start(),
-                    !w.exited,
-                    w.gone_at.map(|(tick, _)| tick),
-                );
+                let key = metrics_key(w.info.container.as_ref(), &w.info.workload);
+                let gone_at = w.gone_at.map(|(tick, _)| tick);
+                if let Some(classes) = w.class_traffic(node.classes()) {
+                    // Classed, as for targets: the same counters split by destination_class.
+                    for (class, traffic) in classes {
+                        let e = by_class.entry((key.clone(), class)).or_default();
+                        *e = sum_traffic([&*e, &traffic]);
+                    }
+                    if !w.exited || gone_at.is_some_and(|g| g > fed_through) {
+                        fed_classed.insert(key.clone());
+                    }
+                    if !w.exited {
+                        live_classed.insert(key);
+                    }
+                    continue;
+                }
+                add(key, &w.series.since_start(), !w.exited, gone_at);
             }
         }
         None => {
@@ -197,7 +208,10 @@ fn feed_self_stats(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel
         maps.push(MapFill {
             map: "CGROUP_TOTALS".into(),
             entries: node.keys() as u32,
-            max_entries: MAX_CGROUP_KEYS,
+            max_entries: procnetmon2_common::knobs::cgroup_key_capacity(
+                node.classes()
+                    .map_or(0, |c| u32::try_from(c.names.len()).unwrap_or(u32::MAX)),
+            ),
         });
     }
     reg.set_self_stats(SelfStats {

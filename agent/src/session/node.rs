@@ -1,5 +1,5 @@
 //! `--all`: node-wide accounting. The kernel counts every skb on the host per (cgroup,
-//! protocol); each tick this charges the growth of those counters to workloads (pod/container,
+//! protocol), and per destination class too when classes are configured; each tick this charges the growth of those counters to workloads (pod/container,
 //! systemd unit or cgroup path, named by the host) and advances each workload's rate series.
 //!
 //! Built to survive pod churn: a cgroup id is named once, when it first carries traffic (by the
@@ -15,15 +15,16 @@
 //! [`RETIRED_IDS`].
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
 use super::{HostView, row_of};
 use crate::{
+    classes::ClassSet,
     host::workloads::{CgroupInfo, Lookup},
-    kernel::{Kernel, Proto},
-    model::{Counters, Traffic, WorkloadReport},
+    kernel::{CgroupCountKey, Kernel, Proto},
+    model::{ClassTraffic, Counters, Traffic, WorkloadReport},
     sampling::{Series, sum_traffic},
 };
 
@@ -33,8 +34,6 @@ pub const UNRESOLVED: &str = "unresolved";
 /// Most removed cgroup ids remembered to charge their late packets to their workload; older
 /// ones are charged to [`UNRESOLVED`].
 pub const RETIRED_IDS: usize = 4096;
-
-const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Other];
 
 /// One node-wide workload.
 #[derive(Debug, Clone)]
@@ -51,6 +50,23 @@ pub struct NodeWorkload {
     pub gone_at: Option<(u64, Instant)>,
     /// Everything charged to it since the run started (removed cgroups' included).
     traffic: Traffic,
+    /// The same per destination class (classes on): cumulative, and its rate series.
+    by_class: BTreeMap<u8, (Traffic, Series)>,
+}
+
+impl NodeWorkload {
+    fn new(info: CgroupInfo, started: Instant) -> Self {
+        Self {
+            // A workload first seen now has been counted since the run started.
+            series: Series::new(Traffic::default(), started),
+            info,
+            ids: HashSet::new(),
+            exited: false,
+            gone_at: None,
+            traffic: Traffic::default(),
+            by_class: BTreeMap::new(),
+        }
+    }
 }
 
 /// What is known of a cgroup id that carried traffic.
@@ -65,9 +81,11 @@ enum Id {
 /// The node-wide workloads of a run.
 #[derive(Debug, Clone)]
 pub struct NodeWide {
-    /// Per (cgroup, protocol), the reading charged so far (at the start: the counters then,
-    /// which are not the run's). Dropped when the key is drained from the kernel.
-    charged: HashMap<(u64, Proto), Counters>,
+    /// Per (cgroup, protocol, class), the reading charged so far (at the start: the counters
+    /// then, which are not the run's). Dropped when the key is drained from the kernel.
+    charged: HashMap<CgroupCountKey, Counters>,
+    /// Destination classes (`--class`, `--classes`): the kernel splits its keys by class.
+    classes: Option<ClassSet>,
     /// Live cgroup ids that carried traffic.
     ids: HashMap<u64, Id>,
     /// Removed cgroup ids → their workload, oldest first out.
@@ -86,14 +104,20 @@ pub struct NodeWide {
 
 impl NodeWide {
     /// Starts at `now` from the kernel's counters as they are; exited workloads are reported
-    /// for `grace`.
-    pub fn start(now: Instant, kernel: &dyn Kernel, grace: Duration) -> Self {
+    /// for `grace`. `classes`: the destination classes the kernel counts by, if any.
+    pub fn start(
+        now: Instant,
+        kernel: &dyn Kernel,
+        grace: Duration,
+        classes: Option<ClassSet>,
+    ) -> Self {
         Self {
             charged: kernel
                 .cgroup_totals()
                 .into_iter()
-                .map(|c| ((c.cgroup_id, c.proto), c.counters))
+                .map(|c| ((c.cgroup_id, c.proto, c.class), c.counters))
                 .collect(),
+            classes,
             ids: HashMap::new(),
             retired: HashMap::new(),
             retired_order: VecDeque::new(),
@@ -125,45 +149,51 @@ impl NodeWide {
             .filter(|(id, s)| matches!(s, Id::Named(_)) && !host.cgroup_id_alive(**id))
             .map(|(id, _)| *id)
             .collect();
-        let mut by_id: HashMap<u64, Vec<(Proto, Counters)>> = HashMap::new();
+        let mut by_id: HashMap<u64, Vec<(Proto, Option<u8>, Counters)>> = HashMap::new();
         let totals = kernel.cgroup_totals();
         let read = totals.len();
         for c in totals {
             by_id
                 .entry(c.cgroup_id)
                 .or_default()
-                .push((c.proto, c.counters));
+                .push((c.proto, c.class, c.counters));
         }
         let mut drain: Vec<u64> = gone.clone();
-        let per_id: HashMap<u64, usize> = by_id.iter().map(|(id, r)| (*id, r.len())).collect();
+        // The keys read per id: what draining an id deletes. A key created after the read
+        // belongs to a retired id by the next tick, which drains it then.
+        let per_id: HashMap<u64, Vec<CgroupCountKey>> = by_id
+            .iter()
+            .map(|(id, r)| (*id, r.iter().map(|(p, c, _)| (*id, *p, *c)).collect()))
+            .collect();
         for (id, readings) in by_id {
             let Some(info) = self.owner(id, now, host, &mut drain) else {
                 continue; // pending: charged once named
             };
             let mut delta = Traffic::default();
-            for (proto, cur) in readings {
-                let before = self.charged.insert((id, proto), cur).unwrap_or_default();
+            let mut class_delta: BTreeMap<u8, Traffic> = BTreeMap::new();
+            for (proto, class, cur) in readings {
+                let before = self
+                    .charged
+                    .insert((id, proto, class), cur)
+                    .unwrap_or_default();
                 let d = cur.minus(before);
-                match proto {
-                    Proto::Tcp => delta.tcp = d,
-                    Proto::Udp => delta.udp = d,
-                    Proto::Other => delta.other = d,
+                add_proto(&mut delta, proto, d);
+                if let Some(c) = class {
+                    add_proto(class_delta.entry(c).or_default(), proto, d);
                 }
             }
             let started = self.started;
             let w = self
                 .workloads
                 .entry(info.workload.clone())
-                .or_insert_with(|| NodeWorkload {
-                    // A workload first seen now has been counted since the run started.
-                    series: Series::new(Traffic::default(), started),
-                    info,
-                    ids: HashSet::new(),
-                    exited: false,
-                    gone_at: None,
-                    traffic: Traffic::default(),
-                });
+                .or_insert_with(|| NodeWorkload::new(info, started));
             w.traffic = sum_traffic([&w.traffic, &delta]);
+            for (c, d) in class_delta {
+                let e = w.by_class.entry(c).or_insert_with(|| {
+                    (Traffic::default(), Series::new(Traffic::default(), started))
+                });
+                e.0 = sum_traffic([&e.0, &d]);
+            }
             if matches!(self.ids.get(&id), Some(Id::Named(_))) {
                 w.ids.insert(id);
             }
@@ -181,15 +211,16 @@ impl NodeWide {
         }
         drain.sort_unstable();
         drain.dedup();
-        let keys: Vec<(u64, Proto)> = drain
+        let keys: Vec<CgroupCountKey> = drain
             .iter()
-            .flat_map(|id| PROTOS.map(|p| (*id, p)))
+            .filter_map(|id| per_id.get(id))
+            .flatten()
+            .copied()
             .collect();
-        for k in &keys {
-            self.charged.remove(k);
-        }
+        let drained: HashSet<u64> = drain.iter().copied().collect();
+        self.charged.retain(|k, _| !drained.contains(&k.0));
         kernel.remove_cgroup_counts(&keys);
-        self.keys = read - drain.iter().filter_map(|id| per_id.get(id)).sum::<usize>();
+        self.keys = read - keys.len();
         self.update_workloads(now);
     }
 
@@ -254,6 +285,9 @@ impl NodeWide {
         let (tick, grace) = (self.ticks, self.grace);
         self.workloads.retain(|name, w| {
             w.series.update_at(now, w.traffic);
+            for (t, s) in w.by_class.values_mut() {
+                s.update_at(now, *t);
+            }
             let exited = w.ids.is_empty() && name != UNRESOLVED;
             if exited && !w.exited {
                 w.gone_at = Some((tick, now));
@@ -273,7 +307,12 @@ impl NodeWide {
         &self.workloads
     }
 
-    /// (cgroup, protocol) keys the kernel held at the last tick (map-fill metric).
+    /// Destination classes, when the kernel counts by them.
+    pub fn classes(&self) -> Option<&ClassSet> {
+        self.classes.as_ref()
+    }
+
+    /// (cgroup, protocol, class) keys the kernel held at the last tick (map-fill metric).
     pub fn keys(&self) -> usize {
         self.keys
     }
@@ -299,13 +338,55 @@ impl NodeWide {
                     row: row_of(&w.series, (0, 0), is_final),
                     traffic: w.series.since_start(),
                     connections: None,
-                    // Node-wide counting is by cgroup, not by target slot: no remote hosts.
+                    // Node-wide counting is by cgroup, not by target slot: no remote hosts
+                    // (`--destinations` with `--all` is refused).
                     destinations: None,
-                    classes: None,
+                    classes: self.classes.as_ref().map(|set| w.class_rows(set, is_final)),
                 }
             })
             .collect()
     }
+}
+
+impl NodeWorkload {
+    /// JSON `classes`: the classes that carried traffic, in class order (as for targets).
+    fn class_rows(&self, set: &ClassSet, is_final: bool) -> Vec<ClassTraffic> {
+        self.by_class
+            .iter()
+            .filter(|(_, (t, _))| t.total() != Counters::default())
+            .map(|(i, (_, s))| {
+                let row = row_of(s, (0, 0), is_final);
+                ClassTraffic {
+                    class: set.name(*i).to_string(),
+                    counters: row.counters,
+                    rate_in: row.rate_in,
+                    rate_out: row.rate_out,
+                }
+            })
+            .collect()
+    }
+
+    /// Traffic since the start per class name, by protocol (the metrics' `destination_class`);
+    /// None with classes off.
+    pub fn class_traffic(&self, set: Option<&ClassSet>) -> Option<Vec<(String, Traffic)>> {
+        let set = set?;
+        Some(
+            self.by_class
+                .iter()
+                .map(|(i, (_, s))| (set.name(*i).to_string(), s.since_start()))
+                .collect(),
+        )
+    }
+}
+
+/// Adds `d` to `t`'s counters of `proto`.
+fn add_proto(t: &mut Traffic, proto: Proto, d: Counters) {
+    let c = match proto {
+        Proto::Tcp => &mut t.tcp,
+        Proto::Udp => &mut t.udp,
+        Proto::Other => &mut t.other,
+    };
+    *c = c.plus(d);
 }
 
 fn unresolved() -> CgroupInfo {

@@ -371,6 +371,7 @@ fn node_wide_groups_cgroups_by_workload() {
     let count = |id: u64, proto: Proto, bytes_in: u64| CgroupCount {
         cgroup_id: id,
         proto,
+        class: None,
         counters: Counters {
             bytes_in,
             ..Counters::default()
@@ -378,7 +379,7 @@ fn node_wide_groups_cgroups_by_workload() {
     };
     // Before the run: not the run's.
     k.cgroup_totals = vec![count(1, Proto::Tcp, 500)];
-    let node = NodeWide::start(t0, &k, Duration::from_secs(300));
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None);
     let mut s = Session::start(
         t0,
         Vec::new(),
@@ -423,10 +424,89 @@ fn node_wide_groups_cgroups_by_workload() {
     assert_eq!(k.cgroup_totals.len(), 2);
 }
 
+/// `--all` with classes: each workload's per-class rows sum its kernel keys of that class
+/// (across cgroups and protocols); its total stays the sum of all keys; a removed cgroup's
+/// keys of every class are drained.
+#[test]
+fn node_wide_splits_workloads_by_class() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let classes =
+        crate::classes::ClassSet::from_flags(&["lab=10.9.0.0/16".to_string()], None).unwrap();
+    let lab = classes.names.iter().position(|n| n == "lab").unwrap() as u8;
+    let internet = classes.names.iter().position(|n| n == "internet").unwrap() as u8;
+    let count = |id: u64, proto: Proto, class: u8, bytes_out: u64| CgroupCount {
+        class: Some(class),
+        ..cg_count(id, proto, bytes_out)
+    };
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), Some(classes));
+    let mut s = Session::start(
+        t0,
+        Vec::new(),
+        Some(node),
+        Vec::new(),
+        false,
+        Vec::new(),
+        Untracked::default(),
+    );
+    for id in [1, 2] {
+        h.cgroups.insert(
+            id,
+            CgroupInfo {
+                path: format!("/web{id}"),
+                container: None,
+                workload: "web".into(),
+            },
+        );
+    }
+    k.cgroup_totals = vec![
+        count(1, Proto::Tcp, lab, 1000),
+        count(1, Proto::Udp, lab, 200),
+        count(1, Proto::Tcp, internet, 300),
+        count(2, Proto::Tcp, lab, 50),
+    ];
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    let r = s
+        .snapshot(ReportKind::Interval, false, (t0, 0), &mut k, &h)
+        .unwrap();
+    let w = &r.workloads[0];
+    assert_eq!(w.row.counters.bytes_out, 1550);
+    let by: Vec<(&str, u64)> = w
+        .classes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| (c.class.as_str(), c.counters.bytes_out))
+        .collect();
+    let mut want = vec![("lab", 1250), ("internet", 300)];
+    want.sort_by_key(|(n, _)| {
+        s.node()
+            .unwrap()
+            .classes()
+            .unwrap()
+            .names
+            .iter()
+            .position(|x| x == n)
+    });
+    assert_eq!(by, want);
+    let traffic = s.node().unwrap().workloads()["web"]
+        .class_traffic(s.node().unwrap().classes())
+        .unwrap();
+    let lab_t = &traffic.iter().find(|(n, _)| n == "lab").unwrap().1;
+    assert_eq!((lab_t.tcp.bytes_out, lab_t.udp.bytes_out), (1050, 200));
+    // Cgroup 1 removed: all three of its (protocol, class) keys leave the kernel's map.
+    h.gone_ids.insert(1);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(k.cgroup_totals, vec![count(2, Proto::Tcp, lab, 50)]);
+    assert_eq!(s.node().unwrap().keys(), 1);
+}
+
 fn cg_count(id: u64, proto: Proto, bytes_out: u64) -> CgroupCount {
     CgroupCount {
         cgroup_id: id,
         proto,
+        class: None,
         counters: Counters {
             bytes_out,
             packets_out: bytes_out / 100,
@@ -447,7 +527,7 @@ fn node_session(t0: Instant, k: &FakeKernel, grace: Duration) -> Session {
     Session::start(
         t0,
         Vec::new(),
-        Some(NodeWide::start(t0, k, grace)),
+        Some(NodeWide::start(t0, k, grace, None)),
         Vec::new(),
         false,
         Vec::new(),

@@ -126,9 +126,14 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     }
     // Node-wide counting starts before the command does: its cgroup is new, so all of its
     // traffic is the run's.
-    let node = plan
-        .node_wide
-        .then(|| NodeWide::start(Instant::now(), &probes, cfg.series_grace));
+    let node = plan.node_wide.then(|| {
+        NodeWide::start(
+            Instant::now(),
+            &probes,
+            cfg.series_grace,
+            cfg.classes.clone(),
+        )
+    });
     let command = match command {
         Some((_, argv, cg)) => Some(spawn::Command::start(argv, cg)?),
         None => None,
