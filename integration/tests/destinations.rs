@@ -331,3 +331,132 @@ fn tcp_per_host_matches_each_veth() {
     }
     sh.close_stdin();
 }
+
+/// `--all` (node-wide) with classes: two workloads (cgroups this test creates), each sending
+/// from one UDP socket to peers in two classes. Each workload's per-class bytes are its
+/// datagrams to that class (payload + IPv4/UDP headers), its total their sum; the metrics page
+/// splits the workloads' counters by `destination_class` and promtool accepts it.
+#[test]
+fn node_wide_workloads_per_class() {
+    if skip_unless_root() {
+        return;
+    }
+    let a = Netns::new(false);
+    let peers: Vec<(Netns, Veth)> = (84..=85)
+        .map(|subnet| {
+            let b = Netns::new(false);
+            let v = Veth::new(&a, &format!("eth{subnet}"), &b, "eth0", subnet);
+            (b, v)
+        })
+        .collect();
+    let mut sinks = Vec::new();
+    for (b, v) in &peers {
+        let s = Proc::peer(
+            &["udp-recv", &format!("{}:7002", v.ip_b), "1000000"],
+            None,
+            Some(b),
+        );
+        s.expect_line("ready");
+        sinks.push(s);
+    }
+    let ips: Vec<String> = peers.iter().map(|(_, v)| v.ip_b.clone()).collect();
+    // Per workload: datagrams to (near, far).
+    let plan = [(7_u64, 13_u64), (21, 4)];
+    let cgroups = [Cgroup::new(), Cgroup::new()];
+    let mut senders: Vec<Proc> = plan
+        .iter()
+        .zip(&cgroups)
+        .map(|((near, far), cg)| {
+            let args = [
+                "udp-multi".to_string(),
+                SIZE.to_string(),
+                format!("{}:7002={near}", ips[0]),
+                format!("{}:7002={far}", ips[1]),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let p = Proc::peer(&args, Some(cg), Some(&a));
+            p.expect_line("ready");
+            p
+        })
+        .collect();
+    let port = 19_900 + (std::process::id() % 90) as u16;
+    let maddr = format!("127.0.0.1:{port}");
+    let near = format!("near={}", net24(&ips[0]));
+    let far = format!("far={}", net24(&ips[1]));
+    let mon = Monitor::start(&[
+        "--all",
+        "--json",
+        "-t",
+        "3s",
+        "--interval",
+        "200ms",
+        "--class",
+        &near,
+        "--class",
+        &far,
+        "--metrics-addr",
+        &maddr,
+    ]);
+    for s in &mut senders {
+        s.send_line("go");
+        s.expect_line("done");
+    }
+    thread::sleep(Duration::from_millis(700));
+    let om = scrape(port, "application/openmetrics-text;version=1.0.0");
+    let classic = scrape(port, "text/plain");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let report = reports.last().expect("a report");
+    let workloads = report["workloads"].as_object().expect("workloads");
+    let each = udp4_bytes(SIZE);
+    for ((n_near, n_far), cg) in plan.iter().zip(&cgroups) {
+        let rel = cg.rel();
+        let (name, w) = workloads
+            .iter()
+            .find(|(_, v)| v["cgroup"] == rel.as_str())
+            .unwrap_or_else(|| panic!("no workload for {rel}: {report}"));
+        let c = &w["classes"];
+        assert_eq!(num(&c["near"], "bytes_out"), n_near * each, "{name}: {c}");
+        assert_eq!(num(&c["near"], "packets_out"), *n_near, "{name}: {c}");
+        assert_eq!(num(&c["far"], "bytes_out"), n_far * each, "{name}: {c}");
+        assert_eq!(num(&c["far"], "packets_out"), *n_far, "{name}: {c}");
+        assert_eq!(c.as_object().map(|o| o.len()), Some(2), "{name}: {c}");
+        assert_eq!(
+            num(&w["current"], "bytes_out"),
+            (n_near + n_far) * each,
+            "{name}: {w}"
+        );
+        // The metrics page: this workload's UDP bytes towards `far`.
+        let line = om
+            .lines()
+            .find(|l| {
+                l.starts_with("procnetmon_network_transmit_bytes_total{")
+                    && l.contains(&format!("cgroup=\"{name}\""))
+                    && l.contains("destination_class=\"far\"")
+                    && l.contains("protocol=\"udp\"")
+            })
+            .unwrap_or_else(|| panic!("no far series of {name} in\n{om}"));
+        assert_eq!(
+            line.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()),
+            Some(n_far * each),
+            "{line}"
+        );
+    }
+    promtool_accepts(&classic);
+    drop(senders);
+    drop(sinks);
+}
+
+/// `--destinations` with `--all` alone has no targets to keep remote hosts for: refused with
+/// a one-line usage error (exit 2), not silently empty.
+#[test]
+fn destinations_with_all_alone_is_refused() {
+    let out = Command::new(procnetmon2_integration::bin("procnetmon2"))
+        .args(["--all", "--destinations", "--json", "-t", "1s"])
+        .output()
+        .expect("run procnetmon2");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--destinations with --all"), "{err}");
+}
