@@ -26,7 +26,7 @@ BENCH_SCALE_SECS (10), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn
 BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
-BENCH_NS_KINDS ("udp tcp churn nontarget": the workloads of the in-kernel section), BENCH_ID
+BENCH_NS_KINDS ("udp udpcg tcp churn nontarget": the workloads of the in-kernel section), BENCH_ID
 (name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
 """
@@ -364,11 +364,14 @@ IPERF = IperfServer()
 class Monitor:
     """One monitor process: started against the (gated) traffic source, attached, stopped."""
 
-    def __init__(self, kind, cg, mon_cg, pids, dev=DEV_C, interval=None):
+    def __init__(self, kind, cg, mon_cg, pids, dev=DEV_C, interval=None, whole_cgroup=False):
         self.kind = kind
         self.startup = None
         if kind in DEST_MONITORS:
-            argv = [PNM, "-p", ",".join(map(str, pids)), "--json"] + DEST_MONITORS[kind]
+            # whole_cgroup: the cgroup itself is the target (`--cgroup`), the per-packet path
+            # without a socket lookup; otherwise the traffic source's PIDs (`-p`).
+            who = ["--cgroup", cg] if whole_cgroup else ["-p", ",".join(map(str, pids))]
+            argv = [PNM] + who + ["--json"] + DEST_MONITORS[kind]
             if interval:
                 argv += ["--interval", interval]
             env = dict(os.environ, RUST_LOG="info")
@@ -535,13 +538,14 @@ def ns_run(kind, monitor, cg, mon_cg):
         client = Proc(churn_argv(), cg=cg, ns=NS_C, gate=True, cpu=1)
     else:
         IPERF.ensure()
-        client = Proc(iperf_argv("udp" if kind == "nontarget" else kind), cg=cg, ns=NS_C,
-                      gate=True, cpu=1)
+        client = Proc(iperf_argv("udp" if kind in ("nontarget", "udpcg") else kind), cg=cg,
+                      ns=NS_C, gate=True, cpu=1)
     if kind == "nontarget":
         bystander = Proc(["sleep", "3600"], cg=cg, ns=NS_C)
     mon = None
     try:
-        mon = Monitor(monitor, cg, mon_cg, [(bystander or client).pid])
+        mon = Monitor(monitor, cg, mon_cg, [(bystander or client).pid],
+                      whole_cgroup=kind == "udpcg")
         progs = attached_progs(cg)
         if not progs:
             raise RuntimeError(f"bpftool shows no programs attached at {cg}")
@@ -627,9 +631,9 @@ def section_dest(R, cg, mon_cg):
             client.stop()
 
 
-NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", "udp tcp churn nontarget").split())
-NS_LABEL = {"udp": "64-byte UDP", "tcp": "TCP bulk", "churn": "churn",
-            "nontarget": "64-byte UDP, not a target"}
+NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", "udp udpcg tcp churn nontarget").split())
+NS_LABEL = {"udp": "64-byte UDP", "udpcg": "64-byte UDP, whole-cgroup target (`--cgroup`)",
+            "tcp": "TCP bulk", "churn": "churn", "nontarget": "64-byte UDP, not a target"}
 
 
 def section_nsperpkt(R, cg, mon_cg):
@@ -1230,7 +1234,9 @@ def write_report(R, started, load_start, errors):
                     continue
                 b(f"| {NS_LABEL[k]} | {n} | {fmt(nsr, 1)} | {fmt(med(float(v[1]) for v in vals), 0)} |")
         b("")
-        for k, label, lim in (("udp", "64-byte UDP", T_KERNEL_X), ("tcp", "TCP bulk", T_KERNEL_X),
+        for k, label, lim in (("udp", "64-byte UDP", T_KERNEL_X),
+                              ("udpcg", "64-byte UDP, whole-cgroup target", T_KERNEL_X),
+                              ("tcp", "TCP bulk", T_KERNEL_X),
                               ("nontarget", "non-target traffic in a monitored cgroup", T_NONTARGET_X)):
             if k not in ns:
                 continue
