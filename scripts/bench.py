@@ -975,9 +975,13 @@ WHY = {
         "XADD on egress, where a softirq can interrupt process-context egress on the same CPU), "
         "and the flag checks of the connection gauge; the bare counter does one per-CPU add. "
         "The per-socket counters and the second lookup of non-targets are gone (see Experiments "
-        "for each step, and the egress-atomics experiment). What would close it: charging "
-        "whole-cgroup targets from cgroup-local storage of the attach point "
-        "(`bpf_get_local_storage`, no socket lookup) when --details is off._"
+        "for each step, and the egress-atomics experiment). Tried and not kept: charging "
+        "whole-cgroup targets from the attach point's cgroup storage (`bpf_get_local_storage` "
+        "holding the slot, then `bpf_sk_fullsock` for the protocol) measured ~30 ns/packet "
+        "slower than the socket path (see Experiments: udp vs udpcg), two helper calls against "
+        "one storage lookup. What would close it: one counter set per attach point in that "
+        "storage, charged without `bpf_sk_fullsock` (the protocol from the IP header), read by "
+        "the agent instead of the per-target totals; A/B-tested on and off in one mode._"
     ),
     "64-byte UDP": (
         "_Why: pairs on a shared 2-core machine swing by more than the effect; the in-kernel ns per "
