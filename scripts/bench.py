@@ -22,7 +22,8 @@ then BENCHMARKS.md with every target checked (PASS/MISS).
 Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
 BENCH_NS_RUNS (3), BENCH_CHURN_N (10000), BENCH_SCALE ("1000 10000 100000"),
-BENCH_SCALE_SECS (10), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
+BENCH_SCALE_SECS (10), BENCH_ALL_CHURN_N (20000), BENCH_ALL_CHURN_SECS (150: the churn's
+pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
 BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
@@ -74,6 +75,9 @@ CHURN_N = env_int("BENCH_CHURN_N", 2000 if Q else 10000)
 SCALE = [int(x) for x in os.environ.get("BENCH_SCALE", "1000 10000 100000").split()]
 SCALE_SECS = env_int("BENCH_SCALE_SECS", 10)
 ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
+# The churn is paced over this many seconds ("over a few minutes", as a busy node churns);
+# the agent's cost is per cgroup, so its share of a core is set by the rate. 0: unpaced.
+ALL_CHURN_SECS = env_int("BENCH_ALL_CHURN_SECS", 150)
 ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view".split()
 SECTIONS = os.environ.get("BENCH_SECTIONS", "nsperpkt churn dest" if Q else
                           " ".join(ALL_SECTIONS)).split()
@@ -860,6 +864,10 @@ def section_allchurn(R):
                 os.mkdir(d)
                 batch.append(d)
             made += len(batch)
+            if ALL_CHURN_SECS > 0:
+                # Pace: batch k starts no earlier than k/N of the way through the churn.
+                time.sleep(max(0.0, t0 + ALL_CHURN_SECS * (made - len(batch)) / ALL_CHURN_N
+                               - time.monotonic()))
             kids = [subprocess.Popen(
                 ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" udp-send "$2" "$3" "$4"',
                  d, PEER, f"127.0.0.1:{sink.getsockname()[1]}", str(ALL_DGRAMS), str(ALL_PAYLOAD)],
@@ -1312,7 +1320,7 @@ def write_report(R, started, load_start, errors):
         b("## 5. `--all` under cgroup churn")
         b("")
         b(f"`procnetmon2 --all --metrics-addr … --interval 1s` while {ac['n']:,} cgroups are created,")
-        b(f"used and removed ({ALL_BATCH} at a time; in each, one `pnm-peer udp-send` of {ALL_DGRAMS}")
+        b(f"used and removed, paced over {ALL_CHURN_SECS} s ({ALL_BATCH} at a time; in each, one `pnm-peer udp-send` of {ALL_DGRAMS}")
         b(f"{ALL_PAYLOAD}-byte datagrams over loopback; each cgroup removed {ALL_LINGER} s after its")
         b(f"traffic). Three in four are children of {ALL_UNITS} long-lived `*.service` cgroups, one in")
         b("four a workload of its own that ends with its cgroup. Agent CPU over the whole churn;")
@@ -1322,9 +1330,10 @@ def write_report(R, started, load_start, errors):
         b("last value each `procnetmon_network_transmit_bytes_total` series showed in the scrapes (every")
         b(f"{ALL_SCRAPE} s, as Prometheus would see them); *sent* is IP bytes (payload + 28 each).")
         b("")
-        b("| cgroups | duration (s) | agent CPU (% of a core) | scrape max / median (ms) | CGROUP_TOTALS keys max / end | RSS first sample → end (peak) | bytes exported / sent |")
-        b("|---|---|---|---|---|---|---|")
-        b(f"| {ac['n']:,} | {ac['secs']:.0f} | {fmt(ac['cpu_pct'], 2)} | "
+        b("| cgroups | duration (s) | cgroups/s | agent CPU (% of a core) | agent CPU per cgroup (µs) | scrape max / median (ms) | CGROUP_TOTALS keys max / end | RSS first sample → end (peak) | bytes exported / sent |")
+        b("|---|---|---|---|---|---|---|---|---|")
+        b(f"| {ac['n']:,} | {ac['secs']:.0f} | {ac['n'] / ac['secs']:.0f} | {fmt(ac['cpu_pct'], 2)} | "
+          f"{fmt(ac['cpu_pct'] / 100 * ac['secs'] / ac['n'] * 1e6, 0)} | "
           f"{fmt(ac['scrape_max'] * 1000, 1)} / {fmt(ac['scrape_med'] * 1000, 1)} | "
           f"{ac['keys_max']} / {ac['keys_end']} | {fmt_mib(ac['rss_first'])} → {fmt_mib(ac['rss_last'])} "
           f"({fmt_mib(ac['rss_peak'])}) | {ac['exported']:,} / {ac['sent']:,} |")
