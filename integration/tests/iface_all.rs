@@ -165,6 +165,9 @@ fn pod_started_mid_run() {
     if skip_unless_root() || skip_without_netns_cookie("pod_started_mid_run") {
         return;
     }
+    // A pod already running, so that `eth0` exists on the node at start whatever the host's own
+    // interfaces are (a VM's host namespace has only `lo`: the name would be a usage error).
+    let _running = Pod::new(94, (1, 100), (1, 100));
     let mon = Monitor::start(&[
         "--all",
         "-i",
