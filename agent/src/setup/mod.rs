@@ -66,63 +66,16 @@ pub struct Running {
     env: Env,
 }
 
-/// Carries out `plan`.
+/// Carries out `plan`: record, load, attach, isolate, spawn, stamp, start the session.
 pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     let command = plan.command();
-    // Host changes (dedicated cgroups, moved processes) are recorded and undone on drop.
-    let mut state = (plan.isolate || command.is_some())
-        .then(|| RunState::create(&env.mount))
-        .transpose()?;
-    if let (Some((_, _, cg)), Some(st)) = (command, state.as_mut()) {
-        st.create_spawn_cgroup(cg).with_context(|| {
-            format!(
-                "cannot create a cgroup for the command under {}",
-                cg.parent().unwrap_or(cg).display()
-            )
-        })?;
-    }
-    let mut probes = Probes::load(plan.knobs)?;
-    fill_target_maps(&mut probes, plan)?;
-    if let Some(ni) = &plan.node_ifaces {
-        ni.install(&mut probes).with_context(|| {
-            format!(
-                "-i with --all: the {} network namespaces' interfaces do not fit the kernel's filter",
-                ni.namespaces()
-            )
-        })?;
-    }
-    if let Some(classes) = &cfg.classes {
-        probes.set_class_cidrs(&classes.cidrs)?;
-    }
-    let cgroups = plan
-        .attach_points
-        .iter()
-        .map(|d| cgroup::open_dir(d))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for cg in &cgroups {
-        probes.attach_sock_hooks(cg)?;
-    }
-    // `--all -i` where cgroup_skb cannot ask a packet's namespace: every socket on the node
-    // needs its namespace stamped. New ones are stamped by sock_create (attached above);
-    // those that predate the run, here, before the counters are attached.
-    if plan.node_ifaces.is_some() && !probes.netns_helper() {
-        stamp::stamp_node_netns(&mut probes, &env.proc);
-    }
-    for cg in &cgroups {
-        probes.attach_counters(cg)?;
-    }
+    let mut state = record_host_changes(plan, env)?;
+    let mut probes = load(plan, cfg)?;
+    attach(&mut probes, plan, env)?;
     if plan.isolate
         && let Some(st) = state.as_mut()
     {
-        for t in &plan.targets {
-            if let TargetKind::Process {
-                ident, cgroup_dir, ..
-            } = &t.kind
-            {
-                let to = st.isolate(ident, cgroup_dir)?;
-                log::info!("process {} moved to {}", ident.pid, to.display());
-            }
-        }
+        isolate(st, plan)?;
     }
     // Node-wide counting starts before the command does: its cgroup is new, so all of its
     // traffic is the run's.
@@ -142,23 +95,7 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     let now = Instant::now();
     let untracked_base = probes.untracked()?;
     // Read before counting is announced: traffic after the announcement is the run's.
-    let dest = (cfg.destinations || cfg.classes.is_some()).then(|| {
-        // Baselines as for the totals: a spawned command's slot is the run's from its start.
-        let fresh: Vec<Slot> = plan
-            .targets
-            .iter()
-            .filter(|t| matches!(t.kind, TargetKind::Command { .. }))
-            .map(|t| t.slot)
-            .collect();
-        DestTracker::start(
-            now,
-            &probes,
-            plan.targets.iter().map(|t| t.slot).collect(),
-            &fresh,
-            cfg.destinations,
-            cfg.classes.clone(),
-        )
-    });
+    let dest = destinations(&probes, plan, cfg, now);
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
     log::info!(
         "attached at {} cgroup(s) {:?}; counting {} process(es)",
@@ -166,7 +103,7 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         plan.attach_points,
         started.len()
     );
-    let session = Session::start(
+    let mut session = Session::start(
         now,
         started,
         node,
@@ -176,14 +113,12 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         untracked_base,
     )
     .with_interval(cfg.interval);
-    let session = match dest {
-        Some(d) => session.with_destinations(d),
-        None => session,
-    };
-    let session = match &plan.node_ifaces {
-        Some(ni) => session.with_node_ifaces(ni.clone()),
-        None => session,
-    };
+    if let Some(d) = dest {
+        session = session.with_destinations(d);
+    }
+    if let Some(ni) = &plan.node_ifaces {
+        session = session.with_node_ifaces(ni.clone());
+    }
 
     Ok(Running {
         probes,
@@ -199,6 +134,101 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         knobs: plan.knobs,
         env: env.clone(),
     })
+}
+
+/// Host changes (dedicated cgroups, moved processes) are recorded and undone on drop; the
+/// spawn cgroup is made (and recorded) before anything is loaded.
+fn record_host_changes(plan: &Plan, env: &Env) -> anyhow::Result<Option<RunState>> {
+    let command = plan.command();
+    let mut state = (plan.isolate || command.is_some())
+        .then(|| RunState::create(&env.mount))
+        .transpose()?;
+    if let (Some((_, _, cg)), Some(st)) = (command, state.as_mut()) {
+        st.create_spawn_cgroup(cg).with_context(|| {
+            format!(
+                "cannot create a cgroup for the command under {}",
+                cg.parent().unwrap_or(cg).display()
+            )
+        })?;
+    }
+    Ok(state)
+}
+
+/// Loads the programs and fills the maps the plan decides: targets, `--all -i`'s interface
+/// filter, destination classes.
+fn load(plan: &Plan, cfg: &Config) -> anyhow::Result<Probes> {
+    let mut probes = Probes::load(plan.knobs)?;
+    fill_target_maps(&mut probes, plan)?;
+    if let Some(ni) = &plan.node_ifaces {
+        ni.install(&mut probes).with_context(|| {
+            format!(
+                "-i with --all: the {} network namespaces' interfaces do not fit the kernel's filter",
+                ni.namespaces()
+            )
+        })?;
+    }
+    if let Some(classes) = &cfg.classes {
+        probes.set_class_cidrs(&classes.cidrs)?;
+    }
+    Ok(probes)
+}
+
+/// Attaches the socket hooks, then the counters, at every attach point.
+fn attach(probes: &mut Probes, plan: &Plan, env: &Env) -> anyhow::Result<()> {
+    let cgroups = plan
+        .attach_points
+        .iter()
+        .map(|d| cgroup::open_dir(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for cg in &cgroups {
+        probes.attach_sock_hooks(cg)?;
+    }
+    // `--all -i` where cgroup_skb cannot ask a packet's namespace: every socket on the node
+    // needs its namespace stamped. New ones are stamped by sock_create (attached above);
+    // those that predate the run, here, before the counters are attached.
+    if plan.node_ifaces.is_some() && !probes.netns_helper() {
+        stamp::stamp_node_netns(probes, &env.proc);
+    }
+    for cg in &cgroups {
+        probes.attach_counters(cg)?;
+    }
+    Ok(())
+}
+
+/// `--isolate`: moves each process target into a dedicated cgroup (recorded in `st`).
+fn isolate(st: &mut RunState, plan: &Plan) -> anyhow::Result<()> {
+    for t in &plan.targets {
+        if let TargetKind::Process {
+            ident, cgroup_dir, ..
+        } = &t.kind
+        {
+            let to = st.isolate(ident, cgroup_dir)?;
+            log::info!("process {} moved to {}", ident.pid, to.display());
+        }
+    }
+    Ok(())
+}
+
+/// Per-remote-host totals and classes, when asked for; baselines as for the totals: a spawned
+/// command's slot is the run's from its start.
+fn destinations(probes: &Probes, plan: &Plan, cfg: &Config, now: Instant) -> Option<DestTracker> {
+    if !cfg.destinations && cfg.classes.is_none() {
+        return None;
+    }
+    let fresh: Vec<Slot> = plan
+        .targets
+        .iter()
+        .filter(|t| matches!(t.kind, TargetKind::Command { .. }))
+        .map(|t| t.slot)
+        .collect();
+    Some(DestTracker::start(
+        now,
+        probes,
+        plan.targets.iter().map(|t| t.slot).collect(),
+        &fresh,
+        cfg.destinations,
+        cfg.classes.clone(),
+    ))
 }
 
 impl Running {
