@@ -18,7 +18,7 @@ use procnetmon2_common::{
 
 use crate::{
     maps::{CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER, DEST_TOTALS, DNS_EVENTS},
-    track::{add_percpu, atomic_add},
+    track::{add_percpu, add_shared, atomic_add},
 };
 
 /// Knob: look each packet's remote address up in `CLASS_CIDRS` (`--class`, `--classes`).
@@ -47,22 +47,6 @@ const DNS_PORT: u16 = 53;
 fn knob_u8(k: *const u8) -> bool {
     // SAFETY: a read-only global the loader patches; volatile keeps the load.
     unsafe { core::ptr::read_volatile(k) != 0 }
-}
-
-/// Adds one skb to counters shared between CPUs (`DEST_TOTALS`, `DEST_OTHER`): any CPU may
-/// charge the same remote host at once, so both directions add atomically.
-#[inline(always)]
-fn add(c: *mut Counters, ingress: bool, len: u64) {
-    // SAFETY: `c` points into a map value the caller null-checked.
-    unsafe {
-        if ingress {
-            atomic_add(&raw mut (*c).bytes_in, len);
-            atomic_add(&raw mut (*c).pkts_in, 1);
-        } else {
-            atomic_add(&raw mut (*c).bytes_out, len);
-            atomic_add(&raw mut (*c).pkts_out, 1);
-        }
-    }
 }
 
 /// Charges one skb of target `slot` (socket state `st`) to its remote host and class, and
@@ -242,7 +226,7 @@ fn add_dest(slot: u32, family: u8, addr: [u32; 4], class: u8, ingress: bool, len
         _pad: [0; 2],
     };
     if let Some(c) = DEST_TOTALS.get_ptr_mut(key) {
-        add(c, ingress, len);
+        add_shared(c, ingress, len);
         return;
     }
     let Some(other) = DEST_OTHER.get_ptr_mut(slot) else {
@@ -261,9 +245,9 @@ fn add_dest(slot: u32, family: u8, addr: [u32; 4], class: u8, ingress: bool, len
         atomic_add(unsafe { &raw mut (*other).hosts }, 1);
     }
     match DEST_TOTALS.get_ptr_mut(key) {
-        Some(c) => add(c, ingress, len),
+        Some(c) => add_shared(c, ingress, len),
         // SAFETY: as above; the first field is the counters.
-        None => add(unsafe { &raw mut (*other).counters }, ingress, len),
+        None => add_shared(unsafe { &raw mut (*other).counters }, ingress, len),
     }
 }
 

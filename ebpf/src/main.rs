@@ -57,26 +57,10 @@ use procnetmon2_common::{
     traffic::Counters,
 };
 use track::{
-    ALLOW, accepted, add_percpu, all_on, atomic_add, cgroup_targets_on, children_on, copy_ip6,
-    details_on, filter_on, initial_flags, mark, netns_helper_on, now_ns, pid_targets_on, record_of,
-    state_of, task_offsets, uncount,
+    ALLOW, accepted, add_percpu, add_shared, all_on, atomic_add, cgroup_targets_on, children_on,
+    copy_ip6, details_on, filter_on, initial_flags, mark, netns_helper_on, now_ns, pid_targets_on,
+    record_of, state_of, task_offsets, uncount,
 };
-
-/// Adds one skb to counters shared by all CPUs (`CONNS` records): atomic adds both ways, as
-/// any CPU may charge the same record at once.
-#[inline(always)]
-fn add_shared(c: *mut Counters, ingress: bool, len: u64) {
-    // SAFETY: `c` points into a map value (checked non-null by the caller).
-    unsafe {
-        if ingress {
-            atomic_add(&raw mut (*c).bytes_in, len);
-            atomic_add(&raw mut (*c).pkts_in, 1);
-        } else {
-            atomic_add(&raw mut (*c).bytes_out, len);
-            atomic_add(&raw mut (*c).pkts_out, 1);
-        }
-    }
-}
 
 /// Packet direction as seen by the socket.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -124,6 +124,23 @@ pub fn atomic_add(dst: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
 }
 
+/// Adds one skb to counters shared by all CPUs (`CONNS` records, `DEST_TOTALS`,
+/// `DEST_OTHER`): any CPU may charge the same value at once, so both directions add
+/// atomically.
+#[inline(always)]
+pub fn add_shared(c: *mut Counters, ingress: bool, len: u64) {
+    // SAFETY: `c` points into a map value (checked non-null by the caller).
+    unsafe {
+        if ingress {
+            atomic_add(&raw mut (*c).bytes_in, len);
+            atomic_add(&raw mut (*c).pkts_in, 1);
+        } else {
+            atomic_add(&raw mut (*c).bytes_out, len);
+            atomic_add(&raw mut (*c).pkts_out, 1);
+        }
+    }
+}
+
 /// Adds one skb to per-CPU counters (`TARGET_TOTALS`, `CLASS_TOTALS`, `CGROUP_TOTALS`,
 /// `UNTRACKED`): a plain add on ingress, an atomic one on egress.
 ///
