@@ -108,12 +108,8 @@ struct Dest<'a> {
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     class: Option<&'a str>,
-    bytes_in: u64,
-    bytes_out: u64,
-    packets_in: u64,
-    packets_out: u64,
-    rate_in: u64,
-    rate_out: u64,
+    #[serde(flatten)]
+    traffic: Traffic,
     /// `other` only: how many remote hosts are kept apart.
     #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<u64>,
@@ -129,18 +125,12 @@ impl Serialize for Dests<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for d in self.0 {
-            let c = d.counters;
             m.serialize_entry(
                 &d.remote,
                 &Dest {
                     name: d.name.as_deref(),
                     class: d.class.as_deref(),
-                    bytes_in: c.bytes_in,
-                    bytes_out: c.bytes_out,
-                    packets_in: c.packets_in,
-                    packets_out: c.packets_out,
-                    rate_in: d.rate_in.round() as u64,
-                    rate_out: d.rate_out.round() as u64,
+                    traffic: Traffic::new(&d.counters, d.rate_in, d.rate_out),
                     hosts: d.hosts,
                     connections: d.connections,
                 },
@@ -150,15 +140,28 @@ impl Serialize for Dests<'_> {
     }
 }
 
-/// One class in `classes`.
+/// Bytes, packets and rates of one remote host or class (`destinations`, `classes`).
 #[derive(Serialize)]
-struct Class {
+struct Traffic {
     bytes_in: u64,
     bytes_out: u64,
     packets_in: u64,
     packets_out: u64,
     rate_in: u64,
     rate_out: u64,
+}
+
+impl Traffic {
+    fn new(c: &Counters, rate_in: f64, rate_out: f64) -> Self {
+        Self {
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            packets_in: c.packets_in,
+            packets_out: c.packets_out,
+            rate_in: rate_in.round() as u64,
+            rate_out: rate_out.round() as u64,
+        }
+    }
 }
 
 /// `classes`: an object keyed by class name, in class order.
@@ -168,18 +171,7 @@ impl Serialize for Classes<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for c in self.0 {
-            let n = c.counters;
-            m.serialize_entry(
-                &c.class,
-                &Class {
-                    bytes_in: n.bytes_in,
-                    bytes_out: n.bytes_out,
-                    packets_in: n.packets_in,
-                    packets_out: n.packets_out,
-                    rate_in: c.rate_in.round() as u64,
-                    rate_out: c.rate_out.round() as u64,
-                },
-            )?;
+            m.serialize_entry(&c.class, &Traffic::new(&c.counters, c.rate_in, c.rate_out))?;
         }
         m.end()
     }
