@@ -50,7 +50,11 @@ fn knob_u8(k: *const u8) -> bool {
 }
 
 /// Charges one skb of target `slot` (socket state `st`) to its remote host and class, and
-/// hands DNS answers up.
+/// hands DNS answers up. Returns whether the packet went into `CLASS_TOTALS`: with classes on,
+/// the class array *is* the target's totals (the agent sums a target's classes and adds its
+/// `TARGET_TOTALS` entry), so the caller charges `TARGET_TOTALS` only when this returns false
+/// (classes off, not an IP packet, or a slot past the array). One per-CPU add per packet
+/// instead of two: that second add was most of what classes cost.
 #[inline(always)]
 pub fn count(
     ctx: &SkBuffContext,
@@ -59,19 +63,20 @@ pub fn count(
     proto: u8,
     ingress: bool,
     len: u64,
-) {
+) -> bool {
     let classes = knob_u8(&raw const PNM_CLASSES);
     let dests = knob_u8(&raw const PNM_DESTS);
     let dns = knob_u8(&raw const PNM_DNS) && ingress && proto == PROTO_UDP;
     if !classes && !dests && !dns {
-        return;
+        return false;
     }
     let Some((family, addr)) = remote_of(ctx, ingress) else {
-        return;
+        return false;
     };
+    let mut charged = false;
     let class = if classes {
         let class = class_cached(st, family, &addr);
-        add_class(slot, proto, class, ingress, len);
+        charged = add_class(slot, proto, class, ingress, len);
         class
     } else {
         CLASS_NONE
@@ -82,6 +87,7 @@ pub fn count(
     if dns {
         dns_answer(ctx, slot, family, len);
     }
+    charged
 }
 
 /// `--all` with classes: the class of the packet's remote address for `CGROUP_TOTALS`, or
@@ -189,8 +195,10 @@ fn class_cached(st: *mut SockState, family: u8, addr: &[u32; 4]) -> u8 {
     }
 }
 
+/// Adds the packet to (slot, class); false when the array has no such entry (then the caller
+/// charges `TARGET_TOTALS`, so the target's total still holds).
 #[inline(always)]
-fn add_class(slot: u32, proto: u8, class: u8, ingress: bool, len: u64) {
+fn add_class(slot: u32, proto: u8, class: u8, ingress: bool, len: u64) -> bool {
     // SAFETY: read-only global.
     let count = unsafe { core::ptr::read_volatile(&raw const PNM_CLASS_COUNT) };
     let entry = if u32::from(class) < count {
@@ -199,17 +207,21 @@ fn add_class(slot: u32, proto: u8, class: u8, ingress: bool, len: u64) {
         None
     };
     match entry {
-        // SAFETY: this CPU's value; the protocol index bounded for the verifier.
-        Some(t) => add_percpu(
-            unsafe { &raw mut (*t).by_proto[usize::from(proto).min(2)] },
-            ingress,
-            len,
-        ),
+        Some(t) => {
+            add_percpu(
+                // SAFETY: this CPU's value; the protocol index bounded for the verifier.
+                unsafe { &raw mut (*t).by_proto[usize::from(proto).min(2)] },
+                ingress,
+                len,
+            );
+            true
+        }
         // A slot or class past the array the agent sized: reported, never silent.
         None => {
             if let Some(l) = CLASS_LOST.get_ptr_mut(0) {
                 add_percpu(l, ingress, len);
             }
+            false
         }
     }
 }

@@ -134,9 +134,11 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     }
     // SAFETY: `st` is a live storage value (fields one by one: it holds a spin lock).
     let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
-    add_totals(slot, proto, ingress, len);
-    // Issue 17: remote hosts, classes, DNS (no-op unless asked for).
-    dest::count(ctx, st, slot, proto, ingress, len);
+    // Issue 17: remote hosts, classes, DNS (no-op unless asked for). With classes the class
+    // array holds the target's totals: `TARGET_TOTALS` only takes what it did not.
+    if !dest::count(ctx, st, slot, proto, ingress, len) {
+        add_totals(slot, proto, ingress, len);
+    }
 
     let mut want = 0;
     if flags & FLAG_IFACE_OK == 0 {

@@ -574,17 +574,32 @@ impl Kernel for Probes {
         let _ = self.conns.remove(&cookie);
     }
 
+    /// `TARGET_TOTALS[slot]`, plus with classes the slot's `CLASS_TOTALS` entries: the skb
+    /// programs then charge a packet to its class only (one per-CPU add, not two), and
+    /// `TARGET_TOTALS` keeps what had no class (not an IP packet).
     fn totals(&self, slot: Slot) -> anyhow::Result<Traffic> {
-        let per_cpu = self
-            .totals
-            .get(&slot.0, 0)
-            .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?;
-        let sum = per_cpu.iter().fold(TargetTotals::default(), |mut acc, t| {
+        let fold = |mut acc: TargetTotals, t: &TargetTotals| {
             for (a, b) in acc.by_proto.iter_mut().zip(t.by_proto) {
                 *a = a.add(b);
             }
             acc
-        });
+        };
+        let per_cpu = self
+            .totals
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?;
+        let mut sum = per_cpu.iter().fold(TargetTotals::default(), fold);
+        let d = &self.dest;
+        if slot.0 < d.slots {
+            for class in 0..d.class_count {
+                let i = slot.0 * d.class_count + class;
+                let per_cpu = d
+                    .class_totals
+                    .get(&i, 0)
+                    .with_context(|| format!("read CLASS_TOTALS[{i}]"))?;
+                sum = per_cpu.iter().fold(sum, fold);
+            }
+        }
         Ok(Traffic {
             tcp: counters(sum.by_proto[usize::from(PROTO_TCP)]),
             udp: counters(sum.by_proto[usize::from(PROTO_UDP)]),
