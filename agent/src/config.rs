@@ -132,17 +132,6 @@ impl Config {
                 "--destinations-max 0: keep at least one remote host apart, e.g. --destinations-max 1000",
             ));
         }
-        // Remote hosts are kept per target slot; node-wide workloads have none (their
-        // destination classes are counted: --class). Refused rather than silently empty.
-        let targets_named = !pids.is_empty()
-            || !opt.cgroup.is_empty()
-            || !opt.container.is_empty()
-            || !opt.command.is_empty();
-        if opt.all && opt.destinations && !targets_named {
-            return Err(UsageError::new(
-                "--destinations with --all: remote hosts are kept for targets only; use --class/--classes for where workloads' bytes go, or name targets with -p/--cgroup/--container",
-            ));
-        }
         let classes = (!opt.class.is_empty() || opt.classes.is_some())
             .then(|| crate::classes::ClassSet::from_flags(&opt.class, opt.classes.as_deref()))
             .transpose()?;

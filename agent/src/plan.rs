@@ -289,6 +289,7 @@ impl Plan {
                 cap: cfg.destinations_max,
                 // Names are shown with the destinations: hand DNS answers up only then.
                 dns: cfg.destinations,
+                node_destinations: cfg.all && cfg.destinations,
             },
         };
         Ok(Self {

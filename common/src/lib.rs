@@ -367,6 +367,31 @@ pub mod dest {
     }
     const _: () = assert!(core::mem::size_of::<DestOther>() == 40);
 
+    /// Capacity of `NODE_DEST_TOTALS` ((cgroup, remote address) pairs, `--all --destinations`).
+    pub const MAX_NODE_DESTS: u32 = 131_072;
+    /// Capacity of `NODE_DEST_OTHER` (one per cgroup that carried traffic to a remote host).
+    pub const MAX_NODE_DEST_CGROUPS: u32 = 16_384;
+    /// Global name: nonzero keeps per-remote-host totals per cgroup in `NODE_DEST_TOTALS`
+    /// (`--all --destinations`); the cap is [`DEST_CAP`], per cgroup.
+    pub const NODE_DESTS: &str = "PNM_NODE_DESTS";
+
+    /// Key of `NODE_DEST_TOTALS`: the cgroup a socket was created in and a remote address.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct NodeDestKey {
+        /// cgroup v2 id (as in `CgroupKey`).
+        pub cgroup_id: u64,
+        /// Remote address as in the packet (network order); IPv4 in `[0]`, rest zero.
+        pub addr: [u32; 4],
+        /// `AF_INET` (2) or `AF_INET6` (10).
+        pub family: u8,
+        /// Class index, or `CLASS_NONE` when classes are off.
+        pub class: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 6],
+    }
+    const _: () = assert!(core::mem::size_of::<NodeDestKey>() == 32);
+
     /// `CLASS_CIDRS` is an LPM trie keyed by (prefix length, 16 address bytes) with a `u32`
     /// class value; IPv4 prefixes are stored IPv4-mapped (`::ffff:a.b.c.d`, length + 96), so
     /// one trie serves both families.
@@ -396,4 +421,5 @@ mod pod {
     unsafe impl aya::Pod for crate::knobs::CgroupKey {}
     unsafe impl aya::Pod for crate::dest::DestKey {}
     unsafe impl aya::Pod for crate::dest::DestOther {}
+    unsafe impl aya::Pod for crate::dest::NodeDestKey {}
 }

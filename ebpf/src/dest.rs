@@ -11,13 +11,19 @@
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::SkBuffContext};
 use procnetmon2_common::{
-    dest::{CLASS_DEFAULT, CLASS_NONE, DestKey, DnsHeader, MAX_DNS_PACKET, V4_MAPPED_PREFIX},
+    dest::{
+        CLASS_DEFAULT, CLASS_NONE, DestKey, DestOther, DnsHeader, MAX_DNS_PACKET, NodeDestKey,
+        V4_MAPPED_PREFIX,
+    },
     sock::{PROTO_UDP, SockState},
     traffic::Counters,
 };
 
 use crate::{
-    maps::{CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER, DEST_TOTALS, DNS_EVENTS},
+    maps::{
+        CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER, DEST_TOTALS, DNS_EVENTS, NODE_DEST_LOST,
+        NODE_DEST_OTHER, NODE_DEST_TOTALS,
+    },
     track::{add_percpu, add_shared, atomic_add},
 };
 
@@ -33,6 +39,9 @@ static PNM_DESTS: u8 = 0;
 /// Knob: most remote hosts per target kept apart; the rest go to the target's `other`.
 #[unsafe(no_mangle)]
 static PNM_DEST_CAP: u64 = 0;
+/// Knob: keep per-remote-host totals per cgroup on `--all` (`--all --destinations`).
+#[unsafe(no_mangle)]
+static PNM_NODE_DESTS: u8 = 0;
 /// Knob: hand DNS answers received by targets' UDP sockets up to the agent.
 #[unsafe(no_mangle)]
 static PNM_DNS: u8 = 0;
@@ -90,22 +99,90 @@ pub fn count(
     charged
 }
 
-/// `--all` with classes: the class of the packet's remote address for `CGROUP_TOTALS`, or
-/// `CLASS_NONE` (classes off, or not an IP packet). A target's socket (`st` non-null) uses its
-/// class cache; any other socket on the node has no storage to cache in (adding one per
-/// socket would cost every socket an allocation), so it pays one LPM lookup per packet.
+/// `--all`: the class of the packet's remote address for `CGROUP_TOTALS`, or `CLASS_NONE`
+/// (classes off, or not an IP packet); with `--destinations`, charges the packet to
+/// (`cgroup_id`, remote address). A target's socket (`st` non-null) uses its class cache; any
+/// other socket on the node has no storage to cache in (adding one per socket would cost
+/// every socket an allocation), so it pays one LPM lookup per packet. With both knobs off this
+/// is two branches the verifier prunes.
 #[inline(always)]
-pub fn node_class(ctx: &SkBuffContext, st: *mut SockState, ingress: bool) -> u8 {
-    if !knob_u8(&raw const PNM_CLASSES) {
+pub fn node(
+    ctx: &SkBuffContext,
+    st: *mut SockState,
+    cgroup_id: u64,
+    ingress: bool,
+    len: u64,
+) -> u8 {
+    let classes = knob_u8(&raw const PNM_CLASSES);
+    let dests = knob_u8(&raw const PNM_NODE_DESTS);
+    if !classes && !dests {
         return CLASS_NONE;
     }
     let Some((family, addr)) = remote_of(ctx, ingress) else {
         return CLASS_NONE;
     };
-    if st.is_null() {
+    let class = if !classes {
+        CLASS_NONE
+    } else if st.is_null() {
         class_of(family, &addr)
     } else {
         class_cached(st, family, &addr)
+    };
+    if dests {
+        add_node_dest(cgroup_id, family, addr, class, ingress, len);
+    }
+    class
+}
+
+/// Per-(cgroup, remote host) totals, at most `PNM_DEST_CAP` hosts per cgroup: past its cap
+/// (or with the map full) a cgroup's traffic goes to its own `other`, so a chatty workload
+/// fills its own room only. Only the plain atomic add: the cap is checked racily, as for
+/// targets (a few over under races, never more than the CPU count).
+#[inline(always)]
+fn add_node_dest(cgroup_id: u64, family: u8, addr: [u32; 4], class: u8, ingress: bool, len: u64) {
+    let key = NodeDestKey {
+        cgroup_id,
+        addr,
+        family,
+        class,
+        _pad: [0; 6],
+    };
+    if let Some(c) = NODE_DEST_TOTALS.get_ptr_mut(key) {
+        add_shared(c, ingress, len);
+        return;
+    }
+    let other = match NODE_DEST_OTHER.get_ptr_mut(cgroup_id) {
+        Some(o) => o,
+        None => {
+            // BPF_NOEXIST: a racing CPU may have created it; then use theirs.
+            let _ = NODE_DEST_OTHER.insert(cgroup_id, DestOther::default(), BPF_NOEXIST);
+            match NODE_DEST_OTHER.get_ptr_mut(cgroup_id) {
+                Some(o) => o,
+                None => {
+                    // More cgroups than the map holds: counted, never silent.
+                    if let Some(l) = NODE_DEST_LOST.get_ptr_mut(0) {
+                        add_percpu(l, ingress, len);
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: read-only global.
+    let cap = unsafe { core::ptr::read_volatile(&raw const PNM_DEST_CAP) };
+    // SAFETY: `other` is a live map value.
+    if unsafe { (*other).hosts } < cap
+        && NODE_DEST_TOTALS
+            .insert(key, Counters::default(), BPF_NOEXIST)
+            .is_ok()
+    {
+        // SAFETY: as above.
+        atomic_add(unsafe { &raw mut (*other).hosts }, 1);
+    }
+    match NODE_DEST_TOTALS.get_ptr_mut(key) {
+        Some(c) => add_shared(c, ingress, len),
+        // SAFETY: as above; the first field is the counters.
+        None => add_shared(unsafe { &raw mut (*other).counters }, ingress, len),
     }
 }
 

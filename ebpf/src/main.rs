@@ -252,7 +252,7 @@ fn count_cgroup(
     let key = CgroupKey {
         cgroup_id,
         proto: u32::from(proto),
-        class: u32::from(dest::node_class(ctx, st, ingress)),
+        class: u32::from(dest::node(ctx, st, cgroup_id, ingress, len)),
     };
     let c = match CGROUP_TOTALS.get_ptr_mut(key) {
         Some(c) => c,

@@ -13,7 +13,10 @@ use aya_ebpf::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
-    dest::{DestKey, DestOther, MAX_CIDRS, MAX_DESTS},
+    dest::{
+        DestKey, DestOther, MAX_CIDRS, MAX_DESTS, MAX_NODE_DEST_CGROUPS, MAX_NODE_DESTS,
+        NodeDestKey,
+    },
     knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS, MAX_IFACES, MAX_NEW_IFACES},
     sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
@@ -201,6 +204,34 @@ pub static DEST_OTHER: Array<DestOther, { MAX_TARGETS as usize }> = Array::new()
 /// the agent gave it; reported, never silent).
 #[aya_ebpf::macros::btf_map]
 pub static CLASS_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
+
+/// `--all --destinations`: (cgroup, remote address) → counters, shared, plain atomic adds, for
+/// every socket on the node. Cumulative; the agent deletes a cgroup's keys once the cgroup is
+/// gone and its last counts are charged (as for `CGROUP_TOTALS`).
+#[aya_ebpf::macros::btf_map]
+pub static NODE_DEST_TOTALS: HashMap<
+    NodeDestKey,
+    Counters,
+    { MAX_NODE_DESTS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// `--all --destinations`: cgroup id → traffic past that cgroup's cap (its `other`) and its
+/// host count, so one chatty cgroup fills its own cap, never the others' room. Drained with
+/// the cgroup's keys.
+#[aya_ebpf::macros::btf_map]
+pub static NODE_DEST_OTHER: HashMap<
+    u64,
+    DestOther,
+    { MAX_NODE_DEST_CGROUPS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// Index 0: `--all --destinations` traffic that found no `NODE_DEST_OTHER` entry (more
+/// cgroups than it holds): still in its cgroup's totals, missing from its hosts; the agent
+/// warns when it grows.
+#[aya_ebpf::macros::btf_map]
+pub static NODE_DEST_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
 /// DNS answers (UDP from port 53) received by targets' sockets: a `DnsHeader`, then the
 /// packet from its IP header. Per-CPU perf buffers (4.18+; a ring buffer would need 5.8).

@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS, Slot,
-    SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS,
+    NodeDestCount, NodeDestKey, Slot, SocketStamp, Untracked,
 };
 use crate::model::Traffic;
 
@@ -51,6 +51,12 @@ pub struct FakeKernel {
     pub class_totals: Vec<ClassCount>,
     /// DNS packets waiting to be read.
     pub dns: Vec<(Slot, Vec<u8>)>,
+    /// `--all --destinations` counters.
+    pub node_destinations: Vec<NodeDestCount>,
+    /// `--all --destinations` `other` per cgroup.
+    pub node_dest_other: BTreeMap<u64, DestOther>,
+    /// `--all --destinations` traffic without an `other` entry.
+    pub node_dest_lost: crate::model::Counters,
 }
 
 impl Kernel for FakeKernel {
@@ -162,5 +168,22 @@ impl Kernel for FakeKernel {
 
     fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
         std::mem::take(&mut self.dns)
+    }
+
+    fn node_destinations(&self) -> Vec<NodeDestCount> {
+        self.node_destinations.clone()
+    }
+
+    fn node_dest_other(&self) -> Vec<(u64, DestOther)> {
+        self.node_dest_other.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn node_dest_lost(&self) -> crate::model::Counters {
+        self.node_dest_lost
+    }
+
+    fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]) {
+        self.node_destinations.retain(|d| !keys.contains(&d.key()));
+        self.node_dest_other.retain(|id, _| !cgroups.contains(id));
     }
 }

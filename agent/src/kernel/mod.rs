@@ -64,7 +64,33 @@ pub struct DestKnobs {
     pub cap: u64,
     /// Hand DNS answers received by targets up ([`Kernel::dns_packets`]).
     pub dns: bool,
+    /// `--all --destinations`: per-remote-host totals per cgroup
+    /// ([`Kernel::node_destinations`]), `cap` hosts per cgroup.
+    pub node_destinations: bool,
 }
+
+/// `--all --destinations`: cumulative traffic of one cgroup with one remote host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeDestCount {
+    /// The cgroup the sockets were created in.
+    pub cgroup_id: u64,
+    /// The remote address (from the packets' IP headers).
+    pub addr: std::net::IpAddr,
+    /// Its class index (None when classes are off).
+    pub class: Option<u8>,
+    /// Cumulative since the programs were loaded (or since its key was last drained).
+    pub counters: Counters,
+}
+
+impl NodeDestCount {
+    /// Its key (what [`Kernel::remove_node_dests`] takes).
+    pub fn key(&self) -> NodeDestKey {
+        (self.cgroup_id, self.addr, self.class)
+    }
+}
+
+/// A key of the node-wide remote-host counters: (cgroup id, remote address, class).
+pub type NodeDestKey = (u64, std::net::IpAddr, Option<u8>);
 
 /// Cumulative traffic of one target with one remote host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,4 +291,15 @@ pub trait Kernel {
     /// DNS answers received by targets' sockets since the last call (packets from their IP
     /// header), oldest first.
     fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
+
+    /// `--all --destinations`: per-(cgroup, remote host) totals, cumulative.
+    fn node_destinations(&self) -> Vec<NodeDestCount>;
+    /// `--all --destinations`: each cgroup's `other` (traffic past its cap, hosts kept apart).
+    fn node_dest_other(&self) -> Vec<(u64, DestOther)>;
+    /// `--all --destinations`: traffic no cgroup's `other` could take (more cgroups than the
+    /// kernel's map holds), cumulative: in its workload's totals, missing from its hosts.
+    fn node_dest_lost(&self) -> Counters;
+    /// `--all --destinations`: deletes removed cgroups' host keys and their `other` entries
+    /// (after the caller has charged them). Keys that are not there are skipped.
+    fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]);
 }

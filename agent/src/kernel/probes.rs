@@ -26,7 +26,7 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
-    dest::{self, DestKey},
+    dest::{self, DestKey, NodeDestKey},
     knobs::{self, CgroupKey},
     sock::{
         COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_OTHER,
@@ -37,7 +37,7 @@ use procnetmon2_common::{
 
 use super::{
     CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
-    MAX_TARGETS, Proto, Slot, SocketStamp, Untracked,
+    MAX_TARGETS, NodeDestCount, Proto, Slot, SocketStamp, Untracked,
 };
 use crate::model::{Counters, Traffic};
 
@@ -82,6 +82,9 @@ const MAP_CLASS_TOTALS: &str = "CLASS_TOTALS";
 const MAP_DEST_TOTALS: &str = "DEST_TOTALS";
 const MAP_DEST_OTHER: &str = "DEST_OTHER";
 const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
+const MAP_NODE_DEST_TOTALS: &str = "NODE_DEST_TOTALS";
+const MAP_NODE_DEST_OTHER: &str = "NODE_DEST_OTHER";
+const MAP_NODE_DEST_LOST: &str = "NODE_DEST_LOST";
 /// Pages per CPU of the DNS perf buffers (64 KiB with 4 KiB pages): a tick's answers.
 const DNS_PAGES: usize = 16;
 
@@ -121,6 +124,10 @@ struct DestMaps {
     dns: Vec<PerfEventArrayBuffer<MapData>>,
     /// DNS answers lost because a perf buffer was full (warned about as they happen).
     dns_lost: u64,
+    /// `--all --destinations`: (cgroup, remote address) → counters; per cgroup its `other`.
+    node_totals: HashMap<MapData, NodeDestKey, traffic::Counters>,
+    node_other: HashMap<MapData, u64, dest::DestOther>,
+    node_lost: PerCpuArray<MapData, traffic::Counters>,
 }
 
 impl DestMaps {
@@ -149,6 +156,9 @@ impl DestMaps {
             other: take(ebpf, MAP_DEST_OTHER)?,
             dns: buffers,
             dns_lost: 0,
+            node_totals: take(ebpf, MAP_NODE_DEST_TOTALS)?,
+            node_other: take(ebpf, MAP_NODE_DEST_OTHER)?,
+            node_lost: take(ebpf, MAP_NODE_DEST_LOST)?,
         })
     }
 }
@@ -209,6 +219,7 @@ impl Probes {
         let classes = u8::from(knobs.dest.classes);
         let dests = u8::from(knobs.dest.destinations);
         let dns = u8::from(knobs.dest.dns);
+        let node_dests = u8::from(knobs.dest.node_destinations);
         let cap = knobs.dest.cap;
         let class_count = if knobs.dest.classes {
             knobs.dest.class_count
@@ -235,6 +246,7 @@ impl Probes {
             .override_global(dest::CLASSES, &classes, true)
             .override_global(dest::DESTS, &dests, true)
             .override_global(dest::DNS, &dns, true)
+            .override_global(dest::NODE_DESTS, &node_dests, true)
             .override_global(dest::DEST_CAP, &cap, true)
             .override_global(dest::CLASS_COUNT, &class_count, true)
             .map_max_entries(MAP_CLASS_TOTALS, class_entries)
@@ -428,6 +440,29 @@ fn conn_record(c: &Connection) -> ConnRecord {
         state: c.state,
         iface_ok: u8::from(c.iface_ok),
         ..ConnRecord::default()
+    }
+}
+
+/// A `NODE_DEST_TOTALS` key from its agent form (the inverse of `remote_addr`).
+fn node_dest_key(k: &super::NodeDestKey) -> NodeDestKey {
+    let (cgroup_id, addr, class) = *k;
+    let (family, addr) = match addr {
+        std::net::IpAddr::V4(a) => (2, [u32::from_ne_bytes(a.octets()), 0, 0, 0]),
+        std::net::IpAddr::V6(a) => {
+            let o = a.octets();
+            let mut w = [0u32; 4];
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]]);
+            }
+            (10, w)
+        }
+    };
+    NodeDestKey {
+        cgroup_id,
+        addr,
+        family,
+        class: class.unwrap_or(dest::CLASS_NONE),
+        _pad: [0; 6],
     }
 }
 
@@ -775,5 +810,58 @@ impl Kernel for Probes {
             );
         }
         out
+    }
+
+    fn node_destinations(&self) -> Vec<NodeDestCount> {
+        self.dest
+            .node_totals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| NodeDestCount {
+                cgroup_id: k.cgroup_id,
+                addr: remote_addr(k.family, k.addr),
+                class: (k.class != dest::CLASS_NONE).then_some(k.class),
+                counters: counters(v),
+            })
+            .collect()
+    }
+
+    fn node_dest_other(&self) -> Vec<(u64, DestOther)> {
+        self.dest
+            .node_other
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, o)| {
+                (
+                    id,
+                    DestOther {
+                        counters: counters(o.counters),
+                        hosts: o.hosts,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn node_dest_lost(&self) -> Counters {
+        self.dest.node_lost.get(&0, 0).map_or_else(
+            |_| Counters::default(),
+            |v| {
+                counters(
+                    v.iter()
+                        .fold(traffic::Counters::default(), |a, c| a.add(*c)),
+                )
+            },
+        )
+    }
+
+    fn remove_node_dests(&mut self, keys: &[super::NodeDestKey], cgroups: &[u64]) {
+        // ENOENT is fine: a key read this tick may have no twin (nothing else deletes them).
+        for k in keys {
+            let _ = self.dest.node_totals.remove(&node_dest_key(k));
+        }
+        for id in cgroups {
+            let _ = self.dest.node_other.remove(id);
+        }
     }
 }

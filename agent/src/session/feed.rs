@@ -213,6 +213,13 @@ fn feed_self_stats(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel
                     .map_or(0, |c| u32::try_from(c.names.len()).unwrap_or(u32::MAX)),
             ),
         });
+        if let Some(keys) = node.dest_keys() {
+            maps.push(MapFill {
+                map: "NODE_DEST_TOTALS".into(),
+                entries: u32::try_from(keys).unwrap_or(u32::MAX),
+                max_entries: procnetmon2_common::dest::MAX_NODE_DESTS,
+            });
+        }
     }
     reg.set_self_stats(SelfStats {
         tracked_sockets: tracked,

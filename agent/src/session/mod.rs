@@ -13,6 +13,7 @@ pub mod dest;
 pub mod feed;
 pub mod live;
 pub mod node;
+pub mod node_dests;
 pub mod node_ifaces;
 
 #[cfg(test)]

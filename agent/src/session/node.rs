@@ -19,7 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{HostView, row_of};
+use super::{
+    HostView,
+    node_dests::{NodeDests, WorkloadDests},
+    row_of,
+};
 use crate::{
     classes::ClassSet,
     host::workloads::{CgroupInfo, Lookup},
@@ -52,6 +56,8 @@ pub struct NodeWorkload {
     traffic: Traffic,
     /// The same per destination class (classes on): cumulative, and its rate series.
     by_class: BTreeMap<u8, (Traffic, Series)>,
+    /// Its remote hosts (`--destinations`).
+    dests: WorkloadDests,
 }
 
 impl NodeWorkload {
@@ -65,6 +71,7 @@ impl NodeWorkload {
             gone_at: None,
             traffic: Traffic::default(),
             by_class: BTreeMap::new(),
+            dests: WorkloadDests::default(),
         }
     }
 }
@@ -100,6 +107,8 @@ pub struct NodeWide {
     keys: usize,
     /// Ticks so far.
     ticks: u64,
+    /// `--destinations`: per-remote-host counters per cgroup, charged to workloads.
+    dests: Option<NodeDests>,
 }
 
 impl NodeWide {
@@ -126,7 +135,16 @@ impl NodeWide {
             grace,
             keys: 0,
             ticks: 0,
+            dests: None,
         }
+    }
+
+    /// `--destinations`: keeps each workload's remote hosts, `cap` per workload, from the
+    /// kernel's counts now (the baseline).
+    #[must_use]
+    pub fn with_destinations(mut self, kernel: &dyn Kernel, cap: u64) -> Self {
+        self.dests = Some(NodeDests::start(self.started, kernel, cap));
+        self
     }
 
     /// Reads the per-cgroup counters, charges their growth to workloads, drains removed
@@ -158,6 +176,7 @@ impl NodeWide {
                 .or_default()
                 .push((c.proto, c.class, c.counters));
         }
+        let dest_readings = self.dests.as_mut().map(|d| d.read(kernel));
         let mut drain: Vec<u64> = gone.clone();
         // The keys read per id: what draining an id deletes. A key created after the read
         // belongs to a retired id by the next tick, which drains it then.
@@ -165,6 +184,10 @@ impl NodeWide {
             .iter()
             .map(|(id, r)| (*id, r.iter().map(|(p, c, _)| (*id, *p, *c)).collect()))
             .collect();
+        // Oldest cgroup (lowest id) first: with `--destinations`, the hosts first charged to
+        // a workload keep their place under its cap, and the same readings always decide alike.
+        let mut by_id: Vec<_> = by_id.into_iter().collect();
+        by_id.sort_unstable_by_key(|(id, _)| *id);
         for (id, readings) in by_id {
             let Some(info) = self.owner(id, now, host, &mut drain) else {
                 continue; // pending: charged once named
@@ -194,6 +217,11 @@ impl NodeWide {
                 });
                 e.0 = sum_traffic([&e.0, &d]);
             }
+            if let (Some(d), Some(r)) = (self.dests.as_mut(), dest_readings.as_ref())
+                && let Some(reading) = r.get(&id)
+            {
+                d.charge(id, reading, &mut w.dests);
+            }
             if matches!(self.ids.get(&id), Some(Id::Named(_))) {
                 w.ids.insert(id);
             }
@@ -220,6 +248,9 @@ impl NodeWide {
         let drained: HashSet<u64> = drain.iter().copied().collect();
         self.charged.retain(|k, _| !drained.contains(&k.0));
         kernel.remove_cgroup_counts(&keys);
+        if let (Some(d), Some(r)) = (self.dests.as_mut(), dest_readings.as_ref()) {
+            d.drain(kernel, &drain, r);
+        }
         self.keys = read - keys.len();
         self.update_workloads(now);
     }
@@ -283,8 +314,12 @@ impl NodeWide {
     /// longer than the grace period.
     fn update_workloads(&mut self, now: Instant) {
         let (tick, grace) = (self.ticks, self.grace);
+        let dt = self.dests.as_mut().map(|d| d.tick_interval(now));
         self.workloads.retain(|name, w| {
             w.series.update_at(now, w.traffic);
+            if let Some(dt) = dt {
+                w.dests.advance(dt);
+            }
             for (t, s) in w.by_class.values_mut() {
                 s.update_at(now, *t);
             }
@@ -317,6 +352,11 @@ impl NodeWide {
         self.keys
     }
 
+    /// `--destinations`: (cgroup, remote host) keys the kernel held at the last tick.
+    pub fn dest_keys(&self) -> Option<usize> {
+        self.dests.as_ref().map(NodeDests::keys)
+    }
+
     /// Cgroup ids remembered after removal (bounded by [`RETIRED_IDS`]).
     pub fn retired(&self) -> usize {
         self.retired.len()
@@ -338,9 +378,10 @@ impl NodeWide {
                     row: row_of(&w.series, (0, 0), is_final),
                     traffic: w.series.since_start(),
                     connections: None,
-                    // Node-wide counting is by cgroup, not by target slot: no remote hosts
-                    // (`--destinations` with `--all` is refused).
-                    destinations: None,
+                    destinations: self
+                        .dests
+                        .as_ref()
+                        .map(|d| w.dests.rows(self.classes.as_ref(), is_final, d.elapsed())),
                     classes: self.classes.as_ref().map(|set| w.class_rows(set, is_final)),
                 }
             })

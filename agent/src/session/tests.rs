@@ -831,3 +831,106 @@ fn node_interfaces_follow_new_namespaces() {
     assert!(!k.ifaces.contains(&key(300, 2)) && !k.skipped.contains(&key(300, 1)));
     assert_eq!(k.ifaces, HashSet::from([key(100, 2), key(200, 2)]));
 }
+
+fn nd(id: u64, addr: &str, bytes_out: u64) -> crate::kernel::NodeDestCount {
+    crate::kernel::NodeDestCount {
+        cgroup_id: id,
+        addr: addr.parse().unwrap(),
+        class: None,
+        counters: Counters {
+            bytes_out,
+            packets_out: 1,
+            ..Counters::default()
+        },
+    }
+}
+
+/// `--all --destinations`: each workload's hosts are the growth of its cgroups' kernel keys;
+/// the cap holds per workload (a host past it goes to `other`, the kernel's per-cgroup
+/// `other` too), a busy workload takes nothing from another's; a removed cgroup's keys and
+/// `other` are drained and its workload keeps what it was charged.
+#[test]
+fn node_wide_destinations_per_workload_cap_and_drain() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    // Before the run: not the run's.
+    k.node_destinations = vec![nd(10, "10.0.1.2", 1000)];
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_destinations(&k, 2);
+    let mut s = Session::start(
+        t0,
+        Vec::new(),
+        Some(node),
+        Vec::new(),
+        false,
+        Vec::new(),
+        Untracked::default(),
+    );
+    h.cgroups.insert(10, named("/web-1", "web"));
+    h.cgroups.insert(11, named("/web-2", "web"));
+    h.cgroups.insert(20, named("/db", "db"));
+    k.cgroup_totals = vec![
+        cg_count(10, Proto::Udp, 1700),
+        cg_count(11, Proto::Udp, 50),
+        cg_count(20, Proto::Udp, 7),
+    ];
+    k.node_destinations = vec![
+        nd(10, "10.0.1.2", 1300),
+        nd(10, "10.0.2.2", 200),
+        // Cgroup 11's own cap is not reached, but its workload already has two hosts.
+        nd(11, "10.0.3.2", 30),
+        nd(20, "10.0.1.2", 7),
+    ];
+    k.node_dest_other.insert(
+        10,
+        crate::kernel::DestOther {
+            counters: Counters {
+                bytes_out: 200,
+                packets_out: 2,
+                ..Counters::default()
+            },
+            hosts: 2,
+        },
+    );
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    let dests = |s: &mut Session, k: &mut FakeKernel, h: &FakeHost| {
+        s.snapshot(ReportKind::Interval, false, (t0, 0), k, h)
+            .unwrap()
+            .workloads
+            .iter()
+            .map(|w| {
+                let d = w.destinations.as_ref().expect("destinations");
+                let rows = d
+                    .iter()
+                    .map(|d| (d.remote.clone(), d.counters.bytes_out))
+                    .collect();
+                (w.name.clone(), rows)
+            })
+            .collect::<HashMap<String, Vec<(String, u64)>>>()
+    };
+    let d = dests(&mut s, &mut k, &h);
+    let row = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(a, b)| ((*a).to_string(), *b)).collect()
+    };
+    assert_eq!(
+        d["web"],
+        row(&[("10.0.1.2", 300), ("10.0.2.2", 200), ("other", 230)])
+    );
+    assert_eq!(d["db"], row(&[("10.0.1.2", 7)]));
+    // 10 sends more and goes: charged, then drained from the kernel.
+    k.node_destinations[0] = nd(10, "10.0.1.2", 1400);
+    h.gone_ids.insert(10);
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(
+        k.node_destinations,
+        vec![nd(11, "10.0.3.2", 30), nd(20, "10.0.1.2", 7)]
+    );
+    assert!(k.node_dest_other.is_empty());
+    assert_eq!(s.node().unwrap().dest_keys(), Some(2));
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    let d = dests(&mut s, &mut k, &h);
+    assert_eq!(
+        d["web"],
+        row(&[("10.0.1.2", 400), ("10.0.2.2", 200), ("other", 230)])
+    );
+}

@@ -87,6 +87,13 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
             cfg.classes.clone(),
         )
     });
+    let node = node.map(|n| {
+        if cfg.destinations {
+            n.with_destinations(&probes, cfg.destinations_max)
+        } else {
+            n
+        }
+    });
     let command = match command {
         Some((_, argv, cg)) => Some(spawn::Command::start(argv, cg)?),
         None => None,
