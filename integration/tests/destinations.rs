@@ -447,16 +447,163 @@ fn node_wide_workloads_per_class() {
     drop(sinks);
 }
 
-/// `--destinations` with `--all` alone has no targets to keep remote hosts for: refused with
-/// a one-line usage error (exit 2), not silently empty.
+/// `--all --destinations`: two workloads (cgroups whose processes live in network namespaces
+/// of their own) send from one UDP socket each to peers in different /24s, with at most two
+/// hosts apart per workload. Each kept host's bytes are its datagrams (payload + IPv4/UDP
+/// headers) and what its veth carried; the busy workload's third host is in its `other`, which
+/// adds up to its total; the quiet workload keeps both its hosts (the busy one takes none of
+/// its room). When the busy workload ends (its cgroup removed, its keys drained from the
+/// kernel), its hosts stay as they were in the later reports.
 #[test]
-fn destinations_with_all_alone_is_refused() {
-    let out = Command::new(procnetmon2_integration::bin("procnetmon2"))
-        .args(["--all", "--destinations", "--json", "-t", "1s"])
-        .output()
-        .expect("run procnetmon2");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--destinations with --all"), "{err}");
+fn node_wide_destinations_per_workload() {
+    if skip_unless_root() {
+        return;
+    }
+    // (workload's datagrams per peer, peer subnets)
+    let plan: [&[(u64, u8)]; 2] = [&[(10, 88), (20, 89), (30, 90)], &[(7, 91), (9, 92)]];
+    let workloads: Vec<(Netns, Vec<(Netns, Veth)>)> = plan
+        .iter()
+        .map(|peers| {
+            let w = Netns::new(false);
+            let peers = peers
+                .iter()
+                .map(|(_, subnet)| {
+                    let b = Netns::new(false);
+                    let v = Veth::new(&w, &format!("eth{subnet}"), &b, "eth0", *subnet);
+                    (b, v)
+                })
+                .collect();
+            (w, peers)
+        })
+        .collect();
+    let mut sinks = Vec::new();
+    for (_, peers) in &workloads {
+        for (b, v) in peers {
+            let s = Proc::peer(
+                &["udp-recv", &format!("{}:7003", v.ip_b), "1000000"],
+                None,
+                Some(b),
+            );
+            s.expect_line("ready");
+            sinks.push(s);
+        }
+    }
+    let mut cgroups = vec![Cgroup::new(), Cgroup::new()];
+    let mut senders: Vec<Proc> = workloads
+        .iter()
+        .zip(plan)
+        .zip(&cgroups)
+        .map(|(((w, peers), counts), cg)| {
+            let mut args = vec!["udp-multi".to_string(), SIZE.to_string()];
+            for ((_, v), (n, _)) in peers.iter().zip(counts) {
+                args.push(format!("{}:7003={n}", v.ip_b));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let p = Proc::peer(&args, Some(cg), Some(w));
+            p.expect_line("ready");
+            p
+        })
+        .collect();
+    let rels: Vec<String> = cgroups.iter().map(Cgroup::rel).collect();
+    let before: Vec<Vec<_>> = workloads
+        .iter()
+        .map(|(w, peers)| peers.iter().map(|(_, v)| w.link_stats(&v.a)).collect())
+        .collect();
+    let mut mon = Monitor::start(&[
+        "--all",
+        "--json",
+        "--interval",
+        "200ms",
+        "--destinations",
+        "--destinations-max",
+        "2",
+    ]);
+    for s in &mut senders {
+        s.send_line("go");
+        s.expect_line("done");
+    }
+    let each = udp4_bytes(SIZE);
+    let sent: Vec<u64> = plan
+        .iter()
+        .map(|c| c.iter().map(|(n, _)| n * each).sum())
+        .collect();
+    let workload = |r: &serde_json::Value, i: usize| -> Option<serde_json::Value> {
+        r["workloads"]
+            .as_object()?
+            .values()
+            .find(|w| w["cgroup"] == rels[i].as_str())
+            .cloned()
+    };
+    let all_counted = |r: &serde_json::Value| {
+        (0..2).all(|i| workload(r, i).is_some_and(|w| num(&w["current"], "bytes_out") == sent[i]))
+    };
+    let report = mon.report_where(all_counted);
+    let ips =
+        |i: usize| -> Vec<String> { workloads[i].1.iter().map(|(_, v)| v.ip_b.clone()).collect() };
+    // The busy workload: two hosts apart, the third in `other`.
+    let busy = workload(&report, 0).expect("busy workload");
+    let d = &busy["destinations"];
+    let ip = ips(0);
+    for (k, (n, _)) in plan[0].iter().take(2).enumerate() {
+        let h = &d[&ip[k]];
+        assert_eq!(num(h, "bytes_out"), n * each, "{}: {d}", ip[k]);
+        assert_eq!(num(h, "packets_out"), *n, "{}: {d}", ip[k]);
+        let veth = workloads[0]
+            .0
+            .link_stats(&workloads[0].1[k].1.a)
+            .since(&before[0][k]);
+        assert_eq!(
+            num(h, "bytes_out"),
+            veth.ip_tx(),
+            "{}: veth {veth:?}",
+            ip[k]
+        );
+    }
+    assert!(d.get(&ip[2]).is_none(), "past the cap: {d}");
+    assert_eq!(num(&d["other"], "hosts"), 2, "{d}");
+    assert_eq!(num(&d["other"], "bytes_out"), plan[0][2].0 * each, "{d}");
+    assert_eq!(num(&d["other"], "packets_out"), plan[0][2].0, "{d}");
+    let rows = d.as_object().expect("destinations object");
+    assert_eq!(rows.len(), 3, "{d}");
+    let sum: u64 = rows.values().map(|h| num(h, "bytes_out")).sum();
+    assert_eq!(sum, sent[0], "{d}");
+    // The quiet workload keeps both of its hosts.
+    let quiet = workload(&report, 1).expect("quiet workload");
+    let d = &quiet["destinations"];
+    let ip = ips(1);
+    for (k, (n, _)) in plan[1].iter().enumerate() {
+        let h = &d[&ip[k]];
+        assert_eq!(num(h, "bytes_out"), n * each, "{}: {d}", ip[k]);
+        let veth = workloads[1]
+            .0
+            .link_stats(&workloads[1].1[k].1.a)
+            .since(&before[1][k]);
+        assert_eq!(
+            num(h, "bytes_out"),
+            veth.ip_tx(),
+            "{}: veth {veth:?}",
+            ip[k]
+        );
+    }
+    assert!(d.get("other").is_none(), "{d}");
+    let kept = busy["destinations"].clone();
+
+    // The busy workload ends: its cgroup goes, its keys are drained, its hosts stay.
+    let mut busy_sender = senders.remove(0);
+    busy_sender.close_stdin();
+    assert!(busy_sender.wait().success());
+    drop(cgroups.remove(0));
+    let gone = mon.report_where(|r| workload(r, 0).is_some_and(|w| w["exited"] == true));
+    let ended = workload(&gone, 0).expect("the ended workload");
+    for (k, v) in kept.as_object().expect("object") {
+        assert_eq!(
+            num(&ended["destinations"][k], "bytes_out"),
+            num(v, "bytes_out"),
+            "{k}: {ended}"
+        );
+    }
+    let (status, _, err) = mon.stop();
+    assert!(status.success(), "{err:?}");
+    drop(senders);
+    drop(sinks);
 }
