@@ -125,11 +125,12 @@ pub struct Opt {
     pub no_tui: bool,
 
     /// Per remote host totals in JSON (`destinations`: bytes, packets, rates, class, and the
-    /// name the target resolved through DNS)
+    /// name the target resolved through DNS), per target and with --all per workload
     #[arg(long = "destinations")]
     pub destinations: bool,
 
-    /// Most remote hosts kept apart per target; the rest are summed in `other`
+    /// Most remote hosts kept apart per target (with --all: per workload); the rest are summed
+    /// in `other`
     #[arg(long = "destinations-max", value_name = "N", default_value_t = 1000)]
     pub destinations_max: u64,
 
