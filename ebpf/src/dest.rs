@@ -21,8 +21,8 @@ use procnetmon2_common::{
 
 use crate::{
     maps::{
-        CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER, DEST_TOTALS, DNS_EVENTS, NODE_DEST_LOST,
-        NODE_DEST_OTHER, NODE_DEST_TOTALS,
+        CLASS_CACHE, CLASS_CACHE_SLOTS, CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER,
+        DEST_TOTALS, DNS_EVENTS, NODE_DEST_LOST, NODE_DEST_OTHER, NODE_DEST_TOTALS,
     },
     track::{add_percpu, add_shared, atomic_add},
 };
@@ -124,7 +124,7 @@ pub fn node(
     let class = if !classes {
         CLASS_NONE
     } else if st.is_null() {
-        class_of(family, &addr)
+        class_node_cached(family, &addr)
     } else {
         class_cached(st, family, &addr)
     };
@@ -242,6 +242,34 @@ fn class_of(family: u8, addr: &[u32; 4]) -> u8 {
     match CLASS_CIDRS.get(&Key::new(128, data)) {
         Some(&c) => c as u8,
         None => CLASS_DEFAULT,
+    }
+}
+
+/// The class of `addr` for a socket without storage (`--all`): from this CPU's small
+/// direct-mapped cache of IPv4 lookups (`CLASS_CACHE`), else from the trie, then cached. The
+/// classes never change during a run, so a cached class never goes stale; a busy node talking
+/// to more than `CLASS_CACHE_SLOTS` hosts at once only misses more often. IPv6: the trie.
+#[inline(always)]
+fn class_node_cached(family: u8, addr: &[u32; 4]) -> u8 {
+    if family != AF_INET {
+        return class_of(family, addr);
+    }
+    // Fibonacci hashing: the top bits of the product spread neighbouring addresses.
+    let slot = addr[0].wrapping_mul(0x9e37_79b9) >> (32 - CLASS_CACHE_SLOTS.trailing_zeros());
+    let Some(e) = CLASS_CACHE.get_ptr_mut(slot) else {
+        return class_of(family, addr);
+    };
+    let want = (u64::from(addr[0]) << 32) | CLASS_CACHED;
+    // SAFETY: this CPU's array value; one aligned 64-bit load and store, so a program
+    // interrupting this one on the same CPU sees an old or a new pair, never half of each.
+    unsafe {
+        let c = core::ptr::read_volatile(e);
+        if c & !0xff == want {
+            return c as u8;
+        }
+        let class = class_of(family, addr);
+        core::ptr::write_volatile(e, want | u64::from(class));
+        class
     }
 }
 

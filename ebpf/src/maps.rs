@@ -200,6 +200,14 @@ pub static DEST_TOTALS: HashMap<
 #[aya_ebpf::macros::btf_map]
 pub static DEST_OTHER: Array<DestOther, { MAX_TARGETS as usize }> = Array::new();
 
+/// `--all` with classes: per CPU, a direct-mapped cache of IPv4 remote address → class for
+/// sockets without storage (every packet of a non-target socket would otherwise walk the
+/// trie). Entry: address (upper 32 bits), bit 8 valid, class (bits 0–7). 8 KiB per CPU.
+#[aya_ebpf::macros::btf_map]
+pub static CLASS_CACHE: PerCpuArray<u64, { CLASS_CACHE_SLOTS as usize }> = PerCpuArray::new();
+/// Slots of `CLASS_CACHE` (a power of two: the hash keeps its top bits).
+pub const CLASS_CACHE_SLOTS: u32 = 1024;
+
 /// Index 0: class-counted traffic with no `CLASS_TOTALS` entry (a slot or class past the size
 /// the agent gave it; reported, never silent).
 #[aya_ebpf::macros::btf_map]
