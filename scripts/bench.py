@@ -27,7 +27,9 @@ pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale
 BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
-BENCH_NS_KINDS ("udp udpcg tcp churn nontarget": the workloads of the in-kernel section), BENCH_ID
+BENCH_NS_KINDS ("udp udpcg tcp churn nontarget": the workloads of the in-kernel section),
+BENCH_FLOOR_KINDS ("udp tcp": where pnm-bare's floor variants also run), BENCH_ALT_BIN (a
+directory with another build's procnetmon2, run as monitor "alt" beside this one), BENCH_ID
 (name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
 """
@@ -54,6 +56,10 @@ PNM = os.path.join(REL, "procnetmon2")
 BARE = os.path.join(REL, "pnm-bare")
 PEER = os.path.join(REL, "pnm-peer")
 TUI_COST = os.path.join(REL, "examples", "tui_cost")
+# BENCH_ALT_BIN=DIR: A/B in one run. The in-kernel section also runs DIR's procnetmon2 (another
+# build: one change on or off) as the monitor "alt", interleaved with this build's.
+ALT_BIN = os.environ.get("BENCH_ALT_BIN")
+ALT_PNM = os.path.join(ALT_BIN, "procnetmon2") if ALT_BIN else None
 
 
 def env_int(name, default):
@@ -371,19 +377,20 @@ class Monitor:
     def __init__(self, kind, cg, mon_cg, pids, dev=DEV_C, interval=None, whole_cgroup=False):
         self.kind = kind
         self.startup = None
-        if kind in DEST_MONITORS:
+        if kind in DEST_MONITORS or kind == "alt":
             # whole_cgroup: the cgroup itself is the target (`--cgroup`), the per-packet path
             # without a socket lookup; otherwise the traffic source's PIDs (`-p`).
             who = ["--cgroup", cg] if whole_cgroup else ["-p", ",".join(map(str, pids))]
-            argv = [PNM] + who + ["--json"] + DEST_MONITORS[kind]
+            argv = ([ALT_PNM if kind == "alt" else PNM] + who + ["--json"]
+                    + DEST_MONITORS.get(kind, []))
             if interval:
                 argv += ["--interval", interval]
             env = dict(os.environ, RUST_LOG="info")
             self.p = Proc(argv, cg=mon_cg, env=env)
             t = self.p.wait_line("err", "counting", 120)
             self.startup = t - self.p.t_start
-        elif kind == "bare":
-            self.p = Proc([BARE, cg], cg=mon_cg)
+        elif kind in FLOORS:
+            self.p = Proc([BARE, cg, FLOORS[kind]], cg=mon_cg)
             t = self.p.wait_line("out", "attached", 30)
             self.startup = t - self.p.t_start
         elif kind == "nethogs":
@@ -636,6 +643,20 @@ def section_dest(R, cg, mon_cg):
 
 
 NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", "udp udpcg tcp churn nontarget").split())
+# The floor decomposed (pnm-bare's variants): the bare counter, plus one failed socket-storage
+# lookup (a non-target's packet in the design), plus one successful lookup and the per-CPU add
+# keyed by what it holds (a target's packet in the design: what per-socket attribution costs by
+# itself). Run beside the bare counter in these workloads, interleaved.
+FLOORS = {"bare": "counter", "bare+miss": "miss", "bare+hit": "hit"}
+FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
+               "bare+miss": "bare + one failed `bpf_sk_storage_get`",
+               "bare+hit": "bare + one found `bpf_sk_storage_get`, add keyed by its value"}
+FLOOR_KINDS = tuple(k for k in os.environ.get("BENCH_FLOOR_KINDS", "udp tcp").split() if k in NS_KINDS)
+
+
+def ns_monitors(k):
+    return (["procnetmon2"] + (["alt"] if ALT_BIN else []) + ["bare"]
+            + (["bare+miss", "bare+hit"] if k in FLOOR_KINDS else []))
 NS_LABEL = {"udp": "64-byte UDP", "udpcg": "64-byte UDP, whole-cgroup target (`--cgroup`)",
             "tcp": "TCP bulk", "churn": "churn", "nontarget": "64-byte UDP, not a target"}
 
@@ -644,13 +665,13 @@ def section_nsperpkt(R, cg, mon_cg):
     old = sh("sysctl", "-n", "kernel.bpf_stats_enabled").strip()
     RES.sysctl_restore = old
     sh("sysctl", "-qw", "kernel.bpf_stats_enabled=1")
-    R["ns"] = {k: {m: [] for m in ("procnetmon2", "bare")} for k in NS_KINDS}
+    R["ns"] = {k: {m: [] for m in ns_monitors(k)} for k in NS_KINDS}
     server = Proc([PEER, "tcp-server", f"{IP_S}:{CHURN_PORT}"], ns=NS_S, cpu=0)
     server.wait_line("out", "ready", 10)
     try:
         for i in range(NS_RUNS):
             for k in NS_KINDS:
-                order = ["procnetmon2", "bare"] if i % 2 == 0 else ["bare", "procnetmon2"]
+                order = ns_monitors(k) if i % 2 == 0 else list(reversed(ns_monitors(k)))
                 for m in order:
                     r = ns_run(k, m, cg, mon_cg)
                     R["ns"][k][m].append(r)
@@ -1109,8 +1130,8 @@ def experiments_section():
          "appends to: in-kernel ns per packet (all hooks) of procnetmon2 / the bare counter in the",
          "same run, ns per connection for churn, and the classes ratio. A quick run is one short run",
          "per figure on a shared machine: read differences below ~10% as noise.", "",
-         "| date | commit | change | 64-byte UDP | TCP bulk | non-target | churn ns/conn | sock_create ns/run (churn) | sock_ops runs × ns (churn) | classes/without | load |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| date | commit | change | 64-byte UDP | UDP floor: bare / +failed / +found lookup | TCP bulk | non-target | churn ns/conn | sock_create ns/run (churn) | sock_ops runs × ns (churn) | classes/without | load |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def pair(m, k, field="all"):
         p, q = m.get(f"{k}/procnetmon2", {}).get(field), m.get(f"{k}/bare", {}).get(field)
@@ -1128,7 +1149,9 @@ def experiments_section():
         so = m.get("churn-prog/pnm_sockops", {})
         ops = (f"{so['runs_per_conn']:.0f} × {fmt(so['ns_per_run'], 0)}"
                if so.get("runs_per_conn") else fmt(so.get("ns_per_run"), 0))
-        L.append(f"| {r['date']} | {r['rev']} | {r['note']} | {pair(m, 'udp')} | {pair(m, 'tcp')} "
+        fl = [m.get(f"udp/{f}", {}).get("skb") for f in ("bare", "bare+miss", "bare+hit")]
+        floor = " / ".join(fmt(x, 1) for x in fl) if all(fl) else "-"
+        L.append(f"| {r['date']} | {r['rev']} | {r['note']} | {pair(m, 'udp')} | {floor} | {pair(m, 'tcp')} "
                  f"| {pair(m, 'nontarget')} | {pair(m, 'churn', 'conn')} | {fmt(sc, 0)} | {ops} "
                  f"| {cls} | {r['load']} |")
     L.append("")
@@ -1224,7 +1247,7 @@ def write_report(R, started, load_start, errors):
         b("| workload | monitor | ns/packet, skb hooks (median) | min–max | ns/packet, all hooks (median) | ns per connection, all hooks | skb runs per run (median) | runs |")
         b("|---|---|---|---|---|---|---|---|")
         for k in NS_KINDS:
-            for m in ("procnetmon2", "bare"):
+            for m in ns_monitors(k):
                 rows = ns[k][m]
                 if not rows:
                     continue
@@ -1233,6 +1256,27 @@ def write_report(R, started, load_start, errors):
                   f"| {fmt(med(r['conn_ns'] for r in rows), 0) if k == 'churn' else '-'} "
                   f"| {fmt(med(float(r['packets']) for r in rows), 0)} | {len(rows)} |")
         b("")
+        floor_rows = [(k, m) for k in FLOOR_KINDS for m in FLOORS if ns[k].get(m)]
+        if floor_rows:
+            b("The floor decomposed (`pnm-bare` variants, run interleaved with the rows above): what the")
+            b("design's per-socket attribution costs by itself. One `bpf_sk_storage_get` per packet is")
+            b("required by the design (the socket's state names its target); a non-target's packet pays")
+            b("the failed lookup, a target's packet the found one and a per-CPU add keyed by its value.")
+            b("*share of procnetmon2's excess* is (variant − bare) / (procnetmon2 − bare), skb hooks.")
+            b("")
+            b("| workload | floor program | ns/packet (median) | min–max | over bare | share of procnetmon2's excess | runs |")
+            b("|---|---|---|---|---|---|---|")
+            for k, m in floor_rows:
+                rows = ns[k][m]
+                v = med(r["skb_ns"] for r in rows)
+                q = med(r["skb_ns"] for r in ns[k]["bare"])
+                p = med(r["skb_ns"] for r in ns[k]["procnetmon2"])
+                over = f"{fmt(v / q, 3)}×" if v and q else "-"
+                share = (f"{fmt(100 * (v - q) / (p - q), 0)}%" if v and q and p and p > q and m != "bare"
+                         else "-")
+                b(f"| {NS_LABEL[k]} | {FLOOR_LABEL[m]} | {fmt(v, 1)} | "
+                  f"{fmt_range([r['skb_ns'] for r in rows], 1)} | {over} | {share} | {len(rows)} |")
+            b("")
         b("Per program (procnetmon2; medians of ns per run and of runs; programs that never ran omitted):")
         b("")
         b("| workload | program (attach type) | ns per run | runs |")
