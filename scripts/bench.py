@@ -675,6 +675,8 @@ def section_nsperpkt(R, cg, mon_cg):
                 for m in order:
                     r = ns_run(k, m, cg, mon_cg)
                     R["ns"][k][m].append(r)
+                    log("  per program, ns × runs: " + ", ".join(
+                        f"{n.split(' ')[0]} {v[0] / v[1]:.0f} × {v[1]}" for n, v in r["per"].items() if v[1]))
                     log(f"ns/packet run {i + 1}/{NS_RUNS} {k} {m}: {fmt(r['skb_ns'], 1)} ns "
                         f"(all hooks {fmt(r['all_ns'], 1)}) over {r['packets']} skb runs")
     finally:
@@ -1094,13 +1096,17 @@ def summary(R):
             out[f"dest/{m}"] = {"skb": med(xs)}
     for m, rows in (R.get("churn") or {}).items():
         out[f"cps/{m}"] = {"ratio": med(r["ratio"] for r in rows)}
-    # Per program in churn (ns per run): where a connection's time goes.
-    rows = (R.get("ns") or {}).get("churn", {}).get("procnetmon2", [])
-    for n in sorted({n for r in rows for n in r["per"]}):
-        v = med(r["per"][n][0] / r["per"][n][1] for r in rows if r["per"].get(n, (0, 0))[1])
-        if v is not None:
-            runs = med(float(r["per"][n][1]) for r in rows if n in r["per"])
-            out[f"churn-prog/{n.split(' ')[0]}"] = {"ns_per_run": v, "runs_per_conn": runs / CHURN_N}
+    # Per program in churn (ns per run): where a connection's time goes; other builds (A/B
+    # monitors) under "churn-prog@MONITOR/".
+    for m, rows in (R.get("ns") or {}).get("churn", {}).items():
+        if m.startswith("bare"):
+            continue
+        pre = "churn-prog" if m == "procnetmon2" else f"churn-prog@{m}"
+        for n in sorted({n for r in rows for n in r["per"]}):
+            v = med(r["per"][n][0] / r["per"][n][1] for r in rows if r["per"].get(n, (0, 0))[1])
+            if v is not None:
+                runs = med(float(r["per"][n][1]) for r in rows if n in r["per"])
+                out[f"{pre}/{n.split(' ')[0]}"] = {"ns_per_run": v, "runs_per_conn": runs / CHURN_N}
     return out
 
 
@@ -1130,8 +1136,8 @@ def experiments_section():
          "appends to: in-kernel ns per packet (all hooks) of procnetmon2 / the bare counter in the",
          "same run, ns per connection for churn, and the classes ratio. A quick run is one short run",
          "per figure on a shared machine: read differences below ~10% as noise.", "",
-         "| date | commit | change | 64-byte UDP | UDP floor: bare / +failed / +found lookup | TCP bulk | non-target | churn ns/conn | sock_create ns/run (churn) | sock_ops runs × ns (churn) | classes/without | load |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| date | commit | change | 64-byte UDP | UDP floor: bare / +failed / +found lookup | TCP bulk | non-target | churn ns/conn | sock_create ns/run (churn) | sock_ops runs × ns (churn) | classes/without | other builds in the same run (A/B) | load |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def pair(m, k, field="all"):
         p, q = m.get(f"{k}/procnetmon2", {}).get(field), m.get(f"{k}/bare", {}).get(field)
@@ -1151,9 +1157,19 @@ def experiments_section():
                if so.get("runs_per_conn") else fmt(so.get("ns_per_run"), 0))
         fl = [m.get(f"udp/{f}", {}).get("skb") for f in ("bare", "bare+miss", "bare+hit")]
         floor = " / ".join(fmt(x, 1) for x in fl) if all(fl) else "-"
+        others = sorted({key.split("/")[1] for key in m if "/" in key and not key.startswith(("dest/", "cps/", "churn-prog"))}
+                        - {"procnetmon2", "bare", "bare+miss", "bare+hit"})
+        ab = []
+        for o in others:
+            bits = [f"{k} {fmt(m[f'{k}/{o}']['all'], 1)} (this build {fmt(m.get(f'{k}/procnetmon2', {}).get('all'), 1)})"
+                    for k in ("udp", "udpcg", "tcp", "nontarget") if f"{k}/{o}" in m]
+            if f"churn/{o}" in m:
+                osc = m.get(f"churn-prog@{o}/pnm_sock_create", {}).get("ns_per_run")
+                bits.append(f"churn {fmt(m[f'churn/{o}']['conn'], 0)} ns/conn, sock_create {fmt(osc, 0)}")
+            ab.append(f"{o}: " + ", ".join(bits))
         L.append(f"| {r['date']} | {r['rev']} | {r['note']} | {pair(m, 'udp')} | {floor} | {pair(m, 'tcp')} "
                  f"| {pair(m, 'nontarget')} | {pair(m, 'churn', 'conn')} | {fmt(sc, 0)} | {ops} "
-                 f"| {cls} | {r['load']} |")
+                 f"| {cls} | {'; '.join(ab) or '-'} | {r['load']} |")
     L.append("")
     return L
 
