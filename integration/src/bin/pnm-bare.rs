@@ -173,7 +173,13 @@ fn load_btf() -> RawFd {
     let mut blob = Vec::new();
     blob.extend_from_slice(&0xeb9f_u16.to_le_bytes()); // magic
     blob.extend_from_slice(&[1, 0]); // version, flags
-    for w in [24_u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+    for w in [
+        24_u32,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ] {
         // hdr_len, type_off, type_len, str_off, str_len
         blob.extend_from_slice(&w.to_le_bytes());
     }
