@@ -28,7 +28,7 @@ BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md 
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
 BENCH_NS_KINDS ("udp udpcg tcp churn nontarget": the workloads of the in-kernel section),
-BENCH_FLOOR_KINDS ("udp tcp": where pnm-bare's floor variants also run), BENCH_ALT_BIN (a
+BENCH_FLOOR_KINDS ("udp tcp churn": where pnm-bare's floor variants also run), BENCH_ALT_BIN (a
 directory with another build's procnetmon2, run as monitor "alt" beside this one), BENCH_ID
 (name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
@@ -650,8 +650,10 @@ NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", "udp udpcg tcp churn nontarget
 FLOORS = {"bare": "counter", "bare+miss": "miss", "bare+hit": "hit"}
 FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
                "bare+miss": "bare + one failed `bpf_sk_storage_get`",
-               "bare+hit": "bare + one found `bpf_sk_storage_get`, add keyed by its value"}
-FLOOR_KINDS = tuple(k for k in os.environ.get("BENCH_FLOOR_KINDS", "udp tcp").split() if k in NS_KINDS)
+               "bare+hit": "bare + one found `bpf_sk_storage_get`, add keyed by its value "
+                           "(+ the value allocated at sock_create)"}
+FLOOR_KINDS = tuple(k for k in os.environ.get("BENCH_FLOOR_KINDS", "udp tcp churn").split()
+                    if k in NS_KINDS)
 
 
 def ns_monitors(k):
@@ -1303,20 +1305,25 @@ def write_report(R, started, load_start, errors):
             b("design's per-socket attribution costs by itself. One `bpf_sk_storage_get` per packet is")
             b("required by the design (the socket's state names its target); a non-target's packet pays")
             b("the failed lookup, a target's packet the found one and a per-CPU add keyed by its value.")
-            b("*share of procnetmon2's excess* is (variant − bare) / (procnetmon2 − bare), skb hooks.")
+            b("The `hit` variant also allocates each new socket's value at sock_create, as a `-p`")
+            b("target must (only sock_create sees the creator): in churn, its ns per connection is the")
+            b("design's floor per connection. *share of procnetmon2's excess* is (variant − bare) /")
+            b("(procnetmon2 − bare), skb hooks (churn: all hooks per connection).")
             b("")
-            b("| workload | floor program | ns/packet (median) | min–max | over bare | share of procnetmon2's excess | runs |")
-            b("|---|---|---|---|---|---|---|")
+            b("| workload | floor program | ns/packet, skb hooks (median) | min–max | ns per connection, all hooks | over bare | share of procnetmon2's excess | runs |")
+            b("|---|---|---|---|---|---|---|---|")
             for k, m in floor_rows:
                 rows = ns[k][m]
-                v = med(r["skb_ns"] for r in rows)
-                q = med(r["skb_ns"] for r in ns[k]["bare"])
-                p = med(r["skb_ns"] for r in ns[k]["procnetmon2"])
+                f = "conn_ns" if k == "churn" else "skb_ns"
+                v = med(r[f] for r in rows)
+                q = med(r[f] for r in ns[k]["bare"])
+                p = med(r[f] for r in ns[k]["procnetmon2"])
                 over = f"{fmt(v / q, 3)}×" if v and q else "-"
                 share = (f"{fmt(100 * (v - q) / (p - q), 0)}%" if v and q and p and p > q and m != "bare"
                          else "-")
-                b(f"| {NS_LABEL[k]} | {FLOOR_LABEL[m]} | {fmt(v, 1)} | "
-                  f"{fmt_range([r['skb_ns'] for r in rows], 1)} | {over} | {share} | {len(rows)} |")
+                conn = fmt(v, 0) if k == "churn" else "-"
+                b(f"| {NS_LABEL[k]} | {FLOOR_LABEL[m]} | {fmt(med(r['skb_ns'] for r in rows), 1)} | "
+                  f"{fmt_range([r['skb_ns'] for r in rows], 1)} | {conn} | {over} | {share} | {len(rows)} |")
             b("")
         b("Per program (procnetmon2; medians of ns per run and of runs; programs that never ran omitted):")
         b("")

@@ -14,7 +14,10 @@
 //! packet's socket state (one `bpf_sk_storage_get` per packet): `miss` is the counter plus one
 //! *failed* lookup in a socket storage no socket has (what a non-target's packet cannot avoid),
 //! `hit` is one *successful* lookup (created on the socket's first packet, found on every later
-//! one) and the per-CPU add keyed by the slot it holds (what a target's packet cannot avoid).
+//! one) and the per-CPU add keyed by the slot it holds (what a target's packet cannot avoid);
+//! `hit` also attaches a cgroup/sock_create program that gives every new socket its value
+//! there (what each socket of a `-p` target cannot avoid: only sock_create sees its creator),
+//! so in a churn of short connections it is the design's floor per connection.
 use std::{
     ffi::CString,
     io::{Read, Write},
@@ -31,6 +34,8 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 const BPF_CGROUP_INET_INGRESS: u32 = 0;
 const BPF_CGROUP_INET_EGRESS: u32 = 1;
+const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_FUNC_SK_STORAGE_GET: i32 = 107;
@@ -161,6 +166,22 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd) -> Vec<u64> {
     p
 }
 
+/// `hit`'s cgroup/sock_create program: create the new socket's storage value (slot 0).
+fn sock_create_program(sk_fd: RawFd) -> Vec<u64> {
+    vec![
+        insn(0xbf, 2, 1, 0, 0),                       // r2 = r1 (ctx: the socket)
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, sk_fd),   // r1 = socket storage
+        insn(0x00, 0, 0, 0, 0),                       //
+        insn(0x62, 10, 0, -8, 0),                     // *(u32 *)(r10 - 8) = 0 (slot 0)
+        insn(0xbf, 3, 10, 0, 0),                      // r3 = r10
+        insn(0x07, 3, 0, 0, -8),                      // r3 += -8 (initial value)
+        insn(0xb7, 4, 0, 0, 1),                       // r4 = F_CREATE
+        insn(0x85, 0, 0, 0, BPF_FUNC_SK_STORAGE_GET), // call bpf_sk_storage_get
+        insn(0xb7, 0, 0, 0, 1),                       // r0 = 1 (allow)
+        insn(0x95, 0, 0, 0, 0),                       // exit
+    ]
+}
+
 /// A minimal BTF blob (one type: `int`, 4 bytes, signed), loaded for the socket storage: the
 /// kernel refuses a socket-storage map without BTF key and value types.
 fn load_btf() -> RawFd {
@@ -195,15 +216,16 @@ fn die(what: &str, e: impl std::fmt::Display) -> ! {
     std::process::exit(1);
 }
 
-fn load(name: &str, attach_type: u32, insns: &[u64]) -> RawFd {
-    load_with_log(name, attach_type, insns, false).unwrap_or_else(|_| {
-        load_with_log(name, attach_type, insns, true)
+fn load(prog_type: u32, name: &str, attach_type: u32, insns: &[u64]) -> RawFd {
+    load_with_log(prog_type, name, attach_type, insns, false).unwrap_or_else(|_| {
+        load_with_log(prog_type, name, attach_type, insns, true)
             .unwrap_or_else(|e| die(&format!("loading {name}"), e))
     })
 }
 
 /// Loads one program; with `verbose`, asks for the verifier's log and prints it on failure.
 fn load_with_log(
+    prog_type: u32,
     name: &str,
     attach_type: u32,
     insns: &[u64],
@@ -214,7 +236,7 @@ fn load_with_log(
     let mut pname = [0_u8; 16];
     pname[..name.len()].copy_from_slice(name.as_bytes());
     let mut a = Attr::new();
-    a.u32(0, BPF_PROG_TYPE_CGROUP_SKB) // prog_type
+    a.u32(0, prog_type) // prog_type
         .u32(4, insns.len() as u32) // insn_cnt
         .u64(8, insns.as_ptr() as u64) // insns
         .u64(16, license.as_ptr() as u64) // license
@@ -276,12 +298,32 @@ fn main() {
         bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("socket storage create", e))
     };
     let insns = program(variant, map, sk_map);
+    let create = sock_create_program(sk_map);
+    let mut progs = vec![
+        (
+            "bare_ingress",
+            BPF_PROG_TYPE_CGROUP_SKB,
+            BPF_CGROUP_INET_INGRESS,
+            &insns,
+        ),
+        (
+            "bare_egress",
+            BPF_PROG_TYPE_CGROUP_SKB,
+            BPF_CGROUP_INET_EGRESS,
+            &insns,
+        ),
+    ];
+    if variant == Variant::Hit {
+        progs.push((
+            "bare_sock_new",
+            BPF_PROG_TYPE_CGROUP_SOCK,
+            BPF_CGROUP_INET_SOCK_CREATE,
+            &create,
+        ));
+    }
     let mut links = Vec::new();
-    for (name, at) in [
-        ("bare_ingress", BPF_CGROUP_INET_INGRESS),
-        ("bare_egress", BPF_CGROUP_INET_EGRESS),
-    ] {
-        let prog = load(name, at, &insns);
+    for (name, prog_type, at, insns) in progs {
+        let prog = load(prog_type, name, at, insns);
         let mut a = Attr::new();
         a.u32(0, prog as u32).u32(4, cg as u32).u32(8, at); // prog_fd, target_fd, attach_type
         links.push(bpf(BPF_LINK_CREATE, &mut a).unwrap_or_else(|e| die("link create", e)));
