@@ -1126,7 +1126,7 @@ def summary(R):
     # Per program in churn (ns per run): where a connection's time goes; other builds (A/B
     # monitors) under "churn-prog@MONITOR/".
     for m, rows in (R.get("ns") or {}).get("churn", {}).items():
-        if m.startswith("bare"):
+        if m == "bare":
             continue
         pre = "churn-prog" if m == "procnetmon2" else f"churn-prog@{m}"
         for n in sorted({n for r in rows for n in r["per"]}):
@@ -1185,13 +1185,14 @@ def experiments_section():
         fl = [m.get(f"udp/{f}", {}).get("skb") for f in ("bare", "bare+miss", "bare+hit")]
         floor = " / ".join(fmt(x, 1) for x in fl) if all(fl) else "-"
         others = sorted({key.split("/")[1] for key in m if "/" in key and not key.startswith(("dest/", "cps/", "churn-prog"))}
-                        - {"procnetmon2", "bare", "bare+miss", "bare+hit"})
+                        - {"procnetmon2", "bare", "bare+miss"} - ({"bare+hit"} if "udp/bare+hit" in m else set()))
         ab = []
         for o in others:
             bits = [f"{k} {fmt(m[f'{k}/{o}']['all'], 1)} (this build {fmt(m.get(f'{k}/procnetmon2', {}).get('all'), 1)})"
                     for k in ("udp", "udpcg", "tcp", "nontarget") if f"{k}/{o}" in m]
             if f"churn/{o}" in m:
-                osc = m.get(f"churn-prog@{o}/pnm_sock_create", {}).get("ns_per_run")
+                osc = (m.get(f"churn-prog@{o}/pnm_sock_create")
+                       or m.get(f"churn-prog@{o}/bare_sock_new", {})).get("ns_per_run")
                 bits.append(f"churn {fmt(m[f'churn/{o}']['conn'], 0)} ns/conn, sock_create {fmt(osc, 0)}")
             ab.append(f"{o}: " + ", ".join(bits))
         L.append(f"| {r['date']} | {r['rev']} | {r['note']} | {pair(m, 'udp')} | {floor} | {pair(m, 'tcp')} "
