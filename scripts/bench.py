@@ -986,8 +986,14 @@ def section_view(R):
 # Why a target can be missed, and what would close it (by the start of the target's name).
 WHY = {
     "in-kernel cost per connection": (
-        "_Why: a target's new socket gets its state from `bpf_sk_storage_get(..., CREATE)` in "
-        "sock_create, and that allocation is most of sock_create's time. One change at a time, "
+        "_Why: the design's floor per connection is above the target for `-p` targets: "
+        "pnm-bare's `hit` variant, which only allocates each new socket's value at sock_create "
+        "(as a `-p` target's socket must be stamped: only sock_create sees its creator) and "
+        "finds it per packet, measured 4,916 ns per connection against the bare counter's 1,793 "
+        "(2.74×; its sock_create alone 2,138 ns, hand-assembled: the allocation is the kernel's "
+        "cost, not ours), where procnetmon2 measured 8,185 (Experiments: the design's floor per "
+        "connection). A target's new socket gets its state from `bpf_sk_storage_get(..., "
+        "CREATE)` in sock_create, and that allocation is most of sock_create's time. One change at a time, "
         "in one run (Experiments: sock_create's allocation): without it sock_create takes 733 ns "
         "against 2,328; an 8-byte value (2,610), a 48-byte value without the spin lock or "
         "`BPF_F_CLONE` (2,526) and one with `BPF_F_CLONE` (2,916) cost the same within noise, so "
