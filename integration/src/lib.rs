@@ -108,6 +108,15 @@ pub fn scaled_window_args(args: &[&str]) -> Vec<String> {
     out
 }
 
+/// The `-t` window of an argument list, unstretched (`3s`, `500ms`; other forms: none).
+fn window_arg(args: &[&str]) -> Option<Duration> {
+    let v = args.iter().skip_while(|a| **a != "-t").nth(1)?;
+    match v.strip_suffix("ms") {
+        Some(n) => n.parse().ok().map(Duration::from_millis),
+        None => v.strip_suffix('s')?.parse().ok().map(Duration::from_secs),
+    }
+}
+
 /// Whether sockets report their namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14).
 pub fn so_netns_cookie() -> bool {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
@@ -516,6 +525,8 @@ pub struct Monitor {
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     stderr_all: Vec<String>,
+    /// The `-t` window as the test wrote it (unstretched), if any.
+    window: Option<Duration>,
 }
 
 impl Monitor {
@@ -578,6 +589,7 @@ impl Monitor {
             stdout,
             stderr,
             stderr_all: Vec::new(),
+            window: window_arg(args),
         };
         let deadline = Instant::now() + Duration::from_secs(30 * time_scale());
         loop {
@@ -604,6 +616,15 @@ impl Monitor {
     }
 
     /// Waits for it to exit; returns (status, JSON reports, stderr lines).
+    ///
+    /// Under emulation (`PNM_TIME_SCALE` > 1) a `-t` window was stretched so that a slow
+    /// start and slow traffic fit in it; a test calls `finish` once its traffic is over, and
+    /// the rest of the stretched window would only be waited out. So there the window ends
+    /// at the latest the test's own (unstretched) window after this call — more settling time
+    /// than the host leaves after its traffic — with SIGINT, which prints the window's report
+    /// after a last look at the counters and the targets (README: Ctrl-C), exit 0 as at
+    /// expiry. A monitor that ends by itself before that (spawn mode, targets gone) is not
+    /// signalled.
     pub fn finish(
         mut self,
     ) -> (
@@ -611,10 +632,16 @@ impl Monitor {
         Vec<serde_json::Value>,
         Vec<String>,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(120);
+        let mut cut = self.window.filter(|_| time_scale() > 1).map(|w| now + w);
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 break st;
+            }
+            if cut.is_some_and(|c| Instant::now() >= c) {
+                self.signal(libc::SIGINT);
+                cut = None;
             }
             assert!(Instant::now() < deadline, "procnetmon2 did not exit");
             thread::sleep(Duration::from_millis(20));

@@ -321,6 +321,13 @@ fn simulated_pods() {
     {}
     a.send_line("go");
     a.expect_line("done");
+    if scale > 1 {
+        // As Monitor::finish does under emulation: the stretched window ends its own
+        // (unstretched) length after the traffic, with Ctrl-C (the window's report).
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        // SAFETY: plain syscall on our own child (procnetmon2: sh and unshare exec it).
+        unsafe { libc::kill(mon.pid() as i32, libc::SIGINT) };
+    }
     let line = std::iter::from_fn(|| mon.next_line(wait))
         .find(|l| l.starts_with('{'))
         .expect("a report from the contained run");
