@@ -665,6 +665,25 @@ impl Monitor {
         (status, reports, std::mem::take(&mut self.stderr_all))
     }
 
+    /// Waits (30 s, stretched by `PNM_TIME_SCALE`) for a log line containing `needle`: an
+    /// event the agent reports (e.g. a namespace it found mid-run), instead of a fixed sleep.
+    pub fn expect_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30 * time_scale());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => {
+                    let done = l.contains(needle);
+                    self.stderr_all.push(l);
+                    if done {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no log line with '{needle}': {:?}", self.stderr_all),
+            }
+        }
+    }
+
     /// The next JSON report (continuous mode), within 30 s.
     pub fn next_report(&mut self) -> serde_json::Value {
         let l = self
