@@ -9,7 +9,10 @@
 //! Every knob is off by default; with all three off this is one branch per packet. Only plain
 //! atomic adds (XADD) and per-CPU maps: nothing here needs the newer atomics (5.12).
 
-use aya_ebpf::{btf_maps::lpm_trie::Key, programs::SkBuffContext};
+use aya_ebpf::{
+    btf_maps::{HashMap, lpm_trie::Key},
+    programs::SkBuffContext,
+};
 use procnetmon2_common::{
     dest::{
         CLASS_DEFAULT, CLASS_NONE, DestKey, DestOther, DnsHeader, MAX_DNS_PACKET, NodeDestKey,
@@ -168,22 +171,8 @@ fn add_node_dest(cgroup_id: u64, family: u8, addr: [u32; 4], class: u8, ingress:
             }
         }
     };
-    // SAFETY: read-only global.
-    let cap = unsafe { core::ptr::read_volatile(&raw const PNM_DEST_CAP) };
     // SAFETY: `other` is a live map value.
-    if unsafe { (*other).hosts } < cap
-        && NODE_DEST_TOTALS
-            .insert(key, Counters::default(), BPF_NOEXIST)
-            .is_ok()
-    {
-        // SAFETY: as above.
-        atomic_add(unsafe { &raw mut (*other).hosts }, 1);
-    }
-    match NODE_DEST_TOTALS.get_ptr_mut(key) {
-        Some(c) => add_shared(c, ingress, len),
-        // SAFETY: as above; the first field is the counters.
-        None => add_shared(unsafe { &raw mut (*other).counters }, ingress, len),
-    }
+    unsafe { charge_new_host(&NODE_DEST_TOTALS, key, other, ingress, len) };
 }
 
 /// (family, remote address) from the IP header: IPv4 in `[0]`, network order. Read directly
@@ -349,19 +338,37 @@ fn add_dest(slot: u32, family: u8, addr: [u32; 4], class: u8, ingress: bool, len
     let Some(other) = DEST_OTHER.get_ptr_mut(slot) else {
         return;
     };
+    // SAFETY: `other` is a live array value.
+    unsafe { charge_new_host(&DEST_TOTALS, key, other, ingress, len) };
+}
+
+/// A packet to a host without an entry in `totals` yet: the entry is made while `other`'s
+/// host count is under the cap (`--destinations-max`), else the packet goes to `other`. The
+/// count is read racily: CPUs adding new hosts at the same instant may pass the cap by a few,
+/// never by more than the CPU count (a fetching atomic would need 5.12).
+///
+/// # Safety
+/// `other` points to a live map value.
+#[inline(always)]
+unsafe fn charge_new_host<K, const M: usize, const F: usize>(
+    totals: &HashMap<K, Counters, M, F>,
+    key: K,
+    other: *mut DestOther,
+    ingress: bool,
+    len: u64,
+) {
     // SAFETY: read-only global.
     let cap = unsafe { core::ptr::read_volatile(&raw const PNM_DEST_CAP) };
-    // SAFETY: `other` is a live array value. The count is read racily: CPUs adding new hosts
-    // at the same instant may pass the cap by a few, never by more than the CPU count.
+    // SAFETY: `other` is live (the caller's contract).
     if unsafe { (*other).hosts } < cap
-        && DEST_TOTALS
-            .insert(key, Counters::default(), BPF_NOEXIST)
+        && totals
+            .insert(&key, Counters::default(), BPF_NOEXIST)
             .is_ok()
     {
         // SAFETY: as above.
         atomic_add(unsafe { &raw mut (*other).hosts }, 1);
     }
-    match DEST_TOTALS.get_ptr_mut(key) {
+    match totals.get_ptr_mut(&key) {
         Some(c) => add_shared(c, ingress, len),
         // SAFETY: as above; the first field is the counters.
         None => add_shared(unsafe { &raw mut (*other).counters }, ingress, len),

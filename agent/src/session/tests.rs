@@ -380,15 +380,7 @@ fn node_wide_groups_cgroups_by_workload() {
     // Before the run: not the run's.
     k.cgroup_totals = vec![count(1, Proto::Tcp, 500)];
     let node = NodeWide::start(t0, &k, Duration::from_secs(300), None);
-    let mut s = Session::start(
-        t0,
-        Vec::new(),
-        Some(node),
-        Vec::new(),
-        false,
-        Vec::new(),
-        Untracked::default(),
-    );
+    let mut s = node_session_with(t0, node);
     let info = |w: &str| CgroupInfo {
         path: format!("/{w}"),
         container: None,
@@ -441,15 +433,7 @@ fn node_wide_splits_workloads_by_class() {
         ..cg_count(id, proto, bytes_out)
     };
     let node = NodeWide::start(t0, &k, Duration::from_secs(300), Some(classes));
-    let mut s = Session::start(
-        t0,
-        Vec::new(),
-        Some(node),
-        Vec::new(),
-        false,
-        Vec::new(),
-        Untracked::default(),
-    );
+    let mut s = node_session_with(t0, node);
     for id in [1, 2] {
         h.cgroups.insert(
             id,
@@ -524,10 +508,15 @@ fn named(path: &str, workload: &str) -> CgroupInfo {
 }
 
 fn node_session(t0: Instant, k: &FakeKernel, grace: Duration) -> Session {
+    node_session_with(t0, NodeWide::start(t0, k, grace, None))
+}
+
+/// A node-wide session over an already configured `NodeWide` (classes, destinations).
+fn node_session_with(t0: Instant, node: NodeWide) -> Session {
     Session::start(
         t0,
         Vec::new(),
-        Some(NodeWide::start(t0, k, grace, None)),
+        Some(node),
         Vec::new(),
         false,
         Vec::new(),
@@ -857,15 +846,7 @@ fn node_wide_destinations_per_workload_cap_and_drain() {
     // Before the run: not the run's.
     k.node_destinations = vec![nd(10, "10.0.1.2", 1000)];
     let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_destinations(&k, 2);
-    let mut s = Session::start(
-        t0,
-        Vec::new(),
-        Some(node),
-        Vec::new(),
-        false,
-        Vec::new(),
-        Untracked::default(),
-    );
+    let mut s = node_session_with(t0, node);
     h.cgroups.insert(10, named("/web-1", "web"));
     h.cgroups.insert(11, named("/web-2", "web"));
     h.cgroups.insert(20, named("/db", "db"));

@@ -140,15 +140,11 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd) -> Vec<u64> {
         }
         Variant::Hit => {
             p.extend([
-                insn(0x79, 2, 6, SKB_SK, 0),                   // r2 = skb->sk
-                insn(0x15, 2, 0, 20, 0),                       // if r2 == 0 goto out
-                insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, sk_fd),    // r1 = socket storage
-                insn(0x00, 0, 0, 0, 0),                        //
-                insn(0x62, 10, 0, -8, 0),                      // *(u32 *)(r10 - 8) = 0 (slot 0)
-                insn(0xbf, 3, 10, 0, 0),                       // r3 = r10
-                insn(0x07, 3, 0, 0, -8),                       // r3 += -8 (initial value)
-                insn(0xb7, 4, 0, 0, 1),                        // r4 = F_CREATE
-                insn(0x85, 0, 0, 0, BPF_FUNC_SK_STORAGE_GET),  // call bpf_sk_storage_get
+                insn(0x79, 2, 6, SKB_SK, 0), // r2 = skb->sk
+                insn(0x15, 2, 0, 20, 0),     // if r2 == 0 goto out
+            ]);
+            p.extend(storage_get_or_create(sk_fd)); // r0 = the socket's value (slot 0)
+            p.extend([
                 insn(0x15, 0, 0, 12, 0),                       // if r0 == 0 goto out
                 insn(0x61, 1, 0, 0, 0),                        // r1 = *(u32 *)(r0 + 0) (slot)
                 insn(0x63, 10, 1, -4, 0),                      // *(u32 *)(r10 - 4) = r1
@@ -168,17 +164,27 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd) -> Vec<u64> {
 
 /// `hit`'s cgroup/sock_create program: create the new socket's storage value (slot 0).
 fn sock_create_program(sk_fd: RawFd) -> Vec<u64> {
-    vec![
-        insn(0xbf, 2, 1, 0, 0),                       // r2 = r1 (ctx: the socket)
-        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, sk_fd),   // r1 = socket storage
-        insn(0x00, 0, 0, 0, 0),                       //
-        insn(0x62, 10, 0, -8, 0),                     // *(u32 *)(r10 - 8) = 0 (slot 0)
-        insn(0xbf, 3, 10, 0, 0),                      // r3 = r10
-        insn(0x07, 3, 0, 0, -8),                      // r3 += -8 (initial value)
-        insn(0xb7, 4, 0, 0, 1),                       // r4 = F_CREATE
+    let mut p = vec![insn(0xbf, 2, 1, 0, 0)]; // r2 = r1 (ctx: the socket)
+    p.extend(storage_get_or_create(sk_fd));
+    p.extend([
+        insn(0xb7, 0, 0, 0, 1), // r0 = 1 (allow)
+        insn(0x95, 0, 0, 0, 0), // exit
+    ]);
+    p
+}
+
+/// `bpf_sk_storage_get(storage, r2, &0, F_CREATE)` with the socket already in r2: the found
+/// or new value (slot 0) in r0, or NULL. Seven instructions (jump offsets around it count
+/// them).
+fn storage_get_or_create(sk_fd: RawFd) -> [u64; 7] {
+    [
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, sk_fd), // r1 = socket storage
+        insn(0x00, 0, 0, 0, 0),                     //
+        insn(0x62, 10, 0, -8, 0),                   // *(u32 *)(r10 - 8) = 0 (slot 0)
+        insn(0xbf, 3, 10, 0, 0),                    // r3 = r10
+        insn(0x07, 3, 0, 0, -8),                    // r3 += -8 (initial value)
+        insn(0xb7, 4, 0, 0, 1),                     // r4 = F_CREATE
         insn(0x85, 0, 0, 0, BPF_FUNC_SK_STORAGE_GET), // call bpf_sk_storage_get
-        insn(0xb7, 0, 0, 0, 1),                       // r0 = 1 (allow)
-        insn(0x95, 0, 0, 0, 0),                       // exit
     ]
 }
 
