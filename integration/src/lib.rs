@@ -134,6 +134,25 @@ pub fn so_netns_cookie() -> bool {
     }
 }
 
+/// `-i` needs `SO_NETNS_COOKIE` (Linux 5.14) to name each interface's namespace. Where it is
+/// missing, procnetmon2 must refuse an `-i` run (`args`) with one line naming the kernel it
+/// needs, exit 2: checked here, then the skip is printed and true returned (the rest of the
+/// test cannot apply).
+pub fn skip_iface_without_netns_cookie(test: &str, args: &[&str]) -> bool {
+    if so_netns_cookie() {
+        return false;
+    }
+    let (status, _, err) = run_monitor(args);
+    assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains("needs Linux >= 5.14"), "{args:?}: {err}");
+    skip_for_kernel(
+        test,
+        "-i needs SO_NETNS_COOKIE (Linux 5.14); its one-line refusal was checked",
+    );
+    true
+}
+
 /// A network namespace (`ip netns add`), deleted on drop.
 pub struct Netns {
     /// Its name under /run/netns.

@@ -11,17 +11,14 @@
 use std::{path::Path, thread, time::Duration};
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, num, run_monitor, skip_for_kernel, skip_unless_root,
-    so_netns_cookie, time_scale, udp4_bytes,
+    Cgroup, Monitor, Netns, Proc, Veth, bin, num, run_monitor, skip_iface_without_netns_cookie,
+    skip_unless_root, time_scale, udp4_bytes,
 };
 
-/// `-i` needs `SO_NETNS_COOKIE` (5.14); its refusal there is checked by iface_filter.rs.
+/// `-i` needs `SO_NETNS_COOKIE` (5.14): where it is missing, the refusal of `--all -i lo` is
+/// checked and the test skipped.
 fn skip_without_netns_cookie(test: &str) -> bool {
-    if so_netns_cookie() {
-        return false;
-    }
-    skip_for_kernel(test, "-i needs SO_NETNS_COOKIE (Linux 5.14)");
-    true
+    skip_iface_without_netns_cookie(test, &["--all", "-i", "lo", "-t", "1s"])
 }
 
 /// A UDP sink in `ns` (in its own cgroup `cg`, so its bytes are a workload of their own).

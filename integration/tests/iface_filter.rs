@@ -4,27 +4,15 @@
 use std::{path::Path, thread, time::Duration};
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, current, num, run_monitor, skip_for_kernel,
-    skip_unless_root, so_netns_cookie, time_scale, udp4_bytes,
+    Cgroup, Monitor, Netns, Proc, Veth, bin, current, num, run_monitor,
+    skip_iface_without_netns_cookie, skip_unless_root, time_scale, udp4_bytes,
 };
 
-/// `-i` needs `SO_NETNS_COOKIE` (Linux 5.14) to name each interface's namespace. Where it is
-/// missing, procnetmon2 must refuse `-i` with one line naming the kernel it needs (checked
-/// here, exit 2); the rest of the test cannot apply.
+/// `-i` needs `SO_NETNS_COOKIE` (5.14): where it is missing, the refusal of `-p SELF -i lo` is
+/// checked and the test skipped.
 fn skip_without_netns_cookie(test: &str) -> bool {
-    if so_netns_cookie() {
-        return false;
-    }
     let me = std::process::id().to_string();
-    let (status, _, err) = run_monitor(&["-p", &me, "-i", "lo", "-t", "1s"]);
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("needs Linux >= 5.14"), "{err}");
-    skip_for_kernel(
-        test,
-        "-i needs SO_NETNS_COOKIE (Linux 5.14); its one-line refusal was checked",
-    );
-    true
+    skip_iface_without_netns_cookie(test, &["-p", &me, "-i", "lo", "-t", "1s"])
 }
 
 /// A shell target in `ns` that, on "go", runs each (addr, count, size) sender as a child in

@@ -2,7 +2,12 @@
 //! Values equal the known payloads, counters never go down when connections close, a removed
 //! workload's series leave after the grace period, and `promtool check metrics` accepts it.
 
-use std::{path::Path, process::Command, thread, time::Duration};
+use std::{
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use procnetmon2_integration::{
     Cgroup, Monitor, Netns, Proc, Veth, bin, skip_unless_root, time_scale, udp4_bytes,
@@ -20,6 +25,19 @@ fn scrape(port: u16, accept: &str) -> String {
         .expect("curl");
     assert!(out.status.success(), "scrape failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Scrapes until `done` holds for the text (every 100 ms, at most 3 s stretched by
+/// `PNM_TIME_SCALE`), and returns the last text: the caller asserts on it either way.
+fn scrape_until(port: u16, accept: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3 * time_scale());
+    loop {
+        let text = scrape(port, accept);
+        if done(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The value of the sample whose line starts with `name{` and contains every `needles`.
@@ -74,11 +92,13 @@ fn scrape_during_traffic() {
     ]);
     w.send_line("go");
     w.expect_line("udp-done");
-    // A few 200 ms ticks for the totals to be read (stretched under emulation).
-    thread::sleep(Duration::from_millis(600 * time_scale()));
     let om = "application/openmetrics-text;version=1.0.0";
-    let text = scrape(port, om);
     let sel = [cg_name.as_str(), "protocol=\"udp\""];
+    // Scraped until a 200 ms tick has read the totals (at most 3 s, stretched under
+    // emulation), then checked exactly.
+    let text = scrape_until(port, om, |t| {
+        value(t, "procnetmon_network_transmit_packets_total", &sel) == Some(200)
+    });
     assert_eq!(
         value(&text, "procnetmon_network_transmit_bytes_total", &sel),
         Some(200 * udp4_bytes(400)),
@@ -111,12 +131,16 @@ fn scrape_during_traffic() {
         thread::sleep(Duration::from_millis(100));
     }
     w.expect_line("tcp-done");
-    thread::sleep(Duration::from_millis(600 * time_scale()));
-    let after = value(
-        &scrape(port, om),
-        "procnetmon_network_transmit_bytes_total",
-        &[cg_name.as_str(), "protocol=\"tcp\""],
-    );
+    let tcp = |t: &str| {
+        value(
+            t,
+            "procnetmon_network_transmit_bytes_total",
+            &[cg_name.as_str(), "protocol=\"tcp\""],
+        )
+    };
+    let after = tcp(&scrape_until(port, om, |t| {
+        tcp(t).is_some_and(|v| v > 100_000)
+    }));
     assert!(after.is_some_and(|v| v >= last && v > 100_000), "{after:?}");
     // promtool (Prometheus' own linter) accepts the classic text format.
     let classic = scrape(port, "text/plain");
