@@ -231,8 +231,20 @@ impl Probes {
         };
         // Targets × classes entries (at least one: a map cannot be empty).
         let class_entries = knobs.dest.slots.saturating_mul(class_count).max(1);
-        // `--all`: (cgroup, protocol) keys × classes, bounded (overflow: untracked).
-        let cgroup_entries = knobs::cgroup_key_capacity(class_count);
+        // `--all`: (cgroup, protocol) keys × classes, bounded (overflow: untracked). Maps a run
+        // does not use get one entry (a map cannot be empty): these two hash maps are
+        // preallocated, so their full size is kernel memory and start-up time whether used or
+        // not (`CGROUP_TOTALS` is per-CPU: 16,384 × 32 B × CPUs, 32 MiB on 64 CPUs).
+        let cgroup_entries = if knobs.all {
+            knobs::cgroup_key_capacity(class_count)
+        } else {
+            1
+        };
+        let iface_entries = if knobs.iface_filter {
+            knobs::MAX_IFACES
+        } else {
+            1
+        };
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -259,6 +271,7 @@ impl Probes {
             .override_global(dest::CLASS_COUNT, &class_count, true)
             .map_max_entries(MAP_CLASS_TOTALS, class_entries)
             .map_max_entries(MAP_CGROUP_TOTALS, cgroup_entries)
+            .map_max_entries(MAP_IFACES, iface_entries)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
