@@ -37,7 +37,7 @@ use procnetmon2_common::{
 
 use super::{
     CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
-    MAX_TARGETS, NodeDestCount, Proto, Slot, SocketStamp, Untracked,
+    MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, Proto, Slot, SocketStamp, Untracked,
 };
 use crate::model::{Counters, Traffic};
 
@@ -245,6 +245,15 @@ impl Probes {
         } else {
             1
         };
+        // The per-CPU target totals hold the plan's slots (fixed for the run: 4,096 × 96 B ×
+        // CPUs at most, 24 MiB on 64 CPUs), the preallocated PID map (65,536 entries, ~4 MiB)
+        // only `-p` runs, which put targets and their children in it.
+        let target_entries = knobs.dest.slots.clamp(1, MAX_TARGETS);
+        let pid_entries = if knobs.pid_targets {
+            MAX_TARGET_PIDS
+        } else {
+            1
+        };
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -272,6 +281,8 @@ impl Probes {
             .map_max_entries(MAP_CLASS_TOTALS, class_entries)
             .map_max_entries(MAP_CGROUP_TOTALS, cgroup_entries)
             .map_max_entries(MAP_IFACES, iface_entries)
+            .map_max_entries(MAP_TARGET_TOTALS, target_entries)
+            .map_max_entries(MAP_TARGET_PIDS, pid_entries)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
