@@ -163,7 +163,7 @@ impl Netns {
     /// Creates a namespace with `lo` up and IPv6 off on every other link unless `ipv6`.
     ///
     /// Two processes (`ip netns add`, `ip -n … link set lo up`); the sysctls are written from
-    /// a thread inside the namespace. Every process start costs 0.3-1 s in the emulated VMs of
+    /// a thread inside the namespace. Every process start costs 0.24-0.9 s in the emulated VMs of
     /// scripts/test-kernels (measured: `/bin/true` 0.24 s on 6.12 and 0.7-0.9 s on 5.10 under
     /// TCG), so the harness starts as few as it can.
     pub fn new(ipv6: bool) -> Self {
@@ -187,20 +187,16 @@ impl Netns {
     pub fn sysctl(&self, settings: &[(&str, &str)]) {
         let ns_file = std::fs::File::open(self.path())
             .unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
-        let settings: Vec<(String, String)> = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        thread::spawn(move || {
-            nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns: {e}"));
-            for (key, value) in settings {
-                std::fs::write(Path::new("/proc/sys").join(&key), &value)
-                    .unwrap_or_else(|e| panic!("sysctl {key}={value}: {e}"));
-            }
-        })
-        .join()
-        .expect("sysctl thread");
+        thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns: {e}"));
+                for (key, value) in settings {
+                    std::fs::write(Path::new("/proc/sys").join(key), value)
+                        .unwrap_or_else(|e| panic!("sysctl {key}={value}: {e}"));
+                }
+            });
+        });
     }
 
     /// Runs `ip -n NS -batch -` with `lines` (one ip command each, without `ip`): one process

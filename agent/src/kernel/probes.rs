@@ -204,8 +204,81 @@ static MIN_KERNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Loads every program of the object into the kernel (verification happens here); the fork
+/// and exit tracepoints only when children are followed, and those are attached at once.
+fn load_programs(ebpf: &mut Ebpf, children: bool) -> anyhow::Result<()> {
+    for (name, _) in SKB_PROGS {
+        let p: &mut CgroupSkb = program(ebpf, name)?;
+        p.load()
+            .with_context(|| format!("load {name} (cgroup_skb; {})", *MIN_KERNEL))?;
+    }
+    for name in SOCK_PROGS {
+        let p: &mut CgroupSock = program(ebpf, name)?;
+        p.load()
+            .with_context(|| format!("load {name} (cgroup/sock; {})", *MIN_KERNEL))?;
+    }
+    for name in SOCK_ADDR_PROGS {
+        let p: &mut CgroupSockAddr = program(ebpf, name)?;
+        p.load()
+            .with_context(|| format!("load {name} (cgroup/sock_addr; {})", *MIN_KERNEL))?;
+    }
+    let p: &mut SockOps = program(ebpf, SOCKOPS_PROG)?;
+    p.load()
+        .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {})", *MIN_KERNEL))?;
+    if children {
+        for (name, tp) in TP_PROGS {
+            let p: &mut RawTracePoint = program(ebpf, name)?;
+            p.load()
+                .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
+            p.attach(tp)
+                .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `max_entries` of the maps sized at load. Maps a run does not use get one entry (a map
+/// cannot be empty): the preallocated ones cost their full size in kernel memory and start-up
+/// time whether used or not, the per-CPU ones times the CPUs (`CGROUP_TOTALS` at 16,384 ×
+/// 32 B and `TARGET_TOTALS` at 4,096 × 96 B: 56 MiB on 64 CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MapSizes {
+    /// Classes counted in the kernel (0 without `--class`/`--classes`).
+    class_count: u32,
+    /// Targets × classes.
+    class_totals: u32,
+    /// `--all`: (cgroup, protocol) keys × classes, bounded (overflow: untracked).
+    cgroup_totals: u32,
+    /// `-i`: the chosen interfaces of every namespace.
+    ifaces: u32,
+    /// The plan's slots (fixed for the run).
+    target_totals: u32,
+    /// `-p` runs: the targets and the children they fork.
+    target_pids: u32,
+}
+
+impl MapSizes {
+    fn for_knobs(knobs: &Knobs) -> Self {
+        let class_count = if knobs.dest.classes {
+            knobs.dest.class_count
+        } else {
+            0
+        };
+        let used = |on: bool, n: u32| if on { n } else { 1 };
+        Self {
+            class_count,
+            class_totals: knobs.dest.slots.saturating_mul(class_count).max(1),
+            cgroup_totals: used(knobs.all, knobs::cgroup_key_capacity(class_count)),
+            ifaces: used(knobs.iface_filter, knobs::MAX_IFACES),
+            target_totals: knobs.dest.slots.clamp(1, MAX_TARGETS),
+            target_pids: used(knobs.pid_targets, MAX_TARGET_PIDS),
+        }
+    }
+}
+
 impl Probes {
-    /// Loads the object and every program into the kernel (nothing is attached yet).
+    /// Loads the object and every program into the kernel (the cgroup programs are not
+    /// attached yet).
     pub fn load(knobs: Knobs) -> anyhow::Result<Self> {
         bump_memlock();
         let details = u8::from(knobs.details);
@@ -224,36 +297,8 @@ impl Probes {
         let dns = u8::from(knobs.dest.dns);
         let node_dests = u8::from(knobs.dest.node_destinations);
         let cap = knobs.dest.cap;
-        let class_count = if knobs.dest.classes {
-            knobs.dest.class_count
-        } else {
-            0
-        };
-        // Targets × classes entries (at least one: a map cannot be empty).
-        let class_entries = knobs.dest.slots.saturating_mul(class_count).max(1);
-        // `--all`: (cgroup, protocol) keys × classes, bounded (overflow: untracked). Maps a run
-        // does not use get one entry (a map cannot be empty): these two hash maps are
-        // preallocated, so their full size is kernel memory and start-up time whether used or
-        // not (`CGROUP_TOTALS` is per-CPU: 16,384 × 32 B × CPUs, 32 MiB on 64 CPUs).
-        let cgroup_entries = if knobs.all {
-            knobs::cgroup_key_capacity(class_count)
-        } else {
-            1
-        };
-        let iface_entries = if knobs.iface_filter {
-            knobs::MAX_IFACES
-        } else {
-            1
-        };
-        // The per-CPU target totals hold the plan's slots (fixed for the run: 4,096 × 96 B ×
-        // CPUs at most, 24 MiB on 64 CPUs), the preallocated PID map (65,536 entries, ~4 MiB)
-        // only `-p` runs, which put targets and their children in it.
-        let target_entries = knobs.dest.slots.clamp(1, MAX_TARGETS);
-        let pid_entries = if knobs.pid_targets {
-            MAX_TARGET_PIDS
-        } else {
-            1
-        };
+        let sizes = MapSizes::for_knobs(&knobs);
+        let class_count = sizes.class_count;
         let (pid_off, tgid_off) = if knobs.children {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
@@ -262,8 +307,8 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             // No kernel BTF: it only serves CO-RE relocations, and the object has none
             // (aya-ebpf emits none; `object_has_no_core_relocations` checks the built
-            // object). Parsing the kernel's 5-6 MB of BTF was the largest single cost of
-            // start-up under emulation (~0.9 s of 2.5 s in a TCG VM).
+            // object). Not parsing the kernel's 5-6 MB of BTF cut a 100-ms run in a 6.12 TCG
+            // VM from 2.76 to 2.20 s (median of 3).
             .btf(None)
             .override_global(knobs::DETAILS, &details, true)
             .override_global(knobs::IFACE_FILTER, &filter, true)
@@ -278,42 +323,16 @@ impl Probes {
             .override_global(dest::NODE_DESTS, &node_dests, true)
             .override_global(dest::DEST_CAP, &cap, true)
             .override_global(dest::CLASS_COUNT, &class_count, true)
-            .map_max_entries(MAP_CLASS_TOTALS, class_entries)
-            .map_max_entries(MAP_CGROUP_TOTALS, cgroup_entries)
-            .map_max_entries(MAP_IFACES, iface_entries)
-            .map_max_entries(MAP_TARGET_TOTALS, target_entries)
-            .map_max_entries(MAP_TARGET_PIDS, pid_entries)
+            .map_max_entries(MAP_CLASS_TOTALS, sizes.class_totals)
+            .map_max_entries(MAP_CGROUP_TOTALS, sizes.cgroup_totals)
+            .map_max_entries(MAP_IFACES, sizes.ifaces)
+            .map_max_entries(MAP_TARGET_TOTALS, sizes.target_totals)
+            .map_max_entries(MAP_TARGET_PIDS, sizes.target_pids)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
             .with_context(|| format!("load the eBPF object ({})", *MIN_KERNEL))?;
-        for (name, _) in SKB_PROGS {
-            let p: &mut CgroupSkb = program(&mut ebpf, name)?;
-            p.load()
-                .with_context(|| format!("load {name} (cgroup_skb; {})", *MIN_KERNEL))?;
-        }
-        for name in SOCK_PROGS {
-            let p: &mut CgroupSock = program(&mut ebpf, name)?;
-            p.load()
-                .with_context(|| format!("load {name} (cgroup/sock; {})", *MIN_KERNEL))?;
-        }
-        for name in SOCK_ADDR_PROGS {
-            let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            p.load()
-                .with_context(|| format!("load {name} (cgroup/sock_addr; {})", *MIN_KERNEL))?;
-        }
-        let p: &mut SockOps = program(&mut ebpf, SOCKOPS_PROG)?;
-        p.load()
-            .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {})", *MIN_KERNEL))?;
-        if knobs.children {
-            for (name, tp) in TP_PROGS {
-                let p: &mut RawTracePoint = program(&mut ebpf, name)?;
-                p.load()
-                    .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
-                p.attach(tp)
-                    .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
-            }
-        }
+        load_programs(&mut ebpf, knobs.children)?;
         Ok(Self {
             netns_helper: helper,
             cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
@@ -921,5 +940,74 @@ mod object_tests {
             0,
             "CO-RE relocations in the object: pass the kernel BTF"
         );
+    }
+}
+
+#[cfg(test)]
+mod map_size_tests {
+    use super::{MAX_TARGET_PIDS, MapSizes, knobs};
+    use crate::kernel::{DestKnobs, Knobs};
+
+    /// Each run gets the big preallocated maps it uses, and one entry of the others.
+    #[test]
+    fn maps_are_sized_by_what_the_run_uses() {
+        let pids = Knobs {
+            pid_targets: true,
+            dest: DestKnobs {
+                slots: 2,
+                ..DestKnobs::default()
+            },
+            ..Knobs::default()
+        };
+        let all_i_classes = Knobs {
+            all: true,
+            iface_filter: true,
+            dest: DestKnobs {
+                classes: true,
+                class_count: 5,
+                ..DestKnobs::default()
+            },
+            ..Knobs::default()
+        };
+        let cgroups_with_classes = Knobs {
+            cgroup_targets: true,
+            dest: DestKnobs {
+                classes: true,
+                class_count: 5,
+                slots: 3,
+                ..DestKnobs::default()
+            },
+            ..Knobs::default()
+        };
+        let cases = [
+            // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals, target_pids)
+            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS),
+            (
+                all_i_classes,
+                5,
+                1,
+                knobs::cgroup_key_capacity(5),
+                knobs::MAX_IFACES,
+                1,
+                1,
+            ),
+            (cgroups_with_classes, 5, 15, 1, 1, 3, 1),
+        ];
+        for (k, class_count, class_totals, cgroup_totals, ifaces, target_totals, target_pids) in
+            cases
+        {
+            assert_eq!(
+                MapSizes::for_knobs(&k),
+                MapSizes {
+                    class_count,
+                    class_totals,
+                    cgroup_totals,
+                    ifaces,
+                    target_totals,
+                    target_pids,
+                },
+                "{k:?}"
+            );
+        }
     }
 }
