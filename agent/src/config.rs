@@ -3,58 +3,78 @@
 //! Everything here is pure: no /proc, no kernel. Checks that need the system (does the PID
 //! exist, is it a kernel thread) live in `procs`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use crate::{cli::Opt, error::UsageError};
 
-/// What the run does; see `cli::Opt` for the meaning of each flag.
+/// What this invocation does, decided once from the command line (ripgrep's `Mode`): `run`
+/// dispatches on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Target PIDs, deduplicated, in the order given.
-    pub pids: Vec<u32>,
-    /// Interface names to count (empty: all).
-    pub interfaces: Vec<String>,
-    /// JSON output.
-    pub json: bool,
-    /// The `-t` window, if any.
-    pub window: Option<Duration>,
-    /// Add an aggregate row / object.
-    pub aggregate: bool,
-    /// A report every interval (on by default when there is no window).
-    pub continuous: bool,
-    /// Per-connection details.
-    pub details: bool,
+pub enum Mode {
+    /// Count targets named with `-p`, `--cgroup`, `--container`, `--all` until stopped, the
+    /// window ends or every target is gone.
+    Watch(Run),
+    /// Start a command in a cgroup of its own and count it (beside any `--cgroup`,
+    /// `--container`, `--all` targets) until it exits.
+    Spawn(Run),
+    /// Undo what runs killed with SIGKILL left behind, then exit (`--cleanup`).
+    Cleanup {
+        /// `--host-proc`.
+        host_proc: Option<PathBuf>,
+    },
+}
+
+/// A counting run (`Mode::Watch`, `Mode::Spawn`): see `cli::Opt` for the meaning of each flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// What is counted.
+    pub targets: Targets,
+    /// How it is counted (interfaces, details, destinations, classes).
+    pub counting: Counting,
     /// Sampling and reporting interval.
     pub interval: Duration,
-    /// Report destination (None: stdout).
-    pub output: Option<PathBuf>,
-    /// `--isolate`: move targets into dedicated cgroups.
-    pub isolate: bool,
+    /// The `-t` window, if any.
+    pub window: Option<Duration>,
+    /// Where and how reports are shown.
+    pub reports: Reports,
+    /// `--metrics-addr` and its limits, when metrics are served.
+    pub metrics: Option<Metrics>,
+    /// `--series-grace`: how long a removed workload's row (and its series) stays.
+    pub series_grace: Duration,
+    /// `--host-proc`.
+    pub host_proc: Option<PathBuf>,
+}
+
+/// The targets named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Targets {
+    /// `-p`: PIDs, deduplicated, in the order given.
+    pub pids: Vec<u32>,
     /// Follow forks (off with `--no-children`).
     pub children: bool,
-    /// Spawn mode: the command and its arguments (empty: `-p` mode).
-    pub command: Vec<String>,
-    /// `--cleanup` only.
-    pub cleanup: bool,
+    /// `--isolate`: move the `-p` targets into dedicated cgroups.
+    pub isolate: bool,
     /// `--cgroup` subtrees.
     pub cgroups: Vec<String>,
     /// `--container` id prefixes.
     pub containers: Vec<String>,
     /// `--all`.
     pub all: bool,
-    /// `--host-proc`.
-    pub host_proc: Option<PathBuf>,
-    /// `--metrics-addr`.
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// `--max-series`.
-    pub max_series: usize,
-    /// `--series-grace`.
-    pub series_grace: Duration,
-    /// `--no-tui`.
-    pub no_tui: bool,
-    /// The interactive view replaces the table (see [`Config::wants_tui`]); set once at
-    /// start-up from the flags and whether stdin and stdout are terminals.
-    pub tui: bool,
+    /// Spawn mode: the command and its arguments (empty otherwise).
+    pub command: Vec<String>,
+}
+
+/// How traffic is counted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Counting {
+    /// `-i` interface names (empty: all).
+    pub interfaces: Vec<String>,
+    /// `--details`: per-connection rows in reports.
+    pub details: bool,
     /// `--destinations`: per-remote-host totals.
     pub destinations: bool,
     /// `--destinations-max`: remote hosts kept apart per target.
@@ -63,29 +83,111 @@ pub struct Config {
     pub classes: Option<crate::classes::ClassSet>,
 }
 
+/// How reports are shown: decided once, here, from the flags and whether the terminal is
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The plain table, only at the end: of a `-t` window, of the command, of every target;
+    /// nothing per interval (`-t` without `-c`, or a metrics daemon without `-c`).
+    Table,
+    /// The plain table every interval (redrawn in place on a terminal), then the window's.
+    LiveTable,
+    /// JSON, one object per report, one line each; every interval with `every_interval`
+    /// (JSON Lines), else at the end only.
+    Json {
+        /// A report every interval.
+        every_interval: bool,
+    },
+    /// The interactive view (every interval); the run's last report is printed as the plain
+    /// table when it closes.
+    View,
+}
+
+impl Output {
+    /// True when a report is made every interval.
+    pub fn every_interval(self) -> bool {
+        match self {
+            Self::Table => false,
+            Self::LiveTable | Self::View => true,
+            Self::Json { every_interval } => every_interval,
+        }
+    }
+
+    /// True when reports are JSON.
+    pub fn json(self) -> bool {
+        matches!(self, Self::Json { .. })
+    }
+}
+
+/// Where reports go and what they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reports {
+    /// How they are shown.
+    pub output: Output,
+    /// `-o FILE` (None: stdout).
+    pub file: Option<PathBuf>,
+    /// `-a`: an aggregate row / object.
+    pub aggregate: bool,
+}
+
+/// `--metrics-addr` and the limits of the series it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// `--max-series`.
+    pub max_series: usize,
+}
+
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const IFNAME_MAX: usize = 15;
 
-impl Config {
-    /// Validates `opt`. `pid_max` is the system's `/proc/sys/kernel/pid_max`.
-    pub fn from_opt(opt: &Opt, pid_max: u32) -> Result<Self, UsageError> {
-        let pids = match &opt.pids {
-            Some(list) => parse_pid_list(list, pid_max)?,
-            None if !opt.command.is_empty()
-                || opt.cleanup
-                || opt.metrics_addr.is_some()
-                || opt.all
-                || !opt.cgroup.is_empty()
-                || !opt.container.is_empty() =>
-            {
-                Vec::new()
-            }
-            None => {
-                return Err(UsageError::new(
-                    "no target given: name processes with -p PID[,PID…] (or --cgroup, --container, --all, or a command after --)",
-                ));
-            }
-        };
+/// Whether the standard streams are a terminal (the view needs both stdin and stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Terminal {
+    /// Standard input is a terminal.
+    pub stdin: bool,
+    /// Standard output is a terminal.
+    pub stdout: bool,
+}
+
+impl Terminal {
+    /// The process's own streams.
+    pub fn detect() -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            stdin: std::io::stdin().is_terminal(),
+            stdout: std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+impl Mode {
+    /// Validates `opt` into the mode to run. `pid_max` is the system's
+    /// `/proc/sys/kernel/pid_max`; `terminal` decides between the view and the table.
+    pub fn from_opt(opt: &Opt, pid_max: u32, terminal: Terminal) -> Result<Self, UsageError> {
+        non_empty(
+            "--host-proc",
+            "the directory where the host's /proc is mounted, e.g. /host/proc",
+            opt.host_proc.iter().filter_map(|p| p.to_str()),
+        )?;
+        if opt.cleanup {
+            return Ok(Self::Cleanup {
+                host_proc: opt.host_proc.clone(),
+            });
+        }
+        let run = Run::from_opt(opt, pid_max, terminal)?;
+        Ok(if run.targets.command.is_empty() {
+            Self::Watch(run)
+        } else {
+            Self::Spawn(run)
+        })
+    }
+}
+
+impl Run {
+    fn from_opt(opt: &Opt, pid_max: u32, terminal: Terminal) -> Result<Self, UsageError> {
+        let targets = Targets::from_opt(opt, pid_max)?;
         let window = opt
             .time
             .as_deref()
@@ -99,34 +201,21 @@ impl Config {
             )));
         }
         non_empty(
-            "--cgroup",
-            "a cgroup path such as /system.slice/nginx.service (/ is the whole host)",
-            opt.cgroup.iter().map(String::as_str),
-        )?;
-        non_empty(
-            "--container",
-            "a container id or a unique prefix of one",
-            opt.container.iter().map(String::as_str),
-        )?;
-        non_empty(
-            "--host-proc",
-            "the directory where the host's /proc is mounted, e.g. /host/proc",
-            opt.host_proc.iter().filter_map(|p| p.to_str()),
-        )?;
-        non_empty(
             "-o",
             "a file name",
             opt.output.iter().filter_map(|p| p.to_str()),
         )?;
-        let metrics_addr = opt
+        let metrics = opt
             .metrics_addr
             .as_deref()
             .map(|a| {
-                crate::metrics::parse_metrics_addr(a)
-                    .map_err(|e| UsageError::new(format!("--metrics-addr: {e}")))
+                Ok::<_, UsageError>(Metrics {
+                    addr: parse_metrics_addr(a)
+                        .map_err(|e| UsageError::new(format!("--metrics-addr: {e}")))?,
+                    max_series: opt.max_series,
+                })
             })
             .transpose()?;
-        let series_grace = parse_duration("--series-grace", &opt.series_grace)?;
         if opt.destinations_max == 0 {
             return Err(UsageError::new(
                 "--destinations-max 0: keep at least one remote host apart, e.g. --destinations-max 1000",
@@ -140,43 +229,116 @@ impl Config {
             None => Vec::new(),
         };
         Ok(Self {
-            pids,
-            interfaces,
-            json: opt.json,
-            window,
-            aggregate: opt.aggregate,
-            // -c is on by default only when no -t is given (and, as a metrics daemon, only
-            // when reports are asked for with -j or -o).
-            continuous: opt.continuous
-                || (window.is_none()
-                    && (metrics_addr.is_none() || opt.json || opt.output.is_some())),
-            details: opt.details,
+            targets,
+            counting: Counting {
+                interfaces,
+                details: opt.details,
+                destinations: opt.destinations,
+                destinations_max: opt.destinations_max,
+                classes,
+            },
             interval,
-            output: opt.output.clone(),
-            isolate: opt.isolate,
+            window,
+            reports: Reports {
+                output: output(opt, window.is_some(), terminal),
+                file: opt.output.clone(),
+                aggregate: opt.aggregate,
+            },
+            metrics,
+            series_grace: parse_duration("--series-grace", &opt.series_grace)?,
+            host_proc: opt.host_proc.clone(),
+        })
+    }
+}
+
+/// How reports are shown. The view needs a terminal on stdin and stdout and nothing that asks
+/// for the outputs scripts read (`--json`, `-o`, `--no-tui`). Reports come every interval with
+/// `-c`, and by default without `-t` (as a metrics daemon, only when `-j` or `-o` asks for
+/// them).
+fn output(opt: &Opt, window: bool, terminal: Terminal) -> Output {
+    let view =
+        terminal.stdin && terminal.stdout && !opt.no_tui && !opt.json && opt.output.is_none();
+    let every_interval = opt.continuous
+        || (!window && (opt.metrics_addr.is_none() || opt.json || opt.output.is_some()));
+    if view {
+        Output::View
+    } else if opt.json {
+        Output::Json { every_interval }
+    } else if every_interval {
+        Output::LiveTable
+    } else {
+        Output::Table
+    }
+}
+
+impl Targets {
+    /// The targets of `opt`; refuses flag combinations that make no sense.
+    fn from_opt(opt: &Opt, pid_max: u32) -> Result<Self, UsageError> {
+        let pids = match &opt.pids {
+            Some(list) => parse_pid_list(list, pid_max)?,
+            None if !opt.command.is_empty()
+                || opt.metrics_addr.is_some()
+                || opt.all
+                || !opt.cgroup.is_empty()
+                || !opt.container.is_empty() =>
+            {
+                Vec::new()
+            }
+            None => {
+                return Err(UsageError::new(
+                    "no target given: name processes with -p PID[,PID…] (or --cgroup, --container, --all, or a command after --)",
+                ));
+            }
+        };
+        non_empty(
+            "--cgroup",
+            "a cgroup path such as /system.slice/nginx.service (/ is the whole host)",
+            opt.cgroup.iter().map(String::as_str),
+        )?;
+        non_empty(
+            "--container",
+            "a container id or a unique prefix of one",
+            opt.container.iter().map(String::as_str),
+        )?;
+        let t = Self {
+            pids,
             children: !opt.no_children,
-            command: opt.command.clone(),
-            cleanup: opt.cleanup,
+            isolate: opt.isolate,
             cgroups: opt.cgroup.clone(),
             containers: opt.container.clone(),
             all: opt.all,
-            host_proc: opt.host_proc.clone(),
-            metrics_addr,
-            max_series: opt.max_series,
-            series_grace,
-            no_tui: opt.no_tui,
-            tui: false,
-            destinations: opt.destinations,
-            destinations_max: opt.destinations_max,
-            classes,
-        })
+            command: opt.command.clone(),
+        };
+        t.check()?;
+        Ok(t)
     }
 
-    /// True when the run should open the interactive view: stdin and stdout are a terminal
-    /// (`terminal`) and nothing asks for the plain outputs scripts read (`--json`, `-o`,
-    /// `--no-tui`); `--cleanup` has no view.
-    pub fn wants_tui(&self, terminal: bool) -> bool {
-        terminal && !self.no_tui && !self.json && self.output.is_none() && !self.cleanup
+    /// Refuses combinations that make no sense: `-p` with a command; `--isolate` without
+    /// `-p` or with a command; `--no-children` without `-p` (a cgroup target always counts
+    /// every process in it).
+    fn check(&self) -> Result<(), UsageError> {
+        let spawn = !self.command.is_empty();
+        if !self.pids.is_empty() && spawn {
+            return Err(UsageError::new(
+                "give either -p PIDS or a command after --, not both",
+            ));
+        }
+        if self.isolate && spawn {
+            return Err(UsageError::new(
+                "--isolate applies to -p targets; a spawned command always runs in its own cgroup",
+            ));
+        }
+        if self.isolate && self.pids.is_empty() {
+            return Err(UsageError::new(
+                "--isolate applies to -p targets: name the processes to isolate with -p PID",
+            ));
+        }
+        if !self.children && self.pids.is_empty() {
+            return Err(UsageError::new(
+                "--no-children applies to -p targets; a cgroup, container or command target always counts every process in it: drop --no-children",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +405,29 @@ pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
     Ok(d)
 }
 
+/// Parses `--metrics-addr`: a bare port (`9809`) binds loopback, `127.0.0.1:9809`; an
+/// `IP:PORT` (`0.0.0.0:9809`, `[::]:9809`) or `localhost:PORT` is taken as given.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
+            .map_err(|e| format!("invalid port in {s:?}: {e}"));
+    }
+    if let Some(port) = s.strip_prefix(':') {
+        return Err(format!(
+            "{s:?}: give the address to bind, e.g. 0.0.0.0:{port} (all interfaces) or {port} (loopback)"
+        ));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?}: expected PORT, IP:PORT or [IPv6]:PORT (e.g. 9809, 0.0.0.0:9809, [::]:9809)")
+    })
+}
+
 /// Refuses an empty value for a flag that names a path or an id.
 fn non_empty<'a>(
     flag: &str,
@@ -307,6 +492,20 @@ mod tests {
     }
 
     #[test]
+    fn metrics_addr_forms() {
+        let ok = |s: &str| parse_metrics_addr(s).expect(s).to_string();
+        assert_eq!(ok("9809"), "127.0.0.1:9809");
+        assert_eq!(ok("localhost:9809"), "127.0.0.1:9809");
+        assert_eq!(ok("0.0.0.0:9809"), "0.0.0.0:9809");
+        assert_eq!(ok("[::]:9809"), "[::]:9809");
+        assert_eq!(ok("[::1]:1"), "[::1]:1");
+        assert_eq!(ok("10.0.0.1:80"), "10.0.0.1:80");
+        for bad in [":9809", "", "65536", "host:9809", "0.0.0.0", "::", "9809x"] {
+            assert!(parse_metrics_addr(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration("-t", "10s").unwrap(),
@@ -326,16 +525,31 @@ mod tests {
         assert!(parse_duration("-t", "365d").is_ok());
     }
 
-    /// The usage error of a command line, from clap or from validation.
-    fn config(args: &[&str]) -> Result<Config, String> {
+    /// The mode of a command line (stdin and stdout a terminal when `terminal`), or its usage
+    /// error, from clap or from validation.
+    fn mode(args: &[&str], terminal: bool) -> Result<Mode, String> {
         let mut argv = vec!["procnetmon2"];
         argv.extend_from_slice(args);
         match crate::cli::parse(argv.iter().map(std::ffi::OsString::from)) {
             crate::cli::Parsed::Run(opt) => {
-                Config::from_opt(&opt, 4_194_304).map_err(|e| e.to_string())
+                let t = Terminal {
+                    stdin: terminal,
+                    stdout: terminal,
+                };
+                Mode::from_opt(&opt, 4_194_304, t).map_err(|e| e.to_string())
             }
             crate::cli::Parsed::Usage(msg) => Err(msg),
-            crate::cli::Parsed::Info(_) => panic!("not a run: {args:?}"),
+            crate::cli::Parsed::Info(_) | crate::cli::Parsed::Completions(_) => {
+                panic!("not a run: {args:?}")
+            }
+        }
+    }
+
+    /// The run of a command line that counts (watch or spawn), not on a terminal.
+    fn run(args: &[&str]) -> Result<Run, String> {
+        match mode(args, false)? {
+            Mode::Watch(r) | Mode::Spawn(r) => Ok(r),
+            m => panic!("not a counting run: {m:?}"),
         }
     }
 
@@ -349,30 +563,96 @@ mod tests {
             (&["--container", " "], "--container is empty"),
             (&["-p", "1", "--host-proc", ""], "--host-proc"),
             (&["-p", "1", "-o", ""], "-o"),
+            (&["-p", "1", "--metrics-addr", ":9809"], "--metrics-addr"),
+            (&["-p", "1", "--destinations-max", "0"], "at least one"),
+            (&[], "no target given"),
         ] {
-            let e = config(args).expect_err(&format!("{args:?}"));
+            let e = mode(args, false).expect_err(&format!("{args:?}"));
             assert!(e.contains(msg), "{args:?}: {e}");
+            assert!(!e.contains('\n'), "{args:?}: {e}");
         }
-        assert!(config(&["-p", "1", "--interval", "10ms"]).is_ok());
+        assert!(run(&["-p", "1", "--interval", "10ms"]).is_ok());
     }
 
     #[test]
-    fn interactive_view_only_on_a_terminal_without_script_outputs() {
-        // (args, stdin and stdout are a terminal) → view
-        for (args, terminal, tui) in [
-            (&["-p", "1"][..], true, true),
-            (&["-p", "1"], false, false),
-            (&["-p", "1", "--no-tui"], true, false),
-            (&["-p", "1", "--json"], true, false),
-            (&["-p", "1", "-o", "out.txt"], true, false),
-            (&["-p", "1", "-t", "10s"], true, true),
-            (&["--all"], true, true),
-            (&["--cgroup", "/x"], true, true),
-            (&["--", "true"], true, true),
-            (&["--cleanup"], true, false),
+    fn refused_combinations() {
+        for (args, msg) in [
+            (&["-p", "10", "--", "curl"][..], "not both"),
+            (&["--isolate", "--", "curl"], "--isolate applies to -p"),
+            (&["--isolate", "--cgroup", "/x"], "--isolate applies to -p"),
+            (&["--isolate", "--all"], "--isolate applies to -p"),
+            (&["--no-children", "--", "curl"], "--no-children applies"),
+            (
+                &["--no-children", "--cgroup", "/x"],
+                "--no-children applies",
+            ),
+            (&["--no-children", "--all"], "--no-children applies"),
         ] {
-            let cfg = config(args).unwrap();
-            assert_eq!(cfg.wants_tui(terminal), tui, "{args:?} terminal={terminal}");
+            let e = mode(args, false).expect_err(&format!("{args:?} must be refused"));
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_mode_of_each_command_line() {
+        let kind = |args: &[&str]| match mode(args, false).unwrap() {
+            Mode::Watch(_) => "watch",
+            Mode::Spawn(_) => "spawn",
+            Mode::Cleanup { .. } => "cleanup",
+        };
+        for (args, want) in [
+            (&["-p", "1"][..], "watch"),
+            (&["--all"], "watch"),
+            (&["--cgroup", "/x", "--container", "ab"], "watch"),
+            (&["--metrics-addr", "9809"], "watch"),
+            (&["--", "curl", "x"], "spawn"),
+            (&["--all", "--", "curl"], "spawn"),
+            (&["--cleanup"], "cleanup"),
+            (&["--cleanup", "-p", "1"], "cleanup"),
+        ] {
+            assert_eq!(kind(args), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_output_of_each_command_line() {
+        const V: Output = Output::View;
+        const T: Output = Output::Table;
+        const L: Output = Output::LiveTable;
+        const J: Output = Output::Json {
+            every_interval: false,
+        };
+        const JL: Output = Output::Json {
+            every_interval: true,
+        };
+        // (args, stdin and stdout are a terminal) → output
+        for (args, terminal, want) in [
+            // The view: on a terminal, without the outputs scripts read.
+            (&["-p", "1"][..], true, V),
+            (&["-p", "1", "-t", "10s"], true, V),
+            (&["--all"], true, V),
+            (&["--cgroup", "/x"], true, V),
+            (&["--", "true"], true, V),
+            (&["-p", "1", "--no-tui"], true, L),
+            (&["-p", "1", "--json"], true, JL),
+            (&["-p", "1", "-o", "out.txt"], true, L),
+            // Piped: the live table without -t, one report with it, both with -c.
+            (&["-p", "1"], false, L),
+            (&["-p", "1", "-t", "10s"], false, T),
+            (&["-p", "1", "-t", "10s", "-c"], false, L),
+            (&["-p", "1", "--json"], false, JL),
+            (&["-p", "1", "--json", "-t", "10s"], false, J),
+            (&["-p", "1", "--json", "-t", "10s", "-c"], false, JL),
+            // A metrics daemon prints reports only when -c, -j or -o asks for them.
+            (&["--all", "--metrics-addr", "9809"], false, T),
+            (&["--all", "--metrics-addr", "9809", "-c"], false, L),
+            (&["--all", "--metrics-addr", "9809", "--json"], false, JL),
+            (&["--all", "--metrics-addr", "9809", "-o", "f"], false, L),
+        ] {
+            let (Mode::Watch(r) | Mode::Spawn(r)) = mode(args, terminal).unwrap() else {
+                panic!("{args:?}: not a counting run");
+            };
+            assert_eq!(r.reports.output, want, "{args:?} terminal={terminal}");
         }
     }
 
@@ -388,51 +668,13 @@ mod tests {
     }
 
     #[test]
-    fn continuous_defaults() {
-        let base = |time: Option<&str>, c: bool| Opt {
-            pids: Some("1".into()),
-            interface: None,
-            json: false,
-            time: time.map(Into::into),
-            aggregate: false,
-            continuous: c,
-            details: false,
-            interval: "1s".into(),
-            output: None,
-            isolate: false,
-            no_children: false,
-            cleanup: false,
-            command: Vec::new(),
-            cgroup: Vec::new(),
-            container: Vec::new(),
-            all: false,
-            host_proc: None,
-            metrics_addr: None,
-            max_series: 10_000,
-            series_grace: "5m".into(),
-            no_tui: false,
-            destinations: false,
-            destinations_max: 1000,
-            class: Vec::new(),
-            classes: None,
-        };
-        assert!(
-            Config::from_opt(&base(None, false), 100)
-                .unwrap()
-                .continuous
-        );
-        assert!(
-            !Config::from_opt(&base(Some("10s"), false), 100)
-                .unwrap()
-                .continuous
-        );
-        assert!(
-            Config::from_opt(&base(Some("10s"), true), 100)
-                .unwrap()
-                .continuous
-        );
-        let mut no_pids = base(None, false);
-        no_pids.pids = None;
-        assert!(Config::from_opt(&no_pids, 100).is_err());
+    fn targets_of_a_command_line() {
+        let r = run(&["-p", "1,2,1", "--cgroup", "/x", "--all", "--no-children"]).unwrap();
+        assert_eq!(r.targets.pids, vec![1, 2]);
+        assert!(!r.targets.children && r.targets.all && r.targets.command.is_empty());
+        assert_eq!(r.targets.cgroups, vec!["/x"]);
+        let r = run(&["--container", "ab", "--", "curl", "-s"]).unwrap();
+        assert_eq!(r.targets.command, vec!["curl", "-s"]);
+        assert!(r.targets.children);
     }
 }

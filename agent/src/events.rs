@@ -1,6 +1,8 @@
 //! What wakes the main loop: the interval, the end of the `-t` window, the spawned
-//! command's exit (its pidfd becomes readable), fatal signals, and — with the interactive
-//! view — keys and resizes from the terminal (crossterm's `EventStream`). Signal handlers are
+//! command's exit (its pidfd becomes readable), fatal signals ([`Event`]s of the run), and —
+//! with the interactive view — keys and resizes from the terminal (crossterm's
+//! `EventStream`), which go to the view (`tui::Tui::input`, where keys are handled) and
+//! become an event of the run only when they quit it. Signal handlers are
 //! installed before anything on the host changes, so a signal during set-up is held until
 //! the loop runs and ends the run through its one shutdown path.
 
@@ -55,6 +57,15 @@ impl Signals {
     }
 }
 
+/// What woke the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Something for the run (`session::step`).
+    Event(Event),
+    /// A key or resize for the interactive view.
+    Input(Input),
+}
+
 /// The sources of events of one run.
 pub struct Events {
     ticker: Interval,
@@ -94,8 +105,8 @@ impl Events {
         self.terminal = Some(EventStream::new());
     }
 
-    /// The next event.
-    pub async fn next(&mut self) -> Event {
+    /// What comes next.
+    pub async fn next(&mut self) -> Next {
         let deadline = self.deadline;
         let window_end = async move {
             match deadline {
@@ -124,14 +135,14 @@ impl Events {
             () = window_end => Event::WindowEnd,
             () = command_exit => Event::CommandExited,
             () = self.signals.recv() => Event::Signal,
-            i = input => Event::Input(i),
+            i = input => return Next::Input(i),
         };
         match event {
             Event::WindowEnd => self.deadline = None,
             Event::CommandExited => self.command = None,
             _ => {}
         }
-        event
+        Next::Event(event)
     }
 }
 

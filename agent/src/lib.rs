@@ -44,28 +44,32 @@ pub fn run_cli() -> ExitCode {
             print!("{text}");
             return ExitCode::SUCCESS;
         }
+        cli::Parsed::Completions(shell) => {
+            print!("{}", dist::completions(shell));
+            return ExitCode::SUCCESS;
+        }
         cli::Parsed::Usage(msg) => {
             eprintln!("procnetmon2: {msg}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(4_194_304);
-    let mut cfg = match config::Config::from_opt(&opt, pid_max) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("procnetmon2: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let mode =
+        match config::Mode::from_opt(&opt, host::procs::pid_max(), config::Terminal::detect()) {
+            Ok(mode) => mode,
+            Err(e) => {
+                eprintln!("procnetmon2: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+    let (daemon, view) = match &mode {
+        config::Mode::Watch(r) | config::Mode::Spawn(r) => (
+            r.metrics.is_some(),
+            r.reports.output == config::Output::View,
+        ),
+        config::Mode::Cleanup { .. } => (false, false),
     };
-    {
-        use std::io::IsTerminal as _;
-        cfg.tui = cfg.wants_tui(std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
-    }
-    init_logging(cfg.metrics_addr.is_some(), cfg.tui);
-    match run::run(&cfg) {
+    init_logging(daemon, view);
+    match run::run(&mode) {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {

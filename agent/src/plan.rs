@@ -22,11 +22,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    config::Config,
+    config::{Counting, Output, Run},
     error::UsageError,
-    host::{cgroup, identity::ContainerIdentity, procs::ProcIdentity, workloads::CgroupInfo},
+    host::{
+        cgroup,
+        identity::ContainerIdentity,
+        netns::{self, Netns},
+        procs::ProcIdentity,
+        workloads::CgroupInfo,
+    },
     kernel::{IfaceKey, Knobs, MAX_TARGET_PIDS, MAX_TARGETS, Slot},
-    session::node_ifaces::{Netns, NodeIfaces},
 };
 
 /// Names of the chosen interfaces with their key in one network namespace (`-i`).
@@ -131,7 +136,8 @@ pub struct Target {
     pub ifaces: Ifaces,
 }
 
-/// The whole run, decided before anything changes.
+/// The whole run, decided before anything changes: everything set-up and the loop need
+/// (they take no `Config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// Every target, in slot order.
@@ -144,8 +150,27 @@ pub struct Plan {
     pub knobs: Knobs,
     /// `--isolate`: move the process targets into dedicated cgroups.
     pub isolate: bool,
-    /// `--all -i`: the interface filter over every namespace on the node.
-    pub node_ifaces: Option<NodeIfaces>,
+    /// `--all -i`: every network namespace on the node, whose interfaces make the filter.
+    pub node_namespaces: Option<Vec<Netns>>,
+    /// How traffic is counted: `-i` names, details, destinations, classes.
+    pub counting: Counting,
+    /// When the loop wakes and what ends it.
+    pub schedule: Schedule,
+    /// How long a removed workload's series stay in `/metrics` (and its row in `--all`).
+    pub series_grace: std::time::Duration,
+}
+
+/// When the loop ticks, reports and stops: the facts `session::decide` works from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Sampling and reporting interval.
+    pub interval: std::time::Duration,
+    /// The `-t` window, if any.
+    pub window: Option<std::time::Duration>,
+    /// A report every interval (the live table, JSON lines, the view).
+    pub every_interval: bool,
+    /// Metrics are served: the run is a daemon, which outlives its targets.
+    pub daemon: bool,
 }
 
 /// Hands out slots, one per target, in order; refuses more than the kernel's maps hold.
@@ -168,36 +193,10 @@ impl Slots {
     }
 }
 
-/// Refuses flag combinations that make no sense (see the module doc).
-pub fn check_flags(cfg: &Config) -> Result<(), UsageError> {
-    let spawn = !cfg.command.is_empty();
-    if !cfg.pids.is_empty() && spawn {
-        return Err(UsageError::new(
-            "give either -p PIDS or a command after --, not both",
-        ));
-    }
-    if cfg.isolate && spawn {
-        return Err(UsageError::new(
-            "--isolate applies to -p targets; a spawned command always runs in its own cgroup",
-        ));
-    }
-    if cfg.isolate && cfg.pids.is_empty() {
-        return Err(UsageError::new(
-            "--isolate applies to -p targets: name the processes to isolate with -p PID",
-        ));
-    }
-    if !cfg.children && cfg.pids.is_empty() {
-        return Err(UsageError::new(
-            "--no-children applies to -p targets; a cgroup, container or command target always counts every process in it: drop --no-children",
-        ));
-    }
-    Ok(())
-}
-
 impl Plan {
-    /// Plans the run of `cfg` on the host described by `survey`.
-    pub fn build(cfg: &Config, survey: Survey) -> Result<Self, UsageError> {
-        check_flags(cfg)?;
+    /// Plans the counting run `run` on the host described by `survey`.
+    pub fn build(run: &Run, survey: Survey) -> Result<Self, UsageError> {
+        let (t, counting) = (&run.targets, &run.counting);
         let Survey {
             mount_point,
             processes,
@@ -206,10 +205,13 @@ impl Plan {
             agent_pid,
             namespaces,
         } = survey;
-        let node_ifaces = (cfg.all && !cfg.interfaces.is_empty())
-            .then(|| NodeIfaces::resolve(&cfg.interfaces, namespaces))
-            .transpose()?;
-        let pid_count: usize = if cfg.children {
+        let node_namespaces = if t.all && !counting.interfaces.is_empty() {
+            netns::check_node_names(&counting.interfaces, &namespaces)?;
+            Some(namespaces)
+        } else {
+            None
+        };
+        let pid_count: usize = if t.children {
             processes.iter().map(|p| 1 + p.children.len()).sum()
         } else {
             processes.len()
@@ -222,7 +224,7 @@ impl Plan {
         let mut slots = Slots::default();
         let mut targets = Vec::new();
         let mut attach_dirs = Vec::new();
-        if cfg.all {
+        if t.all {
             // Node-wide: once at the root, where every socket of the host passes.
             attach_dirs.push(mount_point.clone());
         }
@@ -235,7 +237,7 @@ impl Plan {
                     ident: p.ident,
                     labels: p.labels,
                     cgroup_dir: p.cgroup_dir,
-                    children: if cfg.children { p.children } else { Vec::new() },
+                    children: if t.children { p.children } else { Vec::new() },
                 },
             });
         }
@@ -257,14 +259,14 @@ impl Plan {
                 },
             });
         }
-        if !cfg.command.is_empty() {
+        if !t.command.is_empty() {
             let cgroup = spawn_cgroup(&own_cgroup, agent_pid);
             attach_dirs.push(cgroup.clone());
             targets.push(Target {
                 slot: slots.take()?,
                 ifaces: Vec::new(),
                 kind: TargetKind::Command {
-                    argv: cfg.command.clone(),
+                    argv: t.command.clone(),
                     cgroup,
                 },
             });
@@ -272,33 +274,41 @@ impl Plan {
         let has = |f: fn(&TargetKind) -> bool| targets.iter().any(|t| f(&t.kind));
         let knobs = Knobs {
             // The interactive view's connection and remote-host views read the records.
-            details: cfg.details || cfg.tui,
-            iface_filter: !cfg.interfaces.is_empty(),
-            children: cfg.children && has(|k| matches!(k, TargetKind::Process { .. })),
+            details: counting.details || run.reports.output == Output::View,
+            iface_filter: !counting.interfaces.is_empty(),
+            children: t.children && has(|k| matches!(k, TargetKind::Process { .. })),
             cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
             pid_targets: has(|k| matches!(k, TargetKind::Process { .. })),
-            all: cfg.all,
+            all: t.all,
             dest: crate::kernel::DestKnobs {
-                classes: cfg.classes.is_some(),
-                class_count: cfg
+                classes: counting.classes.is_some(),
+                class_count: counting
                     .classes
                     .as_ref()
                     .map_or(0, |c| u32::try_from(c.names.len()).unwrap_or(u32::MAX)),
                 slots: u32::try_from(targets.len()).unwrap_or(u32::MAX),
-                destinations: cfg.destinations,
-                cap: cfg.destinations_max,
+                destinations: counting.destinations,
+                cap: counting.destinations_max,
                 // Names are shown with the destinations: hand DNS answers up only then.
-                dns: cfg.destinations,
-                node_destinations: cfg.all && cfg.destinations,
+                dns: counting.destinations,
+                node_destinations: t.all && counting.destinations,
             },
         };
         Ok(Self {
             attach_points: cgroup::attach_points(&attach_dirs),
             targets,
-            node_wide: cfg.all,
+            node_wide: t.all,
             knobs,
-            isolate: cfg.isolate,
-            node_ifaces,
+            isolate: t.isolate,
+            node_namespaces,
+            counting: counting.clone(),
+            schedule: Schedule {
+                interval: run.interval,
+                window: run.window,
+                every_interval: run.reports.output.every_interval(),
+                daemon: run.metrics.is_some(),
+            },
+            series_grace: run.series_grace,
         })
     }
 
@@ -340,19 +350,34 @@ pub fn spawn_cgroup(own: &Path, agent_pid: u32) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::{cli, config::Config};
+    use crate::{
+        cli,
+        config::{Mode, Terminal},
+    };
 
-    const MNT: &str = "/sys/fs/cgroup";
+    pub(crate) const MNT: &str = "/sys/fs/cgroup";
 
-    fn cfg(args: &[&str]) -> Config {
+    /// The counting run of a command line; `terminal`: stdin and stdout are one.
+    fn run_on(args: &[&str], terminal: bool) -> Run {
         let mut argv = vec!["procnetmon2"];
         argv.extend_from_slice(args);
+        let t = Terminal {
+            stdin: terminal,
+            stdout: terminal,
+        };
         match cli::parse(argv.iter().map(std::ffi::OsString::from)) {
-            cli::Parsed::Run(opt) => Config::from_opt(&opt, 4_194_304).expect("valid config"),
+            cli::Parsed::Run(opt) => match Mode::from_opt(&opt, 4_194_304, t) {
+                Ok(Mode::Watch(r) | Mode::Spawn(r)) => r,
+                m => panic!("not a counting run: {args:?}: {m:?}"),
+            },
             _ => panic!("not a run: {args:?}"),
         }
+    }
+
+    pub(crate) fn cfg(args: &[&str]) -> Run {
+        run_on(args, false)
     }
 
     fn process(pid: u32, cg: &str) -> ProcessFacts {
@@ -383,16 +408,18 @@ mod tests {
     }
 
     /// The survey a run of `cfg` would make: its PIDs in /a, /b, …; its cgroups with ids.
-    fn survey(cfg: &Config) -> Survey {
+    pub(crate) fn survey(cfg: &Run) -> Survey {
         let processes = cfg
+            .targets
             .pids
             .iter()
             .map(|&p| process(p, &format!("/p{p}")))
             .collect();
         let cgroups = cfg
+            .targets
             .cgroups
             .iter()
-            .chain(&cfg.containers)
+            .chain(&cfg.targets.containers)
             .map(|c| {
                 cgroup(
                     c.len() as u64 * 100 + u64::from(c.as_bytes()[0]),
@@ -429,7 +456,7 @@ mod tests {
         }
     }
 
-    fn plan(args: &[&str]) -> Result<Plan, String> {
+    pub(crate) fn plan(args: &[&str]) -> Result<Plan, String> {
         let c = cfg(args);
         Plan::build(&c, survey(&c)).map_err(|e| e.to_string())
     }
@@ -505,18 +532,8 @@ mod tests {
     }
 
     #[test]
-    fn refused_combinations() {
+    fn refused_on_this_host() {
         let table: &[(&[&str], &str)] = &[
-            (&["-p", "10", "--", "curl"], "not both"),
-            (&["--isolate", "--", "curl"], "--isolate applies to -p"),
-            (&["--isolate", "--cgroup", "/x"], "--isolate applies to -p"),
-            (&["--isolate", "--all"], "--isolate applies to -p"),
-            (&["--no-children", "--", "curl"], "--no-children applies"),
-            (
-                &["--no-children", "--cgroup", "/x"],
-                "--no-children applies",
-            ),
-            (&["--no-children", "--all"], "--no-children applies"),
             // A misspelt -i with --all: in no namespace of the node.
             (
                 &["--all", "-i", "eht0"],
@@ -544,15 +561,15 @@ mod tests {
         assert!(!p.knobs.children && p.knobs.cgroup_targets && !p.knobs.pid_targets);
         let p = plan(&["--all", "-d", "-p", "10", "-i", "lo"]).unwrap();
         assert!(p.knobs.all && p.knobs.iface_filter);
-        assert_eq!(p.node_ifaces.map(|n| n.namespaces()), Some(2));
+        assert_eq!(p.node_namespaces.map(|n| n.len()), Some(2));
         // Present in one namespace only: planned (the others count nothing, warned once).
         let p = plan(&["--all", "-i", "veth1"]).unwrap();
-        assert!(p.node_ifaces.is_some());
+        assert!(p.node_namespaces.is_some());
         // -i without --all needs no node-wide filter.
         assert!(
             plan(&["-p", "10", "-i", "eth0"])
                 .unwrap()
-                .node_ifaces
+                .node_namespaces
                 .is_none()
         );
         let p = plan(&["-d", "-p", "10", "-i", "lo"]).unwrap();
@@ -560,11 +577,9 @@ mod tests {
         let p = plan(&["--all"]).unwrap();
         assert!(p.knobs.all && !p.knobs.children);
         // The interactive view needs the connection records; --json (never a view) does not.
-        let mut c = cfg(&["-p", "10"]);
-        c.tui = c.wants_tui(true);
+        let c = run_on(&["-p", "10"], true);
         assert!(Plan::build(&c, survey(&c)).unwrap().knobs.details);
-        let mut c = cfg(&["-p", "10", "--json"]);
-        c.tui = c.wants_tui(true);
+        let c = run_on(&["-p", "10", "--json"], true);
         assert!(!Plan::build(&c, survey(&c)).unwrap().knobs.details);
     }
 
@@ -576,8 +591,6 @@ mod tests {
             ["/p10", "/p11", "/x"].map(|d| PathBuf::from(format!("{MNT}{d}")))
         );
         // --all attaches once at the root, which covers everything else.
-        let p = plan(&["--all", "-p", "10", "--", "curl"]);
-        assert!(p.is_err(), "-p with a command is refused");
         let p = plan(&["--all", "--cgroup", "/x", "--", "curl"]).unwrap();
         assert_eq!(p.attach_points, vec![PathBuf::from(MNT)]);
         // Spawn mode alone: the command's own cgroup.

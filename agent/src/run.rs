@@ -1,40 +1,57 @@
-//! One run, start to end: plan → set up → loop { next event → tick → feed metrics → decide →
-//! report or stop }. Reports go to a [`Sink`]: the table or JSON (`render::output`), or the
-//! interactive view, which also takes keys; quitting it is one more stop event. Every exit path leaves through the end of [`run`], where dropping the
-//! [`Running`] set-up detaches every program, then moves processes back and removes
-//! dedicated cgroups.
+//! The story of a run, in one screen: dispatch on the [`Mode`]; a counting run is plan → set
+//! up → loop { next event → step (tick, decide) → feed metrics → report } → undo. Reports go
+//! to a [`Sink`]: the table or JSON (`render::output`), or the interactive view, which also
+//! takes keys; quitting it is one more stop event. Every exit path of a counting run leaves
+//! through the end of [`watch`], where dropping the [`Running`] set-up detaches every
+//! program, then processes move back and dedicated cgroups are removed.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
 use crate::{
-    config::Config,
+    config::{Metrics, Mode, Output as OutputKind, Reports, Run},
     details::monotonic_ns,
     error::{self, UsageError},
-    events::{Events, Signals},
+    events::{Events, Next, Signals},
     host::{cgroup, identity::MetadataRoots, lifecycle, privileges, procs::ProcFs},
     metrics::{Limits, MetricsRegistry, MetricsServer, ServerThread},
     model::Report,
-    plan::{self, Plan},
+    plan::{Plan, TargetKind},
     render::output::Output,
     session::{
-        decide::{Decision, Event, Facts, decide},
+        decide::{Decision, Event},
         feed,
     },
     setup::{self, Env, Running},
     tui::{Tui, keys::Input},
 };
 
-/// How long a spawned command's cgroup gets to end after SIGTERM before `cgroup.kill`.
-const COMMAND_GRACE: Duration = Duration::from_secs(2);
+/// Runs `mode` until done. Returns the exit status: 0, or the spawned command's.
+pub fn run(mode: &Mode) -> anyhow::Result<u8> {
+    match mode {
+        Mode::Watch(run) | Mode::Spawn(run) => watch(run),
+        Mode::Cleanup { host_proc } => cleanup(host_proc.as_deref()),
+    }
+}
 
-/// Runs with `cfg` until done. Returns the exit status: 0, or the spawned command's.
-pub fn run(cfg: &Config) -> anyhow::Result<u8> {
+/// `--cleanup`: undoes what runs killed with SIGKILL left behind. Fails when something is
+/// still left (a process that still cannot go back).
+fn cleanup(host_proc: Option<&std::path::Path>) -> anyhow::Result<u8> {
     privileges::check()?;
-    plan::check_flags(cfg)?;
+    let env = open_env(host_proc)?;
+    let cleaned = lifecycle::cleanup_stale(&env.mount.mount_point)?;
+    for c in &cleaned {
+        eprintln!("procnetmon2: {}", c.line);
+    }
+    Ok(u8::from(!cleaned.iter().all(|c| c.complete)))
+}
+
+/// A counting run (watch targets, or spawn a command).
+fn watch(run: &Run) -> anyhow::Result<u8> {
+    privileges::check()?;
     // Before any thread exists: a private cgroup2 mount may need unshare(CLONE_NEWNS).
-    let env = open_env(cfg)?;
+    let env = open_env(run.host_proc.as_deref())?;
     // A current-thread runtime starts no thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -46,31 +63,31 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
         Signals::install()?
     };
     // Leftovers of runs killed with SIGKILL are undone before anything else.
-    let cleaned = lifecycle::cleanup_stale(&env.mount.mount_point)?;
-    for c in &cleaned {
-        if cfg.cleanup {
-            eprintln!("procnetmon2: {}", c.line);
-        } else {
-            log::warn!("{}", c.line);
-        }
+    for c in lifecycle::cleanup_stale(&env.mount.mount_point)? {
+        log::warn!("{}", c.line);
     }
-    if cfg.cleanup {
-        // Something left behind (a process that still cannot go back) fails the clean-up.
-        return Ok(u8::from(!cleaned.iter().all(|c| c.complete)));
-    }
-    let plan = Plan::build(cfg, setup::survey(cfg, &env)?)?;
-    // With the view, the table is printed once, after it closes: never redrawn in place.
-    let continuous = cfg.continuous && !cfg.tui;
-    let output = Output::open(cfg.output.as_deref(), cfg.json, continuous)?;
+    let plan = Plan::build(run, setup::survey(run, &env)?)?;
+    let output = Output::open(
+        run.reports.file.as_deref(),
+        run.reports.output.json(),
+        run.reports.output == OutputKind::LiveTable,
+    )?;
     // Bound before anything is attached: a taken or bad address fails first.
-    let bound = MetricsTask::bind(cfg)?;
-    let mut running = setup::apply(&plan, cfg, &env)?;
-    let metrics = MetricsTask::start(cfg, bound)?;
+    let bound = MetricsTask::bind(run.metrics)?;
+    let mut running = setup::apply(&plan, &env)?;
+    let metrics = MetricsTask::start(run.metrics, plan.series_grace, bound)?;
     let mut sink = Sink {
         out: output,
         view: None,
     };
-    let status = rt.block_on(main_loop(cfg, &mut running, &mut sink, signals, metrics));
+    let status = rt.block_on(main_loop(
+        &plan,
+        &run.reports,
+        &mut running,
+        &mut sink,
+        signals,
+        metrics,
+    ));
     // The view (if open) gives the terminal back before the set-up is undone.
     drop(sink);
     let state = running.state.take();
@@ -89,8 +106,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
 }
 
 /// Where /proc and the cgroup v2 tree are, and where runtimes keep container names.
-fn open_env(cfg: &Config) -> anyhow::Result<Env> {
-    let proc = match &cfg.host_proc {
+fn open_env(host_proc: Option<&std::path::Path>) -> anyhow::Result<Env> {
+    let proc = match host_proc {
         Some(dir) => {
             anyhow::ensure!(
                 dir.join("self").exists() || dir.join("1").exists(),
@@ -99,13 +116,13 @@ fn open_env(cfg: &Config) -> anyhow::Result<Env> {
                     dir.display()
                 ))
             );
-            ProcFs::new(dir.clone())
+            ProcFs::new(dir)
         }
         None => ProcFs::default(),
     };
     // Runtime metadata (container names) of the host: under the parent of --host-proc DIR
     // when DIR is `<host root>/proc`, else this filesystem.
-    let meta = match cfg.host_proc.as_deref() {
+    let meta = match host_proc {
         Some(d)
             if d.ends_with("proc")
                 && d.parent().is_some_and(|p| p != std::path::Path::new("/")) =>
@@ -123,66 +140,39 @@ fn open_env(cfg: &Config) -> anyhow::Result<Env> {
 
 /// The loop of a set-up run. Returns the exit status.
 async fn main_loop(
-    cfg: &Config,
+    plan: &Plan,
+    reports: &Reports,
     run: &mut Running,
     sink: &mut Sink,
     signals: Signals,
     metrics: MetricsTask,
 ) -> anyhow::Result<u8> {
-    let pidfd = run
-        .command
-        .as_mut()
-        .and_then(setup::spawn::Command::take_pidfd);
-    let mut events = Events::new(cfg.interval, cfg.window, pidfd, signals)?;
-    if cfg.tui {
-        sink.view = Some(Tui::open(cfg.interval, cfg.window)?);
+    let s = plan.schedule;
+    let mut events = Events::new(s.interval, s.window, run.pidfd.take(), signals)?;
+    if reports.output == OutputKind::View {
+        sink.view = Some(Tui::open(s.interval, s.window)?);
         events.watch_terminal();
     }
-    let mut status = 0;
+    let named = named_pids(plan);
     let mut feeder = feed::Feeder::default();
+    let runner = &mut run.runner;
     loop {
-        let mut event = events.next().await;
-        if let Event::Input(input) = event {
+        let event = match events.next().await {
+            Next::Event(e) => e,
             // A key only redraws the view (no tick: rates stay per interval), unless it quits.
-            if !sink.input(input)? {
-                continue;
-            }
-            event = Event::Quit;
-        }
-        match event {
-            Event::CommandExited => status = run.reap_command()?,
-            Event::Tick => run.follow_moves(),
-            _ => {}
-        }
-        if event == Event::Tick {
-            run.session
-                .tick(Instant::now(), &mut run.probes, &mut run.host)?;
-        } else {
-            run.session
-                .tick_partial(Instant::now(), &mut run.probes, &mut run.host)?;
-        }
-        let mut decision = decide(event, facts(cfg, run));
-        if decision.stop && run.command.is_some() {
-            // Stopping with the command not reaped. It may have exited already: the tick that
-            // found every target gone and its pidfd were ready together, and the tick won.
-            // Then its status is the run's; else end it, and count its last bytes.
-            if let Some(exited) = run.stop_command()? {
-                status = exited;
-            }
-            run.session
-                .tick_partial(Instant::now(), &mut run.probes, &mut run.host)?;
-        }
+            Next::Input(i) if !sink.input(i)? => continue,
+            Next::Input(_) => Event::Quit,
+        };
+        let mut decision = runner.step(event, Instant::now())?;
         if let Some(reg) = &metrics.registry {
-            feeder.feed(reg, &run.session, &run.probes, &cfg.pids);
+            feeder.feed(reg, &runner.session, &*runner.programs, &named);
         }
         if let Some(kind) = decision.report {
             let clock = (Instant::now(), monotonic_ns());
-            let report =
-                run.session
-                    .snapshot(kind, cfg.aggregate, clock, &mut run.probes, &run.host)?;
-            match sink.write(report, decision.stop, cfg.details) {
+            let report = runner.snapshot(kind, reports.aggregate, clock)?;
+            match sink.write(report, decision.stop, plan.counting.details) {
                 Err(e) if error::is_broken_pipe(&e) => {
-                    decision = decide(Event::OutputClosed, facts(cfg, run));
+                    decision = runner.step(Event::OutputClosed, Instant::now())?;
                 }
                 r => r?,
             }
@@ -194,17 +184,18 @@ async fn main_loop(
     }
     // Stop the metrics server (it drains in-flight scrapes) before the programs detach.
     metrics.stop()?;
-    Ok(status)
+    Ok(runner.status())
 }
 
-fn facts(cfg: &Config, run: &Running) -> Facts {
-    Facts {
-        window: cfg.window.is_some(),
-        // The view shows every interval, whatever -t/-c say about printed reports.
-        continuous: cfg.continuous || cfg.tui,
-        daemon: cfg.metrics_addr.is_some(),
-        all_gone: run.session.all_gone(),
-    }
+/// The PIDs named with `-p` (their `procnetmon_target_info` series).
+fn named_pids(plan: &Plan) -> Vec<u32> {
+    plan.targets
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TargetKind::Process { ident, .. } => Some(ident.pid),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Where reports go: the table or JSON lines (stdout or `-o`), or the interactive view while
@@ -252,8 +243,8 @@ struct MetricsTask {
 impl MetricsTask {
     /// Binds `--metrics-addr` (before anything is attached: a taken or bad address fails
     /// first). Nothing is served yet: connections wait in the listen backlog.
-    fn bind(cfg: &Config) -> anyhow::Result<Option<MetricsServer>> {
-        let Some(addr) = cfg.metrics_addr else {
+    fn bind(metrics: Option<Metrics>) -> anyhow::Result<Option<MetricsServer>> {
+        let Some(Metrics { addr, .. }) = metrics else {
             return Ok(None);
         };
         MetricsServer::bind_std(addr)
@@ -269,16 +260,20 @@ impl MetricsTask {
 
     /// Starts serving once counting has started, so a scraper (or a readiness probe) that
     /// gets an answer knows the programs are attached.
-    fn start(cfg: &Config, bound: Option<MetricsServer>) -> anyhow::Result<Self> {
-        let Some(server) = bound else {
+    fn start(
+        metrics: Option<Metrics>,
+        grace: std::time::Duration,
+        bound: Option<MetricsServer>,
+    ) -> anyhow::Result<Self> {
+        let (Some(m), Some(server)) = (metrics, bound) else {
             return Ok(Self {
                 registry: None,
                 server: None,
             });
         };
         let reg = MetricsRegistry::new(Limits {
-            max_series: cfg.max_series,
-            grace: cfg.series_grace,
+            max_series: m.max_series,
+            grace,
         });
         let server = server.spawn(reg.clone())?;
         Ok(Self {
@@ -292,37 +287,5 @@ impl MetricsTask {
             server.stop().context("metrics server")?;
         }
         Ok(())
-    }
-}
-
-impl Running {
-    /// The command exited: reaps it (its exit status becomes the run's) and ends what it
-    /// left running in its cgroup (part of it, and started by us).
-    fn reap_command(&mut self) -> anyhow::Result<u8> {
-        let Some(mut c) = self.command.take() else {
-            return Ok(0);
-        };
-        let status = c.wait()?;
-        if let Some(state) = &self.state {
-            state.stop_cgroup(c.cgroup(), COMMAND_GRACE);
-        }
-        Ok(status)
-    }
-
-    /// The run stops with the command not reaped: returns its exit status if it had exited
-    /// on its own; else (`-t` expiry, a signal) stops it, and its status is not the run's.
-    /// Either way, what it left running in its cgroup is ended.
-    fn stop_command(&mut self) -> anyhow::Result<Option<u8>> {
-        let Some(mut c) = self.command.take() else {
-            return Ok(None);
-        };
-        let exited = c.try_wait()?;
-        if let Some(state) = &self.state {
-            state.stop_cgroup(c.cgroup(), COMMAND_GRACE);
-        }
-        if exited.is_none() {
-            let _ = c.wait();
-        }
-        Ok(exited)
     }
 }

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use procnetmon2::{host::identity::MetadataRoots, metrics::parse_metrics_addr};
+use procnetmon2::{config::parse_metrics_addr, host::identity::MetadataRoots};
 use serde::Deserialize as _;
 use serde_json::Value;
 

@@ -460,8 +460,9 @@ fn remove_cgroup(cg: &Path) -> bool {
 }
 
 /// Ends every process in spawn cgroup `cg` (the run's own command and its children):
-/// SIGTERM, up to `grace`, then `cgroup.kill`.
-fn stop_spawned(cg: &Path, grace: Duration) {
+/// SIGTERM, up to `grace`, then `cgroup.kill`. Only ever called for the spawn cgroup this run
+/// created (`RunState::create_spawn_cgroup`), whose processes it started itself.
+pub fn stop_spawned(cg: &Path, grace: Duration) {
     for pid in procs_in(cg) {
         if let Ok(pid) = i32::try_from(pid) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);

@@ -6,6 +6,8 @@ use std::fs::File;
 
 use anyhow::{Context as _, anyhow};
 
+use crate::error::UsageError;
+
 /// `SO_NETNS_COOKIE` (Linux 5.14): a namespace identity unique for the boot.
 const SO_NETNS_COOKIE: i32 = 71;
 
@@ -29,6 +31,58 @@ impl NetnsLinks {
         let v: Vec<&str> = self.links.iter().map(|(n, _)| n.as_str()).collect();
         v.join(", ")
     }
+}
+
+/// A network namespace as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    /// Its inode (`/proc/PID/ns/net`).
+    pub inode: u64,
+    /// A process living in it (where it is entered to read it).
+    pub pid: u32,
+    /// Its cookie and interfaces.
+    pub links: NetnsLinks,
+}
+
+/// `--all -i`: checks `names` against every namespace `found` on the node. A name in none of
+/// them is a usage error; a name missing from some is warned about once.
+pub fn check_node_names(names: &[String], found: &[Netns]) -> Result<(), UsageError> {
+    for n in names {
+        let with: Vec<&Netns> = found
+            .iter()
+            .filter(|s| s.links.index_of(n).is_some())
+            .collect();
+        if with.is_empty() {
+            // The lowest inode is the first namespace made: the host's own.
+            let host = found.iter().min_by_key(|s| s.inode);
+            return Err(UsageError::new(format!(
+                "-i: no interface '{n}' in any of the {} network namespaces on this node (the host's has: {}); name one that exists",
+                found.len(),
+                host.map_or_else(String::new, |s| s.links.names())
+            )));
+        }
+        if with.len() < found.len() {
+            let without: Vec<String> = found
+                .iter()
+                .filter(|s| s.links.index_of(n).is_none())
+                .take(5)
+                .map(|s| s.pid.to_string())
+                .collect();
+            log::warn!(
+                "-i {n}: present in {} of {} network namespaces; nothing is counted through it in the other {} (those of processes {}{})",
+                with.len(),
+                found.len(),
+                found.len() - with.len(),
+                without.join(", "),
+                if found.len() - with.len() > without.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `SO_NETNS_COOKIE` of the namespace a socket lives in.

@@ -408,6 +408,40 @@ struct TcpInfo {
     total_retrans: u32,
 }
 
+/// The system's `/proc/sys/kernel/pid_max` (the largest PID), or Linux's own ceiling
+/// (4,194,304) when it cannot be read.
+pub fn pid_max() -> u32 {
+    procfs::sys::kernel::pid_max()
+        .ok()
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(4_194_304)
+}
+
+/// A TCP socket that predates the run, remembered so `--details` can refresh its TCP_INFO
+/// (sock_ops callbacks cannot be armed on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldSocket {
+    /// Its process.
+    pub pid: u32,
+    /// Its descriptor number there (checked by cookie before use: numbers are reused).
+    pub fd: RawFd,
+    /// Its cookie.
+    pub cookie: u64,
+}
+
+/// Re-reads TCP_INFO of a socket that predates the run through a fresh descriptor copy,
+/// checked by cookie (the descriptor number may have been reused): (RTT µs, retransmits,
+/// state), or None when it is gone.
+pub fn tcp_info(s: &OldSocket) -> Option<(u32, u32, u8)> {
+    let pidfd = PidFd::open(s.pid).ok()?;
+    let copy = pidfd.get_fd(s.fd).ok()?;
+    if sock_info(&copy).map(|i| i.cookie).ok() != Some(s.cookie) {
+        return None;
+    }
+    let d = sock_detail(&copy, libc::IPPROTO_TCP);
+    Some((d.rtt_us, d.retrans, d.tcp_state))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,30 @@ pub struct FakeKernel {
     pub node_dest_other: BTreeMap<u64, DestOther>,
     /// `--all --destinations` traffic without an `other` entry.
     pub node_dest_lost: crate::model::Counters,
+    /// Every attachment, in order: ("sock" or "skb", cgroup directory).
+    pub attached: Vec<(&'static str, std::path::PathBuf)>,
+    /// Cgroups where attaching fails (a test plays a kernel that refuses).
+    pub refuse_attach: HashSet<std::path::PathBuf>,
+    /// Whether the counters can ask a packet's namespace (`Programs::netns_helper`).
+    pub netns_helper: bool,
+}
+
+impl super::Programs for FakeKernel {
+    fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.refuse_attach.contains(dir), "attach refused");
+        self.attached.push(("sock", dir.to_path_buf()));
+        Ok(())
+    }
+
+    fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.refuse_attach.contains(dir), "attach refused");
+        self.attached.push(("skb", dir.to_path_buf()));
+        Ok(())
+    }
+
+    fn netns_helper(&self) -> bool {
+        self.netns_helper
+    }
 }
 
 impl Kernel for FakeKernel {
@@ -185,5 +209,65 @@ impl Kernel for FakeKernel {
     fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]) {
         self.node_destinations.retain(|d| !keys.contains(&d.key()));
         self.node_dest_other.retain(|id, _| !cgroups.contains(id));
+    }
+}
+
+/// A [`FakeKernel`] shared between a test and the code under test (which owns its kernel as
+/// a `Box<dyn Programs>`): the test keeps a clone and plays the kernel's part between steps,
+/// or from another seam (a command that sends while it is being stopped).
+#[derive(Debug, Default, Clone)]
+pub struct SharedKernel(pub std::rc::Rc<std::cell::RefCell<FakeKernel>>);
+
+/// Forwards each method to the shared [`FakeKernel`].
+macro_rules! forward {
+    ($(fn $name:ident(&mut self $(, $a:ident: $t:ty)*) $(-> $r:ty)?;)*) => {
+        $(fn $name(&mut self $(, $a: $t)*) $(-> $r)? { self.0.borrow_mut().$name($($a),*) })*
+    };
+    ($(fn $name:ident(&self $(, $a:ident: $t:ty)*) $(-> $r:ty)?;)*) => {
+        $(fn $name(&self $(, $a: $t)*) $(-> $r)? { self.0.borrow().$name($($a),*) })*
+    };
+}
+
+impl super::Programs for SharedKernel {
+    forward! {
+        fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
+        fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
+    }
+    forward! {
+        fn netns_helper(&self) -> bool;
+    }
+}
+
+impl Kernel for SharedKernel {
+    forward! {
+        fn add_target_pid(&mut self, tgid: u32, slot: Slot) -> anyhow::Result<()>;
+        fn add_cgroup_target(&mut self, cgroup_id: u64, slot: Slot) -> anyhow::Result<()>;
+        fn allow_iface(&mut self, key: IfaceKey) -> anyhow::Result<()>;
+        fn deny_iface(&mut self, key: IfaceKey);
+        fn skip_iface(&mut self, key: IfaceKey) -> anyhow::Result<()>;
+        fn new_ifaces(&mut self) -> Vec<IfaceKey>;
+        fn stamp_netns(&mut self, sock: &OwnedFd, netns_cookie: u64) -> anyhow::Result<()>;
+        fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool>;
+        fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()>;
+        fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8);
+        fn forget_connection(&mut self, cookie: u64);
+        fn remove_cgroup_counts(&mut self, keys: &[super::CgroupCountKey]);
+        fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;
+        fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
+        fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]);
+    }
+    forward! {
+        fn totals(&self, slot: Slot) -> anyhow::Result<Traffic>;
+        fn gauges(&self, slot: Slot) -> anyhow::Result<(i64, i64)>;
+        fn untracked(&self) -> anyhow::Result<Untracked>;
+        fn connections(&self) -> Vec<(u64, Connection)>;
+        fn cgroup_totals(&self) -> Vec<CgroupCount>;
+        fn target_pid_count(&self) -> u32;
+        fn destinations(&self) -> Vec<DestCount>;
+        fn dest_other(&self, slot: Slot) -> anyhow::Result<DestOther>;
+        fn class_totals(&self) -> Vec<ClassCount>;
+        fn node_destinations(&self) -> Vec<NodeDestCount>;
+        fn node_dest_other(&self) -> Vec<(u64, DestOther)>;
+        fn node_dest_lost(&self) -> crate::model::Counters;
     }
 }

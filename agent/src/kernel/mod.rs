@@ -4,12 +4,14 @@
 //! interfaces, stamps for sockets that predate the run) and the per-tick reads (totals, gauges,
 //! connection records, node-wide counters), in agent-side types. [`probes::Probes`] implements
 //! it with aya and is the only code that touches aya or the `procnetmon2_common` ABI structs;
-//! [`fake::FakeKernel`] implements it in memory so the session can be tested without root.
+//! `fake::FakeKernel` (tests only) implements it in memory so the session, set-up and the loop
+//! can be tested without root.
 //!
-//! Attaching programs to cgroups is not part of the trait: it happens once, in set-up, on the
-//! concrete [`probes::Probes`].
+//! [`Programs`] adds what set-up and the loop do with the loaded programs beyond the maps:
+//! attach them to a cgroup (at start, and when a target moves to a cgroup they do not cover).
 
 pub mod btf;
+#[cfg(test)]
 pub mod fake;
 pub mod features;
 pub mod probes;
@@ -233,7 +235,22 @@ pub struct Untracked {
     pub processes: u64,
 }
 
-/// What the run asks of the loaded programs.
+/// The loaded programs as set-up and the loop attach them (the attach seam): the real ones
+/// ([`probes::Probes`]) or `fake::FakeKernel`.
+pub trait Programs: Kernel {
+    /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) at
+    /// cgroup `dir`, so at its whole subtree. Before [`Programs::attach_counters`] and before
+    /// existing sockets are scanned, so no socket created in between goes unstamped.
+    fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
+    /// Attaches the ingress and egress counters at cgroup `dir`.
+    fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
+    /// With `-i`: whether the packet counters ask each packet's namespace
+    /// (`bpf_get_netns_cookie` in cgroup_skb); false: they filter on the namespace stamped on
+    /// each socket.
+    fn netns_helper(&self) -> bool;
+}
+
+/// What the run asks of the loaded programs' maps.
 pub trait Kernel {
     /// Declares `tgid` a member of target `slot`: sockets it creates from now on are stamped.
     fn add_target_pid(&mut self, tgid: u32, slot: Slot) -> anyhow::Result<()>;

@@ -37,7 +37,7 @@ use procnetmon2_common::{
 
 use super::{
     CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
-    MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, Proto, Slot, SocketStamp, Untracked,
+    MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, Programs, Proto, Slot, SocketStamp, Untracked,
 };
 use crate::model::{Counters, Traffic};
 
@@ -352,16 +352,7 @@ impl Probes {
         })
     }
 
-    /// With `-i`: whether the skb programs ask each packet's namespace (`bpf_get_netns_cookie`
-    /// in cgroup_skb); false: they filter on the namespace stamped on each socket.
-    pub fn netns_helper(&self) -> bool {
-        self.netns_helper
-    }
-
-    /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) to
-    /// `cgroup` and so to its whole subtree. Call before [`Self::attach_counters`] and before
-    /// scanning existing sockets, so no socket created in between goes unstamped.
-    pub fn attach_sock_hooks(&mut self, cgroup: &File) -> anyhow::Result<()> {
+    fn attach_sock_hooks_at(&mut self, cgroup: &File) -> anyhow::Result<()> {
         for name in SOCK_PROGS {
             let p: &mut CgroupSock = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
@@ -379,11 +370,9 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches the ingress and egress counters to `cgroup`.
-    ///
     /// Links, not legacy attachments: several programs stack on one cgroup whatever else is
     /// attached there (`AllowMultiple` is implied by links; passing it fails with EINVAL).
-    pub fn attach_counters(&mut self, cgroup: &File) -> anyhow::Result<()> {
+    fn attach_counters_at(&mut self, cgroup: &File) -> anyhow::Result<()> {
         for (name, kind) in SKB_PROGS {
             let p: &mut CgroupSkb = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), kind, CgroupAttachMode::Single)
@@ -529,6 +518,20 @@ fn remote_addr(family: u8, a: [u32; 4]) -> std::net::IpAddr {
 
 fn is_eexist(e: &MapError) -> bool {
     matches!(e, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EEXIST))
+}
+
+impl Programs for Probes {
+    fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        self.attach_sock_hooks_at(&crate::host::cgroup::open_dir(dir)?)
+    }
+
+    fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        self.attach_counters_at(&crate::host::cgroup::open_dir(dir)?)
+    }
+
+    fn netns_helper(&self) -> bool {
+        self.netns_helper
+    }
 }
 
 impl Kernel for Probes {

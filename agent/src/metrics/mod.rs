@@ -17,7 +17,7 @@ mod store;
 pub use collector::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, Format, to_classic_text};
 pub use server::{
     DEFAULT_MAX_CONNECTIONS, LISTEN_BACKLOG, MAX_HEAD_BYTES, MetricsServer, ServerLimits,
-    ServerThread, parse_metrics_addr,
+    ServerThread,
 };
 pub use store::{
     DEFAULT_GRACE, DEFAULT_MAX_SERIES, Limits, MapFill, MetricsRegistry, Protocol, SelfStats,

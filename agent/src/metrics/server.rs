@@ -20,7 +20,7 @@
 use std::{
     convert::Infallible,
     future::Future,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     os::fd::AsRawFd as _,
     pin::Pin,
     sync::{
@@ -105,29 +105,6 @@ fn default_max_connections() -> usize {
     usize::try_from(soft / 2)
         .unwrap_or(usize::MAX)
         .clamp(16, DEFAULT_MAX_CONNECTIONS)
-}
-
-/// Parses `--metrics-addr`: a bare port (`9809`) binds loopback, `127.0.0.1:9809`; an
-/// `IP:PORT` (`0.0.0.0:9809`, `[::]:9809`) or `localhost:PORT` is taken as given.
-pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    if let Some(port) = s.strip_prefix("localhost:") {
-        return port
-            .parse::<u16>()
-            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
-            .map_err(|e| format!("invalid port in {s:?}: {e}"));
-    }
-    if let Some(port) = s.strip_prefix(':') {
-        return Err(format!(
-            "{s:?}: give the address to bind, e.g. 0.0.0.0:{port} (all interfaces) or {port} (loopback)"
-        ));
-    }
-    s.parse::<SocketAddr>().map_err(|_| {
-        format!("{s:?}: expected PORT, IP:PORT or [IPv6]:PORT (e.g. 9809, 0.0.0.0:9809, [::]:9809)")
-    })
 }
 
 /// Creates a listening TCP socket on `addr` with the kernel's largest backlog (std's `bind` asks for
@@ -386,20 +363,6 @@ mod tests {
         collector::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, tests::nasty_registry},
         store::tests::tcp,
     };
-
-    #[test]
-    fn metrics_addr_forms() {
-        let ok = |s: &str| parse_metrics_addr(s).expect(s).to_string();
-        assert_eq!(ok("9809"), "127.0.0.1:9809");
-        assert_eq!(ok("localhost:9809"), "127.0.0.1:9809");
-        assert_eq!(ok("0.0.0.0:9809"), "0.0.0.0:9809");
-        assert_eq!(ok("[::]:9809"), "[::]:9809");
-        assert_eq!(ok("[::1]:1"), "[::1]:1");
-        assert_eq!(ok("10.0.0.1:80"), "10.0.0.1:80");
-        for bad in [":9809", "", "65536", "host:9809", "0.0.0.0", "::", "9809x"] {
-            assert!(parse_metrics_addr(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn bind_std_needs_no_runtime_and_reports_the_address() {

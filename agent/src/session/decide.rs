@@ -18,8 +18,6 @@ pub enum Event {
     OutputClosed,
     /// The interactive view was quit (`q`, or Ctrl-C, which raw mode turns into a key).
     Quit,
-    /// A key or a resize for the interactive view: it redraws; the run goes on untouched.
-    Input(crate::tui::keys::Input),
 }
 
 /// Facts about the run that the decision depends on.
@@ -70,11 +68,6 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
             report: window_report,
             stop: true,
         },
-        // The view handles its own keys; nothing to report, nothing ends.
-        Event::Input(_) => Decision {
-            report: None,
-            stop: false,
-        },
         // Nobody reads reports any more: end quietly.
         Event::OutputClosed => Decision {
             report: None,
@@ -96,7 +89,6 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::{Decision, Event, Facts, ReportKind, decide};
-    use crate::tui::keys::Input;
 
     const I: Option<ReportKind> = Some(ReportKind::Interval);
     const F: Option<ReportKind> = Some(ReportKind::Final);
@@ -145,25 +137,6 @@ mod tests {
             (Event::Quit, false, true, false, false, N, true),
             (Event::Quit, true, false, false, false, F, true),
             (Event::Quit, false, true, true, false, N, true),
-            // a key for the view: no report, runs on (even with every target gone)
-            (
-                Event::Input(Input::Resize),
-                false,
-                true,
-                false,
-                false,
-                N,
-                false,
-            ),
-            (
-                Event::Input(Input::Resize),
-                false,
-                true,
-                false,
-                true,
-                N,
-                false,
-            ),
             // stdout closed: stop quietly, whatever the mode
             (Event::OutputClosed, false, true, false, false, N, true),
             (Event::OutputClosed, true, true, true, false, N, true),

@@ -10,11 +10,13 @@
 
 pub mod decide;
 pub mod dest;
+#[cfg(test)]
+pub(crate) mod fake_host;
 pub mod feed;
-pub mod live;
 pub mod node;
 pub mod node_dests;
 pub mod node_ifaces;
+pub mod step;
 
 #[cfg(test)]
 mod tests;
@@ -29,22 +31,38 @@ use crate::{
     details::DetailTracker,
     host::{
         netns::NetnsLinks,
-        procs::ProcIdentity,
+        procs::{OldSocket, ProcIdentity},
         workloads::{CgroupInfo, Lookup},
     },
-    kernel::{IfaceKey, Kernel, Slot, Untracked},
+    kernel::{IfaceKey, Kernel, Knobs, Slot, Untracked},
     model::{ConnDetail, ProcessReport, Report, Row, Traffic, WorkloadReport},
     plan::ProcessLabels,
     sampling::{Series, sum_traffic},
-    setup::stamp::OldSocket,
 };
 
 pub use dest::DestTracker;
 pub use node::NodeWide;
 pub use node_ifaces::NodeIfaces;
 
-/// What the session needs from the host each tick.
+/// What the run needs from the host once set up: each tick (liveness, names, interfaces), and
+/// when a target's sockets must be stamped (at start, and when it moves to another cgroup).
+/// `setup::live::LiveHost` reads the real host; tests script `fake_host::FakeHost`.
 pub trait HostView {
+    /// Process `pid` as it is now (None when it is gone).
+    fn identify(&self, pid: u32) -> Option<ProcIdentity>;
+    /// The cgroup v2 directory process `pid` is in now (None when it is gone).
+    fn cgroup_of(&self, pid: u32) -> Option<PathBuf>;
+    /// Every process in cgroup subtree `dir`.
+    fn procs_in(&self, dir: &std::path::Path) -> Vec<u32>;
+    /// Stamps every inet socket process `t` holds now as target `slot`'s (see
+    /// `setup::stamp`): what it found.
+    fn stamp_existing(
+        &self,
+        kernel: &mut dyn Kernel,
+        t: &ProcIdentity,
+        slot: Slot,
+        knobs: Knobs,
+    ) -> Stamped;
     /// True while process `t` (same PID and start time) runs.
     fn process_alive(&self, t: &ProcIdentity) -> bool;
     /// How long process `t` has run.
@@ -81,6 +99,24 @@ pub enum Subject {
         /// Names for reports.
         info: CgroupInfo,
     },
+}
+
+/// What stamping one process's existing sockets found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stamped {
+    /// Connections it counted now: (TCP established, UDP bound or connected).
+    pub connections: (i64, i64),
+    /// Its TCP sockets, for `--details`.
+    pub old: Vec<OldSocket>,
+}
+
+impl Stamped {
+    /// Adds another process's findings (a target's children).
+    pub fn merge(&mut self, o: Self) {
+        self.connections.0 += o.connections.0;
+        self.connections.1 += o.connections.1;
+        self.old.extend(o.old);
+    }
 }
 
 /// A target as set-up leaves it: counting has started.

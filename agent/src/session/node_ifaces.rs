@@ -15,8 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::HostView;
 use crate::{
-    error::UsageError,
-    host::netns::NetnsLinks,
+    host::netns::{Netns, NetnsLinks},
     kernel::{IfaceKey, Kernel},
 };
 
@@ -25,17 +24,6 @@ pub const REFRESH_TICKS: u64 = 60;
 /// A namespace reported by the kernel that no process is found in (e.g. only the kernel's own
 /// sockets live there) is looked for again after this many ticks, not on every one.
 pub const RETRY_TICKS: u64 = 10;
-
-/// A network namespace as found on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Netns {
-    /// Its inode (`/proc/PID/ns/net`).
-    pub inode: u64,
-    /// A process living in it (where it is entered to read it).
-    pub pid: u32,
-    /// Its cookie and interfaces.
-    pub links: NetnsLinks,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Space {
@@ -59,44 +47,9 @@ pub struct NodeIfaces {
 }
 
 impl NodeIfaces {
-    /// The filter for `names` over the namespaces `found` at the start. A name in none of them
-    /// is a usage error; a name missing from some is warned about once.
-    pub fn resolve(names: &[String], found: Vec<Netns>) -> Result<Self, UsageError> {
-        for n in names {
-            let with: Vec<&Netns> = found
-                .iter()
-                .filter(|s| s.links.index_of(n).is_some())
-                .collect();
-            if with.is_empty() {
-                // The lowest inode is the first namespace made: the host's own.
-                let host = found.iter().min_by_key(|s| s.inode);
-                return Err(UsageError::new(format!(
-                    "-i: no interface '{n}' in any of the {} network namespaces on this node (the host's has: {}); name one that exists",
-                    found.len(),
-                    host.map_or_else(String::new, |s| s.links.names())
-                )));
-            }
-            if with.len() < found.len() {
-                let without: Vec<String> = found
-                    .iter()
-                    .filter(|s| s.links.index_of(n).is_none())
-                    .take(5)
-                    .map(|s| s.pid.to_string())
-                    .collect();
-                log::warn!(
-                    "-i {n}: present in {} of {} network namespaces; nothing is counted through it in the other {} (those of processes {}{})",
-                    with.len(),
-                    found.len(),
-                    found.len() - with.len(),
-                    without.join(", "),
-                    if found.len() - with.len() > without.len() {
-                        ", …"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
+    /// The filter for `names` over the namespaces `found` at the start (checked with
+    /// `host::netns::check_node_names` when the run was planned).
+    pub fn new(names: &[String], found: Vec<Netns>) -> Self {
         let mut out = Self {
             names: names.to_vec(),
             spaces: HashMap::new(),
@@ -107,7 +60,7 @@ impl NodeIfaces {
         for s in found {
             out.remember(s);
         }
-        Ok(out)
+        out
     }
 
     /// Namespaces resolved so far.

@@ -3,74 +3,22 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use super::{HostView, NodeWide, ReportKind, Session, Started, Subject};
+use super::{NodeWide, ReportKind, Session, Started, Subject};
 use crate::{
-    host::{
-        netns::NetnsLinks,
-        procs::ProcIdentity,
-        workloads::{CgroupInfo, Lookup},
-    },
+    host::procs::OldSocket,
+    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
     kernel::{
         CgroupCount, Connection, IfaceKey, Kernel as _, Proto, Slot, Untracked, fake::FakeKernel,
     },
     model::{Counters, Traffic},
     plan::ProcessLabels,
-    setup::stamp::OldSocket,
 };
 
-/// The host as a test scripts it.
-#[derive(Default)]
-struct FakeHost {
-    dead: HashSet<u32>,
-    gone_dirs: HashSet<PathBuf>,
-    links: HashMap<u32, NetnsLinks>,
-    cgroups: HashMap<u64, CgroupInfo>,
-    gone_ids: HashSet<u64>,
-    /// Ids the host has not indexed yet.
-    pending: HashSet<u64>,
-    /// Every lookup asked, in order.
-    lookups: Vec<u64>,
-    /// Network namespaces: (inode, PID).
-    namespaces: Vec<(u64, u32)>,
-}
-
-impl HostView for FakeHost {
-    fn process_alive(&self, t: &ProcIdentity) -> bool {
-        !self.dead.contains(&t.pid)
-    }
-    fn runtime(&self, _t: &ProcIdentity) -> Duration {
-        Duration::from_secs(42)
-    }
-    fn cgroup_alive(&self, dir: &Path) -> bool {
-        !self.gone_dirs.contains(dir)
-    }
-    fn links(&self, pid: u32) -> Option<NetnsLinks> {
-        self.links.get(&pid).cloned()
-    }
-    fn namespaces(&self) -> Vec<(u64, u32)> {
-        self.namespaces.clone()
-    }
-    fn cgroup_lookup(&mut self, id: u64, _first_seen: Instant) -> Lookup {
-        self.lookups.push(id);
-        if self.pending.contains(&id) {
-            return Lookup::Pending;
-        }
-        match self.cgroups.get(&id) {
-            Some(info) if !self.gone_ids.contains(&id) => Lookup::Found(Box::new(info.clone())),
-            _ => Lookup::Gone,
-        }
-    }
-    fn cgroup_id_alive(&self, id: u64) -> bool {
-        self.cgroups.contains_key(&id) && !self.gone_ids.contains(&id)
-    }
-    fn tcp_info(&self, _s: &OldSocket) -> Option<(u32, u32, u8)> {
-        Some((900, 3, 1))
-    }
-}
+use super::fake_host::FakeHost;
 
 fn tcp(bytes_in: u64, bytes_out: u64) -> Traffic {
     Traffic {
@@ -734,7 +682,8 @@ fn a_cut_off_interval_sets_no_peak() {
 /// traffic; an eth0 added later in a known namespace is counted; gone namespaces leave.
 #[test]
 fn node_interfaces_follow_new_namespaces() {
-    use super::node_ifaces::{Netns, NodeIfaces, REFRESH_TICKS};
+    use super::node_ifaces::{NodeIfaces, REFRESH_TICKS};
+    use crate::host::netns::{Netns, check_node_names};
     let ns = |cookie: u64, names: &[&str]| NetnsLinks {
         cookie,
         links: names
@@ -749,9 +698,9 @@ fn node_interfaces_follow_new_namespaces() {
     };
     let names = vec!["eth0".to_string()];
     // A misspelt name: in no namespace.
-    let e = NodeIfaces::resolve(
+    let e = check_node_names(
         &["eht0".into()],
-        vec![Netns {
+        &[Netns {
             inode: 1,
             pid: 1,
             links: ns(100, &["lo", "eth0"]),
@@ -761,7 +710,7 @@ fn node_interfaces_follow_new_namespaces() {
     .to_string();
     assert!(e.contains("'eht0'") && e.contains("lo, eth0"), "{e}");
 
-    let mut ni = NodeIfaces::resolve(
+    let mut ni = NodeIfaces::new(
         &names,
         vec![
             Netns {
@@ -775,8 +724,7 @@ fn node_interfaces_follow_new_namespaces() {
                 links: ns(200, &["lo"]),
             },
         ],
-    )
-    .unwrap();
+    );
     let mut k = FakeKernel::default();
     ni.install(&mut k).unwrap();
     assert_eq!(k.ifaces, HashSet::from([key(100, 2)]));

@@ -8,28 +8,33 @@
 //! stamped either by a hook or by the scan; processes are isolated after the programs are
 //! attached at their original cgroups (which contain the dedicated ones).
 
+pub mod live;
 pub mod spawn;
 pub mod stamp;
 mod survey;
+#[cfg(test)]
+mod tests;
 
-use std::{collections::HashSet, path::PathBuf, time::Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use survey::labels_of;
 pub use survey::survey;
 
 use crate::{
-    config::Config,
     host::{
         cgroup::{self, Cgroup2Mount},
         identity::MetadataRoots,
         lifecycle::RunState,
-        procs::{ProcFs, ProcIdentity},
+        procs::{PidFd, ProcFs, ProcIdentity},
         workloads::CgroupNames,
     },
-    kernel::{Kernel, Knobs, Slot, probes::Probes},
-    plan::{Coverage, Plan, TargetKind, coverage},
-    session::{DestTracker, NodeWide, Session, Started, Subject, live::LiveHost},
+    kernel::{Kernel, Programs, Slot, probes::Probes},
+    plan::{Plan, TargetKind},
+    session::{
+        DestTracker, HostView, NodeIfaces, NodeWide, Session, Stamped, Started, Subject,
+        step::{Command, Runner},
+    },
 };
 
 /// The host as found at start: where /proc and the cgroup v2 tree are, where runtimes keep
@@ -48,30 +53,23 @@ pub struct Env {
 /// declaration order: programs detach first, then processes move back and dedicated cgroups
 /// go).
 pub struct Running {
-    /// The loaded, attached programs.
-    pub probes: Probes,
+    /// The loop: the session, the loaded programs (detached when dropped), the host, the
+    /// spawned command.
+    pub runner: Runner,
+    /// The spawned command's pidfd: readable when it exits.
+    pub pidfd: Option<PidFd>,
     /// The run record: dedicated cgroups and moved processes.
     pub state: Option<RunState>,
-    /// Spawn mode's command.
-    pub command: Option<spawn::Command>,
-    /// Counting state.
-    pub session: Session,
-    /// The host as the session reads it.
-    pub host: LiveHost,
-    /// Where the programs are attached (grows when a target moves elsewhere).
-    pub points: Vec<PathBuf>,
-    /// Cgroups a target moved to that could not be attached (warned about once).
-    uncovered: HashSet<PathBuf>,
-    knobs: Knobs,
-    env: Env,
 }
 
 /// Carries out `plan`: record, load, attach, isolate, spawn, stamp, start the session.
-pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
-    let command = plan.command();
+pub fn apply(plan: &Plan, env: &Env) -> anyhow::Result<Running> {
     let mut state = record_host_changes(plan, env)?;
-    let mut probes = load(plan, cfg)?;
-    attach(&mut probes, plan, env)?;
+    let mut programs: Box<dyn Programs> = Box::new(Probes::load(plan.knobs)?);
+    fill_maps(&mut *programs, plan)?;
+    attach(&mut *programs, plan, |k| {
+        stamp::stamp_node_netns(k, &env.proc)
+    })?;
     if plan.isolate
         && let Some(st) = state.as_mut()
     {
@@ -79,67 +77,34 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
     }
     // Node-wide counting starts before the command does: its cgroup is new, so all of its
     // traffic is the run's.
-    let node = plan.node_wide.then(|| {
-        NodeWide::start(
-            Instant::now(),
-            &probes,
-            cfg.series_grace,
-            cfg.classes.clone(),
-        )
-    });
-    let node = node.map(|n| {
-        if cfg.destinations {
-            n.with_destinations(&probes, cfg.destinations_max)
-        } else {
-            n
+    let node = node_wide(plan, &*programs);
+    let (command, pidfd) = match plan.command() {
+        Some((_, argv, cg)) => {
+            let mut c = spawn::Command::start(argv, cg)?;
+            let pid = c.pid();
+            let subject = Subject::Process {
+                ident: env.proc.identify(pid).unwrap_or(ProcIdentity {
+                    pid,
+                    comm: argv[0].clone(),
+                    start_ticks: 0,
+                }),
+                labels: labels_of(env, pid),
+            };
+            let pidfd = c.take_pidfd();
+            (Some((Box::new(c) as Box<dyn Command>, subject)), pidfd)
         }
-    });
-    let command = match command {
-        Some((_, argv, cg)) => Some(spawn::Command::start(argv, cg)?),
-        None => None,
+        None => (None, None),
     };
-    let (started, old) = stamp_and_start(&mut probes, plan, env, command.as_ref());
-    let now = Instant::now();
-    let untracked_base = probes.untracked()?;
-    // Read before counting is announced: traffic after the announcement is the run's.
-    let dest = destinations(&probes, plan, cfg, now);
-    // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
-    log::info!(
-        "attached at {} cgroup(s) {:?}; counting {} process(es)",
-        plan.attach_points.len(),
-        plan.attach_points,
-        started.len()
+    let host = live::LiveHost::new(
+        env.proc.clone(),
+        env.mount.clone(),
+        CgroupNames::new(env.mount.clone(), env.meta.clone()),
     );
-    let mut session = Session::start(
-        now,
-        started,
-        node,
-        cfg.interfaces.clone(),
-        plan.knobs.details,
-        old,
-        untracked_base,
-    )
-    .with_interval(cfg.interval);
-    if let Some(d) = dest {
-        session = session.with_destinations(d);
-    }
-    if let Some(ni) = &plan.node_ifaces {
-        session = session.with_node_ifaces(ni.clone());
-    }
-
+    let runner = start(plan, programs, Box::new(host), node, command)?;
     Ok(Running {
-        probes,
+        runner,
+        pidfd,
         state,
-        command,
-        session,
-        host: LiveHost::new(
-            env.proc.clone(),
-            CgroupNames::new(env.mount.clone(), env.meta.clone()),
-        ),
-        points: plan.attach_points.clone(),
-        uncovered: HashSet::new(),
-        knobs: plan.knobs,
-        env: env.clone(),
     })
 }
 
@@ -161,43 +126,44 @@ fn record_host_changes(plan: &Plan, env: &Env) -> anyhow::Result<Option<RunState
     Ok(state)
 }
 
-/// Loads the programs and fills the maps the plan decides: targets, `--all -i`'s interface
-/// filter, destination classes.
-fn load(plan: &Plan, cfg: &Config) -> anyhow::Result<Probes> {
-    let mut probes = Probes::load(plan.knobs)?;
-    fill_target_maps(&mut probes, plan)?;
-    if let Some(ni) = &plan.node_ifaces {
-        ni.install(&mut probes).with_context(|| {
-            format!(
-                "-i with --all: the {} network namespaces' interfaces do not fit the kernel's filter",
-                ni.namespaces()
-            )
-        })?;
+/// Fills the maps the plan decides: targets, `--all -i`'s interface filter, destination
+/// classes.
+fn fill_maps(kernel: &mut dyn Kernel, plan: &Plan) -> anyhow::Result<()> {
+    fill_target_maps(kernel, plan)?;
+    if let Some(found) = &plan.node_namespaces {
+        NodeIfaces::new(&plan.counting.interfaces, found.clone())
+            .install(kernel)
+            .with_context(|| {
+                format!(
+                    "-i with --all: the {} network namespaces' interfaces do not fit the kernel's filter",
+                    found.len()
+                )
+            })?;
     }
-    if let Some(classes) = &cfg.classes {
-        probes.set_class_cidrs(&classes.cidrs)?;
+    if let Some(classes) = &plan.counting.classes {
+        kernel.set_class_cidrs(&classes.cidrs)?;
     }
-    Ok(probes)
+    Ok(())
 }
 
-/// Attaches the socket hooks, then the counters, at every attach point.
-fn attach(probes: &mut Probes, plan: &Plan, env: &Env) -> anyhow::Result<()> {
-    let cgroups = plan
-        .attach_points
-        .iter()
-        .map(|d| cgroup::open_dir(d))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for cg in &cgroups {
-        probes.attach_sock_hooks(cg)?;
+/// Attaches the socket hooks, then the counters, at every attach point. `stamp_node_netns`
+/// stamps every existing socket on the node with its namespace, between the two, when
+/// `--all -i` needs it (cgroup_skb cannot ask a packet's namespace): new sockets are stamped
+/// by sock_create (attached first), those that predate the run by it, before any packet is
+/// counted.
+fn attach(
+    programs: &mut dyn Programs,
+    plan: &Plan,
+    stamp_node_netns: impl FnOnce(&mut dyn Kernel),
+) -> anyhow::Result<()> {
+    for dir in &plan.attach_points {
+        programs.attach_sock_hooks(dir)?;
     }
-    // `--all -i` where cgroup_skb cannot ask a packet's namespace: every socket on the node
-    // needs its namespace stamped. New ones are stamped by sock_create (attached above);
-    // those that predate the run, here, before the counters are attached.
-    if plan.node_ifaces.is_some() && !probes.netns_helper() {
-        stamp::stamp_node_netns(probes, &env.proc);
+    if plan.node_namespaces.is_some() && !programs.netns_helper() {
+        stamp_node_netns(programs);
     }
-    for cg in &cgroups {
-        probes.attach_counters(cg)?;
+    for dir in &plan.attach_points {
+        programs.attach_counters(dir)?;
     }
     Ok(())
 }
@@ -216,10 +182,73 @@ fn isolate(st: &mut RunState, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--all`: the node-wide workloads, their baselines read now.
+fn node_wide(plan: &Plan, kernel: &dyn Kernel) -> Option<NodeWide> {
+    plan.node_wide.then(|| {
+        let c = &plan.counting;
+        let node = NodeWide::start(Instant::now(), kernel, plan.series_grace, c.classes.clone());
+        if c.destinations {
+            node.with_destinations(kernel, c.destinations_max)
+        } else {
+            node
+        }
+    })
+}
+
+/// Stamps the sockets that predate the run, reads each target's baseline and starts
+/// counting: the loop, ready to run. `command` is spawn mode's, started (its slot's
+/// baseline is zero: it is counted from its first instruction).
+pub fn start(
+    plan: &Plan,
+    mut programs: Box<dyn Programs>,
+    host: Box<dyn HostView>,
+    node: Option<NodeWide>,
+    command: Option<(Box<dyn Command>, Subject)>,
+) -> anyhow::Result<Runner> {
+    let (command, command_subject) = command.unzip();
+    let (started, old) = stamp_and_start(&mut *programs, plan, &*host, command_subject);
+    let now = Instant::now();
+    let untracked_base = programs.untracked()?;
+    // Read before counting is announced: traffic after the announcement is the run's.
+    let dest = destinations(&*programs, plan, now);
+    // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
+    log::info!(
+        "attached at {} cgroup(s) {:?}; counting {} process(es)",
+        plan.attach_points.len(),
+        plan.attach_points,
+        started.len()
+    );
+    let mut session = Session::start(
+        now,
+        started,
+        node,
+        plan.counting.interfaces.clone(),
+        plan.knobs.details,
+        old,
+        untracked_base,
+    )
+    .with_interval(plan.schedule.interval);
+    if let Some(d) = dest {
+        session = session.with_destinations(d);
+    }
+    if let Some(found) = &plan.node_namespaces {
+        session =
+            session.with_node_ifaces(NodeIfaces::new(&plan.counting.interfaces, found.clone()));
+    }
+    Ok(Runner::new(
+        session,
+        programs,
+        host,
+        command,
+        (plan.schedule, plan.knobs, plan.attach_points.clone()),
+    ))
+}
+
 /// Per-remote-host totals and classes, when asked for; baselines as for the totals: a spawned
 /// command's slot is the run's from its start.
-fn destinations(probes: &Probes, plan: &Plan, cfg: &Config, now: Instant) -> Option<DestTracker> {
-    if !cfg.destinations && cfg.classes.is_none() {
+fn destinations(kernel: &dyn Kernel, plan: &Plan, now: Instant) -> Option<DestTracker> {
+    let c = &plan.counting;
+    if !c.destinations && c.classes.is_none() {
         return None;
     }
     let fresh: Vec<Slot> = plan
@@ -230,79 +259,12 @@ fn destinations(probes: &Probes, plan: &Plan, cfg: &Config, now: Instant) -> Opt
         .collect();
     Some(DestTracker::start(
         now,
-        probes,
+        kernel,
         plan.targets.iter().map(|t| t.slot).collect(),
         &fresh,
-        cfg.destinations,
-        cfg.classes.clone(),
+        c.destinations,
+        c.classes.clone(),
     ))
-}
-
-impl Running {
-    /// Follows process targets that moved to a cgroup the programs do not cover: attaches
-    /// there too and stamps the sockets made since the move. A move to an ancestor of an
-    /// attach point cannot be followed (the point's packets would count twice): warned once.
-    pub fn follow_moves(&mut self) {
-        let moved: Vec<(ProcIdentity, Slot, PathBuf)> = self
-            .session
-            .targets()
-            .iter()
-            .filter(|t| t.exited.is_none())
-            .filter_map(|t| match &t.subject {
-                Subject::Process { ident, .. } => {
-                    let dir = self.env.mount.dir_of_pid(&self.env.proc, ident.pid).ok()?;
-                    Some((ident.clone(), t.slot, dir))
-                }
-                Subject::Cgroup { .. } => None,
-            })
-            .collect();
-        for (ident, slot, dir) in moved {
-            match coverage(&self.points, &dir) {
-                Coverage::Covered => {}
-                _ if self.uncovered.contains(&dir) => {}
-                Coverage::Attach => match self.attach_at(&dir) {
-                    Ok(()) => {
-                        log::warn!(
-                            "process {} moved to cgroup {}: counting there too",
-                            ident.pid,
-                            dir.display()
-                        );
-                        stamp::stamp_existing(
-                            &mut self.probes,
-                            &self.env.proc,
-                            &ident,
-                            slot,
-                            self.knobs,
-                        );
-                    }
-                    Err(e) => {
-                        log::warn!(
-                            "process {} moved to cgroup {}, which cannot be attached ({e:#}): its new sockets are not counted",
-                            ident.pid,
-                            dir.display()
-                        );
-                        self.uncovered.insert(dir);
-                    }
-                },
-                Coverage::Ancestor => {
-                    log::warn!(
-                        "process {} moved to cgroup {}, an ancestor of where procnetmon2 is attached: its new sockets are not counted; restart procnetmon2 to follow it",
-                        ident.pid,
-                        dir.display()
-                    );
-                    self.uncovered.insert(dir);
-                }
-            }
-        }
-    }
-
-    fn attach_at(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
-        let cg = cgroup::open_dir(dir)?;
-        self.probes.attach_sock_hooks(&cg)?;
-        self.probes.attach_counters(&cg)?;
-        self.points.push(dir.to_path_buf());
-        Ok(())
-    }
 }
 
 /// Puts every target's members and interfaces into the kernel's maps.
@@ -330,17 +292,18 @@ fn fill_target_maps(kernel: &mut dyn Kernel, plan: &Plan) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Stamps the sockets that predate the run and reads each target's baseline: counting
-/// starts now. A spawned command is counted from its first instruction: its slot was empty
-/// before it started, so its baseline is zero.
+/// Stamps the sockets that predate the run and reads each target's baseline. A spawned
+/// command is counted from its first instruction: its slot was empty before it started, so
+/// its baseline is zero.
 fn stamp_and_start(
-    probes: &mut Probes,
+    kernel: &mut dyn Kernel,
     plan: &Plan,
-    env: &Env,
-    command: Option<&spawn::Command>,
-) -> (Vec<Started>, Vec<stamp::OldSocket>) {
+    host: &dyn HostView,
+    command: Option<Subject>,
+) -> (Vec<Started>, Vec<crate::host::procs::OldSocket>) {
     let mut started = Vec::new();
     let mut old = Vec::new();
+    let mut command = command;
     for t in &plan.targets {
         let (subject, found) = match &t.kind {
             TargetKind::Process {
@@ -349,12 +312,10 @@ fn stamp_and_start(
                 children,
                 ..
             } => {
-                let mut found = stamp::stamp_existing(probes, &env.proc, ident, t.slot, plan.knobs);
+                let mut found = host.stamp_existing(kernel, ident, t.slot, plan.knobs);
                 for kid in children {
-                    if let Ok(k) = env.proc.identify(*kid) {
-                        found.merge(stamp::stamp_existing(
-                            probes, &env.proc, &k, t.slot, plan.knobs,
-                        ));
+                    if let Some(k) = host.identify(*kid) {
+                        found.merge(host.stamp_existing(kernel, &k, t.slot, plan.knobs));
                     }
                 }
                 let subject = Subject::Process {
@@ -364,7 +325,12 @@ fn stamp_and_start(
                 (subject, found)
             }
             TargetKind::Cgroup { dir, info, .. } => {
-                let found = stamp_cgroup(probes, env, dir, t.slot, plan.knobs);
+                let mut found = Stamped::default();
+                for pid in host.procs_in(dir) {
+                    if let Some(ident) = host.identify(pid) {
+                        found.merge(host.stamp_existing(kernel, &ident, t.slot, plan.knobs));
+                    }
+                }
                 let subject = Subject::Cgroup {
                     dir: dir.clone(),
                     info: info.clone(),
@@ -372,23 +338,21 @@ fn stamp_and_start(
                 (subject, found)
             }
             TargetKind::Command { argv, .. } => {
-                let pid = command.map_or(0, spawn::Command::pid);
-                let ident = env.proc.identify(pid).unwrap_or(ProcIdentity {
-                    pid,
-                    comm: argv[0].clone(),
-                    start_ticks: 0,
+                let subject = command.take().unwrap_or_else(|| Subject::Process {
+                    ident: ProcIdentity {
+                        pid: 0,
+                        comm: argv[0].clone(),
+                        start_ticks: 0,
+                    },
+                    labels: crate::plan::ProcessLabels::default(),
                 });
-                let subject = Subject::Process {
-                    labels: labels_of(env, pid),
-                    ident,
-                };
-                (subject, stamp::Stamped::default())
+                (subject, Stamped::default())
             }
         };
         let baseline = if matches!(t.kind, TargetKind::Command { .. }) {
             Default::default()
         } else {
-            probes.totals(t.slot).unwrap_or_default()
+            kernel.totals(t.slot).unwrap_or_default()
         };
         old.extend(found.old);
         started.push(Started {
@@ -400,23 +364,4 @@ fn stamp_and_start(
         });
     }
     (started, old)
-}
-
-/// Stamps the sockets of every process in cgroup subtree `dir`.
-fn stamp_cgroup(
-    kernel: &mut dyn Kernel,
-    env: &Env,
-    dir: &std::path::Path,
-    slot: Slot,
-    knobs: Knobs,
-) -> stamp::Stamped {
-    let mut found = stamp::Stamped::default();
-    for pid in cgroup::procs_in_subtree(dir) {
-        if let Ok(ident) = env.proc.identify(pid) {
-            found.merge(stamp::stamp_existing(
-                kernel, &env.proc, &ident, slot, knobs,
-            ));
-        }
-    }
-    found
 }

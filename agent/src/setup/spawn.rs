@@ -87,6 +87,25 @@ impl Command {
     }
 }
 
+/// How long a spawned command's cgroup gets to end after SIGTERM before `cgroup.kill`.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl crate::session::step::Command for Command {
+    fn wait(&mut self) -> anyhow::Result<u8> {
+        Command::wait(self)
+    }
+
+    fn try_wait(&mut self) -> anyhow::Result<Option<u8>> {
+        Command::try_wait(self)
+    }
+
+    fn end(&mut self) -> std::time::Duration {
+        let t = std::time::Instant::now();
+        crate::host::lifecycle::stop_spawned(&self.cgroup, GRACE);
+        t.elapsed()
+    }
+}
+
 /// An exit status as a shell reports it (128 + signal).
 fn shell_status(st: std::process::ExitStatus) -> u8 {
     st.code()

@@ -8,42 +8,13 @@ use std::os::fd::RawFd;
 
 use crate::{
     details::monotonic_ns,
-    host::procs::{self, ProcFs, ProcIdentity},
+    host::procs::{self, OldSocket, ProcFs, ProcIdentity},
     kernel::{Connection, Kernel, Knobs, Proto, Slot, SocketStamp},
+    session::Stamped,
 };
 
 /// `TCP_ESTABLISHED` (include/net/tcp_states.h).
 const TCP_ESTABLISHED: u8 = 1;
-
-/// A TCP socket that predates the run, remembered so `--details` can refresh its TCP_INFO
-/// (sock_ops callbacks cannot be armed on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OldSocket {
-    /// Its process.
-    pub pid: u32,
-    /// Its descriptor number there (checked by cookie before use: numbers are reused).
-    pub fd: RawFd,
-    /// Its cookie.
-    pub cookie: u64,
-}
-
-/// What stamping one process's sockets found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stamped {
-    /// Connections it counted now: (TCP established, UDP bound or connected).
-    pub connections: (i64, i64),
-    /// Its TCP sockets, for `--details`.
-    pub old: Vec<OldSocket>,
-}
-
-impl Stamped {
-    /// Adds another process's findings (a target's children).
-    pub fn merge(&mut self, o: Self) {
-        self.connections.0 += o.connections.0;
-        self.connections.1 += o.connections.1;
-        self.old.extend(o.old);
-    }
-}
 
 /// Stamps every inet socket `t` holds now as target `slot`'s.
 pub fn stamp_existing(
@@ -212,17 +183,4 @@ fn candidate_fds(proc: &ProcFs, pid: u32) -> Vec<RawFd> {
             }
         },
     }
-}
-
-/// Re-reads TCP_INFO of a socket that predates the run through a fresh descriptor copy,
-/// checked by cookie (the descriptor number may have been reused): (RTT µs, retransmits,
-/// state), or None when it is gone.
-pub fn tcp_info(s: &OldSocket) -> Option<(u32, u32, u8)> {
-    let pidfd = procs::PidFd::open(s.pid).ok()?;
-    let copy = pidfd.get_fd(s.fd).ok()?;
-    if procs::sock_info(&copy).map(|i| i.cookie).ok() != Some(s.cookie) {
-        return None;
-    }
-    let d = procs::sock_detail(&copy, libc::IPPROTO_TCP);
-    Some((d.rtt_us, d.retrans, d.tcp_state))
 }

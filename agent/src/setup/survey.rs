@@ -7,32 +7,32 @@ use std::collections::HashMap;
 
 use super::Env;
 use crate::{
-    config::Config,
+    config::Run,
     error::UsageError,
     host::{
         cgroup, identity,
-        netns::{self, NetnsLinks},
+        netns::{self, Netns, NetnsLinks},
         procs::ProcFs,
         workloads,
     },
     kernel::IfaceKey,
     plan::{CgroupFacts, Ifaces, ProcessFacts, ProcessLabels, Survey},
-    session::node_ifaces::Netns,
 };
 
 /// Reads everything the plan needs; refuses bad targets with a usage error.
-pub fn survey(cfg: &Config, env: &Env) -> anyhow::Result<Survey> {
+pub fn survey(run: &Run, env: &Env) -> anyhow::Result<Survey> {
+    let (t, interfaces) = (&run.targets, &run.counting.interfaces);
     // A flag this kernel cannot do is refused before anything changes.
-    if !cfg.interfaces.is_empty() {
+    if !interfaces.is_empty() {
         crate::kernel::features::check_iface_filter()?;
     }
-    let kids = if cfg.children && !cfg.pids.is_empty() {
-        env.proc.descendants(&cfg.pids)
+    let kids = if t.children && !t.pids.is_empty() {
+        env.proc.descendants(&t.pids)
     } else {
         Vec::new()
     };
     let mut processes = Vec::new();
-    for &pid in &cfg.pids {
+    for &pid in &t.pids {
         let ident = env
             .proc
             .identify(pid)
@@ -40,10 +40,10 @@ pub fn survey(cfg: &Config, env: &Env) -> anyhow::Result<Survey> {
         processes.push(ProcessFacts {
             cgroup_dir: env.mount.dir_of_pid(&env.proc, pid)?,
             labels: labels_of(env, pid),
-            ifaces: if cfg.interfaces.is_empty() {
+            ifaces: if interfaces.is_empty() {
                 Vec::new()
             } else {
-                resolve_ifaces(&env.proc, pid, &cfg.interfaces)?
+                resolve_ifaces(&env.proc, pid, interfaces)?
             },
             children: kids
                 .iter()
@@ -53,33 +53,33 @@ pub fn survey(cfg: &Config, env: &Env) -> anyhow::Result<Survey> {
             ident,
         });
     }
-    let dirs = cfg
+    let dirs = t
         .cgroups
         .iter()
         .map(|p| env.mount.resolve_target(p))
-        .chain(cfg.containers.iter().map(|id| env.mount.find_container(id)));
+        .chain(t.containers.iter().map(|id| env.mount.find_container(id)));
     let mut cgroups = Vec::new();
     for dir in dirs {
         let dir = dir.map_err(|e| UsageError::new(format!("{e:#}")))?;
         cgroups.push(CgroupFacts {
             id: cgroup::cgroup_id(&dir)?,
             info: workloads::describe(&env.mount, &dir, &env.meta),
-            ifaces: if cfg.interfaces.is_empty() {
+            ifaces: if interfaces.is_empty() {
                 Vec::new()
             } else {
-                resolve_cgroup_ifaces(&env.proc, &dir, &cfg.interfaces)?
+                resolve_cgroup_ifaces(&env.proc, &dir, interfaces)?
             },
             dir,
         });
     }
     // The agent's own cgroup, from its own /proc (not the host's: its PID differs there).
-    let own_cgroup = if cfg.command.is_empty() {
+    let own_cgroup = if t.command.is_empty() {
         env.mount.mount_point.clone()
     } else {
         env.mount
             .dir_of_pid(&ProcFs::default(), std::process::id())?
     };
-    let namespaces = if cfg.all && !cfg.interfaces.is_empty() {
+    let namespaces = if t.all && !interfaces.is_empty() {
         node_namespaces(&env.proc)
     } else {
         Vec::new()

@@ -1,0 +1,256 @@
+//! One turn of the run's loop, over seams: the loaded programs ([`Programs`]), the host
+//! ([`HostView`]) and the spawned command ([`Command`]). Every rule of the loop lives here —
+//! which ticks are whole and which partial, when the command is reaped and when it is
+//! stopped (and whose exit status the run's is), following a target that moved to a cgroup
+//! the programs do not cover — so each is a row in a table test against `FakeKernel`.
+//! `run.rs` feeds it real events and writes the reports it asks for; `session::decide` says
+//! when to report and stop.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::{
+    HostView, ReportKind, Session, Subject,
+    decide::{Decision, Event, Facts, decide},
+};
+use crate::{
+    host::procs::ProcIdentity,
+    kernel::{Knobs, Programs, Slot},
+    model::Report,
+    plan::{Coverage, Schedule, coverage},
+};
+
+/// The command of spawn mode, as the loop sees it.
+pub trait Command {
+    /// Its exit status, reaping it (call once it has exited: its pidfd was readable).
+    fn wait(&mut self) -> anyhow::Result<u8>;
+    /// Its exit status if it has exited, reaping it; None while it runs.
+    fn try_wait(&mut self) -> anyhow::Result<Option<u8>>;
+    /// Ends what runs in its cgroup (itself, or what it left behind): SIGTERM, a grace
+    /// period, then `cgroup.kill`. Returns how long that took.
+    fn end(&mut self) -> Duration;
+}
+
+/// A running loop: the session and the seams it reads and writes.
+pub struct Runner {
+    /// The counting state.
+    pub session: Session,
+    /// The loaded programs.
+    pub programs: Box<dyn Programs>,
+    /// The host.
+    pub host: Box<dyn HostView>,
+    command: Option<Box<dyn Command>>,
+    moves: Moves,
+    schedule: Schedule,
+    knobs: Knobs,
+    status: u8,
+}
+
+impl Runner {
+    /// A loop over `session` with these seams; `points` are where the programs are attached.
+    pub fn new(
+        session: Session,
+        programs: Box<dyn Programs>,
+        host: Box<dyn HostView>,
+        command: Option<Box<dyn Command>>,
+        plan: (Schedule, Knobs, Vec<PathBuf>),
+    ) -> Self {
+        let (schedule, knobs, points) = plan;
+        Self {
+            session,
+            programs,
+            host,
+            command,
+            moves: Moves {
+                points,
+                uncovered: HashSet::new(),
+            },
+            schedule,
+            knobs,
+            status: 0,
+        }
+    }
+
+    /// Handles `event` at `now`: reaps the command when it exited, follows moved targets and
+    /// ticks on the interval (a partial tick on anything else, so the last report counts the
+    /// last bytes), decides, and when the run stops with the command still running, stops
+    /// it and counts what it sent meanwhile.
+    pub fn step(&mut self, event: Event, now: Instant) -> anyhow::Result<Decision> {
+        match event {
+            Event::CommandExited => {
+                if let Some(status) = self.reap_command()? {
+                    self.status = status;
+                }
+            }
+            Event::Tick => self.follow_moves(),
+            _ => {}
+        }
+        if event == Event::Tick {
+            self.session
+                .tick(now, &mut *self.programs, &mut *self.host)?;
+        } else {
+            self.session
+                .tick_partial(now, &mut *self.programs, &mut *self.host)?;
+        }
+        let decision = decide(event, self.facts());
+        if decision.stop
+            && let Some((exited, took)) = self.stop_command()?
+        {
+            // It may have exited already: the tick that found every target gone and its
+            // pidfd were ready together, and the tick won. Then its status is the run's.
+            if let Some(status) = exited {
+                self.status = status;
+            }
+            self.session
+                .tick_partial(now + took, &mut *self.programs, &mut *self.host)?;
+        }
+        Ok(decision)
+    }
+
+    /// The run's exit status so far: the command's, once it exited on its own; else 0.
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    /// The report of `kind` now (`clock`: the monotonic instant and its nanoseconds).
+    pub fn snapshot(
+        &mut self,
+        kind: ReportKind,
+        aggregate: bool,
+        clock: (Instant, u64),
+    ) -> anyhow::Result<Report> {
+        self.session
+            .snapshot(kind, aggregate, clock, &mut *self.programs, &*self.host)
+    }
+
+    /// What `decide` needs to know about the run.
+    fn facts(&self) -> Facts {
+        Facts {
+            window: self.schedule.window.is_some(),
+            continuous: self.schedule.every_interval,
+            daemon: self.schedule.daemon,
+            all_gone: self.session.all_gone(),
+        }
+    }
+
+    /// The command exited: reaps it (its status becomes the run's) and ends what it left
+    /// running in its cgroup.
+    fn reap_command(&mut self) -> anyhow::Result<Option<u8>> {
+        let Some(mut c) = self.command.take() else {
+            return Ok(None);
+        };
+        let status = c.wait()?;
+        c.end();
+        Ok(Some(status))
+    }
+
+    /// The run stops with the command not reaped: its status if it had exited on its own
+    /// (else it is ended, and its status is not the run's), and how long ending took.
+    fn stop_command(&mut self) -> anyhow::Result<Option<(Option<u8>, Duration)>> {
+        let Some(mut c) = self.command.take() else {
+            return Ok(None);
+        };
+        let exited = c.try_wait()?;
+        let took = c.end();
+        if exited.is_none() {
+            let _ = c.wait();
+        }
+        Ok(Some((exited, took)))
+    }
+
+    /// Follows process targets that moved to a cgroup the programs do not cover: attaches
+    /// there too and stamps the sockets made since the move.
+    fn follow_moves(&mut self) {
+        let moved: Vec<(ProcIdentity, Slot, PathBuf)> = self
+            .session
+            .targets()
+            .iter()
+            .filter(|t| t.exited.is_none())
+            .filter_map(|t| match &t.subject {
+                Subject::Process { ident, .. } => {
+                    let dir = self.host.cgroup_of(ident.pid)?;
+                    Some((ident.clone(), t.slot, dir))
+                }
+                Subject::Cgroup { .. } => None,
+            })
+            .collect();
+        for (ident, slot, dir) in moved {
+            match self.moves.follow(&dir) {
+                Follow::Nothing => {}
+                Follow::Attach => match self.attach_at(&dir) {
+                    Ok(()) => {
+                        log::warn!(
+                            "process {} moved to cgroup {}: counting there too",
+                            ident.pid,
+                            dir.display()
+                        );
+                        self.host
+                            .stamp_existing(&mut *self.programs, &ident, slot, self.knobs);
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "process {} moved to cgroup {}, which cannot be attached ({e:#}): its new sockets are not counted",
+                            ident.pid,
+                            dir.display()
+                        );
+                        self.moves.uncovered.insert(dir);
+                    }
+                },
+                Follow::Ancestor => {
+                    log::warn!(
+                        "process {} moved to cgroup {}, an ancestor of where procnetmon2 is attached: its new sockets are not counted; restart procnetmon2 to follow it",
+                        ident.pid,
+                        dir.display()
+                    );
+                    self.moves.uncovered.insert(dir);
+                }
+            }
+        }
+    }
+
+    fn attach_at(&mut self, dir: &Path) -> anyhow::Result<()> {
+        self.programs.attach_sock_hooks(dir)?;
+        self.programs.attach_counters(dir)?;
+        self.moves.points.push(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Where the programs are attached, and the cgroups targets moved to that cannot be.
+#[derive(Debug)]
+struct Moves {
+    points: Vec<PathBuf>,
+    /// Warned about once; never tried again.
+    uncovered: HashSet<PathBuf>,
+}
+
+/// What to do about a target found in cgroup `dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// Covered already, or known not to be coverable.
+    Nothing,
+    /// Attach there too.
+    Attach,
+    /// An ancestor of an attach point: attaching there would count that point's packets
+    /// twice, so the target's new sockets cannot be counted.
+    Ancestor,
+}
+
+impl Moves {
+    fn follow(&self, dir: &Path) -> Follow {
+        if self.uncovered.contains(dir) {
+            return Follow::Nothing;
+        }
+        match coverage(&self.points, dir) {
+            Coverage::Covered => Follow::Nothing,
+            Coverage::Attach => Follow::Attach,
+            Coverage::Ancestor => Follow::Ancestor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+//! The real [`HostView`]: `/proc` for processes, the cgroup tree for cgroups and `--all`
+//! names, network namespaces for `-i`, pidfd copies for stamps and for TCP_INFO of old
+//! connections.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::stamp;
+use crate::{
+    host::{
+        cgroup::{self, Cgroup2Mount},
+        netns::{self, NetnsLinks},
+        procs::{self, OldSocket, ProcFs, ProcIdentity},
+        workloads::{CgroupNames, Lookup},
+    },
+    kernel::{Kernel, Knobs, Slot},
+    session::{HostView, Stamped},
+};
+
+/// The host as the run sees it once set up.
+pub struct LiveHost {
+    proc: ProcFs,
+    mount: Cgroup2Mount,
+    names: CgroupNames,
+}
+
+impl LiveHost {
+    /// Reads processes from `proc` and their cgroups under `mount`; names cgroups with
+    /// `names`.
+    pub fn new(proc: ProcFs, mount: Cgroup2Mount, names: CgroupNames) -> Self {
+        Self { proc, mount, names }
+    }
+}
+
+impl HostView for LiveHost {
+    fn identify(&self, pid: u32) -> Option<ProcIdentity> {
+        self.proc.identify(pid).ok()
+    }
+
+    fn cgroup_of(&self, pid: u32) -> Option<PathBuf> {
+        self.mount.dir_of_pid(&self.proc, pid).ok()
+    }
+
+    fn procs_in(&self, dir: &Path) -> Vec<u32> {
+        cgroup::procs_in_subtree(dir)
+    }
+
+    fn stamp_existing(
+        &self,
+        kernel: &mut dyn Kernel,
+        t: &ProcIdentity,
+        slot: Slot,
+        knobs: Knobs,
+    ) -> Stamped {
+        stamp::stamp_existing(kernel, &self.proc, t, slot, knobs)
+    }
+
+    fn process_alive(&self, t: &ProcIdentity) -> bool {
+        self.proc.is_alive(t)
+    }
+
+    fn runtime(&self, t: &ProcIdentity) -> Duration {
+        self.proc.runtime(t)
+    }
+
+    fn cgroup_alive(&self, dir: &Path) -> bool {
+        dir.exists()
+    }
+
+    fn links(&self, pid: u32) -> Option<NetnsLinks> {
+        netns::links_of(&self.proc, pid).ok()
+    }
+
+    fn namespaces(&self) -> Vec<(u64, u32)> {
+        netns::namespaces(&self.proc)
+    }
+
+    fn cgroup_lookup(&mut self, id: u64, first_seen: Instant) -> Lookup {
+        self.names.lookup(id, first_seen)
+    }
+
+    fn cgroup_id_alive(&self, id: u64) -> bool {
+        self.names.alive(id)
+    }
+
+    fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)> {
+        procs::tcp_info(s)
+    }
+}
