@@ -1,8 +1,9 @@
 //! cgroup v2: find the unified hierarchy, find a process's cgroup in it, pick attach points.
 //!
 //! Only the cgroup v2 hierarchy is ever used; v1 hierarchies (this machine mounts several,
-//! the "hybrid" layout) are never written. Parsers take text so they are testable without a
-//! system; the functions that read /proc are thin wrappers.
+//! the "hybrid" layout) are never written. /proc is read through `procfs`; what is decided
+//! from it takes parsed values, so it is testable without a system. `cgroup.procs` is read in
+//! one place ([`procs_of`]).
 
 use std::{
     fs::File,
@@ -49,32 +50,29 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Parses `/proc/self/mountinfo` text and returns the first cgroup2 mount.
-pub fn parse_mountinfo_cgroup2(text: &str) -> Option<Cgroup2Mount> {
-    text.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        let fstype = post.split_whitespace().next()?;
-        if fstype != "cgroup2" {
+/// The first cgroup2 mount of a mount table (`/proc/self/mountinfo`, parsed by procfs,
+/// which leaves the octal escapes of paths in place).
+pub fn first_cgroup2(
+    mounts: impl IntoIterator<Item = procfs::process::MountInfo>,
+) -> Option<Cgroup2Mount> {
+    mounts.into_iter().find_map(|m| {
+        if m.fs_type != "cgroup2" {
             return None;
         }
-        let mut f = pre.split(' ');
-        let (_id, _parent, _devno) = (f.next()?, f.next()?, f.next()?);
-        let root = unescape(f.next()?);
-        let mount_point = PathBuf::from(unescape(f.next()?));
-        if !mount_point.is_absolute() {
-            return None;
-        }
-        Some(Cgroup2Mount { mount_point, root })
+        let mount_point = PathBuf::from(unescape(&m.mount_point.to_string_lossy()));
+        mount_point.is_absolute().then(|| Cgroup2Mount {
+            mount_point,
+            root: unescape(&m.root),
+        })
     })
 }
 
-pub use super::procs::parse_proc_cgroup_v2;
-
 /// Finds the cgroup v2 mount visible to this process.
 pub fn find_cgroup2() -> anyhow::Result<Cgroup2Mount> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    parse_mountinfo_cgroup2(&text).context(
+    let mounts = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .context("read /proc/self/mountinfo")?;
+    first_cgroup2(mounts).context(
         "no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) \
          or boot with systemd.unified_cgroup_hierarchy=1",
     )
@@ -89,6 +87,7 @@ pub fn find_or_mount_cgroup2() -> anyhow::Result<Cgroup2Mount> {
     if let Ok(m) = find_cgroup2() {
         return Ok(m);
     }
+    // procfs has no reader for /proc/filesystems: one line per filesystem, the name last.
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !fs
         .lines()
@@ -98,40 +97,29 @@ pub fn find_or_mount_cgroup2() -> anyhow::Result<Cgroup2Mount> {
             "this kernel has no cgroup v2 (only v1 hierarchies): procnetmon2 needs the unified hierarchy (Linux >= 4.5, e.g. boot with systemd.unified_cgroup_hierarchy=1)"
         );
     }
+    use nix::mount::{MsFlags, mount};
     let target = Path::new("/sys/fs/cgroup");
-    // SAFETY: plain syscalls; the new mount namespace is this process's alone.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(std::io::Error::last_os_error()).context("no cgroup v2 mount is visible, and unshare(CLONE_NEWNS) to mount a private one failed");
-        }
-        // Keep our mounts from propagating back to the host.
-        if libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error())
-                .context("make the private mount namespace private");
-        }
-    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context(
+        "no cgroup v2 mount is visible, and unshare(CLONE_NEWNS) to mount a private one failed",
+    )?;
+    // Keep our mounts from propagating back to the host.
+    mount(
+        Some("none"),
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make the private mount namespace private")?;
     std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
-    // SAFETY: plain syscall with valid C strings.
-    if unsafe {
-        libc::mount(
-            c"cgroup2".as_ptr(),
-            c"/sys/fs/cgroup".as_ptr(),
-            c"cgroup2".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error())
-            .context("mount a private cgroup2 at /sys/fs/cgroup");
-    }
+    mount(
+        Some("cgroup2"),
+        target,
+        Some("cgroup2"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .context("mount a private cgroup2 at /sys/fs/cgroup")?;
     log::info!("no cgroup v2 mount was visible: mounted a private one at /sys/fs/cgroup");
     find_cgroup2()
 }
@@ -158,11 +146,7 @@ impl Cgroup2Mount {
 
     /// The cgroup v2 directory of process `pid`.
     pub fn dir_of_pid(&self, proc: &super::procs::ProcFs, pid: u32) -> anyhow::Result<PathBuf> {
-        let file = proc.path(pid, "cgroup").display().to_string();
-        let text = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
-        let path = parse_proc_cgroup_v2(&text)
-            .with_context(|| format!("process {pid} has no cgroup v2 entry in {file}"))?;
-        self.dir_of(&path)
+        self.dir_of(&proc.cgroup_path(pid)?)
     }
 }
 
@@ -196,13 +180,17 @@ pub fn cgroup_id(dir: &Path) -> anyhow::Result<u64> {
 pub fn procs_in_subtree(dir: &Path) -> Vec<u32> {
     walk(dir)
         .into_iter()
-        .flat_map(|(_, d)| {
-            std::fs::read_to_string(d.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect::<Vec<u32>>()
-        })
+        .flat_map(|(_, d)| procs_of(&d))
+        .collect()
+}
+
+/// The processes directly in cgroup `dir` (its `cgroup.procs`; none when it cannot be read).
+/// The one reader of that file.
+pub fn procs_of(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
         .collect()
 }
 
@@ -327,34 +315,30 @@ mod tests {
 25 23 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
 ";
 
+    /// A mount table as procfs parses it (lines it cannot parse are skipped).
+    fn table(text: &str) -> Vec<procfs::process::MountInfo> {
+        text.lines()
+            .filter_map(|l| procfs::process::MountInfo::from_line(l).ok())
+            .collect()
+    }
+
     #[test]
     fn finds_cgroup2_in_both_layouts() {
-        let m = parse_mountinfo_cgroup2(HYBRID).unwrap();
+        let m = first_cgroup2(table(HYBRID)).unwrap();
         assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
-        let m = parse_mountinfo_cgroup2(UNIFIED).unwrap();
+        let m = first_cgroup2(table(UNIFIED)).unwrap();
         assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup"));
         assert_eq!(m.root, "/");
-        assert!(parse_mountinfo_cgroup2("40 31 0:37 / /x rw - cgroup cgroup rw\n").is_none());
-        assert!(parse_mountinfo_cgroup2("garbage\n\n - \n").is_none());
+        assert!(first_cgroup2(table("40 31 0:37 / /x rw - cgroup cgroup rw\n")).is_none());
+        assert!(first_cgroup2(table("garbage\n\n - \n")).is_none());
     }
 
     #[test]
     fn unescapes_mount_points() {
-        let m = parse_mountinfo_cgroup2("9 1 0:1 / /mnt/a\\040b rw - cgroup2 none rw\n").unwrap();
+        let m = first_cgroup2(table("9 1 0:1 / /mnt/a\\040b rw - cgroup2 none rw\n")).unwrap();
         assert_eq!(m.mount_point, PathBuf::from("/mnt/a b"));
         assert_eq!(unescape("a\\1"), "a\\1");
         assert_eq!(unescape("\\"), "\\");
-    }
-
-    #[test]
-    fn proc_cgroup() {
-        let t = "12:pids:/user.slice\n1:name=systemd:/x\n0::/system.slice/nginx.service\n";
-        assert_eq!(
-            parse_proc_cgroup_v2(t).unwrap(),
-            "/system.slice/nginx.service"
-        );
-        assert_eq!(parse_proc_cgroup_v2("0::/\n").unwrap(), "/");
-        assert!(parse_proc_cgroup_v2("1:cpu:/a\n").is_none());
     }
 
     #[test]

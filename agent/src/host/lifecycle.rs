@@ -431,11 +431,7 @@ fn write_pid(cg: &Path, pid: u32) -> std::io::Result<()> {
 }
 
 fn procs_in(cg: &Path) -> Vec<u32> {
-    fs::read_to_string(cg.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    super::cgroup::procs_of(cg)
 }
 
 /// Removes a (now empty) cgroup directory, retrying while the last processes are reaped.

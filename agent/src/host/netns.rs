@@ -87,23 +87,7 @@ pub fn check_node_names(names: &[String], found: &[Netns]) -> Result<(), UsageEr
 
 /// `SO_NETNS_COOKIE` of the namespace a socket lives in.
 pub fn netns_cookie_of(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
-    let mut cookie = 0_u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: `cookie` is a writable u64 of `len` bytes. nix has no wrapper for this option.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&raw mut cookie).cast(),
-            &raw mut len,
-        )
-    };
-    if r == 0 {
-        Ok(cookie)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    super::procs::getsockopt_raw::<u64>(sock, libc::SOL_SOCKET, SO_NETNS_COOKIE)
 }
 
 /// Runs in the calling thread, after setns: reads the namespace cookie and interfaces.

@@ -56,13 +56,11 @@ const NEEDS: [Need; 4] = [
     },
 ];
 
-/// Parses the `CapEff:` line of /proc/self/status.
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    u64::from_str_radix(hex, 16).ok()
+/// The running kernel's release (`uname -r`, e.g. `6.18.0-1-amd64`): the one place it is read.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `(major, minor)` of a kernel release such as `6.18.0-1-amd64`.
@@ -100,13 +98,11 @@ pub fn missing(cap_eff: u64, kernel: (u32, u32)) -> Vec<String> {
 
 /// Fails with one line naming what is missing (root, or the capabilities, with each choice).
 pub fn check() -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_eff = parse_cap_eff(&status).unwrap_or(0);
+    let cap_eff = procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .map_or(0, |s| s.capeff);
     // An unknown kernel counts as a new one: the kernel itself has the last word anyway.
-    let kernel = nix::sys::utsname::uname()
-        .ok()
-        .and_then(|u| parse_kernel_release(&u.release().to_string_lossy()))
-        .unwrap_or((u32::MAX, 0));
+    let kernel = parse_kernel_release(&kernel_release()).unwrap_or((u32::MAX, 0));
     let missing = missing(cap_eff, kernel);
     if missing.is_empty() {
         return Ok(());
@@ -124,11 +120,7 @@ mod tests {
     const NEW: (u32, u32) = (6, 18);
 
     #[test]
-    fn parses_status_and_release() {
-        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
-        assert_eq!(parse_cap_eff(root), Some(0x1ff_ffff_ffff));
-        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
-        assert_eq!(parse_cap_eff(""), None);
+    fn parses_the_release() {
         assert_eq!(parse_kernel_release("6.18.0-1-amd64"), Some((6, 18)));
         assert_eq!(parse_kernel_release("5.4.0"), Some((5, 4)));
         assert_eq!(parse_kernel_release("x"), None);

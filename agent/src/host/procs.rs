@@ -6,7 +6,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -121,12 +121,13 @@ impl ProcFs {
 
     /// True when `pid` names a thread-group leader (`Tgid:` in /proc/PID/status equals it).
     fn is_tgid(&self, pid: u32) -> bool {
-        std::fs::read_to_string(self.path(pid, "status")).is_ok_and(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                == Some(pid)
-        })
+        self.status(pid)
+            .is_some_and(|s| u32::try_from(s.tgid).ok() == Some(pid))
+    }
+
+    /// `/proc/PID/status`, parsed.
+    fn status(&self, pid: u32) -> Option<procfs::process::Status> {
+        self.process(pid).and_then(|p| p.status()).ok()
     }
 
     /// True while process `t` (same PID and start time) is alive and not a zombie.
@@ -136,18 +137,15 @@ impl ProcFs {
             .is_ok_and(|s| s.starttime == t.start_ticks && s.state != 'Z' && s.state != 'X')
     }
 
-    /// How long process `t` has been running.
+    /// How long process `t` has been running: zero when the system's uptime cannot be read
+    /// or makes no sense (a `--host-proc` that is not what it claims must not panic us).
     pub fn runtime(&self, t: &ProcIdentity) -> Duration {
-        let uptime = std::fs::read_to_string(self.root.join("uptime"))
+        use procfs::FromRead as _;
+        let uptime = procfs::Uptime::from_file(self.root.join("uptime"))
             .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
-        let started = t.start_ticks as f64 / procfs::ticks_per_second() as f64;
-        Duration::from_secs_f64((uptime - started).max(0.0))
+            .and_then(|u| Duration::try_from_secs_f64(u.uptime).ok())
+            .unwrap_or_default();
+        runtime_of(uptime, t.start_ticks, procfs::ticks_per_second())
     }
 
     /// File descriptor numbers in `pid`'s table that refer to sockets, with the socket inodes.
@@ -166,13 +164,7 @@ impl ProcFs {
     /// Size of `pid`'s descriptor table (`FDSize:` in /proc/PID/status, readable by anyone):
     /// the descriptor numbers to try when its fd directory cannot be listed.
     pub fn fd_table_size(&self, pid: u32) -> Option<u32> {
-        std::fs::read_to_string(self.path(pid, "status"))
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("FDSize:"))?
-            .trim()
-            .parse()
-            .ok()
+        self.status(pid).map(|s| s.fdsize)
     }
 
     /// Every live process that descends from one of `roots` (children, grandchildren, …), as
@@ -207,36 +199,41 @@ impl ProcFs {
     }
 }
 
-/// Parses the `NSpid:` line of /proc/PID/status: the PID in the process's own (innermost)
-/// pid namespace.
-pub fn parse_nspid(status: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
-}
-
-/// Parses `/proc/PID/cgroup` text and returns the cgroup v2 path (the `0::PATH` line).
-pub fn parse_proc_cgroup_v2(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let path = line.strip_prefix("0::")?;
-        path.starts_with('/').then(|| path.to_owned())
-    })
+/// How long a process started `start_ticks` clock ticks after boot has run, `uptime` after
+/// boot (`ticks` a second). Never panics: a start after `uptime` (clocks read at different
+/// moments) is zero, and absurd values saturate.
+pub fn runtime_of(uptime: Duration, start_ticks: u64, ticks: u64) -> Duration {
+    let ticks = ticks.max(1);
+    let started = Duration::from_secs(start_ticks / ticks)
+        + Duration::from_nanos((start_ticks % ticks).saturating_mul(1_000_000_000) / ticks);
+    uptime.saturating_sub(started)
 }
 
 impl ProcFs {
-    /// `pid` as seen inside its own pid namespace.
+    /// `pid` as seen inside its own pid namespace (the last `NSpid:` entry).
     pub fn nspid(&self, pid: u32) -> Option<u32> {
-        parse_nspid(&std::fs::read_to_string(self.path(pid, "status")).ok()?)
+        let nspid = self.status(pid)?.nspid?;
+        u32::try_from(*nspid.last()?).ok()
     }
 
-    /// The cgroup v2 path of `pid` (its `0::` line), relative to this process's cgroup namespace.
-    pub fn cgroup_path(&self, pid: u32) -> Option<String> {
-        let text = std::fs::read_to_string(self.path(pid, "cgroup")).ok()?;
-        parse_proc_cgroup_v2(&text)
+    /// The cgroup v2 path of `pid` (its `0::` line of /proc/PID/cgroup), relative to this
+    /// process's cgroup namespace. The one reader of that file.
+    pub fn cgroup_path(&self, pid: u32) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        let cgroups = self
+            .process(pid)
+            .and_then(|p| p.cgroups())
+            .with_context(|| format!("read {}", self.path(pid, "cgroup").display()))?;
+        cgroups
+            .into_iter()
+            .find(|c| c.hierarchy == 0 && c.pathname.starts_with('/'))
+            .map(|c| c.pathname)
+            .with_context(|| {
+                format!(
+                    "process {pid} has no cgroup v2 entry in {}",
+                    self.path(pid, "cgroup").display()
+                )
+            })
     }
 }
 
@@ -254,26 +251,23 @@ impl std::os::fd::AsRawFd for PidFd {
 impl PidFd {
     /// Opens a pidfd for `pid`.
     pub fn open(pid: u32) -> io::Result<Self> {
-        // SAFETY: plain syscall; the result is a new fd we own, or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor returned by the kernel.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        Ok(Self(fd))
     }
 
     /// A duplicate of the target's descriptor `fd` (`pidfd_getfd`, Linux 5.6; needs
     /// CAP_SYS_PTRACE over the target). Close it promptly: while the copy is open, the
     /// target's close() does not release the socket.
     pub fn get_fd(&self, fd: RawFd) -> io::Result<OwnedFd> {
-        // SAFETY: plain syscall; the result is a new fd we own, or -1.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.0.as_raw_fd(), fd, 0) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `r` is a fresh descriptor returned by the kernel.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+        Ok(rustix::process::pidfd_getfd(
+            &self.0,
+            fd,
+            rustix::process::PidfdGetfdFlags::empty(),
+        )?)
     }
 }
 
@@ -288,7 +282,10 @@ pub struct SockInfo {
     pub protocol: i32,
 }
 
-fn getsockopt_raw<T: Copy + Default>(fd: &OwnedFd, level: i32, opt: i32) -> io::Result<T> {
+/// `getsockopt` for the options no crate wraps (`TCP_INFO`, `SO_NETNS_COOKIE`: nix and
+/// rustix have neither). `T` must be plain data the kernel may fill (an integer, or a
+/// `#[repr(C)]` struct of integers).
+pub fn getsockopt_raw<T: Copy + Default>(fd: &impl AsRawFd, level: i32, opt: i32) -> io::Result<T> {
     let mut v = T::default();
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `v` is a writable T of `len` bytes.
@@ -309,10 +306,12 @@ fn getsockopt_raw<T: Copy + Default>(fd: &OwnedFd, level: i32, opt: i32) -> io::
 
 /// Reads cookie, domain and protocol of socket `fd`.
 pub fn sock_info(fd: &OwnedFd) -> io::Result<SockInfo> {
+    use rustix::net::sockopt;
     Ok(SockInfo {
-        cookie: getsockopt_raw::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE)?,
-        domain: getsockopt_raw::<i32>(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
-        protocol: getsockopt_raw::<i32>(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)?,
+        cookie: sockopt::socket_cookie(fd)?,
+        domain: i32::from(sockopt::socket_domain(fd)?.as_raw()),
+        protocol: sockopt::socket_protocol(fd)?
+            .map_or(0, |p| i32::try_from(p.as_raw().get()).unwrap_or(0)),
     })
 }
 
@@ -473,9 +472,6 @@ mod tests {
 
     #[test]
     fn nspid_is_the_innermost() {
-        assert_eq!(parse_nspid("Name:\tx\nNSpid:\t4242\t17\n"), Some(17));
-        assert_eq!(parse_nspid("NSpid:\t9\n"), Some(9));
-        assert_eq!(parse_nspid("Pid:\t9\n"), None);
         assert_eq!(
             ProcFs::default().nspid(std::process::id()),
             Some(std::process::id())

@@ -118,12 +118,7 @@ pub fn so_netns_cookie() -> bool {
 
 pub use crate::host::netns::netns_cookie_of;
 
-/// The running kernel's release (`uname -r`), for messages.
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
+pub use crate::host::privileges::kernel_release;
 
 /// `-i` on this kernel: a one-line refusal naming the kernel it needs, or fine.
 pub fn check_iface_filter() -> Result<(), crate::error::UsageError> {

@@ -164,23 +164,57 @@ pub fn stamp_node_netns(kernel: &mut dyn Kernel, proc: &ProcFs) {
     );
 }
 
+/// Most descriptor numbers tried for one process whose fd directory cannot be listed: the
+/// kernel's default `fs.nr_open` (1,048,576). `FDSize:` is the process's own table size, so
+/// it is bounded by what the process did; past this, the rest is skipped with a warning
+/// rather than millions of `pidfd_getfd` calls.
+const MAX_FDS_TRIED: u32 = 1 << 20;
+
 /// The descriptors of `pid` that may be sockets. /proc/PID/fd of another user's process can
 /// be listed only with CAP_DAC_READ_SEARCH; without it, every number in its descriptor table
-/// is tried (`pidfd_getfd` needs only CAP_SYS_PTRACE, and non-sockets are skipped).
-fn candidate_fds(proc: &ProcFs, pid: u32) -> Vec<RawFd> {
+/// is tried (`pidfd_getfd` needs only CAP_SYS_PTRACE, and non-sockets are skipped), lazily:
+/// nothing is allocated per number.
+fn candidate_fds(proc: &ProcFs, pid: u32) -> Box<dyn Iterator<Item = RawFd>> {
     match proc.socket_fds(pid) {
-        Ok(fds) => fds.into_iter().map(|(fd, _)| fd).collect(),
+        Ok(fds) => Box::new(fds.into_iter().map(|(fd, _)| fd)),
         Err(e) => match proc.fd_table_size(pid) {
             Some(n) => {
                 log::info!(
                     "cannot list the descriptors of process {pid} ({e}; CAP_DAC_READ_SEARCH lists them): trying all {n}"
                 );
-                (0..n as RawFd).collect()
+                Box::new(0..fds_to_try(pid, n))
             }
             None => {
                 log::warn!("cannot list the sockets of process {pid}: {e}");
-                Vec::new()
+                Box::new(std::iter::empty())
             }
         },
+    }
+}
+
+/// How many descriptor numbers to try for a table of `size` (`FDSize:`): at most
+/// [`MAX_FDS_TRIED`], never a wrapped cast.
+fn fds_to_try(pid: u32, size: u32) -> RawFd {
+    if size > MAX_FDS_TRIED {
+        log::warn!(
+            "process {pid} has a descriptor table of {size}: only the first {MAX_FDS_TRIED} are tried for sockets"
+        );
+    }
+    RawFd::try_from(size.min(MAX_FDS_TRIED)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn descriptor_tables_are_bounded() {
+        for (size, tried) in [
+            (0, 0),
+            (64, 64),
+            (super::MAX_FDS_TRIED, 1 << 20),
+            (u32::MAX, 1 << 20),
+            (1 << 31, 1 << 20),
+        ] {
+            assert_eq!(super::fds_to_try(1, size), tried, "{size}");
+        }
     }
 }

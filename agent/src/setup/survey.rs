@@ -111,7 +111,7 @@ fn node_namespaces(proc: &ProcFs) -> Vec<Netns> {
 /// Names of process `pid` for reports: container identity, NSpid, workload.
 pub(super) fn labels_of(env: &Env, pid: u32) -> ProcessLabels {
     // Its cgroup, read once: container identity and workload name both come from it.
-    let cg_path = env.proc.cgroup_path(pid);
+    let cg_path = env.proc.cgroup_path(pid).ok();
     ProcessLabels {
         container: cg_path
             .as_deref()
