@@ -396,15 +396,16 @@ pub(super) mod tests {
     /// values back. `promtool check metrics` only knows the older text format (it rejects the
     /// `info` type), so this goes through `promtool tsdb create-blocks-from openmetrics`, which
     /// needs a timestamp on every sample, and `promtool tsdb dump`, which prints the stored
-    /// labels Go-quoted (the same escapes as `OpenMetrics`). Skipped without `promtool`
-    /// (Debian package `prometheus`).
+    /// labels Go-quoted (the same escapes as `OpenMetrics`). `promtool` comes with Debian's
+    /// package `prometheus`, which `scripts/setup` installs: without it this fails (a skip
+    /// would pass as a pass).
     #[test]
     fn promtool_parses_exposition() {
         use std::process::Command;
-        if Command::new("promtool").arg("--version").output().is_err() {
-            eprintln!("skipping test - promtool not installed (apt-get install prometheus)");
-            return;
-        }
+        assert!(
+            Command::new("promtool").arg("--version").output().is_ok(),
+            "promtool is missing: run scripts/setup (it installs Debian's prometheus package)"
+        );
         let out = nasty_registry().encode().expect("encode");
         let stamped: String = out
             .lines()
