@@ -1,9 +1,9 @@
 //! procnetmon2: per-process network accounting with eBPF.
 //!
-//! Data flow: `cli` → `config` → `plan` (from a survey of `host`) → `setup` (host and
-//! `kernel` changes) → `run`'s loop over `events`: `session` ticks (reading `kernel` and
-//! `host`), `session::decide` says when to report and stop, `render` writes the report,
-//! `metrics` serves it. Only `kernel` uses aya; only `render` writes reports. See
+//! Data flow: `cli` → `config` (the `Mode`) → `plan` (from a survey of `host`) → `setup`
+//! (host and `kernel` changes) → `run`'s loop over `events`: `session::step` ticks (reading
+//! `kernel` and `host`) and asks `session::decide` when to report and stop, `render` writes
+//! the report (or `tui` draws it), `metrics` serves it. Only `kernel` uses aya. See
 //! ARCHITECTURE.md.
 
 pub mod classes;
