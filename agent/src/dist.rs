@@ -80,15 +80,23 @@ pub fn man_page(version: &'static str) -> String {
     }
 
     let mut roff = Roff::new();
+    help_sections(&mut roff, &after_help);
+    reference_sections(&mut roff, version);
+    roff.to_writer(&mut out).expect("render into memory");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// EXAMPLES, UNITS and EXIT STATUS: `--help`'s own closing text, and what it leaves out.
+fn help_sections(roff: &mut Roff, after_help: &str) {
     roff.control("SH", ["EXAMPLES"]);
     roff.control("nf", [] as [&str; 0]);
-    for line in help_section(&after_help, "Examples:").lines() {
+    for line in help_section(after_help, "Examples:").lines() {
         roff.text([roman(line.strip_prefix("  ").unwrap_or(line).trim_end())]);
     }
     roff.control("fi", [] as [&str; 0]);
 
     roff.control("SH", ["UNITS"]);
-    roff.text([roman(flow(&help_section(&after_help, "Units:")))]);
+    roff.text([roman(flow(&help_section(after_help, "Units:")))]);
     roff.control("PP", [] as [&str; 0]);
     roff.text([roman(
         "Bytes are counted once per packet buffer (skb): with GSO/GRO one skb can be many \
@@ -99,13 +107,16 @@ pub fn man_page(version: &'static str) -> String {
     )]);
 
     roff.control("SH", ["EXIT STATUS"]);
-    roff.text([roman(flow(&help_section(&after_help, "Exit status:")))]);
+    roff.text([roman(flow(&help_section(after_help, "Exit status:")))]);
     roff.control("PP", [] as [&str; 0]);
     roff.text([roman(
         "In spawn mode (-- COMMAND) the exit status is COMMAND's own, and 127 when it cannot \
          be started. Errors are one line on standard error that names the fix.",
     )]);
+}
 
+/// ENVIRONMENT, FILES, REQUIREMENTS, VERSION and SEE ALSO.
+fn reference_sections(roff: &mut Roff, version: &str) {
     roff.control("SH", ["ENVIRONMENT"]);
     roff.control("TP", [] as [&str; 0]);
     roff.text([bold("RUST_LOG")]);
@@ -161,8 +172,6 @@ pub fn man_page(version: &'static str) -> String {
             "https://github.com/bkohler/procnetmon2#readme"
         )),
     ]);
-    roff.to_writer(&mut out).expect("render into memory");
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -211,89 +211,13 @@ impl Plan {
         } else {
             None
         };
-        let pid_count: usize = if t.children {
-            processes.iter().map(|p| 1 + p.children.len()).sum()
-        } else {
-            processes.len()
-        };
-        if pid_count > MAX_TARGET_PIDS as usize {
-            return Err(UsageError::new(format!(
-                "too many processes: the targets and their children number {pid_count}, at most {MAX_TARGET_PIDS} fit; name fewer PIDs or use --no-children"
-            )));
-        }
-        let mut slots = Slots::default();
-        let mut targets = Vec::new();
-        let mut attach_dirs = Vec::new();
+        check_pid_count(&processes, t.children)?;
+        let (targets, mut attach_dirs) = targets(t, processes, cgroups, &own_cgroup, agent_pid)?;
         if t.all {
             // Node-wide: once at the root, where every socket of the host passes.
-            attach_dirs.push(mount_point.clone());
+            attach_dirs.insert(0, mount_point);
         }
-        for p in processes {
-            attach_dirs.push(cgroup::attach_dir_for(&p.cgroup_dir));
-            targets.push(Target {
-                slot: slots.take()?,
-                ifaces: p.ifaces,
-                kind: TargetKind::Process {
-                    ident: p.ident,
-                    labels: p.labels,
-                    cgroup_dir: p.cgroup_dir,
-                    children: if t.children { p.children } else { Vec::new() },
-                },
-            });
-        }
-        let mut seen: Vec<u64> = Vec::new();
-        for c in cgroups {
-            // `--cgroup X --container ID` naming the same cgroup is one target.
-            if seen.contains(&c.id) {
-                continue;
-            }
-            seen.push(c.id);
-            attach_dirs.push(c.dir.clone());
-            targets.push(Target {
-                slot: slots.take()?,
-                ifaces: c.ifaces,
-                kind: TargetKind::Cgroup {
-                    dir: c.dir,
-                    id: c.id,
-                    info: c.info,
-                },
-            });
-        }
-        if !t.command.is_empty() {
-            let cgroup = spawn_cgroup(&own_cgroup, agent_pid);
-            attach_dirs.push(cgroup.clone());
-            targets.push(Target {
-                slot: slots.take()?,
-                ifaces: Vec::new(),
-                kind: TargetKind::Command {
-                    argv: t.command.clone(),
-                    cgroup,
-                },
-            });
-        }
-        let has = |f: fn(&TargetKind) -> bool| targets.iter().any(|t| f(&t.kind));
-        let knobs = Knobs {
-            // The interactive view's connection and remote-host views read the records.
-            details: counting.details || run.reports.output == Output::View,
-            iface_filter: !counting.interfaces.is_empty(),
-            children: t.children && has(|k| matches!(k, TargetKind::Process { .. })),
-            cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
-            pid_targets: has(|k| matches!(k, TargetKind::Process { .. })),
-            all: t.all,
-            dest: crate::kernel::DestKnobs {
-                classes: counting.classes.is_some(),
-                class_count: counting
-                    .classes
-                    .as_ref()
-                    .map_or(0, |c| u32::try_from(c.names.len()).unwrap_or(u32::MAX)),
-                slots: u32::try_from(targets.len()).unwrap_or(u32::MAX),
-                destinations: counting.destinations,
-                cap: counting.destinations_max,
-                // Names are shown with the destinations: hand DNS answers up only then.
-                dns: counting.destinations,
-                node_destinations: t.all && counting.destinations,
-            },
-        };
+        let knobs = knobs(run, &targets);
         Ok(Self {
             attach_points: cgroup::attach_points(&attach_dirs),
             targets,
@@ -318,6 +242,108 @@ impl Plan {
             TargetKind::Command { argv, cgroup } => Some((t, argv.as_slice(), cgroup.as_path())),
             _ => None,
         })
+    }
+}
+
+/// Refuses more target PIDs (the named ones and, unless `--no-children`, their children)
+/// than the kernel's map holds.
+fn check_pid_count(processes: &[ProcessFacts], children: bool) -> Result<(), UsageError> {
+    let pid_count: usize = if children {
+        processes.iter().map(|p| 1 + p.children.len()).sum()
+    } else {
+        processes.len()
+    };
+    if pid_count > MAX_TARGET_PIDS as usize {
+        return Err(UsageError::new(format!(
+            "too many processes: the targets and their children number {pid_count}, at most {MAX_TARGET_PIDS} fit; name fewer PIDs or use --no-children"
+        )));
+    }
+    Ok(())
+}
+
+/// Every target in slot order (processes, then cgroups and containers, then the command),
+/// with the cgroup each one attaches at.
+fn targets(
+    t: &crate::config::Targets,
+    processes: Vec<ProcessFacts>,
+    cgroups: Vec<CgroupFacts>,
+    own_cgroup: &Path,
+    agent_pid: u32,
+) -> Result<(Vec<Target>, Vec<PathBuf>), UsageError> {
+    let mut slots = Slots::default();
+    let mut targets = Vec::new();
+    let mut attach_dirs = Vec::new();
+    for p in processes {
+        attach_dirs.push(cgroup::attach_dir_for(&p.cgroup_dir));
+        targets.push(Target {
+            slot: slots.take()?,
+            ifaces: p.ifaces,
+            kind: TargetKind::Process {
+                ident: p.ident,
+                labels: p.labels,
+                cgroup_dir: p.cgroup_dir,
+                children: if t.children { p.children } else { Vec::new() },
+            },
+        });
+    }
+    let mut seen: Vec<u64> = Vec::new();
+    for c in cgroups {
+        // `--cgroup X --container ID` naming the same cgroup is one target.
+        if seen.contains(&c.id) {
+            continue;
+        }
+        seen.push(c.id);
+        attach_dirs.push(c.dir.clone());
+        targets.push(Target {
+            slot: slots.take()?,
+            ifaces: c.ifaces,
+            kind: TargetKind::Cgroup {
+                dir: c.dir,
+                id: c.id,
+                info: c.info,
+            },
+        });
+    }
+    if !t.command.is_empty() {
+        let cgroup = spawn_cgroup(own_cgroup, agent_pid);
+        attach_dirs.push(cgroup.clone());
+        targets.push(Target {
+            slot: slots.take()?,
+            ifaces: Vec::new(),
+            kind: TargetKind::Command {
+                argv: t.command.clone(),
+                cgroup,
+            },
+        });
+    }
+    Ok((targets, attach_dirs))
+}
+
+/// The optional kernel work `run` and its `targets` need.
+fn knobs(run: &Run, targets: &[Target]) -> Knobs {
+    let (t, counting) = (&run.targets, &run.counting);
+    let has = |f: fn(&TargetKind) -> bool| targets.iter().any(|t| f(&t.kind));
+    Knobs {
+        // The interactive view's connection and remote-host views read the records.
+        details: counting.details || run.reports.output == Output::View,
+        iface_filter: !counting.interfaces.is_empty(),
+        children: t.children && has(|k| matches!(k, TargetKind::Process { .. })),
+        cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
+        pid_targets: has(|k| matches!(k, TargetKind::Process { .. })),
+        all: t.all,
+        dest: crate::kernel::DestKnobs {
+            classes: counting.classes.is_some(),
+            class_count: counting
+                .classes
+                .as_ref()
+                .map_or(0, |c| u32::try_from(c.names.len()).unwrap_or(u32::MAX)),
+            slots: u32::try_from(targets.len()).unwrap_or(u32::MAX),
+            destinations: counting.destinations,
+            cap: counting.destinations_max,
+            // Names are shown with the destinations: hand DNS answers up only then.
+            dns: counting.destinations,
+            node_destinations: t.all && counting.destinations,
+        },
     }
 }
 

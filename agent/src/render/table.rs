@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::{DisplayBytes, DisplayRate, compact_duration};
 use crate::{
     host::identity::ContainerIdentity,
-    model::{Report, Row},
+    model::{ConnDetail, ProcessReport, Report, Row},
 };
 
 /// Clears a terminal and homes the cursor, so a live report replaces the last one like top.
@@ -59,28 +59,63 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
             .timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
     ));
-    let with_pod = report.processes.iter().any(|p| p.container.is_some())
-        || report.workloads.iter().any(|w| w.container.is_some());
-    let labels = [
-        "Rate In",
-        "Rate Out",
-        "Peak In",
-        "Peak Out",
-        "Total In",
-        "Total Out",
-        "TCP",
-        "UDP",
-    ]
-    .map(String::from);
-    let last = if with_pod {
-        format!("{:<18}  POD/CONTAINER", "Runtime")
-    } else {
-        "Runtime".into()
+    let t = Columns {
+        with_pod: report.processes.iter().any(|p| p.container.is_some())
+            || report.workloads.iter().any(|w| w.container.is_some()),
     };
-    let header = line("PID", "Name", &labels, Some(&last));
+    let header = t.header();
     s.push_str(&header);
-    let tail = |runtime: String, c: Option<&ContainerIdentity>| {
-        if with_pod {
+    for p in &report.processes {
+        t.process(&mut s, p);
+    }
+    for w in &report.workloads {
+        let state = if w.exited { "(gone)" } else { "-" };
+        s.push_str(&line(
+            "-",
+            &w.name,
+            &row_cells(&w.row),
+            Some(&t.tail(state.into(), w.container.as_ref())),
+        ));
+    }
+    if let Some(agg) = &report.aggregated {
+        s.push_str(&"─".repeat(header.trim_end().chars().count()));
+        s.push('\n');
+        s.push_str(&line("TOTAL", "", &row_cells(agg), None));
+    }
+    untracked(&mut s, report);
+    s.push('\n');
+    out.write_all(s.as_bytes())?;
+    out.flush()
+}
+
+/// The table's last column: the runtime, and the pod/container when any row has one.
+struct Columns {
+    with_pod: bool,
+}
+
+impl Columns {
+    fn header(&self) -> String {
+        let labels = [
+            "Rate In",
+            "Rate Out",
+            "Peak In",
+            "Peak Out",
+            "Total In",
+            "Total Out",
+            "TCP",
+            "UDP",
+        ]
+        .map(String::from);
+        let last = if self.with_pod {
+            format!("{:<18}  POD/CONTAINER", "Runtime")
+        } else {
+            "Runtime".into()
+        };
+        line("PID", "Name", &labels, Some(&last))
+    }
+
+    fn tail(&self, runtime: String, c: Option<&ContainerIdentity>) -> String {
+        if self.with_pod {
             format!(
                 "{runtime:<18}  {}",
                 c.map_or_else(|| "-".into(), ContainerIdentity::workload)
@@ -88,8 +123,10 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
         } else {
             runtime
         }
-    };
-    for p in &report.processes {
+    }
+
+    /// A process's line, then one line per connection with `--details`.
+    fn process(&self, s: &mut String, p: &ProcessReport) {
         let runtime = if p.exited {
             format!("{} (exited)", compact_duration(p.runtime))
         } else {
@@ -99,43 +136,38 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
             &p.pid.to_string(),
             &p.name,
             &row_cells(&p.row),
-            Some(&tail(runtime, p.container.as_ref())),
+            Some(&self.tail(runtime, p.container.as_ref())),
         ));
         for conn in p.connections.iter().flatten() {
-            let rtt = match (conn.rtt_us, conn.retransmits) {
-                (Some(rtt), Some(re)) => {
-                    format!("  rtt {:.1} ms, {re} retrans", f64::from(rtt) / 1000.0)
-                }
-                _ => String::new(),
-            };
-            s.push_str(&format!(
-                "  └ {:<3} {:<22} → {:<22} {:<11} in {} ({}) out {} ({}) age {}{rtt}\n",
-                conn.protocol,
-                conn.local,
-                conn.remote,
-                conn.state,
-                DisplayBytes(conn.bytes_in),
-                DisplayRate(conn.rate_in),
-                DisplayBytes(conn.bytes_out),
-                DisplayRate(conn.rate_out),
-                compact_duration(conn.age),
-            ));
+            s.push_str(&connection_line(conn));
         }
     }
-    for w in &report.workloads {
-        let state = if w.exited { "(gone)" } else { "-" };
-        s.push_str(&line(
-            "-",
-            &w.name,
-            &row_cells(&w.row),
-            Some(&tail(state.into(), w.container.as_ref())),
-        ));
-    }
-    if let Some(agg) = &report.aggregated {
-        s.push_str(&"─".repeat(header.trim_end().chars().count()));
-        s.push('\n');
-        s.push_str(&line("TOTAL", "", &row_cells(agg), None));
-    }
+}
+
+/// A `--details` line under its process.
+fn connection_line(conn: &ConnDetail) -> String {
+    let rtt = match (conn.rtt_us, conn.retransmits) {
+        (Some(rtt), Some(re)) => {
+            format!("  rtt {:.1} ms, {re} retrans", f64::from(rtt) / 1000.0)
+        }
+        _ => String::new(),
+    };
+    format!(
+        "  └ {:<3} {:<22} → {:<22} {:<11} in {} ({}) out {} ({}) age {}{rtt}\n",
+        conn.protocol,
+        conn.local,
+        conn.remote,
+        conn.state,
+        DisplayBytes(conn.bytes_in),
+        DisplayRate(conn.rate_in),
+        DisplayBytes(conn.bytes_out),
+        DisplayRate(conn.rate_out),
+        compact_duration(conn.age),
+    )
+}
+
+/// What could not be attributed, when there is any (never silent).
+fn untracked(s: &mut String, report: &Report) {
     let u = &report.untracked;
     if u.bytes_in + u.bytes_out + report.untracked_sockets + report.untracked_processes > 0 {
         s.push_str(&format!(
@@ -146,9 +178,6 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
             report.untracked_processes
         ));
     }
-    s.push('\n');
-    out.write_all(s.as_bytes())?;
-    out.flush()
 }
 
 #[cfg(test)]

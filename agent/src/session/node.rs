@@ -192,51 +192,10 @@ impl NodeWide {
             let Some(info) = self.owner(id, now, host, &mut drain) else {
                 continue; // pending: charged once named
             };
-            let mut delta = Traffic::default();
-            let mut class_delta: BTreeMap<u8, Traffic> = BTreeMap::new();
-            for (proto, class, cur) in readings {
-                let before = self
-                    .charged
-                    .insert((id, proto, class), cur)
-                    .unwrap_or_default();
-                let d = cur.minus(before);
-                add_proto(&mut delta, proto, d);
-                if let Some(c) = class {
-                    add_proto(class_delta.entry(c).or_default(), proto, d);
-                }
-            }
-            let started = self.started;
-            let w = self
-                .workloads
-                .entry(info.workload.clone())
-                .or_insert_with(|| NodeWorkload::new(info, started));
-            w.traffic = sum_traffic([&w.traffic, &delta]);
-            for (c, d) in class_delta {
-                let e = w.by_class.entry(c).or_insert_with(|| {
-                    (Traffic::default(), Series::new(Traffic::default(), started))
-                });
-                e.0 = sum_traffic([&e.0, &d]);
-            }
-            if let (Some(d), Some(r)) = (self.dests.as_mut(), dest_readings.as_ref())
-                && let Some(reading) = r.get(&id)
-            {
-                d.charge(id, reading, &mut w.dests);
-            }
-            if matches!(self.ids.get(&id), Some(Id::Named(_))) {
-                w.ids.insert(id);
-            }
+            let reading = dest_readings.as_ref().and_then(|r| r.get(&id));
+            self.charge(id, info, readings, reading);
         }
-        for id in gone {
-            if let Some(Id::Named(name)) = self.ids.remove(&id) {
-                let info = self.workloads.get_mut(&name).map(|w| {
-                    w.ids.remove(&id);
-                    w.info.clone()
-                });
-                if let Some(info) = info {
-                    self.retire(id, info);
-                }
-            }
-        }
+        self.forget(&gone);
         drain.sort_unstable();
         drain.dedup();
         let keys: Vec<CgroupCountKey> = drain
@@ -253,6 +212,64 @@ impl NodeWide {
         }
         self.keys = read - keys.len();
         self.update_workloads(now);
+    }
+
+    /// Charges the growth of cgroup `id`'s counters since the last reading (by protocol and
+    /// class, and its remote hosts' `reading`) to its workload `info`.
+    fn charge(
+        &mut self,
+        id: u64,
+        info: CgroupInfo,
+        readings: Vec<(Proto, Option<u8>, Counters)>,
+        reading: Option<&super::node_dests::CgroupReading>,
+    ) {
+        let mut delta = Traffic::default();
+        let mut class_delta: BTreeMap<u8, Traffic> = BTreeMap::new();
+        for (proto, class, cur) in readings {
+            let before = self
+                .charged
+                .insert((id, proto, class), cur)
+                .unwrap_or_default();
+            let d = cur.minus(before);
+            add_proto(&mut delta, proto, d);
+            if let Some(c) = class {
+                add_proto(class_delta.entry(c).or_default(), proto, d);
+            }
+        }
+        let started = self.started;
+        let w = self
+            .workloads
+            .entry(info.workload.clone())
+            .or_insert_with(|| NodeWorkload::new(info, started));
+        w.traffic = sum_traffic([&w.traffic, &delta]);
+        for (c, d) in class_delta {
+            let e = w
+                .by_class
+                .entry(c)
+                .or_insert_with(|| (Traffic::default(), Series::new(Traffic::default(), started)));
+            e.0 = sum_traffic([&e.0, &d]);
+        }
+        if let (Some(d), Some(r)) = (self.dests.as_mut(), reading) {
+            d.charge(id, r, &mut w.dests);
+        }
+        if matches!(self.ids.get(&id), Some(Id::Named(_))) {
+            w.ids.insert(id);
+        }
+    }
+
+    /// Forgets removed cgroups `gone`; a workload left without cgroups is retired.
+    fn forget(&mut self, gone: &[u64]) {
+        for id in gone {
+            if let Some(Id::Named(name)) = self.ids.remove(id) {
+                let info = self.workloads.get_mut(&name).map(|w| {
+                    w.ids.remove(id);
+                    w.info.clone()
+                });
+                if let Some(info) = info {
+                    self.retire(*id, info);
+                }
+            }
+        }
     }
 
     /// Which workload traffic of `id` is charged to, naming the id if it is new; None while

@@ -32,6 +32,7 @@ pub fn stamp_existing(
     if !proc.is_alive(t) {
         return out;
     }
+    let owner = Owner { t, slot, knobs };
     let mut stamped = 0;
     for fd in candidate_fds(proc, t.pid) {
         let Ok(copy) = pidfd.get_fd(fd) else { continue };
@@ -41,75 +42,25 @@ pub fn stamp_existing(
         if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 {
             continue;
         }
-        let proto = match info.protocol {
-            libc::IPPROTO_TCP => Proto::Tcp,
-            libc::IPPROTO_UDP => Proto::Udp,
-            _ => Proto::Other,
+        let sock = Sock {
+            fd,
+            copy: &copy,
+            info,
+            detail: procs::sock_detail(&copy, info.protocol),
         };
-        let detail = procs::sock_detail(&copy, info.protocol);
-        let established = proto == Proto::Tcp && detail.tcp_state == TCP_ESTABLISHED;
-        let udp_active = proto == Proto::Udp && (detail.local.1 != 0 || detail.remote.1 != 0);
-        // Without -i it qualifies now and the agent counts it; with -i, its first packet
-        // through a chosen interface counts it in the kernel.
-        let count_now = !knobs.iface_filter && (established || udp_active);
-        let stamp = SocketStamp {
-            slot,
-            tgid: t.pid,
-            proto,
-            family: info.domain as u8,
-            established,
-            udp_active,
-            count_now,
-            iface_ok: !knobs.iface_filter,
-            // With -i the kernel may filter on this stamp (cgroup_skb without
-            // bpf_get_netns_cookie); -i was refused where the option is missing.
-            netns_cookie: if knobs.iface_filter {
-                crate::kernel::features::netns_cookie_of(&copy).unwrap_or(0)
-            } else {
-                0
-            },
-        };
-        match kernel.stamp_socket(&copy, stamp) {
-            Ok(installed) => {
+        match owner.stamp(kernel, &sock) {
+            Ok(counted) => {
                 stamped += 1;
-                if installed && count_now {
-                    if proto == Proto::Tcp {
-                        out.connections.0 += 1;
-                    } else {
-                        out.connections.1 += 1;
-                    }
+                match counted {
+                    Some(Proto::Tcp) => out.connections.0 += 1,
+                    Some(_) => out.connections.1 += 1,
+                    None => {}
                 }
             }
             Err(e) => log::warn!("socket {fd} of {}: {e:#}", t.pid),
         }
         if knobs.details {
-            let conn = Connection {
-                bytes_in: 0,
-                bytes_out: 0,
-                // Its real opening time is unknown: its age counts from the run's start.
-                open_ns: monotonic_ns(),
-                close_ns: 0,
-                local: detail.local,
-                remote: detail.remote,
-                slot,
-                tgid: t.pid,
-                srtt_us: detail.rtt_us,
-                retrans: detail.retrans,
-                tcp: proto == Proto::Tcp,
-                family: info.domain as u8,
-                state: detail.tcp_state,
-                iface_ok: !knobs.iface_filter,
-            };
-            if let Err(e) = kernel.put_connection(info.cookie, conn) {
-                log::warn!("{e:#}");
-            }
-            if proto == Proto::Tcp {
-                out.old.push(OldSocket {
-                    pid: t.pid,
-                    fd,
-                    cookie: info.cookie,
-                });
-            }
+            owner.put_record(kernel, &sock, &mut out.old);
         }
     }
     log::info!(
@@ -118,6 +69,97 @@ pub fn stamp_existing(
         out.connections
     );
     out
+}
+
+/// Who an existing socket is stamped for.
+struct Owner<'a> {
+    t: &'a ProcIdentity,
+    slot: Slot,
+    knobs: Knobs,
+}
+
+/// One inet socket of the owner, through a copied descriptor.
+struct Sock<'a> {
+    /// Its number in the owner's table.
+    fd: RawFd,
+    copy: &'a std::os::fd::OwnedFd,
+    info: procs::SockInfo,
+    detail: procs::SockDetail,
+}
+
+impl Sock<'_> {
+    fn proto(&self) -> Proto {
+        match self.info.protocol {
+            libc::IPPROTO_TCP => Proto::Tcp,
+            libc::IPPROTO_UDP => Proto::Udp,
+            _ => Proto::Other,
+        }
+    }
+}
+
+impl Owner<'_> {
+    /// Stamps `s` into the kernel. Returns its protocol when it was counted as a live
+    /// connection now (installed, and established or bound/connected, without `-i`).
+    fn stamp(&self, kernel: &mut dyn Kernel, s: &Sock<'_>) -> anyhow::Result<Option<Proto>> {
+        let (proto, d, iface_filter) = (s.proto(), &s.detail, self.knobs.iface_filter);
+        let established = proto == Proto::Tcp && d.tcp_state == TCP_ESTABLISHED;
+        let udp_active = proto == Proto::Udp && (d.local.1 != 0 || d.remote.1 != 0);
+        // Without -i it qualifies now and the agent counts it; with -i, its first packet
+        // through a chosen interface counts it in the kernel.
+        let count_now = !iface_filter && (established || udp_active);
+        let stamp = SocketStamp {
+            slot: self.slot,
+            tgid: self.t.pid,
+            proto,
+            family: s.info.domain as u8,
+            established,
+            udp_active,
+            count_now,
+            iface_ok: !iface_filter,
+            // With -i the kernel may filter on this stamp (cgroup_skb without
+            // bpf_get_netns_cookie); -i was refused where the option is missing.
+            netns_cookie: if iface_filter {
+                crate::kernel::features::netns_cookie_of(s.copy).unwrap_or(0)
+            } else {
+                0
+            },
+        };
+        let installed = kernel.stamp_socket(s.copy, stamp)?;
+        Ok((installed && count_now).then_some(proto))
+    }
+
+    /// `--details`: a connection record for `s` (its age counts from the run's start), and
+    /// its TCP socket remembered to refresh its TCP_INFO.
+    fn put_record(&self, kernel: &mut dyn Kernel, s: &Sock<'_>, old: &mut Vec<OldSocket>) {
+        let (proto, d) = (s.proto(), &s.detail);
+        let conn = Connection {
+            bytes_in: 0,
+            bytes_out: 0,
+            // Its real opening time is unknown: its age counts from the run's start.
+            open_ns: monotonic_ns(),
+            close_ns: 0,
+            local: d.local,
+            remote: d.remote,
+            slot: self.slot,
+            tgid: self.t.pid,
+            srtt_us: d.rtt_us,
+            retrans: d.retrans,
+            tcp: proto == Proto::Tcp,
+            family: s.info.domain as u8,
+            state: d.tcp_state,
+            iface_ok: !self.knobs.iface_filter,
+        };
+        if let Err(e) = kernel.put_connection(s.info.cookie, conn) {
+            log::warn!("{e:#}");
+        }
+        if proto == Proto::Tcp {
+            old.push(OldSocket {
+                pid: self.t.pid,
+                fd: s.fd,
+                cookie: s.info.cookie,
+            });
+        }
+    }
 }
 
 /// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: stamps every inet socket held by
