@@ -50,6 +50,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     for c in &cleaned {
         if cfg.cleanup {
             eprintln!("procnetmon2: {}", c.line);
+        } else if c.retired {
+            // Nothing was changed on the host: only a record with nothing left went.
+            log::info!("{}", c.line);
         } else {
             log::warn!("{}", c.line);
         }

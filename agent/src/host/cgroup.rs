@@ -280,6 +280,49 @@ impl Cgroup2Mount {
     }
 }
 
+/// Opens cgroup file `file` for writing (never creating, never through a symlink) and checks
+/// that it is on cgroup2: v1 hierarchies and ordinary files are never written.
+pub fn open_cgroup_file(file: &Path) -> std::io::Result<File> {
+    use std::os::{fd::AsFd as _, unix::fs::OpenOptionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(file)?;
+    let fs_type = nix::sys::statfs::fstatfs(f.as_fd())
+        .map_err(std::io::Error::from)?
+        .filesystem_type();
+    if fs_type != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{} is not on a cgroup v2 hierarchy",
+            file.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Moves process `pid` (its whole thread group) into cgroup directory `cg`.
+pub fn write_pid(cg: &Path, pid: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    open_cgroup_file(&cg.join("cgroup.procs"))?.write_all(pid.to_string().as_bytes())
+}
+
+/// The PIDs listed in `cg`'s `cgroup.procs`.
+pub fn procs_in(cg: &Path) -> std::io::Result<Vec<u32>> {
+    Ok(std::fs::read_to_string(cg.join("cgroup.procs"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// The `populated` value of a `cgroup.events` text: true while the cgroup or a descendant
+/// holds a live process.
+pub fn parse_populated(events: &str) -> Option<bool> {
+    events.lines().find_map(|l| match l.split_once(' ')? {
+        ("populated", v) => Some(v.trim() == "1"),
+        _ => None,
+    })
+}
+
 /// Opens a cgroup directory for attaching programs.
 pub fn open_dir(dir: &Path) -> anyhow::Result<File> {
     File::open(dir).with_context(|| format!("open cgroup {}", dir.display()))
