@@ -64,7 +64,12 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
     };
     // Leftovers of runs killed with SIGKILL are undone before anything else.
     for c in lifecycle::cleanup_stale(&env.mount.mount_point)? {
-        log::warn!("{}", c.line);
+        if c.retired {
+            // Nothing was changed on the host: only a record with nothing left went.
+            log::info!("{}", c.line);
+        } else {
+            log::warn!("{}", c.line);
+        }
     }
     let plan = Plan::build(run, setup::survey(run, &env)?)?;
     let output = Output::open(

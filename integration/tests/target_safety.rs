@@ -1,7 +1,8 @@
 //! The target is never harmed and state cannot be planted: a target whose original cgroup
-//! refuses it back stays alive in its kept cgroup until `--cleanup` can move it; two runs
-//! racing to isolate one PID leave it alone; the state directory is `0700` under umask 000;
-//! a planted temporary-file symlink or a record of another user's changes nothing.
+//! refuses it back stays alive in its kept cgroup until `--cleanup` can move it; a target
+//! that forks all the time is put back whole, children and all; two runs racing to isolate
+//! one PID leave it alone; the state directory is `0700` under umask 000; a planted
+//! temporary-file symlink or a record of another user's changes nothing.
 //!
 //! Every run here sees its own `/run`: a test-owned directory bind-mounted over `/run` in a
 //! mount namespace of the run's own, so these records never meet those of other runs on the
@@ -17,7 +18,7 @@ use std::{
 };
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Proc, bin, cgroup_of, cgroup2_root, skip_unless_root, unique,
+    Cgroup, Monitor, Proc, bin, cgroup_of, cgroup2_root, leftover_cgroups, skip_unless_root, unique,
 };
 
 /// A private `/run` for procnetmon2 runs, removed on drop.
@@ -251,6 +252,120 @@ fn a_target_that_cannot_go_back_stays_alive_until_cleanup_can_move_it() {
         .flatten()
         .collect();
     assert!(left.is_empty(), "records left: {left:?}");
+}
+
+/// A round count from environment variable `var` (default `default`).
+fn rounds(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Lines of a run's stderr that warn about run records (a stale or refused one, or one the
+/// run could not clean up after).
+fn record_warnings(lines: &[String]) -> Vec<&String> {
+    lines
+        .iter()
+        .filter(|l| {
+            l.contains("ignoring run record")
+                || l.contains("could not")
+                || ((l.contains("WARN") || l.contains("ERROR")) && l.contains("record"))
+        })
+        .collect()
+}
+
+/// After a round: the target and every process of its cgroup are back in `cg` itself, and no
+/// cgroup is left under it (no `procnetmon2-*` one, nothing else).
+fn put_back_whole(cg: &Cgroup, pid: u32, round: &str) {
+    assert_eq!(cgroup_of(pid), rel(&cg.dir), "{round}: the target is back");
+    assert!(
+        leftover_cgroups(&cg.dir).is_empty(),
+        "{round}: {:?}",
+        leftover_cgroups(&cg.dir)
+    );
+    let children: Vec<_> = fs::read_dir(&cg.dir)
+        .expect("test cgroup")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        children.is_empty(),
+        "{round}: every child is in {} itself: {children:?}",
+        cg.dir.display()
+    );
+}
+
+/// Issue #31, as an operator saw it: `--isolate` on a shell that forks short-lived children
+/// all the time (a build, a CGI server, a cron-like loop). Children exit between the listing
+/// and the move (ESRCH) and new ones are forked meanwhile; the run used to exit 1, keep the
+/// dedicated cgroup and blame the original cgroup. SIGKILL + `--cleanup` rounds, then
+/// SIGTERM rounds (the normal exit path), each once the target has forked inside its
+/// dedicated cgroup. Every round: exit 0, the target and its children back in their cgroup,
+/// no `procnetmon2-*` cgroup left, no warning about records.
+/// `PNM_ISOLATE_KILL_ROUNDS` (default 20) and `PNM_ISOLATE_TERM_ROUNDS` (default 5) set the
+/// rounds: the emulated VMs of scripts/test-kernels run 4 and 2 (docs/kernels.md).
+#[test]
+fn a_forking_target_is_put_back_whole_after_sigkill_and_sigterm() {
+    if skip_unless_root() {
+        return;
+    }
+    let run = PrivateRun::new();
+    let cg = Cgroup::new();
+    let target = Proc::spawn(
+        Path::new("sh"),
+        &["-c", "while :; do (sleep 0.01) & sleep 0.003; done"],
+        Some(&cg),
+        None,
+    );
+    let pid = target.pid();
+    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
+    let wrapper = run.wrapper("");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let pid_arg = pid.to_string();
+    let args = ["-p", pid_arg.as_str(), "--isolate", "--json"];
+    let forked_inside = || {
+        wait_for("the target to fork in its dedicated cgroup", || {
+            fs::read_to_string(dedicated.0.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() != pid_arg)
+        });
+    };
+    for n in 1..=rounds("PNM_ISOLATE_KILL_ROUNDS", 20) {
+        let round = format!("SIGKILL round {n}");
+        let mon = Monitor::start_under(&wrapper, &args);
+        forked_inside();
+        mon.signal(libc::SIGKILL);
+        let (_, _, err) = mon.finish();
+        assert!(record_warnings(&err).is_empty(), "{round}: {err:?}");
+        assert_eq!(cgroup_of(pid), rel(&dedicated.0), "{round}: left isolated");
+        let (code, err) = run.run("", &["--cleanup"]);
+        assert_eq!(code, Some(0), "{round}: {err}");
+        let lines: Vec<String> = err.lines().map(str::to_owned).collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains("cleaned up after run"),
+            "{round}: {err}"
+        );
+        assert!(record_warnings(&lines).is_empty(), "{round}: {err}");
+        put_back_whole(&cg, pid, &round);
+    }
+    for n in 1..=rounds("PNM_ISOLATE_TERM_ROUNDS", 5) {
+        let round = format!("SIGTERM round {n}");
+        let mon = Monitor::start_under(&wrapper, &args);
+        forked_inside();
+        let (status, _, err) = mon.stop();
+        assert!(status.success(), "{round}: {err:?}");
+        assert!(record_warnings(&err).is_empty(), "{round}: {err:?}");
+        put_back_whole(&cg, pid, &round);
+    }
+    let records: Vec<_> = fs::read_dir(run.state())
+        .expect("state dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(records.is_empty(), "records left: {records:?}");
 }
 
 /// `Child::wait_with_output` with a deadline: (exit code, stderr).

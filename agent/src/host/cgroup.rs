@@ -3,7 +3,7 @@
 //! Only the cgroup v2 hierarchy is ever used; v1 hierarchies (this machine mounts several,
 //! the "hybrid" layout) are never written. /proc is read through `procfs`; what is decided
 //! from it takes parsed values, so it is testable without a system. `cgroup.procs` is read in
-//! one place ([`procs_of`]).
+//! one place ([`procs_in`]).
 
 use std::{
     fs::File,
@@ -184,14 +184,9 @@ pub fn procs_in_subtree(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// The processes directly in cgroup `dir` (its `cgroup.procs`; none when it cannot be read).
-/// The one reader of that file.
+/// The processes directly in cgroup `dir` (none when its `cgroup.procs` cannot be read).
 pub fn procs_of(dir: &Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    procs_in(dir).unwrap_or_default()
 }
 
 impl Cgroup2Mount {
@@ -266,6 +261,49 @@ impl Cgroup2Mount {
             }
         }
     }
+}
+
+/// Opens cgroup file `file` for writing (never creating, never through a symlink) and checks
+/// that it is on cgroup2: v1 hierarchies and ordinary files are never written.
+pub fn open_cgroup_file(file: &Path) -> std::io::Result<File> {
+    use std::os::{fd::AsFd as _, unix::fs::OpenOptionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(file)?;
+    let fs_type = nix::sys::statfs::fstatfs(f.as_fd())
+        .map_err(std::io::Error::from)?
+        .filesystem_type();
+    if fs_type != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{} is not on a cgroup v2 hierarchy",
+            file.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Moves process `pid` (its whole thread group) into cgroup directory `cg`.
+pub fn write_pid(cg: &Path, pid: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    open_cgroup_file(&cg.join("cgroup.procs"))?.write_all(pid.to_string().as_bytes())
+}
+
+/// The PIDs listed in `cg`'s `cgroup.procs`: the one reader of that file.
+pub fn procs_in(cg: &Path) -> std::io::Result<Vec<u32>> {
+    Ok(std::fs::read_to_string(cg.join("cgroup.procs"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// The `populated` value of a `cgroup.events` text: true while the cgroup or a descendant
+/// holds a live process.
+pub fn parse_populated(events: &str) -> Option<bool> {
+    events.lines().find_map(|l| match l.split_once(' ')? {
+        ("populated", v) => Some(v.trim() == "1"),
+        _ => None,
+    })
 }
 
 /// Opens a cgroup directory for attaching programs.

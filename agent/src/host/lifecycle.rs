@@ -3,11 +3,14 @@
 //! record of both under `/run/procnetmon2/`.
 //!
 //! A dedicated cgroup is claimed with `mkdir`: only the run whose own `mkdir` succeeded owns it
-//! and records it, so two runs racing for one target never undo each other. Undoing moves every
-//! process back; a process that cannot go back (its original cgroup refuses it, e.g. because a
-//! controller was enabled there meanwhile) stays alive where it is, its cgroup is kept, and the
-//! record says so, for `--cleanup` (or the next run) to retry. Only the spawn-mode cgroup, whose
-//! processes the run started itself, is ever signalled or `cgroup.kill`ed.
+//! and records it, so two runs racing for one target never undo each other. Undoing empties
+//! each dedicated cgroup back into the original one ([`moveback`]: forks and exits of a live
+//! target do not race it); a process that cannot go back (its original cgroup refuses it, e.g.
+//! because a controller was enabled there meanwhile) stays alive where it is, its cgroup is
+//! kept, and the record says so, for `--cleanup` (or the next run) to retry. Only the
+//! spawn-mode cgroup, whose processes the run started itself, is ever signalled or
+//! `cgroup.kill`ed. A stale record whose every cgroup is gone has nothing left to undo and is
+//! retired with one info line.
 //!
 //! The record directory is root's and `0700`; records are opened under its descriptor without
 //! following symlinks, written through `O_EXCL` temporary files, accepted only when root owns
@@ -20,8 +23,7 @@ use std::{
     io::{Read as _, Write as _},
     os::fd::{AsFd, OwnedFd},
     path::{Component, Path, PathBuf},
-    thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -32,13 +34,16 @@ use nix::{
     sys::{
         signal::{Signal, kill},
         stat::{Mode, SFlag, fchmod, fstat},
-        statfs::{CGROUP2_SUPER_MAGIC, fstatfs},
     },
     unistd::{Pid, UnlinkatFlags, geteuid, unlinkat},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::host::{cgroup::Cgroup2Mount, procs::ProcIdentity};
+use crate::host::{
+    cgroup::{Cgroup2Mount, procs_in, write_pid},
+    moveback::{self, EXIT_BOUND, Kept},
+    procs::ProcIdentity,
+};
 
 /// Where run records live.
 pub const STATE_DIR: &str = "/run/procnetmon2";
@@ -405,172 +410,79 @@ impl StateDir {
     }
 }
 
-/// Opens cgroup file `file` for writing (never creating, never through a symlink) and checks
-/// that it is on cgroup2: v1 hierarchies and ordinary files are never written.
-fn open_cgroup_file(file: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(file)?;
-    let fs_type = fstatfs(f.as_fd())
-        .map_err(std::io::Error::from)?
-        .filesystem_type();
-    if fs_type != CGROUP2_SUPER_MAGIC {
-        return Err(std::io::Error::other(format!(
-            "{} is not on a cgroup v2 hierarchy",
-            file.display()
-        )));
-    }
-    Ok(f)
-}
-
-/// Moves process `pid` into cgroup directory `cg`.
-fn write_pid(cg: &Path, pid: u32) -> std::io::Result<()> {
-    open_cgroup_file(&cg.join("cgroup.procs"))?.write_all(pid.to_string().as_bytes())
-}
-
-fn procs_in(cg: &Path) -> Vec<u32> {
-    super::cgroup::procs_of(cg)
-}
-
-/// Removes a (now empty) cgroup directory, retrying while the last processes are reaped.
-/// True once it is gone.
-fn remove_cgroup(cg: &Path) -> bool {
-    match nix::sys::statfs::statfs(cg) {
-        Ok(s) if s.filesystem_type() == CGROUP2_SUPER_MAGIC => {}
-        Err(Errno::ENOENT) => return true,
-        _ => {
-            log::warn!("not removing {}: not a cgroup v2 directory", cg.display());
-            return false;
-        }
-    }
-    for _ in 0..100 {
-        match fs::remove_dir(cg) {
-            Ok(()) => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-            Err(_) => thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
-}
-
 /// Ends every process in spawn cgroup `cg` (the run's own command and its children):
-/// SIGTERM, up to `grace`, then `cgroup.kill`. Only ever called for the spawn cgroup this run
-/// created (`RunState::create_spawn_cgroup`), whose processes it started itself.
+/// SIGTERM, up to `grace` for them to leave (a wait on `cgroup.events`), then `cgroup.kill`.
+/// Only ever called for the spawn cgroup this run created (`RunState::create_spawn_cgroup`),
+/// whose processes it started itself.
 pub fn stop_spawned(cg: &Path, grace: Duration) {
-    for pid in procs_in(cg) {
+    for pid in procs_in(cg).unwrap_or_default() {
         if let Ok(pid) = i32::try_from(pid) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     }
-    let deadline = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < deadline && !procs_in(cg).is_empty() {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if !procs_in(cg).is_empty()
-        && let Ok(mut f) = open_cgroup_file(&cg.join("cgroup.kill"))
-    {
-        let _ = f.write_all(b"1");
+    let mut io = moveback::Live::default();
+    let until = Instant::now() + grace;
+    if !moveback::wait_unpopulated(&mut io, cg, until) {
+        moveback::kill_all(cg);
     }
 }
 
-/// Undoes a validated `rec`: moves every process in each dedicated cgroup back, ends what is
-/// left in the spawn cgroup, removes the emptied cgroups. Returns what could not be undone
-/// (processes that stay, alive, in their kept dedicated cgroup, and cgroups not removed).
-fn undo(rec: &RunRecord) -> RunRecord {
+/// What undoing a record did: what is left (a record of it), and why.
+struct Undone {
+    /// The part of the record still to undo (empty when everything was).
+    left: RunRecord,
+    /// Each cgroup kept, with what stays in it.
+    kept: Vec<Kept>,
+}
+
+/// Undoes a validated `rec`: empties every dedicated cgroup back into its original one,
+/// ends what is left in the spawn cgroup, removes the emptied cgroups. What is left is
+/// consistent: a kept move's cgroup is kept too, and a removed cgroup is in no move.
+fn undo(rec: &RunRecord) -> Undone {
+    let mut io = moveback::Live::default();
     let mut left = RunRecord {
         agent_pid: rec.agent_pid,
         mount: rec.mount.clone(),
         ..RunRecord::default()
     };
-    for m in &rec.moved {
-        // Every process in the dedicated cgroup (the target and any children) goes back; a
-        // few rounds catch children forked meanwhile.
-        let mut failed: Vec<(u32, std::io::Error)> = Vec::new();
-        for _ in 0..10 {
-            failed.clear();
-            let procs = procs_in(&m.to);
-            if procs.is_empty() {
-                break;
-            }
-            for pid in procs {
-                if let Err(e) = write_pid(&m.from, pid) {
-                    failed.push((pid, e));
-                }
-            }
-            if !failed.is_empty() {
-                break;
-            }
-        }
-        if !failed.is_empty() {
-            let why = failed
-                .iter()
-                .map(|(pid, e)| format!("process {pid}: {e}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            left.moved.push(Moved {
-                stuck: Some(why),
-                ..m.clone()
-            });
-        }
-    }
+    let mut kept = Vec::new();
+    // Last made, first removed.
     for cg in rec.created.iter().rev() {
-        if rec.spawn.as_ref() == Some(cg) {
+        let moves: Vec<&Moved> = rec.moved.iter().filter(|m| &m.to == cg).collect();
+        let (from, stay) = if rec.spawn.as_ref() == Some(cg) {
             // The run's own command (a killed run's): it ends with its run.
             stop_spawned(cg, Duration::ZERO);
-        } else if !procs_in(cg).is_empty() {
-            // Never end a process this tool did not start: keep the cgroup.
-            left.created.push(cg.clone());
-            if !left.moved.iter().any(|m| &m.to == cg)
-                && let Some(m) = rec.moved.iter().find(|m| &m.to == cg)
-            {
-                left.moved.push(Moved {
-                    stuck: Some("processes are still in it".into()),
-                    ..m.clone()
-                });
-            }
+            (None, moveback::remove_when_empty(&mut io, cg, EXIT_BOUND))
+        } else if let Some(m) = moves.first() {
+            // Every process in it goes back: the target and whatever it forked.
+            let stay = moveback::move_back(&mut io, &m.from, cg, EXIT_BOUND);
+            (Some(m.from.clone()), stay)
+        } else {
+            // validate() allows no such cgroup; never touch processes of one.
+            continue;
+        };
+        if stay.is_empty() {
             continue;
         }
-        if !remove_cgroup(cg) {
-            left.created.push(cg.clone());
+        let k = Kept {
+            from,
+            cgroup: cg.clone(),
+            stay,
+        };
+        let why = k.why();
+        left.created.push(cg.clone());
+        left.moved.extend(moves.into_iter().map(|m| Moved {
+            stuck: Some(why.clone()),
+            ..m.clone()
+        }));
+        if rec.spawn.as_ref() == Some(cg) {
+            left.spawn = Some(cg.clone());
         }
+        kept.push(k);
     }
     left.created.reverse();
-    if let Some(spawn) = &rec.spawn
-        && left.created.contains(spawn)
-    {
-        left.spawn = Some(spawn.clone());
-    }
-    left
-}
-
-/// One line saying what `left` still holds, where the record is, and what to do.
-fn describe_left(left: &RunRecord, record: &Path) -> String {
-    let mut parts: Vec<String> = left
-        .moved
-        .iter()
-        .map(|m| {
-            format!(
-                "process {} could not be moved back to {} ({}): it stays, alive, in {}",
-                m.pid,
-                m.from.display(),
-                m.stuck.as_deref().unwrap_or("unknown error"),
-                m.to.display()
-            )
-        })
-        .collect();
-    for c in &left.created {
-        if !left.moved.iter().any(|m| &m.to == c) {
-            parts.push(format!("cgroup {} could not be removed", c.display()));
-        }
-    }
-    format!(
-        "{}; kept and recorded in {}: once the original cgroup accepts processes again (e.g. \
-         disable the controllers in its cgroup.subtree_control), run procnetmon2 --cleanup",
-        parts.join("; "),
-        record.display()
-    )
+    kept.reverse();
+    Undone { left, kept }
 }
 
 /// The live record of this run, locked. Undoes everything on [`RunState::finish`] or drop.
@@ -732,8 +644,9 @@ impl RunState {
         }
     }
 
-    /// Undoes everything. What cannot be undone (a process its original cgroup refuses) is
-    /// kept, alive, recorded for `--cleanup`, and named in the error.
+    /// Undoes everything. What cannot be undone (a process its original cgroup refuses, one
+    /// still exiting after [`EXIT_BOUND`]) is kept, alive, recorded for `--cleanup`, and
+    /// named in the error with the kernel's reason.
     pub fn finish(mut self) -> anyhow::Result<()> {
         self.teardown()
     }
@@ -742,7 +655,7 @@ impl RunState {
         if std::mem::replace(&mut self.finished, true) {
             return Ok(());
         }
-        let left = undo(&self.record);
+        let Undone { left, kept } = undo(&self.record);
         if left.is_empty() {
             self.dir.remove(&format!("{}.json", self.stem));
             self.dir.remove(&format!("{}.lock", self.stem));
@@ -752,7 +665,7 @@ impl RunState {
         // next run or `--cleanup` retries.
         self.record = left;
         let saved = self.save();
-        let msg = describe_left(&self.record, &self.record_path());
+        let msg = moveback::describe(&kept, &self.record_path());
         match saved {
             Ok(()) => bail!(msg),
             Err(e) => bail!("{msg} (but the record could not be updated: {e:#})"),
@@ -775,25 +688,64 @@ pub struct Cleaned {
     pub line: String,
     /// False when something stays behind (kept for a later `--cleanup`).
     pub complete: bool,
+    /// True when there was nothing left to undo: the record was only removed.
+    pub retired: bool,
+}
+
+/// What to do with a stale record that passed the ownership checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Every cgroup it names is gone: nothing is left to undo, the record goes.
+    Retire(RunRecord),
+    /// Undo what it says.
+    Undo(RunRecord),
+    /// Not a record a procnetmon2 run wrote: refused, left untouched.
+    Refuse(String),
+}
+
+/// Decides what becomes of `rec` on this `mount`; `exists` says whether a path exists.
+/// A record is retired only when it names nothing but `procnetmon2-*` cgroups by this
+/// tool's rules (the checks of [`validate`]) and none of them exists any more.
+fn judge(rec: RunRecord, mount: &Path, exists: impl Fn(&Path) -> bool) -> Verdict {
+    let rec = match rebase(rec, mount) {
+        Ok(r) => r,
+        Err(why) => return Verdict::Refuse(why),
+    };
+    // Runs before issue #31 could keep a move whose dedicated cgroup they had removed: it
+    // names that cgroup all the same, checked by the same rules.
+    let mut named = rec.clone();
+    for m in &rec.moved {
+        if !named.created.contains(&m.to) {
+            named.created.push(m.to.clone());
+        }
+    }
+    if named.created.iter().all(|c| !exists(c)) && validate(&named, mount).is_ok() {
+        return Verdict::Retire(rec);
+    }
+    match validate(&rec, mount) {
+        Ok(()) => Verdict::Undo(rec),
+        Err(why) => Verdict::Refuse(why),
+    }
 }
 
 /// Undoes the records of runs that died without cleaning up (their lock is free). Returns
 /// one entry per record handled. Records of live runs are locked and left alone; records that
-/// fail the checks are refused with a warning and left untouched.
+/// fail the checks are refused with a warning and left untouched; records with nothing left
+/// to undo are retired.
 pub fn cleanup_stale(mount: &Path) -> anyhow::Result<Vec<Cleaned>> {
     cleanup_stale_in(Path::new(STATE_DIR), mount)
 }
 
 fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<Cleaned>> {
-    let mut done = Vec::new();
     let Some(dir) = StateDir::open(state_dir)? else {
-        return Ok(done);
+        return Ok(Vec::new());
     };
     let refuse = |why: String| {
         log::warn!(
             "ignoring run record: {why}; remove it if no procnetmon2 run wrote it (nothing was changed)"
         );
     };
+    let mut done = Vec::new();
     for stem in dir.lock_stems() {
         let lock = match dir.open_checked(&format!("{stem}.lock"), OFlag::O_RDWR) {
             Ok(f) => f,
@@ -805,6 +757,7 @@ fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<Cleane
         let Ok(lock) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else {
             continue; // a live run
         };
+        let json = state_dir.join(format!("{stem}.json"));
         let rec = match dir.read_record(&stem) {
             Ok(Some(rec)) => rec,
             Ok(None) => {
@@ -816,44 +769,59 @@ fn cleanup_stale_in(state_dir: &Path, mount: &Path) -> anyhow::Result<Vec<Cleane
                 continue;
             }
         };
-        let json = state_dir.join(format!("{stem}.json"));
-        let rec = match rebase(rec, mount).and_then(|r| validate(&r, mount).map(|()| r)) {
-            Ok(rec) => rec,
-            Err(why) => {
-                refuse(format!("{}: {why}", json.display()));
-                continue;
+        match judge(rec, mount, |p| fs::symlink_metadata(p).is_ok()) {
+            Verdict::Refuse(why) => refuse(format!("{}: {why}", json.display())),
+            Verdict::Retire(rec) => {
+                dir.remove(&format!("{stem}.json"));
+                dir.remove(&format!("{stem}.lock"));
+                done.push(Cleaned {
+                    line: format!(
+                        "retired run record {} of run {}: the cgroups it names are gone, nothing was left to undo",
+                        json.display(),
+                        rec.agent_pid
+                    ),
+                    complete: true,
+                    retired: true,
+                });
             }
-        };
-        let left = undo(&rec);
-        if left.is_empty() {
-            done.push(Cleaned {
-                line: format!(
-                    "cleaned up after run {}: {} process(es) moved back, {} cgroup(s) removed",
-                    rec.agent_pid,
-                    rec.moved.len(),
-                    rec.created.len()
-                ),
-                complete: true,
-            });
-            dir.remove(&format!("{stem}.json"));
-            dir.remove(&format!("{stem}.lock"));
-        } else {
-            let saved = dir.write_record(&stem, &left);
-            done.push(Cleaned {
-                line: format!(
-                    "could not clean up after run {}: {}{}",
-                    rec.agent_pid,
-                    describe_left(&left, &json),
-                    saved
-                        .err()
-                        .map_or_else(String::new, |e| format!(" (record not updated: {e:#})"))
-                ),
-                complete: false,
-            });
+            Verdict::Undo(rec) => done.push(clean_up(&dir, &stem, &json, &rec)),
         }
         drop(lock);
     }
     Ok(done)
+}
+
+/// Undoes stale record `rec` (`<stem>.json`, locked by the caller): removes it when
+/// everything was undone, else rewrites it with what is left.
+fn clean_up(dir: &StateDir, stem: &str, json: &Path, rec: &RunRecord) -> Cleaned {
+    let Undone { left, kept } = undo(rec);
+    if left.is_empty() {
+        dir.remove(&format!("{stem}.json"));
+        dir.remove(&format!("{stem}.lock"));
+        return Cleaned {
+            line: format!(
+                "cleaned up after run {}: {} process(es) moved back, {} cgroup(s) removed",
+                rec.agent_pid,
+                rec.moved.len(),
+                rec.created.len()
+            ),
+            complete: true,
+            retired: false,
+        };
+    }
+    let saved = dir.write_record(stem, &left);
+    Cleaned {
+        line: format!(
+            "could not clean up after run {}: {}{}",
+            rec.agent_pid,
+            moveback::describe(&kept, json),
+            saved
+                .err()
+                .map_or_else(String::new, |e| format!(" (record not updated: {e:#})"))
+        ),
+        complete: false,
+        retired: false,
+    }
 }
 
 #[cfg(test)]
@@ -886,7 +854,7 @@ mod tests {
             let p = std::env::temp_dir().join(format!(
                 "pnm-unit-{tag}-{}-{:?}",
                 std::process::id(),
-                thread::current().id()
+                std::thread::current().id()
             ));
             let _ = fs::remove_dir_all(&p);
             fs::create_dir(&p).unwrap();
@@ -986,6 +954,121 @@ mod tests {
         r.created.push("/cg/procnetmon2-spawn-1".into());
         r.spawn = Some("/cg/procnetmon2-spawn-1".into());
         assert_eq!(validate(&r, m), Ok(()));
+    }
+
+    /// Records whose every cgroup is gone are retired; records a run did not write are still
+    /// refused; the rest are undone.
+    #[test]
+    fn stale_records_are_retired_undone_or_refused() {
+        let m = Path::new("/cg");
+        let spawn = |mut r: RunRecord| {
+            r.created.push("/cg/procnetmon2-spawn-1".into());
+            r.spawn = Some("/cg/procnetmon2-spawn-1".into());
+            r
+        };
+        // What an older run kept after removing the cgroup: a move with no created cgroup.
+        let orphan_move = |mut r: RunRecord| {
+            r.created.clear();
+            r
+        };
+        let foreign = |mut r: RunRecord| {
+            r.moved[0].to = "/cg/a/kubepods".into();
+            r.created = vec!["/cg/a/kubepods".into()];
+            r
+        };
+        let outside = |mut r: RunRecord| {
+            r.moved[0].from = "/etc".into();
+            r
+        };
+        let empty = RunRecord {
+            agent_pid: 1,
+            mount: "/cg".into(),
+            ..RunRecord::default()
+        };
+        // (case, record, existing paths, verdict: 'R'etire, 'U'ndo, 'X' refuse)
+        let cases: Vec<(&str, RunRecord, Vec<&str>, char)> = vec![
+            ("every cgroup gone", rec("/cg"), vec!["/cg/a"], 'R'),
+            (
+                "its cgroup still there",
+                rec("/cg"),
+                vec!["/cg/a/procnetmon2-5"],
+                'U',
+            ),
+            ("a killed run with nothing made yet", empty, vec![], 'R'),
+            ("spawn and dedicated gone", spawn(rec("/cg")), vec![], 'R'),
+            (
+                "the spawn cgroup still there",
+                spawn(rec("/cg")),
+                vec!["/cg/procnetmon2-spawn-1"],
+                'U',
+            ),
+            (
+                "an older run's move without its cgroup, gone",
+                orphan_move(rec("/cg")),
+                vec![],
+                'R',
+            ),
+            (
+                "... whose cgroup exists again: refused as before",
+                orphan_move(rec("/cg")),
+                vec!["/cg/a/procnetmon2-5"],
+                'X',
+            ),
+            (
+                "foreign cgroup names, gone: refused",
+                foreign(rec("/cg")),
+                vec![],
+                'X',
+            ),
+            (
+                "foreign cgroup names, there: refused",
+                foreign(rec("/cg")),
+                vec!["/cg/a/kubepods"],
+                'X',
+            ),
+            (
+                "a path outside the mount: refused",
+                outside(rec("/cg")),
+                vec![],
+                'X',
+            ),
+        ];
+        for (name, r, existing, want) in cases {
+            let exists = |p: &Path| existing.iter().any(|e| Path::new(e) == p);
+            let got = match judge(r.clone(), m, exists) {
+                Verdict::Retire(back) => {
+                    assert_eq!(back, r, "{name}: the record as read");
+                    'R'
+                }
+                Verdict::Undo(_) => 'U',
+                Verdict::Refuse(_) => 'X',
+            };
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_record_with_nothing_left_is_retired_in_one_line() {
+        let s = Scratch::new("retire");
+        let state = s.0.join("state");
+        let dir = StateDir::create(&state).unwrap();
+        // A mount point that does not exist: none of the record's cgroups does either.
+        let mount = s.0.join("no-cgroup2");
+        let mut r = rec(mount.to_str().unwrap());
+        r.agent_pid = 31;
+        dir.write_record("31", &r).unwrap();
+        fs::write(state.join("31.lock"), "").unwrap();
+        let done = cleanup_stale_in(&state, &mount).unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(done[0].retired && done[0].complete, "{done:?}");
+        assert!(
+            done[0].line.contains("retired run record") && done[0].line.contains("of run 31"),
+            "{}",
+            done[0].line
+        );
+        assert!(!state.join("31.json").exists() && !state.join("31.lock").exists());
+        // The next clean-up finds nothing.
+        assert!(cleanup_stale_in(&state, &mount).unwrap().is_empty());
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! identity, privileges. Nothing here touches the kernel's BPF side (that is `kernel`).
 //!
 //! Layering inside (no cycles): `procs` and `identity` are leaves; `netns` reads `procs`;
-//! `cgroup` reads `identity`; `lifecycle` and `workloads` build on `cgroup`.
+//! `cgroup` reads `identity`; `moveback` (emptying a dedicated cgroup) builds on `cgroup`;
+//! `lifecycle` on both, `workloads` on `cgroup`.
 
 pub mod cgroup;
 pub mod identity;
 pub mod lifecycle;
+pub mod moveback;
 pub mod netns;
 pub mod privileges;
 pub mod procs;
