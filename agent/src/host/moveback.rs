@@ -482,12 +482,29 @@ impl Cgroups for Live {
     }
 }
 
-/// Opens the `cgroup.kill` of `cg` (on cgroup v2 only) and writes `1`: ends every process
-/// in it (Linux 5.14; on older kernels the file is missing and nothing happens).
+/// Ends every process in `cg` (only ever the run's own spawn cgroup): its `cgroup.kill`
+/// (Linux 5.14), which also catches a process forked meanwhile. Older kernels have no such
+/// file: there each listed process gets SIGKILL, a few rounds over, so a fork between the
+/// listing and the signal is caught by the next listing.
 pub fn kill_all(cg: &Path) {
     use std::io::Write as _;
     if let Ok(mut f) = open_cgroup_file(&cg.join("cgroup.kill")) {
         let _ = f.write_all(b"1");
+        return;
+    }
+    for _ in 0..16 {
+        let pids = procs_in(cg).unwrap_or_default();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
