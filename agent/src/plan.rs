@@ -14,6 +14,10 @@
 //! | `-- CMD` | the command's fresh cgroup, after the processes and cgroups |
 //! | `--all` | no slot: node-wide workloads are found at run time and counted by cgroup |
 //!
+//! Each target is counted on one [`CountPath`] (`count_paths` decides, table-tested): whole
+//! cgroups without a need for per-socket state on the cgroup path, the rest on the socket
+//! path. `--all` has programs of its own at the root, beside either.
+//!
 //! Refused: `-p` with `-- CMD`; `--isolate` without `-p`, or with `-- CMD`; `--no-children`
 //! without `-p` (a cgroup target always includes every process in it). More targets than the
 //! kernel's maps hold are refused before anything is loaded. `--all -i NAME` resolves NAME in
@@ -91,6 +95,9 @@ pub struct Survey {
     pub agent_pid: u32,
     /// `--all -i`: every network namespace on the node, read (empty otherwise).
     pub namespaces: Vec<Netns>,
+    /// The kernel keeps a cgroup program's storage in its run context (5.15+), so the cgroup
+    /// path can be used (`kernel::btf::cgroup_storage_in_run_ctx`).
+    pub cgroup_storage_ok: bool,
 }
 
 /// What a target is.
@@ -125,6 +132,18 @@ pub enum TargetKind {
     },
 }
 
+/// Which set of kernel programs counts a target's packets (ebpf/src/main.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountPath {
+    /// Each socket's state names its target, one storage lookup per packet: processes, and
+    /// whole cgroups that need per-socket state (`--details`, `-i`) or share the run with
+    /// targets they could overlap.
+    Socket,
+    /// Programs at the target's own cgroup, whose cgroup storage is the target: no per-socket
+    /// lookup, and no socket state made at creation (ebpf/src/whole.rs).
+    Cgroup,
+}
+
 /// One target of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -134,6 +153,20 @@ pub struct Target {
     pub kind: TargetKind,
     /// `-i` interfaces it counts (empty without `-i`).
     pub ifaces: Ifaces,
+    /// Which programs count it.
+    pub path: CountPath,
+}
+
+impl Target {
+    /// A whole-cgroup target's directory and whether it predates the run (its sockets are
+    /// scanned); None for a process.
+    pub fn whole_cgroup(&self) -> Option<(&Path, bool)> {
+        match &self.kind {
+            TargetKind::Process { .. } => None,
+            TargetKind::Cgroup { dir, .. } => Some((dir, true)),
+            TargetKind::Command { cgroup, .. } => Some((cgroup, false)),
+        }
+    }
 }
 
 /// The whole run, decided before anything changes: everything set-up and the loop need
@@ -144,7 +177,10 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// `--all`: node-wide accounting by cgroup.
     pub node_wide: bool,
-    /// Cgroups to attach the programs to (none an ancestor of another).
+    /// `--all`: where its programs attach (the cgroup2 root).
+    pub node_root: Option<PathBuf>,
+    /// Cgroups to attach the socket path's programs to (none an ancestor of another). The
+    /// cgroup path's targets attach at their own cgroups.
     pub attach_points: Vec<PathBuf>,
     /// Optional kernel work.
     pub knobs: Knobs,
@@ -204,6 +240,7 @@ impl Plan {
             own_cgroup,
             agent_pid,
             namespaces,
+            cgroup_storage_ok,
         } = survey;
         let node_namespaces = if t.all && !counting.interfaces.is_empty() {
             netns::check_node_names(&counting.interfaces, &namespaces)?;
@@ -212,16 +249,24 @@ impl Plan {
             None
         };
         check_pid_count(&processes, t.children)?;
-        let (targets, mut attach_dirs) = targets(t, processes, cgroups, &own_cgroup, agent_pid)?;
-        if t.all {
-            // Node-wide: once at the root, where every socket of the host passes.
-            attach_dirs.insert(0, mount_point);
+        let mut targets = targets(t, processes, cgroups, &own_cgroup, agent_pid)?;
+        let per_socket = !counting.interfaces.is_empty() || details(run);
+        let paths = count_paths(&targets, per_socket, cgroup_storage_ok);
+        for (t, path) in targets.iter_mut().zip(paths) {
+            t.path = path;
         }
+        let attach_dirs: Vec<PathBuf> = targets
+            .iter()
+            .filter(|t| t.path == CountPath::Socket)
+            .map(|t| attach_dir(&t.kind))
+            .collect();
         let knobs = knobs(run, &targets);
         Ok(Self {
             attach_points: cgroup::attach_points(&attach_dirs),
             targets,
             node_wide: t.all,
+            // Node-wide: once at the root, where every socket of the host passes.
+            node_root: t.all.then_some(mount_point),
             knobs,
             isolate: t.isolate,
             node_namespaces,
@@ -234,6 +279,22 @@ impl Plan {
             },
             series_grace: run.series_grace,
         })
+    }
+
+    /// Every cgroup some program attaches at: the root for `--all`, the socket path's attach
+    /// points, the cgroup path's targets.
+    pub fn all_attach_dirs(&self) -> Vec<&Path> {
+        let whole = self
+            .targets
+            .iter()
+            .filter(|t| t.path == CountPath::Cgroup)
+            .filter_map(|t| t.whole_cgroup().map(|(d, _)| d));
+        self.node_root
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(self.attach_points.iter().map(PathBuf::as_path))
+            .chain(whole)
+            .collect()
     }
 
     /// The spawn-mode command's target, if any.
@@ -261,23 +322,70 @@ fn check_pid_count(processes: &[ProcessFacts], children: bool) -> Result<(), Usa
     Ok(())
 }
 
+/// Where a target's socket-path programs attach: a process's cgroup (or the one it was
+/// isolated from), a whole cgroup itself.
+fn attach_dir(kind: &TargetKind) -> PathBuf {
+    match kind {
+        TargetKind::Process { cgroup_dir, .. } => cgroup::attach_dir_for(cgroup_dir),
+        TargetKind::Cgroup { dir, .. } => dir.clone(),
+        TargetKind::Command { cgroup, .. } => cgroup.clone(),
+    }
+}
+
+/// Whether the programs keep per-connection records (`--details`, and the interactive view,
+/// whose connection and remote-host views read them).
+fn details(run: &Run) -> bool {
+    run.counting.details || run.reports.output == Output::View
+}
+
+/// The path each target is counted on, in order. A whole cgroup (or the command's) goes on
+/// the cgroup path when the kernel's cgroup storage can be trusted (`storage_ok`, 5.15+),
+/// nothing asks for per-socket state (`per_socket`: `--details`, the view, `-i`), no process
+/// is a target (one could move into the cgroup, whose programs would then count its sockets
+/// a second time), and no other target's cgroup is the same, above or below it ("one target
+/// per attach point": programs at a cgroup and at its descendant would both count the
+/// descendant's packets, where the socket path charges each socket to one target). The
+/// rest go on the socket path.
+fn count_paths(targets: &[Target], per_socket: bool, storage_ok: bool) -> Vec<CountPath> {
+    let any_process = targets
+        .iter()
+        .any(|t| matches!(t.kind, TargetKind::Process { .. }));
+    let dirs: Vec<Option<&Path>> = targets
+        .iter()
+        .map(|t| t.whole_cgroup().map(|(d, _)| d))
+        .collect();
+    let related = |i: usize, d: &Path| {
+        dirs.iter()
+            .enumerate()
+            .any(|(j, o)| j != i && o.is_some_and(|o| o.starts_with(d) || d.starts_with(o)))
+    };
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some(d) if storage_ok && !per_socket && !any_process && !related(i, d) => {
+                CountPath::Cgroup
+            }
+            _ => CountPath::Socket,
+        })
+        .collect()
+}
+
 /// Every target in slot order (processes, then cgroups and containers, then the command),
-/// with the cgroup each one attaches at.
+/// on the socket path until `count_paths` decides.
 fn targets(
     t: &crate::config::Targets,
     processes: Vec<ProcessFacts>,
     cgroups: Vec<CgroupFacts>,
     own_cgroup: &Path,
     agent_pid: u32,
-) -> Result<(Vec<Target>, Vec<PathBuf>), UsageError> {
+) -> Result<Vec<Target>, UsageError> {
     let mut slots = Slots::default();
     let mut targets = Vec::new();
-    let mut attach_dirs = Vec::new();
     for p in processes {
-        attach_dirs.push(cgroup::attach_dir_for(&p.cgroup_dir));
         targets.push(Target {
             slot: slots.take()?,
             ifaces: p.ifaces,
+            path: CountPath::Socket,
             kind: TargetKind::Process {
                 ident: p.ident,
                 labels: p.labels,
@@ -293,10 +401,10 @@ fn targets(
             continue;
         }
         seen.push(c.id);
-        attach_dirs.push(c.dir.clone());
         targets.push(Target {
             slot: slots.take()?,
             ifaces: c.ifaces,
+            path: CountPath::Socket,
             kind: TargetKind::Cgroup {
                 dir: c.dir,
                 id: c.id,
@@ -305,32 +413,36 @@ fn targets(
         });
     }
     if !t.command.is_empty() {
-        let cgroup = spawn_cgroup(own_cgroup, agent_pid);
-        attach_dirs.push(cgroup.clone());
         targets.push(Target {
             slot: slots.take()?,
             ifaces: Vec::new(),
+            path: CountPath::Socket,
             kind: TargetKind::Command {
                 argv: t.command.clone(),
-                cgroup,
+                cgroup: spawn_cgroup(own_cgroup, agent_pid),
             },
         });
     }
-    Ok((targets, attach_dirs))
+    Ok(targets)
 }
 
 /// The optional kernel work `run` and its `targets` need.
 fn knobs(run: &Run, targets: &[Target]) -> Knobs {
     let (t, counting) = (&run.targets, &run.counting);
     let has = |f: fn(&TargetKind) -> bool| targets.iter().any(|t| f(&t.kind));
+    let on_path = |p: CountPath| targets.iter().any(|t| t.path == p);
     Knobs {
-        // The interactive view's connection and remote-host views read the records.
-        details: counting.details || run.reports.output == Output::View,
+        details: details(run),
         iface_filter: !counting.interfaces.is_empty(),
         children: t.children && has(|k| matches!(k, TargetKind::Process { .. })),
-        cgroup_targets: has(|k| !matches!(k, TargetKind::Process { .. })),
+        // Whole cgroups the socket path's sock_create looks up (`CGROUP_TARGETS`).
+        cgroup_targets: targets
+            .iter()
+            .any(|t| t.path == CountPath::Socket && t.whole_cgroup().is_some()),
         pid_targets: has(|k| matches!(k, TargetKind::Process { .. })),
         all: t.all,
+        socket_path: on_path(CountPath::Socket),
+        cgroup_path: on_path(CountPath::Cgroup),
         dest: crate::kernel::DestKnobs {
             classes: counting.classes.is_some(),
             class_count: counting
@@ -459,6 +571,7 @@ pub(crate) mod tests {
             cgroups,
             own_cgroup: PathBuf::from(format!("{MNT}/agent")),
             agent_pid: 77,
+            cgroup_storage_ok: true,
             namespaces: vec![
                 netns(4026531840, 1, 1000, &["lo", "eth0", "veth1"]),
                 netns(4026532500, 300, 2000, &["lo", "eth0"]),
@@ -583,8 +696,13 @@ pub(crate) mod tests {
         assert!(
             matches!(&p.targets[0].kind, TargetKind::Process { children, .. } if children.is_empty())
         );
+        // The command on the cgroup path: no `CGROUP_TARGETS` for the socket path's
+        // sock_create; with --details, on the socket path, it is one.
         let p = plan(&["--", "curl"]).unwrap();
-        assert!(!p.knobs.children && p.knobs.cgroup_targets && !p.knobs.pid_targets);
+        assert!(!p.knobs.children && !p.knobs.cgroup_targets && !p.knobs.pid_targets);
+        assert!(p.knobs.cgroup_path && !p.knobs.socket_path);
+        let p = plan(&["--details", "--", "curl"]).unwrap();
+        assert!(p.knobs.cgroup_targets && p.knobs.socket_path && !p.knobs.cgroup_path);
         let p = plan(&["--all", "-d", "-p", "10", "-i", "lo"]).unwrap();
         assert!(p.knobs.all && p.knobs.iface_filter);
         assert_eq!(p.node_namespaces.map(|n| n.len()), Some(2));
@@ -616,19 +734,88 @@ pub(crate) mod tests {
             p.attach_points,
             ["/p10", "/p11", "/x"].map(|d| PathBuf::from(format!("{MNT}{d}")))
         );
-        // --all attaches once at the root, which covers everything else.
+        // --all at the root with programs of its own; the whole cgroups at their own
+        // cgroups (the cgroup path), where the socket path attaches nothing.
         let p = plan(&["--all", "--cgroup", "/x", "--", "curl"]).unwrap();
-        assert_eq!(p.attach_points, vec![PathBuf::from(MNT)]);
-        // Spawn mode alone: the command's own cgroup.
-        let p = plan(&["--", "curl"]).unwrap();
+        assert_eq!(p.node_root, Some(PathBuf::from(MNT)));
+        assert!(p.attach_points.is_empty());
+        let whole: Vec<_> = p
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.whole_cgroup().map(|(d, old)| (d.to_path_buf(), old)),
+                    t.path,
+                )
+            })
+            .collect();
+        let spawn = PathBuf::from(format!("{MNT}/agent/procnetmon2-spawn-77"));
         assert_eq!(
-            p.attach_points,
-            vec![PathBuf::from(format!("{MNT}/agent/procnetmon2-spawn-77"))]
+            whole,
+            [
+                (
+                    Some((PathBuf::from(format!("{MNT}/x")), true)),
+                    CountPath::Cgroup
+                ),
+                (Some((spawn.clone(), false)), CountPath::Cgroup)
+            ]
         );
+        // With -p, --all keeps to the root: the process's own cgroup has the socket path.
+        let p = plan(&["--all", "-p", "10"]).unwrap();
+        assert_eq!(p.attach_points, [PathBuf::from(format!("{MNT}/p10"))]);
+        // Spawn mode with --details: the command's own cgroup, on the socket path.
+        let p = plan(&["--details", "--", "curl"]).unwrap();
+        assert_eq!(p.attach_points, vec![spawn]);
         assert_eq!(
             p.command().map(|(_, argv, _)| argv.to_vec()),
             Some(vec!["curl".to_string()])
         );
+    }
+
+    /// Which targets count without per-socket state (the cgroup path).
+    #[test]
+    fn count_paths_for_every_combination() {
+        use CountPath::{Cgroup as C, Socket as S};
+        let table: &[(&[&str], bool, &[CountPath])] = &[
+            (&["--", "curl"], true, &[C]),
+            (&["--cgroup", "/x"], true, &[C]),
+            (&["--container", "abc"], true, &[C]),
+            (&["--cgroup", "/x", "--container", "abc"], true, &[C, C]),
+            (&["--all", "--cgroup", "/x"], true, &[C]),
+            (&["--cgroup", "/x", "--", "curl"], true, &[C, C]),
+            // Before 5.15 a program could be handed another's cgroup storage.
+            (&["--cgroup", "/x"], false, &[S]),
+            (&["--", "curl"], false, &[S]),
+            // Per-socket state asked for.
+            (&["--cgroup", "/x", "--details"], true, &[S]),
+            (&["--cgroup", "/x", "-i", "eth0"], true, &[S]),
+            (&["--all", "-i", "eth0", "--", "curl"], true, &[S]),
+            // A process target (it could move into the cgroup): everything on the socket path.
+            (&["-p", "10"], true, &[S]),
+            (&["-p", "10", "--cgroup", "/x"], true, &[S, S]),
+            // Nested: the survey names "/x" and "/x/y" (one inside the other).
+            (&["--cgroup", "/x", "--cgroup", "/x/y"], true, &[S, S]),
+            (&["--cgroup", "/x/y", "--cgroup", "/z"], true, &[C, C]),
+        ];
+        for (args, storage_ok, want) in table {
+            let c = cfg(args);
+            let mut sv = survey(&c);
+            sv.cgroup_storage_ok = *storage_ok;
+            let p = Plan::build(&c, sv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let got: Vec<CountPath> = p.targets.iter().map(|t| t.path).collect();
+            assert_eq!(got, *want, "{args:?} (storage ok: {storage_ok})");
+            assert_eq!(p.knobs.cgroup_path, want.contains(&C), "{args:?}");
+            assert_eq!(p.knobs.socket_path, want.contains(&S), "{args:?}");
+            // The socket path attaches only for its own targets; the cgroup path's never
+            // share an attach point with anything.
+            if !want.contains(&S) {
+                assert!(p.attach_points.is_empty(), "{args:?}");
+            }
+        }
+        // The view reads connection records: a terminal run keeps the socket path.
+        let c = run_on(&["--cgroup", "/x"], true);
+        let p = Plan::build(&c, survey(&c)).unwrap();
+        assert_eq!(p.targets[0].path, S);
     }
 
     #[test]

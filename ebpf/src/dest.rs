@@ -61,7 +61,8 @@ fn knob_u8(k: *const u8) -> bool {
     unsafe { core::ptr::read_volatile(k) != 0 }
 }
 
-/// Charges one skb of target `slot` (socket state `st`) to its remote host and class, and
+/// Charges one skb of target `slot` (socket state `st`, or null on the cgroup path, which has
+/// none: then the class comes from the per-CPU cache) to its remote host and class, and
 /// hands DNS answers up. Returns whether the packet went into `CLASS_TOTALS`: with classes on,
 /// the class array *is* the target's totals (the agent sums a target's classes and adds its
 /// `TARGET_TOTALS` entry), so the caller charges `TARGET_TOTALS` only when this returns false
@@ -87,7 +88,11 @@ pub fn count(
     };
     let mut charged = false;
     let class = if classes {
-        let class = class_cached(st, family, &addr);
+        let class = if st.is_null() {
+            class_node_cached(family, &addr)
+        } else {
+            class_cached(st, family, &addr)
+        };
         charged = add_class(slot, proto, class, ingress, len);
         class
     } else {
@@ -104,18 +109,11 @@ pub fn count(
 
 /// `--all`: the class of the packet's remote address for `CGROUP_TOTALS`, or `CLASS_NONE`
 /// (classes off, or not an IP packet); with `--destinations`, charges the packet to
-/// (`cgroup_id`, remote address). A target's socket (`st` non-null) uses its class cache; any
-/// other socket on the node has no storage to cache in (adding one per socket would cost
-/// every socket an allocation), so it pays one LPM lookup per packet. With both knobs off this
-/// is two branches the verifier prunes.
+/// (`cgroup_id`, remote address). The node path looks no socket up, so the class comes from
+/// the per-CPU cache of recent lookups (`class_node_cached`), else the trie. With both knobs
+/// off this is two branches the verifier prunes.
 #[inline(always)]
-pub fn node(
-    ctx: &SkBuffContext,
-    st: *mut SockState,
-    cgroup_id: u64,
-    ingress: bool,
-    len: u64,
-) -> u8 {
+pub fn node(ctx: &SkBuffContext, cgroup_id: u64, ingress: bool, len: u64) -> u8 {
     let classes = knob_u8(&raw const PNM_CLASSES);
     let dests = knob_u8(&raw const PNM_NODE_DESTS);
     if !classes && !dests {
@@ -124,12 +122,10 @@ pub fn node(
     let Some((family, addr)) = remote_of(ctx, ingress) else {
         return CLASS_NONE;
     };
-    let class = if !classes {
-        CLASS_NONE
-    } else if st.is_null() {
+    let class = if classes {
         class_node_cached(family, &addr)
     } else {
-        class_cached(st, family, &addr)
+        CLASS_NONE
     };
     if dests {
         add_node_dest(cgroup_id, family, addr, class, ingress, len);
@@ -234,7 +230,8 @@ fn class_of(family: u8, addr: &[u32; 4]) -> u8 {
     }
 }
 
-/// The class of `addr` for a socket without storage (`--all`): from this CPU's small
+/// The class of `addr` for a socket without storage (`--all`, whole-cgroup targets on the
+/// cgroup path): from this CPU's small
 /// direct-mapped cache of IPv4 lookups (`CLASS_CACHE`), else from the trie, then cached. The
 /// classes never change during a run, so a cached class never goes stale; a busy node talking
 /// to more than `CLASS_CACHE_SLOTS` hosts at once only misses more often. IPv6: the trie.

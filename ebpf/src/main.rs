@@ -2,20 +2,30 @@
 //! returns the permissive verdict: this is a monitor and must never drop a packet or refuse a
 //! socket because of its own failure.
 //!
+//! Three sets of counting programs, each attached where its targets are (the agent attaches
+//! only the sets a run needs, and never two at one cgroup):
+//! - the socket path (here): `-p` targets, and whole-cgroup targets that need per-socket
+//!   state (`--details`, `-i`); a socket's storage names its target;
+//! - the cgroup path (`whole.rs`): whole-cgroup targets without that need; the attach
+//!   point's cgroup storage is the target;
+//! - the node path (`node.rs`): `--all`, at the cgroup2 root, by the socket's cgroup.
+//!
 //! | program | hook | job |
 //! |---|---|---|
-//! | `pnm_ingress`, `pnm_egress` | cgroup_skb | count bytes per socket and per target |
+//! | `pnm_ingress`, `pnm_egress` | cgroup_skb | count bytes per target, found by the socket's state |
 //! | `pnm_sock_create` | cgroup/sock_create | a target's new socket gets its state (owner) |
 //! | `pnm_sock_release` | cgroup/sock_release | a socket closes: leave the gauge, close the record |
 //! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
 //! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
+//! | `pnm_cg_*` (whole.rs) | the same hooks | the cgroup path: bytes and gauges into `CG_TARGET` |
+//! | `pnm_all_ingress`, `pnm_all_egress`, `pnm_all_sock_create` (node.rs) | cgroup_skb, sock_create | `--all` by cgroup; namespace stamps for `--all -i` |
 //!
 //! Minimum kernel: 5.10, measured (docs/kernels.md): bpf links for cgroups 5.7, socket
 //! storage with `BPF_F_CLONE` 5.4, `bpf_spin_lock` in socket storage; only the plain atomic
 //! add (no fetch/cmpxchg atomics, 5.12). `-i` uses `bpf_get_netns_cookie` in cgroup_skb where
 //! the kernel has it (~6.15) and the namespace stamped on each socket elsewhere (with `--all`,
-//! every socket's: `SOCK_NETNS`).
+//! every socket's: `SOCK_NETNS`). The cgroup path is used only from 5.15 (whole.rs says why).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -26,7 +36,9 @@
 
 mod dest;
 mod maps;
+mod node;
 mod track;
+mod whole;
 
 use core::ffi::c_void;
 
@@ -37,24 +49,20 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-            bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock,
-            bpf_skb_cgroup_id,
+            bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie,
         },
     },
     macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops},
     programs::{RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
-use maps::{
-    CGROUP_TARGETS, CGROUP_TOTALS, IFACES, NEW_IFACES, TARGET_PIDS, TARGET_TOTALS, UNTRACKED,
-};
+use maps::{CGROUP_TARGETS, IFACES, NEW_IFACES, TARGET_PIDS, TARGET_TOTALS, UNTRACKED};
 use procnetmon2_common::{
     conn::{TCP_CLOSE, TCP_ESTABLISHED, UDP_OPEN},
-    knobs::{CgroupKey, IFACE_COUNT, IfaceKey, MAX_CGROUP_LEVEL},
+    knobs::{IFACE_COUNT, IfaceKey, MAX_CGROUP_LEVEL},
     sock::{
         FLAG_ARMED, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP,
         SockState, proto_index,
     },
-    traffic::Counters,
 };
 use track::{
     ALLOW, accepted, add_percpu, add_shared, all_on, atomic_add, cgroup_targets_on, children_on,
@@ -90,7 +98,8 @@ fn add_totals(slot: u32, proto: u8, ingress: bool, len: u64) {
 ///
 /// Attribution comes from the socket (its storage), never from `current`: egress runs in
 /// softirq for ACKs and retransmits, and ingress runs in whatever context received it. One
-/// socket-storage lookup for every socket, a target's or not.
+/// socket-storage lookup for every socket, a target's or not. `--all` is not counted here
+/// (node.rs).
 #[inline(always)]
 fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
@@ -118,19 +127,11 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     let len = u64::from(ctx.len());
     let st = state_of(sk);
     if st.is_null() {
-        // Not a target's socket: without the helper its namespace is the one stamped for
-        // `--all -i` (`node_netns_pass`; a second storage lookup, in that combination only).
-        if all_on() && (!stamped_filter || node_netns_pass(sk, ifindex, ingress, len)) {
-            count_cgroup(ctx, st, bpf_sk, ingress, len);
-        }
-        return ALLOW;
+        return ALLOW; // not a target's socket
     }
     // SAFETY: `st` is a live storage value.
     if stamped_filter && !iface_pass(unsafe { (*st).netns_cookie }, ifindex, ingress, len) {
         return ALLOW;
-    }
-    if all_on() {
-        count_cgroup(ctx, st, bpf_sk, ingress, len);
     }
     // SAFETY: `st` is a live storage value (fields one by one: it holds a spin lock).
     let (slot, proto, flags) = unsafe { ((*st).slot, (*st).proto, (*st).flags) };
@@ -196,84 +197,6 @@ fn iface_pass(netns_cookie: u64, ifindex: u32, ingress: bool, len: u64) -> bool 
     }
 }
 
-/// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: whether a packet of a socket that
-/// is no target's passes the filter, by the namespace stamped on the socket (`SOCK_NETNS`).
-/// A socket without a stamp (made by the kernel itself, or one the agent could not reach at
-/// start) has no known namespace: its bytes are charged to `UNTRACKED`.
-#[inline(always)]
-fn node_netns_pass(sk: *mut c_void, ifindex: u32, ingress: bool, len: u64) -> bool {
-    let netns = maps::SOCK_NETNS.get(sk);
-    if netns.is_null() {
-        if let Some(u) = UNTRACKED.get_ptr_mut(0) {
-            add_percpu(u, ingress, len);
-        }
-        return false;
-    }
-    // SAFETY: non-null storage pointer.
-    iface_pass(unsafe { *netns }, ifindex, ingress, len)
-}
-
-/// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: stamps a new socket that is no
-/// target's with its namespace (`SOCK_NETNS`). Only then: the cost of a storage per socket on
-/// the node is paid by that combination alone.
-#[inline(always)]
-fn stamp_node_netns(ctx: &SockContext) {
-    if !(all_on() && filter_on()) || netns_helper_on() {
-        return;
-    }
-    // SAFETY: helper on the program context (the socket).
-    let cookie = unsafe { bpf_get_netns_cookie(ctx.sock.cast()) };
-    // On allocation failure its traffic is charged to UNTRACKED (`node_netns_pass`).
-    let _ = maps::SOCK_NETNS.get_or_create(ctx.sock.cast(), &cookie);
-}
-
-/// `--all`: charges the skb to the cgroup its socket was created in (`bpf_skb_cgroup_id` reads
-/// the socket's own cgroup, not `current`'s), for every socket on the host; with destination
-/// classes, to (cgroup, protocol, class). `st`: the socket's state when it is a target's
-/// (its class cache is used), else null.
-#[inline(always)]
-fn count_cgroup(
-    ctx: &SkBuffContext,
-    st: *mut procnetmon2_common::sock::SockState,
-    sk: *mut aya_ebpf::bindings::bpf_sock,
-    ingress: bool,
-    len: u64,
-) {
-    let skb: *mut __sk_buff = ctx.skb.skb;
-    // SAFETY: helpers on the program context / a checked socket pointer.
-    let (cgroup_id, full) = unsafe { (bpf_skb_cgroup_id(skb), bpf_sk_fullsock(sk)) };
-    // Request and time-wait sockets (not full) are TCP's.
-    // SAFETY: `full` is a full socket when non-null.
-    let proto = if full.is_null() {
-        PROTO_TCP
-    } else {
-        proto_index(unsafe { (*full).protocol })
-    };
-    let key = CgroupKey {
-        cgroup_id,
-        proto: u32::from(proto),
-        class: u32::from(dest::node(ctx, st, cgroup_id, ingress, len)),
-    };
-    let c = match CGROUP_TOTALS.get_ptr_mut(key) {
-        Some(c) => c,
-        None => {
-            // BPF_NOEXIST: a racing CPU may have created it; then use theirs.
-            let _ = CGROUP_TOTALS.insert(key, Counters::default(), 1);
-            match CGROUP_TOTALS.get_ptr_mut(key) {
-                Some(c) => c,
-                None => {
-                    // Map full: reported as untracked, never silent.
-                    if let Some(u) = UNTRACKED.get_ptr_mut(0) {
-                        add_percpu(u, ingress, len);
-                    }
-                    return;
-                }
-            }
-        }
-    };
-    add_percpu(c, ingress, len);
-}
-
 /// `--details`: per-connection bytes, and the local address once the socket has one.
 #[inline(always)]
 fn record_packet(
@@ -337,7 +260,6 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: helper without arguments.
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     let Some(slot) = target_slot(tgid) else {
-        stamp_node_netns(&ctx);
         return ALLOW;
     };
     // SAFETY: `ctx.sock` is the program context (a `struct bpf_sock`).

@@ -7,9 +7,12 @@
 use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
+    bindings::{
+        BPF_F_NO_PREALLOC,
+        bpf_map_type::{BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_SK_STORAGE},
+    },
     btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerfEventArray},
-    helpers::generated::bpf_sk_storage_get,
+    helpers::generated::{bpf_get_local_storage, bpf_sk_storage_get},
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
@@ -21,6 +24,7 @@ use procnetmon2_common::{
     sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
+    whole::CgroupTarget,
 };
 
 /// `BPF_F_CLONE` (include/uapi/linux/bpf.h): copy the storage to sockets cloned from this one,
@@ -90,6 +94,42 @@ impl<V, const FLAGS: usize> SkStorageDef<V, FLAGS> {
             )
         }
         .cast()
+    }
+}
+
+/// A per-CPU cgroup storage map definition (`BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE`) keyed by the
+/// cgroup id alone (`u64`): one value per cgroup where a program using the map is attached,
+/// shared by all the programs attached there whatever their attach type (Linux 5.9+; the
+/// 16-byte key of aya-ebpf's `PerCpuCgroupStorage` gives each attach type its own value).
+/// `max_entries` must be 0: the kernel creates an entry at attach time.
+#[repr(C)]
+pub struct CgroupStorageDef<V> {
+    r#type: *const [i32; BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE as usize],
+    key: *const u64,
+    value: *const V,
+    max_entries: *const [i32; 0],
+}
+
+// SAFETY: the fields are placeholders the loader replaces; nothing dereferences them.
+unsafe impl<V> Sync for CgroupStorageDef<V> {}
+
+impl<V> CgroupStorageDef<V> {
+    const fn new() -> Self {
+        Self {
+            r#type: ptr::null(),
+            key: ptr::null(),
+            value: ptr::null(),
+            max_entries: ptr::null(),
+        }
+    }
+
+    /// This CPU's value of the cgroup the running program is attached at. Never null: the
+    /// verifier types the helper's result as a map value (the storage exists as long as the
+    /// program is attached).
+    #[inline(always)]
+    pub fn get(&self) -> *mut V {
+        // SAFETY: `self` is a map definition in `.maps`; flags must be 0.
+        unsafe { bpf_get_local_storage(ptr::from_ref(self).cast_mut().cast(), 0) }.cast()
     }
 }
 
@@ -170,6 +210,28 @@ pub static CGROUP_TARGETS: HashMap<u64, u32, 1024> = HashMap::new();
 #[aya_ebpf::macros::btf_map]
 pub static CGROUP_TOTALS: PerCpuHashMap<CgroupKey, Counters, { MAX_CGROUP_KEYS as usize }> =
     PerCpuHashMap::new();
+
+// ---- Whole-cgroup targets without per-socket state (issue 28): see ebpf/src/whole.rs.
+
+/// Each whole-cgroup target on the cgroup path: its attach point's [`CgroupTarget`] (bytes by
+/// protocol, connection gauges, its slot), per CPU. Read by the agent by cgroup id.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "CG_TARGET")]
+pub static CG_TARGET: CgroupStorageDef<CgroupTarget> = CgroupStorageDef::new();
+
+/// slot → nonzero while the agent scans the target's existing sockets: then sock_ops gives a
+/// connection established meanwhile a socket state, so that the scan (which stamps only
+/// sockets without one) does not count it a second time. Written by the agent only.
+#[aya_ebpf::macros::btf_map]
+pub static CG_SCANNING: Array<u32, { MAX_TARGETS as usize }> = Array::new();
+
+/// slot → nonzero once some socket of the target may carry a `SOCK_STATE` counted in its TCP
+/// gauge (a connection that predates the run, stamped by the agent, or one made while it
+/// scanned): only then do the target's programs look for it when a TCP socket leaves
+/// ESTABLISHED or is released. Both the agent and the kernel only ever write 1 here, so no
+/// write can undo another. Plain arrays: their lookups are inlined by the verifier.
+#[aya_ebpf::macros::btf_map]
+pub static CG_OLD: Array<u32, { MAX_TARGETS as usize }> = Array::new();
 
 // ---- Where the bytes go (issue 17): see ebpf/src/dest.rs. Empty and unused unless the
 // `PNM_CLASSES` / `PNM_DESTS` / `PNM_DNS` knobs are on.

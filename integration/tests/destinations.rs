@@ -120,12 +120,20 @@ fn per_host_classes_metrics_and_the_cap() {
         "--metrics-addr",
         &maddr,
     ]);
+    // The same classes counted for the whole cgroup (from 5.15 on the cgroup path, whose
+    // packets find their class in the per-CPU cache, having no socket state to keep it in).
+    let rel = cg.rel();
+    let whole = Monitor::start(&[
+        "--cgroup", &rel, "--json", "-t", "3s", "--class", &zone, "--class", &rack,
+    ]);
     target.send_line("go");
     target.expect_line("done");
     thread::sleep(Duration::from_millis(700));
     let om = scrape(port, "application/openmetrics-text;version=1.0.0");
     let classic = scrape(port, "text/plain");
     let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let (status, whole_reports, err) = whole.finish();
     assert!(status.success(), "{err:?}");
     let report = reports.last().expect("a report");
     let p = &report["processes"][&pid];
@@ -154,6 +162,14 @@ fn per_host_classes_metrics_and_the_cap() {
     assert_eq!(num(&c["rack"], "bytes_out"), counts[1] * each, "{c}");
     assert_eq!(num(&c["loopback"], "bytes_out"), lo_count * each, "{c}");
     assert!(c.get("private").is_none(), "{c}");
+    let w = &whole_reports.last().expect("a report")["workloads"][&rel];
+    for class in ["zone", "rack", "loopback"] {
+        for key in ["bytes_out", "packets_out", "bytes_in"] {
+            let (ours, theirs) = (num(&w["classes"][class], key), num(&c[class], key));
+            assert_eq!(ours, theirs, "{class} {key}: {w}");
+        }
+    }
+    assert_eq!(num(&w["current"], "bytes_out"), total * each, "{w}");
     let line = om
         .lines()
         .find(|l| {
@@ -247,21 +263,34 @@ fn dns_answer_names_the_peer() {
     );
     target.expect_line("ready");
     let pid = target.pid().to_string();
-    let mon = Monitor::start(&["-p", &pid, "--json", "-t", "2s", "--destinations"]);
+    // By PID and, beside it, as a whole cgroup (from 5.15 the cgroup path, with no socket
+    // state: the answer is still handed up under the target's slot).
+    let rel = cg.rel();
+    let mons = [
+        ("processes", pid.as_str(), ["-p", pid.as_str()]),
+        ("workloads", rel.as_str(), ["--cgroup", rel.as_str()]),
+    ]
+    .map(|(group, key, who)| {
+        let mut args = who.to_vec();
+        args.extend(["--json", "-t", "2s", "--destinations"]);
+        (group, key, Monitor::start(&args))
+    });
     target.send_line("go");
     target.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let d = &reports.last().expect("a report")["processes"][&pid]["destinations"][&v.ip_b];
-    assert_eq!(d["name"], "peer.pnm.test", "{d}");
-    // Query: 12-byte header + "peer.pnm.test" as labels (15) + type and class (4) = 31;
-    // the answer adds 16 (pointer, type, class, TTL, length, address).
-    assert_eq!(
-        num(d, "bytes_out"),
-        udp4_bytes(31) + 10 * udp4_bytes(200),
-        "{d}"
-    );
-    assert_eq!(num(d, "bytes_in"), udp4_bytes(47), "{d}");
+    for (group, key, mon) in mons {
+        let (status, reports, err) = mon.finish();
+        assert!(status.success(), "{err:?}");
+        let d = &reports.last().expect("a report")[group][key]["destinations"][&v.ip_b];
+        assert_eq!(d["name"], "peer.pnm.test", "{group}: {d}");
+        // Query: 12-byte header + "peer.pnm.test" as labels (15) + type and class (4) = 31;
+        // the answer adds 16 (pointer, type, class, TTL, length, address).
+        assert_eq!(
+            num(d, "bytes_out"),
+            udp4_bytes(31) + 10 * udp4_bytes(200),
+            "{group}: {d}"
+        );
+        assert_eq!(num(d, "bytes_in"), udp4_bytes(47), "{group}: {d}");
+    }
 }
 
 /// TCP, like `curl` fetching from three servers: a shell (the target) runs a client against a
@@ -311,23 +340,46 @@ fn tcp_per_host_matches_each_veth() {
     sh.expect_line("started");
     let pid = sh.pid().to_string();
     let before: Vec<_> = peers.iter().map(|(_, v)| a.link_stats(&v.a)).collect();
-    let mon = Monitor::start(&["-p", &pid, "--json", "-t", "3s", "--destinations"]);
+    // By PID and as its whole cgroup (the cgroup path from 5.15), side by side.
+    let rel = cg.rel();
+    let mons = [
+        ("processes", pid.as_str(), ["-p", pid.as_str()]),
+        ("workloads", rel.as_str(), ["--cgroup", rel.as_str()]),
+    ]
+    .map(|(group, key, who)| {
+        let mut args = who.to_vec();
+        args.extend(["--json", "-t", "3s", "--destinations"]);
+        (group, key, Monitor::start(&args))
+    });
     sh.send_line("go");
     sh.expect_line("finished");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let d = &reports.last().expect("a report")["processes"][&pid]["destinations"];
-    for (((_, v), b), (up, down)) in peers.iter().zip(&before).zip(sizes) {
-        let delta = a.link_stats(&v.a).since(b);
-        let h = &d[&v.ip_b];
-        assert_eq!(num(h, "bytes_out"), delta.ip_tx(), "{}: {h}", v.ip_b);
-        assert_eq!(num(h, "bytes_in"), delta.ip_rx(), "{}: {h}", v.ip_b);
-        assert_eq!(num(h, "packets_out"), delta.tx_packets, "{}: {h}", v.ip_b);
-        assert_eq!(num(h, "packets_in"), delta.rx_packets, "{}: {h}", v.ip_b);
-        assert!(
-            num(h, "bytes_out") > up + 24 && num(h, "bytes_in") > down,
-            "{h}"
-        );
+    let reports: Vec<_> = mons
+        .into_iter()
+        .map(|(group, key, mon)| {
+            let (status, reports, err) = mon.finish();
+            assert!(status.success(), "{err:?}");
+            (group, key, reports)
+        })
+        .collect();
+    for (group, key, reports) in &reports {
+        let d = &reports.last().expect("a report")[group][key]["destinations"];
+        for (((_, v), b), (up, down)) in peers.iter().zip(&before).zip(sizes) {
+            let delta = a.link_stats(&v.a).since(b);
+            let h = &d[&v.ip_b];
+            assert_eq!(
+                num(h, "bytes_out"),
+                delta.ip_tx(),
+                "{group} {}: {h}",
+                v.ip_b
+            );
+            assert_eq!(num(h, "bytes_in"), delta.ip_rx(), "{group} {}: {h}", v.ip_b);
+            assert_eq!(num(h, "packets_out"), delta.tx_packets, "{}: {h}", v.ip_b);
+            assert_eq!(num(h, "packets_in"), delta.rx_packets, "{}: {h}", v.ip_b);
+            assert!(
+                num(h, "bytes_out") > up + 24 && num(h, "bytes_in") > down,
+                "{group}: {h}"
+            );
+        }
     }
     sh.close_stdin();
 }

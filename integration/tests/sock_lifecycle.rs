@@ -1,13 +1,56 @@
 //! Connection lifetimes: live TCP/UDP counts (kernel gauges), short connections whose bytes
 //! land after release, and `--details` against `ss`.
+//!
+//! Each gauge and byte test watches its target two ways at once, with two agents side by
+//! side: by PID (the socket path: each socket's state names its target) and as its whole
+//! cgroup (`--cgroup`: from 5.15 the cgroup path, counted in the cgroup's own storage with no
+//! per-socket state; before, the socket path too).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::Path};
 
 use procnetmon2_integration::{Cgroup, Monitor, Netns, Proc, Veth, current, num, skip_unless_root};
 
-fn conns(report: &serde_json::Value, pid: u32) -> (u64, u64) {
-    let c = current(report, pid);
-    (num(c, "tcp_connections"), num(c, "udp_connections"))
+/// How a monitor names its target.
+#[derive(Clone, Copy, Debug)]
+enum Watch<'a> {
+    /// `-p PID`.
+    Pid(u32),
+    /// `--cgroup PATH` (relative to the cgroup2 mount).
+    Cgroup(&'a str),
+}
+
+impl Watch<'_> {
+    /// Starts a monitor of this target with `extra` arguments.
+    fn start(self, extra: &[&str]) -> Monitor {
+        let pid;
+        let mut args = match self {
+            Watch::Pid(p) => {
+                pid = p.to_string();
+                vec!["-p", pid.as_str()]
+            }
+            Watch::Cgroup(rel) => vec!["--cgroup", rel],
+        };
+        args.extend_from_slice(extra);
+        Monitor::start(&args)
+    }
+
+    /// The target's `current` object in a report.
+    fn row(self, report: &serde_json::Value) -> &serde_json::Value {
+        match self {
+            Watch::Pid(p) => current(report, p),
+            Watch::Cgroup(rel) => {
+                let c = &report["workloads"][rel]["current"];
+                assert!(c.is_object(), "no workload {rel} in {report}");
+                c
+            }
+        }
+    }
+
+    /// (TCP, UDP) connections now.
+    fn conns(self, report: &serde_json::Value) -> (u64, u64) {
+        let c = self.row(report);
+        (num(c, "tcp_connections"), num(c, "udp_connections"))
+    }
 }
 
 /// N TCP connections and M UDP sockets opened before the monitor: exactly N and M, falling
@@ -20,22 +63,30 @@ fn preexisting_connections_are_counted_and_fall_as_they_close() {
     for (v6, addr) in [(false, "127.0.0.1:5101"), (true, "[::1]:5102")] {
         let ns = Netns::new(v6);
         let cg = Cgroup::new();
+        let rel = cg.rel();
         let server = Proc::peer(&["tcp-server", addr], None, Some(&ns));
         server.expect_line("ready");
         let mut holder = Proc::peer(&["hold-sockets", addr, "4", "3"], Some(&cg), Some(&ns));
         holder.expect_line("ready");
-        let pid = holder.pid();
-        let mut mon = Monitor::start(&["-p", &pid.to_string(), "--json", "--interval", "300ms"]);
-        let r = mon.next_report();
-        assert_eq!(conns(&r, pid), (4, 3), "{r}");
-        holder.send_line("close one");
-        holder.expect_line("closed");
-        mon.report_where(|r| conns(r, pid) == (3, 2));
-        holder.send_line("close one");
-        holder.expect_line("closed");
-        mon.report_where(|r| conns(r, pid) == (2, 1));
-        let (_, _, err) = mon.stop();
-        assert!(!err.iter().any(|l| l.contains("ERROR")), "{err:?}");
+        let mut mons: Vec<(Watch<'_>, Monitor)> = [Watch::Pid(holder.pid()), Watch::Cgroup(&rel)]
+            .into_iter()
+            .map(|w| (w, w.start(&["--json", "--interval", "300ms"])))
+            .collect();
+        for (w, mon) in &mut mons {
+            let r = mon.next_report();
+            assert_eq!(w.conns(&r), (4, 3), "{w:?}: {r}");
+        }
+        for want in [(3, 2), (2, 1)] {
+            holder.send_line("close one");
+            holder.expect_line("closed");
+            for (w, mon) in &mut mons {
+                mon.report_where(|r| w.conns(r) == want);
+            }
+        }
+        for (w, mon) in mons {
+            let (_, _, err) = mon.stop();
+            assert!(!err.iter().any(|l| l.contains("ERROR")), "{w:?}: {err:?}");
+        }
     }
 }
 
@@ -47,6 +98,7 @@ fn accepted_connections_count_for_the_server() {
     }
     let ns = Netns::new(false);
     let cg = Cgroup::new();
+    let rel = cg.rel();
     let server = Proc::peer(&["tcp-server", "127.0.0.1:5103"], Some(&cg), Some(&ns));
     server.expect_line("ready");
     let mut early = Proc::peer(
@@ -55,20 +107,91 @@ fn accepted_connections_count_for_the_server() {
         Some(&ns),
     );
     early.expect_line("ready");
-    let pid = server.pid();
-    let mut mon = Monitor::start(&["-p", &pid.to_string(), "--json", "--interval", "300ms"]);
-    mon.report_where(|r| conns(r, pid).0 == 2);
+    let mut mons: Vec<(Watch<'_>, Monitor)> = [Watch::Pid(server.pid()), Watch::Cgroup(&rel)]
+        .into_iter()
+        .map(|w| (w, w.start(&["--json", "--interval", "300ms"])))
+        .collect();
+    let wait_all = |mons: &mut Vec<(Watch<'_>, Monitor)>, tcp: u64| {
+        for (w, mon) in mons.iter_mut() {
+            mon.report_where(|r| w.conns(r).0 == tcp);
+        }
+    };
+    wait_all(&mut mons, 2);
     let late = Proc::peer(
         &["hold-sockets", "127.0.0.1:5103", "3", "0"],
         None,
         Some(&ns),
     );
     late.expect_line("ready");
-    mon.report_where(|r| conns(r, pid).0 == 5);
+    wait_all(&mut mons, 5);
     // The client closes: the server's sockets leave ESTABLISHED (CLOSE_WAIT) and stop counting.
     drop(late);
-    mon.report_where(|r| conns(r, pid).0 == 2);
+    wait_all(&mut mons, 2);
     early.close_stdin();
+    for (_, mon) in mons {
+        mon.stop();
+    }
+}
+
+/// UDP sockets made during the run count once each however they become bound or connected
+/// (bind, bind then connect, connect alone, which binds; sends with and without an address
+/// add nothing), and leave as they close.
+#[test]
+fn new_udp_sockets_count_once_and_leave_at_close() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new(false);
+    let cg = Cgroup::new();
+    let rel = cg.rel();
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:5107", "1000000"], None, Some(&ns));
+    sink.expect_line("ready");
+    let mut mon = Watch::Cgroup(&rel).start(&["--json", "--interval", "300ms"]);
+    let w = Watch::Cgroup(&rel);
+    let mut senders: Vec<Proc> = ["connected", "unconnected"]
+        .into_iter()
+        .map(|how| {
+            let p = Proc::peer(
+                &[
+                    "udp-send",
+                    "127.0.0.1:5107",
+                    "3",
+                    "100",
+                    how,
+                    "wait",
+                    "hold",
+                ],
+                Some(&cg),
+                Some(&ns),
+            );
+            p.expect_line("bound");
+            p
+        })
+        .collect();
+    // bash's /dev/udp: connect() on an unbound socket, which binds it.
+    let mut bash = Proc::spawn(
+        Path::new("bash"),
+        &[
+            "-c",
+            "exec 3>/dev/udp/127.0.0.1/5107; echo connected; read x; echo hi >&3; echo done; read y",
+        ],
+        Some(&cg),
+        Some(&ns),
+    );
+    bash.expect_line("connected");
+    mon.report_where(|r| w.conns(r).1 == 3);
+    for p in &mut senders {
+        p.send_line("go");
+        p.expect_line("done");
+    }
+    bash.send_line("go");
+    bash.expect_line("done");
+    let r = mon.report_where(|r| num(w.row(r), "packets_out") == 7);
+    assert_eq!(w.conns(&r).1, 3, "{r}");
+    assert_eq!(num(w.row(&r), "bytes_out"), 6 * 128 + 3 + 28, "{r}");
+    drop(senders);
+    drop(bash);
+    mon.report_where(|r| w.conns(r).1 == 0);
     mon.stop();
 }
 
@@ -90,6 +213,7 @@ fn two_thousand_short_connections_are_exact() {
     let (a, b) = (Netns::new(false), Netns::new(false));
     let v = Veth::new(&a, "eth0", &b, "eth0", 11);
     let cg = Cgroup::new();
+    let rel = cg.rel();
     let addr = format!("{}:5104", v.ip_b);
     let server = Proc::peer(&["tcp-server", &addr], None, Some(&b));
     server.expect_line("ready");
@@ -108,34 +232,32 @@ fn two_thousand_short_connections_are_exact() {
         Some(&a),
     );
     target.expect_line("connected");
-    let mon = Monitor::start(&[
-        "-p",
-        &target.pid().to_string(),
-        "--json",
-        "-t",
-        "8s",
-        "--interval",
-        "500ms",
-    ]);
+    let window = ["--json", "-t", "8s", "--interval", "500ms"];
+    let mons: Vec<(Watch<'_>, Monitor)> = [Watch::Pid(target.pid()), Watch::Cgroup(&rel)]
+        .into_iter()
+        .map(|w| (w, w.start(&window)))
+        .collect();
     let before = a.link_stats("eth0");
     target.send_line("go");
     target.expect_line("done");
     // Let the last FINs and ACKs cross.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mid = a.link_stats("eth0");
-    let (status, reports, err) = mon.finish();
+    let finished: Vec<_> = mons.into_iter().map(|(w, m)| (w, m.finish())).collect();
     let delta = a.link_stats("eth0").since(&before);
     assert_eq!(
         mid.since(&before),
         delta,
         "traffic after the connections ended"
     );
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("report"), target.pid());
-    assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{c}");
-    assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{c}");
-    assert!(num(c, "packets_out") >= n * 4, "{c}");
-    assert_eq!(num(c, "tcp_connections"), 0);
+    for (w, (status, reports, err)) in finished {
+        assert!(status.success(), "{w:?}: {err:?}");
+        let c = w.row(reports.last().expect("report"));
+        assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{w:?}: {c}");
+        assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{w:?}: {c}");
+        assert!(num(c, "packets_out") >= n * 4, "{w:?}: {c}");
+        assert_eq!(num(c, "tcp_connections"), 0, "{w:?}: {c}");
+    }
     target.close_stdin();
 }
 

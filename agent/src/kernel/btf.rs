@@ -90,6 +90,23 @@ pub fn task_pid_tgid_offsets() -> anyhow::Result<(u32, u32)> {
     Ok((v[0], v[1]))
 }
 
+/// Whether the kernel hands a cgroup program its cgroup storage through the program's run
+/// context (`struct bpf_cg_run_ctx`, upstream since 5.15), which nested runs save and restore.
+/// Before that, `bpf_get_local_storage` read a per-CPU pointer that a program run from a
+/// softirq interrupting a process-context cgroup program could find set by that program
+/// (5.10.y's stable fix keys the slots by `current`, which the softirq shares): the cgroup
+/// path (ebpf/src/whole.rs) is used only where this is true. A kernel without readable BTF
+/// says no.
+pub fn cgroup_storage_in_run_ctx() -> bool {
+    let found = std::fs::read("/sys/kernel/btf/vmlinux")
+        .map_err(anyhow::Error::from)
+        .and_then(|blob| member_offsets(&blob, "bpf_cg_run_ctx", &[]));
+    if let Err(e) = &found {
+        log::debug!("cgroup storage in the run context: {e:#}");
+    }
+    found.is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +160,12 @@ mod tests {
         let mut truncated = blob();
         truncated.truncate(40);
         assert!(member_offsets(&truncated, "task_struct", &["pid"]).is_err());
+    }
+
+    #[test]
+    fn finds_a_struct_by_name() {
+        assert!(member_offsets(&blob(), "task_struct", &[]).is_ok());
+        assert!(member_offsets(&blob(), "bpf_cg_run_ctx", &[]).is_err());
     }
 
     #[test]

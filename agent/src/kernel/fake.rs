@@ -57,8 +57,11 @@ pub struct FakeKernel {
     pub node_dest_other: BTreeMap<u64, DestOther>,
     /// `--all --destinations` traffic without an `other` entry.
     pub node_dest_lost: crate::model::Counters,
-    /// Every attachment, in order: ("sock" or "skb", cgroup directory).
+    /// Every attachment, in order: ("sock" or "skb" for the socket path, "whole" for the
+    /// cgroup path, "node" or "node-stamper" for `--all`; cgroup directory).
     pub attached: Vec<(&'static str, std::path::PathBuf)>,
+    /// Whole-cgroup targets on the cgroup path: slot → (cgroup directory, still scanning).
+    pub whole: BTreeMap<Slot, (std::path::PathBuf, bool)>,
     /// Cgroups where attaching fails (a test plays a kernel that refuses).
     pub refuse_attach: HashSet<std::path::PathBuf>,
     /// Whether the counters can ask a packet's namespace (`Programs::netns_helper`).
@@ -75,6 +78,28 @@ impl super::Programs for FakeKernel {
     fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
         anyhow::ensure!(!self.refuse_attach.contains(dir), "attach refused");
         self.attached.push(("skb", dir.to_path_buf()));
+        Ok(())
+    }
+
+    fn attach_whole(
+        &mut self,
+        dir: &std::path::Path,
+        slot: Slot,
+        scanning: bool,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.refuse_attach.contains(dir), "attach refused");
+        self.attached.push(("whole", dir.to_path_buf()));
+        self.whole.insert(slot, (dir.to_path_buf(), scanning));
+        Ok(())
+    }
+
+    fn attach_node(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
+        self.attached.push(("node", root.to_path_buf()));
+        Ok(())
+    }
+
+    fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
+        self.attached.push(("node-stamper", root.to_path_buf()));
         Ok(())
     }
 
@@ -123,6 +148,12 @@ impl Kernel for FakeKernel {
     fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool> {
         self.stamps.push((sock.as_raw_fd(), stamp));
         Ok(true)
+    }
+
+    fn end_scan(&mut self, slot: Slot) {
+        if let Some((_, scanning)) = self.whole.get_mut(&slot) {
+            *scanning = false;
+        }
     }
 
     fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()> {
@@ -232,6 +263,14 @@ impl super::Programs for SharedKernel {
     forward! {
         fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
         fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
+        fn attach_whole(
+            &mut self,
+            dir: &std::path::Path,
+            slot: Slot,
+            scanning: bool
+        ) -> anyhow::Result<()>;
+        fn attach_node(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
+        fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
     }
     forward! {
         fn netns_helper(&self) -> bool;
@@ -248,6 +287,7 @@ impl Kernel for SharedKernel {
         fn new_ifaces(&mut self) -> Vec<IfaceKey>;
         fn stamp_netns(&mut self, sock: &OwnedFd, netns_cookie: u64) -> anyhow::Result<()>;
         fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool>;
+        fn end_scan(&mut self, slot: Slot);
         fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()>;
         fn refresh_connection(&mut self, cookie: u64, srtt_us: u32, retrans: u32, state: u8);
         fn forget_connection(&mut self, cookie: u64);

@@ -15,6 +15,7 @@ pub mod btf;
 pub mod fake;
 pub mod features;
 pub mod probes;
+mod whole;
 
 use std::os::fd::OwnedFd;
 
@@ -44,8 +45,13 @@ pub struct Knobs {
     pub cgroup_targets: bool,
     /// Processes are targets ([`Kernel::add_target_pid`]); off, socket creation skips that map.
     pub pid_targets: bool,
-    /// Node-wide accounting by cgroup ([`Kernel::cgroup_totals`]).
+    /// Node-wide accounting by cgroup ([`Kernel::cgroup_totals`]): the node path's programs.
     pub all: bool,
+    /// Some target is counted on the socket path: its programs are loaded.
+    pub socket_path: bool,
+    /// Some whole-cgroup target is counted on the cgroup path ([`Programs::attach_whole`]):
+    /// its programs are loaded.
+    pub cgroup_path: bool,
     /// Where the bytes go: see [`DestKnobs`].
     pub dest: DestKnobs,
 }
@@ -238,12 +244,29 @@ pub struct Untracked {
 /// The loaded programs as set-up and the loop attach them (the attach seam): the real ones
 /// ([`probes::Probes`]) or `fake::FakeKernel`.
 pub trait Programs: Kernel {
-    /// Attaches the socket hooks (creation, release, bind, connect, sendmsg, sock_ops) at
-    /// cgroup `dir`, so at its whole subtree. Before [`Programs::attach_counters`] and before
-    /// existing sockets are scanned, so no socket created in between goes unstamped.
+    /// Attaches the socket path's socket hooks (creation, release, bind, connect, sendmsg,
+    /// sock_ops) at cgroup `dir`, so at its whole subtree. Before [`Programs::attach_counters`]
+    /// and before existing sockets are scanned, so no socket created in between goes
+    /// unstamped.
     fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
-    /// Attaches the ingress and egress counters at cgroup `dir`.
+    /// Attaches the socket path's ingress and egress counters at cgroup `dir`.
     fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()>;
+    /// Attaches the cgroup path's programs at whole-cgroup target `slot`'s cgroup `dir`, which
+    /// they count in its cgroup storage. With `scanning`, connections established from now on
+    /// until [`Kernel::end_scan`] get a socket state, so the scan of existing sockets cannot
+    /// count one twice.
+    fn attach_whole(
+        &mut self,
+        dir: &std::path::Path,
+        slot: Slot,
+        scanning: bool,
+    ) -> anyhow::Result<()>;
+    /// `--all`: attaches the node path's counters at `root`.
+    fn attach_node(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
+    /// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: attaches the program that
+    /// stamps every new socket with its namespace at `root`, before existing sockets are
+    /// stamped.
+    fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
     /// With `-i`: whether the packet counters ask each packet's namespace
     /// (`bpf_get_netns_cookie` in cgroup_skb); false: they filter on the namespace stamped on
     /// each socket.
@@ -271,8 +294,12 @@ pub trait Kernel {
     /// the run, through a descriptor copied from its process, with its namespace's cookie.
     fn stamp_netns(&mut self, sock: &OwnedFd, netns_cookie: u64) -> anyhow::Result<()>;
     /// Stamps a socket that predates the run, through a descriptor copied from its process.
-    /// Returns whether the state was installed (false: the kernel already had one).
+    /// Returns whether the state was installed (false: the kernel already had one, or the
+    /// target is on the cgroup path and the socket does not count as a connection now: there a
+    /// state only serves the gauges).
     fn stamp_socket(&mut self, sock: &OwnedFd, stamp: SocketStamp) -> anyhow::Result<bool>;
+    /// The scan of whole-cgroup target `slot`'s existing sockets is over (cgroup path).
+    fn end_scan(&mut self, slot: Slot);
     /// Creates a `--details` record for a socket that predates the run (kept if one exists).
     fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()>;
     /// Updates RTT, retransmits and state of a record that predates the run.

@@ -38,6 +38,7 @@ use procnetmon2_common::{
 use super::{
     CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
     MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, Programs, Proto, Slot, SocketStamp, Untracked,
+    whole::WholeMaps,
 };
 use crate::model::{Counters, Traffic};
 
@@ -62,6 +63,27 @@ const SOCK_ADDR_PROGS: [&str; 4] = [
     "pnm_sendmsg6",
 ];
 const SOCKOPS_PROG: &str = "pnm_sockops";
+/// The cgroup path (ebpf/src/whole.rs). Its release program is attached first: it creates the
+/// target's cgroup storage without counting anything (`attach_whole`).
+const CG_RELEASE_PROG: &str = "pnm_cg_release";
+const CG_SKB_PROGS: [(&str, CgroupSkbAttachType); 2] = [
+    ("pnm_cg_ingress", CgroupSkbAttachType::Ingress),
+    ("pnm_cg_egress", CgroupSkbAttachType::Egress),
+];
+const CG_SOCK_PROGS: [&str; 2] = ["pnm_cg_bind4", "pnm_cg_bind6"];
+const CG_SOCK_ADDR_PROGS: [&str; 4] = [
+    "pnm_cg_connect4",
+    "pnm_cg_connect6",
+    "pnm_cg_sendmsg4",
+    "pnm_cg_sendmsg6",
+];
+const CG_SOCKOPS_PROG: &str = "pnm_cg_sockops";
+/// The node path (`--all`, ebpf/src/node.rs).
+const NODE_SKB_PROGS: [(&str, CgroupSkbAttachType); 2] = [
+    ("pnm_all_ingress", CgroupSkbAttachType::Ingress),
+    ("pnm_all_egress", CgroupSkbAttachType::Egress),
+];
+const NODE_STAMPER_PROG: &str = "pnm_all_sock_create";
 /// Raw tracepoints: (program, tracepoint).
 const TP_PROGS: [(&str, &str); 2] = [
     ("pnm_fork", "sched_process_fork"),
@@ -88,6 +110,9 @@ const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
 const MAP_NODE_DEST_TOTALS: &str = "NODE_DEST_TOTALS";
 const MAP_NODE_DEST_OTHER: &str = "NODE_DEST_OTHER";
 const MAP_NODE_DEST_LOST: &str = "NODE_DEST_LOST";
+const MAP_CG_TARGET: &str = "CG_TARGET";
+const MAP_CG_SCANNING: &str = "CG_SCANNING";
+const MAP_CG_OLD: &str = "CG_OLD";
 /// Pages per CPU of the DNS perf buffers (64 KiB with 4 KiB pages): a tick's answers.
 const DNS_PAGES: usize = 16;
 
@@ -112,6 +137,8 @@ pub struct Probes {
     cgroup_targets: HashMap<MapData, u64, u32>,
     cgroup_totals: PerCpuHashMap<MapData, CgroupKey, traffic::Counters>,
     dest: DestMaps,
+    /// The cgroup path's targets and maps.
+    whole: WholeMaps,
 }
 
 /// The maps of issue 17 (remote hosts, classes, DNS answers).
@@ -185,6 +212,15 @@ fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
+/// A map aya has no typed access for here (`CG_TARGET`: kernel/whole.rs).
+fn take_data(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MapData> {
+    match ebpf.take_map(name) {
+        Some(aya::maps::Map::PerCpuCgroupStorage(m)) => Ok(m),
+        Some(_) => Err(anyhow!("map {name} has an unexpected type")),
+        None => Err(anyhow!("map {name} missing from the eBPF object")),
+    }
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -204,28 +240,86 @@ static MIN_KERNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Loads every program of the object into the kernel (verification happens here); the fork
-/// and exit tracepoints only when children are followed, and those are attached at once.
-fn load_programs(ebpf: &mut Ebpf, children: bool) -> anyhow::Result<()> {
-    for (name, _) in SKB_PROGS {
+/// The programs of one path, by type.
+struct ProgramSet<'a> {
+    skb: &'a [(&'a str, CgroupSkbAttachType)],
+    sock: &'a [&'a str],
+    sock_addr: &'a [&'a str],
+    sock_ops: &'a [&'a str],
+}
+
+const SOCKET_PATH: ProgramSet<'static> = ProgramSet {
+    skb: &SKB_PROGS,
+    sock: &SOCK_PROGS,
+    sock_addr: &SOCK_ADDR_PROGS,
+    sock_ops: &[SOCKOPS_PROG],
+};
+const EMPTY_SET: ProgramSet<'static> = ProgramSet {
+    skb: &[],
+    sock: &[],
+    sock_addr: &[],
+    sock_ops: &[],
+};
+const CGROUP_PATH: ProgramSet<'static> = ProgramSet {
+    skb: &CG_SKB_PROGS,
+    sock: &[CG_RELEASE_PROG, CG_SOCK_PROGS[0], CG_SOCK_PROGS[1]],
+    sock_addr: &CG_SOCK_ADDR_PROGS,
+    sock_ops: &[CG_SOCKOPS_PROG],
+};
+
+/// Loads (verification happens here) every program of `set`.
+fn load_set(ebpf: &mut Ebpf, set: &ProgramSet<'_>) -> anyhow::Result<()> {
+    for (name, _) in set.skb {
         let p: &mut CgroupSkb = program(ebpf, name)?;
         p.load()
             .with_context(|| format!("load {name} (cgroup_skb; {})", *MIN_KERNEL))?;
     }
-    for name in SOCK_PROGS {
+    for name in set.sock {
         let p: &mut CgroupSock = program(ebpf, name)?;
         p.load()
             .with_context(|| format!("load {name} (cgroup/sock; {})", *MIN_KERNEL))?;
     }
-    for name in SOCK_ADDR_PROGS {
+    for name in set.sock_addr {
         let p: &mut CgroupSockAddr = program(ebpf, name)?;
         p.load()
             .with_context(|| format!("load {name} (cgroup/sock_addr; {})", *MIN_KERNEL))?;
     }
-    let p: &mut SockOps = program(ebpf, SOCKOPS_PROG)?;
-    p.load()
-        .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {})", *MIN_KERNEL))?;
-    if children {
+    for name in set.sock_ops {
+        let p: &mut SockOps = program(ebpf, name)?;
+        p.load()
+            .with_context(|| format!("load {name} (sock_ops; {})", *MIN_KERNEL))?;
+    }
+    Ok(())
+}
+
+/// Loads the programs of the paths the run uses (the others stay out of the kernel: each load
+/// is a verification, seconds under emulation); the fork and exit tracepoints only when
+/// children are followed, and those are attached at once. `node_stamper`: `--all -i` without
+/// `bpf_get_netns_cookie` in cgroup_skb.
+fn load_programs(ebpf: &mut Ebpf, knobs: &Knobs, node_stamper: bool) -> anyhow::Result<()> {
+    if knobs.socket_path {
+        load_set(ebpf, &SOCKET_PATH)?;
+    }
+    if knobs.cgroup_path {
+        load_set(ebpf, &CGROUP_PATH)?;
+    }
+    if knobs.all {
+        let stamper: &[&str] = if node_stamper {
+            &[NODE_STAMPER_PROG]
+        } else {
+            &[]
+        };
+        load_set(
+            ebpf,
+            &ProgramSet {
+                skb: &NODE_SKB_PROGS,
+                sock: stamper,
+                sock_addr: &[],
+                sock_ops: &[],
+            },
+        )?;
+    }
+    if knobs.children {
         for (name, tp) in TP_PROGS {
             let p: &mut RawTracePoint = program(ebpf, name)?;
             p.load()
@@ -332,8 +426,18 @@ impl Probes {
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
             .with_context(|| format!("load the eBPF object ({})", *MIN_KERNEL))?;
-        load_programs(&mut ebpf, knobs.children)?;
+        load_programs(
+            &mut ebpf,
+            &knobs,
+            knobs.all && knobs.iface_filter && !helper,
+        )?;
+        let whole = WholeMaps::new(
+            take_data(&mut ebpf, MAP_CG_TARGET)?,
+            take(&mut ebpf, MAP_CG_SCANNING)?,
+            take(&mut ebpf, MAP_CG_OLD)?,
+        )?;
         Ok(Self {
+            whole,
             netns_helper: helper,
             cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
             cgroup_totals: take(&mut ebpf, MAP_CGROUP_TOTALS)?,
@@ -352,28 +456,37 @@ impl Probes {
         })
     }
 
-    fn attach_sock_hooks_at(&mut self, cgroup: &File) -> anyhow::Result<()> {
-        for name in SOCK_PROGS {
+    /// Attaches the socket hooks of `set` at `cgroup` (no counters).
+    fn attach_hooks_at(&mut self, set: &ProgramSet<'_>, cgroup: &File) -> anyhow::Result<()> {
+        for name in set.sock {
             let p: &mut CgroupSock = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
                 .map_err(attach_hint)
                 .with_context(|| format!("attach {name}"))?;
         }
-        for name in SOCK_ADDR_PROGS {
+        for name in set.sock_addr {
             let p: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(attach_hint)
                 .with_context(|| format!("attach {name}"))?;
         }
-        let p: &mut SockOps = program(&mut self.ebpf, SOCKOPS_PROG)?;
-        p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .with_context(|| format!("attach {SOCKOPS_PROG}"))?;
+        for name in set.sock_ops {
+            let p: &mut SockOps = program(&mut self.ebpf, name)?;
+            p.attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(attach_hint)
+                .with_context(|| format!("attach {name}"))?;
+        }
         Ok(())
     }
 
     /// Links, not legacy attachments: several programs stack on one cgroup whatever else is
     /// attached there (`AllowMultiple` is implied by links; passing it fails with EINVAL).
-    fn attach_counters_at(&mut self, cgroup: &File) -> anyhow::Result<()> {
-        for (name, kind) in SKB_PROGS {
+    fn attach_counters_at(
+        &mut self,
+        progs: &[(&str, CgroupSkbAttachType)],
+        cgroup: &File,
+    ) -> anyhow::Result<()> {
+        for &(name, kind) in progs {
             let p: &mut CgroupSkb = program(&mut self.ebpf, name)?;
             p.attach(cgroup.as_fd(), kind, CgroupAttachMode::Single)
                 .map_err(attach_hint)
@@ -522,11 +635,54 @@ fn is_eexist(e: &MapError) -> bool {
 
 impl Programs for Probes {
     fn attach_sock_hooks(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
-        self.attach_sock_hooks_at(&crate::host::cgroup::open_dir(dir)?)
+        self.attach_hooks_at(&SOCKET_PATH, &crate::host::cgroup::open_dir(dir)?)
     }
 
     fn attach_counters(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
-        self.attach_counters_at(&crate::host::cgroup::open_dir(dir)?)
+        self.attach_counters_at(&SKB_PROGS, &crate::host::cgroup::open_dir(dir)?)
+    }
+
+    /// In this order: the release program (its attachment creates the cgroup storage, and it
+    /// counts nothing yet), the slot written into the storage (a write replaces the whole
+    /// value, so it must come before anything counts), the scan flag, the socket hooks, then
+    /// the counters.
+    fn attach_whole(
+        &mut self,
+        dir: &std::path::Path,
+        slot: Slot,
+        scanning: bool,
+    ) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let cgroup = crate::host::cgroup::open_dir(dir)?;
+        // A cgroup's id is its directory's inode number.
+        let cgroup_id = cgroup
+            .metadata()
+            .with_context(|| format!("stat cgroup {}", dir.display()))?
+            .ino();
+        let release = ProgramSet {
+            sock: &[CG_RELEASE_PROG],
+            ..EMPTY_SET
+        };
+        self.attach_hooks_at(&release, &cgroup)?;
+        self.whole.start(cgroup_id, slot, scanning)?;
+        let hooks = ProgramSet {
+            sock: &CG_SOCK_PROGS,
+            ..CGROUP_PATH
+        };
+        self.attach_hooks_at(&hooks, &cgroup)?;
+        self.attach_counters_at(&CG_SKB_PROGS, &cgroup)
+    }
+
+    fn attach_node(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
+        self.attach_counters_at(&NODE_SKB_PROGS, &crate::host::cgroup::open_dir(root)?)
+    }
+
+    fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
+        let set = ProgramSet {
+            sock: &[NODE_STAMPER_PROG],
+            ..EMPTY_SET
+        };
+        self.attach_hooks_at(&set, &crate::host::cgroup::open_dir(root)?)
     }
 
     fn netns_helper(&self) -> bool {
@@ -603,6 +759,17 @@ impl Kernel for Probes {
             iface_ok,
             netns_cookie,
         } = stamp;
+        if self.whole.has(slot) {
+            // The cgroup path keeps a state only for a socket in a gauge now (a listener's
+            // would be cloned into every connection it accepts), and its programs look for a
+            // TCP one only once told to: before the state exists, so no close is missed.
+            if !count_now {
+                return Ok(false);
+            }
+            if proto == Proto::Tcp {
+                self.whole.mark_old(slot)?;
+            }
+        }
         let mut flags = 0;
         if established {
             flags |= FLAG_ESTABLISHED;
@@ -636,6 +803,10 @@ impl Kernel for Probes {
         Ok(installed)
     }
 
+    fn end_scan(&mut self, slot: Slot) {
+        self.whole.end_scan(slot);
+    }
+
     fn put_connection(&mut self, cookie: u64, conn: Connection) -> anyhow::Result<()> {
         match self.conns.insert(cookie, conn_record(&conn), BPF_NOEXIST) {
             Ok(()) => Ok(()),
@@ -660,9 +831,9 @@ impl Kernel for Probes {
         let _ = self.conns.remove(&cookie);
     }
 
-    /// `TARGET_TOTALS[slot]`, plus with classes the slot's `CLASS_TOTALS` entries: the skb
-    /// programs then charge a packet to its class only (one per-CPU add, not two), and
-    /// `TARGET_TOTALS` keeps what had no class (not an IP packet).
+    /// `TARGET_TOTALS[slot]` (on the cgroup path: its cgroup storage), plus with classes the
+    /// slot's `CLASS_TOTALS` entries: the skb programs then charge a packet to its class only
+    /// (one per-CPU add, not two), and the totals keep what had no class (not an IP packet).
     fn totals(&self, slot: Slot) -> anyhow::Result<Traffic> {
         let fold = |mut acc: TargetTotals, t: &TargetTotals| {
             for (a, b) in acc.by_proto.iter_mut().zip(t.by_proto) {
@@ -670,11 +841,15 @@ impl Kernel for Probes {
             }
             acc
         };
-        let per_cpu = self
-            .totals
-            .get(&slot.0, 0)
-            .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?;
-        let mut sum = per_cpu.iter().fold(TargetTotals::default(), fold);
+        let mut sum = match self.whole.read(slot) {
+            Some(read) => read?.0,
+            None => self
+                .totals
+                .get(&slot.0, 0)
+                .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?
+                .iter()
+                .fold(TargetTotals::default(), fold),
+        };
         let d = &self.dest;
         if slot.0 < d.slots {
             for class in 0..d.class_count {
@@ -694,10 +869,13 @@ impl Kernel for Probes {
     }
 
     fn gauges(&self, slot: Slot) -> anyhow::Result<(i64, i64)> {
-        let g: ConnGauges = self
-            .gauges
-            .get(&slot.0, 0)
-            .with_context(|| format!("read TARGET_CONNS[{}]", slot.0))?;
+        let g: ConnGauges = match self.whole.read(slot) {
+            Some(read) => read?.1,
+            None => self
+                .gauges
+                .get(&slot.0, 0)
+                .with_context(|| format!("read TARGET_CONNS[{}]", slot.0))?,
+        };
         Ok((g.tcp as i64, g.udp as i64))
     }
 

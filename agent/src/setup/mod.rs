@@ -30,7 +30,7 @@ use crate::{
         workloads::CgroupNames,
     },
     kernel::{Kernel, Programs, Slot, probes::Probes},
-    plan::{Plan, TargetKind},
+    plan::{CountPath, Plan, TargetKind},
     session::{
         DestTracker, HostView, NodeIfaces, NodeWide, Session, Stamped, Started, Subject,
         step::{Command, Runner},
@@ -146,11 +146,12 @@ fn fill_maps(kernel: &mut dyn Kernel, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Attaches the socket hooks, then the counters, at every attach point. `stamp_node_netns`
-/// stamps every existing socket on the node with its namespace, between the two, when
-/// `--all -i` needs it (cgroup_skb cannot ask a packet's namespace): new sockets are stamped
-/// by sock_create (attached first), those that predate the run by it, before any packet is
-/// counted.
+/// Attaches every path's programs: the socket path's socket hooks at every attach point; the
+/// cgroup path's programs at each of its targets' cgroups (in the order `attach_whole` keeps);
+/// `--all`'s at the root; then the socket path's counters. `stamp_node_netns` stamps every
+/// existing socket on the node with its namespace when `--all -i` needs it (cgroup_skb cannot
+/// ask a packet's namespace): after the program that stamps new sockets, before the node's
+/// counters, so no packet is counted before its socket is stamped.
 fn attach(
     programs: &mut dyn Programs,
     plan: &Plan,
@@ -159,8 +160,18 @@ fn attach(
     for dir in &plan.attach_points {
         programs.attach_sock_hooks(dir)?;
     }
-    if plan.node_namespaces.is_some() && !programs.netns_helper() {
-        stamp_node_netns(programs);
+    for t in plan.targets.iter().filter(|t| t.path == CountPath::Cgroup) {
+        if let Some((dir, predates)) = t.whole_cgroup() {
+            // Only a cgroup that predates the run has sockets to scan.
+            programs.attach_whole(dir, t.slot, predates)?;
+        }
+    }
+    if let Some(root) = &plan.node_root {
+        if plan.node_namespaces.is_some() && !programs.netns_helper() {
+            programs.attach_node_stamper(root)?;
+            stamp_node_netns(programs);
+        }
+        programs.attach_node(root)?;
     }
     for dir in &plan.attach_points {
         programs.attach_counters(dir)?;
@@ -212,10 +223,11 @@ pub fn start(
     // Read before counting is announced: traffic after the announcement is the run's.
     let dest = destinations(&*programs, plan, now);
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
+    let dirs = plan.all_attach_dirs();
     log::info!(
         "attached at {} cgroup(s) {:?}; counting {} process(es)",
-        plan.attach_points.len(),
-        plan.attach_points,
+        dirs.len(),
+        dirs,
         started.len()
     );
     let mut session = Session::start(
@@ -280,6 +292,8 @@ fn fill_target_maps(kernel: &mut dyn Kernel, plan: &Plan) -> anyhow::Result<()> 
                     kernel.add_target_pid(*kid, t.slot)?;
                 }
             }
+            // On the cgroup path the attach point is the target: no map to fill.
+            _ if t.path == CountPath::Cgroup => {}
             TargetKind::Cgroup { id, .. } => kernel.add_cgroup_target(*id, t.slot)?,
             TargetKind::Command { cgroup, .. } => {
                 kernel.add_cgroup_target(cgroup::cgroup_id(cgroup)?, t.slot)?;
@@ -330,6 +344,9 @@ fn stamp_and_start(
                     if let Some(ident) = host.identify(pid) {
                         found.merge(host.stamp_existing(kernel, &ident, t.slot, plan.knobs));
                     }
+                }
+                if t.path == CountPath::Cgroup {
+                    kernel.end_scan(t.slot);
                 }
                 let subject = Subject::Cgroup {
                     dir: dir.clone(),

@@ -91,6 +91,11 @@ pub fn survey(run: &Run, env: &Env) -> anyhow::Result<Survey> {
         own_cgroup,
         agent_pid: std::process::id(),
         namespaces,
+        // Read only when a whole cgroup is a target: the kernel's BTF is megabytes.
+        cgroup_storage_ok: (!t.cgroups.is_empty()
+            || !t.containers.is_empty()
+            || !t.command.is_empty())
+            && crate::kernel::btf::cgroup_storage_in_run_ctx(),
     })
 }
 

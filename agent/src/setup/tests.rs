@@ -86,40 +86,97 @@ fn node_wide_interface_filter_holds_every_namespace() {
 
 #[test]
 fn sock_hooks_everywhere_before_any_counter() {
-    for (args, helper, stamps_node) in [
-        (&["-p", "10,11", "--cgroup", "/x"][..], false, false),
-        (&["--all", "-i", "eth0"], false, true),
-        (&["--all", "-i", "eth0"], true, false),
-    ] {
+    let root = PathBuf::from(MNT);
+    let spawn = dir("/agent/procnetmon2-spawn-77");
+    /// (arguments, netns helper, attachments in order, the namespace stamp after how many)
+    type Row<'a> = (&'a [&'a str], bool, Vec<(&'a str, PathBuf)>, Option<usize>);
+    let table: &[Row<'_>] = &[
+        (
+            &["-p", "10,11", "--cgroup", "/x"],
+            false,
+            vec![
+                ("sock", dir("/p10")),
+                ("sock", dir("/p11")),
+                ("sock", dir("/x")),
+                ("skb", dir("/p10")),
+                ("skb", dir("/p11")),
+                ("skb", dir("/x")),
+            ],
+            None,
+        ),
+        // --all -i without the helper: new sockets stamped before existing ones, both before
+        // the node's counters.
+        (
+            &["--all", "-i", "eth0"],
+            false,
+            vec![("node-stamper", root.clone()), ("node", root.clone())],
+            Some(1),
+        ),
+        (
+            &["--all", "-i", "eth0"],
+            true,
+            vec![("node", root.clone())],
+            None,
+        ),
+        // The cgroup path at the targets' own cgroups, the node's at the root.
+        (
+            &["--all", "--cgroup", "/x", "--", "curl"],
+            false,
+            vec![
+                ("whole", dir("/x")),
+                ("whole", spawn.clone()),
+                ("node", root.clone()),
+            ],
+            None,
+        ),
+        // -p with --all: the socket path at the process's cgroup, the node's at the root.
+        (
+            &["--all", "-p", "10"],
+            false,
+            vec![
+                ("sock", dir("/p10")),
+                ("node", root.clone()),
+                ("skb", dir("/p10")),
+            ],
+            None,
+        ),
+    ];
+    for (args, helper, want, stamp_after) in table {
         let p = plan(args).unwrap();
         let k = SharedKernel::default();
-        k.0.borrow_mut().netns_helper = helper;
+        k.0.borrow_mut().netns_helper = *helper;
         let mut stamped_between = None;
         let mut programs = k.clone();
         attach(&mut programs, &p, |_| {
-            // Every socket hook is on, no counter yet.
-            stamped_between = Some(k.0.borrow().attached.clone());
+            stamped_between = Some(k.0.borrow().attached.len());
         })
         .unwrap();
         let attached = k.0.borrow().attached.clone();
-        let kinds: Vec<&str> = attached.iter().map(|(kind, _)| *kind).collect();
-        let n = p.attach_points.len();
-        assert_eq!(
-            kinds,
-            [vec!["sock"; n], vec!["skb"; n]].concat(),
-            "{args:?}"
-        );
-        let dirs: Vec<PathBuf> = attached.iter().map(|(_, d)| d.clone()).collect();
-        assert_eq!(
-            dirs,
-            [p.attach_points.clone(), p.attach_points.clone()].concat()
-        );
-        assert_eq!(
-            stamped_between,
-            stamps_node.then(|| attached[..n].to_vec()),
-            "{args:?}"
-        );
+        let want: Vec<(&str, PathBuf)> = want.clone();
+        assert_eq!(attached, want, "{args:?}");
+        assert_eq!(stamped_between, *stamp_after, "{args:?}");
     }
+}
+
+/// A whole cgroup on the cgroup path is attached with its scan flag up (it predates the run;
+/// the spawned command's cgroup does not), and the flag goes down once its sockets are
+/// stamped.
+#[test]
+fn whole_cgroups_scan_between_attach_and_start() {
+    let p = plan(&["--cgroup", "/x", "--", "curl"]).unwrap();
+    let k = SharedKernel::default();
+    let mut programs = k.clone();
+    attach(&mut programs, &p, |_| {}).unwrap();
+    let whole: Vec<(Slot, bool)> =
+        k.0.borrow()
+            .whole
+            .iter()
+            .map(|(s, (_, scanning))| (*s, *scanning))
+            .collect();
+    assert_eq!(whole, [(Slot(0), true), (Slot(1), false)]);
+    let host = SharedHost::default();
+    let _ = start(&p, Box::new(k.clone()), Box::new(host), None, None).unwrap();
+    assert!(k.0.borrow().whole.values().all(|(_, scanning)| !scanning));
 }
 
 struct NoCommand;

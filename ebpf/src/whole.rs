@@ -1,0 +1,315 @@
+//! The cgroup path (issue 28): whole-cgroup targets (spawn mode, `--cgroup`, `--container`)
+//! when neither `--details` nor `-i` asks for per-socket state. Every socket whose cgroup is
+//! in the target's subtree is the target's, so the programs attached at the target's cgroup
+//! need not ask the socket who owns it: their attach point names the target. Its counters
+//! are the attach point's per-CPU cgroup storage (`CG_TARGET`, one `bpf_get_local_storage`
+//! call, the one helper call of a packet); no socket gets a storage at creation.
+//!
+//! Connection gauges without per-socket state where none is needed:
+//! - TCP from sock_ops alone: +1 at the established callbacks, which arm the state callback
+//!   (the kernel's per-socket callback flag is the only state), −1 when the state callback
+//!   reports the change *out of* ESTABLISHED (its old state), which happens exactly once per
+//!   connection whatever other programs do with the flag.
+//! - UDP from a socket state created only when the socket becomes bound or connected
+//!   (post_bind, connect, sendmsg): it must enter the gauge once however many of those hooks
+//!   run, and leave it at release, and only a state under a spin lock can say so on 5.10 (no
+//!   compare-and-swap before 5.12).
+//! - Connections that predate the run carry a state stamped by the agent (counted now); a
+//!   connection established while the agent scans gets one from sock_ops (`CG_SCANNING`), so
+//!   the scan, which stamps only sockets without one, does not count it twice. Such states
+//!   are looked for (`CG_OLD`) when a TCP socket leaves ESTABLISHED or is released.
+//!
+//! Used only where the kernel keeps each program's cgroup storage in its run context (5.15+):
+//! before that (5.10), `bpf_get_local_storage` read a per-CPU pointer that a program run from
+//! a softirq interrupting a process-context cgroup program on the same CPU could find set by
+//! that program (stable 5.10.y's fix keys the slots by `current`, which a softirq shares with
+//! the task it interrupts). There the agent counts these targets on the socket path. Every
+//! helper used here exists for its program type on 5.10 too (docs/kernels.md).
+//!
+//! One target per attach point: the agent uses this path only for targets whose cgroup is
+//! neither inside nor above another target's (nested programs would both count a packet).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{__sk_buff, bpf_sock},
+    btf_maps::Array,
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, sock_ops},
+    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
+};
+use procnetmon2_common::{
+    conn::TCP_ESTABLISHED,
+    sock::{FLAG_ESTABLISHED, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP, SockState, proto_index},
+    target::MAX_TARGETS,
+    whole::CgroupTarget,
+};
+
+use crate::{
+    dest,
+    maps::{CG_OLD, CG_SCANNING, CG_TARGET, SOCK_STATE},
+    node::packet_proto,
+    track::{
+        ALLOW, Delta, add_gauge, add_percpu, apply_to, initial_flags, mark_delta, state_of,
+        uncount_delta,
+    },
+    untracked_event,
+};
+
+/// sock_ops op codes and callback flags (include/uapi/linux/bpf.h).
+const OP_ACTIVE_ESTABLISHED: u32 = 4;
+const OP_PASSIVE_ESTABLISHED: u32 = 5;
+const OP_STATE: u32 = 10;
+const CB_STATE: i32 = 1 << 2;
+/// Gauge deltas (wrapping: `u64::MAX` is −1).
+const PLUS: u64 = 1;
+const MINUS: u64 = u64::MAX;
+
+/// This CPU's counters of the target whose cgroup the running program is attached at.
+#[inline(always)]
+fn target() -> *mut CgroupTarget {
+    CG_TARGET.get()
+}
+
+/// Whether `CG_SCANNING` / `CG_OLD` say so for `slot` (array lookups, which the verifier
+/// inlines: no call).
+#[inline(always)]
+fn flag(map: &Array<u32, { MAX_TARGETS as usize }>, slot: u32) -> bool {
+    map.get(slot).is_some_and(|v| *v != 0)
+}
+
+/// Ingress: every skb delivered to a socket of the target's subtree.
+#[cgroup_skb]
+pub fn pnm_cg_ingress(ctx: SkBuffContext) -> i32 {
+    count(&ctx, true)
+}
+
+/// Egress: every skb a socket of the target's subtree sends.
+#[cgroup_skb]
+pub fn pnm_cg_egress(ctx: SkBuffContext) -> i32 {
+    count(&ctx, false)
+}
+
+/// Charges the skb to the target by its protocol (with classes, to its class instead; with
+/// `--destinations`, to its remote host too), then, for a TCP socket that left ESTABLISHED
+/// while some socket of the target may carry a counted state, looks for that state.
+#[inline(always)]
+fn count(ctx: &SkBuffContext, ingress: bool) -> i32 {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // SAFETY: ctx field read the verifier rewrites (`skb->sk`, PTR_TO_SOCK_COMMON_OR_NULL).
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return ALLOW;
+    }
+    let t = target();
+    let len = u64::from(ctx.len());
+    let proto = packet_proto(ctx, sk);
+    // SAFETY: `t` is this CPU's storage value.
+    let slot = unsafe { (*t).slot };
+    if !dest::count(ctx, core::ptr::null_mut(), slot, proto, ingress, len) {
+        // SAFETY: as above; the protocol index bounded for the verifier.
+        let c = unsafe { &raw mut (*t).totals.by_proto[usize::from(proto).min(2)] };
+        add_percpu(c, ingress, len);
+    }
+    if proto == PROTO_TCP && flag(&CG_OLD, slot) {
+        leave_if_counted(sk, t);
+    }
+    ALLOW
+}
+
+/// A TCP socket with a counted state (stamped, or made while the agent scanned) leaves the
+/// gauge once it is no longer ESTABLISHED: its state callback may not be armed (a connection
+/// that predates the run), so its packets tell (`bpf_sock.state` is readable from any socket).
+#[inline(always)]
+fn leave_if_counted(sk: *mut bpf_sock, t: *mut CgroupTarget) {
+    // SAFETY: `sk` was null-checked by the caller; `state` is in the sock_common part.
+    if unsafe { (*sk).state } == u32::from(TCP_ESTABLISHED) {
+        return;
+    }
+    let st = state_of(sk.cast());
+    if !st.is_null() {
+        apply(t, st, uncount_delta(st));
+    }
+}
+
+/// Applies a state's gauge change to the target's gauges.
+#[inline(always)]
+fn apply(t: *mut CgroupTarget, st: *mut SockState, delta: Delta) {
+    // SAFETY: `t` is this CPU's storage value.
+    apply_to(unsafe { &raw mut (*t).conns }, st, delta);
+}
+
+/// sock_ops: the TCP gauge. `current` is meaningless here and never used.
+#[sock_ops]
+pub fn pnm_cg_sockops(ctx: SockOpsContext) -> u32 {
+    let ops = ctx.ops;
+    // SAFETY: ctx field read; null unless the socket is a full socket.
+    let sk: *mut c_void = unsafe { (*ops).__bindgen_anon_2.sk }.cast();
+    if sk.is_null() {
+        return 1;
+    }
+    match ctx.op() {
+        OP_ACTIVE_ESTABLISHED | OP_PASSIVE_ESTABLISHED => established(&ctx, sk),
+        // args: (old state, new state). ESTABLISHED is left once per connection; later
+        // changes (FIN_WAIT2, TIME_WAIT, CLOSE) come while another program keeps the flag.
+        OP_STATE
+            if ctx.arg(0) == u32::from(TCP_ESTABLISHED)
+                && ctx.arg(1) != u32::from(TCP_ESTABLISHED) =>
+        {
+            left(&ctx, sk);
+        }
+        _ => {}
+    }
+    1
+}
+
+/// A connection is established: arm the state callback, which reports its end, and count it.
+/// One that cannot be armed (not a full TCP socket: never, in practice) is not counted, since
+/// its end could not be seen.
+#[inline(always)]
+fn established(ctx: &SockOpsContext, sk: *mut c_void) {
+    if ctx.set_cb_flags(ctx.cb_flags() as i32 | CB_STATE).is_err() {
+        return;
+    }
+    let t = target();
+    // SAFETY: `t` is this CPU's storage value.
+    let slot = unsafe { (*t).slot };
+    if flag(&CG_SCANNING, slot) {
+        // The agent is scanning the target's sockets and may see this one established: a
+        // state counted here makes its stamp (BPF_NOEXIST) fail, so it counts once.
+        let init = SockState {
+            proto: PROTO_TCP,
+            flags: initial_flags(),
+            ..SockState::default()
+        };
+        let st = SOCK_STATE.get_or_create(sk, &init);
+        if !st.is_null() {
+            if let Some(old) = CG_OLD.get_ptr_mut(slot) {
+                // SAFETY: array value; every writer stores 1.
+                unsafe { *old = 1 };
+            }
+            apply(t, st, mark_delta(st, FLAG_ESTABLISHED));
+            return;
+        }
+        untracked_event(0);
+    }
+    // SAFETY: `t` is this CPU's storage value.
+    add_gauge(unsafe { &raw mut (*t).conns }, PROTO_TCP, PLUS);
+}
+
+/// A connection left ESTABLISHED: out of the gauge. The state callback is disarmed (the two
+/// or three later changes of a closing connection would run this program for nothing, ~200 ns
+/// each), as the socket path does without `--details`.
+#[inline(always)]
+fn left(ctx: &SockOpsContext, sk: *mut c_void) {
+    let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !CB_STATE);
+    let t = target();
+    // SAFETY: `t` is this CPU's storage value.
+    let slot = unsafe { (*t).slot };
+    if flag(&CG_OLD, slot) {
+        let st = state_of(sk);
+        if !st.is_null() {
+            // Counted through its state: leave through it (once, whichever hook is first).
+            apply(t, st, uncount_delta(st));
+            return;
+        }
+    }
+    // SAFETY: `t` is this CPU's storage value.
+    add_gauge(unsafe { &raw mut (*t).conns }, PROTO_TCP, MINUS);
+}
+
+/// A UDP socket became bound or connected: it enters the gauge once, through a state made
+/// now (the first allocation of its life; TCP sockets never get one here).
+#[inline(always)]
+fn udp_active(sk: *mut c_void, protocol: u32) {
+    if proto_index(protocol) != PROTO_UDP {
+        return;
+    }
+    let init = SockState {
+        proto: PROTO_UDP,
+        flags: initial_flags(),
+        ..SockState::default()
+    };
+    let st = SOCK_STATE.get_or_create(sk, &init);
+    if st.is_null() {
+        untracked_event(0);
+        return;
+    }
+    let delta = mark_delta(st, FLAG_UDP_ACTIVE);
+    if delta != Delta::None {
+        apply(target(), st, delta);
+    }
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn pnm_cg_bind4(ctx: SockContext) -> i32 {
+    // SAFETY: ctx field read.
+    udp_active(ctx.sock.cast(), unsafe { (*ctx.sock).protocol });
+    ALLOW
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn pnm_cg_bind6(ctx: SockContext) -> i32 {
+    // SAFETY: ctx field read.
+    udp_active(ctx.sock.cast(), unsafe { (*ctx.sock).protocol });
+    ALLOW
+}
+
+/// connect and sendmsg (an unconnected socket's `sendto` binds it first).
+#[inline(always)]
+fn sock_addr(ctx: &SockAddrContext) {
+    let a = ctx.sock_addr;
+    // SAFETY: ctx field reads.
+    let (sk, protocol) = unsafe { ((*a).__bindgen_anon_1.sk.cast::<c_void>(), (*a).protocol) };
+    if !sk.is_null() {
+        udp_active(sk, protocol);
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn pnm_cg_connect4(ctx: SockAddrContext) -> i32 {
+    sock_addr(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn pnm_cg_connect6(ctx: SockAddrContext) -> i32 {
+    sock_addr(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn pnm_cg_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_addr(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn pnm_cg_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_addr(&ctx);
+    ALLOW
+}
+
+/// cgroup/sock_release: a UDP socket with a state leaves the gauge; a TCP one only if it
+/// carries a counted state (`CG_OLD`): the others leave it through sock_ops. Also the first
+/// program the agent attaches at a target's cgroup: it creates the cgroup storage without
+/// counting anything (no socket there has a state yet), so the agent can write the slot in
+/// before any program that counts is attached.
+#[cgroup_sock(sock_release)]
+pub fn pnm_cg_release(ctx: SockContext) -> i32 {
+    let sock: *mut bpf_sock = ctx.sock;
+    // SAFETY: ctx field read.
+    let proto = proto_index(unsafe { (*sock).protocol });
+    if proto != PROTO_UDP && proto != PROTO_TCP {
+        return ALLOW;
+    }
+    let t = target();
+    // SAFETY: `t` is this CPU's storage value.
+    if proto == PROTO_TCP && !flag(&CG_OLD, unsafe { (*t).slot }) {
+        return ALLOW;
+    }
+    let st = state_of(sock.cast());
+    if !st.is_null() {
+        apply(t, st, uncount_delta(st));
+    }
+    ALLOW
+}
