@@ -308,34 +308,6 @@ pub mod knobs {
     const _: () = assert!(core::mem::size_of::<IfaceKey>() == 16);
 }
 
-/// Whole-cgroup targets counted without per-socket state (the "cgroup path", issue 28):
-/// spawn mode, `--cgroup`, `--container` without `--details` and `-i`. The programs attached at
-/// such a target's cgroup find it through that attach point's cgroup storage
-/// (`bpf_get_local_storage`, one helper call), not through each packet's socket.
-pub mod whole {
-    use crate::{conn::ConnGauges, traffic::TargetTotals};
-
-    /// One `CG_TARGET` value: a per-CPU cgroup storage (`BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE`)
-    /// keyed by the attach point's cgroup id alone (a `u64` key: shared by every program
-    /// attached there, Linux 5.9+). The kernel creates it when the first program using the map
-    /// is attached at that cgroup; the agent then writes `slot` into every CPU's copy once,
-    /// before any program that counts is attached (a write replaces the whole value).
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct CgroupTarget {
-        /// The target's slot (for classes, remote hosts, DNS answers and `CG_SCANNING`/`CG_OLD`).
-        pub slot: u32,
-        /// Explicit padding; always zero.
-        pub _pad: u32,
-        /// Bytes and packets by protocol, this CPU's share.
-        pub totals: TargetTotals,
-        /// Connection gauges, this CPU's share of the +1s and −1s (wrapping; the agent sums
-        /// the CPUs and reads the sum as `i64`).
-        pub conns: ConnGauges,
-    }
-    const _: () = assert!(core::mem::size_of::<CgroupTarget>() == 120);
-}
-
 /// Where the bytes go (`--destinations`, `--class`, DNS names): per-remote-host totals, class
 /// totals and the LPM trie of classes. Written by `ebpf/src/dest.rs`, read by the agent.
 pub mod dest {

@@ -9,7 +9,7 @@ use core::{ffi::c_void, ptr};
 use aya_ebpf::{
     bindings::{
         BPF_F_NO_PREALLOC,
-        bpf_map_type::{BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, BPF_MAP_TYPE_SK_STORAGE},
+        bpf_map_type::{BPF_MAP_TYPE_CGROUP_STORAGE, BPF_MAP_TYPE_SK_STORAGE},
     },
     btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerfEventArray},
     helpers::generated::{bpf_get_local_storage, bpf_sk_storage_get},
@@ -24,7 +24,6 @@ use procnetmon2_common::{
     sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
-    whole::CgroupTarget,
 };
 
 /// `BPF_F_CLONE` (include/uapi/linux/bpf.h): copy the storage to sockets cloned from this one,
@@ -97,14 +96,14 @@ impl<V, const FLAGS: usize> SkStorageDef<V, FLAGS> {
     }
 }
 
-/// A per-CPU cgroup storage map definition (`BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE`) keyed by the
-/// cgroup id alone (`u64`): one value per cgroup where a program using the map is attached,
-/// shared by all the programs attached there whatever their attach type (Linux 5.9+; the
-/// 16-byte key of aya-ebpf's `PerCpuCgroupStorage` gives each attach type its own value).
-/// `max_entries` must be 0: the kernel creates an entry at attach time.
+/// A cgroup storage map definition (`BPF_MAP_TYPE_CGROUP_STORAGE`) keyed by the cgroup id
+/// alone (`u64`): one value per cgroup where a program using the map is attached, shared by
+/// all the programs attached there whatever their attach type (Linux 5.9+; the 16-byte key of
+/// aya-ebpf's `CgroupStorage` gives each attach type its own value). `max_entries` must be 0:
+/// the kernel creates an entry at attach time.
 #[repr(C)]
 pub struct CgroupStorageDef<V> {
-    r#type: *const [i32; BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE as usize],
+    r#type: *const [i32; BPF_MAP_TYPE_CGROUP_STORAGE as usize],
     key: *const u64,
     value: *const V,
     max_entries: *const [i32; 0],
@@ -123,9 +122,9 @@ impl<V> CgroupStorageDef<V> {
         }
     }
 
-    /// This CPU's value of the cgroup the running program is attached at. Never null: the
-    /// verifier types the helper's result as a map value (the storage exists as long as the
-    /// program is attached).
+    /// The value of the cgroup the running program is attached at. Never null: the verifier
+    /// types the helper's result as a map value (the storage lives while the program is
+    /// attached).
     #[inline(always)]
     pub fn get(&self) -> *mut V {
         // SAFETY: `self` is a map definition in `.maps`; flags must be 0.
@@ -213,11 +212,13 @@ pub static CGROUP_TOTALS: PerCpuHashMap<CgroupKey, Counters, { MAX_CGROUP_KEYS a
 
 // ---- Whole-cgroup targets without per-socket state (issue 28): see ebpf/src/whole.rs.
 
-/// Each whole-cgroup target on the cgroup path: its attach point's [`CgroupTarget`] (bytes by
-/// protocol, connection gauges, its slot), per CPU. Read by the agent by cgroup id.
+/// Each whole-cgroup target on the cgroup path: its attach point's storage holds the target's
+/// slot, written once by the agent before any program that counts is attached there. The
+/// counters stay in `TARGET_TOTALS` and `TARGET_CONNS`, which outlive the cgroup: a removed
+/// cgroup's storage is freed with it, and with it anything counted there since the last read.
 #[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "CG_TARGET")]
-pub static CG_TARGET: CgroupStorageDef<CgroupTarget> = CgroupStorageDef::new();
+#[unsafe(export_name = "CG_SLOT")]
+pub static CG_SLOT: CgroupStorageDef<u32> = CgroupStorageDef::new();
 
 /// slot → nonzero while the agent scans the target's existing sockets: then sock_ops gives a
 /// connection established meanwhile a socket state, so that the scan (which stamps only

@@ -8,7 +8,7 @@ use core::{
 
 use aya_ebpf::helpers::generated::{bpf_ktime_get_ns, bpf_spin_lock, bpf_spin_unlock};
 use procnetmon2_common::{
-    conn::{ConnGauges, ConnRecord},
+    conn::ConnRecord,
     sock::{
         COUNT_ACTIVE, COUNT_DONE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE,
         PROTO_TCP, PROTO_UDP, SockState,
@@ -167,7 +167,7 @@ pub fn add_percpu(c: *mut Counters, ingress: bool, len: u64) {
 
 /// Gauge change a socket's state transition asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Delta {
+enum Delta {
     None,
     Enter,
     Leave,
@@ -238,41 +238,30 @@ fn transition(st: *mut SockState, bits: u64, step: Step) -> Delta {
     }
 }
 
-/// Applies a transition's gauge change to the socket's target in `TARGET_CONNS` (after the
-/// unlock: a map lookup is a helper call).
+/// Applies a transition's gauge change (after the unlock: a map lookup is a helper call).
 #[inline(always)]
 fn apply(st: *mut SockState, delta: Delta) {
     // SAFETY: `st` is a live storage value.
-    let slot = unsafe { (*st).slot };
-    if let Some(g) = TARGET_CONNS.get_ptr_mut(slot) {
-        apply_to(g, st, delta);
-    }
-}
-
-/// Applies a transition's gauge change to the gauges at `g` (`TARGET_CONNS`, or a whole-cgroup
-/// target's cgroup storage: see whole.rs), by the socket's protocol.
-#[inline(always)]
-pub fn apply_to(g: *mut ConnGauges, st: *const SockState, delta: Delta) {
-    // SAFETY: `st` is a live storage value.
-    let proto = unsafe { (*st).proto };
+    let (proto, slot) = unsafe { ((*st).proto, (*st).slot) };
     match delta {
-        Delta::Enter => add_gauge(g, proto, 1),
-        Delta::Leave => add_gauge(g, proto, u64::MAX),
+        Delta::Enter => gauge(slot, proto, 1),
+        Delta::Leave => gauge(slot, proto, u64::MAX),
         Delta::None => {}
     }
 }
 
-/// Adds `delta` (wrapping: `u64::MAX` is −1) to the gauge of `proto` at `g`. Atomic: the
-/// gauges are shared by all CPUs (`TARGET_CONNS`), or per CPU but written from process
-/// context and from softirqs that can interrupt it (whole.rs).
+/// Adds `delta` (wrapping: `u64::MAX` is −1) to the gauge of `proto` for `slot`. Also the
+/// cgroup path's (whole.rs) way for TCP connections, which have no state there.
 #[inline(always)]
-pub fn add_gauge(g: *mut ConnGauges, proto: u8, delta: u64) {
-    // SAFETY: `g` points into a map value the caller checked.
-    unsafe {
-        match proto {
-            PROTO_TCP => atomic_add(&raw mut (*g).tcp, delta),
-            PROTO_UDP => atomic_add(&raw mut (*g).udp, delta),
-            _ => {}
+pub fn gauge(slot: u32, proto: u8, delta: u64) {
+    if let Some(g) = TARGET_CONNS.get_ptr_mut(slot) {
+        // SAFETY: `g` points into the array value for `slot`.
+        unsafe {
+            match proto {
+                PROTO_TCP => atomic_add(&raw mut (*g).tcp, delta),
+                PROTO_UDP => atomic_add(&raw mut (*g).udp, delta),
+                _ => {}
+            }
         }
     }
 }
@@ -287,30 +276,18 @@ pub fn state_of(sk: *mut c_void) -> *mut SockState {
 /// Takes the socket out of the gauge for good (closed, or TCP left ESTABLISHED).
 #[inline(always)]
 pub fn uncount(st: *mut SockState) {
-    apply(st, uncount_delta(st));
-}
-
-/// [`uncount`]'s state change; the caller applies the returned gauge change.
-#[inline(always)]
-pub fn uncount_delta(st: *mut SockState) -> Delta {
     // SAFETY: `st` is a live storage value; an unlocked read only skips needless locking
     // (DONE is final).
     if unsafe { core::ptr::read_volatile(&raw const (*st).counted) } == COUNT_DONE {
-        return Delta::None;
+        return;
     }
-    transition(st, 0, Step::Close)
+    apply(st, transition(st, 0, Step::Close));
 }
 
 /// Marks flags on the socket and enters it in the gauge once it qualifies: TCP established
 /// or UDP bound/connected, and (with `-i`) seen on a chosen interface.
 #[inline(always)]
 pub fn mark(st: *mut SockState, bits: u64) {
-    apply(st, mark_delta(st, bits));
-}
-
-/// [`mark`]'s state change; the caller applies the returned gauge change.
-#[inline(always)]
-pub fn mark_delta(st: *mut SockState, bits: u64) -> Delta {
     // SAFETY: `st` is a live storage value; unlocked reads only skip needless locking (flags
     // only grow, and `counted` only moves forward).
     let (flags, counted, proto) = unsafe {
@@ -323,9 +300,9 @@ pub fn mark_delta(st: *mut SockState, bits: u64) -> Delta {
     let flags_done = flags & bits == bits;
     let nothing_to_count = counted != COUNT_NOT_YET || !ready(flags, proto);
     if flags_done && nothing_to_count {
-        return Delta::None;
+        return;
     }
-    transition(st, bits, Step::Mark)
+    apply(st, transition(st, bits, Step::Mark));
 }
 
 /// An accepted connection is established (sock_ops passive-established, which runs before

@@ -1,11 +1,11 @@
 //! The cgroup path (issue 28): whole-cgroup targets (spawn mode, `--cgroup`, `--container`)
 //! when neither `--details` nor `-i` asks for per-socket state. Every socket whose cgroup is
 //! in the target's subtree is the target's, so the programs attached at the target's cgroup
-//! need not ask the socket who owns it: their attach point names the target. Its counters
-//! are the attach point's per-CPU cgroup storage (`CG_TARGET`, one `bpf_get_local_storage`
-//! call, the one helper call of a packet); no socket gets a storage at creation.
+//! need not ask the socket who owns it: their attach point names the target. Its cgroup
+//! storage (`CG_SLOT`: one `bpf_get_local_storage` call) holds the target's slot, whose
+//! `TARGET_TOTALS` entry takes the packet; no socket gets a storage at creation.
 //!
-//! Connection gauges without per-socket state where none is needed:
+//! Connection gauges (`TARGET_CONNS`) without per-socket state where none is needed:
 //! - TCP from sock_ops alone: +1 at the established callbacks, which arm the state callback
 //!   (the kernel's per-socket callback flag is the only state), −1 when the state callback
 //!   reports the change *out of* ESTABLISHED (its old state), which happens exactly once per
@@ -41,17 +41,13 @@ use procnetmon2_common::{
     conn::TCP_ESTABLISHED,
     sock::{FLAG_ESTABLISHED, FLAG_UDP_ACTIVE, PROTO_TCP, PROTO_UDP, SockState, proto_index},
     target::MAX_TARGETS,
-    whole::CgroupTarget,
 };
 
 use crate::{
-    dest,
-    maps::{CG_OLD, CG_SCANNING, CG_TARGET, SOCK_STATE},
+    add_totals, dest,
+    maps::{CG_OLD, CG_SCANNING, CG_SLOT, SOCK_STATE},
     node::packet_proto,
-    track::{
-        ALLOW, Delta, add_gauge, add_percpu, apply_to, initial_flags, mark_delta, state_of,
-        uncount_delta,
-    },
+    track::{ALLOW, gauge, initial_flags, mark, state_of, uncount},
     untracked_event,
 };
 
@@ -64,10 +60,11 @@ const CB_STATE: i32 = 1 << 2;
 const PLUS: u64 = 1;
 const MINUS: u64 = u64::MAX;
 
-/// This CPU's counters of the target whose cgroup the running program is attached at.
+/// The slot of the target whose cgroup the running program is attached at.
 #[inline(always)]
-fn target() -> *mut CgroupTarget {
-    CG_TARGET.get()
+fn slot() -> u32 {
+    // SAFETY: the storage value of this attach point (never null).
+    unsafe { *CG_SLOT.get() }
 }
 
 /// Whether `CG_SCANNING` / `CG_OLD` say so for `slot` (array lookups, which the verifier
@@ -75,6 +72,22 @@ fn target() -> *mut CgroupTarget {
 #[inline(always)]
 fn flag(map: &Array<u32, { MAX_TARGETS as usize }>, slot: u32) -> bool {
     map.get(slot).is_some_and(|v| *v != 0)
+}
+
+/// A new state for a socket of target `slot`: it is counted through it from now on.
+#[inline(always)]
+fn new_state(sk: *mut c_void, slot: u32, proto: u8) -> *mut SockState {
+    let init = SockState {
+        slot,
+        proto,
+        flags: initial_flags(),
+        ..SockState::default()
+    };
+    let st = SOCK_STATE.get_or_create(sk, &init);
+    if st.is_null() {
+        untracked_event(0); // the kernel could not allocate it: said, never silent
+    }
+    st
 }
 
 /// Ingress: every skb delivered to a socket of the target's subtree.
@@ -100,18 +113,14 @@ fn count(ctx: &SkBuffContext, ingress: bool) -> i32 {
     if sk.is_null() {
         return ALLOW;
     }
-    let t = target();
+    let slot = slot();
     let len = u64::from(ctx.len());
     let proto = packet_proto(ctx, sk);
-    // SAFETY: `t` is this CPU's storage value.
-    let slot = unsafe { (*t).slot };
     if !dest::count(ctx, core::ptr::null_mut(), slot, proto, ingress, len) {
-        // SAFETY: as above; the protocol index bounded for the verifier.
-        let c = unsafe { &raw mut (*t).totals.by_proto[usize::from(proto).min(2)] };
-        add_percpu(c, ingress, len);
+        add_totals(slot, proto, ingress, len);
     }
     if proto == PROTO_TCP && flag(&CG_OLD, slot) {
-        leave_if_counted(sk, t);
+        leave_if_counted(sk);
     }
     ALLOW
 }
@@ -120,22 +129,15 @@ fn count(ctx: &SkBuffContext, ingress: bool) -> i32 {
 /// gauge once it is no longer ESTABLISHED: its state callback may not be armed (a connection
 /// that predates the run), so its packets tell (`bpf_sock.state` is readable from any socket).
 #[inline(always)]
-fn leave_if_counted(sk: *mut bpf_sock, t: *mut CgroupTarget) {
+fn leave_if_counted(sk: *mut bpf_sock) {
     // SAFETY: `sk` was null-checked by the caller; `state` is in the sock_common part.
     if unsafe { (*sk).state } == u32::from(TCP_ESTABLISHED) {
         return;
     }
     let st = state_of(sk.cast());
     if !st.is_null() {
-        apply(t, st, uncount_delta(st));
+        uncount(st);
     }
-}
-
-/// Applies a state's gauge change to the target's gauges.
-#[inline(always)]
-fn apply(t: *mut CgroupTarget, st: *mut SockState, delta: Delta) {
-    // SAFETY: `t` is this CPU's storage value.
-    apply_to(unsafe { &raw mut (*t).conns }, st, delta);
 }
 
 /// sock_ops: the TCP gauge. `current` is meaningless here and never used.
@@ -170,30 +172,21 @@ fn established(ctx: &SockOpsContext, sk: *mut c_void) {
     if ctx.set_cb_flags(ctx.cb_flags() as i32 | CB_STATE).is_err() {
         return;
     }
-    let t = target();
-    // SAFETY: `t` is this CPU's storage value.
-    let slot = unsafe { (*t).slot };
+    let slot = slot();
     if flag(&CG_SCANNING, slot) {
         // The agent is scanning the target's sockets and may see this one established: a
         // state counted here makes its stamp (BPF_NOEXIST) fail, so it counts once.
-        let init = SockState {
-            proto: PROTO_TCP,
-            flags: initial_flags(),
-            ..SockState::default()
-        };
-        let st = SOCK_STATE.get_or_create(sk, &init);
+        let st = new_state(sk, slot, PROTO_TCP);
         if !st.is_null() {
             if let Some(old) = CG_OLD.get_ptr_mut(slot) {
                 // SAFETY: array value; every writer stores 1.
                 unsafe { *old = 1 };
             }
-            apply(t, st, mark_delta(st, FLAG_ESTABLISHED));
+            mark(st, FLAG_ESTABLISHED);
             return;
         }
-        untracked_event(0);
     }
-    // SAFETY: `t` is this CPU's storage value.
-    add_gauge(unsafe { &raw mut (*t).conns }, PROTO_TCP, PLUS);
+    gauge(slot, PROTO_TCP, PLUS);
 }
 
 /// A connection left ESTABLISHED: out of the gauge. The state callback is disarmed (the two
@@ -202,19 +195,16 @@ fn established(ctx: &SockOpsContext, sk: *mut c_void) {
 #[inline(always)]
 fn left(ctx: &SockOpsContext, sk: *mut c_void) {
     let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !CB_STATE);
-    let t = target();
-    // SAFETY: `t` is this CPU's storage value.
-    let slot = unsafe { (*t).slot };
+    let slot = slot();
     if flag(&CG_OLD, slot) {
         let st = state_of(sk);
         if !st.is_null() {
             // Counted through its state: leave through it (once, whichever hook is first).
-            apply(t, st, uncount_delta(st));
+            uncount(st);
             return;
         }
     }
-    // SAFETY: `t` is this CPU's storage value.
-    add_gauge(unsafe { &raw mut (*t).conns }, PROTO_TCP, MINUS);
+    gauge(slot, PROTO_TCP, MINUS);
 }
 
 /// A UDP socket became bound or connected: it enters the gauge once, through a state made
@@ -224,19 +214,14 @@ fn udp_active(sk: *mut c_void, protocol: u32) {
     if proto_index(protocol) != PROTO_UDP {
         return;
     }
-    let init = SockState {
-        proto: PROTO_UDP,
-        flags: initial_flags(),
-        ..SockState::default()
+    let st = state_of(sk);
+    let st = if st.is_null() {
+        new_state(sk, slot(), PROTO_UDP)
+    } else {
+        st
     };
-    let st = SOCK_STATE.get_or_create(sk, &init);
-    if st.is_null() {
-        untracked_event(0);
-        return;
-    }
-    let delta = mark_delta(st, FLAG_UDP_ACTIVE);
-    if delta != Delta::None {
-        apply(target(), st, delta);
+    if !st.is_null() {
+        mark(st, FLAG_UDP_ACTIVE);
     }
 }
 
@@ -299,17 +284,16 @@ pub fn pnm_cg_release(ctx: SockContext) -> i32 {
     let sock: *mut bpf_sock = ctx.sock;
     // SAFETY: ctx field read.
     let proto = proto_index(unsafe { (*sock).protocol });
-    if proto != PROTO_UDP && proto != PROTO_TCP {
-        return ALLOW;
-    }
-    let t = target();
-    // SAFETY: `t` is this CPU's storage value.
-    if proto == PROTO_TCP && !flag(&CG_OLD, unsafe { (*t).slot }) {
-        return ALLOW;
-    }
-    let st = state_of(sock.cast());
-    if !st.is_null() {
-        apply(t, st, uncount_delta(st));
+    let look = match proto {
+        PROTO_UDP => true,
+        PROTO_TCP => flag(&CG_OLD, slot()),
+        _ => false,
+    };
+    if look {
+        let st = state_of(sock.cast());
+        if !st.is_null() {
+            uncount(st);
+        }
     }
     ALLOW
 }

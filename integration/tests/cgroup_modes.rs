@@ -375,3 +375,29 @@ fn a_target_that_moves_to_another_cgroup_is_followed() {
     );
     target.close_stdin();
 }
+
+/// A whole cgroup removed during the run (its container ended) keeps every byte it carried:
+/// the cgroup path's counters live beside the socket path's, not in the cgroup's storage,
+/// which the kernel frees with the cgroup.
+#[test]
+fn a_removed_cgroup_keeps_its_bytes() {
+    if skip_unless_root() {
+        return;
+    }
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7235", "1000000"], None, None);
+    sink.expect_line("ready");
+    let cg = Cgroup::new();
+    let rel = cg.rel();
+    let mon = Monitor::start(&["--cgroup", &rel, "--json", "-t", "3s"]);
+    let mut sender = Proc::peer(
+        &["udp-send", "127.0.0.1:7235", "30", "300", "connected"],
+        Some(&cg),
+        None,
+    );
+    assert!(sender.wait().success());
+    drop(cg);
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let w = &reports.last().expect("a report")["workloads"][&rel];
+    assert_eq!(num(&w["current"], "bytes_out"), 30 * udp4_bytes(300), "{w}");
+}

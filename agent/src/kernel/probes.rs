@@ -110,7 +110,7 @@ const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
 const MAP_NODE_DEST_TOTALS: &str = "NODE_DEST_TOTALS";
 const MAP_NODE_DEST_OTHER: &str = "NODE_DEST_OTHER";
 const MAP_NODE_DEST_LOST: &str = "NODE_DEST_LOST";
-const MAP_CG_TARGET: &str = "CG_TARGET";
+const MAP_CG_SLOT: &str = "CG_SLOT";
 const MAP_CG_SCANNING: &str = "CG_SCANNING";
 const MAP_CG_OLD: &str = "CG_OLD";
 /// Pages per CPU of the DNS perf buffers (64 KiB with 4 KiB pages): a tick's answers.
@@ -212,10 +212,10 @@ fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
-/// A map aya has no typed access for here (`CG_TARGET`: kernel/whole.rs).
+/// A map aya has no typed access for here (`CG_SLOT`: kernel/whole.rs).
 fn take_data(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<MapData> {
     match ebpf.take_map(name) {
-        Some(aya::maps::Map::PerCpuCgroupStorage(m)) => Ok(m),
+        Some(aya::maps::Map::CgroupStorage(m)) => Ok(m),
         Some(_) => Err(anyhow!("map {name} has an unexpected type")),
         None => Err(anyhow!("map {name} missing from the eBPF object")),
     }
@@ -432,10 +432,10 @@ impl Probes {
             knobs.all && knobs.iface_filter && !helper,
         )?;
         let whole = WholeMaps::new(
-            take_data(&mut ebpf, MAP_CG_TARGET)?,
+            take_data(&mut ebpf, MAP_CG_SLOT)?,
             take(&mut ebpf, MAP_CG_SCANNING)?,
             take(&mut ebpf, MAP_CG_OLD)?,
-        )?;
+        );
         Ok(Self {
             whole,
             netns_helper: helper,
@@ -831,9 +831,9 @@ impl Kernel for Probes {
         let _ = self.conns.remove(&cookie);
     }
 
-    /// `TARGET_TOTALS[slot]` (on the cgroup path: its cgroup storage), plus with classes the
-    /// slot's `CLASS_TOTALS` entries: the skb programs then charge a packet to its class only
-    /// (one per-CPU add, not two), and the totals keep what had no class (not an IP packet).
+    /// `TARGET_TOTALS[slot]`, plus with classes the slot's `CLASS_TOTALS` entries: the skb
+    /// programs then charge a packet to its class only (one per-CPU add, not two), and
+    /// `TARGET_TOTALS` keeps what had no class (not an IP packet).
     fn totals(&self, slot: Slot) -> anyhow::Result<Traffic> {
         let fold = |mut acc: TargetTotals, t: &TargetTotals| {
             for (a, b) in acc.by_proto.iter_mut().zip(t.by_proto) {
@@ -841,15 +841,11 @@ impl Kernel for Probes {
             }
             acc
         };
-        let mut sum = match self.whole.read(slot) {
-            Some(read) => read?.0,
-            None => self
-                .totals
-                .get(&slot.0, 0)
-                .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?
-                .iter()
-                .fold(TargetTotals::default(), fold),
-        };
+        let per_cpu = self
+            .totals
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_TOTALS[{}]", slot.0))?;
+        let mut sum = per_cpu.iter().fold(TargetTotals::default(), fold);
         let d = &self.dest;
         if slot.0 < d.slots {
             for class in 0..d.class_count {
@@ -869,13 +865,10 @@ impl Kernel for Probes {
     }
 
     fn gauges(&self, slot: Slot) -> anyhow::Result<(i64, i64)> {
-        let g: ConnGauges = match self.whole.read(slot) {
-            Some(read) => read?.1,
-            None => self
-                .gauges
-                .get(&slot.0, 0)
-                .with_context(|| format!("read TARGET_CONNS[{}]", slot.0))?,
-        };
+        let g: ConnGauges = self
+            .gauges
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_CONNS[{}]", slot.0))?;
         Ok((g.tcp as i64, g.udp as i64))
     }
 
