@@ -1,7 +1,7 @@
 //! The "bare cgroup_skb counter" of `scripts/bench`: the cheapest useful thing a cgroup hook can
 //! do, as the yardstick for procnetmon2's in-kernel cost.
 //!
-//! Usage: `pnm-bare CGROUP_DIR [counter|miss|hit]`
+//! Usage: `pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage]`
 //!
 //! Creates a one-entry `BPF_MAP_TYPE_PERCPU_ARRAY` (u64 value), loads two hand-assembled
 //! `BPF_PROG_TYPE_CGROUP_SKB` programs (ingress and egress) that add `skb->len` to it (plain
@@ -18,6 +18,13 @@
 //! `hit` also attaches a cgroup/sock_create program that gives every new socket its value
 //! there (what each socket of a `-p` target cannot avoid: only sock_create sees its creator),
 //! so in a churn of short connections it is the design's floor per connection.
+//!
+//! Two more are the floors of the paths that look no socket up (issue 28): `cgid` is what
+//! counting by cgroup cannot avoid (`--all`): the counter keyed by the packet's socket's
+//! cgroup, `bpf_skb_cgroup_id` then a per-CPU hash map (created on a cgroup's first packet);
+//! `storage` is what counting by attach point cannot avoid (whole-cgroup targets): the attach
+//! point's cgroup storage (one `bpf_get_local_storage`) names the slot, and the per-CPU add is
+//! keyed by it. Both add atomically on egress, as an exact count must (see `program`).
 use std::{
     ffi::CString,
     io::{Read, Write},
@@ -28,7 +35,9 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_CGROUP_STORAGE: u32 = 19;
 const BPF_MAP_TYPE_SK_STORAGE: u32 = 24;
 const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
@@ -38,6 +47,9 @@ const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
 const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
+const BPF_FUNC_SKB_CGROUP_ID: i32 = 79;
+const BPF_FUNC_GET_LOCAL_STORAGE: i32 = 81;
 const BPF_FUNC_SK_STORAGE_GET: i32 = 107;
 /// `offsetof(struct __sk_buff, sk)` (include/uapi/linux/bpf.h).
 const SKB_SK: i16 = 168;
@@ -48,6 +60,8 @@ enum Variant {
     Counter,
     Miss,
     Hit,
+    CgroupId,
+    Storage,
 }
 
 /// `union bpf_attr`, zero-filled; each command writes its own fields at their offsets.
@@ -101,14 +115,26 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 /// The counter: key 0 on the stack, look the per-CPU slot up, add skb->len, return 1 (allow).
 /// `miss` then looks the packet's socket up in a socket storage (and finds nothing); `hit`
 /// instead finds (or on the first packet creates) the socket's value and uses it as the
-/// counter's key.
-fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd) -> Vec<u64> {
-    let add = [
-        insn(0x61, 1, 6, 0, 0), // r1 = *(u32 *)(r6 + 0) (skb->len)
-        insn(0x79, 2, 0, 0, 0), // r2 = *(u64 *)(r0 + 0)
-        insn(0x0f, 2, 1, 0, 0), // r2 += r1
-        insn(0x7b, 0, 2, 0, 0), // *(u64 *)(r0 + 0) = r2
-    ];
+/// counter's key. `egress`: the program for the egress hook, where `storage` and `cgid` add
+/// with the atomic add an exact count needs there (egress also runs in process context, which
+/// a softirq sending on the same CPU, or a preempting task, can interrupt between a plain
+/// add's load and store); the older variants keep the plain add they were measured with.
+fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
+    let add = if egress && matches!(v, Variant::Storage | Variant::CgroupId) {
+        [
+            insn(0x61, 1, 6, 0, 0), // r1 = *(u32 *)(r6 + 0) (skb->len)
+            insn(0xdb, 0, 1, 0, 0), // lock *(u64 *)(r0 + 0) += r1 (BPF_ATOMIC BPF_ADD)
+            insn(0x05, 0, 0, 0, 0), // ja +0: removed by the verifier (keeps jumps over
+            insn(0x05, 0, 0, 0, 0), // ja +0   the add four instructions long)
+        ]
+    } else {
+        [
+            insn(0x61, 1, 6, 0, 0), // r1 = *(u32 *)(r6 + 0) (skb->len)
+            insn(0x79, 2, 0, 0, 0), // r2 = *(u64 *)(r0 + 0)
+            insn(0x0f, 2, 1, 0, 0), // r2 += r1
+            insn(0x7b, 0, 2, 0, 0), // *(u64 *)(r0 + 0) = r2
+        ]
+    };
     let ret = [
         insn(0xb7, 0, 0, 0, 1), // out: r0 = 1
         insn(0x95, 0, 0, 0, 0), // exit
@@ -157,8 +183,64 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd) -> Vec<u64> {
             ]);
             p.extend(add);
         }
+        Variant::CgroupId => {
+            p.extend(by_cgroup_id(map_fd));
+            p.extend(add);
+        }
+        Variant::Storage => {
+            p.extend([
+                insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, sk_fd), // r1 = cgroup storage
+                insn(0x00, 0, 0, 0, 0),                     //
+                insn(0xb7, 2, 0, 0, 0),                     // r2 = 0 (flags)
+                insn(0x85, 0, 0, 0, BPF_FUNC_GET_LOCAL_STORAGE), // never null
+                insn(0x61, 1, 0, 0, 0),                     // r1 = *(u32 *)(r0 + 0) (slot)
+                insn(0x63, 10, 1, -4, 0),                   // *(u32 *)(r10 - 4) = r1
+                insn(0xbf, 2, 10, 0, 0),                    // r2 = r10
+                insn(0x07, 2, 0, 0, -4),                    // r2 += -4
+                insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
+                insn(0x00, 0, 0, 0, 0),                     //
+                insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // call bpf_map_lookup_elem
+                insn(0x15, 0, 0, 4, 0),                     // if r0 == 0 goto out
+            ]);
+            p.extend(add);
+        }
     }
     p.extend(ret);
+    p
+}
+
+/// `cgid`: r0 = the per-CPU hash map's value for the packet's socket's cgroup (created on its
+/// first packet), then the add; r6 holds the context. Jumps land on the add (the four
+/// instructions after this block) or past it on `out`.
+fn by_cgroup_id(map_fd: RawFd) -> Vec<u64> {
+    let key = [
+        insn(0xbf, 2, 10, 0, 0),                     // r2 = r10
+        insn(0x07, 2, 0, 0, -8),                     // r2 += -8 (the cgroup id)
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
+        insn(0x00, 0, 0, 0, 0),                      //
+    ];
+    let mut p = vec![
+        insn(0x85, 0, 0, 0, BPF_FUNC_SKB_CGROUP_ID), // r0 = bpf_skb_cgroup_id(ctx)
+        insn(0x7b, 10, 0, -8, 0),                    // *(u64 *)(r10 - 8) = r0
+    ];
+    p.extend(key);
+    p.extend([
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = lookup
+        insn(0x55, 0, 0, 15, 0),                       // if r0 != 0 goto add (+15)
+        insn(0x7a, 10, 0, -16, 0),                     // *(u64 *)(r10 - 16) = 0 (value)
+        insn(0xbf, 3, 10, 0, 0),                       // r3 = r10
+        insn(0x07, 3, 0, 0, -16),                      // r3 += -16
+        insn(0xb7, 4, 0, 0, 1),                        // r4 = BPF_NOEXIST
+    ]);
+    p.extend(key);
+    p.extend([
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_UPDATE_ELEM), // update (a racing CPU may win)
+    ]);
+    p.extend(key);
+    p.extend([
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = lookup
+        insn(0x15, 0, 0, 4, 0),                        // if r0 == 0 goto out (past the add)
+    ]);
     p
 }
 
@@ -263,7 +345,7 @@ fn load_with_log(
 
 fn main() {
     let usage = || -> ! {
-        eprintln!("usage: pnm-bare CGROUP_DIR [counter|miss|hit]");
+        eprintln!("usage: pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage]");
         std::process::exit(2);
     };
     let Some(dir) = std::env::args().nth(1) else {
@@ -273,6 +355,8 @@ fn main() {
         None | Some("counter") => Variant::Counter,
         Some("miss") => Variant::Miss,
         Some("hit") => Variant::Hit,
+        Some("cgid") => Variant::CgroupId,
+        Some("storage") => Variant::Storage,
         Some(_) => usage(),
     };
     let cdir = CString::new(dir.clone()).expect("cstr");
@@ -281,14 +365,28 @@ fn main() {
     if cg < 0 {
         die(&format!("open {dir}"), std::io::Error::last_os_error());
     }
+    // (type, key size, max_entries): the counter's map, keyed as the variant counts.
+    let (map_type, key_size, entries) = match variant {
+        Variant::CgroupId => (BPF_MAP_TYPE_PERCPU_HASH, 8, 16_384),
+        _ => (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 1),
+    };
     let mut a = Attr::new();
-    a.u32(0, BPF_MAP_TYPE_PERCPU_ARRAY) // map_type
-        .u32(4, 4) // key_size
+    a.u32(0, map_type) // map_type
+        .u32(4, key_size) // key_size
         .u32(8, 8) // value_size
-        .u32(12, 1) // max_entries
+        .u32(12, entries) // max_entries
         .bytes(28, b"bare_bytes"); // map_name
     let map = bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("map create", e));
-    let sk_map = if variant == Variant::Counter {
+    let sk_map = if variant == Variant::Storage {
+        // The attach point's slot (0: the kernel zero-fills it), keyed by the cgroup id.
+        let mut a = Attr::new();
+        a.u32(0, BPF_MAP_TYPE_CGROUP_STORAGE) // map_type
+            .u32(4, 8) // key_size (the cgroup id)
+            .u32(8, 4) // value_size (the slot)
+            .u32(12, 0) // max_entries (must be 0)
+            .bytes(28, b"bare_cg"); // map_name
+        bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("cgroup storage create", e))
+    } else if !matches!(variant, Variant::Miss | Variant::Hit) {
         -1
     } else {
         let btf = load_btf();
@@ -303,20 +401,21 @@ fn main() {
             .u32(56, 1); // btf_value_type_id
         bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("socket storage create", e))
     };
-    let insns = program(variant, map, sk_map);
+    let ingress = program(variant, map, sk_map, false);
+    let egress = program(variant, map, sk_map, true);
     let create = sock_create_program(sk_map);
     let mut progs = vec![
         (
             "bare_ingress",
             BPF_PROG_TYPE_CGROUP_SKB,
             BPF_CGROUP_INET_INGRESS,
-            &insns,
+            &ingress,
         ),
         (
             "bare_egress",
             BPF_PROG_TYPE_CGROUP_SKB,
             BPF_CGROUP_INET_EGRESS,
-            &insns,
+            &egress,
         ),
     ];
     if variant == Variant::Hit {
