@@ -725,12 +725,21 @@ FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
                "bare+miss": "bare + one failed `bpf_sk_storage_get`",
                "bare+hit": "bare + one found `bpf_sk_storage_get`, add keyed by its value "
                            "(+ the value allocated at sock_create)",
-               "bare+storage": "bare + the attach point's cgroup storage "
-                               "(`bpf_get_local_storage`), add keyed by the slot it holds "
-                               "(atomic on egress, as an exact count must)",
-               "bare+cgid": "bare counter keyed by the socket's cgroup (`bpf_skb_cgroup_id`, "
-                            "one per-CPU hash lookup; atomic add on egress, as an exact count "
-                            "must)"}
+               "bare+storage": "the attach point's cgroup storage (`bpf_get_local_storage`) "
+                               "names the slot; bytes and packets added to it, atomically on "
+                               "egress (an exact count)",
+               "bare+cgid": "the socket's cgroup (`bpf_skb_cgroup_id`) keys a per-CPU hash; "
+                            "bytes and packets added to it, atomically on egress (an exact "
+                            "count)"}
+# What each floor stands for, in a WHY.
+FLOOR_WHAT = {"bare+miss": "the failed socket-storage lookup every packet of the socket path "
+                           "pays",
+              "bare+hit": "the socket-storage lookup the socket path needs to name a packet's "
+                          "target",
+              "bare+storage": "naming the target by the attach point's storage and counting "
+                              "exactly (bytes and packets, atomic on egress)",
+              "bare+cgid": "naming the cgroup (its id, a hash lookup) and counting exactly "
+                           "(bytes and packets, atomic on egress)"}
 # The socket path's floor variants run in these -p workloads; the cgroup and node paths' in
 # all of theirs (they are those targets' floors).
 FLOOR_KINDS = tuple(k for k in os.environ.get("BENCH_FLOOR_KINDS", "udp tcp churn").split()
@@ -1229,9 +1238,11 @@ def why_kernel(ns, k, monitor, floor, lim, per_conn, floor_kind=None):
                 f"({fmt(fv / fq, 3)}×), where procnetmon2 measured {fmt(p, 1)} "
                 f"({fmt(p / fv, 3)}× that floor). ")
         if fv / fq > lim:
-            text += (f"The floor alone is above the {lim:g}× target: nothing procnetmon2 does "
-                     f"on top of it can meet it; what would close it is a path without that "
-                     f"helper call, or a target relative to the floor.")
+            text += (f"The floor alone is above the {lim:g}× target: {FLOOR_WHAT[floor]} "
+                     f"already costs more than the target allows over the bare byte counter, "
+                     f"so nothing procnetmon2 does on top of it can meet it. What would close "
+                     f"it: a cheaper kernel primitive for that, or a target relative to the "
+                     f"floor.")
         else:
             text += (f"The floor is within the {lim:g}× target: procnetmon2's own work over it "
                      f"({fmt(p - fv, 1)} {unit}) is what misses it.")
@@ -1465,10 +1476,11 @@ def report_nsperpkt(ns, b):
         b("also allocates each new socket's value at sock_create, as a `-p` target must (only")
         b("sock_create sees the creator). The cgroup path needs one `bpf_get_local_storage` (the")
         b("attach point's storage names the target's slot) and the add keyed by it; the node path")
-        b("the socket's cgroup id and a hash lookup keyed by it. Those two floors add atomically")
-        b("on egress (`lock add`), as an exact count must: egress also runs in process context,")
-        b("which a softirq sending on the same CPU or a preempting task can interrupt between a")
-        b("plain add's load and store (the bare counter and the socket path's floors add plainly).")
+        b("the socket's cgroup id and a hash lookup keyed by it. Those two floors count what")
+        b("procnetmon2 must, exactly: bytes and packets, atomically on egress (`lock add`: egress")
+        b("also runs in process context, which a softirq sending on the same CPU or a preempting")
+        b("task can interrupt between a plain add's load and store); the bare counter and the")
+        b("socket path's floors add the bytes only, plainly, as they were measured since issue 19.")
         b("*share of procnetmon2's excess* is (variant − bare) / (procnetmon2 − bare), skb hooks")
         b("(churn: all hooks per connection).")
         b("")

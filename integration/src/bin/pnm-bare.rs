@@ -24,7 +24,8 @@
 //! cgroup, `bpf_skb_cgroup_id` then a per-CPU hash map (created on a cgroup's first packet);
 //! `storage` is what counting by attach point cannot avoid (whole-cgroup targets): the attach
 //! point's cgroup storage (one `bpf_get_local_storage`) names the slot, and the per-CPU add is
-//! keyed by it. Both add atomically on egress, as an exact count must (see `program`).
+//! keyed by it. Both count bytes and packets, atomically on egress, as an exact count must
+//! (see `add_of`).
 use std::{
     ffi::CString,
     io::{Read, Write},
@@ -115,26 +116,10 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 /// The counter: key 0 on the stack, look the per-CPU slot up, add skb->len, return 1 (allow).
 /// `miss` then looks the packet's socket up in a socket storage (and finds nothing); `hit`
 /// instead finds (or on the first packet creates) the socket's value and uses it as the
-/// counter's key. `egress`: the program for the egress hook, where `storage` and `cgid` add
-/// with the atomic add an exact count needs there (egress also runs in process context, which
-/// a softirq sending on the same CPU, or a preempting task, can interrupt between a plain
-/// add's load and store); the older variants keep the plain add they were measured with.
+/// counter's key. `egress`: the program for the egress hook (see `add_of`).
 fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
-    let add = if egress && matches!(v, Variant::Storage | Variant::CgroupId) {
-        [
-            insn(0x61, 1, 6, 0, 0), // r1 = *(u32 *)(r6 + 0) (skb->len)
-            insn(0xdb, 0, 1, 0, 0), // lock *(u64 *)(r0 + 0) += r1 (BPF_ATOMIC BPF_ADD)
-            insn(0x05, 0, 0, 0, 0), // ja +0: removed by the verifier (keeps jumps over
-            insn(0x05, 0, 0, 0, 0), // ja +0   the add four instructions long)
-        ]
-    } else {
-        [
-            insn(0x61, 1, 6, 0, 0), // r1 = *(u32 *)(r6 + 0) (skb->len)
-            insn(0x79, 2, 0, 0, 0), // r2 = *(u64 *)(r0 + 0)
-            insn(0x0f, 2, 1, 0, 0), // r2 += r1
-            insn(0x7b, 0, 2, 0, 0), // *(u64 *)(r0 + 0) = r2
-        ]
-    };
+    let add = add_of(v, egress);
+    let past_add = add.len() as i16;
     let ret = [
         insn(0xb7, 0, 0, 0, 1), // out: r0 = 1
         insn(0x95, 0, 0, 0, 0), // exit
@@ -184,7 +169,7 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
             p.extend(add);
         }
         Variant::CgroupId => {
-            p.extend(by_cgroup_id(map_fd));
+            p.extend(by_cgroup_id(map_fd, past_add));
             p.extend(add);
         }
         Variant::Storage => {
@@ -200,7 +185,7 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
                 insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
                 insn(0x00, 0, 0, 0, 0),                     //
                 insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // call bpf_map_lookup_elem
-                insn(0x15, 0, 0, 4, 0),                     // if r0 == 0 goto out
+                insn(0x15, 0, 0, past_add, 0),              // if r0 == 0 goto out
             ]);
             p.extend(add);
         }
@@ -209,10 +194,45 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
     p
 }
 
+/// The add into the counter at r0 (r6: the context). The first three variants add the bytes
+/// plainly (as they were measured since issue 19). `storage` and `cgid`, the floors of the
+/// paths without a socket lookup, do what an exact count of procnetmon2's must: bytes and
+/// packets (the value is two u64s), plainly on ingress (bottom halves off: nothing on this
+/// CPU interrupts it), atomically on egress (which also runs in process context, where a
+/// softirq sending on the same CPU or a preempting task can come between a plain add's load
+/// and store).
+fn add_of(v: Variant, egress: bool) -> Vec<u64> {
+    let exact = matches!(v, Variant::Storage | Variant::CgroupId);
+    let len = insn(0x61, 1, 6, 0, 0); // r1 = *(u32 *)(r6 + 0) (skb->len)
+    match (exact, egress) {
+        (true, true) => vec![
+            len,
+            insn(0xdb, 0, 1, 0, 0), // lock *(u64 *)(r0 + 0) += r1 (bytes)
+            insn(0xb7, 1, 0, 0, 1), // r1 = 1
+            insn(0xdb, 0, 1, 8, 0), // lock *(u64 *)(r0 + 8) += r1 (packets)
+        ],
+        (true, false) => vec![
+            len,
+            insn(0x79, 2, 0, 0, 0), // r2 = *(u64 *)(r0 + 0)
+            insn(0x0f, 2, 1, 0, 0), // r2 += r1
+            insn(0x7b, 0, 2, 0, 0), // *(u64 *)(r0 + 0) = r2 (bytes)
+            insn(0x79, 2, 0, 8, 0), // r2 = *(u64 *)(r0 + 8)
+            insn(0x07, 2, 0, 0, 1), // r2 += 1
+            insn(0x7b, 0, 2, 8, 0), // *(u64 *)(r0 + 8) = r2 (packets)
+        ],
+        (false, _) => vec![
+            len,
+            insn(0x79, 2, 0, 0, 0), // r2 = *(u64 *)(r0 + 0)
+            insn(0x0f, 2, 1, 0, 0), // r2 += r1
+            insn(0x7b, 0, 2, 0, 0), // *(u64 *)(r0 + 0) = r2
+        ],
+    }
+}
+
 /// `cgid`: r0 = the per-CPU hash map's value for the packet's socket's cgroup (created on its
-/// first packet), then the add; r6 holds the context. Jumps land on the add (the four
-/// instructions after this block) or past it on `out`.
-fn by_cgroup_id(map_fd: RawFd) -> Vec<u64> {
+/// first packet), then the add; r6 holds the context. Jumps land on the add (right after this
+/// block) or past it (`past_add` instructions) on `out`.
+fn by_cgroup_id(map_fd: RawFd, past_add: i16) -> Vec<u64> {
     let key = [
         insn(0xbf, 2, 10, 0, 0),                     // r2 = r10
         insn(0x07, 2, 0, 0, -8),                     // r2 += -8 (the cgroup id)
@@ -226,10 +246,11 @@ fn by_cgroup_id(map_fd: RawFd) -> Vec<u64> {
     p.extend(key);
     p.extend([
         insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = lookup
-        insn(0x55, 0, 0, 15, 0),                       // if r0 != 0 goto add (+15)
-        insn(0x7a, 10, 0, -16, 0),                     // *(u64 *)(r10 - 16) = 0 (value)
+        insn(0x55, 0, 0, 16, 0),                       // if r0 != 0 goto add (+16)
+        insn(0x7a, 10, 0, -24, 0),                     // *(u64 *)(r10 - 24) = 0 (value:
+        insn(0x7a, 10, 0, -16, 0),                     // *(u64 *)(r10 - 16) = 0  two u64s)
         insn(0xbf, 3, 10, 0, 0),                       // r3 = r10
-        insn(0x07, 3, 0, 0, -16),                      // r3 += -16
+        insn(0x07, 3, 0, 0, -24),                      // r3 += -24
         insn(0xb7, 4, 0, 0, 1),                        // r4 = BPF_NOEXIST
     ]);
     p.extend(key);
@@ -239,7 +260,7 @@ fn by_cgroup_id(map_fd: RawFd) -> Vec<u64> {
     p.extend(key);
     p.extend([
         insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = lookup
-        insn(0x15, 0, 0, 4, 0),                        // if r0 == 0 goto out (past the add)
+        insn(0x15, 0, 0, past_add, 0),                 // if r0 == 0 goto out (past the add)
     ]);
     p
 }
@@ -370,10 +391,16 @@ fn main() {
         Variant::CgroupId => (BPF_MAP_TYPE_PERCPU_HASH, 8, 16_384),
         _ => (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 1),
     };
+    // Bytes, and for the exact floors packets too (`add_of`).
+    let value_size = if matches!(variant, Variant::Storage | Variant::CgroupId) {
+        16
+    } else {
+        8
+    };
     let mut a = Attr::new();
     a.u32(0, map_type) // map_type
         .u32(4, key_size) // key_size
-        .u32(8, 8) // value_size
+        .u32(8, value_size) // value_size
         .u32(12, entries) // max_entries
         .bytes(28, b"bare_bytes"); // map_name
     let map = bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("map create", e));
