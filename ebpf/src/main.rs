@@ -18,7 +18,7 @@
 //! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
 //! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
-//! | `pnm_cg_*` (whole.rs) | the same hooks | the cgroup path: bytes and gauges into `CG_TARGET` |
+//! | `pnm_cg_*` (whole.rs) | the same hooks | the cgroup path: the target named by `CG_SLOT`, no socket lookup |
 //! | `pnm_all_ingress`, `pnm_all_egress`, `pnm_all_sock_create` (node.rs) | cgroup_skb, sock_create | `--all` by cgroup; namespace stamps for `--all -i` |
 //!
 //! Minimum kernel: 5.10, measured (docs/kernels.md): bpf links for cgroups 5.7, socket
