@@ -41,7 +41,8 @@ pub struct Knobs {
     pub iface_filter: bool,
     /// Follow forks: children join their parent's target.
     pub children: bool,
-    /// Whole cgroups are targets ([`Kernel::add_cgroup_target`]).
+    /// Whole cgroups counted on the socket path are targets ([`Kernel::add_cgroup_target`]:
+    /// its sock_create looks the creator's cgroups up); the cgroup path needs no such map.
     pub cgroup_targets: bool,
     /// Processes are targets ([`Kernel::add_target_pid`]); off, socket creation skips that map.
     pub pid_targets: bool,
