@@ -734,8 +734,8 @@ FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
 # What each floor stands for, in a WHY.
 FLOOR_WHAT = {"bare+miss": "the failed socket-storage lookup every packet of the socket path "
                            "pays",
-              "bare+hit": "the socket-storage lookup the socket path needs to name a packet's "
-                          "target",
+              "bare+hit": "the socket state the socket path needs (found for every packet, "
+                          "allocated at sock_create for every new socket)",
               "bare+storage": "naming the target by the attach point's storage and counting "
                               "exactly (bytes and packets, atomic on egress)",
               "bare+cgid": "naming the cgroup (its id, a hash lookup) and counting exactly "
