@@ -76,7 +76,8 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
         run.reports.file.as_deref(),
         run.reports.output.json(),
         run.reports.output == OutputKind::LiveTable,
-    )?;
+    )?
+    .with_health_columns(run.counting.details);
     // Bound before anything is attached: a taken or bad address fails first.
     let bound = MetricsTask::bind(run.metrics)?;
     let mut running = setup::apply(&plan, &env)?;

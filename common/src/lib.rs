@@ -93,22 +93,38 @@ pub mod sock {
         /// valid. One 64-bit word, so a racing CPU reads an old or a new pair, never a mix.
         /// A connected socket's remote never changes: one trie lookup per socket.
         pub class_v4: u64,
+        /// `--all`: the cgroup v2 id the socket was created in (`bpf_get_current_cgroup_id`
+        /// at `cgroup/sock_create`), so sock_ops, which has no cgroup helper, can charge TCP
+        /// health to the socket's workload too. 0 without `--all`, and for sockets that
+        /// predate the run (stamped by the agent: never armed, so sock_ops never charges them).
+        pub cgroup_id: u64,
         /// Target slot the socket's traffic is charged to (index into `TARGET_TOTALS`).
         pub slot: u32,
         /// Process (tgid, in the initial pid namespace) that created the socket.
         pub tgid: u32,
+        /// TCP: the epoch (the `RTT_EPOCH` map's value) in which the packet path last took this socket's
+        /// smoothed RTT (one sample per socket per epoch). A plain store, not under `lock`:
+        /// two CPUs racing may both sample once in the same epoch, which only bounds the
+        /// rate at two.
+        pub rtt_epoch: u32,
         /// Protocol index (`PROTO_*`).
         pub proto: u8,
         /// Address family (`AF_INET` = 2, `AF_INET6` = 10).
         pub family: u8,
+        /// 1 once the process released the socket (`cgroup/sock_release`, which runs before
+        /// TCP's close): a connect it gives up on is told apart from one the network ends.
+        /// A u8 flag; a plain store (it only ever goes from 0 to 1).
+        pub released: u8,
         /// Explicit padding; always zero.
-        pub _pad: [u8; 2],
+        pub _pad: u8,
         /// Guards `flags` and `counted` (taken on state changes only, never per packet).
         /// Programs may not load or store it directly, nor copy a whole `SockState` out of
         /// the map: read fields one by one.
         pub lock: bpf_spin_lock,
+        /// Explicit padding; always zero.
+        pub _pad2: u32,
     }
-    const _: () = assert!(core::mem::size_of::<SockState>() == 48);
+    const _: () = assert!(core::mem::size_of::<SockState>() == 64);
 }
 
 /// Running totals per target.
@@ -409,6 +425,164 @@ pub mod dest {
     const _: () = assert!(core::mem::size_of::<DnsHeader>() == 8);
 }
 
+/// TCP health (issue 29): connection failures, retransmitted segments and a smoothed-RTT
+/// histogram, per target slot (`TARGET_HEALTH`) and per `--all` cgroup (`NODE_HEALTH`);
+/// written by `ebpf/src/health.rs`, read by the agent.
+pub mod health {
+    /// Buckets of the RTT histogram. Bucket `i` counts smoothed RTTs `v` (µs) with
+    /// `v <= 2^i` (and `v > 2^(i-1)` for `i > 0`): log2 buckets whose upper bounds are powers
+    /// of two. The kernel keeps `srtt_us` as a u32 holding the RTT << 3, so no RTT exceeds
+    /// 2^29 µs and these 30 buckets hold every value.
+    pub const RTT_BUCKETS: usize = 30;
+
+    /// The bucket of an RTT of `us` microseconds: `ceil(log2(us))`, 0 for 0 and 1.
+    #[inline(always)]
+    pub const fn rtt_bucket(us: u32) -> usize {
+        if us <= 1 {
+            return 0;
+        }
+        // Bits of (us - 1), by halving: no loop, no count-leading-zeros instruction (BPF
+        // has none), the same on both sides of the ABI.
+        let mut x = us - 1;
+        let mut b = 0;
+        if x >> 16 != 0 {
+            x >>= 16;
+            b += 16;
+        }
+        if x >> 8 != 0 {
+            x >>= 8;
+            b += 8;
+        }
+        if x >> 4 != 0 {
+            x >>= 4;
+            b += 4;
+        }
+        if x >> 2 != 0 {
+            x >>= 2;
+            b += 2;
+        }
+        if x >> 1 != 0 {
+            x >>= 1;
+            b += 1;
+        }
+        b + x as usize
+    }
+
+    /// One `TARGET_HEALTH` / `NODE_HEALTH` value: cumulative since the programs were loaded
+    /// (a `NODE_HEALTH` key until the agent drains its removed cgroup). Shared by all CPUs:
+    /// events are rare (a failure, a retransmission, one RTT sample per socket per epoch), so
+    /// plain atomic adds (XADD, every kernel) cost less than per-CPU copies of 272 bytes.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Health {
+        /// Outgoing connects that never reached ESTABLISHED: sock_ops state callback from
+        /// SYN_SENT to CLOSE (refused, reset, timed out, unreachable, or abandoned by the
+        /// application), one per attempt.
+        pub connect_failures: u64,
+        /// Incoming handshakes of full sockets that never reached ESTABLISHED (SYN_RECV to
+        /// CLOSE: TCP Fast Open children). Handshakes still in a request mini-socket are in
+        /// `HANDSHAKES`, resolved by the agent.
+        pub handshake_failures: u64,
+        /// Retransmitted segments: the `segs` argument of each retransmit callback (what
+        /// the kernel adds to `RetransSegs` at the same place), plus the SYN-ACK
+        /// retransmissions an accepted socket inherits from its request (`total_retrans`
+        /// at passive-established).
+        pub retrans_segs: u64,
+        /// Sum of the RTT samples, µs (the histogram's `_sum`).
+        pub rtt_sum_us: u64,
+        /// RTT samples per bucket (see [`RTT_BUCKETS`]).
+        pub rtt_buckets: [u64; RTT_BUCKETS],
+    }
+    const _: () = assert!(core::mem::size_of::<Health>() == 272);
+
+    impl Default for Health {
+        fn default() -> Self {
+            Self {
+                connect_failures: 0,
+                handshake_failures: 0,
+                retrans_segs: 0,
+                rtt_sum_us: 0,
+                rtt_buckets: [0; RTT_BUCKETS],
+            }
+        }
+    }
+
+    /// Capacity of `NODE_HEALTH` (cgroups with TCP health under `--all`).
+    pub const MAX_NODE_HEALTH: u32 = 16_384;
+    /// Capacity of `HANDSHAKES` (incoming handshakes in flight in request mini-sockets).
+    pub const MAX_HANDSHAKES: u32 = 16_384;
+    /// `Handshake::slot` / `Handoff::slot` when no target owns the listener.
+    pub const NO_SLOT: u32 = u32::MAX;
+
+    /// `--all`: one `SOCK_CGROUP` value, for a TCP socket that is no target's (a target's
+    /// carries the same in its `SockState`). Created at `cgroup/sock_create`, cloned to the
+    /// sockets a listener accepts.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct NodeSock {
+        /// cgroup v2 id the socket was created in.
+        pub cgroup_id: u64,
+        /// The RTT epoch of its last sample (see `SockState::rtt_epoch`).
+        pub rtt_epoch: u32,
+        /// 1 once the process released the socket (see `SockState::released`).
+        pub released: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<NodeSock>() == 16);
+
+    /// `HANDOFF` (per CPU): the listener whose SYN the ingress program just passed, read by
+    /// the sock_ops callback that follows on the same CPU in the same softirq when the kernel
+    /// makes a request mini-socket for it (which has no storage and no listener pointer in
+    /// sock_ops).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Handoff {
+        /// `--all`: the listener's cgroup id (0: none).
+        pub cgroup_id: u64,
+        /// The listener's target slot, or [`NO_SLOT`].
+        pub slot: u32,
+        /// The listener's port (host order); 0 = nothing handed off.
+        pub local_port: u16,
+        /// Its address family.
+        pub family: u16,
+    }
+    const _: () = assert!(core::mem::size_of::<Handoff>() == 16);
+
+    /// Key of `HANDSHAKES`: a request mini-socket's addresses, as the accepted socket will
+    /// have them.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct HandshakeKey {
+        /// Local address, network order; IPv4 in `[0]`.
+        pub local_ip: [u32; 4],
+        /// Remote address, network order; IPv4 in `[0]`.
+        pub remote_ip: [u32; 4],
+        /// Local port, host order.
+        pub local_port: u16,
+        /// Remote port, host order.
+        pub remote_port: u16,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u16,
+        /// Explicit padding; always zero.
+        pub _pad: u16,
+    }
+    const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 40);
+
+    /// Value of `HANDSHAKES`: who owns the listener, and when the request was made.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Handshake {
+        /// `--all`: the listener's cgroup id (0: none).
+        pub cgroup_id: u64,
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the request's creation.
+        pub started_ns: u64,
+        /// The listener's target slot, or [`NO_SLOT`].
+        pub slot: u32,
+        /// Explicit padding; always zero.
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<Handshake>() == 24);
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `#[repr(C)]`, `Copy`, with explicit padding and no pointers.
@@ -422,4 +596,8 @@ mod pod {
     unsafe impl aya::Pod for crate::dest::DestKey {}
     unsafe impl aya::Pod for crate::dest::DestOther {}
     unsafe impl aya::Pod for crate::dest::NodeDestKey {}
+    unsafe impl aya::Pod for crate::health::Health {}
+    unsafe impl aya::Pod for crate::health::NodeSock {}
+    unsafe impl aya::Pod for crate::health::HandshakeKey {}
+    unsafe impl aya::Pod for crate::health::Handshake {}
 }

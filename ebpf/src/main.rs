@@ -7,7 +7,7 @@
 //! | `pnm_ingress`, `pnm_egress` | cgroup_skb | count bytes per socket and per target |
 //! | `pnm_sock_create` | cgroup/sock_create | a target's new socket gets its state (owner) |
 //! | `pnm_sock_release` | cgroup/sock_release | a socket closes: leave the gauge, close the record |
-//! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
+//! | `pnm_sockops` | sock_ops | TCP connect / established / state changes / RTT, retransmits; TCP health (`health.rs`) |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
 //! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
 //!
@@ -25,6 +25,7 @@
 )]
 
 mod dest;
+mod health;
 mod maps;
 mod track;
 
@@ -117,6 +118,10 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     let sk: *mut c_void = bpf_sk.cast();
     let len = u64::from(ctx.len());
     let st = state_of(sk);
+    if ingress && (!st.is_null() || all_on()) {
+        // Issue 29: a listener's SYN names the owner of the request the kernel makes next.
+        health::listener_packet(ctx, bpf_sk, st);
+    }
     if st.is_null() {
         // Not a target's socket: without the helper its namespace is the one stamped for
         // `--all -i` (`node_netns_pass`; a second storage lookup, in that combination only).
@@ -139,6 +144,8 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     if !dest::count(ctx, st, slot, proto, ingress, len) {
         add_totals(slot, proto, ingress, len);
     }
+    // Issue 29: the socket's smoothed RTT, once per epoch (a compare per packet otherwise).
+    health::sample_target_rtt(bpf_sk, st, proto);
 
     let mut want = 0;
     if flags & FLAG_IFACE_OK == 0 {
@@ -338,6 +345,8 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     let Some(slot) = target_slot(tgid) else {
         stamp_node_netns(&ctx);
+        // SAFETY: ctx field read.
+        health::stamp_node_cgroup(ctx.sock.cast(), unsafe { (*ctx.sock).protocol });
         return ALLOW;
     };
     // SAFETY: `ctx.sock` is the program context (a `struct bpf_sock`).
@@ -356,6 +365,7 @@ pub fn pnm_sock_create(ctx: SockContext) -> i32 {
         proto: proto_index(protocol),
         family: family as u8,
         netns_cookie,
+        cgroup_id: health::creator_cgroup(),
         flags: initial_flags(),
         ..SockState::default()
     };
@@ -472,6 +482,8 @@ pub fn pnm_exit(_ctx: RawTracePointContext) -> i32 {
 #[cgroup_sock(sock_release)]
 pub fn pnm_sock_release(ctx: SockContext) -> i32 {
     let st = state_of(ctx.sock.cast());
+    // Issue 29: a connect the process abandons from here on is not the network's failure.
+    health::released(ctx.sock.cast(), st);
     if st.is_null() {
         return ALLOW;
     }
@@ -492,96 +504,151 @@ pub fn pnm_sock_release(ctx: SockContext) -> i32 {
     ALLOW
 }
 
-/// sock_ops op codes and callback flags (include/uapi/linux/bpf.h).
+/// sock_ops op codes (include/uapi/linux/bpf.h).
+const OP_TIMEOUT_INIT: u32 = 1;
+const OP_TCP_CONNECT: u32 = 3;
 const OP_ACTIVE_ESTABLISHED: u32 = 4;
 const OP_PASSIVE_ESTABLISHED: u32 = 5;
 const OP_RETRANS: u32 = 9;
 const OP_STATE: u32 = 10;
 const OP_LISTEN: u32 = 11;
 const OP_RTT: u32 = 12;
-const CB_RETRANS: i32 = 1 << 1;
-const CB_STATE: i32 = 1 << 2;
-const CB_RTT: i32 = 1 << 3;
-/// `TCP_LISTEN` (include/net/tcp_states.h).
+/// `TCP_LISTEN`, `TCP_SYN_SENT` (include/net/tcp_states.h).
 const TCP_LISTEN: u8 = 10;
+const TCP_SYN_SENT: u32 = 2;
 
-/// sock_ops: TCP lifetimes. Established callbacks arm the state callback (and, with
-/// `--details`, RTT and retransmit callbacks) on each new connection of a target.
-/// `current` here is meaningless (passive-established reports the client): never used.
+/// sock_ops: TCP lifetimes and health. `TCP_CONNECT_CB` arms the state and retransmit
+/// callbacks on a target's connecting socket (connect failures, issue 29); established
+/// callbacks arm them on each new connection (and, with `--details`, the RTT callback).
+/// With `--all`, sockets that are no target's but have a cgroup stamp get the same (plus
+/// the RTT callback: their RTT samples). `current` here is meaningless (passive-established
+/// reports the client): never used.
 #[sock_ops]
 pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
     let ops = ctx.ops;
     // SAFETY: ctx field read; null unless the socket is a full socket.
     let sk: *mut c_void = unsafe { (*ops).__bindgen_anon_2.sk }.cast();
+    let op = ctx.op();
     if sk.is_null() {
+        // A request mini-socket (an incoming handshake): no storage, no callback flags.
+        if op == OP_TIMEOUT_INIT {
+            health::request_made(&ctx);
+        }
         return 1;
     }
-    let op = ctx.op();
+    let rtt_details = if details_on() { health::CB_RTT } else { 0 };
     match op {
+        OP_TCP_CONNECT => health::connecting(&ctx, sk, state_of(sk), rtt_details),
         OP_ACTIVE_ESTABLISHED | OP_PASSIVE_ESTABLISHED | OP_LISTEN => {
             let st = state_of(sk);
-            if st.is_null() {
-                return 1;
+            if op == OP_PASSIVE_ESTABLISHED {
+                health::accepted(&ctx, sk, st);
             }
-            if op == OP_LISTEN {
-                if details_on() {
-                    sockops_record(&ctx, st, TCP_LISTEN);
+            if st.is_null() {
+                if op != OP_LISTEN {
+                    health::node_established(&ctx, sk);
                 }
                 return 1;
             }
-            let extra = if details_on() { CB_RTT | CB_RETRANS } else { 0 };
-            let bits = if ctx
-                .set_cb_flags(ctx.cb_flags() as i32 | CB_STATE | extra)
-                .is_ok()
-            {
-                FLAG_ESTABLISHED | FLAG_ARMED
-            } else {
-                FLAG_ESTABLISHED
-            };
-            if op == OP_PASSIVE_ESTABLISHED {
-                accepted(st, bits);
-            } else {
-                mark(st, bits);
-            }
-            if details_on() {
-                sockops_record(&ctx, st, TCP_ESTABLISHED);
-            }
+            established(&ctx, st, op, rtt_details);
         }
         OP_STATE => {
             let st = state_of(sk);
-            if st.is_null() {
-                return 1;
-            }
-            let new_state = ctx.arg(1);
-            if new_state != u32::from(TCP_ESTABLISHED) {
-                uncount(st);
-                if !details_on() {
-                    // The gauge needs only the first change out of ESTABLISHED: disarm, so the
-                    // two or three later changes of a closing connection (FIN_WAIT2,
-                    // TIME_WAIT, CLOSE) do not run this program (~200 ns each per connection).
-                    // `--details` keeps them: its record takes the close time at TCP_CLOSE.
-                    let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !CB_STATE);
-                }
-            }
-            if details_on() {
-                let r = sockops_record(&ctx, st, new_state as u8);
-                if !r.is_null() && new_state == u32::from(TCP_CLOSE) {
-                    // SAFETY: live map value.
-                    unsafe { (*r).close_ns = now_ns() };
-                }
+            health::state_changed(&ctx, sk, st);
+            if !st.is_null() {
+                state_changed(&ctx, st);
             }
         }
-        OP_RTT | OP_RETRANS if details_on() => {
+        OP_RETRANS => {
             let st = state_of(sk);
+            health::retransmitted(&ctx, sk, st);
+            if details_on() && !st.is_null() {
+                record_state(&ctx, st);
+            }
+        }
+        OP_RTT => {
+            let st = if details_on() {
+                state_of(sk)
+            } else {
+                core::ptr::null_mut()
+            };
+            health::rtt_callback(&ctx, sk, st);
             if !st.is_null() {
-                // SAFETY: ctx field read.
-                let state = unsafe { (*ops).state } as u8;
-                sockops_record(&ctx, st, state);
+                record_state(&ctx, st);
             }
         }
         _ => {}
     }
     1
+}
+
+/// A target's socket is established (or listening): its gauge state, the callbacks its
+/// connection needs, and with `--details` its record.
+#[inline(always)]
+fn established(
+    ctx: &SockOpsContext,
+    st: *mut procnetmon2_common::sock::SockState,
+    op: u32,
+    rtt_details: i32,
+) {
+    if op == OP_LISTEN {
+        if details_on() {
+            sockops_record(ctx, st, TCP_LISTEN);
+        }
+        return;
+    }
+    let want = health::CB_STATE | health::CB_RETRANS | rtt_details;
+    let flags = ctx.cb_flags() as i32;
+    // Armed already at TCP_CONNECT_CB on the active side: no helper call then.
+    let armed = flags & want == want || ctx.set_cb_flags(flags | want).is_ok();
+    let bits = if armed {
+        FLAG_ESTABLISHED | FLAG_ARMED
+    } else {
+        FLAG_ESTABLISHED
+    };
+    if op == OP_PASSIVE_ESTABLISHED {
+        accepted(st, bits);
+    } else {
+        mark(st, bits);
+    }
+    if details_on() {
+        sockops_record(ctx, st, TCP_ESTABLISHED);
+    }
+}
+
+/// State callback on a target's socket: the gauge, and with `--details` its record.
+#[inline(always)]
+fn state_changed(ctx: &SockOpsContext, st: *mut procnetmon2_common::sock::SockState) {
+    let (old_state, new_state) = (ctx.arg(0), ctx.arg(1));
+    // A connect that failed (SYN_SENT → CLOSE) was never in the gauge: leaving its state as
+    // it is lets the process connect the same socket again and be counted then.
+    let never_established = old_state == TCP_SYN_SENT && new_state == u32::from(TCP_CLOSE);
+    if new_state != u32::from(TCP_ESTABLISHED) && !never_established {
+        uncount(st);
+    }
+    if new_state != u32::from(TCP_ESTABLISHED) && !details_on() {
+        // Only the first change out of ESTABLISHED (or out of the handshake) matters here:
+        // disarm, so the two or three later changes of a closing connection (FIN_WAIT2,
+        // TIME_WAIT, CLOSE) do not run this program (~200 ns each per connection). The
+        // retransmit callback stays. `--details` keeps them: its record takes the close
+        // time at TCP_CLOSE. A socket connected again is armed again at its connect.
+        let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !health::CB_STATE);
+    }
+    if details_on() {
+        let r = sockops_record(ctx, st, new_state as u8);
+        if !r.is_null() && new_state == u32::from(TCP_CLOSE) {
+            // SAFETY: live map value.
+            unsafe { (*r).close_ns = now_ns() };
+        }
+    }
+}
+
+/// `--details`: refreshes a target's record on an RTT or retransmit callback.
+#[inline(always)]
+fn record_state(ctx: &SockOpsContext, st: *mut procnetmon2_common::sock::SockState) {
+    // SAFETY: ctx field read.
+    let state = unsafe { (*ctx.ops).state } as u8;
+    sockops_record(ctx, st, state);
 }
 
 /// Creates or refreshes the `--details` record from a sock_ops context.

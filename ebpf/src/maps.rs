@@ -17,6 +17,7 @@ use procnetmon2_common::{
         DestKey, DestOther, MAX_CIDRS, MAX_DESTS, MAX_NODE_DEST_CGROUPS, MAX_NODE_DESTS,
         NodeDestKey,
     },
+    health::{Handoff, Handshake, HandshakeKey, Health, MAX_HANDSHAKES, MAX_NODE_HEALTH, NodeSock},
     knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS, MAX_IFACES, MAX_NEW_IFACES},
     sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
@@ -245,3 +246,62 @@ pub static NODE_DEST_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
 /// packet from its IP header. Per-CPU perf buffers (4.18+; a ring buffer would need 5.8).
 #[aya_ebpf::macros::btf_map]
 pub static DNS_EVENTS: PerfEventArray = PerfEventArray::new();
+
+// ---- TCP health (issue 29): see ebpf/src/health.rs.
+
+/// slot → [`Health`], shared, plain atomic adds (failures, retransmissions, RTT samples: rare
+/// events, never per packet). Sized by the agent at load (the plan's slots).
+#[aya_ebpf::macros::btf_map]
+pub static TARGET_HEALTH: Array<Health, { MAX_TARGETS as usize }> = Array::new();
+
+/// `--all`: cgroup id → [`Health`], shared, plain atomic adds; allocated on a cgroup's first
+/// event; the agent deletes a removed cgroup's key once it has charged it (as for
+/// `CGROUP_TOTALS`). One entry without `--all`.
+#[aya_ebpf::macros::btf_map]
+pub static NODE_HEALTH: HashMap<
+    u64,
+    Health,
+    { MAX_NODE_HEALTH as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// `--all`: socket → [`NodeSock`] (its cgroup), for TCP sockets that are no target's: sock_ops
+/// has no cgroup helper. Created at `cgroup/sock_create` (process context, where the cgroup is
+/// `current`'s), cloned to accepted sockets. Empty without `--all`.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_CGROUP")]
+pub static SOCK_CGROUP: SkStorageDef<NodeSock, { BPF_F_NO_PREALLOC as usize | BPF_F_CLONE }> =
+    SkStorageDef::new();
+
+/// Index 0: the RTT sampling epoch, bumped by the agent once per tick. A socket gives at most
+/// one RTT sample per epoch (its `rtt_epoch` differs from this). An array lookup the verifier
+/// inlines, instead of a clock read per packet.
+#[aya_ebpf::macros::btf_map]
+pub static RTT_EPOCH: Array<u32, 1> = Array::new();
+
+/// Index 0, per CPU: the listener whose SYN the ingress program passed last ([`Handoff`]).
+#[aya_ebpf::macros::btf_map]
+pub static HANDOFF: PerCpuArray<Handoff, 1> = PerCpuArray::new();
+
+/// Incoming handshakes in request mini-sockets: addresses → owner and start. Inserted when the
+/// kernel makes the request (sock_ops `TIMEOUT_INIT` on a mini-socket), deleted by the accepted
+/// socket's passive-established callback; what is left and gone from the kernel's tables
+/// failed, which the agent resolves and deletes.
+#[aya_ebpf::macros::btf_map]
+pub static HANDSHAKES: HashMap<
+    HandshakeKey,
+    Handshake,
+    { MAX_HANDSHAKES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// A zeroed [`Health`], never written: where `NODE_HEALTH` inserts copy their initial value
+/// from (a map value as the value argument keeps 272 bytes off the BPF stack).
+#[aya_ebpf::macros::btf_map]
+pub static HEALTH_ZERO: Array<Health, 1> = Array::new();
+
+/// Index 0: TCP health events that could not be charged to a workload (`NODE_HEALTH` or
+/// `HANDSHAKES` full, a socket's `SOCK_CGROUP` not allocated), per CPU; the agent warns when
+/// it grows.
+#[aya_ebpf::macros::btf_map]
+pub static HEALTH_LOST: PerCpuArray<u64, 1> = PerCpuArray::new();

@@ -13,6 +13,21 @@ use std::{
 
 use procfs::process::{FDTarget, Process};
 
+/// `addr` with a v4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv6 socket's IPv4 peer) in its
+/// IPv4 form, as the kernel records such a handshake.
+fn unmapped(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr {
+        std::net::SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// (local, remote) addresses of TCP sockets.
+pub type TcpPairs = std::collections::HashSet<(std::net::SocketAddr, std::net::SocketAddr)>;
+
 /// The /proc to read processes from: `/proc`, or the host's with `--host-proc` (e.g.
 /// `/host/proc` in a container). Passed to whatever reads processes; there is no global.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +174,24 @@ impl ProcFs {
                 _ => None,
             })
             .collect())
+    }
+
+    /// The (local, remote) addresses of every TCP socket in `pid`'s network namespace, in
+    /// any state (`/proc/PID/net/tcp` and `tcp6`, which list request mini-sockets as
+    /// SYN_RECV too); None when neither can be read (the process is gone).
+    pub fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs> {
+        let proc = self.process(pid).ok()?;
+        let (v4, v6) = (proc.tcp(), proc.tcp6());
+        if v4.is_err() && v6.is_err() {
+            return None;
+        }
+        Some(
+            v4.into_iter()
+                .chain(v6)
+                .flatten()
+                .map(|e| (unmapped(e.local_address), unmapped(e.remote_address)))
+                .collect(),
+        )
     }
 
     /// Size of `pid`'s descriptor table (`FDSize:` in /proc/PID/status, readable by anyone):

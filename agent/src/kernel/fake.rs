@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS,
-    NodeDestCount, NodeDestKey, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, Health, IfaceKey, Kernel,
+    MAX_TARGETS, NodeDestCount, NodeDestKey, PendingHandshake, Slot, SocketStamp, Untracked,
 };
 use crate::model::Traffic;
 
@@ -63,6 +63,25 @@ pub struct FakeKernel {
     pub refuse_attach: HashSet<std::path::PathBuf>,
     /// Whether the counters can ask a packet's namespace (`Programs::netns_helper`).
     pub netns_helper: bool,
+    /// TCP health per slot.
+    pub health: HashMap<Slot, Health>,
+    /// `--all` TCP health per cgroup.
+    pub node_health: BTreeMap<u64, Health>,
+    /// The RTT epoch last set.
+    pub rtt_epoch: u32,
+    /// Incoming handshakes recorded in flight.
+    pub handshakes: Vec<PendingHandshake>,
+    /// Health events not charged.
+    pub health_lost: u64,
+}
+
+impl FakeKernel {
+    /// Plays the kernel taking an RTT sample of `us` µs for `slot`.
+    pub fn rtt_sample(&mut self, slot: Slot, us: u32) {
+        let h = self.health.entry(slot).or_default();
+        h.rtt.buckets[procnetmon2_common::health::rtt_bucket(us)] += 1;
+        h.rtt.sum_us += u64::from(us);
+    }
 }
 
 impl super::Programs for FakeKernel {
@@ -210,6 +229,37 @@ impl Kernel for FakeKernel {
         self.node_destinations.retain(|d| !keys.contains(&d.key()));
         self.node_dest_other.retain(|id, _| !cgroups.contains(id));
     }
+
+    fn health(&self, slot: Slot) -> anyhow::Result<Health> {
+        Ok(self.health.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn node_health(&self) -> Vec<(u64, Health)> {
+        self.node_health.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn remove_node_health(&mut self, cgroups: &[u64]) {
+        self.node_health.retain(|id, _| !cgroups.contains(id));
+    }
+
+    fn set_rtt_epoch(&mut self, epoch: u32) {
+        self.rtt_epoch = epoch;
+    }
+
+    fn handshakes(&self) -> Vec<PendingHandshake> {
+        self.handshakes.clone()
+    }
+
+    fn forget_handshake(&mut self, h: &PendingHandshake) -> bool {
+        let before = self.handshakes.len();
+        self.handshakes
+            .retain(|p| (p.local, p.remote) != (h.local, h.remote));
+        self.handshakes.len() < before
+    }
+
+    fn health_lost(&self) -> u64 {
+        self.health_lost
+    }
 }
 
 /// A [`FakeKernel`] shared between a test and the code under test (which owns its kernel as
@@ -255,6 +305,9 @@ impl Kernel for SharedKernel {
         fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;
         fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
         fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]);
+        fn remove_node_health(&mut self, cgroups: &[u64]);
+        fn set_rtt_epoch(&mut self, epoch: u32);
+        fn forget_handshake(&mut self, h: &PendingHandshake) -> bool;
     }
     forward! {
         fn totals(&self, slot: Slot) -> anyhow::Result<Traffic>;
@@ -269,5 +322,9 @@ impl Kernel for SharedKernel {
         fn node_destinations(&self) -> Vec<NodeDestCount>;
         fn node_dest_other(&self) -> Vec<(u64, DestOther)>;
         fn node_dest_lost(&self) -> crate::model::Counters;
+        fn health(&self, slot: Slot) -> anyhow::Result<Health>;
+        fn node_health(&self) -> Vec<(u64, Health)>;
+        fn handshakes(&self) -> Vec<PendingHandshake>;
+        fn health_lost(&self) -> u64;
     }
 }

@@ -18,7 +18,7 @@ pub mod probes;
 
 use std::os::fd::OwnedFd;
 
-use crate::model::{Counters, Traffic};
+use crate::model::{Counters, RttHistogram, TcpHealth, Traffic};
 
 /// Most targets (slots) the kernel's per-target maps hold.
 pub const MAX_TARGETS: u32 = procnetmon2_common::target::MAX_TARGETS;
@@ -26,6 +26,12 @@ pub const MAX_TARGETS: u32 = procnetmon2_common::target::MAX_TARGETS;
 pub const MAX_TARGET_PIDS: u32 = procnetmon2_common::target::MAX_TARGET_PIDS;
 /// Most (cgroup, protocol) keys of the node-wide counters (`--all`).
 pub const MAX_CGROUP_KEYS: u32 = procnetmon2_common::knobs::MAX_CGROUP_KEYS;
+
+/// Most cgroups with TCP health the node-wide map holds (`--all`).
+pub const MAX_NODE_HEALTH: u32 = procnetmon2_common::health::MAX_NODE_HEALTH;
+/// Most incoming handshakes in flight the kernel records.
+pub const MAX_HANDSHAKES: u32 = procnetmon2_common::health::MAX_HANDSHAKES;
+const _: () = assert!(crate::model::RTT_BUCKETS == procnetmon2_common::health::RTT_BUCKETS);
 
 /// A target's index in the kernel's per-target maps, handed out by `plan::Slots` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -224,6 +230,66 @@ pub struct CgroupCount {
 /// A key of the node-wide counters: (cgroup id, protocol, destination class).
 pub type CgroupCountKey = (u64, Proto, Option<u8>);
 
+/// TCP health of one target or cgroup as the kernel counted it, cumulative (issue 29).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Outgoing connects that never reached ESTABLISHED.
+    pub connect_failures: u64,
+    /// Incoming handshakes of full sockets (Fast Open) that never completed; those in request
+    /// mini-sockets are [`Kernel::handshakes`], resolved by the agent.
+    pub handshake_failures: u64,
+    /// Retransmitted segments.
+    pub retransmits: u64,
+    /// Smoothed-RTT samples.
+    pub rtt: RttHistogram,
+}
+
+impl Health {
+    /// Field-wise difference, never below zero.
+    #[must_use]
+    pub fn minus(&self, o: &Self) -> Self {
+        Self {
+            connect_failures: self.connect_failures.saturating_sub(o.connect_failures),
+            handshake_failures: self.handshake_failures.saturating_sub(o.handshake_failures),
+            retransmits: self.retransmits.saturating_sub(o.retransmits),
+            rtt: self.rtt.minus(&o.rtt),
+        }
+    }
+
+    /// As reported: both kinds of failure together.
+    pub fn report(&self) -> TcpHealth {
+        TcpHealth {
+            connect_failures: self
+                .connect_failures
+                .saturating_add(self.handshake_failures),
+            retransmitted_segments: self.retransmits,
+            rtt: self.rtt,
+        }
+    }
+}
+
+/// Who a recorded incoming handshake belongs to: its listener's target and/or (`--all`) cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandshakeOwner {
+    /// The listener's target.
+    pub slot: Option<Slot>,
+    /// `--all`: the listener's cgroup.
+    pub cgroup_id: Option<u64>,
+}
+
+/// An incoming handshake still recorded as in flight (a request mini-socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingHandshake {
+    /// The listener's address (as the accepted socket would have it).
+    pub local: std::net::SocketAddr,
+    /// The client's.
+    pub remote: std::net::SocketAddr,
+    /// Whose listener.
+    pub owner: HandshakeOwner,
+    /// CLOCK_MONOTONIC ns when the kernel made the request.
+    pub started_ns: u64,
+}
+
 /// Counts the kernel could not charge to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Untracked {
@@ -296,6 +362,22 @@ pub trait Kernel {
     fn remove_cgroup_counts(&mut self, keys: &[CgroupCountKey]);
     /// Entries in the target-PID map (targets and their children), for the map-fill metric.
     fn target_pid_count(&self) -> u32;
+
+    /// TCP health of target `slot`, cumulative.
+    fn health(&self, slot: Slot) -> anyhow::Result<Health>;
+    /// `--all`: TCP health per cgroup, cumulative.
+    fn node_health(&self) -> Vec<(u64, Health)>;
+    /// `--all`: deletes the TCP health of removed cgroups (after the caller has charged it).
+    fn remove_node_health(&mut self, cgroups: &[u64]);
+    /// Starts RTT sampling epoch `epoch` (not 0): each socket gives at most one sample per
+    /// epoch.
+    fn set_rtt_epoch(&mut self, epoch: u32);
+    /// Incoming handshakes recorded as in flight (completed ones leave by themselves).
+    fn handshakes(&self) -> Vec<PendingHandshake>;
+    /// Deletes a handshake's record; true when it was still there (not completed meanwhile).
+    fn forget_handshake(&mut self, h: &PendingHandshake) -> bool;
+    /// TCP health events the kernel could not charge (a map full), cumulative.
+    fn health_lost(&self) -> u64;
 
     /// Puts the destination classes' prefixes in (set-up; class index per prefix).
     fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;

@@ -27,6 +27,7 @@ use aya::{
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
     dest::{self, DestKey, NodeDestKey},
+    health::{self, HandshakeKey},
     knobs::{self, CgroupKey},
     sock::{
         COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_OTHER,
@@ -36,10 +37,11 @@ use procnetmon2_common::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
-    MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, Programs, Proto, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, HandshakeOwner, Health, IfaceKey,
+    Kernel, Knobs, MAX_NODE_HEALTH, MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, PendingHandshake,
+    Programs, Proto, Slot, SocketStamp, Untracked,
 };
-use crate::model::{Counters, Traffic};
+use crate::model::{Counters, RttHistogram, Traffic};
 
 /// Programs by kind, as the `pnm_*` functions in ebpf/src/main.rs.
 /// The eBPF object built by agent/build.rs.
@@ -88,6 +90,11 @@ const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
 const MAP_NODE_DEST_TOTALS: &str = "NODE_DEST_TOTALS";
 const MAP_NODE_DEST_OTHER: &str = "NODE_DEST_OTHER";
 const MAP_NODE_DEST_LOST: &str = "NODE_DEST_LOST";
+const MAP_TARGET_HEALTH: &str = "TARGET_HEALTH";
+const MAP_NODE_HEALTH: &str = "NODE_HEALTH";
+const MAP_RTT_EPOCH: &str = "RTT_EPOCH";
+const MAP_HANDSHAKES: &str = "HANDSHAKES";
+const MAP_HEALTH_LOST: &str = "HEALTH_LOST";
 /// Pages per CPU of the DNS perf buffers (64 KiB with 4 KiB pages): a tick's answers.
 const DNS_PAGES: usize = 16;
 
@@ -112,6 +119,28 @@ pub struct Probes {
     cgroup_targets: HashMap<MapData, u64, u32>,
     cgroup_totals: PerCpuHashMap<MapData, CgroupKey, traffic::Counters>,
     dest: DestMaps,
+    health: HealthMaps,
+}
+
+/// The maps of issue 29 (TCP health).
+struct HealthMaps {
+    targets: Array<MapData, health::Health>,
+    node: HashMap<MapData, u64, health::Health>,
+    epoch: Array<MapData, u32>,
+    handshakes: HashMap<MapData, HandshakeKey, health::Handshake>,
+    lost: PerCpuArray<MapData, u64>,
+}
+
+impl HealthMaps {
+    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            targets: take(ebpf, MAP_TARGET_HEALTH)?,
+            node: take(ebpf, MAP_NODE_HEALTH)?,
+            epoch: take(ebpf, MAP_RTT_EPOCH)?,
+            handshakes: take(ebpf, MAP_HANDSHAKES)?,
+            lost: take(ebpf, MAP_HEALTH_LOST)?,
+        })
+    }
 }
 
 /// The maps of issue 17 (remote hosts, classes, DNS answers).
@@ -255,6 +284,8 @@ struct MapSizes {
     target_totals: u32,
     /// `-p` runs: the targets and the children they fork.
     target_pids: u32,
+    /// `--all`: cgroups with TCP health (allocated on use, so the cap costs nothing).
+    node_health: u32,
 }
 
 impl MapSizes {
@@ -272,6 +303,7 @@ impl MapSizes {
             ifaces: used(knobs.iface_filter, knobs::MAX_IFACES),
             target_totals: knobs.dest.slots.clamp(1, MAX_TARGETS),
             target_pids: used(knobs.pid_targets, MAX_TARGET_PIDS),
+            node_health: used(knobs.all, MAX_NODE_HEALTH),
         }
     }
 }
@@ -328,6 +360,9 @@ impl Probes {
             .map_max_entries(MAP_IFACES, sizes.ifaces)
             .map_max_entries(MAP_TARGET_TOTALS, sizes.target_totals)
             .map_max_entries(MAP_TARGET_PIDS, sizes.target_pids)
+            // TCP health per slot: 272 bytes each, as many as TARGET_TOTALS.
+            .map_max_entries(MAP_TARGET_HEALTH, sizes.target_totals)
+            .map_max_entries(MAP_NODE_HEALTH, sizes.node_health)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
@@ -348,6 +383,7 @@ impl Probes {
             new_ifaces: take(&mut ebpf, MAP_NEW_IFACES)?,
             sock_netns: take(&mut ebpf, MAP_SOCK_NETNS)?,
             dest: DestMaps::take(&mut ebpf, &knobs.dest)?,
+            health: HealthMaps::take(&mut ebpf)?,
             ebpf,
         })
     }
@@ -428,6 +464,62 @@ fn counters(c: traffic::Counters) -> Counters {
         bytes_out,
         packets_in: pkts_in,
         packets_out: pkts_out,
+    }
+}
+
+fn health_of(h: &health::Health) -> Health {
+    Health {
+        connect_failures: h.connect_failures,
+        handshake_failures: h.handshake_failures,
+        retransmits: h.retrans_segs,
+        rtt: RttHistogram {
+            buckets: h.rtt_buckets,
+            sum_us: h.rtt_sum_us,
+        },
+    }
+}
+
+/// A socket address from a `HandshakeKey`'s (network-order address words, host-order port).
+fn sock_addr(family: u16, ip: [u32; 4], port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(remote_addr(family as u8, ip), port)
+}
+
+/// The `HANDSHAKES` key of a pending handshake (the inverse of `pending_handshake`).
+fn handshake_key(h: &PendingHandshake) -> HandshakeKey {
+    let words = |a: std::net::IpAddr| -> (u16, [u32; 4]) {
+        match a {
+            std::net::IpAddr::V4(a) => (2, [u32::from_ne_bytes(a.octets()), 0, 0, 0]),
+            std::net::IpAddr::V6(a) => {
+                let o = a.octets();
+                let mut w = [0u32; 4];
+                for (i, x) in w.iter_mut().enumerate() {
+                    *x = u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]]);
+                }
+                (10, w)
+            }
+        }
+    };
+    let (family, local_ip) = words(h.local.ip());
+    let (_, remote_ip) = words(h.remote.ip());
+    HandshakeKey {
+        local_ip,
+        remote_ip,
+        local_port: h.local.port(),
+        remote_port: h.remote.port(),
+        family,
+        _pad: 0,
+    }
+}
+
+fn pending_handshake(k: &HandshakeKey, v: &health::Handshake) -> PendingHandshake {
+    PendingHandshake {
+        local: sock_addr(k.family, k.local_ip, k.local_port),
+        remote: sock_addr(k.family, k.remote_ip, k.remote_port),
+        owner: HandshakeOwner {
+            slot: (v.slot != health::NO_SLOT).then_some(Slot(v.slot)),
+            cgroup_id: (v.cgroup_id != 0).then_some(v.cgroup_id),
+        },
+        started_ns: v.started_ns,
     }
 }
 
@@ -915,6 +1007,58 @@ impl Kernel for Probes {
             let _ = self.dest.node_other.remove(id);
         }
     }
+
+    fn health(&self, slot: Slot) -> anyhow::Result<Health> {
+        let h = self
+            .health
+            .targets
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_HEALTH[{}]", slot.0))?;
+        Ok(health_of(&h))
+    }
+
+    fn node_health(&self) -> Vec<(u64, Health)> {
+        self.health
+            .node
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, h)| (id, health_of(&h)))
+            .collect()
+    }
+
+    fn remove_node_health(&mut self, cgroups: &[u64]) {
+        // ENOENT: that cgroup never had a TCP event.
+        for id in cgroups {
+            let _ = self.health.node.remove(id);
+        }
+    }
+
+    fn set_rtt_epoch(&mut self, epoch: u32) {
+        if let Err(e) = self.health.epoch.set(0, epoch, 0) {
+            log::debug!("RTT_EPOCH: {e}");
+        }
+    }
+
+    fn handshakes(&self) -> Vec<PendingHandshake> {
+        self.health
+            .handshakes
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| pending_handshake(&k, &v))
+            .collect()
+    }
+
+    fn forget_handshake(&mut self, h: &PendingHandshake) -> bool {
+        // ENOENT: the accepted socket's callback deleted it first (it completed).
+        self.health.handshakes.remove(&handshake_key(h)).is_ok()
+    }
+
+    fn health_lost(&self) -> u64 {
+        self.health
+            .lost
+            .get(&0, 0)
+            .map_or(0, |v| v.iter().copied().fold(0, u64::wrapping_add))
+    }
 }
 
 #[cfg(test)]
@@ -948,7 +1092,7 @@ mod object_tests {
 
 #[cfg(test)]
 mod map_size_tests {
-    use super::{MAX_TARGET_PIDS, MapSizes, knobs};
+    use super::{MAX_NODE_HEALTH, MAX_TARGET_PIDS, MapSizes, knobs};
     use crate::kernel::{DestKnobs, Knobs};
 
     /// Each run gets the big preallocated maps it uses, and one entry of the others.
@@ -983,8 +1127,9 @@ mod map_size_tests {
             ..Knobs::default()
         };
         let cases = [
-            // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals, target_pids)
-            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS),
+            // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals,
+            //  target_pids, node_health)
+            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS, 1),
             (
                 all_i_classes,
                 5,
@@ -993,11 +1138,20 @@ mod map_size_tests {
                 knobs::MAX_IFACES,
                 1,
                 1,
+                MAX_NODE_HEALTH,
             ),
-            (cgroups_with_classes, 5, 15, 1, 1, 3, 1),
+            (cgroups_with_classes, 5, 15, 1, 1, 3, 1, 1),
         ];
-        for (k, class_count, class_totals, cgroup_totals, ifaces, target_totals, target_pids) in
-            cases
+        for (
+            k,
+            class_count,
+            class_totals,
+            cgroup_totals,
+            ifaces,
+            target_totals,
+            target_pids,
+            node_health,
+        ) in cases
         {
             assert_eq!(
                 MapSizes::for_knobs(&k),
@@ -1008,6 +1162,7 @@ mod map_size_tests {
                     ifaces,
                     target_totals,
                     target_pids,
+                    node_health,
                 },
                 "{k:?}"
             );

@@ -10,7 +10,8 @@ use super::compact_duration;
 use crate::{
     host::identity::ContainerIdentity,
     model::{
-        ClassTraffic, ConnDetail, Counters, Destination, ProcessReport, Report, Row, WorkloadReport,
+        ClassTraffic, ConnDetail, Counters, Destination, ProcessReport, Report, Row, TcpHealth,
+        WorkloadReport,
     },
 };
 
@@ -43,6 +44,47 @@ impl From<&Row> for Current {
             packets_out: r.counters.packets_out,
         }
     }
+}
+
+/// `tcp_health`: over the same period as the byte counters (the run so far, or the window).
+#[derive(Serialize)]
+struct Health {
+    connect_failures: u64,
+    retransmitted_segments: u64,
+    rtt_us: Rtt,
+}
+
+/// RTT percentiles, µs: upper bounds of the log2 buckets the samples fall in (null without
+/// samples; see `model::RttHistogram::quantile_us`).
+#[derive(Serialize)]
+struct Rtt {
+    p50: Option<u64>,
+    p90: Option<u64>,
+    p99: Option<u64>,
+    max: Option<u64>,
+}
+
+impl From<&TcpHealth> for Health {
+    fn from(h: &TcpHealth) -> Self {
+        Self {
+            connect_failures: h.connect_failures,
+            retransmitted_segments: h.retransmitted_segments,
+            rtt_us: Rtt {
+                p50: h.rtt.quantile_us(0.5),
+                p90: h.rtt.quantile_us(0.9),
+                p99: h.rtt.quantile_us(0.99),
+                max: h.rtt.max_us(),
+            },
+        }
+    }
+}
+
+/// The `aggregated` row: the seed's fields, then `tcp_health`.
+#[derive(Serialize)]
+struct Aggregated {
+    #[serde(flatten)]
+    current: Current,
+    tcp_health: Health,
 }
 
 #[derive(Serialize)]
@@ -185,6 +227,7 @@ struct Process<'a> {
     exited: bool,
     current: Current,
     protocols: Protocols,
+    tcp_health: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<Vec<Conn<'a>>>,
     container: Option<&'a ContainerIdentity>,
@@ -204,6 +247,7 @@ struct Workload<'a> {
     exited: bool,
     current: Current,
     protocols: Protocols,
+    tcp_health: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     destinations: Option<Dests<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +266,7 @@ impl<'a> From<&'a WorkloadReport> for Workload<'a> {
                 tcp: w.traffic.tcp.into(),
                 udp: w.traffic.udp.into(),
             },
+            tcp_health: (&w.row.health).into(),
             destinations: w.destinations.as_deref().map(Dests),
             classes: w.classes.as_deref().map(Classes),
         }
@@ -253,6 +298,7 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
                 tcp: p.traffic.tcp.into(),
                 udp: p.traffic.udp.into(),
             },
+            tcp_health: (&p.row.health).into(),
             container: p.container.as_ref(),
             nspid: p.nspid,
             destinations: p.destinations.as_deref().map(Dests),
@@ -283,7 +329,7 @@ struct Json<'a> {
     timestamp: String,
     processes: Processes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    aggregated: Option<Current>,
+    aggregated: Option<Aggregated>,
     #[serde(skip_serializing_if = "Workloads::is_empty")]
     workloads: Workloads<'a>,
     untracked: Untracked,
@@ -310,7 +356,10 @@ pub fn write(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         processes: Processes(&report.processes),
-        aggregated: report.aggregated.as_ref().map(Current::from),
+        aggregated: report.aggregated.as_ref().map(|r| Aggregated {
+            current: r.into(),
+            tcp_health: (&r.health).into(),
+        }),
         workloads: Workloads(&report.workloads),
         untracked: Untracked {
             bytes_in: report.untracked.bytes_in,
@@ -475,6 +524,36 @@ mod tests {
         let mut seed: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         seed["timestamp"] = without["timestamp"].clone();
         assert_eq!(without, seed);
+    }
+
+    #[test]
+    fn every_row_has_tcp_health() {
+        let mut r = sample_report();
+        let mut h = crate::model::TcpHealth {
+            connect_failures: 3,
+            retransmitted_segments: 17,
+            ..Default::default()
+        };
+        // 10 samples: 9 in (32, 64] µs, one in (512, 1024] µs.
+        h.rtt.buckets[6] = 9;
+        h.rtt.buckets[10] = 1;
+        r.processes[0].row.health = h;
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let t = &v["processes"]["1234"]["tcp_health"];
+        assert_eq!(
+            t,
+            &serde_json::json!({"connect_failures": 3, "retransmitted_segments": 17,
+                "rtt_us": {"p50": 64, "p90": 64, "p99": 1024, "max": 1024}})
+        );
+        // No samples: the percentiles are null; the aggregate row has one too.
+        assert_eq!(
+            v["processes"]["5678"]["tcp_health"]["rtt_us"],
+            serde_json::json!({"p50": null, "p90": null, "p99": null, "max": null})
+        );
+        assert_eq!(v["aggregated"]["tcp_health"]["connect_failures"], 0);
+        assert_eq!(v["aggregated"]["tcp_connections"], 15);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Output {
     json: bool,
     /// Continuous output redraws the table in place on a terminal.
     continuous: bool,
+    /// The table's TCP health columns (`--details`).
+    health: bool,
     name: String,
 }
 
@@ -37,8 +39,16 @@ impl Output {
             tty,
             json,
             continuous,
+            health: false,
             name,
         })
+    }
+
+    /// Adds the TCP health columns to the table (`--details`; JSON always has `tcp_health`).
+    #[must_use]
+    pub fn with_health_columns(mut self, on: bool) -> Self {
+        self.health = on;
+        self
     }
 
     /// Writes one report. A broken pipe comes back as the bare `io::Error` so the caller
@@ -48,7 +58,7 @@ impl Output {
             super::json::write(&mut *self.w, report)
         } else {
             let refresh = self.tty && self.continuous && !report.is_final;
-            super::table::write(&mut *self.w, report, refresh)
+            super::table::write(&mut *self.w, report, refresh, self.health)
         };
         match r {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(e.into()),

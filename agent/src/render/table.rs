@@ -2,31 +2,52 @@
 
 use std::io::{self, Write};
 
-use super::{DisplayBytes, DisplayRate, compact_duration};
+use super::{DisplayBytes, DisplayRate, DisplayRtt, compact_duration};
 use crate::{
     host::identity::ContainerIdentity,
-    model::{ConnDetail, ProcessReport, Report, Row},
+    model::{ConnDetail, ProcessReport, Report, Row, TcpHealth},
 };
 
 /// Clears a terminal and homes the cursor, so a live report replaces the last one like top.
 const CLEAR: &str = "\x1b[H\x1b[2J";
 
-/// One table line: PID, name (cut to 16 characters), the eight cells of `row_cells`, and an
-/// optional trailing text (runtime, POD/CONTAINER).
+/// One table line: PID, name (cut to 16 characters), the eight cells of `row_cells`, with
+/// `--details` the four of `health_cells`, and an optional trailing text (runtime,
+/// POD/CONTAINER).
 /// Names come from processes and cgroups (anyone can set a `comm`): control characters are
 /// shown escaped, never sent to the terminal.
-fn line(pid: &str, name: &str, c: &[String; 8], tail: Option<&str>) -> String {
+fn line(
+    pid: &str,
+    name: &str,
+    c: &[String; 8],
+    health: Option<&[String; 4]>,
+    tail: Option<&str>,
+) -> String {
     let name: String = super::printable(name).chars().take(16).collect();
     let mut l = format!(
         "{pid:<8} {name:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>5} {:>5}",
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
     );
+    if let Some(h) = health {
+        l.push_str(&format!(" {:>5} {:>6} {:>8} {:>8}", h[0], h[1], h[2], h[3]));
+    }
     if let Some(t) = tail {
         l.push_str("  ");
         l.push_str(&super::printable(t));
     }
     l.push('\n');
     l
+}
+
+/// With `--details`: connect failures, retransmitted segments, RTT p50 and p99 (bucket upper
+/// bounds, see `model::RttHistogram::quantile_us`).
+fn health_cells(h: &TcpHealth) -> [String; 4] {
+    [
+        h.connect_failures.to_string(),
+        h.retransmitted_segments.to_string(),
+        DisplayRtt(h.rtt.quantile_us(0.5)).to_string(),
+        DisplayRtt(h.rtt.quantile_us(0.99)).to_string(),
+    ]
 }
 
 fn row_cells(r: &Row) -> [String; 8] {
@@ -43,7 +64,8 @@ fn row_cells(r: &Row) -> [String; 8] {
 }
 
 /// Writes `report` as a table. `refresh`: clear the terminal first (live view on a tty).
-pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<()> {
+/// `health`: the TCP health columns (`--details`).
+pub fn write(out: &mut dyn Write, report: &Report, refresh: bool, health: bool) -> io::Result<()> {
     let mut s = String::new();
     if refresh {
         s.push_str(CLEAR);
@@ -62,6 +84,7 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
     let t = Columns {
         with_pod: report.processes.iter().any(|p| p.container.is_some())
             || report.workloads.iter().any(|w| w.container.is_some()),
+        health,
     };
     let header = t.header();
     s.push_str(&header);
@@ -74,13 +97,20 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
             "-",
             &w.name,
             &row_cells(&w.row),
+            t.health(&w.row).as_ref(),
             Some(&t.tail(state.into(), w.container.as_ref())),
         ));
     }
     if let Some(agg) = &report.aggregated {
         s.push_str(&"─".repeat(header.trim_end().chars().count()));
         s.push('\n');
-        s.push_str(&line("TOTAL", "", &row_cells(agg), None));
+        s.push_str(&line(
+            "TOTAL",
+            "",
+            &row_cells(agg),
+            t.health(agg).as_ref(),
+            None,
+        ));
     }
     untracked(&mut s, report);
     s.push('\n');
@@ -88,9 +118,11 @@ pub fn write(out: &mut dyn Write, report: &Report, refresh: bool) -> io::Result<
     out.flush()
 }
 
-/// The table's last column: the runtime, and the pod/container when any row has one.
+/// The table's optional columns: TCP health (`--details`), and in the last column the
+/// runtime and the pod/container when any row has one.
 struct Columns {
     with_pod: bool,
+    health: bool,
 }
 
 impl Columns {
@@ -111,7 +143,19 @@ impl Columns {
         } else {
             "Runtime".into()
         };
-        line("PID", "Name", &labels, Some(&last))
+        let health = ["Fail", "Retx", "RTT p50", "RTT p99"].map(String::from);
+        line(
+            "PID",
+            "Name",
+            &labels,
+            self.health.then_some(&health),
+            Some(&last),
+        )
+    }
+
+    /// A row's health cells, when the table has the columns.
+    fn health(&self, r: &Row) -> Option<[String; 4]> {
+        self.health.then(|| health_cells(&r.health))
     }
 
     fn tail(&self, runtime: String, c: Option<&ContainerIdentity>) -> String {
@@ -136,6 +180,7 @@ impl Columns {
             &p.pid.to_string(),
             &p.name,
             &row_cells(&p.row),
+            self.health(&p.row).as_ref(),
             Some(&self.tail(runtime, p.container.as_ref())),
         ));
         for conn in p.connections.iter().flatten() {
@@ -209,6 +254,7 @@ pub(crate) mod tests {
             peak_rate_out: ro,
             tcp_connections: t,
             udp_connections: u,
+            health: Default::default(),
         };
         Report {
             timestamp: chrono::DateTime::parse_from_rfc3339("2025-02-18T17:48:42+01:00").unwrap(),
@@ -265,7 +311,7 @@ pub(crate) mod tests {
     #[test]
     fn table_snapshot() {
         let mut buf = Vec::new();
-        write(&mut buf, &sample_report(), false).unwrap();
+        write(&mut buf, &sample_report(), false, false).unwrap();
         let text = String::from_utf8(buf).unwrap();
         let expected = "\
 procnetmon2 2025-02-18T17:48:42+01:00 (live)
@@ -282,7 +328,7 @@ TOTAL                        1.8 Mbps    2.5 Mbps    3.1 Mbps    2.5 Mbps     1.
     #[test]
     fn refresh_clears_the_screen() {
         let mut buf = Vec::new();
-        write(&mut buf, &sample_report(), true).unwrap();
+        write(&mut buf, &sample_report(), true, false).unwrap();
         assert!(buf.starts_with(CLEAR.as_bytes()));
     }
 }

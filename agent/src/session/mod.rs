@@ -13,6 +13,7 @@ pub mod dest;
 #[cfg(test)]
 pub(crate) mod fake_host;
 pub mod feed;
+pub mod handshakes;
 pub mod node;
 pub mod node_dests;
 pub mod node_ifaces;
@@ -31,11 +32,11 @@ use crate::{
     details::DetailTracker,
     host::{
         netns::NetnsLinks,
-        procs::{OldSocket, ProcIdentity},
+        procs::{OldSocket, ProcIdentity, TcpPairs},
         workloads::{CgroupInfo, Lookup},
     },
-    kernel::{IfaceKey, Kernel, Knobs, Slot, Untracked},
-    model::{ConnDetail, ProcessReport, Report, Row, Traffic, WorkloadReport},
+    kernel::{HandshakeOwner, Health, IfaceKey, Kernel, Knobs, Slot, Untracked},
+    model::{ConnDetail, ProcessReport, Report, Row, TcpHealth, Traffic, WorkloadReport},
     plan::ProcessLabels,
     sampling::{Series, sum_traffic},
 };
@@ -80,6 +81,11 @@ pub trait HostView {
     fn cgroup_id_alive(&self, id: u64) -> bool;
     /// `--details`: (RTT µs, retransmits, TCP state) of a connection that predates the run.
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)>;
+    /// The (local, remote) addresses of every TCP socket in `pid`'s network namespace, request
+    /// mini-sockets included (None: the process is gone).
+    fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs>;
+    /// `--all`: a process in cgroup `id` (None: none, or the cgroup is gone).
+    fn pid_in_cgroup(&mut self, id: u64) -> Option<u32>;
 }
 
 /// What a session target is.
@@ -128,6 +134,8 @@ pub struct Started {
     pub subject: Subject,
     /// Its counters when counting started (zero for a spawned command).
     pub baseline: Traffic,
+    /// Its TCP health when counting started (zero for a spawned command).
+    pub health: Health,
     /// Connections that predate the run, counted by the agent (tcp, udp).
     pub preexisting: (i64, i64),
     /// `-i` names with their keys as resolved at set-up.
@@ -156,6 +164,19 @@ pub struct TargetState {
     pub connections: (u32, u32),
     /// `-i` names and their keys as last resolved.
     pub ifaces: HashMap<String, IfaceKey>,
+    /// TCP health when counting started, and as last read.
+    pub health: (Health, Health),
+    /// Incoming handshakes found failed by the agent (see [`handshakes`]) since the start.
+    pub handshake_failures: u64,
+}
+
+impl TargetState {
+    /// TCP health since counting started.
+    pub fn tcp_health(&self) -> TcpHealth {
+        let mut h = self.health.1.minus(&self.health.0).report();
+        h.connect_failures = h.connect_failures.saturating_add(self.handshake_failures);
+        h
+    }
 }
 
 /// Which report to build.
@@ -212,6 +233,8 @@ impl Session {
                 preexisting: t.preexisting,
                 connections: (0, 0),
                 ifaces: t.ifaces,
+                health: (t.health, t.health),
+                handshake_failures: 0,
             })
             .collect();
         let aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
@@ -327,12 +350,41 @@ impl Session {
         if let Some(dest) = &mut self.dest {
             dest.tick(now, kernel);
         }
+        self.resolve_handshakes(kernel, host);
+        // A new RTT epoch: each socket may give one more sample (never 0: "no epoch yet").
+        kernel.set_rtt_epoch((self.ticks % u64::from(u32::MAX)) as u32 + 1);
         if !self.interfaces.is_empty() {
             for t in self.targets.iter_mut().filter(|t| t.exited.is_none()) {
                 watch_ifaces(t, &self.interfaces, kernel, host);
             }
         }
         Ok(())
+    }
+
+    /// Incoming handshakes of watched listeners that never completed (see [`handshakes`]).
+    fn resolve_handshakes(&mut self, kernel: &mut dyn Kernel, host: &mut dyn HostView) {
+        let targets = &self.targets;
+        let pid_of = |host: &mut dyn HostView, o: &HandshakeOwner| match o.slot {
+            Some(slot) => targets
+                .iter()
+                .find(|t| t.slot == slot && t.exited.is_none())
+                .and_then(|t| match &t.subject {
+                    Subject::Process { ident, .. } => Some(ident.pid),
+                    Subject::Cgroup { dir, .. } => host.procs_in(dir).first().copied(),
+                }),
+            None => o.cgroup_id.and_then(|id| host.pid_in_cgroup(id)),
+        };
+        let failed = handshakes::resolve(kernel, host, crate::details::monotonic_ns(), pid_of);
+        for t in &mut self.targets {
+            if let Some(n) = failed.by_slot.get(&t.slot) {
+                t.handshake_failures += n;
+            }
+        }
+        if let Some(node) = &mut self.node {
+            for (id, n) in failed.by_cgroup {
+                node.add_handshake_failures(id, n);
+            }
+        }
     }
 
     /// What could not be attributed since the start.
@@ -363,7 +415,8 @@ impl Session {
         let mut processes: Vec<ProcessReport> = Vec::new();
         let dest = self.dest.as_ref();
         for t in &self.targets {
-            let row = row_of(&t.series, t.connections, is_final);
+            let mut row = row_of(&t.series, t.connections, is_final);
+            row.health = t.tcp_health();
             match &t.subject {
                 Subject::Process { ident, labels } => {
                     let conns = details
@@ -409,7 +462,12 @@ impl Session {
             let conns = self.targets.iter().fold((0, 0), |(a, b), t| {
                 (a + t.connections.0, b + t.connections.1)
             });
-            row_of(&self.aggregate, conns, is_final)
+            let mut row = row_of(&self.aggregate, conns, is_final);
+            row.health = self
+                .targets
+                .iter()
+                .fold(TcpHealth::default(), |acc, t| acc.plus(&t.tcp_health()));
+            row
         });
         Ok(Report {
             timestamp: chrono::Local::now().fixed_offset(),
@@ -456,6 +514,7 @@ fn sample(
     let cur = kernel.totals(t.slot)?;
     t.series.update_spanning(now, cur, min_peak_span);
     t.last = cur;
+    t.health.1 = kernel.health(t.slot)?;
     if t.exited.is_some() {
         return Ok(());
     }
@@ -543,5 +602,6 @@ pub fn row_of(series: &Series, connections: (u32, u32), is_final: bool) -> Row {
         peak_rate_out: series.peak_out,
         tcp_connections: connections.0,
         udp_connections: connections.1,
+        health: TcpHealth::default(),
     }
 }

@@ -27,8 +27,8 @@ use super::{
 use crate::{
     classes::ClassSet,
     host::workloads::{CgroupInfo, Lookup},
-    kernel::{CgroupCountKey, Kernel, Proto},
-    model::{ClassTraffic, Counters, Traffic, WorkloadReport},
+    kernel::{CgroupCountKey, Health, Kernel, Proto},
+    model::{ClassTraffic, Counters, TcpHealth, Traffic, WorkloadReport},
     sampling::{Series, sum_traffic},
 };
 
@@ -58,9 +58,17 @@ pub struct NodeWorkload {
     by_class: BTreeMap<u8, (Traffic, Series)>,
     /// Its remote hosts (`--destinations`).
     dests: WorkloadDests,
+    /// TCP health charged to it since the run started (removed cgroups' included), with the
+    /// incoming handshakes the agent found failed.
+    health: TcpHealth,
 }
 
 impl NodeWorkload {
+    /// TCP health since the run started.
+    pub fn tcp_health(&self) -> TcpHealth {
+        self.health
+    }
+
     fn new(info: CgroupInfo, started: Instant) -> Self {
         Self {
             // A workload first seen now has been counted since the run started.
@@ -72,6 +80,7 @@ impl NodeWorkload {
             traffic: Traffic::default(),
             by_class: BTreeMap::new(),
             dests: WorkloadDests::default(),
+            health: TcpHealth::default(),
         }
     }
 }
@@ -109,6 +118,9 @@ pub struct NodeWide {
     ticks: u64,
     /// `--destinations`: per-remote-host counters per cgroup, charged to workloads.
     dests: Option<NodeDests>,
+    /// Per cgroup, the TCP health reading charged so far (at the start: the kernel's then).
+    /// Dropped when the cgroup's key is drained.
+    health_charged: HashMap<u64, Health>,
 }
 
 impl NodeWide {
@@ -136,6 +148,7 @@ impl NodeWide {
             keys: 0,
             ticks: 0,
             dests: None,
+            health_charged: kernel.node_health().into_iter().collect(),
         }
     }
 
@@ -195,6 +208,7 @@ impl NodeWide {
             let reading = dest_readings.as_ref().and_then(|r| r.get(&id));
             self.charge(id, info, readings, reading);
         }
+        self.charge_health(now, kernel, host, &mut drain);
         self.forget(&gone);
         drain.sort_unstable();
         drain.dedup();
@@ -206,7 +220,9 @@ impl NodeWide {
             .collect();
         let drained: HashSet<u64> = drain.iter().copied().collect();
         self.charged.retain(|k, _| !drained.contains(&k.0));
+        self.health_charged.retain(|id, _| !drained.contains(id));
         kernel.remove_cgroup_counts(&keys);
+        kernel.remove_node_health(&drain);
         if let (Some(d), Some(r)) = (self.dests.as_mut(), dest_readings.as_ref()) {
             d.drain(kernel, &drain, r);
         }
@@ -255,6 +271,46 @@ impl NodeWide {
         if matches!(self.ids.get(&id), Some(Id::Named(_))) {
             w.ids.insert(id);
         }
+    }
+
+    /// Charges the growth of each cgroup's TCP health to its workload (ids not named yet wait,
+    /// uncharged, as their traffic does).
+    fn charge_health(
+        &mut self,
+        now: Instant,
+        kernel: &dyn Kernel,
+        host: &mut dyn HostView,
+        drain: &mut Vec<u64>,
+    ) {
+        for (id, h) in kernel.node_health() {
+            let Some(info) = self.owner(id, now, host, drain) else {
+                continue;
+            };
+            let before = self.health_charged.insert(id, h).unwrap_or_default();
+            let d = h.minus(&before).report();
+            let w = self.workload_mut(info);
+            w.health = w.health.plus(&d);
+        }
+    }
+
+    /// Incoming handshakes of cgroup `id`'s listeners the agent found failed.
+    pub fn add_handshake_failures(&mut self, id: u64, n: u64) {
+        let info = match self.ids.get(&id) {
+            Some(Id::Named(name)) => self.workloads.get(name).map(|w| w.info.clone()),
+            _ => self.retired.get(&id).cloned(),
+        };
+        if let Some(info) = info {
+            let w = self.workload_mut(info);
+            w.health.connect_failures = w.health.connect_failures.saturating_add(n);
+        }
+    }
+
+    /// The workload `info` names, created (counted from the run's start) when new.
+    fn workload_mut(&mut self, info: CgroupInfo) -> &mut NodeWorkload {
+        let started = self.started;
+        self.workloads
+            .entry(info.workload.clone())
+            .or_insert_with(|| NodeWorkload::new(info, started))
     }
 
     /// Forgets removed cgroups `gone`; a workload left without cgroups is retired.
@@ -387,12 +443,14 @@ impl NodeWide {
             .into_iter()
             .map(|name| {
                 let w = &self.workloads[name];
+                let mut row = row_of(&w.series, (0, 0), is_final);
+                row.health = w.health;
                 WorkloadReport {
                     name: name.clone(),
                     cgroup: w.info.path.clone(),
                     container: w.info.container.clone(),
                     exited: w.exited,
-                    row: row_of(&w.series, (0, 0), is_final),
+                    row,
                     traffic: w.series.since_start(),
                     connections: None,
                     destinations: self

@@ -44,6 +44,7 @@ fn process(slot: u32, pid: u32, baseline: Traffic) -> Started {
             labels: ProcessLabels::default(),
         },
         baseline,
+        health: Default::default(),
         preexisting: (1, 0),
         ifaces: HashMap::new(),
     }
@@ -61,6 +62,7 @@ fn cgroup(slot: u32, path: &str) -> Started {
             },
         },
         baseline: Traffic::default(),
+        health: Default::default(),
         preexisting: (0, 0),
         ifaces: HashMap::new(),
     }

@@ -88,4 +88,16 @@ impl HostView for LiveHost {
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)> {
         procs::tcp_info(s)
     }
+
+    fn tcp_pairs(&self, pid: u32) -> Option<procs::TcpPairs> {
+        self.proc.tcp_pairs(pid)
+    }
+
+    fn pid_in_cgroup(&mut self, id: u64) -> Option<u32> {
+        let Lookup::Found(info) = self.names.lookup(id, Instant::now()) else {
+            return None;
+        };
+        let dir = self.mount.dir_of(&info.path).ok()?;
+        cgroup::procs_in_subtree(&dir).into_iter().next()
+    }
 }

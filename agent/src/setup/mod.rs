@@ -209,6 +209,8 @@ pub fn start(
     let (started, old) = stamp_and_start(&mut *programs, plan, &*host, command_subject);
     let now = Instant::now();
     let untracked_base = programs.untracked()?;
+    // RTT sampling starts (epoch 0 samples nothing); each tick opens the next epoch.
+    programs.set_rtt_epoch(1);
     // Read before counting is announced: traffic after the announcement is the run's.
     let dest = destinations(&*programs, plan, now);
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
@@ -349,16 +351,20 @@ fn stamp_and_start(
                 (subject, Stamped::default())
             }
         };
-        let baseline = if matches!(t.kind, TargetKind::Command { .. }) {
+        let (baseline, health) = if matches!(t.kind, TargetKind::Command { .. }) {
             Default::default()
         } else {
-            kernel.totals(t.slot).unwrap_or_default()
+            (
+                kernel.totals(t.slot).unwrap_or_default(),
+                kernel.health(t.slot).unwrap_or_default(),
+            )
         };
         old.extend(found.old);
         started.push(Started {
             slot: t.slot,
             subject,
             baseline,
+            health,
             preexisting: found.connections,
             ifaces: t.ifaces.iter().cloned().collect(),
         });

@@ -23,6 +23,7 @@ pub fn row(bytes: (u64, u64), rate: (f64, f64), conns: (u32, u32)) -> Row {
         peak_rate_out: rate.1 * 2.0,
         tcp_connections: conns.0,
         udp_connections: conns.1,
+        health: Default::default(),
     }
 }
 

@@ -94,6 +94,7 @@ impl Rig {
                     labels: ProcessLabels::default(),
                 },
                 baseline: Traffic::default(),
+                health: Default::default(),
                 preexisting: (0, 0),
                 ifaces: Default::default(),
             }],
