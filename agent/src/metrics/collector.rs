@@ -15,7 +15,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::store::{MetricsRegistry, State};
+use super::store::{HealthSeries, MetricsRegistry, State, rtt_buckets};
 use crate::model::Counters;
 
 /// The `Content-Type` of `/metrics`: `OpenMetrics` text 1.0.0.
@@ -175,9 +175,62 @@ impl Collector for StateCollector {
         for family in &TRAFFIC_FAMILIES {
             encode_traffic(&mut encoder, &st, family)?;
         }
+        encode_health(&mut encoder, &st)?;
         encode_identity(&mut encoder, &st)?;
         encode_self(&mut encoder, &st)
     }
+}
+
+/// A TCP health counter family: name without `_total`, help, the value.
+type HealthCounter = (&'static str, &'static str, fn(&HealthSeries) -> u64);
+
+/// The TCP health counter families.
+const HEALTH_COUNTERS: [HealthCounter; 2] = [
+    (
+        "procnetmon_tcp_connect_failures",
+        "Outgoing TCP connects that never reached ESTABLISHED (refused, reset, timed out) and incoming handshakes that never completed",
+        |h| h.connect_failures.value,
+    ),
+    (
+        "procnetmon_tcp_retransmitted_segments",
+        "TCP segments the workload's sockets retransmitted",
+        |h| h.retransmitted_segments.value,
+    ),
+];
+
+/// TCP health per workload: two counters and `procnetmon_tcp_rtt_seconds`, a histogram of
+/// smoothed RTT samples (one per connection per interval) with fixed buckets (`RTT_LE_US`).
+fn encode_health(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), std::fmt::Error> {
+    let with_health = || {
+        st.workloads.iter().filter_map(|(key, w)| {
+            let labels: Vec<(&str, &str)> =
+                key.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            w.health.as_ref().map(|h| (labels, h))
+        })
+    };
+    for (name, help, pick) in HEALTH_COUNTERS {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, h) in with_health() {
+            ConstCounter::new(pick(h)).encode(metric.encode_family(&labels)?)?;
+        }
+    }
+    let mut rtt = encoder.encode_descriptor(
+        "procnetmon_tcp_rtt",
+        "Smoothed RTT of the workload's TCP connections, sampled once per connection per interval",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (labels, h) in with_health() {
+        let sum = h.rtt.sum_us as f64 / 1e6;
+        rtt.encode_family(&labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum,
+                h.rtt.count(),
+                &rtt_buckets(&h.rtt),
+                None,
+            )?;
+    }
+    Ok(())
 }
 
 /// `procnetmon_target_info` and `procnetmon_build_info`.
@@ -251,7 +304,7 @@ fn encode_self(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), st
     let series = ConstGauge::new(i64::try_from(st.series).unwrap_or(i64::MAX));
     series.encode(encoder.encode_descriptor(
         "procnetmon_series",
-        "(workload, protocol) label sets held now; each is four traffic series",
+        "Label sets held now: each (workload, protocol) is four traffic series, each workload's TCP health 15",
         None,
         series.metric_type(),
     )?)?;
@@ -320,10 +373,19 @@ pub(super) mod tests {
 
     pub(in crate::metrics) fn nasty_registry() -> MetricsRegistry {
         let reg = MetricsRegistry::default();
-        reg.update_workload(
-            &WorkloadKey::cgroup(format!("system.slice/{NASTY}.service")),
-            &tcp(1000, 2000),
-        );
+        let key = WorkloadKey::cgroup(format!("system.slice/{NASTY}.service"));
+        reg.update_workload(&key, &tcp(1000, 2000));
+        let mut health = crate::model::TcpHealth {
+            connect_failures: 2,
+            retransmitted_segments: 9,
+            ..Default::default()
+        };
+        // Three samples: 50 µs (→ 64), 100 µs (→ 128), 3 s (→ 2^22 µs).
+        for (b, us) in [(6, 50), (7, 100), (22, 3_000_000)] {
+            health.rtt.buckets[b] += 1;
+            health.rtt.sum_us += us;
+        }
+        reg.update_workload_health(&key, &health);
         reg.set_targets(vec![TargetInfo {
             pid: 42,
             comm: NASTY.into(),
@@ -378,7 +440,12 @@ pub(super) mod tests {
             "procnetmon_tracked_sockets 3\n",
             "procnetmon_untracked_bytes_total 7\n",
             "procnetmon_map_fill_ratio{map=\"SOCK_TRAFFIC\"} 0.25\n",
-            "procnetmon_series 1\n",
+            "procnetmon_series 2\n",
+            "procnetmon_tcp_connect_failures_total{cgroup=",
+            "procnetmon_tcp_retransmitted_segments_total{cgroup=",
+            "# TYPE procnetmon_tcp_rtt_seconds histogram\n",
+            "# UNIT procnetmon_tcp_rtt_seconds seconds\n",
+            "procnetmon_tcp_rtt_seconds_count{cgroup=",
             "procnetmon_series_dropped_total 0\n",
             "# TYPE procnetmon_network_receive_bytes counter\n",
             "# TYPE procnetmon_target_info gauge\n",
@@ -386,6 +453,26 @@ pub(super) mod tests {
             assert!(out.contains(name), "missing {name:?} in\n{out}");
         }
         assert!(out.ends_with("# EOF\n"));
+        // The histogram: cumulative, exact at each bound, `+Inf` = `_count`, `_sum` in s.
+        let rtt: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("procnetmon_tcp_rtt_seconds"))
+            .collect();
+        let value = |needle: &str| {
+            rtt.iter()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("{needle} missing in {rtt:?}"))
+                .to_string()
+        };
+        assert_eq!(value("le=\"0.000016\""), "0");
+        assert_eq!(value("le=\"0.000064\""), "1");
+        assert_eq!(value("le=\"0.000256\""), "2");
+        assert_eq!(value("le=\"4.194304\""), "3");
+        assert_eq!(value("le=\"+Inf\""), "3");
+        assert_eq!(value("_count"), "3");
+        assert_eq!(value("_sum").parse::<f64>().ok(), Some(3.00015));
+        assert_eq!(rtt.len(), crate::metrics::RTT_LE_US.len() + 3);
         // No PID on a counter.
         for line in out.lines().filter(|l| l.contains("_total{")) {
             assert!(!line.contains("pid="), "{line}");
@@ -399,6 +486,35 @@ pub(super) mod tests {
     /// labels Go-quoted (the same escapes as `OpenMetrics`). `promtool` comes with Debian's
     /// package `prometheus`, which `scripts/setup` installs: without it this fails (a skip
     /// would pass as a pass).
+    /// `promtool check metrics` (the linter, which reads the classic text format) accepts
+    /// every family, the TCP health ones included.
+    #[test]
+    fn promtool_checks_classic_text() {
+        use std::{io::Write as _, process::Command};
+        let classic = to_classic_text(&nasty_registry().encode().expect("encode"));
+        let mut p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect(
+                "promtool is missing: run scripts/setup (it installs Debian's prometheus package)",
+            );
+        p.stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(classic.as_bytes())
+            .expect("write");
+        let out = p.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{classic}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn promtool_parses_exposition() {
         use std::process::Command;

@@ -20,6 +20,6 @@ pub use server::{
     ServerThread,
 };
 pub use store::{
-    DEFAULT_GRACE, DEFAULT_MAX_SERIES, Limits, MapFill, MetricsRegistry, Protocol, SelfStats,
-    TargetInfo, WorkloadKey,
+    DEFAULT_GRACE, DEFAULT_MAX_SERIES, HEALTH_SERIES, Limits, MapFill, MetricsRegistry, Protocol,
+    RTT_LE_US, SelfStats, TargetInfo, WorkloadKey,
 };

@@ -326,6 +326,41 @@ TOTAL                        1.8 Mbps    2.5 Mbps    3.1 Mbps    2.5 Mbps     1.
     }
 
     #[test]
+    fn details_add_the_health_columns() {
+        let mut r = sample_report();
+        let h = &mut r.processes[0].row.health;
+        h.connect_failures = 3;
+        h.retransmitted_segments = 120;
+        h.rtt.buckets[6] = 9; // ≤ 64 µs
+        h.rtt.buckets[12] = 1; // ≤ 4.096 ms
+        let mut buf = Vec::new();
+        write(&mut buf, &r, false, true).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("  UDP  Fail   Retx  RTT p50  RTT p99  Runtime"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("    12     0     3    120     64µs    4.1ms  1h2m3s"),
+            "{text}"
+        );
+        // No sample: a dash; the TOTAL row has the columns too.
+        assert!(
+            lines[3].contains("     0      0        -        -  59s"),
+            "{text}"
+        );
+        assert!(
+            lines[5].ends_with("     0      0        -        -"),
+            "{text}"
+        );
+        // Without --details the table is what it was.
+        let mut plain = Vec::new();
+        write(&mut plain, &r, false, false).unwrap();
+        assert!(!String::from_utf8(plain).unwrap().contains("Retx"));
+    }
+
+    #[test]
     fn refresh_clears_the_screen() {
         let mut buf = Vec::new();
         write(&mut buf, &sample_report(), true, false).unwrap();

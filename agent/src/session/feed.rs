@@ -16,7 +16,7 @@ use crate::{
     host::identity::ContainerIdentity,
     kernel::{Kernel, MAX_TARGET_PIDS},
     metrics::{MapFill, MetricsRegistry, SelfStats, TargetInfo, WorkloadKey},
-    model::Traffic,
+    model::{TcpHealth, Traffic},
     sampling::sum_traffic,
 };
 
@@ -75,6 +75,7 @@ fn feed(
     fed_through: u64,
 ) {
     feed_targets(reg, session, named);
+    feed_health(reg, session, fed_through);
     feed_workloads(reg, session, fed_through);
     feed_self_stats(reg, session, kernel, named);
 }
@@ -96,6 +97,38 @@ fn feed_targets(reg: &MetricsRegistry, session: &Session, named: &[u32]) {
             })
             .collect(),
     );
+}
+
+/// Cumulative TCP health per workload (summed over the targets that share its labels), by
+/// the same rule as the traffic: live workloads, and those that ended since the last feed
+/// (their final values). Fed before the traffic, whose pass marks the gone ones.
+fn feed_health(reg: &MetricsRegistry, session: &Session, fed_through: u64) {
+    let mut sums: HashMap<WorkloadKey, TcpHealth> = HashMap::new();
+    let mut fed: HashSet<WorkloadKey> = HashSet::new();
+    let mut add = |k: WorkloadKey, h: TcpHealth, alive: bool, gone_at: Option<u64>| {
+        let e = sums.entry(k.clone()).or_default();
+        *e = e.plus(&h);
+        if alive || gone_at.is_some_and(|g| g > fed_through) {
+            fed.insert(k);
+        }
+    };
+    match session.node() {
+        Some(node) => {
+            for w in node.workloads().values() {
+                let key = metrics_key(w.info.container.as_ref(), &w.info.workload);
+                add(key, w.tcp_health(), !w.exited, w.gone_at.map(|(t, _)| t));
+            }
+        }
+        None => {
+            for t in session.targets() {
+                let alive = t.exited.is_none();
+                add(key_of(&t.subject), t.tcp_health(), alive, t.exited_tick);
+            }
+        }
+    }
+    for (k, h) in sums.iter().filter(|(k, _)| fed.contains(*k)) {
+        reg.update_workload_health(k, h);
+    }
 }
 
 /// Cumulative traffic per workload (per class too with destination classes), then the live

@@ -18,12 +18,16 @@ use super::{
     state::{Line, SortBy, State, peak},
 };
 use crate::{
-    model::ConnDetail,
-    render::{DisplayBytes, DisplayRate, compact_duration},
+    model::{ConnDetail, TcpHealth, rtt_bucket_bound_us},
+    render::{DisplayBytes, DisplayRate, DisplayRtt, compact_duration},
 };
 
 /// Width of the sparkline column, in cells.
 const SPARK_WIDTH: usize = 20;
+/// Width of the RTT histogram's bars in the drill-down, in cells.
+const BAR_WIDTH: usize = 30;
+/// Most RTT buckets the drill-down shows (the non-empty ones, lowest first).
+const MAX_BARS: usize = 8;
 const DIM: Style = Style::new().add_modifier(Modifier::DIM);
 const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
 const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
@@ -216,8 +220,6 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         head("TOTAL OUT", Some(SortBy::TotalOut), s),
         head("TCP", Some(SortBy::Tcp), s),
         head("UDP", Some(SortBy::Udp), s),
-        head("PEAK", Some(SortBy::Peak), s),
-        head(spark_title, Some(SortBy::Rate), s),
     ]);
     widths.extend([
         Constraint::Length(10),
@@ -226,6 +228,18 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         Constraint::Length(10),
         Constraint::Length(4),
         Constraint::Length(4),
+    ]);
+    // TCP health once any row has some (as the container column once any row has one).
+    let with_health = s.rows.iter().any(|l| !l.row.health.is_empty());
+    if with_health {
+        titles.push(head("FAIL/RETX/RTT", None, s));
+        widths.push(Constraint::Length(14));
+    }
+    titles.extend([
+        head("PEAK", Some(SortBy::Peak), s),
+        head(spark_title, Some(SortBy::Rate), s),
+    ]);
+    widths.extend([
         Constraint::Length(10),
         Constraint::Length(SPARK_WIDTH as u16),
     ]);
@@ -249,6 +263,11 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
             Cell::from(DisplayBytes(r.counters.bytes_out).to_string()),
             Cell::from(r.tcp_connections.to_string()),
             Cell::from(r.udp_connections.to_string()),
+        ]);
+        if with_health {
+            cells.push(Cell::from(health_cell(&r.health)));
+        }
+        cells.extend([
             Cell::from(rate(peak(r), s.bytes)),
             Cell::from(spark(&s.history(&l.key), SPARK_WIDTH)),
         ]);
@@ -269,6 +288,74 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
     f.render_stateful_widget(table, area, &mut ts);
 }
 
+/// The health column: connect failures / retransmitted segments / RTT p50 over the run (or
+/// window) so far; `-` while nothing was counted.
+pub fn health_cell(h: &TcpHealth) -> String {
+    if h.is_empty() {
+        return "-".into();
+    }
+    format!(
+        "{}/{}/{}",
+        h.connect_failures,
+        h.retransmitted_segments,
+        DisplayRtt(h.rtt.quantile_us(0.5))
+    )
+}
+
+/// The drill-down's TCP health of the selected row: one summary line, then its RTT
+/// histogram, one bar per non-empty log2 bucket (at most [`MAX_BARS`], lowest first).
+pub fn health_panel(name: &str, h: &TcpHealth) -> Vec<TextLine<'static>> {
+    if h.is_empty() {
+        return vec![TextLine::from(vec![
+            Span::styled(format!(" TCP health of {name}: "), BOLD),
+            Span::raw("no failed connect, no retransmission, no RTT sample yet"),
+        ])];
+    }
+    let q = |x: f64| DisplayRtt(h.rtt.quantile_us(x)).to_string();
+    let mut out = vec![TextLine::from(vec![
+        Span::styled(format!(" TCP health of {name}: "), BOLD),
+        Span::raw(format!(
+            "{} failed connects, {} retransmitted segments; RTT p50 {} p90 {} p99 {} max {} ({} samples)",
+            h.connect_failures,
+            h.retransmitted_segments,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            DisplayRtt(h.rtt.max_us()),
+            h.rtt.count()
+        )),
+    ])];
+    let top = h.rtt.buckets.iter().copied().max().unwrap_or(0);
+    let bars: Vec<(usize, u64)> = h
+        .rtt
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| (i, *n))
+        .collect();
+    for (i, n) in bars.iter().take(MAX_BARS) {
+        let len = ((*n as f64 / top as f64) * BAR_WIDTH as f64).ceil() as usize;
+        out.push(TextLine::from(vec![
+            Span::styled(
+                format!(
+                    "  ≤{:>7} ",
+                    DisplayRtt(Some(rtt_bucket_bound_us(*i))).to_string()
+                ),
+                DIM,
+            ),
+            Span::raw(format!("{:<BAR_WIDTH$} {n}", "█".repeat(len.max(1)))),
+        ]));
+    }
+    if bars.len() > MAX_BARS {
+        out.push(TextLine::from(Span::styled(
+            format!("  … {} more buckets", bars.len() - MAX_BARS),
+            DIM,
+        )));
+    }
+    out
+}
+
 /// "of 1234 curl" for the selected row.
 fn whose(s: &State) -> String {
     match s.selected_line() {
@@ -281,6 +368,18 @@ fn whose(s: &State) -> String {
 }
 
 fn conns_table(f: &mut Frame<'_>, s: &State, area: Rect) {
+    // The selected row's TCP health above its connections.
+    let area = match s.selected_line() {
+        Some(l) => {
+            let panel = health_panel(&whose(s), &l.row.health);
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(panel.len() as u16), Constraint::Min(3)])
+                    .areas(area);
+            f.render_widget(Paragraph::new(panel), top);
+            rest
+        }
+        None => area,
+    };
     let titles = vec![
         head("PROTO", None, s),
         head("LOCAL", None, s),

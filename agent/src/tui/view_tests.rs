@@ -80,10 +80,11 @@ fn connections_view_keeps_the_closed_one() {
     let (mut s, now) = with_closed();
     s.apply(Action::Open);
     assert_screen(
-        &screen(&s, now, 120, 7),
+        &screen(&s, now, 120, 8),
         "
 procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
+ TCP health of 100 curl: no failed connect, no retransmission, no RTT sample yet
  Connections of 100 curl: 1 open, 1 closed ─────────────────────────────────────────────────────────────────────────────
  PROTO LOCAL          REMOTE       STATE       IN         OUT        RATE IN    RATE OUT   AGE     RTT     RETX
 >tcp   10.0.0.1:40000 10.0.0.2:443 ESTABLISHED 976.6 KiB  8.0 KiB    800.0 Kbps 16.0 Kbps  42s     1.5ms   0
@@ -167,4 +168,43 @@ fn sparklines() {
     assert_eq!(spark(&[1.0, 2.0, 4.0, 8.0], 10), "▁▂▄█");
     // Squeezed: the highest of each pair, newest on the right.
     assert_eq!(spark(&[8.0, 0.0, 0.0, 4.0, 2.0, 2.0], 3), "█▄▂");
+}
+
+/// The scene with TCP health on curl's row: 2 failed connects, 7 retransmissions, RTT samples
+/// in (32, 64] µs ×9 and (512, 1024] µs ×1.
+fn with_health() -> (State, Instant) {
+    let t0 = Instant::now();
+    let mut s = State::new(Duration::from_secs(1), None);
+    let mut r = scene();
+    let h = &mut r.processes[0].row.health;
+    h.connect_failures = 2;
+    h.retransmitted_segments = 7;
+    h.rtt.buckets[6] = 9;
+    h.rtt.buckets[10] = 1;
+    s.ingest(r, t0);
+    s.apply(Action::Home);
+    (s, t0)
+}
+
+#[test]
+fn health_column_and_drill_down_histogram() {
+    let (mut s, now) = with_health();
+    let rows = screen(&s, now, 140, 8);
+    assert!(rows.contains("FAIL/RETX/RTT"), "{rows}");
+    assert!(rows.contains("2/7/64µs"), "{rows}");
+    // Rows without health show a dash.
+    assert!(
+        rows.lines().nth(5).is_some_and(|l| l.contains(" - ")),
+        "{rows}"
+    );
+    s.apply(Action::Open);
+    let conns = screen(&s, now, 140, 10);
+    let lines: Vec<&str> = conns.lines().collect();
+    assert_eq!(
+        lines[2],
+        " TCP health of 100 curl: 2 failed connects, 7 retransmitted segments; RTT p50 64µs p90 64µs p99 1.0ms max 1.0ms (10 samples)"
+    );
+    assert_eq!(lines[3], format!("  ≤   64µs {} 9", "█".repeat(30)));
+    assert_eq!(lines[4], format!("  ≤  1.0ms {:<30} 1", "████"));
+    assert!(lines[5].contains("Connections of 100 curl"), "{conns}");
 }
