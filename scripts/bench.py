@@ -17,7 +17,10 @@ a child cgroup of the cgroup2 mount, where procnetmon2 (lookup mode, `-p PID`) a
      and the agent's CPU with --destinations for a target talking to 10,000 remote hosts;
   7. view: the interactive view's own cost per interval (agent/examples/tui_cost.rs: 100 rows,
      1,000 connections, ingested and drawn through crossterm every interval);
-then BENCHMARKS.md with every target checked (PASS/MISS).
+then BENCHMARKS.md with every target checked (PASS/MISS). With another build as monitor "alt"
+(BENCH_ALT_REV / BENCH_ALT_BIN: the commit before TCP health, issue 29), the in-kernel section
+also gates this build against it: churn ns per connection ≤ 1.10× and TCP bulk ns/packet ≤ 1.05×
+(all hooks, medians of the same run).
 
 Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
@@ -29,7 +32,8 @@ BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: t
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
 BENCH_NS_KINDS ("udp udpcg tcp churn nontarget": the workloads of the in-kernel section),
 BENCH_FLOOR_KINDS ("udp tcp churn": where pnm-bare's floor variants also run), BENCH_ALT_BIN (a
-directory with another build's procnetmon2, run as monitor "alt" beside this one), BENCH_ID
+directory with another build's procnetmon2, run as monitor "alt" beside this one; scripts/bench
+builds one from a commit with BENCH_ALT_REV), BENCH_ID
 (name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
 """
@@ -122,6 +126,11 @@ T_ALL_CPU = 2.0  # % of a core at 1 s ticks, --all under cgroup churn
 T_SCRAPE = 0.100  # s per /metrics scrape
 T_MAP_LIVE = 1000  # CGROUP_TOTALS keys: live cgroups only, not every cgroup ever seen
 T_CLASSES_X = 1.2  # in-kernel ns/packet with classes over the same build without
+# Issue 29 (TCP health), A/B against the build without it (BENCH_ALT_BIN / BENCH_ALT_REV), in-kernel,
+# the same run: churn's all-hooks ns per connection, and TCP bulk's all-hooks ns per packet (the
+# sock_ops callbacks a connection runs count in both).
+T_AB_CHURN_X = 1.10
+T_AB_TCP_X = 1.05
 T_CPU_DEST_10K = 1.0  # % of a core for per-remote totals of 10,000 hosts at 1 s
 LEVEL_FLOOR = 0.02  # smallest tolerance for "level with the bare counter within noise"
 
@@ -1047,6 +1056,13 @@ WHY = {
         "~24); a target relative to the design floor (bare + found lookup) is met for UDP "
         "(1.15×), nearly for TCP (1.27×)._"
     ),
+    "TCP health: ": (
+        "_Why: the A/B medians of one run on a shared machine swing by more than the effect "
+        "(each run is one short run per figure with BENCH_QUICK). What would close it: "
+        "BENCH_NS_RUNS=5 on a quiet machine; if it holds, the sock_ops callbacks health adds per "
+        "connection (the state callback's SYN_SENT → ESTABLISHED run, the storage lookup at "
+        "TCP_CONNECT_CB) are the place to look (Per program table, churn)._"
+    ),
     "64-byte UDP": (
         "_Why: pairs on a shared 2-core machine swing by more than the effect; the in-kernel ns per "
         "packet is the stable figure. What would close it: more pairs (BENCH_PAIRS) on a quiet machine._"
@@ -1080,6 +1096,26 @@ WHY = {
         "starts. What would close it: stamping in parallel threads, or lazily on first packet._"
     ),
 }
+
+
+def ab_targets(ns):
+    """Issue 29's gates: this build against the one without TCP health (monitor "alt", given
+    with BENCH_ALT_BIN or BENCH_ALT_REV), in-kernel, all hooks, medians of the same run."""
+    out = []
+    for k, field, lim, what in (("churn", "conn_ns", T_AB_CHURN_X, "churn ns per connection"),
+                                ("tcp", "all_ns", T_AB_TCP_X, "TCP bulk ns/packet")):
+        name = f"TCP health: {what} ≤ {lim:g}× the build without it (A/B, all hooks)"
+        rows = ns.get(k, {})
+        p = med(r[field] for r in rows.get("procnetmon2", []))
+        q = med(r[field] for r in rows.get("alt", []))
+        if k not in ns:
+            continue
+        if p is None or not q:
+            out.append((name, "not measured: give the build without it, BENCH_ALT_REV=COMMIT "
+                        "(or BENCH_ALT_BIN=DIR)", None))
+            continue
+        out.append((name, f"{fmt(p, 1)} vs {fmt(q, 1)} ns: {fmt(p / q, 3)}×", p <= lim * q))
+    return out
 
 
 def why(name):
@@ -1364,6 +1400,7 @@ def write_report(R, started, load_start, errors):
             targets.append((f"in-kernel cost per connection ≤ {T_CHURN_CONN_X:g}× the bare counter's "
                             f"(churn, all hooks)", f"{fmt(p, 0)} vs {fmt(q, 0)} ns: {fmt(p / q, 3)}×",
                             p <= T_CHURN_CONN_X * q))
+        targets.extend(ab_targets(ns))
     if ch:
         b("## 3. Connection churn")
         b("")

@@ -199,6 +199,44 @@ impl Netns {
         });
     }
 
+    /// A file under `/proc/net` (e.g. `snmp`, `tcp`) as this namespace sees it, read from a
+    /// thread inside it (`/proc/thread-self/net` follows the reading thread's namespace): no
+    /// process start.
+    pub fn proc_net(&self, file: &str) -> String {
+        let ns_file = std::fs::File::open(self.path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
+        thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns: {e}"));
+                std::fs::read_to_string(Path::new("/proc/thread-self/net").join(file))
+                    .unwrap_or_else(|e| panic!("read /proc/net/{file}: {e}"))
+            })
+            .join()
+            .expect("reader thread")
+        })
+    }
+
+    /// One counter of this namespace's `/proc/net/snmp`, e.g. `("Tcp", "RetransSegs")`.
+    pub fn snmp(&self, group: &str, field: &str) -> u64 {
+        let text = self.proc_net("snmp");
+        let prefix = format!("{group}:");
+        let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+        let (names, values) = (lines.next(), lines.next());
+        let (Some(names), Some(values)) = (names, values) else {
+            panic!("no {group} lines in /proc/net/snmp:\n{text}");
+        };
+        let i = names
+            .split_whitespace()
+            .position(|n| n == field)
+            .unwrap_or_else(|| panic!("no {group} {field} in /proc/net/snmp"));
+        values
+            .split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad {group} {field} in /proc/net/snmp"))
+    }
+
     /// Runs `ip -n NS -batch -` with `lines` (one ip command each, without `ip`): one process
     /// for a namespace's whole setup.
     pub fn ip_batch(&self, lines: &[String]) {

@@ -26,6 +26,13 @@
 //!   udp-spray A.B N SECS                    one UDP socket sends a 32-byte datagram to each of N
 //!                                           addresses A.B.x.y:9 once a second for SECS seconds
 //!                                           (the remote-host scale of scripts/bench); prints "done"
+//!   tcp-connect                             prints "ready"; per stdin line `ADDR N`, N connects to
+//!                                           ADDR at once (a socket each, closed at once), then prints
+//!                                           "ok O refused R timedout T other X"; exits at EOF
+//!   tcp-echo ADDR                           accept forever, echo what each connection sends; "ready"
+//!   tcp-pingpong ADDR CONNS                 CONNS connections to a tcp-echo, prints "ready", then
+//!                                           round after round sends 16 bytes on each and reads them
+//!                                           back until a stdin line comes; prints "done ROUNDS"
 //!
 //! The DNS messages are built by hand (RFC 1035 wire format, one question, one A answer): the
 //! tests must not depend on the parser the agent uses to read them.
@@ -108,6 +115,59 @@ fn client_transfer(mut s: TcpStream, up: u64, down: u64, server_first: bool) {
         wait_peer_eof(&mut s);
     }
     drop(s);
+}
+
+/// `tcp-connect`: `n` connects to `addr` at once; (ok, refused, timed out, other).
+fn connect_round(addr: SocketAddr, n: usize) -> [usize; 4] {
+    let handles: Vec<_> = (0..n)
+        .map(|_| thread::spawn(move || TcpStream::connect(addr)))
+        .collect();
+    let mut out = [0; 4];
+    for h in handles {
+        let i = match h.join().expect("connect thread") {
+            Ok(_) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => 1,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 2,
+            Err(_) => 3,
+        };
+        out[i] += 1;
+    }
+    out
+}
+
+/// `tcp-echo`: echoes one connection until it closes.
+fn echo(mut s: TcpStream) {
+    let mut buf = [0_u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+/// `tcp-pingpong`: rounds of 16 bytes there and back on every connection until a stdin line.
+fn pingpong(addr: SocketAddr, conns: usize) {
+    let mut socks: Vec<TcpStream> = (0..conns)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    say("ready");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    thread::spawn(move || {
+        wait_line();
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut rounds = 0_u64;
+    let mut buf = [0_u8; 16];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for s in &mut socks {
+            s.write_all(&[0x42; 16]).expect("ping");
+            s.read_exact(&mut buf).expect("pong");
+        }
+        rounds += 1;
+        thread::sleep(Duration::from_millis(5));
+    }
+    say(&format!("done {rounds}"));
 }
 
 fn main() {
@@ -308,6 +368,26 @@ fn main() {
             }
             say("done");
         }
+        Some("tcp-connect") => {
+            say("ready");
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                let mut w = line.split_whitespace();
+                let addr: SocketAddr = w.next().and_then(|a| a.parse().ok()).expect("ADDR");
+                let n: usize = w.next().and_then(|n| n.parse().ok()).expect("N");
+                let [ok, refused, timedout, other] = connect_round(addr, n);
+                say(&format!(
+                    "ok {ok} refused {refused} timedout {timedout} other {other}"
+                ));
+            }
+        }
+        Some("tcp-echo") => {
+            let l = TcpListener::bind(arg::<SocketAddr>(&args, 2)).expect("bind");
+            say("ready");
+            for s in l.incoming().flatten() {
+                thread::spawn(move || echo(s));
+            }
+        }
+        Some("tcp-pingpong") => pingpong(arg(&args, 2), arg(&args, 3)),
         _ => {
             eprintln!("usage: see the doc comment of integration/src/bin/pnm-peer.rs");
             std::process::exit(2);
