@@ -340,11 +340,16 @@ pub fn node_established(ctx: &SockOpsContext, sk: *mut c_void) {
 /// copied into the new socket's `total_retrans`, are charged.
 #[inline(always)]
 pub fn accepted(ctx: &SockOpsContext, sk: *mut c_void, st: *const SockState) {
+    if st.is_null() && !all_on() {
+        return; // no request of this listener was recorded
+    }
+    // Whoever owns it now: with `--all`, a listener older than the run has no cgroup stamp
+    // to clone, but its requests were recorded (from the packet's cgroup).
+    let _ = HANDSHAKES.remove(handshake_key(ctx));
     let owner = owner_of(sk, st);
     if owner.is_none() {
         return;
     }
-    let _ = HANDSHAKES.remove(handshake_key(ctx));
     // SAFETY: ctx field read (full socket).
     let synack_rtx = unsafe { (*ctx.ops).total_retrans };
     if synack_rtx != 0 {

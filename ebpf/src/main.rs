@@ -553,6 +553,13 @@ pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
             established(&ctx, st, op, rtt_details);
         }
         OP_STATE => {
+            // Into ESTABLISHED (an active connect armed at TCP_CONNECT_CB, whose established
+            // callback comes next; an accepted socket leaving SYN_RECV, whose came just
+            // before): neither the gauge nor health has anything to do here, and the storage
+            // lookup is skipped; `--details` records the state.
+            if ctx.arg(1) == u32::from(TCP_ESTABLISHED) && !details_on() {
+                return 1;
+            }
             let st = state_of(sk);
             health::state_changed(&ctx, sk, st);
             if !st.is_null() {

@@ -35,7 +35,7 @@ fn iptables(ns: &Netns, args: &[&str]) {
 }
 
 /// Outgoing failures and retransmissions of one `--cgroup` target, in namespace A, against
-/// listeners in B:
+/// listeners in B, and the same for its `--all` workload (a second monitor, node-wide):
 /// - 20 connects to a port nobody listens on: each reset, 20 failures;
 /// - 3 connects to a listener whose SYNs B's INPUT chain drops (A's `tcp_syn_retries` = 1:
 ///   one SYN retransmission, then ETIMEDOUT after ~3 s): 3 failures, 3 retransmissions;
@@ -94,6 +94,8 @@ fn failed_connects_and_retransmissions_are_exact() {
     target.expect_line("ready");
     let rel = cg.rel();
     let mut mon = Monitor::start(&["--cgroup", &rel, "--json", "--interval", "300ms"]);
+    // 1 s reports: the test reads them only at its end (report_where looks at 20 at most).
+    let mut node = Monitor::start(&["--all", "--json", "--interval", "1s"]);
     let retrans_before = a.snmp("Tcp", "RetransSegs");
 
     target.send_line(&format!("{closed} 20"));
@@ -113,6 +115,12 @@ fn failed_connects_and_retransmissions_are_exact() {
     eprintln!("RetransSegs delta in the target's namespace: {retrans}");
     let r = mon.report_where(|r| health(only_workload(r)) == (23, retrans));
     let (_, _, err) = mon.stop();
+    assert!(!err.iter().any(|l| l.contains("ERROR")), "{err:?}");
+    // The workload of the same cgroup, node-wide: charged through the cgroup stamp of each
+    // socket (sock_ops has no cgroup of its own).
+    let workload = |r: &serde_json::Value| r["workloads"][&rel].clone();
+    node.report_where(|r| workload(r).is_object() && health(&workload(r)) == (23, retrans));
+    let (_, _, err) = node.stop();
     assert!(!err.iter().any(|l| l.contains("ERROR")), "{err:?}");
     // The 3 SYN retransmissions at least, and some of the 20 MB.
     assert!(retrans > 3, "no data segment was dropped: {retrans}");

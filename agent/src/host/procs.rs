@@ -479,6 +479,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn v4_mapped_addresses_read_as_ipv4() {
+        let cases = [
+            ("[::ffff:10.0.0.2]:80", "10.0.0.2:80"),
+            ("[fd00::2]:80", "[fd00::2]:80"),
+            ("10.0.0.2:80", "10.0.0.2:80"),
+        ];
+        for (given, want) in cases {
+            let (g, w): (std::net::SocketAddr, std::net::SocketAddr) =
+                (given.parse().unwrap(), want.parse().unwrap());
+            assert_eq!(unmapped(g), w, "{given}");
+        }
+    }
+
+    #[test]
+    fn our_own_tcp_sockets_are_listed() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let pairs = ProcFs::default().tcp_pairs(std::process::id()).expect("readable");
+        assert!(pairs.contains(&(c.local_addr().unwrap(), c.peer_addr().unwrap())));
+        assert_eq!(ProcFs::default().tcp_pairs(u32::MAX), None);
+    }
+
+    #[test]
     fn identifies_self_and_rejects_missing() {
         let proc = ProcFs::default();
         let me = proc.identify(std::process::id()).unwrap();
