@@ -542,8 +542,8 @@ pub mod health {
         pub slot: u32,
         /// The listener's port (host order); 0 = nothing handed off.
         pub local_port: u16,
-        /// Its address family.
-        pub family: u16,
+        /// Explicit padding; always zero.
+        pub _pad: u16,
     }
     const _: () = assert!(core::mem::size_of::<Handoff>() == 16);
 

@@ -326,13 +326,16 @@ pub fn connecting(ctx: &SockOpsContext, sk: *mut c_void, st: *const SockState, e
 }
 
 /// Established (either side) for an `--all` socket that is no target's: arms the retransmit
-/// and RTT callbacks (a target's are armed with its gauge's state callback).
+/// and RTT callbacks, and disarms the state callback its connect armed (nothing fails once
+/// established, and no gauge follows it: the closing connection's three or four state changes
+/// would each run this program). A target's are armed with its gauge's state callback.
 #[inline(always)]
 pub fn node_established(ctx: &SockOpsContext, sk: *mut c_void) {
     if node_sock(sk).is_null() {
         return;
     }
-    let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 | CB_RETRANS | CB_RTT);
+    let flags = (ctx.cb_flags() as i32 | CB_RETRANS | CB_RTT) & !CB_STATE;
+    let _ = ctx.set_cb_flags(flags);
 }
 
 /// Passive-established: the handshake completed (its request leaves `HANDSHAKES`), and the
@@ -421,7 +424,7 @@ pub fn listener_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, st: *const SockSt
         return;
     }
     // SAFETY: as above.
-    let (port, family) = unsafe { ((*sk).src_port, (*sk).family) };
+    let port = unsafe { (*sk).src_port };
     let slot = if st.is_null() {
         NO_SLOT
     } else {
@@ -445,7 +448,7 @@ pub fn listener_packet(ctx: &SkBuffContext, sk: *mut bpf_sock, st: *const SockSt
                 cgroup_id,
                 slot,
                 local_port: port as u16,
-                family: family as u16,
+                _pad: 0,
             };
         }
     }
@@ -494,7 +497,8 @@ fn v4_mapped(a: &[u32; 4]) -> bool {
 
 /// `TIMEOUT_INIT` on a request mini-socket (the kernel made it for a SYN, right after the
 /// listener's ingress program ran on this CPU): records the incoming handshake for the
-/// listener's owner, if the hand-off is this listener's (same port and family).
+/// listener's owner, if the hand-off is this listener's (same port; not the same family: an
+/// IPv6 listener's IPv4 client gets an IPv4 request).
 #[inline(always)]
 pub fn request_made(ctx: &SockOpsContext) {
     let Some(h) = HANDOFF.get_ptr_mut(0) else {
@@ -503,10 +507,7 @@ pub fn request_made(ctx: &SockOpsContext) {
     // SAFETY: this CPU's value.
     let handoff = unsafe { *h };
     let key = handshake_key(ctx);
-    if handoff.local_port == 0
-        || handoff.local_port != key.local_port
-        || handoff.family != key.family
-    {
+    if handoff.local_port == 0 || handoff.local_port != key.local_port {
         return;
     }
     // Consumed: a later request on this CPU needs its own listener's packet first.

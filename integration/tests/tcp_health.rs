@@ -133,7 +133,9 @@ fn failed_connects_and_retransmissions_are_exact() {
 
 /// A target server's incoming handshakes: 3 complete, then 4 whose final ACK B's INPUT chain
 /// drops (B's `tcp_synack_retries` = 1: its request sockets expire ~3 s after the SYN). The
-/// listener predates the run (stamped by the agent). Exactly 4 failures, counted once each.
+/// listener predates the run (stamped by the agent) and is dual-stack (`[::]`), so its IPv4
+/// clients get IPv4 request mini-sockets and IPv6 accepted sockets (v4-mapped addresses).
+/// Exactly 4 failures, counted once each.
 #[test]
 fn incoming_handshakes_that_never_complete_fail_once_each() {
     if skip_unless_root() {
@@ -144,7 +146,7 @@ fn incoming_handshakes_that_never_complete_fail_once_each() {
     b.sysctl(&[("net/ipv4/tcp_synack_retries", "1")]);
     let addr = format!("{}:7201", v.ip_b);
     let cg = Cgroup::new();
-    let server = Proc::peer(&["tcp-server", &addr], Some(&cg), Some(&b));
+    let server = Proc::peer(&["tcp-server", "[::]:7201"], Some(&cg), Some(&b));
     server.expect_line("ready");
     let mut client = Proc::peer(&["tcp-connect"], None, Some(&a));
     client.expect_line("ready");

@@ -496,7 +496,9 @@ mod tests {
     fn our_own_tcp_sockets_are_listed() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let pairs = ProcFs::default().tcp_pairs(std::process::id()).expect("readable");
+        let pairs = ProcFs::default()
+            .tcp_pairs(std::process::id())
+            .expect("readable");
         assert!(pairs.contains(&(c.local_addr().unwrap(), c.peer_addr().unwrap())));
         assert_eq!(ProcFs::default().tcp_pairs(u32::MAX), None);
     }
