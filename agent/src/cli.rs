@@ -63,7 +63,7 @@ pub struct Opt {
     #[arg(short = 'c', long = "continuous")]
     pub continuous: bool,
 
-    /// Show detailed connection information
+    /// Show detailed connection information (and, in the table, TCP health columns)
     #[arg(short = 'd', long = "details")]
     pub details: bool,
 
@@ -111,7 +111,8 @@ pub struct Opt {
     #[arg(long = "metrics-addr", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
-    /// Most (workload, protocol) series kept in /metrics; more are dropped and counted
+    /// Most label sets kept in /metrics (each workload's traffic per protocol, and its TCP
+    /// health); more are dropped and counted
     #[arg(long = "max-series", value_name = "N", default_value_t = 10_000)]
     pub max_series: usize,
 

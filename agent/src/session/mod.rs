@@ -206,6 +206,8 @@ pub struct Session {
     dest: Option<DestTracker>,
     /// `--all -i`: the interface filter of every namespace on the node.
     node_ifaces: Option<NodeIfaces>,
+    /// TCP health events the kernel could not charge, as last warned about.
+    health_lost: u64,
 }
 
 impl Session {
@@ -251,6 +253,7 @@ impl Session {
             ticks: 0,
             dest: None,
             node_ifaces: None,
+            health_lost: 0,
         }
     }
 
@@ -351,6 +354,7 @@ impl Session {
             dest.tick(now, kernel);
         }
         self.resolve_handshakes(kernel, host);
+        self.warn_health_lost(kernel);
         // A new RTT epoch: each socket may give one more sample (never 0: "no epoch yet").
         kernel.set_rtt_epoch((self.ticks % u64::from(u32::MAX)) as u32 + 1);
         if !self.interfaces.is_empty() {
@@ -385,6 +389,20 @@ impl Session {
                 node.add_handshake_failures(id, n);
             }
         }
+    }
+
+    /// Says when TCP health events went uncharged since the last tick (never silent).
+    fn warn_health_lost(&mut self, kernel: &dyn Kernel) {
+        let lost = kernel.health_lost();
+        if lost > self.health_lost {
+            log::warn!(
+                "{} TCP health event(s) could not be charged (--all: more cgroups than the kernel's health map holds, {}, or a socket's cgroup stamp not allocated; or more incoming handshakes in flight than {} recorded)",
+                lost - self.health_lost,
+                crate::kernel::MAX_NODE_HEALTH,
+                crate::kernel::MAX_HANDSHAKES
+            );
+        }
+        self.health_lost = lost;
     }
 
     /// What could not be attributed since the start.

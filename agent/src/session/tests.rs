@@ -909,6 +909,11 @@ fn tcp_health_from_the_baseline_per_target_and_aggregate() {
     assert_eq!(agg.rtt.max_us(), Some(4_096));
     s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
     assert_eq!(k.rtt_epoch, 3);
+    // Events the kernel could not charge are warned about once (the log is not checked here;
+    // the session keeps the count it warned about).
+    k.health_lost = 2;
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(s.health_lost, 2);
 }
 
 #[test]
