@@ -108,16 +108,7 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
 /// Where /proc and the cgroup v2 tree are, and where runtimes keep container names.
 fn open_env(host_proc: Option<&std::path::Path>) -> anyhow::Result<Env> {
     let proc = match host_proc {
-        Some(dir) => {
-            anyhow::ensure!(
-                dir.join("self").exists() || dir.join("1").exists(),
-                UsageError::new(format!(
-                    "--host-proc {}: not a /proc mount; give the directory where the host's /proc is mounted",
-                    dir.display()
-                ))
-            );
-            ProcFs::new(dir)
-        }
+        Some(dir) => ProcFs::host(dir)?,
         None => ProcFs::default(),
     };
     // Runtime metadata (container names) of the host: under the parent of --host-proc DIR
