@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod details;
 pub mod dist;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod host;
@@ -25,6 +26,8 @@ pub mod run;
 pub mod sampling;
 pub mod session;
 pub mod setup;
+#[cfg(test)]
+mod test_alloc;
 pub mod tui;
 pub mod version;
 

@@ -140,6 +140,9 @@ async fn main_loop(
 ) -> anyhow::Result<u8> {
     let s = plan.schedule;
     let mut events = Events::new(s.interval, s.window, run.pidfd.take(), signals)?;
+    if let Some(fd) = run.runner.programs.moves_fd() {
+        events.watch_moves(fd)?;
+    }
     if reports.output == OutputKind::View {
         sink.view = Some(Tui::open(s.interval, s.window)?);
         events.watch_terminal();
