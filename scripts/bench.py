@@ -17,13 +17,16 @@ a child cgroup of the cgroup2 mount, where procnetmon2 (lookup mode, `-p PID`) a
      and the agent's CPU with --destinations for a target talking to 10,000 remote hosts;
   7. view: the interactive view's own cost per interval (agent/examples/tui_cost.rs: 100 rows,
      1,000 connections, ingested and drawn through crossterm every interval);
+  8. dnsflood: a target with --destinations gets BENCH_DNS_FLOOD (200,000) unsolicited DNS
+     answers from port 53 of its own resolver, each with its own name and address: the agent's
+     RSS growth and CPU over the flood, and whether a real answer afterwards names its host;
 then BENCHMARKS.md with every target checked (PASS/MISS).
 
 Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
 BENCH_NS_RUNS (3), BENCH_CHURN_N (10000), BENCH_SCALE ("1000 10000 100000"),
 BENCH_SCALE_SECS (10), BENCH_ALL_CHURN_N (20000), BENCH_ALL_CHURN_SECS (150: the churn's
-pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
+pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view dnsflood"), BENCH_DNS_FLOOD (200000),
 BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
@@ -84,7 +87,7 @@ ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
 # The churn is paced over this many seconds ("over a few minutes", as a busy node churns);
 # the agent's cost is per cgroup, so its share of a core is set by the rate. 0: unpaced.
 ALL_CHURN_SECS = env_int("BENCH_ALL_CHURN_SECS", 150)
-ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view".split()
+ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view dnsflood".split()
 SECTIONS = os.environ.get("BENCH_SECTIONS", "nsperpkt churn dest" if Q else
                           " ".join(ALL_SECTIONS)).split()
 # A run of some sections (BENCH_QUICK, BENCH_SECTIONS=view) writes its own report beside the
@@ -118,6 +121,8 @@ T_RSS = 32 * MIB
 T_VIEW_CPU = 1.0  # % of a core at a 1 s interval, 1,000 connections and 100 rows
 T_VIEW_RSS = 48 * MIB  # the agent (1,000 sockets) plus the view
 T_STARTUP = 0.300
+T_DNS_FLOOD_RSS = 16 * MIB  # issue 26: RSS growth over 200,000 unsolicited answers
+DNS_FLOOD = env_int("BENCH_DNS_FLOOD", 200000)
 T_ALL_CPU = 2.0  # % of a core at 1 s ticks, --all under cgroup churn
 T_SCRAPE = 0.100  # s per /metrics scrape
 T_MAP_LIVE = 1000  # CGROUP_TOTALS keys: live cgroups only, not every cgroup ever seen
@@ -962,6 +967,54 @@ def rss_of(pid):
     return None
 
 
+def section_dnsflood(R, cg, mon_cg):
+    """Issue 26: BENCH_DNS_FLOOD unsolicited answers (each its own name and address) from port
+    53 of the target's own resolver while procnetmon2 -p TARGET --destinations runs: its RSS
+    growth and CPU from before the flood to two ticks after it, then a real answer must still
+    name its host (the JSON report carries the name)."""
+    dns = Proc([PEER, "dns-server", f"{IP_S}:53", "real.bench.test", IP_S], ns=NS_S)
+    target = Proc([PEER, "dns-client", f"{IP_S}:53", "0.0.0.0:5353"], cg=cg, ns=NS_C)
+    mon = None
+    try:
+        dns.wait_line("out", "ready", 10)
+        target.wait_line("out", "ready", 10)
+        mon = Monitor("procnetmon2+dests", cg, mon_cg, [target.pid], interval="1s")
+        time.sleep(1.5)
+        rss0, cpu0, t0 = rss_of(mon.p.pid), mon.p.cpu(), time.monotonic()
+        dns.p.stdin.write(f"flood {IP_C}:5353 {DNS_FLOOD}\n".encode())
+        dns.p.stdin.flush()
+        dns.wait_line("out", "sent", 600)
+        took = time.monotonic() - t0
+        time.sleep(2.5)  # two ticks
+        rss1, cpu1 = rss_of(mon.p.pid), mon.p.cpu()
+        n0 = len(mon.p.out)
+        target.p.stdin.write(b"ask real.bench.test 9 1 10\n")
+        target.p.stdin.flush()
+        target.wait_line("out", "done", 30)
+        time.sleep(2.5)
+        named = any("real.bench.test" in l for _, l in mon.p.out[n0:])
+        unmatched = None
+        for _, l in reversed(mon.p.out):
+            try:
+                unmatched = json.loads(l)["processes"][str(target.pid)].get("dns_unmatched")
+                break
+            except (ValueError, KeyError):
+                continue
+        mon.finish()
+        mon = None
+        R["dnsflood"] = {"n": DNS_FLOOD, "took": took, "rss0": rss0, "rss1": rss1,
+                         "cpu": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+                         "named": named, "unmatched": unmatched}
+        log(f"DNS flood of {DNS_FLOOD:,} answers in {took:.2f} s: agent RSS {fmt_mib(rss0)} → "
+            f"{fmt_mib(rss1)}, CPU {fmt(R['dnsflood']['cpu'], 3)} s; unmatched {unmatched}; "
+            f"a real answer named its host: {named}")
+    finally:
+        if mon:
+            mon.p.stop()
+        target.stop()
+        dns.stop()
+
+
 def section_view(R):
     # Three runs; the median per-interval CPU, the highest RSS.
     runs = []
@@ -1482,6 +1535,27 @@ def write_report(R, started, load_start, errors):
 
 
 
+    df = R.get("dnsflood")
+    if df:
+        grew = None if df["rss0"] is None or df["rss1"] is None else df["rss1"] - df["rss0"]
+        b("## 8. A flood of unsolicited DNS answers")
+        b("")
+        b(f"A target (`-p`, `--destinations`) gets {df['n']:,} DNS answers it never asked for, from")
+        b("port 53 of its own resolver, each with its own name and address; RSS and CPU (user+sys) of")
+        b("the agent from before the flood to two ticks after it; then the target asks a real name and")
+        b("the report must name that host. The kernel hands up no answer to a query its socket did not")
+        b("send (`DNS_PENDING`), so the flood stays in the kernel, counted as `dns_unmatched`.")
+        b("")
+        b("| answers | flood took | RSS before → after | agent CPU over the flood | dns_unmatched | later answer named |")
+        b("|---|---|---|---|---|---|")
+        b(f"| {df['n']:,} | {fmt(df['took'], 2)} s | {fmt_mib(df['rss0'])} → {fmt_mib(df['rss1'])} | "
+          f"{fmt(df['cpu'], 3)} s | {df['unmatched']} | {df['named']} |")
+        b("")
+        targets.append(("DNS flood of 200,000 answers: agent RSS grows < 16 MiB",
+                        fmt_mib(grew), grew is not None and grew < T_DNS_FLOOD_RSS))
+        targets.append(("DNS flood: a later real answer names its host", str(df["named"]),
+                        df["named"]))
+
     vw = R.get("view")
     if vw:
         b("## 7. The interactive view")
@@ -1588,7 +1662,8 @@ def main():
                          ("scale", lambda: section_scale(R, mon_cg)),
                          ("allchurn", lambda: section_allchurn(R)),
                          ("dest", lambda: section_dest(R, cg, mon_cg)),
-                         ("view", lambda: section_view(R))):
+                         ("view", lambda: section_view(R)),
+                         ("dnsflood", lambda: section_dnsflood(R, cg, mon_cg))):
             if name not in SECTIONS:
                 continue
             log(f"=== {name}")

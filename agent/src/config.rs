@@ -216,6 +216,11 @@ impl Run {
                 })
             })
             .transpose()?;
+        if opt.max_series == 0 {
+            return Err(UsageError::new(
+                "--max-series 0: /metrics would hold no series at all; keep at least one, e.g. --max-series 10000",
+            ));
+        }
         if opt.destinations_max == 0 {
             return Err(UsageError::new(
                 "--destinations-max 0: keep at least one remote host apart, e.g. --destinations-max 1000",
@@ -565,6 +570,11 @@ mod tests {
             (&["-p", "1", "-o", ""], "-o"),
             (&["-p", "1", "--metrics-addr", ":9809"], "--metrics-addr"),
             (&["-p", "1", "--destinations-max", "0"], "at least one"),
+            (
+                &["--all", "--metrics-addr", "9809", "--max-series", "0"],
+                "--max-series 0",
+            ),
+            (&["-p", "1", "--max-series", "0"], "--max-series 0"),
             (&[], "no target given"),
         ] {
             let e = mode(args, false).expect_err(&format!("{args:?}"));

@@ -1,12 +1,13 @@
 //! What wakes the main loop: the interval, the end of the `-t` window, the spawned
-//! command's exit (its pidfd becomes readable), fatal signals ([`Event`]s of the run), and —
+//! command's exit (its pidfd becomes readable), a target's move to another cgroup (the
+//! kernel's ring buffer of moves becomes readable), fatal signals ([`Event`]s of the run), and —
 //! with the interactive view — keys and resizes from the terminal (crossterm's
 //! `EventStream`), which go to the view (`tui::Tui::input`, where keys are handled) and
 //! become an event of the run only when they quit it. Signal handlers are
 //! installed before anything on the host changes, so a signal during set-up is held until
 //! the loop runs and ends the run through its one shutdown path.
 
-use std::{future::poll_fn, task::Poll, time::Duration};
+use std::{future::poll_fn, os::fd::OwnedFd, task::Poll, time::Duration};
 
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use futures_core::Stream;
@@ -71,6 +72,7 @@ pub struct Events {
     ticker: Interval,
     deadline: Option<Instant>,
     command: Option<AsyncFd<PidFd>>,
+    moves: Option<AsyncFd<OwnedFd>>,
     signals: Signals,
     terminal: Option<EventStream>,
 }
@@ -95,9 +97,19 @@ impl Events {
             ticker,
             deadline: window.map(|w| Instant::now() + w),
             command,
+            moves: None,
             signals,
             terminal: None,
         })
+    }
+
+    /// Also wakes when `fd` (the kernel's ring buffer of moves) becomes readable.
+    pub fn watch_moves(&mut self, fd: OwnedFd) -> anyhow::Result<()> {
+        // SAFETY: the descriptor is owned by the AsyncFd and stays open until it is dropped.
+        let fd = unsafe { AsyncFd::register(fd) }
+            .map_err(|e| anyhow::anyhow!("watch the moves ring buffer: {e}"))?;
+        self.moves = Some(fd);
+        Ok(())
     }
 
     /// Also wakes on keys and resizes of the terminal (the interactive view).
@@ -123,6 +135,18 @@ impl Events {
                 None => std::future::pending().await,
             }
         };
+        let moves = self.moves.as_ref();
+        let moved = async move {
+            match moves {
+                // Readiness is cleared before the step reads the ring: a move written after
+                // that wakes the loop again (the kernel forces a wake-up per move).
+                Some(fd) => match fd.readable().await {
+                    Ok(mut ready) => ready.clear_ready(),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         let terminal = self.terminal.as_mut();
         let input = async move {
             match terminal {
@@ -134,6 +158,7 @@ impl Events {
             _ = self.ticker.tick() => Event::Tick,
             () = window_end => Event::WindowEnd,
             () = command_exit => Event::CommandExited,
+            () = moved => Event::Moved,
             () = self.signals.recv() => Event::Signal,
             i = input => return Next::Input(i),
         };

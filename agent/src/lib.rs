@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod details;
 pub mod dist;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod host;
@@ -25,6 +26,8 @@ pub mod run;
 pub mod sampling;
 pub mod session;
 pub mod setup;
+#[cfg(test)]
+mod test_alloc;
 pub mod tui;
 pub mod version;
 
@@ -103,19 +106,33 @@ fn init_logging(structured: bool, tui: bool) {
     if tui {
         b.target(env_logger::Target::Pipe(Box::new(tui::terminal::LogSink)));
     }
+    // Log lines name processes, cgroups and interfaces, which anyone can name: the message
+    // goes through `render::printable`, the escaping the table and the view use, so no
+    // escape sequence in a name reaches the terminal from the log either.
     if structured {
         b.format(|f, r| {
             let msg = r
                 .args()
                 .to_string()
                 .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+                .replace('"', "\\\"");
+            let msg = render::printable(&msg);
             writeln!(
                 f,
                 "ts={} level={} msg=\"{msg}\"",
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 r.level().as_str().to_lowercase()
+            )
+        });
+    } else {
+        b.format(|f, r| {
+            let style = f.default_level_style(r.level());
+            writeln!(
+                f,
+                "[{} {style}{:<5}{style:#}] {}",
+                f.timestamp(),
+                r.level(),
+                render::printable(&r.args().to_string())
             )
         });
     }
@@ -137,7 +154,8 @@ fn one_line(err: &anyhow::Error) -> String {
         })
         .filter(|p| !p.is_empty())
         .collect();
-    parts.join(": ")
+    // An error may quote a name or a path (anyone can put an escape sequence in one).
+    render::printable(&parts.join(": ")).into_owned()
 }
 
 #[cfg(test)]
@@ -149,6 +167,12 @@ mod tests {
         assert_eq!(
             super::one_line(&e),
             "load pnm_ingress (needs Linux >= 5.12): verifier said"
+        );
+        // A name quoted in an error is shown escaped, as in the table and the view.
+        let e = anyhow::anyhow!("process 7 (\x1b]0;PWNED\x07) is gone");
+        assert_eq!(
+            super::one_line(&e),
+            "process 7 (\\u{1b}]0;PWNED\\u{7}) is gone"
         );
     }
 }

@@ -113,16 +113,7 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
 /// Where /proc and the cgroup v2 tree are, and where runtimes keep container names.
 fn open_env(host_proc: Option<&std::path::Path>) -> anyhow::Result<Env> {
     let proc = match host_proc {
-        Some(dir) => {
-            anyhow::ensure!(
-                dir.join("self").exists() || dir.join("1").exists(),
-                UsageError::new(format!(
-                    "--host-proc {}: not a /proc mount; give the directory where the host's /proc is mounted",
-                    dir.display()
-                ))
-            );
-            ProcFs::new(dir)
-        }
+        Some(dir) => ProcFs::host(dir)?,
         None => ProcFs::default(),
     };
     // Runtime metadata (container names) of the host: under the parent of --host-proc DIR
@@ -154,6 +145,9 @@ async fn main_loop(
 ) -> anyhow::Result<u8> {
     let s = plan.schedule;
     let mut events = Events::new(s.interval, s.window, run.pidfd.take(), signals)?;
+    if let Some(fd) = run.runner.programs.moves_fd() {
+        events.watch_moves(fd)?;
+    }
     if reports.output == OutputKind::View {
         sink.view = Some(Tui::open(s.interval, s.window)?);
         events.watch_terminal();

@@ -252,6 +252,19 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         .expect("n");
     let above = (pid_max + 1).to_string();
     let me = std::process::id().to_string();
+    // Issue 26's hostile inputs: a 10 GB (sparse) classes file, /dev/zero, a directory that
+    // only looks like /proc.
+    let tmp = std::env::temp_dir().join(format!("pnm-hostile-{me}"));
+    std::fs::create_dir_all(tmp.join("fakeproc/self")).expect("mkdir");
+    let huge = tmp.join("huge.yaml");
+    std::fs::File::create(&huge)
+        .expect("create")
+        .set_len(10_000_000_000)
+        .expect("sparse 10 GB");
+    let (huge, fakeproc) = (
+        huge.to_str().expect("utf8").to_owned(),
+        tmp.join("fakeproc").to_str().expect("utf8").to_owned(),
+    );
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec![], 2, "-p"),
         (vec!["-p", "999999999"], 2, "pid_max"),
@@ -282,6 +295,22 @@ fn bad_input_is_one_line_and_leaves_nothing() {
             2,
             "at least one",
         ),
+        (
+            vec!["-p", &me, "--classes", "/dev/zero"],
+            2,
+            "larger than 1024 KiB",
+        ),
+        (
+            vec!["-p", &me, "--classes", &huge],
+            2,
+            "larger than 1024 KiB",
+        ),
+        (vec!["-p", &me, "--max-series", "0"], 2, "--max-series 0"),
+        (
+            vec!["-p", &me, "--host-proc", &fakeproc],
+            2,
+            "not a proc filesystem",
+        ),
         (vec!["--", "/no/such/command"], 127, "/no/such/command"),
     ];
     for (args, code, needle) in &cases {
@@ -293,6 +322,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    std::fs::remove_dir_all(&tmp).expect("clean up");
     // Duplicates are dropped quietly.
     let (status, reports, err) =
         run_monitor(&["-p", &format!("{me},{me}"), "--json", "-t", "300ms"]);

@@ -264,6 +264,207 @@ fn dns_answer_names_the_peer() {
     assert_eq!(num(d, "bytes_in"), udp4_bytes(47), "{d}");
 }
 
+/// Issue 26, as an attacker would: targets A and B (`-p A,B --destinations`); A asks the
+/// resolver for good.example (→ 127.0.0.66), then the resolver sends A an answer it never
+/// asked for (evil.example → 127.0.0.77); A and B both send to both addresses. Only A's host
+/// 127.0.0.66 is named; the unsolicited answer names nothing and is counted as unmatched (in
+/// JSON and on /metrics).
+#[test]
+fn dns_names_are_per_target_and_only_for_questions_asked() {
+    if skip_unless_root() {
+        return;
+    }
+    let (a, b) = (Netns::new(false), Netns::new(false));
+    let v = Veth::new(&a, "eth0", &b, "eth0", 91);
+    let resolver = format!("{}:53", v.ip_b);
+    let mut dns = Proc::peer(
+        &["dns-server", &resolver, "good.example", "127.0.0.66"],
+        None,
+        Some(&b),
+    );
+    dns.expect_line("ready");
+    let client = |bind: &str| {
+        let p = Proc::peer(&["dns-client", &resolver, bind], None, Some(&a));
+        p.expect_line("ready");
+        p
+    };
+    let (mut ta, mut tb) = (client("0.0.0.0:5391"), client("0.0.0.0:0"));
+    let pids = format!("{},{}", ta.pid(), tb.pid());
+    let mon = Monitor::start(&[
+        "-p",
+        &pids,
+        "--json",
+        "-t",
+        "3s",
+        "--destinations",
+        "--metrics-addr",
+        "127.0.0.1:9891",
+    ]);
+    ta.send_line("ask good.example 9 5 100");
+    ta.expect_line("done 127.0.0.66 0");
+    // (0: nothing else reached its socket before the answer.)
+    dns.send_line(&format!("evil {}:5391 evil.example 127.0.0.77", v.ip_a));
+    dns.expect_line("sent");
+    for t in [&mut ta, &mut tb] {
+        for ip in ["127.0.0.66", "127.0.0.77"] {
+            t.send_line(&format!("send {ip} 9 5 100"));
+            t.expect_line("done");
+        }
+    }
+    let metrics = scrape(9891, "text/plain");
+    let (status, reports, err) = mon.finish();
+    assert!(status.success(), "{err:?}");
+    let last = reports.last().expect("a report");
+    let (pa, pb) = (
+        &last["processes"][ta.pid().to_string()],
+        &last["processes"][tb.pid().to_string()],
+    );
+    let name = |p: &serde_json::Value, ip: &str| p["destinations"][ip]["name"].clone();
+    assert_eq!(name(pa, "127.0.0.66"), "good.example", "{pa}");
+    assert!(
+        name(pa, "127.0.0.77").is_null(),
+        "unsolicited answer named a host: {pa}"
+    );
+    assert!(
+        name(pb, "127.0.0.66").is_null(),
+        "A's name leaked to B: {pb}"
+    );
+    assert!(name(pb, "127.0.0.77").is_null(), "{pb}");
+    // Every host carries its bytes either way: 10 datagrams of 100 to each.
+    for p in [pa, pb] {
+        assert_eq!(
+            num(&p["destinations"]["127.0.0.77"], "bytes_out"),
+            5 * udp4_bytes(100)
+        );
+    }
+    assert_eq!(
+        (num(pa, "dns_unmatched"), num(pa, "dns_dropped")),
+        (1, 0),
+        "{pa}"
+    );
+    assert_eq!(
+        (num(pb, "dns_unmatched"), num(pb, "dns_dropped")),
+        (0, 0),
+        "{pb}"
+    );
+    // /metrics was read after the unsolicited answer, at most one interval behind.
+    assert!(
+        metrics.contains("procnetmon_dns_unmatched_total 1\n")
+            || metrics.contains("procnetmon_dns_unmatched_total 0\n"),
+        "{metrics}"
+    );
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// CPU time (user + system) of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Issue 26: a flood of unsolicited answers from port 53 of the target's own resolver, each
+/// with its own name and address (200,000; `PNM_DNS_FLOOD` lowers it in the emulated VMs),
+/// adds under 16 MiB to the agent's resident memory, leaves the byte counts exact (the
+/// target's totals equal its veth's IP bytes both ways) and the answers counted as
+/// unmatched, and a real answer afterwards still names its host. The kernel never hands
+/// those answers up (no query of that socket with that ID): the flood costs the agent nothing.
+#[test]
+fn a_flood_of_unsolicited_answers_names_nothing_and_costs_little() {
+    if skip_unless_root() {
+        return;
+    }
+    let flood: u64 = std::env::var("PNM_DNS_FLOOD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let (a, b) = (Netns::new(false), Netns::new(false));
+    let v = Veth::new(&a, "eth0", &b, "eth0", 92);
+    let resolver = format!("{}:53", v.ip_b);
+    let mut dns = Proc::peer(
+        &["dns-server", &resolver, "late.pnm.test", &v.ip_b],
+        None,
+        Some(&b),
+    );
+    dns.expect_line("ready");
+    let sink = Proc::peer(
+        &["udp-recv", &format!("{}:7892", v.ip_b), "1000000000"],
+        None,
+        Some(&b),
+    );
+    sink.expect_line("ready");
+    let mut target = Proc::peer(&["dns-client", &resolver, "0.0.0.0:5392"], None, Some(&a));
+    target.expect_line("ready");
+    let pid = target.pid().to_string();
+    let mut mon = Monitor::start(&[
+        "-p",
+        &pid,
+        "--json",
+        "-c",
+        "-t",
+        "120s",
+        "--interval",
+        "500ms",
+        "--destinations",
+    ]);
+    mon.next_report();
+    let (rss0, cpu0) = (rss_kib(mon.pid()), cpu_ticks(mon.pid()));
+    let t0 = std::time::Instant::now();
+    dns.send_line(&format!("flood {}:5392 {flood}", v.ip_a));
+    dns.expect_line("sent");
+    let flood_took = t0.elapsed();
+    mon.next_report();
+    mon.next_report();
+    let (rss1, cpu1) = (rss_kib(mon.pid()), cpu_ticks(mon.pid()));
+    target.send_line("ask late.pnm.test 7892 10 200");
+    let done = target
+        .next_line(Duration::from_secs(60))
+        .expect("the real answer arrives");
+    assert!(done.starts_with(&format!("done {} ", v.ip_b)), "{done}");
+    let named = mon
+        .report_where(|r| r["processes"][&pid]["destinations"][&v.ip_b]["name"] == "late.pnm.test");
+    let unmatched = num(&named["processes"][&pid], "dns_unmatched");
+    let (status, reports, err) = mon.stop();
+    assert!(status.success(), "{err:?}");
+    let p = &reports.last().expect("a report")["processes"][&pid];
+    let link = a.link_stats("eth0");
+    assert_eq!(num(current_of(p), "bytes_in"), link.ip_rx(), "{p}");
+    assert_eq!(num(current_of(p), "bytes_out"), link.ip_tx(), "{p}");
+    // What reached the target's socket was counted, and none of it named anything.
+    assert!(
+        unmatched > 0 && unmatched <= flood,
+        "unmatched {unmatched} of {flood}"
+    );
+    assert_eq!(num(p, "dns_dropped"), 0, "{p}");
+    let named_hosts = p["destinations"]
+        .as_object()
+        .expect("destinations")
+        .values()
+        .filter(|d| !d["name"].is_null())
+        .count();
+    assert_eq!(named_hosts, 1, "{p}");
+    let grew = rss1.saturating_sub(rss0);
+    eprintln!(
+        "pnm-info: DNS flood of {flood} answers ({unmatched} reached the socket) in {flood_took:?}: agent RSS {rss0} → {rss1} KiB (+{grew} KiB), CPU {} ticks",
+        cpu1 - cpu0
+    );
+    assert!(grew < 16 * 1024, "RSS grew {grew} KiB");
+}
+
+fn current_of(p: &serde_json::Value) -> &serde_json::Value {
+    &p["current"]
+}
+
 /// TCP, like `curl` fetching from three servers: a shell (the target) runs a client against a
 /// server behind each of three veths. Each server's bytes in the target's `destinations` equal
 /// that veth's own IP bytes (nothing else crosses it), both ways, packets too.

@@ -233,6 +233,22 @@ fn encode_self(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), st
         untracked.metric_type(),
     )?)?;
 
+    for (name, help, value) in [
+        (
+            "procnetmon_dns_unmatched",
+            "DNS answers to targets that matched none of their queries (named nothing)",
+            st.dns_unmatched.value,
+        ),
+        (
+            "procnetmon_dns_dropped",
+            "Targets' DNS queries and answers not handed up (past the per-target budget, or a full buffer)",
+            st.dns_dropped.value,
+        ),
+    ] {
+        let c = ConstCounter::new(value);
+        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+    }
+
     let mut fill = encoder.encode_descriptor(
         "procnetmon_map_fill_ratio",
         "Entries in use over max_entries, per eBPF map",
@@ -332,6 +348,8 @@ pub(super) mod tests {
         reg.set_self_stats(SelfStats {
             tracked_sockets: 3,
             untracked_bytes: 7,
+            dns_unmatched: 200_000,
+            dns_dropped: 2,
             maps: vec![MapFill {
                 map: "SOCK_TRAFFIC".into(),
                 entries: 1,
@@ -377,6 +395,8 @@ pub(super) mod tests {
             "procnetmon_build_info{version=\"",
             "procnetmon_tracked_sockets 3\n",
             "procnetmon_untracked_bytes_total 7\n",
+            "procnetmon_dns_unmatched_total 200000\n",
+            "procnetmon_dns_dropped_total 2\n",
             "procnetmon_map_fill_ratio{map=\"SOCK_TRAFFIC\"} 0.25\n",
             "procnetmon_series 1\n",
             "procnetmon_series_dropped_total 0\n",

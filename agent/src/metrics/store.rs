@@ -116,6 +116,11 @@ pub struct SelfStats {
     /// Bytes, cumulative since start, that could not be charged to any workload. A lower value
     /// than last time is absorbed, like every counter here.
     pub untracked_bytes: u64,
+    /// DNS answers to targets that matched none of their queries, cumulative
+    /// (`--destinations`; the sum of every target's `dns_unmatched`).
+    pub dns_unmatched: u64,
+    /// Targets' DNS records the kernel did not hand up (budget, full buffer), cumulative.
+    pub dns_dropped: u64,
     /// Fill of each eBPF map.
     pub maps: Vec<MapFill>,
 }
@@ -237,6 +242,8 @@ pub(super) struct State {
     pub(super) targets: Vec<TargetInfo>,
     pub(super) tracked_sockets: u64,
     pub(super) untracked_bytes: Monotonic,
+    pub(super) dns_unmatched: Monotonic,
+    pub(super) dns_dropped: Monotonic,
     pub(super) maps: Vec<MapFill>,
     /// Bumped by every write, so that an encoded exposition can be reused until it changes.
     generation: u64,
@@ -351,6 +358,8 @@ impl MetricsRegistry {
             targets: Vec::new(),
             tracked_sockets: 0,
             untracked_bytes: Monotonic::default(),
+            dns_unmatched: Monotonic::default(),
+            dns_dropped: Monotonic::default(),
             maps: Vec::new(),
             generation: 0,
         }));
@@ -448,11 +457,15 @@ impl MetricsRegistry {
         let SelfStats {
             tracked_sockets,
             untracked_bytes,
+            dns_unmatched,
+            dns_dropped,
             maps,
         } = stats;
         let mut st = self.lock_mut();
         st.tracked_sockets = tracked_sockets;
         st.untracked_bytes.observe(untracked_bytes);
+        st.dns_unmatched.observe(dns_unmatched);
+        st.dns_dropped.observe(dns_dropped);
         st.maps = maps;
     }
 

@@ -18,6 +18,8 @@ pub enum Event {
     OutputClosed,
     /// The interactive view was quit (`q`, or Ctrl-C, which raw mode turns into a key).
     Quit,
+    /// The kernel saw a target's process move to another cgroup (followed at once).
+    Moved,
 }
 
 /// Facts about the run that the decision depends on.
@@ -83,6 +85,11 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
             report: continuous.then_some(ReportKind::Interval),
             stop: false,
         },
+        // Followed without a tick: no report, the run goes on.
+        Event::Moved => Decision {
+            report: None,
+            stop: false,
+        },
     }
 }
 
@@ -140,6 +147,9 @@ mod tests {
             // stdout closed: stop quietly, whatever the mode
             (Event::OutputClosed, false, true, false, false, N, true),
             (Event::OutputClosed, true, true, true, false, N, true),
+            // a target moved: followed at once, nothing reported, the run goes on
+            (Event::Moved, false, true, false, false, N, false),
+            (Event::Moved, true, false, false, true, N, false),
         ];
         for &(event, window, continuous, daemon, all_gone, report, stop) in table {
             assert_eq!(

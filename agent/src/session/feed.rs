@@ -221,9 +221,18 @@ fn feed_self_stats(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel
             });
         }
     }
+    let (dns_unmatched, dns_dropped) = session.dest().map_or((0, 0), |d| {
+        session
+            .targets()
+            .iter()
+            .filter_map(|t| d.dns_counts(t.slot, kernel))
+            .fold((0, 0), |(u, dr), c| (u + c.unmatched, dr + c.dropped))
+    });
     reg.set_self_stats(SelfStats {
         tracked_sockets: tracked,
         untracked_bytes: untracked,
+        dns_unmatched,
+        dns_dropped,
         maps,
     });
 }

@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod dest;
+pub mod dns_names;
 #[cfg(test)]
 pub(crate) mod fake_host;
 pub mod feed;
@@ -35,7 +36,7 @@ use crate::{
         workloads::{CgroupInfo, Lookup},
     },
     kernel::{IfaceKey, Kernel, Knobs, Slot, Untracked},
-    model::{ConnDetail, ProcessReport, Report, Row, Traffic, WorkloadReport},
+    model::{ConnDetail, Gap, ProcessReport, Report, Row, Traffic, WorkloadReport},
     plan::ProcessLabels,
     sampling::{Series, sum_traffic},
 };
@@ -156,6 +157,8 @@ pub struct TargetState {
     pub connections: (u32, u32),
     /// `-i` names and their keys as last resolved.
     pub ifaces: HashMap<String, IfaceKey>,
+    /// Times its traffic could not be seen (moves to other cgroups), oldest first.
+    pub gaps: Vec<Gap>,
 }
 
 /// Which report to build.
@@ -212,6 +215,7 @@ impl Session {
                 preexisting: t.preexisting,
                 connections: (0, 0),
                 ifaces: t.ifaces,
+                gaps: Vec::new(),
             })
             .collect();
         let aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
@@ -255,6 +259,13 @@ impl Session {
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
+    }
+
+    /// Notes a time target `slot`'s traffic could not be seen (it is in every later report).
+    pub fn note_gap(&mut self, slot: Slot, gap: Gap) {
+        if let Some(t) = self.targets.iter_mut().find(|t| t.slot == slot) {
+            t.gaps.push(gap);
+        }
     }
 
     /// Ticks so far: the number of the last one (0 before the first).
@@ -385,6 +396,8 @@ impl Session {
                         connections: conns,
                         destinations,
                         classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                        dns: dest.and_then(|d| d.dns_counts(t.slot, &*kernel)),
+                        gaps: gaps_at(&t.gaps, clock.1),
                     });
                 }
                 Subject::Cgroup { info, .. } => workloads.push(WorkloadReport {
@@ -399,6 +412,7 @@ impl Session {
                         .map(|d| d.remove(&t.slot).unwrap_or_default()),
                     destinations: dest.and_then(|d| d.destinations(t.slot, is_final)),
                     classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                    dns: dest.and_then(|d| d.dns_counts(t.slot, &*kernel)),
                 }),
             }
         }
@@ -443,6 +457,20 @@ impl Session {
         }
         Some(rows.by_slot)
     }
+}
+
+/// A target's gaps as of `mono_ns`: one still going lasts until then.
+fn gaps_at(gaps: &[Gap], mono_ns: u64) -> Vec<Gap> {
+    gaps.iter()
+        .map(|g| Gap {
+            to_ns: if g.ongoing {
+                mono_ns.max(g.from_ns)
+            } else {
+                g.to_ns
+            },
+            ..g.clone()
+        })
+        .collect()
 }
 
 /// Reads one target's totals and gauges; notes its exit.

@@ -400,6 +400,7 @@ impl NodeWide {
                         .as_ref()
                         .map(|d| w.dests.rows(self.classes.as_ref(), is_final, d.elapsed())),
                     classes: self.classes.as_ref().map(|set| w.class_rows(set, is_final)),
+                    dns: None,
                 }
             })
             .collect()

@@ -55,6 +55,8 @@ pub fn process(pid: u32, name: &str, row: Row, conns: Vec<ConnDetail>) -> Proces
         connections: Some(conns),
         destinations: None,
         classes: None,
+        dns: None,
+        gaps: Vec::new(),
         container: None,
         nspid: None,
     }
@@ -126,6 +128,7 @@ pub fn scene() -> Report {
             connections: Some(Vec::new()),
             destinations: None,
             classes: None,
+            dns: None,
         }],
     )
 }

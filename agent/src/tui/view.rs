@@ -1,7 +1,10 @@
 //! Draws the interactive view from its [`State`]: a header (totals, interval, window left,
 //! untracked traffic), one of three tables (rows, connections, remote hosts), a footer with
 //! the filter and the sort, and the key help over them on `?`. Pure drawing: the clock is a
-//! parameter, so render tests on ratatui's `TestBackend` see fixed text.
+//! parameter, so render tests on ratatui's `TestBackend` see fixed text. Every text that comes
+//! from outside (process, cgroup and container names, the filter) goes through
+//! `render::printable`, the one escaping function the table uses too: a name carrying an escape
+//! sequence reads the same, escaped, in both, and never reaches the terminal.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ use super::{
 };
 use crate::{
     model::ConnDetail,
-    render::{DisplayBytes, DisplayRate, compact_duration},
+    render::{DisplayBytes, DisplayRate, compact_duration, printable},
 };
 
 /// Width of the sparkline column, in cells.
@@ -161,13 +164,13 @@ fn footer(s: &State) -> TextLine<'static> {
     if s.editing {
         return TextLine::from(vec![
             Span::styled("filter: ", BOLD),
-            Span::raw(format!("{}█", s.filter)),
+            Span::raw(format!("{}█", printable(&s.filter))),
             Span::styled("  (Enter keep, Esc drop)", DIM),
         ]);
     }
     let mut spans = Vec::new();
     if !s.filter.is_empty() {
-        spans.push(Span::raw(format!("filter: {}  ", s.filter)));
+        spans.push(Span::raw(format!("filter: {}  ", printable(&s.filter))));
     }
     let arrow = if (s.sort != SortBy::Pid && s.sort != SortBy::Name) != s.reverse {
         "▼"
@@ -234,13 +237,15 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         let mut cells = vec![
             Cell::from(l.pid.map_or_else(|| "-".into(), |p| p.to_string())),
             Cell::from(if l.exited {
-                format!("{} (ended)", l.name)
+                format!("{} (ended)", printable(&l.name))
             } else {
-                l.name.clone()
+                printable(&l.name).into_owned()
             }),
         ];
         if with_container {
-            cells.push(Cell::from(l.container.clone().unwrap_or_default()));
+            cells.push(Cell::from(
+                printable(l.container.as_deref().unwrap_or_default()).into_owned(),
+            ));
         }
         cells.extend([
             Cell::from(rate(r.rate_in, s.bytes)),
@@ -273,8 +278,8 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
 fn whose(s: &State) -> String {
     match s.selected_line() {
         Some(l) => match l.pid {
-            Some(p) => format!("{p} {}", l.name),
-            None => l.name.clone(),
+            Some(p) => format!("{p} {}", printable(&l.name)),
+            None => printable(&l.name).into_owned(),
         },
         None => "(no row selected)".into(),
     }
@@ -321,8 +326,8 @@ fn conns_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         let d = &c.detail;
         let row = TableRow::new(vec![
             Cell::from(d.protocol),
-            Cell::from(d.local.clone()),
-            Cell::from(d.remote.clone()),
+            Cell::from(printable(&d.local).into_owned()),
+            Cell::from(printable(&d.remote).into_owned()),
             Cell::from(d.state),
             Cell::from(DisplayBytes(d.bytes_in).to_string()),
             Cell::from(DisplayBytes(d.bytes_out).to_string()),
@@ -376,7 +381,7 @@ fn hosts_table(f: &mut Frame<'_>, s: &State, area: Rect) {
     let body = s.hosts.iter().map(|h| {
         let ago = at.map_or(Duration::ZERO, |t| t.saturating_duration_since(h.last_seen));
         let row = TableRow::new(vec![
-            Cell::from(h.addr.clone()),
+            Cell::from(printable(&h.addr).into_owned()),
             Cell::from(DisplayBytes(h.bytes_in).to_string()),
             Cell::from(DisplayBytes(h.bytes_out).to_string()),
             Cell::from(rate(h.rate_in, s.bytes)),

@@ -18,7 +18,23 @@
 //!   udp-multi SIZE ADDR=COUNT…              one unconnected UDP socket; prints "ready", then per stdin
 //!                                           line sends COUNT datagrams of SIZE bytes to each ADDR in
 //!                                           order and prints "done"
-//!   dns-server ADDR NAME IPV4               answers every A query with NAME → IPV4 (TTL 300); "ready"
+//!   dns-server ADDR NAME IPV4               answers every A query with NAME → IPV4 (TTL 300); "ready";
+//!                                           per stdin line, from its own socket (port 53):
+//!                                           `evil TO NAME IPV4` an answer TO never asked for,
+//!                                           `flood TO N` N of them, each with its own name
+//!                                           (fI.flood.test) and address (10.100+.x.y) and ID;
+//!                                           prints "sent"
+//!   dns-client DNS_ADDR BIND_ADDR            one UDP socket bound at BIND_ADDR; "ready"; per stdin
+//!                                           line `ask NAME PORT COUNT SIZE` asks DNS_ADDR for NAME (A),
+//!                                           skips every datagram but the answer (same ID, from
+//!                                           DNS_ADDR), sends COUNT datagrams of SIZE bytes to the
+//!                                           answer's address:PORT and prints "done IP SKIPPED"; `send
+//!                                           IP PORT COUNT SIZE` sends and prints "done"
+//!   move-send ADDR PROCS N1 N2 SIZE         "ready", waits for a line, sends N1 datagrams of SIZE to
+//!                                           ADDR, writes its PID to PROCS (a cgroup.procs: it moves
+//!                                           itself), then from a new socket N2 more at once; prints
+//!                                           "done" and the CLOCK_MONOTONIC ns before each of the N2
+//!                                           sends ("ts T1 T2 …"), then waits for a line
 //!   resolve-send DNS_ADDR NAME PORT COUNT SIZE
 //!                                           prints "ready", waits for a stdin line, asks DNS_ADDR for
 //!                                           NAME (A) from an unconnected socket, sends COUNT datagrams of
@@ -51,6 +67,104 @@ fn say(word: &str) {
 fn wait_line() {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).expect("stdin");
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of the agent's gaps and of `bpf_ktime_get_ns`).
+fn mono_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// A DNS query for `name` (A, IN, recursion desired) with transaction ID `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The answer to `query`: the question as asked, one A record `ip` (TTL 300) pointing at it.
+fn dns_answer(query: &[u8], ip: std::net::Ipv4Addr) -> Vec<u8> {
+    // Header (12) and the question as asked; QDCOUNT 1, ANCOUNT 1, flags: response,
+    // recursion desired and available, no error.
+    let mut r = query.to_vec();
+    r[2] = 0x81;
+    r[3] = 0x80;
+    r[6..8].copy_from_slice(&1_u16.to_be_bytes());
+    // Answer: pointer to the question's name (offset 12), A, IN, TTL 300, 4 bytes.
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    r.extend_from_slice(&300_u32.to_be_bytes());
+    r.extend_from_slice(&4_u16.to_be_bytes());
+    r.extend_from_slice(&ip.octets());
+    r
+}
+
+/// `dns-server`'s stdin: answers nobody asked for, sent from its own socket.
+fn unsolicited(s: &UdpSocket) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { return };
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.first().copied() {
+            Some("evil") => {
+                let to: SocketAddr = w[1].parse().expect("to");
+                let ip: std::net::Ipv4Addr = w[3].parse().expect("ip");
+                s.send_to(&dns_answer(&dns_query(0x0bad, w[2]), ip), to)
+                    .expect("send");
+            }
+            Some("flood") => {
+                let to: SocketAddr = w[1].parse().expect("to");
+                let n: u32 = w[2].parse().expect("count");
+                for i in 0..n {
+                    let ip = std::net::Ipv4Addr::from(0x0a64_0000 + i);
+                    let a = dns_answer(
+                        &dns_query(i as u16 ^ 0x7777, &format!("f{i}.flood.test")),
+                        ip,
+                    );
+                    // A full socket buffer drops, it does not fail: the count sent is what left.
+                    let _ = s.send_to(&a, to);
+                }
+            }
+            _ => return,
+        }
+        say("sent");
+    }
+}
+
+/// `dns-client ask`: asks `dns` for `name` with ID `id`; the answer's address, and how many
+/// other datagrams (answers nobody asked for) were skipped meanwhile.
+fn ask(s: &UdpSocket, dns: SocketAddr, id: u16, name: &str) -> (std::net::IpAddr, u64) {
+    let mut buf = [0_u8; 1500];
+    let mut skipped = 0;
+    // First what a flood left queued: a full receive buffer would drop the answer.
+    s.set_nonblocking(true).expect("nonblocking");
+    while s.recv_from(&mut buf).is_ok() {
+        skipped += 1;
+    }
+    s.set_nonblocking(false).expect("blocking");
+    s.send_to(&dns_query(id, name), dns).expect("query");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    loop {
+        let (n, from) = s.recv_from(&mut buf).expect("the answer");
+        if from == dns && n >= 16 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 {
+            let a = &buf[n - 4..n];
+            return (std::net::IpAddr::from([a[0], a[1], a[2], a[3]]), skipped);
+        }
+        skipped += 1;
+    }
+}
+
+/// Sends COUNT datagrams of SIZE bytes (`w`: [COUNT, SIZE]) to `to`.
+fn send_n(s: &UdpSocket, to: SocketAddr, w: &[&str]) {
+    let (count, size): (u64, usize) = (w[0].parse().expect("count"), w[1].parse().expect("size"));
+    let payload = vec![0x3c_u8; size];
+    for _ in 0..count {
+        s.send_to(&payload, to).expect("send");
+    }
 }
 
 fn wait_eof() {
@@ -264,23 +378,70 @@ fn main() {
             let addr: SocketAddr = arg(&args, 2);
             let ip: std::net::Ipv4Addr = arg(&args, 4);
             let s = UdpSocket::bind(addr).expect("bind");
+            let out = s.try_clone().expect("clone");
             say("ready");
+            thread::spawn(move || unsolicited(&out));
             let mut buf = [0_u8; 512];
             loop {
                 let (n, from) = s.recv_from(&mut buf).expect("recv");
-                // Header (12) and the question as asked; QDCOUNT 1, ANCOUNT 1, flags: response,
-                // recursion desired and available, no error.
-                let mut r = buf[..n].to_vec();
-                r[2] = 0x81;
-                r[3] = 0x80;
-                r[6..8].copy_from_slice(&1_u16.to_be_bytes());
-                // Answer: pointer to the question's name (offset 12), A, IN, TTL 300, 4 bytes.
-                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
-                r.extend_from_slice(&300_u32.to_be_bytes());
-                r.extend_from_slice(&4_u16.to_be_bytes());
-                r.extend_from_slice(&ip.octets());
-                s.send_to(&r, from).expect("send");
+                s.send_to(&dns_answer(&buf[..n], ip), from).expect("send");
             }
+        }
+        Some("dns-client") => {
+            let dns: SocketAddr = arg(&args, 2);
+            let bind: SocketAddr = arg(&args, 3);
+            let s = UdpSocket::bind(bind).expect("bind");
+            say("ready");
+            let mut id = 0x5a5a_u16;
+            for line in std::io::stdin().lock().lines() {
+                let line = line.expect("stdin");
+                let w: Vec<&str> = line.split_whitespace().collect();
+                match w.first().copied() {
+                    Some("ask") => {
+                        id = id.wrapping_add(1);
+                        let (ip, skipped) = ask(&s, dns, id, w[1]);
+                        send_n(
+                            &s,
+                            SocketAddr::from((ip, w[2].parse().expect("port"))),
+                            &w[3..],
+                        );
+                        say(&format!("done {ip} {skipped}"));
+                    }
+                    Some("send") => {
+                        let ip: std::net::IpAddr = w[1].parse().expect("ip");
+                        send_n(
+                            &s,
+                            SocketAddr::from((ip, w[2].parse().expect("port"))),
+                            &w[3..],
+                        );
+                        say("done");
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Some("move-send") => {
+            let to: SocketAddr = arg(&args, 2);
+            let procs: String = arg(&args, 3);
+            let (n1, n2, size): (u64, u64, usize) = (arg(&args, 4), arg(&args, 5), arg(&args, 6));
+            let payload = vec![0x4d_u8; size];
+            say("ready");
+            wait_line();
+            let first = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            for _ in 0..n1 {
+                first.send_to(&payload, to).expect("send");
+            }
+            std::fs::write(&procs, std::process::id().to_string()).expect("move");
+            let second = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let mut ts = Vec::with_capacity(n2 as usize);
+            for _ in 0..n2 {
+                ts.push(mono_ns());
+                second.send_to(&payload, to).expect("send");
+            }
+            say("done");
+            let ts: Vec<String> = ts.iter().map(u64::to_string).collect();
+            say(&format!("ts {}", ts.join(" ")));
+            wait_line();
         }
         Some("resolve-send") => {
             let dns: SocketAddr = arg(&args, 2);
