@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    config::{Counting, Output, Run},
+    config::{CommandIo, Counting, Output, Run},
     error::UsageError,
     host::{
         cgroup,
@@ -122,6 +122,8 @@ pub enum TargetKind {
         argv: Vec<String>,
         /// The cgroup to create for it.
         cgroup: PathBuf,
+        /// How it meets the terminal.
+        io: CommandIo,
     },
 }
 
@@ -171,6 +173,9 @@ pub struct Schedule {
     pub every_interval: bool,
     /// Metrics are served: the run is a daemon, which outlives its targets.
     pub daemon: bool,
+    /// The run's last report covers all of it, like a window's (a command that has the
+    /// terminal: its life is the window).
+    pub whole_run: bool,
 }
 
 /// Hands out slots, one per target, in order; refuses more than the kernel's maps hold.
@@ -268,6 +273,7 @@ impl Plan {
                 kind: TargetKind::Command {
                     argv: t.command.clone(),
                     cgroup,
+                    io: run.command_io,
                 },
             });
         }
@@ -307,6 +313,7 @@ impl Plan {
                 window: run.window,
                 every_interval: run.reports.output.every_interval(),
                 daemon: run.metrics.is_some(),
+                whole_run: run.reports.whole_run(),
             },
             series_grace: run.series_grace,
         })
@@ -315,9 +322,22 @@ impl Plan {
     /// The spawn-mode command's target, if any.
     pub fn command(&self) -> Option<(&Target, &[String], &Path)> {
         self.targets.iter().find_map(|t| match &t.kind {
-            TargetKind::Command { argv, cgroup } => Some((t, argv.as_slice(), cgroup.as_path())),
+            TargetKind::Command { argv, cgroup, .. } => {
+                Some((t, argv.as_slice(), cgroup.as_path()))
+            }
             _ => None,
         })
+    }
+
+    /// How the spawn-mode command meets the terminal (`Inherit` without one).
+    pub fn command_io(&self) -> CommandIo {
+        self.targets
+            .iter()
+            .find_map(|t| match &t.kind {
+                TargetKind::Command { io, .. } => Some(*io),
+                _ => None,
+            })
+            .unwrap_or(CommandIo::Inherit)
     }
 }
 
