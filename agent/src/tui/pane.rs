@@ -159,18 +159,19 @@ impl Pane {
     /// cursor where the command's is.
     pub fn draw(&self, f: &mut Frame<'_>, area: Rect) {
         let bold = Style::new().add_modifier(Modifier::BOLD);
+        // The hint first: a long command line is cut at the pane's width.
         let title = if self.keys {
             Line::from(vec![
                 Span::styled(
-                    format!(" {} ", self.title),
+                    " keys go to the command (Ctrl-] gives them back) ",
                     bold.add_modifier(Modifier::REVERSED),
                 ),
-                Span::styled(" keys go to the command; Ctrl-] gives them back ", bold),
+                Span::styled(format!(" {} ", self.title), bold),
             ])
         } else {
             Line::from(vec![
-                Span::styled(format!(" {} ", self.title), bold),
                 Span::raw(" Tab: keys to the command "),
+                Span::styled(format!(" {} ", self.title), bold),
             ])
         };
         let block = Block::new().borders(Borders::TOP).title(title);
