@@ -6,7 +6,9 @@
 //! history, closed connections, sort, filter, pause). Keys arrive as `Event::Input` from
 //! `events`; quitting is `Event::Quit`, which stops the run through `session::decide` like
 //! any other stop, so every clean-up still happens. `render/` (the scripts' contract) is
-//! untouched; the view is chosen in `config` (`Config::wants_tui`).
+//! untouched; the view is chosen in `config` (`Output::View`). With `--view -- CMD` the
+//! command's pseudo-terminal shows in a [`pane::Pane`] below the view, which gets the keys
+//! after Tab.
 
 pub mod keys;
 pub mod pane;
