@@ -319,7 +319,13 @@ mod tests {
             "--continuous",
             "--details",
             "--interval",
+            "--view",
             "Exit status",
+            // What happens with a command, on a terminal or not, with or without --view.
+            "stdin a terminal",
+            "stdin not a terminal",
+            "on stderr",
+            "Ctrl-] gives them back",
         ] {
             assert!(h.contains(needle), "help lacks {needle}");
         }
