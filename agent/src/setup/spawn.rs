@@ -13,7 +13,8 @@
 //!   from the background without being stopped. The terminal goes back to procnetmon2's
 //!   group when the command is reaped or dropped ([`Terminal`]'s drop: every exit path, an
 //!   error or a panic included; after a SIGKILL the shell takes it back itself). When the
-//!   command is stopped (Ctrl-Z), procnetmon2 stops too ([`Command::suspend`]).
+//!   command is stopped (Ctrl-Z), procnetmon2 stops too ([`Command::suspend`]). SIGTTIN never
+//!   concerns procnetmon2: without the view it never reads the terminal.
 //! - `Pane`: a pseudo-terminal of its own (`openpty`), in a new session whose controlling
 //!   terminal it is; procnetmon2 keeps the master, reads what the command writes for the
 //!   view's pane and writes the keys handed to it.
