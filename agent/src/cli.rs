@@ -15,14 +15,29 @@ Examples:
   procnetmon2 -p 1234 -i eth0           only traffic through eth0 (the target's own eth0)
   procnetmon2 -p 1234 --json -t 60s     one JSON report for a 60 s window
   procnetmon2 -p 1234 -t 5m -c          a report every interval, then the window's report
+  procnetmon2 -- curl -O http://host/f  run a command and account for it and its children:
+                                        on a terminal it has the terminal, and the report
+                                        comes on stderr when it exits (like time)
+  procnetmon2 --view -- make            the interactive view, the command's output in a pane
   procnetmon2 --json -t 30s -- curl -sO http://host/file
-                                        run a command and account for it and its children
+                                        JSON for scripts, as always
   procnetmon2 completions bash          print the bash completion script (also zsh, fish)
+
+A command after -- (spawn mode):
+  stdin a terminal      the command gets the terminal (keys, Ctrl-C, Ctrl-Z, job control);
+                        the report of its whole run comes when it exits, on stderr if
+                        stdout is a terminal (the table, or JSON with --json; -c adds one
+                        every interval), else on stdout or -o FILE as always
+  --view                the interactive view; the command runs on a pseudo-terminal shown
+                        in a pane; Tab hands keys to it, Ctrl-] gives them back
+  stdin not a terminal  as always: reports on stdout or -o FILE (scripts, cron, CI)
+Without a command: the view when stdin and stdout are terminals; else, or with --no-tui,
+-j or -o, the table or JSON on stdout or -o FILE.
 
 Units: rates in bits per second (table: bps/Kbps/Mbps/Gbps, 1 Kbps = 1000 bit/s);
 bytes are IP bytes (IP header counted once per packet the socket sends or receives).
 
-Exit status: 0 success, 1 runtime error, 2 usage error.";
+Exit status: 0 success, 1 runtime error, 2 usage error; with a command, the command's.";
 
 /// Per-process network accounting with eBPF.
 #[derive(Debug, Parser)]
@@ -124,6 +139,11 @@ pub struct Opt {
     #[arg(long = "no-tui")]
     pub no_tui: bool,
 
+    /// Open the interactive view (needs a terminal); with a command, the command runs on a
+    /// pseudo-terminal shown in a pane of the view instead of having the terminal
+    #[arg(long = "view")]
+    pub view: bool,
+
     /// Per remote host totals in JSON (`destinations`: bytes, packets, rates, class, and the
     /// name the target resolved through DNS), per target and with --all per workload
     #[arg(long = "destinations")]
@@ -148,7 +168,8 @@ pub struct Opt {
     pub cleanup: bool,
 
     /// Spawn mode: run COMMAND in a fresh dedicated cgroup and monitor it and its children;
-    /// exits with COMMAND's status
+    /// exits with COMMAND's status. On a terminal COMMAND gets the terminal and the report
+    /// comes on stderr when it exits (see below)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
@@ -298,7 +319,13 @@ mod tests {
             "--continuous",
             "--details",
             "--interval",
+            "--view",
             "Exit status",
+            // What happens with a command, on a terminal or not, with or without --view.
+            "stdin a terminal",
+            "stdin not a terminal",
+            "on stderr",
+            "Ctrl-] gives them back",
         ] {
             assert!(h.contains(needle), "help lacks {needle}");
         }

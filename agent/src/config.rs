@@ -41,6 +41,8 @@ pub struct Run {
     pub window: Option<Duration>,
     /// Where and how reports are shown.
     pub reports: Reports,
+    /// How a spawned command meets the terminal (`Inherit` without a command).
+    pub command_io: CommandIo,
     /// `--metrics-addr` and its limits, when metrics are served.
     pub metrics: Option<Metrics>,
     /// `--series-grace`: how long a removed workload's row (and its series) stays.
@@ -124,10 +126,46 @@ impl Output {
 pub struct Reports {
     /// How they are shown.
     pub output: Output,
-    /// `-o FILE` (None: stdout).
+    /// `-o FILE` (None: `stream`).
     pub file: Option<PathBuf>,
+    /// Where they go without `-o`.
+    pub stream: Stream,
     /// `-a`: an aggregate row / object.
     pub aggregate: bool,
+}
+
+impl Reports {
+    /// True when the run's last report covers the whole run (totals, average and peak rates,
+    /// like a `-t` window's): a command has the terminal and the report is for the person
+    /// at it, on standard error; the command's life is the window.
+    pub fn whole_run(&self) -> bool {
+        self.file.is_none() && self.stream == Stream::Stderr
+    }
+}
+
+/// The standard stream reports go to when there is no `-o FILE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output: the scripts' path (and the live table on a terminal).
+    Stdout,
+    /// Standard error: a command has the terminal and its output is on standard output,
+    /// so the report comes after it, as `time` and `perf stat` print theirs.
+    Stderr,
+}
+
+/// How the command of spawn mode meets the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandIo {
+    /// It shares procnetmon2's standard streams and process group, as it always did:
+    /// standard input is not a terminal (a script, cron, CI), or there is no command.
+    Inherit,
+    /// It gets the terminal as if run directly: its own process group, made the terminal's
+    /// foreground group while it runs (so Ctrl-C and Ctrl-Z reach it, not procnetmon2),
+    /// handed back when it ends.
+    Foreground,
+    /// `--view`: it runs on a pseudo-terminal of its own, whose last lines the view shows in
+    /// a pane; keys go to the view until a key hands them to the command.
+    Pane,
 }
 
 /// `--metrics-addr` and the limits of the series it serves.
@@ -233,6 +271,7 @@ impl Run {
             Some(list) => parse_interfaces(list)?,
             None => Vec::new(),
         };
+        let shown = Shown::of(opt, window.is_some(), terminal)?;
         Ok(Self {
             targets,
             counting: Counting {
@@ -245,10 +284,12 @@ impl Run {
             interval,
             window,
             reports: Reports {
-                output: output(opt, window.is_some(), terminal),
+                output: shown.output,
                 file: opt.output.clone(),
+                stream: shown.stream,
                 aggregate: opt.aggregate,
             },
+            command_io: shown.command_io,
             metrics,
             series_grace: parse_duration("--series-grace", &opt.series_grace)?,
             host_proc: opt.host_proc.clone(),
@@ -256,23 +297,69 @@ impl Run {
     }
 }
 
-/// How reports are shown. The view needs a terminal on stdin and stdout and nothing that asks
-/// for the outputs scripts read (`--json`, `-o`, `--no-tui`). Reports come every interval with
-/// `-c`, and by default without `-t` (as a metrics daemon, only when `-j` or `-o` asks for
-/// them).
-fn output(opt: &Opt, window: bool, terminal: Terminal) -> Output {
-    let view =
-        terminal.stdin && terminal.stdout && !opt.no_tui && !opt.json && opt.output.is_none();
-    let every_interval = opt.continuous
-        || (!window && (opt.metrics_addr.is_none() || opt.json || opt.output.is_some()));
-    if view {
-        Output::View
-    } else if opt.json {
-        Output::Json { every_interval }
-    } else if every_interval {
-        Output::LiveTable
-    } else {
-        Output::Table
+/// How a run meets the terminal: the output, where reports go, and how a command runs.
+struct Shown {
+    output: Output,
+    stream: Stream,
+    command_io: CommandIo,
+}
+
+impl Shown {
+    /// Decides, from the flags and whether stdin and stdout are terminals:
+    /// - the outputs scripts read (`--json`, `-o`, stdout not a terminal) are what they
+    ///   always were, with or without a command;
+    /// - without a command, the view on a terminal (stdin and stdout), unless one of those or
+    ///   `--no-tui` asks for the table;
+    /// - with a command and `--view`, the view, the command in its pane;
+    /// - with a command and stdin a terminal, the command gets the terminal; with stdout a
+    ///   terminal too (and no `-o`), procnetmon2 reports on stderr when it exits: the table,
+    ///   or JSON with `--json`, of its whole run (`-c` adds one every interval);
+    /// - with a command and stdin not a terminal, as always.
+    ///
+    /// Reports come every interval with `-c`, and by default without `-t` (as a metrics
+    /// daemon, only when `-j` or `-o` asks for them), except on stderr.
+    fn of(opt: &Opt, window: bool, terminal: Terminal) -> Result<Self, UsageError> {
+        let command = !opt.command.is_empty();
+        let tty = terminal.stdin && terminal.stdout;
+        let scripts = opt.json || opt.output.is_some();
+        if opt.view && !tty {
+            return Err(UsageError::new(
+                "--view needs a terminal on standard input and output: run it from a terminal, or drop --view for the table",
+            ));
+        }
+        if opt.view && (scripts || opt.no_tui) {
+            return Err(UsageError::new(
+                "--view opens the interactive view; --json, -o and --no-tui print reports instead: drop one",
+            ));
+        }
+        let command_io = match (command, opt.view, terminal.stdin) {
+            (false, _, _) | (true, false, false) => CommandIo::Inherit,
+            (true, true, _) => CommandIo::Pane,
+            (true, false, true) => CommandIo::Foreground,
+        };
+        let view = opt.view || (!command && tty && !opt.no_tui && !scripts);
+        let stream =
+            if command_io == CommandIo::Foreground && terminal.stdout && opt.output.is_none() {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+        let every_interval = opt.continuous
+            || (!window && stream == Stream::Stdout && (opt.metrics_addr.is_none() || scripts));
+        let output = if view {
+            Output::View
+        } else if opt.json {
+            Output::Json { every_interval }
+        } else if every_interval {
+            Output::LiveTable
+        } else {
+            Output::Table
+        };
+        Ok(Self {
+            output,
+            stream,
+            command_io,
+        })
     }
 }
 
@@ -533,14 +620,19 @@ mod tests {
     /// The mode of a command line (stdin and stdout a terminal when `terminal`), or its usage
     /// error, from clap or from validation.
     fn mode(args: &[&str], terminal: bool) -> Result<Mode, String> {
+        let t = Terminal {
+            stdin: terminal,
+            stdout: terminal,
+        };
+        mode_on(args, t)
+    }
+
+    /// The mode of a command line run with these standard streams.
+    fn mode_on(args: &[&str], t: Terminal) -> Result<Mode, String> {
         let mut argv = vec!["procnetmon2"];
         argv.extend_from_slice(args);
         match crate::cli::parse(argv.iter().map(std::ffi::OsString::from)) {
             crate::cli::Parsed::Run(opt) => {
-                let t = Terminal {
-                    stdin: terminal,
-                    stdout: terminal,
-                };
                 Mode::from_opt(&opt, 4_194_304, t).map_err(|e| e.to_string())
             }
             crate::cli::Parsed::Usage(msg) => Err(msg),
@@ -642,7 +734,10 @@ mod tests {
             (&["-p", "1", "-t", "10s"], true, V),
             (&["--all"], true, V),
             (&["--cgroup", "/x"], true, V),
-            (&["--", "true"], true, V),
+            (&["-p", "1", "--view"], true, V),
+            // A command on a terminal has it; its report comes at its exit (below).
+            (&["--", "true"], true, T),
+            (&["--view", "--", "true"], true, V),
             (&["-p", "1", "--no-tui"], true, L),
             (&["-p", "1", "--json"], true, JL),
             (&["-p", "1", "-o", "out.txt"], true, L),
@@ -663,6 +758,121 @@ mod tests {
                 panic!("{args:?}: not a counting run");
             };
             assert_eq!(r.reports.output, want, "{args:?} terminal={terminal}");
+        }
+
+        // A command: (args, stdin a terminal, stdout a terminal) → (output, where reports
+        // go without -o, how the command meets the terminal). The scripts' path (stdout not
+        // a terminal, --json to a pipe, -o) is what it always was: the same rows as without
+        // a command, only the command gets the terminal when stdin is one.
+        use CommandIo::{Foreground as Fg, Inherit as In, Pane};
+        use Stream::{Stderr as Err, Stdout as Out};
+        for (args, stdin, stdout, want) in [
+            // Typed at a terminal: the command has it, one report of its whole run on
+            // stderr at its exit; -c adds one every interval, also on stderr.
+            (&["--", "sh"][..], true, true, (T, Err, Fg)),
+            (&["--no-tui", "--", "sh"], true, true, (T, Err, Fg)),
+            (&["-t", "10s", "--", "sh"], true, true, (T, Err, Fg)),
+            (&["-c", "--", "sh"], true, true, (L, Err, Fg)),
+            (&["--json", "--", "sh"], true, true, (J, Err, Fg)),
+            (&["--json", "-c", "--", "sh"], true, true, (JL, Err, Fg)),
+            (
+                &["--json", "-t", "10s", "--", "sh"],
+                true,
+                true,
+                (J, Err, Fg),
+            ),
+            // ... with -o FILE: the file gets what it always got.
+            (&["-o", "f", "--", "sh"], true, true, (L, Out, Fg)),
+            (
+                &["--json", "-o", "f", "--", "sh"],
+                true,
+                true,
+                (JL, Out, Fg),
+            ),
+            (
+                &["--json", "-o", "f", "-t", "10s", "--", "sh"],
+                true,
+                true,
+                (J, Out, Fg),
+            ),
+            // ... piped (`procnetmon2 --json -- CMD | jq`): stdout gets what it always got.
+            (&["--", "sh"], true, false, (L, Out, Fg)),
+            (&["--json", "--", "sh"], true, false, (JL, Out, Fg)),
+            (
+                &["--json", "-t", "10s", "--", "sh"],
+                true,
+                false,
+                (J, Out, Fg),
+            ),
+            // Standard input not a terminal (scripts, cron, CI): as always.
+            (&["--", "sh"], false, false, (L, Out, In)),
+            (&["--", "sh"], false, true, (L, Out, In)),
+            (&["--json", "--", "sh"], false, false, (JL, Out, In)),
+            (
+                &["--json", "-t", "10s", "--", "sh"],
+                false,
+                true,
+                (J, Out, In),
+            ),
+            (&["-t", "10s", "--", "sh"], false, false, (T, Out, In)),
+            // --view: the view, the command in its pane.
+            (&["--view", "--", "sh"], true, true, (V, Out, Pane)),
+            (
+                &["--view", "-t", "10s", "--", "sh"],
+                true,
+                true,
+                (V, Out, Pane),
+            ),
+            // Without a command nothing has the terminal but the view.
+            (&["-p", "1"], true, false, (L, Out, In)),
+            (&["-p", "1"], false, true, (L, Out, In)),
+        ] {
+            let terminal = Terminal { stdin, stdout };
+            let (Mode::Watch(r) | Mode::Spawn(r)) = mode_on(args, terminal).unwrap() else {
+                panic!("{args:?}: not a counting run");
+            };
+            let got = (r.reports.output, r.reports.stream, r.command_io);
+            assert_eq!(got, want, "{args:?} stdin={stdin} stdout={stdout}");
+            // The whole run is reported only where the report is for the person at the
+            // terminal.
+            assert_eq!(
+                r.reports.whole_run(),
+                want.1 == Err && r.reports.file.is_none(),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn view_needs_a_terminal_and_no_script_output() {
+        let on = |stdin, stdout| Terminal { stdin, stdout };
+        for (args, terminal, msg) in [
+            (
+                &["--view", "--", "sh"][..],
+                on(false, false),
+                "needs a terminal",
+            ),
+            (&["--view", "--", "sh"], on(true, false), "needs a terminal"),
+            (&["--view", "-p", "1"], on(false, true), "needs a terminal"),
+            (
+                &["--view", "--json", "--", "sh"],
+                on(true, true),
+                "drop one",
+            ),
+            (
+                &["--view", "-o", "f", "-p", "1"],
+                on(true, true),
+                "drop one",
+            ),
+            (
+                &["--view", "--no-tui", "--", "sh"],
+                on(true, true),
+                "drop one",
+            ),
+        ] {
+            let e = mode_on(args, terminal).expect_err(&format!("{args:?}"));
+            assert!(e.contains(msg), "{args:?}: {e}");
+            assert!(!e.contains('\n'), "{args:?}: {e}");
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::{
-    config::{Metrics, Mode, Output as OutputKind, Reports, Run},
+    config::{CommandIo, Metrics, Mode, Output as OutputKind, Reports, Run, Stream},
     details::monotonic_ns,
     error::{self, UsageError},
     events::{Events, Next, Signals},
@@ -24,7 +24,11 @@ use crate::{
         feed,
     },
     setup::{self, Env, Running},
-    tui::{Tui, keys::Input},
+    tui::{
+        Tui,
+        keys::Input,
+        pane::{self, Pane},
+    },
 };
 
 /// Runs `mode` until done. Returns the exit status: 0, or the spawned command's.
@@ -72,11 +76,15 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
         }
     }
     let plan = Plan::build(run, setup::survey(run, &env)?)?;
-    let output = Output::open(
-        run.reports.file.as_deref(),
-        run.reports.output.json(),
-        run.reports.output == OutputKind::LiveTable,
-    )?;
+    let output = if run.reports.file.is_none() && run.reports.stream == Stream::Stderr {
+        Output::stderr(run.reports.output.json())
+    } else {
+        Output::open(
+            run.reports.file.as_deref(),
+            run.reports.output.json(),
+            run.reports.output == OutputKind::LiveTable,
+        )?
+    };
     // Bound before anything is attached: a taken or bad address fails first.
     let bound = MetricsTask::bind(run.metrics)?;
     let mut running = setup::apply(&plan, &env)?;
@@ -94,7 +102,7 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
         metrics,
     ));
     // The view (if open) gives the terminal back before the set-up is undone.
-    drop(sink);
+    sink.close_view();
     let state = running.state.take();
     drop(running); // detaches every program
     // Then processes move back and dedicated cgroups go. One that cannot go back stays, alive,
@@ -148,8 +156,19 @@ async fn main_loop(
     if let Some(fd) = run.runner.programs.moves_fd() {
         events.watch_moves(fd)?;
     }
+    if plan.command_io() == CommandIo::Foreground {
+        events.watch_stops()?;
+    }
     if reports.output == OutputKind::View {
-        sink.view = Some(Tui::open(s.interval, s.window)?);
+        let pane = match (run.pty.take(), plan.command()) {
+            (Some(master), Some((_, argv, _))) => {
+                let keys = master.try_clone().context("dup the pseudo-terminal")?;
+                events.watch_pane(master)?;
+                Some(Pane::new(argv, pane::pty_size_now(), Some(keys)))
+            }
+            _ => None,
+        };
+        sink.view = Some(Tui::open(s.interval, s.window, pane)?);
         events.watch_terminal();
     }
     let named = named_pids(plan);
@@ -161,6 +180,11 @@ async fn main_loop(
             // A key only redraws the view (no tick: rates stay per interval), unless it quits.
             Next::Input(i) if !sink.input(i)? => continue,
             Next::Input(_) => Event::Quit,
+            // The command in the view's pane wrote something: only the pane changes.
+            Next::Output(bytes) => {
+                sink.command_output(&bytes)?;
+                continue;
+            }
         };
         let mut decision = runner.step(event, Instant::now())?;
         if let Some(reg) = &metrics.registry {
@@ -213,6 +237,30 @@ impl Sink {
         }
     }
 
+    /// What the command in the view's pane wrote.
+    fn command_output(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match &mut self.view {
+            Some(t) => t.command_output(bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the view, if open: the terminal is given back, and the last lines of the
+    /// command's pane are printed, so what it said last (an error, a summary) stays on
+    /// screen.
+    fn close_view(&mut self) {
+        use std::io::Write as _;
+        let Some(t) = self.view.take() else {
+            return;
+        };
+        let lines = t.close();
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
+    }
+
     /// Writes `report`. An open view shows it; a report that ends the run (`last`) closes
     /// the view and is printed as the plain table, so the final figures stay on screen
     /// (with connection rows only if `--details` asked for them).
@@ -221,7 +269,7 @@ impl Sink {
             if !last {
                 return t.show(report);
             }
-            self.view = None;
+            self.close_view();
             if !details {
                 for p in &mut report.processes {
                     p.connections = None;

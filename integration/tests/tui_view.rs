@@ -3,117 +3,12 @@
 //! real traffic between network namespaces. Byte totals are checked against the veth's own
 //! counters and the UDP formula, never against procnetmon2's other outputs.
 
-use std::{
-    path::Path,
-    process::Command,
-    thread,
-    time::{Duration, Instant},
-};
+mod tmux;
+
+use std::path::Path;
 
 use procnetmon2_integration::{Cgroup, Netns, Proc, Veth, bin, sh, skip_unless_root, unique};
-
-/// A tmux server of our own (its own socket), with one pane running one command.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    /// Starts `cmd` (a shell command line) in a `w`×`h` pane that stays after it exits.
-    fn start(cmd: &str, w: u16, h: u16) -> Self {
-        let t = Self {
-            socket: unique("pnmtui"),
-        };
-        let (w, h) = (w.to_string(), h.to_string());
-        t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "main",
-            "-x",
-            &w,
-            "-y",
-            &h,
-            cmd,
-            ";",
-            "set-option",
-            "-t",
-            "main",
-            "remain-on-exit",
-            "on",
-        ]);
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let mut all = vec!["-L", self.socket.as_str(), "-f", "/dev/null"];
-        all.extend_from_slice(args);
-        sh("tmux", &all)
-    }
-
-    /// Sends keys (tmux key names: `Enter`, `Escape`, `q`, …).
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            self.run(&["send-keys", "-t", "main", k]);
-            // One redraw per key, as a person types.
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Types `text` literally.
-    fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "main", "-l", text]);
-        thread::sleep(Duration::from_millis(50));
-    }
-
-    /// The screen's text.
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "main"])
-    }
-
-    /// Saves the screen as `NAME.txt` under `$PNM_TUI_CAPTURES`, when set (README's captures).
-    fn save(&self, name: &str) {
-        if let Ok(dir) = std::env::var("PNM_TUI_CAPTURES") {
-            let _ = std::fs::write(Path::new(&dir).join(format!("{name}.txt")), self.screen());
-        }
-    }
-
-    /// A pane variable (`#{…}`).
-    fn var(&self, name: &str) -> String {
-        self.run(&[
-            "display-message",
-            "-p",
-            "-t",
-            "main",
-            &format!("#{{{name}}}"),
-        ])
-        .trim()
-        .to_owned()
-    }
-
-    /// Waits until the screen satisfies `pred`; panics with the screen after 20 s.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waiting for {what}; screen:\n{s}"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
-    }
-}
+use tmux::{Tmux, wait_exit};
 
 /// Bytes as the view prints them (binary units, one decimal).
 fn shown(b: u64) -> String {
@@ -288,33 +183,6 @@ fn interactive_view_in_tmux() {
     assert!(Path::new(&format!("/proc/{p2}")).exists());
 }
 
-/// Waits until the pane's process has exited; returns its exit status.
-fn wait_exit(t: &Tmux) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = format!("{}{}", t.var("pane_dead_status"), t.var("pane_dead_signal"));
-        if t.var("pane_dead") == "1" {
-            if !status.is_empty() {
-                return status;
-            }
-            // The pane is dead (its terminal closed) but the status is not recorded yet. tmux
-            // built with libutempter (Debian's is) runs the utempter helper when a pane's
-            // terminal closes, with SIGCHLD set to its default until the helper ends: a pane
-            // process that exits in that window is never reaped and its status never recorded
-            // (tmux/tmux#311). The wider the gap between closing the terminal and the end of
-            // the exit, the likelier: a run's exit is not instant. Another SIGCHLD makes the
-            // server reap it, as tmux's maintainer suggests there.
-            sh("kill", &["-CHLD", &t.var("pid")]);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "procnetmon2 did not exit; screen:\n{}",
-            t.screen()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// SIGTERM while the view is open: the run stops, the terminal is given back.
 #[test]
 fn sigterm_restores_the_terminal() {
@@ -345,15 +213,15 @@ fn sigterm_restores_the_terminal() {
     target.close_stdin();
 }
 
-/// Spawn mode: the command's exit ends the run; the view closes and its last report is
-/// printed as the plain table; the exit status is the command's.
+/// Spawn mode with `--view`: the command's exit ends the run; the view closes and its last
+/// report is printed as the plain table; the exit status is the command's.
 #[test]
 fn spawned_command_exit_closes_the_view() {
     if skip_unless_root() {
         return;
     }
     let cmd = format!(
-        "exec {} -- sh -c 'sleep 2; exit 3' 2>/dev/null",
+        "exec {} --view -- sh -c 'sleep 2; exit 3' 2>/dev/null",
         bin("procnetmon2").display(),
     );
     let t = Tmux::start(&cmd, 160, 20);

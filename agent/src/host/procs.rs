@@ -270,6 +270,12 @@ impl std::os::fd::AsRawFd for PidFd {
     }
 }
 
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl PidFd {
     /// Opens a pidfd for `pid`.
     pub fn open(pid: u32) -> io::Result<Self> {

@@ -34,6 +34,11 @@ pub trait Command {
     /// Ends what runs in its cgroup (itself, or what it left behind): SIGTERM, a grace
     /// period, then `cgroup.kill`. Returns how long that took.
     fn end(&mut self) -> Duration;
+    /// It was stopped while it has the terminal (Ctrl-Z): procnetmon2 stops the same way,
+    /// so that the shell gets the terminal back and sees the job stopped, and when it is
+    /// continued (`fg`, `bg`) continues the command, giving it the terminal again if
+    /// procnetmon2 has it. Returns once the command runs again.
+    fn suspend(&mut self) -> anyhow::Result<()>;
 }
 
 /// A running loop: the session and the seams it reads and writes.
@@ -93,8 +98,9 @@ impl Runner {
         self
     }
 
-    /// Handles `event` at `now`: reaps the command when it exited, follows moved targets and
-    /// ticks on the interval (a partial tick on anything else, so the last report counts the
+    /// Handles `event` at `now`: reaps the command when it exited (stops with it when it was
+    /// stopped), follows moved targets and ticks on the interval (a partial tick on anything
+    /// else, so the last report counts the
     /// last bytes), decides, and when the run stops with the command still running, stops
     /// it and counts what it sent meanwhile. A move the kernel reported is followed at once,
     /// without a tick (the interval's rates stay whole).
@@ -108,6 +114,13 @@ impl Runner {
                 if let Some(status) = self.reap_command()? {
                     self.status = status;
                 }
+            }
+            Event::CommandStopped => {
+                // Nothing to count: the run stops with the command and goes on with it.
+                if let Some(c) = &mut self.command {
+                    c.suspend()?;
+                }
+                return Ok(decide(event, self.facts()));
             }
             Event::Tick => self.follow_moves(),
             _ => {}
@@ -157,6 +170,7 @@ impl Runner {
             continuous: self.schedule.every_interval,
             daemon: self.schedule.daemon,
             all_gone: self.session.all_gone(),
+            whole_run: self.schedule.whole_run,
         }
     }
 

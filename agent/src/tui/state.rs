@@ -409,7 +409,12 @@ impl State {
     /// Applies a key's action (anything but [`Action::Quit`], which ends the run).
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Quit | Action::Redraw => {}
+            // Quitting ends the run; the pane's keys are the Tui's.
+            Action::Quit
+            | Action::Redraw
+            | Action::KeysToCommand
+            | Action::KeysToView
+            | Action::ToCommand(_) => {}
             Action::SortNext => {
                 self.sort = self.sort.next();
                 self.reverse = false;

@@ -40,12 +40,17 @@ pub fn page_for(height: u16) -> usize {
 
 /// Draws the whole view at `now`.
 pub fn draw(f: &mut Frame<'_>, s: &State, now: Instant) {
+    draw_in(f, f.area(), s, now);
+}
+
+/// Draws the view in `area` (the frame, less the pane of a command) at `now`.
+pub fn draw_in(f: &mut Frame<'_>, area: Rect, s: &State, now: Instant) {
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
-    .areas(f.area());
+    .areas(area);
     f.render_widget(Paragraph::new(header(s, now)), head);
     match s.view {
         View::Rows => rows_table(f, s, body),

@@ -59,6 +59,10 @@ impl Command for FakeCommand {
         self.calls.borrow_mut().push("try_wait");
         Ok(self.exited)
     }
+    fn suspend(&mut self) -> anyhow::Result<()> {
+        self.calls.borrow_mut().push("suspend");
+        Ok(())
+    }
     fn end(&mut self) -> Duration {
         self.calls.borrow_mut().push("end");
         let mut k = self.kernel.0.borrow_mut();
@@ -158,6 +162,7 @@ fn schedule(window: bool, every_interval: bool) -> Schedule {
         window: window.then_some(10 * SEC),
         every_interval,
         daemon: false,
+        whole_run: false,
     }
 }
 
@@ -192,6 +197,10 @@ fn the_spawned_commands_end() {
         (Event::Tick, false, Some(7), true, I, true, 7, &["try_wait", "end"]),
         // A tick while it runs: nothing is asked of it.
         (Event::Tick, false, None, false, I, false, 0, &[]),
+        // Stopped (Ctrl-Z) while it has the terminal: the run stops with it and goes on,
+        // no report, nothing reaped or ended.
+        (Event::CommandStopped, false, None, false, N, false, 0, &["suspend"]),
+        (Event::CommandStopped, true, None, false, N, false, 0, &["suspend"]),
     ];
     for &(event, window, exited, gone, report, stop, status, calls) in table {
         let mut rig = Rig::new(schedule(window, !window), Some((exited, 0)));
@@ -209,6 +218,36 @@ fn the_spawned_commands_end() {
             assert_eq!(*rig.calls.borrow(), calls, "{what}: asked twice");
         }
     }
+}
+
+/// A command that has the terminal: its stop (Ctrl-Z) counts nothing and reports nothing;
+/// its exit gives the report of the whole run, with its status.
+#[test]
+fn a_command_with_the_terminal_stops_then_ends() {
+    let mut s = schedule(false, false);
+    s.whole_run = true;
+    let mut rig = Rig::new(s, Some((Some(4), 0)));
+    rig.send(1_000);
+    let d = rig.step(Event::CommandStopped, SEC);
+    assert_eq!(
+        d,
+        Decision {
+            report: N,
+            stop: false
+        }
+    );
+    assert_eq!(rig.runner.session.targets()[0].last.udp.bytes_out, 0);
+    let d = rig.step(Event::CommandExited, 2 * SEC);
+    assert_eq!(
+        d,
+        Decision {
+            report: F,
+            stop: true
+        }
+    );
+    assert_eq!(rig.bytes_out(ReportKind::Final), 1_000);
+    assert_eq!(rig.runner.status(), 4);
+    assert_eq!(*rig.calls.borrow(), ["suspend", "wait", "end"]);
 }
 
 /// What the command sends while it is being stopped (SIGTERM, its grace) is in the last
