@@ -11,4 +11,5 @@ pub mod lifecycle;
 pub mod netns;
 pub mod privileges;
 pub mod procs;
+pub mod sockdiag;
 pub mod workloads;

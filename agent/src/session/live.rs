@@ -2,6 +2,7 @@
 //! names, network namespaces for `-i`, pidfd copies for TCP_INFO of old connections.
 
 use std::{
+    collections::HashMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -11,6 +12,7 @@ use crate::{
     host::{
         netns::{self, NetnsLinks},
         procs::{ProcFs, ProcIdentity},
+        sockdiag::{self, SocketCounts},
         workloads::{CgroupNames, Lookup},
     },
     setup::stamp::{self, OldSocket},
@@ -20,12 +22,18 @@ use crate::{
 pub struct LiveHost {
     proc: ProcFs,
     names: CgroupNames,
+    /// Whether "no namespace's sockets could be listed" was said.
+    unlisted_said: bool,
 }
 
 impl LiveHost {
     /// Reads processes from `proc`; names cgroups with `names`.
     pub fn new(proc: ProcFs, names: CgroupNames) -> Self {
-        Self { proc, names }
+        Self {
+            proc,
+            names,
+            unlisted_said: false,
+        }
     }
 }
 
@@ -60,5 +68,24 @@ impl HostView for LiveHost {
 
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)> {
         stamp::tcp_info(s)
+    }
+
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        let spaces = netns::namespaces(&self.proc);
+        let (counts, unlisted) = sockdiag::count_in(&self.proc, &spaces);
+        // A namespace gone between the listing and the walk is normal churn (debug); none
+        // listed at all means no CAP_SYS_ADMIN for setns: said once.
+        if unlisted > 0 && unlisted == spaces.len() && !self.unlisted_said {
+            log::warn!(
+                "connection counts: no network namespace's sockets could be listed (setns needs CAP_SYS_ADMIN); workloads' tcp/udp connections read 0"
+            );
+            self.unlisted_said = true;
+        } else if unlisted > 0 {
+            log::debug!(
+                "connection counts: {unlisted} of {} namespaces skipped",
+                spaces.len()
+            );
+        }
+        counts
     }
 }

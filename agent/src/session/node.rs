@@ -26,7 +26,10 @@ use super::{
 };
 use crate::{
     classes::ClassSet,
-    host::workloads::{CgroupInfo, Lookup},
+    host::{
+        sockdiag::SocketCounts,
+        workloads::{CgroupInfo, Lookup},
+    },
     kernel::{CgroupCountKey, Kernel, Proto},
     model::{ClassTraffic, Counters, Traffic, WorkloadReport},
     sampling::{Series, sum_traffic},
@@ -34,6 +37,11 @@ use crate::{
 
 /// The workload charged with traffic of cgroups that were gone before they could be named.
 pub const UNRESOLVED: &str = "unresolved";
+
+/// Sockets are listed (`sock_diag`, every network namespace) at most this often: a gauge that
+/// Prometheus reads every 15-60 s needs no more, and on a node of many pods each list costs a
+/// `setns` and four dumps per namespace.
+pub const SOCKET_COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// Most removed cgroup ids remembered to charge their late packets to their workload; older
 /// ones are charged to [`UNRESOLVED`].
@@ -58,6 +66,9 @@ pub struct NodeWorkload {
     by_class: BTreeMap<u8, (Traffic, Series)>,
     /// Its remote hosts (`--destinations`).
     dests: WorkloadDests,
+    /// Its sockets now: TCP connections in ESTABLISHED, UDP sockets bound or connected (the
+    /// last [`SOCKET_COUNT_EVERY`] count; zeros when not counted).
+    pub connections: SocketCounts,
 }
 
 impl NodeWorkload {
@@ -72,7 +83,18 @@ impl NodeWorkload {
             traffic: Traffic::default(),
             by_class: BTreeMap::new(),
             dests: WorkloadDests::default(),
+            connections: SocketCounts::default(),
         }
+    }
+
+    /// How many remote hosts it has kept apart (`--destinations`), per destination class (None
+    /// with classes off): the gauge `procnetmon_remote_hosts`.
+    pub fn remote_hosts(&self, set: Option<&ClassSet>) -> Vec<(Option<String>, u64)> {
+        self.dests
+            .host_classes()
+            .into_iter()
+            .map(|(class, n)| (set.zip(class).map(|(s, c)| s.name(c).to_string()), n))
+            .collect()
     }
 }
 
@@ -109,6 +131,8 @@ pub struct NodeWide {
     ticks: u64,
     /// `--destinations`: per-remote-host counters per cgroup, charged to workloads.
     dests: Option<NodeDests>,
+    /// Socket gauges on ([`NodeWide::with_socket_counts`]): when sockets were last listed.
+    sockets: Option<Option<Instant>>,
 }
 
 impl NodeWide {
@@ -136,7 +160,28 @@ impl NodeWide {
             keys: 0,
             ticks: 0,
             dests: None,
+            sockets: None,
         }
+    }
+
+    /// Whether workloads' sockets are counted ([`Self::with_socket_counts`]).
+    pub fn counts_sockets(&self) -> bool {
+        self.sockets.is_some()
+    }
+
+    /// Whether workloads keep their remote hosts (`--destinations`).
+    pub fn keeps_destinations(&self) -> bool {
+        self.dests.is_some()
+    }
+
+    /// Counts each workload's sockets (TCP in ESTABLISHED, UDP bound or connected) from the
+    /// host's socket lists: its `tcp_connections`/`udp_connections`. Off with `-i`, whose
+    /// connection counts mean traffic through a chosen interface, which a socket list cannot
+    /// tell.
+    #[must_use]
+    pub fn with_socket_counts(mut self) -> Self {
+        self.sockets = Some(None);
+        self
     }
 
     /// `--destinations`: keeps each workload's remote hosts, `cap` per workload, from the
@@ -253,6 +298,31 @@ impl NodeWide {
         }
         self.keys = read - keys.len();
         self.update_workloads(now);
+        self.count_sockets(now, host);
+    }
+
+    /// Sets each workload's socket gauge from the host's socket lists (by cgroup id), at most
+    /// every [`SOCKET_COUNT_EVERY`]. Sockets of cgroups that carried no traffic yet, or whose
+    /// traffic waits to be named, belong to no workload yet: not counted.
+    fn count_sockets(&mut self, now: Instant, host: &mut dyn HostView) {
+        let Some(last) = &mut self.sockets else {
+            return;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < SOCKET_COUNT_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        let counts = host.sockets_by_cgroup();
+        for w in self.workloads.values_mut() {
+            w.connections = SocketCounts::default();
+        }
+        for (id, c) in counts {
+            if let Some(Id::Named(name)) = self.ids.get(&id)
+                && let Some(w) = self.workloads.get_mut(name)
+            {
+                w.connections = w.connections.plus(c);
+            }
+        }
     }
 
     /// Which workload traffic of `id` is charged to, naming the id if it is new; None while
@@ -375,7 +445,7 @@ impl NodeWide {
                     cgroup: w.info.path.clone(),
                     container: w.info.container.clone(),
                     exited: w.exited,
-                    row: row_of(&w.series, (0, 0), is_final),
+                    row: row_of(&w.series, (w.connections.tcp, w.connections.udp), is_final),
                     traffic: w.series.since_start(),
                     connections: None,
                     destinations: self

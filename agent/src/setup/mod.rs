@@ -88,8 +88,15 @@ pub fn apply(plan: &Plan, cfg: &Config, env: &Env) -> anyhow::Result<Running> {
         )
     });
     let node = node.map(|n| {
-        if cfg.destinations {
+        let n = if cfg.destinations {
             n.with_destinations(&probes, cfg.destinations_max)
+        } else {
+            n
+        };
+        // With -i a connection counts once it carried traffic through a chosen interface,
+        // which a socket list cannot tell: there, workloads keep no connection counts.
+        if cfg.interfaces.is_empty() {
+            n.with_socket_counts()
         } else {
             n
         }
