@@ -423,6 +423,20 @@ impl Run<'_> {
     }
 }
 
+/// A result, short: each row's distinguishing labels and value.
+fn show(got: &[Sample]) -> String {
+    got.iter()
+        .map(|s| {
+            let l: Vec<&str> = ["namespace", "pod", "destination_class", "map", "version"]
+                .iter()
+                .filter_map(|k| s.labels.get(*k).map(String::as_str))
+                .collect();
+            format!("{}={}", l.join("/"), s.value)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Labels of a row.
 fn lbl(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
@@ -667,6 +681,7 @@ fn check_variables(run: &Run<'_>, dash: &Value) {
                 "{name}: {values:?} lacks {want:?}"
             );
         }
+        eprintln!("variable {name}: {values:?}");
         seen.insert(name.to_owned());
     }
     assert_eq!(seen.len(), 4, "{seen:?}");
@@ -717,6 +732,7 @@ fn check_readme_examples(run: &Run<'_>, warm: &(ByClass, ByClass), tx: &ByClass)
     for (file, q) in examples {
         let got = run.p.query(&q, run.t);
         assert!(!got.is_empty(), "{file}: no series for {q}");
+        eprintln!("{file} example {q:?}: {}", show(&got));
         let row = |want: &[(&str, &str)]| {
             got.iter()
                 .find(|s| s.has(want))
@@ -960,6 +976,7 @@ fn dashboard_and_alerts_on_a_real_prometheus() {
             if exp.is_none() {
                 check_health(title, i, &got, &n);
             }
+            eprintln!("panel {title:?} query {i}: {}", show(&got));
             queries += 1;
         }
     }
