@@ -39,6 +39,9 @@ struct FakeHost {
     namespaces: Vec<(u64, u32)>,
     /// Sockets per cgroup id, as the host lists them.
     sockets: HashMap<u64, SocketCounts>,
+    /// How long a listing takes, and how many there were.
+    list_takes: Duration,
+    listings: usize,
 }
 
 impl HostView for FakeHost {
@@ -74,6 +77,8 @@ impl HostView for FakeHost {
         Some((900, 3, 1))
     }
     fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        self.listings += 1;
+        std::thread::sleep(self.list_takes);
         self.sockets.clone()
     }
 }
@@ -1008,4 +1013,25 @@ fn node_wide_connections_from_socket_lists() {
     assert_eq!(conns(&mut s, &mut k, &h)["web"], (3, 4));
     s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
     assert_eq!(conns(&mut s, &mut k, &h)["web"], (0, 0));
+    assert_eq!(h.listings, 2);
+}
+
+/// A listing that took 30 ms or more waits at least 100 times as long (3 s) before the next,
+/// where once a second would list again: the socket lists take at most 1% of the agent's time,
+/// whatever the node's namespaces cost; and never more than a minute.
+#[test]
+fn node_wide_socket_listing_keeps_to_its_share() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost {
+        list_takes: Duration::from_millis(30),
+        ..FakeHost::default()
+    };
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    for (at_ms, listings) in [(1_000, 1), (2_000, 1), (3_900, 1), (62_000, 2)] {
+        s.tick(t0 + Duration::from_millis(at_ms), &mut k, &mut h)
+            .unwrap();
+        assert_eq!(h.listings, listings, "at {at_ms} ms");
+    }
 }
