@@ -182,6 +182,7 @@ fn check_daemonset(file: &str) -> (Value, u16) {
     );
 
     check_runtime_state_mounts(file, pod, flag_value(args, "--host-proc"));
+    check_classes(file, pod, flag_value(args, "--classes"));
     check_no_pod_stoppers(file, pod);
 
     let annotations = at(&template, "/metadata/annotations");
@@ -193,6 +194,37 @@ fn check_daemonset(file: &str) -> (Value, u16) {
     );
     assert_eq!(annotations["prometheus.io/path"], "/metrics", "{file}");
     (template, port)
+}
+
+/// `--classes FILE` is a key of the classes ConfigMap, mounted read-only at FILE's directory,
+/// and the agent accepts its content (built-ins at least: the dashboard's cost view reads
+/// `destination_class`).
+fn check_classes(file: &str, pod: &Value, classes: &str) {
+    let path = Path::new(classes);
+    let dir = path.parent().expect("a directory").to_str().expect("utf8");
+    let key = path.file_name().expect("a file").to_str().expect("utf8");
+    let mount = array_at(pod, "/containers/0/volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{file}: nothing mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true, "{file}: {dir} read-only");
+    let volume = array_at(pod, "/volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{file}: no volume {}", mount["name"]));
+    let cm = load_one("configmap-classes.yaml", "ConfigMap");
+    assert_eq!(
+        volume["configMap"]["name"], cm["metadata"]["name"],
+        "{file}"
+    );
+    assert_eq!(str_at(&cm, "/metadata/namespace"), namespace());
+    let text = str_at(&cm, &format!("/data/{key}"));
+    let tmp = std::env::temp_dir().join(format!("pnm-classes-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, text).expect("write");
+    let set = procnetmon2::classes::ClassSet::from_flags(&[], Some(&tmp));
+    let _ = std::fs::remove_file(&tmp);
+    let set = set.unwrap_or_else(|e| panic!("configmap-classes.yaml: {e}"));
+    assert!(set.names.iter().any(|n| n == "internet"), "{:?}", set.names);
 }
 
 /// Each runtime's state directory, where the agent looks for it under the `--host-proc`

@@ -17,6 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod pods;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A unique short name: `pfx` + pid + counter (interface names must stay under 16 bytes).

@@ -14,7 +14,7 @@ use std::{
 
 use procnetmon2_integration::{
     Cgroup, Netns, Proc, Veth, bin, cgroup2_root, run_monitor_with, skip_unless_root, udp4_bytes,
-    unique,
+    unique, until_counting,
 };
 
 /// `target/package` (or `$PNM_PACKAGE_DIR`), where scripts/package leaves its products.
@@ -308,6 +308,156 @@ fn image_serves_a_workloads_bytes_like_the_daemonset() {
     w.wait();
 }
 
+/// Where the package installs its systemd unit (Debian 12: /lib is /usr/lib).
+const UNIT: &str = "/usr/lib/systemd/system/procnetmon2.service";
+
+/// The value of `Key=` in a unit file (the last one, as systemd reads it).
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .next_back()
+        .unwrap_or_else(|| panic!("the unit has no {key}="))
+}
+
+/// Capability numbers (linux/capability.h) of the names the unit may use.
+fn cap_bit(name: &str) -> u32 {
+    match name {
+        "CAP_DAC_READ_SEARCH" => 2,
+        "CAP_NET_ADMIN" => 12,
+        "CAP_SYS_PTRACE" => 19,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_PERFMON" => 38,
+        "CAP_BPF" => 39,
+        other => panic!("the unit grants {other}: add it here, and say in the unit why"),
+    }
+}
+
+/// The installed unit: as shipped (deploy/systemd), disabled and stopped, clean under
+/// `systemd-analyze verify` (offline: this machine's init is not systemd), hardened as the
+/// README says; and its ExecStart, run under its CapabilityBoundingSet with no_new_privs (as
+/// systemd starts it), passes the privilege check, attaches and serves a workload's bytes.
+fn check_systemd_unit() {
+    let unit = std::fs::read_to_string(UNIT).expect("installed unit");
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/procnetmon2.service");
+    assert_eq!(
+        unit,
+        std::fs::read_to_string(shipped).expect("deploy/systemd unit")
+    );
+    assert!(
+        !Path::new("/etc/systemd/system/multi-user.target.wants/procnetmon2.service").exists(),
+        "the package must not enable the unit"
+    );
+    let verify = run("systemd-analyze", &["verify", UNIT]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+    for (key, want) in [
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("User", "root"),
+        ("RuntimeDirectory", "procnetmon2"),
+        ("RuntimeDirectoryPreserve", "yes"),
+    ] {
+        assert_eq!(unit_value(&unit, key), want, "{key}");
+    }
+    let caps: Vec<&str> = unit_value(&unit, "CapabilityBoundingSet")
+        .split_whitespace()
+        .collect();
+    let mut argv: Vec<String> = unit_value(&unit, "ExecStart")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        argv[1..4],
+        ["--all", "--metrics-addr", "127.0.0.1:9809"],
+        "ExecStart: {argv:?}"
+    );
+    // The same command on a free port (9809 may be taken on a shared machine).
+    let port = 19_100 + (std::process::id() % 400) as u16;
+    argv[3] = format!("127.0.0.1:{port}");
+    let bounding = format!(
+        "-all,{}",
+        caps.iter()
+            .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (env_key, env_value) = unit_value(&unit, "Environment")
+        .split_once('=')
+        .expect("Environment=KEY=VALUE");
+    let mut agent = Command::new("setpriv")
+        .args([
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set",
+            &bounding,
+        ])
+        .args(&argv)
+        .env(env_key, env_value)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    until_counting(&mut agent);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.id())).expect("status");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+            .to_owned()
+    };
+    let want: u64 = caps.iter().map(|c| 1_u64 << cap_bit(c)).sum();
+    assert_eq!(
+        u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff"),
+        want,
+        "the agent runs with exactly the unit's capabilities"
+    );
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // A workload of its own cgroup, sending on loopback: its bytes on /metrics.
+    let cg = Cgroup::new();
+    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7742", "1000000"], None, None);
+    sink.expect_line("ready");
+    let mut w = Proc::peer(
+        &["udp-send", "127.0.0.1:7742", "30", "200", "connected"],
+        Some(&cg),
+        None,
+    );
+    w.wait();
+    let name = cg
+        .dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let sel = [name.as_str(), "protocol=\"udp\""];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let v =
+            scrape(port).and_then(|t| value(&t, "procnetmon_network_transmit_bytes_total", &sel));
+        if v == Some(30 * udp4_bytes(200)) || Instant::now() > deadline {
+            break v;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(got, Some(30 * udp4_bytes(200)));
+    // systemd stops it with SIGTERM: a clean exit.
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let st = agent.wait().expect("wait");
+    assert!(st.success(), "{st:?}");
+}
+
 /// Purges the package on drop if it is still installed (a failed test leaves nothing).
 struct Installed;
 
@@ -354,6 +504,7 @@ fn deb_installs_runs_and_purges() {
         "/usr/share/zsh/vendor-completions/_procnetmon2",
         "/usr/share/fish/vendor_completions.d/procnetmon2.fish",
         "/usr/share/doc/procnetmon2/copyright",
+        UNIT,
     ] {
         assert!(files.iter().any(|l| l == f), "package lacks {f}: {files:?}");
     }
@@ -416,6 +567,7 @@ fn deb_installs_runs_and_purges() {
         .cloned()
         .expect("the command");
     assert_eq!(p["current"]["bytes_out"], 20 * udp4_bytes(100), "{p}");
+    check_systemd_unit();
     // Remove, then purge: every file the package brought is gone, and dpkg forgets it.
     let regular: Vec<&String> = files.iter().filter(|f| Path::new(f).is_file()).collect();
     ok("dpkg", &["-r", "procnetmon2"]);

@@ -4,82 +4,13 @@
 //! (`--host-proc`). Identity fields, exact bytes per container, `--container`, `--cgroup`,
 //! `--all`, and a run from inside a private cgroup namespace.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::Path;
 
 use procnetmon2_integration::{
-    Monitor, Netns, Proc, Veth, cgroup2_root, current, num, sh, skip_unless_root, udp4_bytes,
-    unique,
+    Monitor, Netns, Proc, Veth, cgroup2_root, current, num,
+    pods::{CgroupTree as Tree, HostRoot, hex64, pod_uid as uid},
+    skip_unless_root, udp4_bytes, unique,
 };
-
-/// Cgroup directories created by the test (deepest removed first; existing ones kept).
-struct Tree(Vec<PathBuf>);
-
-impl Tree {
-    fn make(&mut self, dir: &Path) {
-        let mut cur = PathBuf::new();
-        for c in dir.components() {
-            cur.push(c);
-            if !cur.exists() {
-                std::fs::create_dir(&cur)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", cur.display()));
-                self.0.push(cur.clone());
-            }
-        }
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// A bind mount of /proc under a temporary "host root", unmounted and removed on drop.
-struct HostRoot(PathBuf);
-
-impl HostRoot {
-    fn new() -> Self {
-        let root = std::env::temp_dir().join(unique("pnm-host-"));
-        std::fs::create_dir_all(root.join("proc")).expect("mkdir");
-        sh(
-            "mount",
-            &["--bind", "/proc", root.join("proc").to_str().expect("utf8")],
-        );
-        Self(root)
-    }
-}
-
-impl Drop for HostRoot {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.join("proc")).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn hex64(seed: &str) -> String {
-    let mut out = String::new();
-    let mut x: u64 = seed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    while out.len() < 64 {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        out.push_str(&format!("{:016x}", x));
-    }
-    out.truncate(64);
-    out
-}
 
 #[test]
 fn simulated_pods() {
@@ -87,17 +18,6 @@ fn simulated_pods() {
         return;
     }
     let tag = unique("");
-    let uid = |seed: &str| {
-        let h = hex64(seed);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
     let (uid_a, uid_b) = (uid(&format!("pa{tag}")), uid(&format!("pb{tag}")));
     let (id_a, id_b) = (hex64(&format!("a{tag}")), hex64(&format!("b{tag}")));
     let root = cgroup2_root();

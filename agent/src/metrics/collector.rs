@@ -175,9 +175,58 @@ impl Collector for StateCollector {
         for family in &TRAFFIC_FAMILIES {
             encode_traffic(&mut encoder, &st, family)?;
         }
+        encode_workload_gauges(&mut encoder, &st)?;
         encode_identity(&mut encoder, &st)?;
         encode_self(&mut encoder, &st)
     }
+}
+
+/// A workload's labels, in exposition order.
+fn labels_of(key: &super::store::WorkloadKey) -> Vec<(&'static str, &str)> {
+    key.labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The per-workload gauges: `procnetmon_network_connections{…,protocol}` (where counted) and
+/// `procnetmon_remote_hosts{…[,destination_class]}` (with `--destinations`). A family without
+/// samples still gets its `# HELP`/`# TYPE`, as the traffic families do.
+fn encode_workload_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    st: &State,
+) -> Result<(), std::fmt::Error> {
+    let mut conns = encoder.encode_descriptor(
+        "procnetmon_network_connections",
+        "TCP connections in ESTABLISHED and UDP sockets bound or connected, now",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (key, w) in &st.workloads {
+        let Some((tcp, udp)) = w.gauges.connections else {
+            continue;
+        };
+        for (proto, n) in [("tcp", tcp), ("udp", udp)] {
+            let mut labels = labels_of(key);
+            labels.push(("protocol", proto));
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            conns.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    let mut hosts = encoder.encode_descriptor(
+        "procnetmon_remote_hosts",
+        "Remote hosts the workload exchanged traffic with, kept apart by --destinations (at most --destinations-max)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (key, w) in &st.workloads {
+        for (class, n) in &w.gauges.remote_hosts {
+            let mut labels = labels_of(key);
+            if let Some(c) = class {
+                labels.push(("destination_class", c.as_str()));
+            }
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            hosts.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    Ok(())
 }
 
 /// `procnetmon_target_info` and `procnetmon_build_info`.
@@ -318,6 +367,45 @@ pub(super) mod tests {
             "{out}"
         );
         assert!(!out.contains("destination_class=\"internet\""), "{out}");
+    }
+
+    /// Connections per protocol and remote hosts per class hang on a workload that has
+    /// series; a workload without series gets no gauges (they add no label sets of their own).
+    #[test]
+    fn workload_gauges_are_exposed_beside_their_series() {
+        use crate::metrics::WorkloadGauges;
+        let reg = MetricsRegistry::default();
+        let web = WorkloadKey::kubernetes("shop", "web-1", "nginx");
+        reg.update_workload(&web, &tcp(10, 20));
+        reg.set_workload_gauges(
+            &web,
+            WorkloadGauges {
+                connections: Some((3, 1)),
+                remote_hosts: vec![(Some("internet".into()), 2), (Some("private".into()), 5)],
+            },
+        );
+        let ghost = WorkloadKey::cgroup("/never-sent");
+        reg.set_workload_gauges(
+            &ghost,
+            WorkloadGauges {
+                connections: Some((1, 1)),
+                remote_hosts: vec![(None, 1)],
+            },
+        );
+        let out = reg.encode().unwrap();
+        let labels = "namespace=\"shop\",pod=\"web-1\",container=\"nginx\"";
+        for line in [
+            format!("procnetmon_network_connections{{{labels},protocol=\"tcp\"}} 3\n"),
+            format!("procnetmon_network_connections{{{labels},protocol=\"udp\"}} 1\n"),
+            format!("procnetmon_remote_hosts{{{labels},destination_class=\"internet\"}} 2\n"),
+            format!("procnetmon_remote_hosts{{{labels},destination_class=\"private\"}} 5\n"),
+            "# TYPE procnetmon_network_connections gauge\n".to_string(),
+            "# TYPE procnetmon_remote_hosts gauge\n".to_string(),
+        ] {
+            assert!(out.contains(&line), "missing {line:?} in\n{out}");
+        }
+        assert!(!out.contains("never-sent"), "{out}");
+        assert_eq!(reg.series(), 1, "gauges are no series of the cap");
     }
 
     #[test]

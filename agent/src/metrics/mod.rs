@@ -21,5 +21,5 @@ pub use server::{
 };
 pub use store::{
     DEFAULT_GRACE, DEFAULT_MAX_SERIES, Limits, MapFill, MetricsRegistry, Protocol, SelfStats,
-    TargetInfo, WorkloadKey,
+    TargetInfo, WorkloadGauges, WorkloadKey,
 };

@@ -125,6 +125,18 @@ pub struct SelfStats {
     pub maps: Vec<MapFill>,
 }
 
+/// A workload's gauges: values now, not counters. Kept only beside a workload that has traffic
+/// series, so they add no label sets of their own to what the series cap bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadGauges {
+    /// `procnetmon_network_connections{protocol}`: TCP connections in ESTABLISHED and UDP
+    /// sockets bound or connected; None where they are not counted (`--all -i`).
+    pub connections: Option<(u64, u64)>,
+    /// `procnetmon_remote_hosts{destination_class}`: remote hosts kept apart with
+    /// `--destinations`, per destination class (None: classes off); empty without it.
+    pub remote_hosts: Vec<(Option<String>, u64)>,
+}
+
 /// Limits of a [`MetricsRegistry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -221,6 +233,8 @@ pub(super) struct Workload {
     /// instead of by protocol alone (a workload has one form or the other, never both, so a
     /// `sum` over a family never counts a byte twice).
     pub(super) by_class: BTreeMap<(Protocol, String), SeriesCounters>,
+    /// Its gauges, as last set.
+    pub(super) gauges: WorkloadGauges,
     gone_since: Option<Instant>,
 }
 
@@ -414,6 +428,14 @@ impl MetricsRegistry {
             .get(key)
             .and_then(|w| w.by_class.get(&(proto, class.to_string())))
             .map(SeriesCounters::exposed)
+    }
+
+    /// Sets a workload's gauges. A workload without traffic series (none yet, or refused by the
+    /// series cap) gets none: its gauges are dropped.
+    pub fn set_workload_gauges(&self, key: &WorkloadKey, gauges: WorkloadGauges) {
+        if let Some(w) = self.lock_mut().workloads.get_mut(key) {
+            w.gauges = gauges;
+        }
     }
 
     /// Adds traffic since the last call (e.g. per-socket deltas computed with

@@ -33,6 +33,7 @@ use crate::{
     host::{
         netns::NetnsLinks,
         procs::{OldSocket, ProcIdentity},
+        sockdiag::SocketCounts,
         workloads::{CgroupInfo, Lookup},
     },
     kernel::{IfaceKey, Kernel, Knobs, Slot, Untracked},
@@ -81,6 +82,9 @@ pub trait HostView {
     fn cgroup_id_alive(&self, id: u64) -> bool;
     /// `--details`: (RTT µs, retransmits, TCP state) of a connection that predates the run.
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)>;
+    /// `--all`: sockets per cgroup id over every network namespace (TCP in ESTABLISHED, UDP
+    /// bound or connected).
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts>;
 }
 
 /// What a session target is.

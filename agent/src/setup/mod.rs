@@ -197,8 +197,15 @@ fn node_wide(plan: &Plan, kernel: &dyn Kernel) -> Option<NodeWide> {
     plan.node_wide.then(|| {
         let c = &plan.counting;
         let node = NodeWide::start(Instant::now(), kernel, plan.series_grace, c.classes.clone());
-        if c.destinations {
+        let node = if c.destinations {
             node.with_destinations(kernel, c.destinations_max)
+        } else {
+            node
+        };
+        // With -i a connection counts once it carried traffic through a chosen interface,
+        // which a socket list cannot tell: there, workloads keep no connection counts.
+        if c.interfaces.is_empty() {
+            node.with_socket_counts()
         } else {
             node
         }

@@ -17,7 +17,8 @@
 //!                                           sockets, print "ready", then close one of each per stdin line
 //!   udp-multi SIZE ADDR=COUNT…              one unconnected UDP socket; prints "ready", then per stdin
 //!                                           line sends COUNT datagrams of SIZE bytes to each ADDR in
-//!                                           order and prints "done"
+//!                                           order and prints "done" (a line holding a number N: N
+//!                                           datagrams to each ADDR instead)
 //!   dns-server ADDR NAME IPV4               answers every A query with NAME → IPV4 (TTL 300); "ready";
 //!                                           per stdin line, from its own socket (port 53):
 //!                                           `evil TO NAME IPV4` an answer TO never asked for,
@@ -338,9 +339,11 @@ fn main() {
             let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
             say("ready");
             let buf = vec![0xa5_u8; size];
-            for _ in std::io::stdin().lock().lines() {
+            for line in std::io::stdin().lock().lines() {
+                // A line holding a number N sends N datagrams to each ADDR instead of COUNT.
+                let each: Option<u64> = line.ok().and_then(|l| l.trim().parse().ok());
                 for (addr, n) in &targets {
-                    for i in 0..*n {
+                    for i in 0..each.unwrap_or(*n) {
                         s.send_to(&buf, addr).expect("send");
                         if i % 64 == 63 {
                             thread::sleep(Duration::from_millis(2));
