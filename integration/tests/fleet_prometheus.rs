@@ -46,9 +46,12 @@ const A_TO_NET: u64 = 15;
 const B_TO_NET: u64 = 15;
 const A_SIZE: u64 = 400;
 const B_SIZE: u64 = 300;
-/// Internet destinations: documentation addresses (RFC 5737) that no class prefix matches.
-/// They leave each pod through its default route, the veth to the other pod's namespace,
-/// which drops them (it forwards nothing and sends no ICMP for them): only the send counts.
+/// Internet destinations: documentation addresses (RFC 5737, TEST-NET-3: reserved, never
+/// routed) that no class prefix matches. `internet` is by definition what no prefix matches,
+/// and 10/8 is always `private` (a user class cannot add prefixes to `internet`), so no 10.x
+/// address can stand for it. They leave each pod only through its default route, the test's
+/// own veth to the other pod's namespace, which drops them (it forwards nothing and sends no
+/// ICMP for them): nothing leaves the test's namespaces, and only the send counts.
 const NET_A: &str = "203.0.113.7:9";
 const NET_B: &str = "203.0.113.8:9";
 
