@@ -96,7 +96,6 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::{Decision, Event, Facts, ReportKind, decide};
-    use crate::tui::keys::Input;
 
     const I: Option<ReportKind> = Some(ReportKind::Interval);
     const F: Option<ReportKind> = Some(ReportKind::Final);
@@ -145,25 +144,6 @@ mod tests {
             (Event::Quit, false, true, false, false, N, true),
             (Event::Quit, true, false, false, false, F, true),
             (Event::Quit, false, true, true, false, N, true),
-            // a key for the view: no report, runs on (even with every target gone)
-            (
-                Event::Input(Input::Resize),
-                false,
-                true,
-                false,
-                false,
-                N,
-                false,
-            ),
-            (
-                Event::Input(Input::Resize),
-                false,
-                true,
-                false,
-                true,
-                N,
-                false,
-            ),
             // stdout closed: stop quietly, whatever the mode
             (Event::OutputClosed, false, true, false, false, N, true),
             (Event::OutputClosed, true, true, true, false, N, true),
