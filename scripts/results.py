@@ -38,7 +38,7 @@ from collections import Counter
 RUNNING = re.compile(r"^running (\d+) tests?$")
 RESULT = re.compile(
     r"^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored")
-TEST_LINE = re.compile(r"^test (\S+) \.\.\. (.*)$")
+TEST_LINE = re.compile(r"^test (.+?) \.\.\. (.*)$")
 OUTCOME = re.compile(r"^(ok|FAILED|ignored(?:, .*)?)$")
 SKIP = re.compile(r"pnm-skip: (\S+?): (.*)$")
 VERDICT = re.compile(r"^pnm-result: (\S+) (passed|failed|skipped)(?:: (.*))?$")
@@ -89,12 +89,13 @@ class Section:
 
     def counts(self):
         """(passed, failed, skipped, skipped names with reasons, failed names)."""
+        ignored_names = [(t, "ignored") for t, o in self.outcomes.items() if o == "ignored"]
         if self.result is not None:
             passed, failed, ignored = self.result
             failed_names = set(self.failures)
             skipped = {t: s for t, s in self.skips.items() if t not in failed_names}
             return (passed - len(skipped), failed, len(skipped) + ignored,
-                    sorted(skipped.values()), sorted(failed_names))
+                    sorted(skipped.values()) + ignored_names, sorted(failed_names))
         # Died before its result line: what has no outcome failed.
         ok = {t for t, o in self.outcomes.items() if o == "ok"}
         ignored = sum(1 for o in self.outcomes.values() if o == "ignored")
@@ -104,7 +105,8 @@ class Section:
         skipped = {t: s for t, s in self.skips.items() if t in ok}
         failed = max(1, self.planned - len(ok) - ignored)
         return (len(ok) - len(skipped), failed, len(skipped) + ignored,
-                sorted(skipped.values()), sorted(failed_names) or ["(a test binary died)"])
+                sorted(skipped.values()) + ignored_names,
+                sorted(failed_names) or ["(a test binary died)"])
 
 
 def parse_cargo(lines):

@@ -75,6 +75,7 @@ class Cargo(unittest.TestCase):
         # count), epsilon (ignored: skipped). u: a_passes, then b_dies and c_never_runs failed.
         self.assertEqual((p, f, s), (2, 4, 2))
         self.assertIn("skipped: t::alpha_skips: no feature", notes)
+        self.assertIn("skipped: epsilon_ignored: ignored", notes)
         self.assertNotIn("skipped: t::delta_skips_then_fails: partly", notes)
         for name in ("beta_fails", "delta_skips_then_fails", "b_dies"):
             self.assertIn(f"failed: {name}", notes)

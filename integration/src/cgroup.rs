@@ -110,8 +110,40 @@ pub fn cgroup_of(pid: u32) -> String {
 }
 
 /// `bpftool cgroup tree` output (programs attached to cgroups), for before/after checks.
+/// Machine-wide: it also shows other runs' programs (other tests on a shared machine); a test
+/// checks its own cgroups with [`bpftool_cgroup_tree_under`].
 pub fn bpftool_cgroup_tree() -> String {
     sh("bpftool", &["cgroup", "tree"])
+}
+
+/// Programs attached to `dir` and the cgroups below it (`bpftool cgroup tree DIR`).
+pub fn bpftool_cgroup_tree_under(dir: &Path) -> String {
+    sh(
+        "bpftool",
+        &["cgroup", "tree", dir.to_str().expect("utf-8 path")],
+    )
+}
+
+/// Loaded programs named `pnm_*` (procnetmon2's): id -> the cgroups each is attached to.
+pub fn pnm_programs() -> std::collections::BTreeMap<u64, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let progs: serde_json::Value =
+        serde_json::from_str(&sh("bpftool", &["prog", "list", "-j"])).expect("bpftool json");
+    for p in progs.as_array().into_iter().flatten() {
+        if p["name"].as_str().is_some_and(|n| n.starts_with("pnm_")) {
+            out.insert(p["id"].as_u64().expect("prog id"), Vec::new());
+        }
+    }
+    let tree: serde_json::Value =
+        serde_json::from_str(&sh("bpftool", &["cgroup", "tree", "-j"])).expect("bpftool json");
+    for cg in tree.as_array().into_iter().flatten() {
+        for p in cg["programs"].as_array().into_iter().flatten() {
+            if let Some(at) = p["id"].as_u64().and_then(|id| out.get_mut(&id)) {
+                at.push(cg["cgroup"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// Directories named `procnetmon2-*` anywhere under `dir`.

@@ -27,10 +27,13 @@ mod process;
 mod scenario;
 mod skip;
 
-pub use cgroup::{Cgroup, bpftool_cgroup_tree, cgroup_of, cgroup2_root, leftover_cgroups};
+pub use cgroup::{
+    Cgroup, bpftool_cgroup_tree, bpftool_cgroup_tree_under, cgroup_of, cgroup2_root,
+    leftover_cgroups, pnm_programs,
+};
 pub use monitor::{
-    Finished, Monitor, between, current, num, only_process, run_monitor, run_monitor_with,
-    scaled_window_args, until_counting, workload, workload_where,
+    Finished, Monitor, between, current, num, only_process, run_monitor, run_monitor_in,
+    run_monitor_with, scaled_window_args, until_counting, workload, workload_where,
 };
 pub use net::{Counts, LinkStats, Netns, Veth, udp4_bytes, udp6_bytes};
 pub use peer::{Peer, Script};

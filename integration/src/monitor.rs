@@ -12,7 +12,8 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    process::{bin, line_channel},
+    Cgroup,
+    process::{bin, line_channel, place},
     skip::time_scale,
 };
 
@@ -339,11 +340,25 @@ pub fn run_monitor(args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
 
 /// `run_monitor` with another procnetmon2 binary (e.g. the one a package installed).
 pub fn run_monitor_with(binary: &Path, args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
-    let out = Command::new(binary)
-        .args(scaled_window_args(args))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run procnetmon2");
+    run_placed(binary, None, args)
+}
+
+/// `run_monitor` with the agent itself in cgroup `cg`: what it makes next to itself (spawn
+/// mode's `procnetmon2-spawn-PID`) is then under `cg`, where a test can check it without
+/// seeing other runs on the machine.
+pub fn run_monitor_in(cg: &Cgroup, args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
+    run_placed(&bin("procnetmon2"), Some(cg), args)
+}
+
+fn run_placed(
+    binary: &Path,
+    cg: Option<&Cgroup>,
+    args: &[&str],
+) -> (ExitStatus, Vec<Value>, String) {
+    let mut c = Command::new(binary);
+    c.args(scaled_window_args(args)).stdin(Stdio::null());
+    place(&mut c, cg, None);
+    let out = c.output().expect("run procnetmon2");
     let stdout = String::from_utf8_lossy(&out.stdout);
     (
         out.status,

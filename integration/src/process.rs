@@ -22,9 +22,24 @@ pub(crate) fn next_seq() -> u32 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A unique short name: `pfx` + pid + counter (interface names must stay under 16 bytes).
+/// A unique short name: `pfx` + pid + a random tag of this process + counter (under 16
+/// bytes after a 4-byte prefix, as interface names must be). The tag matters on a shared
+/// machine: test processes in other PID namespaces can have the same PID, and namespaces and
+/// cgroups are shared (two runs once made the same pnm-test-PIDxN).
 pub fn unique(pfx: &str) -> String {
-    format!("{pfx}{}x{}", std::process::id() % 100_000, next_seq())
+    static TAG: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        let mut b = [0_u8; 2];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .expect("/dev/urandom");
+        u16::from_ne_bytes(b) & 0xfff
+    });
+    format!(
+        "{pfx}{}{tag:03x}x{}",
+        std::process::id() % 100_000,
+        next_seq()
+    )
 }
 
 /// Runs a command and panics with its stderr when it fails.
@@ -65,6 +80,37 @@ pub(crate) fn line_channel(r: impl Read + Send + 'static) -> mpsc::Receiver<Stri
     rx
 }
 
+/// Makes `c` start inside cgroup `cg` (if any) and network namespace `ns` (if any): placed
+/// there before it executes, so it never runs anywhere else.
+pub(crate) fn place(c: &mut Command, cg: Option<&Cgroup>, ns: Option<&Netns>) {
+    use std::os::unix::process::CommandExt as _;
+    let procs_file = cg.map(|c| {
+        std::ffi::CString::new(c.dir.join("cgroup.procs").to_str().expect("utf8")).expect("cstr")
+    });
+    let ns_file =
+        ns.map(|n| std::ffi::CString::new(n.path().to_str().expect("utf8")).expect("cstr"));
+    // SAFETY: only async-signal-safe calls (open, write, setns, close) between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if let Some(f) = &procs_file {
+                let fd = libc::open(f.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            if let Some(f) = &ns_file {
+                let fd = libc::open(f.as_ptr(), libc::O_RDONLY);
+                if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `1234,5678`: the PIDs of `procs`, as `-p` takes them.
 pub fn pids(procs: &[&Proc]) -> String {
     procs
@@ -86,38 +132,12 @@ impl Proc {
     /// Starts `cmd args` inside cgroup `cg` (if any) and network namespace `ns` (if any),
     /// placed there before it executes, so it never runs anywhere else.
     pub fn spawn(cmd: &Path, args: &[&str], cg: Option<&Cgroup>, ns: Option<&Netns>) -> Self {
-        use std::os::unix::process::CommandExt as _;
-        let procs_file = cg.map(|c| {
-            std::ffi::CString::new(c.dir.join("cgroup.procs").to_str().expect("utf8"))
-                .expect("cstr")
-        });
-        let ns_file =
-            ns.map(|n| std::ffi::CString::new(n.path().to_str().expect("utf8")).expect("cstr"));
         let mut c = Command::new(cmd);
         c.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe calls (open, write, setns, close) between fork and exec.
-        unsafe {
-            c.pre_exec(move || {
-                if let Some(f) = &procs_file {
-                    let fd = libc::open(f.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                }
-                if let Some(f) = &ns_file {
-                    let fd = libc::open(f.as_ptr(), libc::O_RDONLY);
-                    if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                }
-                Ok(())
-            });
-        }
+        place(&mut c, cg, ns);
         let mut child = c
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", cmd.display()));

@@ -4,7 +4,7 @@
 //! cgroups, the namespaces last. Tests hold `Rc` handles to what they use; nothing is removed
 //! while the scenario lives.
 //!
-//! ```ignore
+//! ```text
 //! let Some(s) = Scenario::new() else { return };   // not root: a pnm-skip line
 //! let link = s.link(3);                            // namespaces a and b, eth0 ↔ eth0
 //! s.background(Peer::udp_sink(&link.addr_b(6003)).in_netns(&link.b));

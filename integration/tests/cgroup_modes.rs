@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use procnetmon2_integration::{
-    Cgroup, Counts, Link, Monitor, Netns, Peer, Proc, Scenario, Script, bpftool_cgroup_tree,
-    cgroup_of, cgroup2_root, env_count, leftover_cgroups, num, only_process, run_monitor,
+    Cgroup, Counts, Link, Monitor, Netns, Peer, Proc, Scenario, Script, bpftool_cgroup_tree_under,
+    cgroup_of, env_count, leftover_cgroups, num, only_process, run_monitor, run_monitor_in,
     time_scale, udp4_bytes, unique, workload, workload_where,
 };
 
@@ -36,7 +36,8 @@ fn isolate_moves_counts_and_puts_back() {
     let ((link, addr), cg) = (udp_link(&s, 21), s.cgroup());
     let mut target = sender(&addr, 200, 500, &cg, &link.a);
     let pid = target.pid();
-    let (cg_before, tree_before) = (cgroup_of(pid), bpftool_cgroup_tree());
+    // Programs under the target's cgroup (the machine-wide tree shows other runs' too).
+    let (cg_before, tree_before) = (cgroup_of(pid), bpftool_cgroup_tree_under(&cg.dir));
     let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json", "-t", "3s"]);
     assert_eq!(
         cgroup_of(pid),
@@ -48,7 +49,7 @@ fn isolate_moves_counts_and_puts_back() {
     assert_eq!(Counts::of(run.current(pid)), Counts::udp4_out(200, 500));
     assert_eq!(cgroup_of(pid), cg_before, "put back");
     assert!(leftover_cgroups(&cg.dir).is_empty());
-    assert_eq!(bpftool_cgroup_tree(), tree_before);
+    assert_eq!(bpftool_cgroup_tree_under(&cg.dir), tree_before);
 }
 
 #[test]
@@ -163,18 +164,22 @@ fn children_count_under_their_target() {
 }
 
 /// `-- COMMAND`: the command runs in a fresh cgroup from its first instruction; its exit
-/// status becomes ours; at -t expiry it is stopped; a missing command exits 127.
+/// status becomes ours; at -t expiry it is stopped; a missing command exits 127. The runs
+/// are made from a cgroup of the test's (their `procnetmon2-spawn-PID` cgroups are made
+/// there): nothing is left under it, no cgroup and no program.
 #[test]
 fn spawn_mode() {
     let Some(s) = Scenario::new() else { return };
     s.background(Peer::udp_sink("127.0.0.1:7231"));
-    let tree_before = bpftool_cgroup_tree();
+    let home = s.cgroup();
+    let run = |args: &[&str]| run_monitor_in(&home, args);
+    let tree_before = bpftool_cgroup_tree_under(&home.dir);
     let send = Peer::udp_send("127.0.0.1:7231", 100, 300)
         .connected()
         .quiet_argv();
     let mut args = vec!["--json", "-t", "20s", "--"];
     args.extend(send.iter().map(String::as_str));
-    let (status, reports, err) = run_monitor(&args);
+    let (status, reports, err) = run(&args);
     assert_eq!(status.code(), Some(0), "{err}");
     let p = only_process(reports.last().expect("a final report"));
     assert_eq!(Counts::of(&p["current"]), Counts::udp4_out(100, 300), "{p}");
@@ -184,25 +189,22 @@ fn spawn_mode() {
         "{}; exit 3",
         Peer::udp_send("127.0.0.1:7231", 10, 50).connected().shell()
     );
-    let (status, reports, err) = run_monitor(&["--json", "--", "sh", "-c", &script]);
+    let (status, reports, err) = run(&["--json", "--", "sh", "-c", &script]);
     assert_eq!(status.code(), Some(3), "{err}");
     let p = only_process(reports.last().expect("report"));
     assert_eq!(Counts::of(&p["current"]), Counts::udp4_out(10, 50), "{p}");
     // -t expiry with the command still running: it is stopped, exit 0.
     let t0 = std::time::Instant::now();
-    let (status, _, err) = run_monitor(&["--json", "-t", "1s", "--", "sleep", "30"]);
+    let (status, _, err) = run(&["--json", "-t", "1s", "--", "sleep", "30"]);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(10 * time_scale()));
     // A command that cannot start.
-    let (status, _, err) = run_monitor(&["--", "/nonexistent/command"]);
+    let (status, _, err) = run(&["--", "/nonexistent/command"]);
     assert_eq!(status.code(), Some(127), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let left = leftover_cgroups(&cgroup2_root());
-    assert!(
-        left.iter().all(|p| !p.to_string_lossy().contains("spawn")),
-        "{left:?}"
-    );
-    assert_eq!(bpftool_cgroup_tree(), tree_before);
+    let left = leftover_cgroups(&home.dir);
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(bpftool_cgroup_tree_under(&home.dir), tree_before);
 }
 
 /// Under `ip netns exec` (how integration scripts run) /sys is remounted and the cgroup2

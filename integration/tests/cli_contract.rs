@@ -3,14 +3,15 @@
 //! behind.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Command, Stdio},
 };
 
 use procnetmon2_integration::{
-    Cgroup, Counts, Link, Monitor, Peer, Proc, Scenario, bin, bpftool_cgroup_tree, cgroup2_root,
-    current, leftover_cgroups, num, pids, run_monitor, sh, time_scale, unique, until_counting,
+    Cgroup, Counts, Link, Monitor, Peer, Proc, Scenario, bin, bpftool_cgroup_tree_under, current,
+    leftover_cgroups, num, pids, pnm_programs, run_monitor_in, time_scale, unique, until_counting,
 };
 use serde_json::Value;
 
@@ -295,26 +296,9 @@ fn unprivileged_says_what_is_missing(me: &str) {
     }
 }
 
-/// No procnetmon2 program attached to any cgroup or loaded at all, no dedicated cgroup, no
-/// record of a finished run (records of other live runs may exist). The kernel frees the
-/// programs of a closed process after a grace period, and earlier tests' runs may still be
-/// on their way out: it is allowed a few seconds.
-fn nothing_left_behind() {
-    let settled = (0..100).any(|_| {
-        let ok = !bpftool_cgroup_tree().contains("pnm_")
-            && sh("bpftool", &["prog", "list"]).matches("pnm_").count() == 0;
-        if !ok {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(
-        settled,
-        "programs or links left behind:\n{}",
-        bpftool_cgroup_tree()
-    );
-    assert!(leftover_cgroups(&cgroup2_root()).is_empty());
-    let stale: Vec<String> = std::fs::read_dir("/run/procnetmon2")
+/// Records of runs in /run/procnetmon2 whose run is gone.
+fn dead_records() -> BTreeSet<String> {
+    std::fs::read_dir("/run/procnetmon2")
         .into_iter()
         .flatten()
         .flatten()
@@ -324,7 +308,44 @@ fn nothing_left_behind() {
                 .next()
                 .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
         })
-        .collect();
+        .collect()
+}
+
+/// Nothing of the runs made since `programs` and `records` were taken is left: no program
+/// attached under `home` (where they ran and what they watched), no procnetmon2 cgroup there,
+/// no program loaded since then that is not another run's (attached elsewhere), no record of
+/// a finished run. The machine is shared: other runs' programs, cgroups and records are not
+/// ours to judge. The kernel frees the programs of a closed process after a grace period: a
+/// few seconds are allowed.
+fn nothing_left_behind(
+    home: &Cgroup,
+    programs: &BTreeMap<u64, Vec<String>>,
+    records: &BTreeSet<String>,
+) {
+    let ours =
+        |at: &Vec<String>| at.is_empty() || at.iter().any(|c| Path::new(c).starts_with(&home.dir));
+    let left = || -> Vec<u64> {
+        pnm_programs()
+            .into_iter()
+            .filter(|(id, at)| !programs.contains_key(id) && ours(at))
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let settled = (0..100).any(|_| {
+        let ok = left().is_empty() && !bpftool_cgroup_tree_under(&home.dir).contains("pnm_");
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(
+        settled,
+        "programs left behind: {:?}\n{}",
+        left(),
+        bpftool_cgroup_tree_under(&home.dir)
+    );
+    assert!(leftover_cgroups(&home.dir).is_empty());
+    let stale: Vec<String> = dead_records().difference(records).cloned().collect();
     assert!(stale.is_empty(), "records left: {stale:?}");
 }
 
@@ -332,17 +353,21 @@ fn nothing_left_behind() {
 /// 127 (command not found), no panic, and nothing left behind.
 #[test]
 fn bad_input_is_one_line_and_leaves_nothing() {
-    let Some(_s) = Scenario::new() else { return };
+    let Some(s) = Scenario::new() else { return };
+    let (programs, records) = (pnm_programs(), dead_records());
+    // The runs are made from a cgroup of the test's, and a live target sits in another.
+    let (home, cg) = (s.cgroup(), s.cgroup());
+    let target = Proc::spawn(Path::new("sleep"), &["60"], Some(&cg), None);
     // A zombie: a child of ours that exited and was not reaped.
     let mut zombie = Command::new("true").spawn().expect("true");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (z, me, above) = (
         zombie.id().to_string(),
-        std::process::id().to_string(),
+        target.pid().to_string(),
         (pid_max() + 1).to_string(),
     );
     for (args, code, needle) in &bad_inputs(&me, &z, &above) {
-        let (status, reports, err) = run_monitor(args);
+        let (status, reports, err) = run_monitor_in(&home, args);
         assert_eq!(status.code(), Some(*code), "{args:?}: {err}");
         assert!(reports.is_empty(), "{args:?}");
         let err = err.trim();
@@ -351,15 +376,18 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     // Duplicates are dropped quietly.
-    let (status, reports, err) =
-        run_monitor(&["-p", &format!("{me},{me}"), "--json", "-t", "300ms"]);
+    let (status, reports, err) = run_monitor_in(
+        &home,
+        &["-p", &format!("{me},{me}"), "--json", "-t", "300ms"],
+    );
     assert!(status.success(), "{err}");
     assert_eq!(reports.len(), 1, "{err}");
     let procs = reports[0]["processes"].as_object().expect("processes");
     assert_eq!(procs.len(), 1);
     unprivileged_says_what_is_missing(&me);
     let _ = zombie.wait();
-    nothing_left_behind();
+    nothing_left_behind(&cg, &programs, &records);
+    nothing_left_behind(&home, &programs, &records);
 }
 
 /// A target that exits keeps its row (marked exited, totals kept) while -t runs on; a reused
