@@ -579,9 +579,17 @@ pub(crate) mod tests {
             let p = plan(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(shape(&p), *want, "{args:?}");
             assert_eq!(p.node_wide, *node_wide, "{args:?}");
-            let mut slots: Vec<u32> = p.targets.iter().map(|t| t.slot.0).collect();
-            slots.dedup();
+            // Every slot once: the plan's, and the table's own rows (a duplicate there would
+            // make the row above agree with a plan that shares a slot).
+            let slots: std::collections::BTreeSet<u32> =
+                p.targets.iter().map(|t| t.slot.0).collect();
             assert_eq!(slots.len(), p.targets.len(), "slots unique: {args:?}");
+            let wanted: std::collections::BTreeSet<u32> = want.iter().map(|(_, s)| *s).collect();
+            assert_eq!(
+                wanted.len(),
+                want.len(),
+                "the row's slots are unique: {args:?}"
+            );
         }
     }
 

@@ -7,7 +7,7 @@ mod tmux;
 
 use std::path::Path;
 
-use procnetmon2_integration::{Cgroup, Netns, Proc, Veth, bin, sh, skip_unless_root, unique};
+use procnetmon2_integration::{Cgroup, Link, Peer, Proc, Scenario, bin, sh, udp4_bytes, unique};
 use tmux::{Tmux, wait_exit};
 
 /// Bytes as the view prints them (binary units, one decimal).
@@ -46,46 +46,89 @@ fn pids_in(screen: &str, pids: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// The two targets of the view test, in one cgroup and side a of `link`: a TCP client whose
+/// connection is open before the view starts (300 kB up, 2 MB down over the veth), and a UDP
+/// sender over loopback (100 datagrams of 1,000 bytes). Both move data on "go".
+fn targets(s: &Scenario, link: &Link, cg: &Cgroup) -> (Proc, Proc) {
+    s.background(Peer::tcp_server(&link.addr_b(5001)).in_netns(&link.b));
+    s.background(Peer::udp_recv("127.0.0.1:6001", 100).in_netns(&link.a));
+    let tcp = Peer::tcp_client(&link.addr_b(5001), 300_000, 2_000_000)
+        .on_go()
+        .hold()
+        .in_cgroup(cg)
+        .in_netns(&link.a)
+        .start();
+    let udp = Peer::udp_send("127.0.0.1:6001", 100, 1000)
+        .on_go()
+        .hold()
+        .in_cgroup(cg)
+        .in_netns(&link.a)
+        .start();
+    (tcp, udp)
+}
+
+/// Sorting: `s` eight times from the default (total rate) is PID, lowest first; `S`
+/// reverses.
+fn sorting(t: &Tmux, p1: u32, p2: u32) {
+    t.keys(&["s"; 8]);
+    let s = t.wait_for("PID sort", |s| s.contains("sort: pid"));
+    let mut asc = vec![p1, p2];
+    asc.sort_unstable();
+    assert_eq!(pids_in(&s, &[p1, p2]), asc, "{s}");
+    t.keys(&["S"]);
+    let s = t.wait_for("reversed", |s| s.contains("sort: pid ▼"));
+    asc.reverse();
+    assert_eq!(pids_in(&s, &[p1, p2]), asc, "{s}");
+}
+
+/// Filtering: by the UDP sender's PID, then by port (only the TCP client has `port`), which
+/// stays on.
+fn filtering(t: &Tmux, tcp: u32, udp: u32, port: u16) {
+    t.keys(&["/"]);
+    t.type_text(&udp.to_string());
+    t.keys(&["Enter"]);
+    let s = t.wait_for("filter by pid", |s| row_of(s, tcp).is_none());
+    assert!(row_of(&s, udp).is_some(), "{s}");
+    t.keys(&["/", "Escape", "/"]);
+    t.type_text(&format!("port:{port}"));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("filter by port", |s| {
+        row_of(s, udp).is_none() && row_of(s, tcp).is_some()
+    });
+    assert!(s.contains(&format!("filter: port:{port}")), "{s}");
+}
+
+/// Enter on the selected client: its connection to `server` (closed after the transfer,
+/// still shown); `3`: the hosts view with `server_ip`; `?`: help, and back.
+fn details_views(t: &Tmux, server: &str, server_ip: &str) {
+    t.keys(&["Enter"]);
+    let s = t.wait_for("connections", |s| s.contains("Connections of"));
+    let line = s
+        .lines()
+        .find(|l| l.contains(server))
+        .unwrap_or_else(|| panic!("no connection to {server}:\n{s}"));
+    assert!(line.contains("tcp"), "{line}");
+    t.save("connections");
+    t.keys(&["3"]);
+    let s = t.wait_for("hosts", |s| s.contains("Remote hosts of"));
+    assert!(s.lines().any(|l| l.contains(server_ip)), "{s}");
+    t.save("hosts");
+    t.keys(&["?"]);
+    t.wait_for("help", |s| s.contains("pause the figures"));
+    t.save("help");
+    t.keys(&["?", "Escape"]);
+}
+
 /// Two targets in one cgroup and namespace: a TCP client (its connection opened before the
 /// view starts) downloading over a veth, and a UDP sender over loopback. The view shows the
 /// veth's byte counts and the UDP formula; sorting, filtering, Enter, the hosts view and
 /// `q` work; the terminal and the host are left clean.
 #[test]
 fn interactive_view_in_tmux() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 7);
-    let cg = Cgroup::new();
-    let addr = format!("{}:5001", v.ip_b);
-    let server = Proc::peer(&["tcp-server", &addr], None, Some(&b));
-    server.expect_line("ready");
-    let mut tcp = Proc::peer(
-        &[
-            "tcp-client",
-            &addr,
-            "300000",
-            "2000000",
-            "0",
-            "1",
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    tcp.expect_line("connected");
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:6001", "100"], None, Some(&a));
-    sink.expect_line("ready");
-    let mut udp = Proc::peer(
-        &["udp-send", "127.0.0.1:6001", "100", "1000", "wait", "hold"],
-        Some(&cg),
-        Some(&a),
-    );
-    udp.expect_line("bound");
+    let Some(s) = Scenario::new() else { return };
+    let (link, cg) = (s.link(7), s.cgroup());
+    let (mut tcp, mut udp) = targets(&s, &link, &cg);
     let (p1, p2) = (tcp.pid(), udp.pid());
-
     let err = std::env::temp_dir().join(format!("{}.stderr", unique("pnmtui")));
     let cmd = format!(
         "exec {} -p {p1},{p2} --interval 300ms 2>{}",
@@ -103,14 +146,12 @@ fn interactive_view_in_tmux() {
     );
 
     // Traffic, measured by the veth.
-    let before = a.link_stats("eth0");
-    tcp.send_line("go");
-    udp.send_line("go");
-    tcp.expect_line("done");
-    udp.expect_line("done");
-    let delta = a.link_stats("eth0").since(&before);
+    let before = link.stats();
+    tcp.go("done");
+    udp.go("done");
+    let delta = link.since(&before);
     let (tin, tout) = (shown(delta.ip_rx()), shown(delta.ip_tx()));
-    let uout = shown(100 * (1000 + 28));
+    let uout = shown(100 * udp4_bytes(1000));
     let s = t.wait_for("the known totals", |s| {
         row_of(s, p1).is_some_and(|r| r.contains(&tin) && r.contains(&tout))
             && row_of(s, p2).is_some_and(|r| r.contains(&uout))
@@ -119,52 +160,9 @@ fn interactive_view_in_tmux() {
     t.save("rows");
     assert!(delta.ip_rx() > 2_000_000, "{delta:?}");
 
-    // Sorting: `s` eight times from the default (total rate) is PID, lowest first; `S`
-    // reverses.
-    t.keys(&["s"; 8]);
-    let s = t.wait_for("PID sort", |s| s.contains("sort: pid"));
-    let mut asc = vec![p1, p2];
-    asc.sort_unstable();
-    assert_eq!(pids_in(&s, &[p1, p2]), asc, "{s}");
-    t.keys(&["S"]);
-    let s = t.wait_for("reversed", |s| s.contains("sort: pid ▼"));
-    asc.reverse();
-    assert_eq!(pids_in(&s, &[p1, p2]), asc, "{s}");
-
-    // Filtering: by PID, then by port (only the TCP client has port 5001), then none.
-    t.keys(&["/"]);
-    t.type_text(&p2.to_string());
-    t.keys(&["Enter"]);
-    let s = t.wait_for("filter by pid", |s| row_of(s, p1).is_none());
-    assert!(row_of(&s, p2).is_some(), "{s}");
-    t.keys(&["/", "Escape", "/"]);
-    t.type_text("port:5001");
-    t.keys(&["Enter"]);
-    let s = t.wait_for("filter by port", |s| {
-        row_of(s, p2).is_none() && row_of(s, p1).is_some()
-    });
-    assert!(s.contains("filter: port:5001"), "{s}");
-
-    // Enter: the client's connection, to the server's address, closed after the transfer
-    // and still shown.
-    t.keys(&["Enter"]);
-    let s = t.wait_for("connections", |s| s.contains("Connections of"));
-    let line = s
-        .lines()
-        .find(|l| l.contains(&addr))
-        .unwrap_or_else(|| panic!("no connection to {addr}:\n{s}"));
-    assert!(line.contains("tcp"), "{line}");
-    t.save("connections");
-    // Hosts view: the server's address with what was exchanged.
-    t.keys(&["3"]);
-    let s = t.wait_for("hosts", |s| s.contains("Remote hosts of"));
-    assert!(s.lines().any(|l| l.contains(&v.ip_b)), "{s}");
-    t.save("hosts");
-    // Help, then back.
-    t.keys(&["?"]);
-    t.wait_for("help", |s| s.contains("pause the figures"));
-    t.save("help");
-    t.keys(&["?", "Escape"]);
+    sorting(&t, p1, p2);
+    filtering(&t, p1, p2, 5001);
+    details_views(&t, &link.addr_b(5001), &link.veth.ip_b);
 
     // q: the run ends, the terminal is given back, nothing is left attached.
     t.keys(&["q"]);
@@ -186,16 +184,13 @@ fn interactive_view_in_tmux() {
 /// SIGTERM while the view is open: the run stops, the terminal is given back.
 #[test]
 fn sigterm_restores_the_terminal() {
-    if skip_unless_root() {
-        return;
-    }
-    let cg = Cgroup::new();
-    let mut target = Proc::peer(
-        &["udp-send", "127.0.0.1:9", "1", "10", "wait", "hold"],
-        Some(&cg),
-        None,
-    );
-    target.expect_line("bound");
+    let Some(s) = Scenario::new() else { return };
+    let cg = s.cgroup();
+    let mut target = Peer::udp_send("127.0.0.1:9", 1, 10)
+        .on_go()
+        .hold()
+        .in_cgroup(&cg)
+        .start();
     let cmd = format!(
         "exec {} -p {} 2>/dev/null",
         bin("procnetmon2").display(),
@@ -217,9 +212,7 @@ fn sigterm_restores_the_terminal() {
 /// report is printed as the plain table; the exit status is the command's.
 #[test]
 fn spawned_command_exit_closes_the_view() {
-    if skip_unless_root() {
-        return;
-    }
+    let Some(_s) = Scenario::new() else { return };
     let cmd = format!(
         "exec {} --view -- sh -c 'sleep 2; exit 3' 2>/dev/null",
         bin("procnetmon2").display(),

@@ -402,14 +402,29 @@ mod tests {
         assert_eq!(v["untracked"]["bytes_in"], 0);
         assert_eq!(v["untracked"]["sockets"], 0);
         assert_eq!(v["untracked"]["processes"], 0);
-        // Order of processes: as named, not sorted as strings.
         let keys: Vec<&str> = v["processes"]
             .as_object()
             .unwrap()
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys.len(), 2);
+        assert_eq!(keys, ["1234", "5678"]);
+    }
+
+    #[test]
+    fn processes_in_the_reports_order() {
+        // 5678 before 1234: sorted neither as numbers nor as strings. (serde_json's Value
+        // sorts object keys: the order is read from the text.)
+        let mut r = sample_report();
+        r.processes.reverse();
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let at = |pid: &str| {
+            text.find(&format!("\"{pid}\":{{"))
+                .unwrap_or_else(|| panic!("{pid} in {text}"))
+        };
+        assert!(at("5678") < at("1234"), "{text}");
     }
 
     #[test]
