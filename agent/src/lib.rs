@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod record;
 #[cfg(test)]
 mod proptests;
 pub mod render;
