@@ -18,9 +18,9 @@ pub mod kernel;
 pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod record;
 #[cfg(test)]
 mod proptests;
+pub mod record;
 pub mod render;
 pub mod run;
 pub mod sampling;

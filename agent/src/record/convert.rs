@@ -259,7 +259,8 @@ pub fn report_of(frame: &Frame) -> Report {
 
 /// The wall-clock time of a frame.
 pub fn timestamp(time_ns: i64, offset_s: i32) -> DateTime<FixedOffset> {
-    let offset = FixedOffset::east_opt(offset_s).unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+    let offset = FixedOffset::east_opt(offset_s)
+        .unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
     offset.timestamp_nanos(time_ns)
 }
 

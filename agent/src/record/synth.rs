@@ -191,7 +191,11 @@ fn advance(n: &mut Node, dt: Duration, rng: &mut Rng) {
         }
         let d = flow.total.minus(before);
         flow.rate = (rate_bps(d.bytes_in, dt), rate_bps(d.bytes_out, dt));
-        let class = if addr.starts_with("10.") { "private" } else { "internet" };
+        let class = if addr.starts_with("10.") {
+            "private"
+        } else {
+            "internet"
+        };
         match by_class.iter_mut().find(|(c, _)| c == class) {
             Some((_, c)) => *c = c.plus(d),
             None => by_class.push((class.to_string(), d)),
@@ -226,7 +230,12 @@ fn report_row(n: &Node, sc: &Scenario) -> WorkloadReport {
             remote: addr.clone(),
             name: None,
             class: sc.classes.then(|| {
-                if addr.starts_with("10.") { "private" } else { "internet" }.to_string()
+                if addr.starts_with("10.") {
+                    "private"
+                } else {
+                    "internet"
+                }
+                .to_string()
             }),
             counters: f.total,
             rate_in: f.rate.0,

@@ -122,21 +122,36 @@ fn sizes() {
             let (bytes, _, _) = enc.encode(&f, i % 60 == 0);
             if i % 60 == 0 {
                 key_size = bytes.len();
-                let c = ruzstd::encoding::compress_to_vec(&bytes[..], ruzstd::encoding::CompressionLevel::Fastest);
-                if i == 0 { println!("key compressed alone: {}", c.len()); }
+                let c = ruzstd::encoding::compress_to_vec(
+                    &bytes[..],
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                );
+                if i == 0 {
+                    println!("key compressed alone: {}", c.len());
+                }
             }
-            if i == 1 { println!("delta raw {}", bytes.len()); }
+            if i == 1 {
+                println!("delta raw {}", bytes.len());
+            }
             raw_total += bytes.len();
             block.extend_from_slice(&bytes);
             if i % 60 == 59 {
-                let c = ruzstd::encoding::compress_to_vec(&block[..], ruzstd::encoding::CompressionLevel::Fastest);
+                let c = ruzstd::encoding::compress_to_vec(
+                    &block[..],
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                );
                 comp_total += c.len();
                 block.clear();
             }
         }
         let el = t0.elapsed();
         println!("{:?}", enc.stats);
-        println!("busy {busy}: raw {} B/frame, key {key_size}, compressed {} B/frame = {:.1} MiB/day, {:?}/frame",
-            raw_total / n, comp_total / n, comp_total as f64 / n as f64 * 86400.0 / 1048576.0, el / n as u32);
+        println!(
+            "busy {busy}: raw {} B/frame, key {key_size}, compressed {} B/frame = {:.1} MiB/day, {:?}/frame",
+            raw_total / n,
+            comp_total / n,
+            comp_total as f64 / n as f64 * 86400.0 / 1048576.0,
+            el / n as u32
+        );
     }
 }

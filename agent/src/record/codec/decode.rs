@@ -128,8 +128,16 @@ impl Decoder {
         let mut pending: HashMap<u32, Pending> = HashMap::new();
         let mut new: HashSet<u32> = HashSet::new();
         for _ in 0..n_ops {
-            read_op(&mut st, &mut m, &mut orders, &mut pending, &mut new, key, h.dts)
-                .ok_or(BAD)?;
+            read_op(
+                &mut st,
+                &mut m,
+                &mut orders,
+                &mut pending,
+                &mut new,
+                key,
+                h.dts,
+            )
+            .ok_or(BAD)?;
         }
         if !(st.s.done() && st.v.done() && st.x.done()) {
             return Err(BAD);
@@ -274,9 +282,7 @@ fn resolve(
             slot.e.strs[i] = s;
         }
         let dt = dt_for(&slot.e, dts);
-        slot.e.rates = p
-            .explicit
-            .unwrap_or_else(|| slot.e.derived_from(&prev, dt));
+        slot.e.rates = p.explicit.unwrap_or_else(|| slot.e.derived_from(&prev, dt));
     }
     Some(())
 }

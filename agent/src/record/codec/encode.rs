@@ -102,7 +102,10 @@ impl Encoder {
         ops.write(&mut p);
         self.mirror.time_ns = frame.time_ns;
         self.mirror.offset_s = frame.offset_s;
-        self.prev_by_key = keys.into_iter().zip(frame.entities.iter().cloned()).collect();
+        self.prev_by_key = keys
+            .into_iter()
+            .zip(frame.entities.iter().cloned())
+            .collect();
         self.started = true;
         (p.0, dt, conn_dt)
     }
@@ -122,7 +125,10 @@ impl Encoder {
                 .get(k)
                 .and_then(Entity::rate_bytes)
                 .map_or((0, 0), |(a, b, _)| (a, b));
-            for (d, rate) in [(bi.saturating_sub(pi), e.rates.0), (bo.saturating_sub(po), e.rates.1)] {
+            for (d, rate) in [
+                (bi.saturating_sub(pi), e.rates.0),
+                (bo.saturating_sub(po), e.rates.1),
+            ] {
                 if d == 0 || !(rate > 0.0) || !rate.is_finite() {
                     continue;
                 }
@@ -181,7 +187,9 @@ impl Encoder {
             let e = &frame.entities[i];
             let parent = parent_of(e);
             ops.add(ids[i], parent, e, dt_for(e, dts), key);
-            self.mirror.by_id.insert(ids[i], added(parent, e.clone(), key));
+            self.mirror
+                .by_id
+                .insert(ids[i], added(parent, e.clone(), key));
         }
         let hosts = self.mirror.hosts_by_row();
         let mut order: Vec<usize> = (0..frame.entities.len())
@@ -206,7 +214,10 @@ impl Encoder {
         // Lists in the frame's order, compared with what the decoder will assume.
         let mut actual: HashMap<ListKey, Vec<u32>> = HashMap::new();
         for (i, e) in frame.entities.iter().enumerate() {
-            actual.entry((parent_of(e), e.kind)).or_default().push(ids[i]);
+            actual
+                .entry((parent_of(e), e.kind))
+                .or_default()
+                .push(ids[i]);
         }
         let mut lists: Vec<(ListKey, Vec<u32>)> = actual.into_iter().collect();
         lists.sort_by_key(|(k, _)| *k);
@@ -376,4 +387,3 @@ impl Ops {
         }
     }
 }
-

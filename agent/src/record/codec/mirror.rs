@@ -84,7 +84,10 @@ impl Mirror {
     pub fn lists(&self) -> HashMap<ListKey, Vec<u32>> {
         let mut lists: HashMap<ListKey, Vec<u32>> = HashMap::new();
         for (&id, slot) in &self.by_id {
-            lists.entry((slot.parent, slot.e.kind)).or_default().push(id);
+            lists
+                .entry((slot.parent, slot.e.kind))
+                .or_default()
+                .push(id);
         }
         lists
     }

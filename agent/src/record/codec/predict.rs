@@ -80,7 +80,9 @@ pub fn predicted(kind: Kind, i: usize, inc: &[i64], last: &[i64], sums: Option<[
         // The hosts' sum, split among the protocols as last interval (all to TCP when
         // nothing moved then).
         let k = i % 4;
-        let total: i64 = (0..groups(kind)).map(|g| last[g * 4 + k]).fold(0, i64::wrapping_add);
+        let total: i64 = (0..groups(kind))
+            .map(|g| last[g * 4 + k])
+            .fold(0, i64::wrapping_add);
         return if total == 0 {
             if i < 4 { s[k] } else { 0 }
         } else {
@@ -127,13 +129,21 @@ mod tests {
         let last = [52_000, 1_500_000, 1000, 1000, 0, 0];
         let inc = [52_000, 1_500_000, 1000, 1000, 0, 0];
         for &i in field_order(Kind::Dest) {
-            assert_eq!(predicted(Kind::Dest, i, &inc, &last, None), inc[i], "field {i}");
+            assert_eq!(
+                predicted(Kind::Dest, i, &inc, &last, None),
+                inc[i],
+                "field {i}"
+            );
         }
         // Twice the bytes out (a miss): the packets and bytes in follow by the same ratios.
         let inc = [104_000, 3_000_000, 2000, 2000, 0, 0];
         assert_eq!(predicted(Kind::Dest, 1, &inc, &last, None), 1_500_000);
         for i in [3, 2, 0] {
-            assert_eq!(predicted(Kind::Dest, i, &inc, &last, None), inc[i], "field {i}");
+            assert_eq!(
+                predicted(Kind::Dest, i, &inc, &last, None),
+                inc[i],
+                "field {i}"
+            );
         }
     }
 
@@ -147,15 +157,23 @@ mod tests {
         assert_eq!(predicted(Kind::Workload, 1, &[], &last, sums), 1800);
         assert_eq!(predicted(Kind::Workload, 5, &[], &last, sums), 200);
         // Nothing moved last interval: all to TCP.
-        assert_eq!(predicted(Kind::Workload, 0, &[], &last, Some([7, 0, 0, 0])), 7);
-        assert_eq!(predicted(Kind::Workload, 4, &[], &last, Some([7, 0, 0, 0])), 0);
+        assert_eq!(
+            predicted(Kind::Workload, 0, &[], &last, Some([7, 0, 0, 0])),
+            7
+        );
+        assert_eq!(
+            predicted(Kind::Workload, 4, &[], &last, Some([7, 0, 0, 0])),
+            0
+        );
     }
 
     #[test]
     fn step_adds_residuals_to_predictions() {
         let last = [10, 100, 1, 1, 0, 0];
-        let (now, inc) = step(Kind::Dest, &[5; 6], &last, None, |i| Some(if i == 1 { 50 } else { 0 }))
-            .expect("steps");
+        let (now, inc) = step(Kind::Dest, &[5; 6], &last, None, |i| {
+            Some(if i == 1 { 50 } else { 0 })
+        })
+        .expect("steps");
         assert_eq!(inc[1], 150);
         assert_eq!(now[1], 155);
         // Packets out scale with bytes out.
