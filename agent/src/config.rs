@@ -61,6 +61,91 @@ pub struct Config {
     pub destinations_max: u64,
     /// `--class` / `--classes` (None: classes off).
     pub classes: Option<crate::classes::ClassSet>,
+    /// `--record DIR` and its retention (None: nothing is recorded).
+    pub record: Option<RecordConfig>,
+}
+
+/// `--record DIR --retain DURATION --retain-size SIZE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Files older than this are removed (None: no age limit).
+    pub retain: Option<Duration>,
+    /// The oldest files are removed while all take more bytes (None: no size limit).
+    pub retain_size: Option<u64>,
+}
+
+/// `--retain`'s default: a week.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `--retain-size`'s default: 1 GiB.
+pub const DEFAULT_RETAIN_SIZE: u64 = 1 << 30;
+
+impl RecordConfig {
+    fn from_opt(opt: &Opt) -> Result<Option<Self>, UsageError> {
+        let Some(dir) = &opt.record else {
+            for (flag, given) in [
+                ("--retain", opt.retain.is_some()),
+                ("--retain-size", opt.retain_size.is_some()),
+            ] {
+                if given {
+                    return Err(UsageError::new(format!(
+                        "{flag} works with --record DIR; add it, or leave {flag} out"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        non_empty(
+            "--record",
+            "the directory to record into",
+            [dir.to_str().unwrap_or("?")],
+        )?;
+        let retain = match opt.retain.as_deref().map(str::trim) {
+            None => Some(DEFAULT_RETAIN),
+            Some("0") => None,
+            Some(t) => Some(parse_duration("--retain", t)?),
+        };
+        let retain_size = match &opt.retain_size {
+            None => Some(DEFAULT_RETAIN_SIZE),
+            Some(t) => match parse_size("--retain-size", t)? {
+                0 => None,
+                n => Some(n),
+            },
+        };
+        Ok(Some(Self {
+            dir: dir.clone(),
+            retain,
+            retain_size,
+        }))
+    }
+}
+
+/// Parses a size: a number of bytes with an optional unit, K/M/G/T or KiB/MiB/GiB/TiB
+/// (powers of 1024) or KB/MB/GB/TB (powers of 1000), e.g. `500MiB`, `2G`, `1000000`.
+pub fn parse_size(flag: &str, text: &str) -> Result<u64, UsageError> {
+    let t = text.trim();
+    let bad = || {
+        UsageError::new(format!(
+            "{flag}: '{text}' is not a size: use a number with a unit, e.g. 500MiB, 2GiB"
+        ))
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -169,6 +254,7 @@ impl Config {
             destinations: opt.destinations,
             destinations_max: opt.destinations_max,
             classes,
+            record: RecordConfig::from_opt(opt)?,
         })
     }
 
@@ -335,7 +421,61 @@ mod tests {
                 Config::from_opt(&opt, 4_194_304).map_err(|e| e.to_string())
             }
             crate::cli::Parsed::Usage(msg) => Err(msg),
-            crate::cli::Parsed::Info(_) => panic!("not a run: {args:?}"),
+            crate::cli::Parsed::Info(_) | crate::cli::Parsed::Replay(_) => {
+                panic!("not a run: {args:?}")
+            }
+        }
+    }
+
+    #[test]
+    fn record_flags() {
+        let c = config(&["--all", "--record", "/r"]).expect("valid");
+        assert_eq!(
+            c.record,
+            Some(RecordConfig {
+                dir: "/r".into(),
+                retain: Some(DEFAULT_RETAIN),
+                retain_size: Some(DEFAULT_RETAIN_SIZE),
+            })
+        );
+        let c = config(&[
+            "--all",
+            "--record",
+            "/r",
+            "--retain",
+            "0",
+            "--retain-size",
+            "500MiB",
+        ])
+        .expect("valid");
+        let r = c.record.expect("record");
+        assert_eq!((r.retain, r.retain_size), (None, Some(500 << 20)));
+        for (args, msg) in [
+            (
+                &["--all", "--retain", "1d"][..],
+                "--retain works with --record DIR",
+            ),
+            (
+                &["--all", "--record", "/r", "--retain-size", "lots"][..],
+                "is not a size",
+            ),
+            (
+                &["--all", "--record", "/r", "--retain", "soon"][..],
+                "is not a duration",
+            ),
+            (&["--all", "--record", ""][..], "--record is empty"),
+        ] {
+            let e = config(args).expect_err("refused");
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+        for (text, want) in [
+            ("1GiB", 1 << 30),
+            ("2G", 2 << 30),
+            ("10MB", 10_000_000),
+            ("0", 0),
+            ("7", 7),
+        ] {
+            assert_eq!(parse_size("--retain-size", text), Ok(want), "{text}");
         }
     }
 

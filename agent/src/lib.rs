@@ -41,6 +41,7 @@ const EXIT_SPAWN: u8 = 127;
 pub fn run_cli() -> ExitCode {
     let opt = match cli::parse(std::env::args_os()) {
         cli::Parsed::Run(opt) => opt,
+        cli::Parsed::Replay(opt) => return replay_cli(&opt),
         cli::Parsed::Info(text) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -66,7 +67,27 @@ pub fn run_cli() -> ExitCode {
         cfg.tui = cfg.wants_tui(std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
     }
     init_logging(cfg.metrics_addr.is_some(), cfg.tui);
-    match run::run(&cfg) {
+    exit_status(run::run(&cfg))
+}
+
+/// `procnetmon2 replay DIR`.
+fn replay_cli(opt: &cli::ReplayOpt) -> ExitCode {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let args = match record::replay::ReplayArgs::from_opt(opt, chrono::Utc::now(), terminal) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("procnetmon2: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(false, args.what == record::replay::What::View);
+    exit_status(record::replay::run(&args))
+}
+
+/// The exit status of a run's outcome; errors are one line on stderr.
+fn exit_status(outcome: anyhow::Result<u8>) -> ExitCode {
+    match outcome {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {

@@ -17,8 +17,10 @@ use crate::{
     metrics::{Limits, MetricsRegistry, MetricsServer, ServerThread},
     model::Report,
     plan::{self, Plan},
+    record,
     render::output::Output,
     session::{
+        ReportKind,
         decide::{Decision, Event, Facts, decide},
         feed,
     },
@@ -64,13 +66,25 @@ pub fn run(cfg: &Config) -> anyhow::Result<u8> {
     let output = Output::open(cfg.output.as_deref(), cfg.json, continuous)?;
     // Bound before anything is attached: a taken or bad address fails first.
     let bound = MetricsTask::bind(cfg)?;
+    // Checked and locked before anything is attached, too.
+    let record_dir = record::live::open_dir(cfg)?;
     let mut running = setup::apply(&plan, cfg, &env)?;
     let metrics = MetricsTask::start(cfg, bound)?;
+    let mut recorder = record_dir.map(|d| record::live::start(cfg, d, &running.session));
     let mut sink = Sink {
         out: output,
         view: None,
     };
-    let status = rt.block_on(main_loop(cfg, &mut running, &mut sink, signals, metrics));
+    let status = rt.block_on(main_loop(
+        cfg,
+        &mut running,
+        &mut sink,
+        signals,
+        metrics,
+        recorder.as_mut(),
+    ));
+    // The recording's last block and end record.
+    drop(recorder);
     // The view (if open) gives the terminal back before the set-up is undone.
     drop(sink);
     let state = running.state.take();
@@ -128,6 +142,7 @@ async fn main_loop(
     sink: &mut Sink,
     signals: Signals,
     metrics: MetricsTask,
+    mut recorder: Option<&mut record::live::Live>,
 ) -> anyhow::Result<u8> {
     let pidfd = run
         .command
@@ -175,11 +190,27 @@ async fn main_loop(
         if let Some(reg) = &metrics.registry {
             feeder.feed(reg, &run.session, &run.probes, &cfg.pids);
         }
+        // `--record`: one frame per interval, whatever the report schedule (the report due
+        // now, or one built for the recording alone).
+        if let (None, Some(r)) = (decision.report, recorder.as_deref_mut()) {
+            let clock = (Instant::now(), monotonic_ns());
+            let report = run.session.snapshot(
+                ReportKind::Interval,
+                cfg.aggregate,
+                clock,
+                &mut run.probes,
+                &run.host,
+            )?;
+            r.append(&report);
+        }
         if let Some(kind) = decision.report {
             let clock = (Instant::now(), monotonic_ns());
             let report =
                 run.session
                     .snapshot(kind, cfg.aggregate, clock, &mut run.probes, &run.host)?;
+            if let Some(r) = recorder.as_deref_mut() {
+                r.append(&report);
+            }
             match sink.write(report, decision.stop, cfg.details) {
                 Err(e) if error::is_broken_pipe(&e) => {
                     decision = decide(Event::OutputClosed, facts(cfg, run));

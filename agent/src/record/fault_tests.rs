@@ -486,3 +486,41 @@ fn retention_removes_whole_old_segments() {
     assert!(!old.exists());
     assert_eq!(files(&d.0, ".pnmrec").len(), 1);
 }
+
+#[test]
+fn a_window_report_is_the_difference_of_its_ends() {
+    let d = TempDir::new("window");
+    let rs = reports(80, 0);
+    record(&d.0, &rs, 16, true);
+    let rec = Recording::open(&d.0).expect("open");
+    let ns = |r: &Report| r.timestamp.timestamp_nanos_opt().expect("ns");
+    // The whole recording: the last report's totals and the run's own peaks.
+    let whole = super::window::summarize(&rec, None, None).expect("report");
+    assert!(whole.is_final);
+    for (w, last) in whole.workloads.iter().zip(&rs[79].workloads) {
+        assert_eq!(w.row.counters, last.row.counters);
+        assert_eq!(w.traffic, last.traffic);
+        assert_eq!(w.row.peak_rate_out, last.row.peak_rate_out);
+    }
+    // A window inside the run: differences, and the highest interval rate inside it.
+    let part =
+        super::window::summarize(&rec, Some(ns(&rs[20])), Some(ns(&rs[60]))).expect("report");
+    for (i, w) in part.workloads.iter().enumerate() {
+        let (a, b) = (&rs[20].workloads[i], &rs[60].workloads[i]);
+        assert_eq!(w.row.counters, b.row.counters.minus(a.row.counters));
+        let peak = rs[21..=60]
+            .iter()
+            .map(|r| r.workloads[i].row.rate_out)
+            .fold(0.0, f64::max);
+        assert_eq!(w.row.peak_rate_out, peak, "{}", w.name);
+        let d_out: u64 = w
+            .destinations
+            .iter()
+            .flatten()
+            .map(|d| d.counters.bytes_out)
+            .sum();
+        assert_eq!(d_out, w.row.counters.bytes_out);
+    }
+    // A window after the recording has nothing.
+    assert!(super::window::summarize(&rec, Some(ns(&rs[79]) + 1), None).is_none());
+}

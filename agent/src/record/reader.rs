@@ -336,6 +336,19 @@ impl Recording {
         self.notices.extend(notes);
     }
 
+    /// The runs recorded, in time order: their descriptions and the time of their first and
+    /// last frames.
+    pub fn runs(&self) -> Vec<(RunMeta, (i64, i64))> {
+        let mut out: Vec<(RunMeta, (i64, i64))> = Vec::new();
+        for s in self.segments.iter().filter(|s| s.parts() > 0) {
+            match out.iter_mut().find(|(m, _)| m.run == s.meta().run) {
+                Some((_, span)) => *span = (span.0.min(s.span.0), span.1.max(s.span.1)),
+                None => out.push((s.meta().clone(), s.span)),
+            }
+        }
+        out
+    }
+
     /// The first and last frame's time.
     pub fn span(&self) -> (i64, i64) {
         let first = self.segments.iter().map(|s| s.span.0).min().unwrap_or(0);
@@ -371,11 +384,16 @@ impl Recording {
 
     /// The position of the last frame at or before `t` (the first frame when `t` is earlier).
     pub fn locate(&self, t: i64) -> Option<(Pos, Part)> {
+        self.locate_in(t, |_| true)
+    }
+
+    /// As [`Self::locate`], among the segments `pick` accepts (a run's).
+    pub fn locate_in(&self, t: i64, pick: impl Fn(&Segment) -> bool) -> Option<(Pos, Part)> {
         let seg = self
             .segments
             .iter()
-            .rposition(|s| s.span.0 <= t && s.parts() > 0)
-            .or_else(|| self.segments.iter().position(|s| s.parts() > 0))?;
+            .rposition(|s| s.span.0 <= t && s.parts() > 0 && pick(s))
+            .or_else(|| self.segments.iter().position(|s| s.parts() > 0 && pick(s)))?;
         let s = &self.segments[seg];
         let mut part = (0..s.parts())
             .rev()

@@ -43,19 +43,14 @@ pub struct Options {
     pub retry: Duration,
 }
 
-/// `--retain`'s default: a week (see docs/recording.md).
-pub const DEFAULT_RETAIN: Duration = Duration::from_secs(7 * 24 * 3600);
-/// `--retain-size`'s default: 1 GiB.
-pub const DEFAULT_RETAIN_SIZE: u64 = 1 << 30;
-
 impl Default for Options {
     fn default() -> Self {
         Self {
             block_frames: 120,
             block_span: Duration::from_secs(300),
             block_bytes: 4 << 20,
-            retain: Some(DEFAULT_RETAIN),
-            retain_size: Some(DEFAULT_RETAIN_SIZE),
+            retain: Some(crate::config::DEFAULT_RETAIN),
+            retain_size: Some(crate::config::DEFAULT_RETAIN_SIZE),
             retry: Duration::from_secs(5),
         }
     }
