@@ -282,8 +282,12 @@ fn seeking_finds_the_frame_at_or_before_a_time() {
     let rec = Recording::open(&d.0).expect("open");
     for i in [0, 15, 16, 37, 69] {
         let t = rs[i].timestamp.timestamp_nanos_opt().expect("ns");
-        let (pos, part) = rec.locate(t + 1).expect("found");
-        assert_eq!(report_of(&part.frames[pos.frame]), rs[i], "frame {i}");
+        let (pos, frame) = rec.locate(t + 1).expect("found");
+        assert_eq!(report_of(&frame), rs[i], "frame {i}");
+        assert_eq!(
+            rec.frame_at(pos).map(|f| report_of(&f)).as_ref(),
+            Some(&rs[i])
+        );
     }
 }
 

@@ -26,6 +26,8 @@ pub mod wire;
 pub mod writer;
 
 #[cfg(test)]
+mod export_tests;
+#[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
 mod tests;

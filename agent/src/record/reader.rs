@@ -356,67 +356,104 @@ impl Recording {
         (first, last)
     }
 
-    /// Decodes part `part` of segment `seg` (a block, or the journal).
-    pub fn part(&self, seg: usize, part: usize) -> Part {
+    /// The frame records of part `part` of segment `seg` (a block, decompressed; or the
+    /// journal), or a notice why there are none.
+    fn raw_part(&self, seg: usize, part: usize) -> Result<Vec<u8>, String> {
         let Some(s) = self.segments.get(seg) else {
-            return Part::default();
+            return Ok(Vec::new());
         };
-        let raw = match s.index.blocks.get(part) {
+        match s.index.blocks.get(part) {
             Some(b) => match segment::read_block(&s.file, b) {
-                Ok(Some(raw)) => raw,
-                Ok(None) | Err(_) => {
-                    return Part {
-                        frames: Vec::new(),
-                        notice: Some(format!(
-                            "{}: a damaged block ({} frames from {} to {}) was skipped",
-                            s.name,
-                            b.head.frames,
-                            fmt_ns(b.head.first_ns),
-                            fmt_ns(b.head.last_ns)
-                        )),
-                    };
-                }
+                Ok(Some(raw)) => Ok(raw),
+                Ok(None) | Err(_) => Err(format!(
+                    "{}: a damaged block ({} frames from {} to {}) was skipped",
+                    s.name,
+                    b.head.frames,
+                    fmt_ns(b.head.first_ns),
+                    fmt_ns(b.head.last_ns)
+                )),
             },
-            None => s.journal.clone(),
-        };
-        decode_records(&s.name, &raw)
+            None => Ok(s.journal.clone()),
+        }
     }
 
-    /// The position of the last frame at or before `t` (the first frame when `t` is earlier).
-    pub fn locate(&self, t: i64) -> Option<(Pos, Part)> {
+    /// Decodes part `part` of segment `seg` (a block, or the journal).
+    pub fn part(&self, seg: usize, part: usize) -> Part {
+        match self.raw_part(seg, part) {
+            Ok(raw) => decode_records(&self.segments[seg].name, &raw),
+            Err(notice) => Part {
+                frames: Vec::new(),
+                notice: Some(notice),
+            },
+        }
+    }
+
+    /// The frame at `pos`: the part's frames are applied up to it, and only it is built.
+    pub fn frame_at(&self, pos: Pos) -> Option<Frame> {
+        self.scan_part(pos.seg, pos.part, |i, _| i <= pos.frame)
+            .filter(|(i, _)| *i == pos.frame)
+            .map(|(_, f)| f)
+    }
+
+    /// Applies the part's frames while `take(index, time)` holds; builds the last one taken.
+    fn scan_part(
+        &self,
+        seg: usize,
+        part: usize,
+        mut take: impl FnMut(usize, i64) -> bool,
+    ) -> Option<(usize, Frame)> {
+        let raw = self.raw_part(seg, part).ok()?;
+        let split = split_frames(&raw);
+        let mut dec = Decoder::default();
+        let mut time = 0_i64;
+        let mut last = None;
+        for (i, p) in split.payloads.iter().enumerate() {
+            let p = (*p)?;
+            let (_, key, t) = peek(p)?;
+            time = if key { t } else { time.wrapping_add(t) };
+            if !take(i, time) {
+                break;
+            }
+            last = Some((i, dec.apply(p).ok()?));
+        }
+        let (i, head) = last?;
+        Some((i, dec.frame(&head)?))
+    }
+
+    /// Frames in part `part` of segment `seg` (as its header or journal says).
+    pub fn part_len(&self, seg: usize, part: usize) -> usize {
+        let Some(s) = self.segments.get(seg) else {
+            return 0;
+        };
+        match s.index.blocks.get(part) {
+            Some(b) => b.head.frames as usize,
+            None => s.journal_frames,
+        }
+    }
+
+    /// The last frame at or before `t` (the first frame when `t` is earlier), and where.
+    pub fn locate(&self, t: i64) -> Option<(Pos, Frame)> {
         self.locate_in(t, |_| true)
     }
 
     /// As [`Self::locate`], among the segments `pick` accepts (a run's).
-    pub fn locate_in(&self, t: i64, pick: impl Fn(&Segment) -> bool) -> Option<(Pos, Part)> {
+    pub fn locate_in(&self, t: i64, pick: impl Fn(&Segment) -> bool) -> Option<(Pos, Frame)> {
         let seg = self
             .segments
             .iter()
             .rposition(|s| s.span.0 <= t && s.parts() > 0 && pick(s))
             .or_else(|| self.segments.iter().position(|s| s.parts() > 0 && pick(s)))?;
         let s = &self.segments[seg];
-        let mut part = (0..s.parts())
-            .rev()
-            .find(|&p| s.part_start(p) <= t)
-            .unwrap_or(0);
-        loop {
-            let decoded = self.part(seg, part);
-            if let Some(frame) = decoded.frames.iter().rposition(|f| f.time_ns <= t) {
-                return Some((Pos { seg, part, frame }, decoded));
+        let first = (0..s.parts()).rev().find(|&p| s.part_start(p) <= t);
+        for part in (0..=first.unwrap_or(0)).rev() {
+            let found = self.scan_part(seg, part, |i, time| {
+                time <= t || (i == 0 && first.is_none())
+            });
+            if let Some((frame, f)) = found {
+                return Some((Pos { seg, part, frame }, f));
             }
-            if decoded.frames.is_empty() && part > 0 {
-                part -= 1;
-                continue;
-            }
-            return (!decoded.frames.is_empty()).then_some((
-                Pos {
-                    seg,
-                    part,
-                    frame: 0,
-                },
-                decoded,
-            ));
         }
+        None
     }
 
     /// The part after `p`'s (in the same segment, or the next segment's first).

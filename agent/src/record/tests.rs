@@ -155,3 +155,33 @@ fn sizes() {
         );
     }
 }
+
+#[test]
+#[ignore = "prints decode times"]
+fn decode_speed() {
+    let mut s = Synth::new(Scenario::bench(10), start());
+    let mut enc = Encoder::default();
+    let units = HashMap::new();
+    let encoded: Vec<Vec<u8>> = (0..120)
+        .map(|i| {
+            enc.encode(&frame_of(&s.next_report(), i + 1, &units), i == 0)
+                .0
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    for _ in 0..5 {
+        let mut dec = Decoder::default();
+        for b in &encoded {
+            dec.decode(b).expect("decodes");
+        }
+    }
+    println!("decode: {:?} per frame", t0.elapsed() / 600);
+    let t0 = std::time::Instant::now();
+    for _ in 0..5 {
+        let mut dec = Decoder::default();
+        for b in &encoded {
+            dec.apply(b).expect("applies");
+        }
+    }
+    println!("apply: {:?} per frame", t0.elapsed() / 600);
+}

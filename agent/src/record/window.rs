@@ -114,16 +114,14 @@ fn rerate(r: &mut Report, dt: std::time::Duration) {
 
 fn run_part(rec: &Recording, meta: &RunMeta, from: Option<i64>, to: i64) -> Option<RunPart> {
     let mine = |s: &super::reader::Segment| s.meta().run == meta.run;
-    let (pos, part) = rec.locate_in(to, mine)?;
-    let end_frame = &part.frames[pos.frame];
+    let (_, end_frame) = rec.locate_in(to, mine)?;
     if end_frame.time_ns > to || from.is_some_and(|f| end_frame.time_ns <= f) {
         return None;
     }
-    let end = report_of(end_frame);
+    let end = report_of(&end_frame);
     let base = from.and_then(|f| {
-        let (p, part) = rec.locate_in(f, mine)?;
-        let fr = &part.frames[p.frame];
-        (fr.time_ns <= f).then(|| (report_of(fr), fr.time_ns))
+        let (_, fr) = rec.locate_in(f, mine)?;
+        (fr.time_ns <= f).then(|| (report_of(&fr), fr.time_ns))
     });
     let Some((base, base_ns)) = base else {
         return Some(RunPart {

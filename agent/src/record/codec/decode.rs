@@ -6,7 +6,7 @@ use super::{
     Entity, FLAG_CONN_DT, FLAG_FINAL, FLAG_KEY, FLAG_OFFSET, Frame, Kind, OP_ADD, OP_REMOVE,
     OP_UPDATE, dt_for,
     mirror::{ListKey, Mirror, added},
-    predict::{field_order, step},
+    predict::{MAX_NUMS, field_order, step},
     rank,
 };
 use crate::record::wire::Get;
@@ -30,6 +30,8 @@ const BAD: Corrupt = Corrupt("frame does not parse");
 pub struct Decoder {
     mirror: Mirror,
     started: bool,
+    /// The last frame's written orders of remote hosts' lists, by row id.
+    dest_orders: HashMap<u32, Vec<u32>>,
 }
 
 /// The three streams of a frame's operations: structure, integers, the rest.
@@ -42,19 +44,24 @@ struct Streams<'a> {
 /// An update read but not applied yet (entities are resolved in `rank` order).
 #[derive(Default)]
 struct Pending {
-    residuals: HashMap<usize, i64>,
+    residuals: Vec<(usize, i64)>,
     explicit: Option<(f64, f64)>,
     floats: Vec<(usize, f64)>,
     strs: Vec<(usize, Option<String>)>,
 }
 
 /// A frame's header fields.
-struct Head {
-    seq: u64,
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    /// Its number.
+    pub seq: u64,
     flags: u8,
-    time_ns: i64,
-    dts: (u64, u64),
-    offset_s: i32,
+    /// Its time, ns since the epoch.
+    pub time_ns: i64,
+    /// Its intervals (rows', connections'), ns.
+    pub dts: (u64, u64),
+    /// Its UTC offset.
+    pub offset_s: i32,
 }
 
 impl Decoder {
@@ -66,7 +73,14 @@ impl Decoder {
     /// Decodes one frame. A delta frame before any key frame, or bytes that do not parse,
     /// are [`Corrupt`]; the decoder then waits for the next key frame.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Frame, Corrupt> {
-        let r = self.decode_inner(bytes);
+        let h = self.apply(bytes)?;
+        self.frame(&h).ok_or(BAD)
+    }
+
+    /// Moves the state on by one frame without building it (seeking passes frames so);
+    /// returns the frame's header.
+    pub fn apply(&mut self, bytes: &[u8]) -> Result<Head, Corrupt> {
+        let r = self.apply_inner(bytes);
         if r.is_err() {
             self.started = false;
         }
@@ -106,16 +120,16 @@ impl Decoder {
         })
     }
 
-    fn decode_inner(&mut self, bytes: &[u8]) -> Result<Frame, Corrupt> {
+    fn apply_inner(&mut self, bytes: &[u8]) -> Result<Head, Corrupt> {
         let mut g = Get::new(bytes);
         let h = self.head(&mut g)?;
         let key = h.flags & FLAG_KEY != 0;
-        // Work on a copy: a frame that fails half-way leaves the state as it was.
-        let mut m = if key {
-            Mirror::default()
-        } else {
-            self.mirror.clone()
-        };
+        // Applied in place: a frame that fails half-way leaves the state unusable, and the
+        // decoder waits for the next key frame (`apply` clears `started`).
+        if key {
+            self.mirror = Mirror::default();
+        }
+        let m = &mut self.mirror;
         let n_ops = g.u().ok_or(BAD)?;
         let s_len = usize::try_from(g.u().ok_or(BAD)?).map_err(|_| BAD)?;
         let v_len = usize::try_from(g.u().ok_or(BAD)?).map_err(|_| BAD)?;
@@ -124,50 +138,63 @@ impl Decoder {
             v: Get::new(g.take(v_len).ok_or(BAD)?),
             x: g,
         };
-        let mut orders: HashMap<ListKey, Vec<u32>> = HashMap::new();
-        let mut pending: HashMap<u32, Pending> = HashMap::new();
-        let mut new: HashSet<u32> = HashSet::new();
+        let mut ops = Ops::default();
         for _ in 0..n_ops {
-            read_op(
-                &mut st,
-                &mut m,
-                &mut orders,
-                &mut pending,
-                &mut new,
-                key,
-                h.dts,
-            )
-            .ok_or(BAD)?;
+            read_op(&mut st, m, &mut ops, key, h.dts).ok_or(BAD)?;
         }
         if !(st.s.done() && st.v.done() && st.x.done()) {
             return Err(BAD);
         }
-        resolve(&mut m, &mut pending, &new, h.dts).ok_or(BAD)?;
+        resolve(m, &mut ops, h.dts).ok_or(BAD)?;
+        update_orders(m, &ops).ok_or(BAD)?;
+        self.dest_orders = ops.dest_orders;
         m.time_ns = h.time_ns;
         m.offset_s = h.offset_s;
-        let entities = order_entities(&mut m, &orders).ok_or(BAD)?;
-        self.mirror = m;
         self.started = true;
-        Ok(Frame {
+        Ok(h)
+    }
+
+    /// The frame the state holds after [`Self::apply`] returned `h`.
+    pub fn frame(&self, h: &Head) -> Option<Frame> {
+        let m = &self.mirror;
+        let mut out = Vec::with_capacity(m.by_id.count());
+        let hosts = m.hosts_by_row();
+        visit(m, &hosts, &self.dest_orders, 0, None, &mut out)?;
+        Some(Frame {
             seq: h.seq,
             time_ns: h.time_ns,
             offset_s: h.offset_s,
             dt_ns: h.dts.0,
             conn_dt_ns: h.dts.1,
             is_final: h.flags & FLAG_FINAL != 0,
-            entities,
+            entities: out,
         })
     }
 }
 
-/// Reads one operation: removals and additions apply at once, updates wait in `pending`,
-/// orders in `orders`.
+/// What one frame's operations left to do after reading: updates to resolve, lists whose
+/// members changed, orders given.
+#[derive(Default)]
+struct Ops {
+    /// Updates by id (resolved in `rank` order).
+    pending: HashMap<u32, Pending>,
+    /// Ids added in this frame.
+    new: HashSet<u32>,
+    /// Lists that gained or lost members.
+    changed: HashSet<ListKey>,
+    /// Orders written for lists other than remote hosts'.
+    orders: Vec<(ListKey, Vec<u32>)>,
+    /// Orders written for remote hosts' lists (they hold for this frame only: otherwise
+    /// hosts are listed busiest first).
+    dest_orders: HashMap<u32, Vec<u32>>,
+}
+
+/// Reads one operation: removals and additions apply at once, updates wait in `ops`, and
+/// so do orders.
 fn read_op(
     g: &mut Streams<'_>,
     m: &mut Mirror,
-    orders: &mut HashMap<ListKey, Vec<u32>>,
-    pending: &mut HashMap<u32, Pending>,
-    new: &mut HashSet<u32>,
+    ops: &mut Ops,
     key: bool,
     dts: (u64, u64),
 ) -> Option<()> {
@@ -201,12 +228,15 @@ fn read_op(
                 0 => e.derived_rates(None, dt_for(&e, dts)),
                 _ => (g.x.f()?, g.x.f()?),
             };
-            m.by_id.insert(id, added(parent, e, key));
-            new.insert(id);
+            ops.changed.insert((parent, kind));
+            if !m.by_id.insert(id, added(parent, e, key)) {
+                return None;
+            }
+            ops.new.insert(id);
         }
         OP_UPDATE => {
             let e = &m.by_id.get(&id)?.e;
-            if pending.contains_key(&id) || new.contains(&id) {
+            if ops.pending.contains_key(&id) || ops.new.contains(&id) {
                 return None;
             }
             let mask = g.s.u()?;
@@ -216,7 +246,7 @@ fn read_op(
             }
             for &i in field_order(e.kind) {
                 if mask & (2 << i) != 0 {
-                    p.residuals.insert(i, g.v.i()?);
+                    p.residuals.push((i, g.v.i()?));
                 }
             }
             let mut bit = 2_u64 << e.nums.len();
@@ -232,10 +262,11 @@ fn read_op(
                 }
                 bit <<= 1;
             }
-            pending.insert(id, p);
+            ops.pending.insert(id, p);
         }
         OP_REMOVE => {
-            m.by_id.remove(&id)?;
+            let gone = m.by_id.remove(&id)?;
+            ops.changed.insert((gone.parent, gone.e.kind));
         }
         _ => {
             let kind = Kind::from_u8(g.s.b()?)?;
@@ -244,7 +275,11 @@ fn read_op(
             for _ in 0..n {
                 ids.push(u32::try_from(g.s.u()?).ok()?);
             }
-            orders.insert((id, kind), ids);
+            if kind == Kind::Dest {
+                ops.dest_orders.insert(id, ids);
+            } else {
+                ops.orders.push(((id, kind), ids));
+            }
         }
     }
     Some(())
@@ -252,29 +287,30 @@ fn read_op(
 
 /// Moves every entity not added in this frame on by its prediction plus what its update
 /// (if any) wrote, in `rank` order, and sets its rates.
-fn resolve(
-    m: &mut Mirror,
-    pending: &mut HashMap<u32, Pending>,
-    new: &HashSet<u32>,
-    dts: (u64, u64),
-) -> Option<()> {
+fn resolve(m: &mut Mirror, ops: &mut Ops, dts: (u64, u64)) -> Option<()> {
     let hosts = m.hosts_by_row();
     let mut ids: Vec<(u8, u32)> = m
         .by_id
         .iter()
-        .filter(|(id, _)| !new.contains(id))
-        .map(|(id, s)| (rank(s.e.kind), *id))
+        .filter(|(id, _)| !ops.new.contains(id))
+        .map(|(id, s)| (rank(s.e.kind), id))
         .collect();
     ids.sort_unstable();
+    let mut prev = [0_u64; MAX_NUMS];
     for (_, id) in ids {
         let sums = m.sums(id, &hosts);
-        let p = pending.remove(&id).unwrap_or_default();
+        let p = ops.pending.remove(&id).unwrap_or_default();
         let slot = m.by_id.get_mut(&id)?;
-        let (nums, last) = step(slot.e.kind, &slot.e.nums, &slot.last, sums, |i| {
-            Some(p.residuals.get(&i).copied().unwrap_or(0))
+        let n = slot.e.nums.len().min(MAX_NUMS);
+        prev[..n].copy_from_slice(&slot.e.nums[..n]);
+        step(slot.e.kind, &mut slot.e.nums, &mut slot.last, sums, |i| {
+            Some(
+                p.residuals
+                    .iter()
+                    .find(|(k, _)| *k == i)
+                    .map_or(0, |(_, r)| *r),
+            )
         })?;
-        let prev = std::mem::replace(&mut slot.e.nums, nums);
-        slot.last = last;
         for (i, f) in p.floats {
             slot.e.floats[i] = f;
         }
@@ -282,56 +318,92 @@ fn resolve(
             slot.e.strs[i] = s;
         }
         let dt = dt_for(&slot.e, dts);
-        slot.e.rates = p.explicit.unwrap_or_else(|| slot.e.derived_from(&prev, dt));
+        slot.e.rates = p
+            .explicit
+            .unwrap_or_else(|| slot.e.derived_from(&prev[..n], dt));
     }
     Some(())
 }
 
-/// The frame's entities in report order (rows, each followed by its lists) after setting
-/// the lists' orders.
-fn order_entities(m: &mut Mirror, orders: &HashMap<ListKey, Vec<u32>>) -> Option<Vec<Entity>> {
-    let lists = m.lists();
-    let mut resolved: HashMap<ListKey, Vec<u32>> = HashMap::with_capacity(lists.len());
-    for (list, members) in &lists {
-        let order = match orders.get(list) {
-            Some(o) => {
-                let mut a = o.clone();
-                let mut b = members.clone();
-                a.sort_unstable();
-                b.sort_unstable();
-                if a != b {
-                    return None;
-                }
-                o.clone()
-            }
-            None => m.default_order(*list, members),
-        };
-        resolved.insert(*list, order);
+/// Keeps each list's order (other than remote hosts', which are sorted when a frame is
+/// built): as written, or the previous order with newcomers last, for lists whose members
+/// changed. A written order must name exactly the list's members.
+fn update_orders(m: &mut Mirror, ops: &Ops) -> Option<()> {
+    if ops.changed.is_empty() && ops.orders.is_empty() && ops.dest_orders.is_empty() {
+        return Some(());
     }
-    let mut out = Vec::with_capacity(m.by_id.len());
-    visit(m, &resolved, 0, None, &mut out);
-    m.orders = resolved;
-    Some(out)
+    let lists = m.lists();
+    for list in &ops.changed {
+        if list.1 == Kind::Dest {
+            continue;
+        }
+        match lists.get(list) {
+            Some(members) => {
+                let order = m.default_order(*list, members);
+                m.orders.insert(*list, order);
+            }
+            None => {
+                m.orders.remove(list);
+            }
+        }
+    }
+    let same = |written: &[u32], list: &ListKey| {
+        let mut a = written.to_vec();
+        let mut b = lists.get(list).cloned().unwrap_or_default();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
+    };
+    for (list, order) in &ops.orders {
+        if !same(order, list) {
+            return None;
+        }
+        m.orders.insert(*list, order.clone());
+    }
+    for (parent, order) in &ops.dest_orders {
+        if !same(order, &(*parent, Kind::Dest)) {
+            return None;
+        }
+    }
+    Some(())
 }
 
-/// Depth-first: a list's entities, each followed by its own lists, kind by kind.
+/// Depth-first from `parent`: its lists kind by kind (remote hosts busiest first unless
+/// this frame wrote their order), each entity followed by its own lists.
 fn visit(
     m: &Mirror,
-    resolved: &HashMap<ListKey, Vec<u32>>,
+    hosts: &HashMap<u32, Vec<u32>>,
+    dest_orders: &HashMap<u32, Vec<u32>>,
     parent: u32,
     parent_ix: Option<usize>,
     out: &mut Vec<Entity>,
-) {
+) -> Option<()> {
     for kind in Kind::ALL {
-        let Some(ids) = resolved.get(&(parent, kind)) else {
-            continue;
+        let sorted;
+        let ids: &[u32] = if kind == Kind::Dest {
+            match (dest_orders.get(&parent), hosts.get(&parent)) {
+                (Some(o), _) => o,
+                (None, Some(members)) => {
+                    sorted = m.default_order((parent, kind), members);
+                    &sorted
+                }
+                (None, None) => continue,
+            }
+        } else {
+            match m.orders.get(&(parent, kind)) {
+                Some(o) => o,
+                None => continue,
+            }
         };
         for id in ids {
-            let mut e = m.by_id[id].e.clone();
+            let mut e = m.by_id.get(id)?.e.clone();
             e.parent = parent_ix;
             out.push(e);
             let ix = out.len() - 1;
-            visit(m, resolved, *id, Some(ix), out);
+            if parent == 0 {
+                visit(m, hosts, dest_orders, *id, Some(ix), out)?;
+            }
         }
     }
+    Some(())
 }

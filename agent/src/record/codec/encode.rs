@@ -60,7 +60,7 @@ impl Encoder {
             )
         };
         if key {
-            self.mirror.by_id.clear();
+            self.mirror.by_id = Default::default();
             self.mirror.orders.clear();
             self.ids.clear();
             self.next_id = 1;
@@ -172,7 +172,6 @@ impl Encoder {
             .mirror
             .by_id
             .keys()
-            .copied()
             .filter(|id| !seen.contains(id))
             .collect();
         gone.sort_unstable();

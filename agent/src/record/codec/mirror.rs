@@ -30,12 +30,90 @@ pub fn added(parent: u32, e: Entity, key: bool) -> Slot {
     Slot { parent, e, last }
 }
 
+/// Ids are small (numbered from 1 within a block, never reused in it): slots live in a
+/// vector indexed by id. A larger id than this is corrupt input.
+pub const MAX_ID: u32 = 1 << 24;
+
+/// Entities by id.
+#[derive(Debug, Default, Clone)]
+pub struct Slots {
+    v: Vec<Option<Slot>>,
+    len: usize,
+}
+
+impl Slots {
+    /// The slot of `id`.
+    pub fn get(&self, id: &u32) -> Option<&Slot> {
+        self.v.get(*id as usize).and_then(Option::as_ref)
+    }
+
+    /// The slot of `id`, to change.
+    pub fn get_mut(&mut self, id: &u32) -> Option<&mut Slot> {
+        self.v.get_mut(*id as usize).and_then(Option::as_mut)
+    }
+
+    /// True when `id` has a slot.
+    pub fn contains_key(&self, id: &u32) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Sets `id`'s slot (ids up to [`MAX_ID`]; false for a larger one).
+    pub fn insert(&mut self, id: u32, slot: Slot) -> bool {
+        if id >= MAX_ID {
+            return false;
+        }
+        let i = id as usize;
+        if i >= self.v.len() {
+            self.v.resize_with(i + 1, || None);
+        }
+        if self.v[i].replace(slot).is_none() {
+            self.len += 1;
+        }
+        true
+    }
+
+    /// Removes `id`'s slot.
+    pub fn remove(&mut self, id: &u32) -> Option<Slot> {
+        let s = self.v.get_mut(*id as usize)?.take();
+        if s.is_some() {
+            self.len -= 1;
+        }
+        s
+    }
+
+    /// Every (id, slot), by id.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Slot)> {
+        self.v
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
+    }
+
+    /// Every id, in order.
+    pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.iter().map(|(i, _)| i)
+    }
+
+    /// How many.
+    pub fn count(&self) -> usize {
+        self.len
+    }
+}
+
+impl std::ops::Index<&u32> for Slots {
+    type Output = Slot;
+
+    fn index(&self, id: &u32) -> &Slot {
+        self.get(id).unwrap_or_else(|| panic!("no entity {id}"))
+    }
+}
+
 /// What the encoder and the decoder both remember between frames: entities by id and the
 /// order of each list.
 #[derive(Debug, Default, Clone)]
 pub struct Mirror {
     /// Every entity of the last frame.
-    pub by_id: HashMap<u32, Slot>,
+    pub by_id: Slots,
     /// Each list's order in the last frame.
     pub orders: HashMap<ListKey, Vec<u32>>,
     /// The last frame's time.
@@ -53,7 +131,9 @@ impl Mirror {
             let mut v = members.to_vec();
             let ent = |id: &u32| &self.by_id[id].e;
             let volume = |e: &Entity| e.nums[0].saturating_add(e.nums[1]);
-            let remote = |e: &Entity| e.strs[0].clone().unwrap_or_default();
+            fn remote(e: &Entity) -> &str {
+                e.strs[0].as_deref().unwrap_or_default()
+            }
             v.sort_by(|a, b| {
                 let (ea, eb) = (ent(a), ent(b));
                 let (oa, ob) = (remote(ea) == "other", remote(eb) == "other");
@@ -83,7 +163,7 @@ impl Mirror {
     /// Every list's members (unordered).
     pub fn lists(&self) -> HashMap<ListKey, Vec<u32>> {
         let mut lists: HashMap<ListKey, Vec<u32>> = HashMap::new();
-        for (&id, slot) in &self.by_id {
+        for (id, slot) in self.by_id.iter() {
             lists
                 .entry((slot.parent, slot.e.kind))
                 .or_default()
@@ -95,7 +175,7 @@ impl Mirror {
     /// Remote hosts by the row they belong to.
     pub fn hosts_by_row(&self) -> HashMap<u32, Vec<u32>> {
         let mut out: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (&id, slot) in &self.by_id {
+        for (id, slot) in self.by_id.iter() {
             if slot.e.kind == Kind::Dest {
                 out.entry(slot.parent).or_default().push(id);
             }

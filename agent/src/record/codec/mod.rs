@@ -187,37 +187,25 @@ impl Entity {
 
     /// The bytes in and out its rates derive from.
     pub(crate) fn rate_bytes(&self) -> Option<(u64, u64, Clock)> {
-        let (i, o, clock) = self.kind.shape().rate_from?;
-        let sum = |ix: &[usize]| {
-            ix.iter()
-                .map(|&k| self.nums.get(k).copied().unwrap_or(0))
-                .fold(0_u64, u64::saturating_add)
-        };
-        Some((sum(i), sum(o), clock))
+        rate_bytes_of(self.kind, &self.nums)
     }
 
     /// Rates over `dt_ns` since `prev` (none: since zero), as the session computes them.
     pub(crate) fn derived_rates(&self, prev: Option<&Entity>, dt_ns: u64) -> (f64, f64) {
+        self.derived_from(prev.map_or(&[][..], |p| &p.nums), dt_ns)
+    }
+
+    /// Rates over `dt_ns` since the numbers were `prev` (empty: zero).
+    pub(crate) fn derived_from(&self, prev: &[u64], dt_ns: u64) -> (f64, f64) {
         let Some((bi, bo, _)) = self.rate_bytes() else {
             return (0.0, 0.0);
         };
-        let (pi, po) = prev
-            .and_then(Entity::rate_bytes)
-            .map_or((0, 0), |(a, b, _)| (a, b));
+        let (pi, po) = rate_bytes_of(self.kind, prev).map_or((0, 0), |(a, b, _)| (a, b));
         let dt = Duration::from_nanos(dt_ns);
         (
             rate_bps(bi.saturating_sub(pi), dt),
             rate_bps(bo.saturating_sub(po), dt),
         )
-    }
-
-    /// Rates over `dt_ns` since the numbers were `prev`.
-    pub(crate) fn derived_from(&self, prev: &[u64], dt_ns: u64) -> (f64, f64) {
-        let before = Entity {
-            nums: prev.to_vec(),
-            ..Entity::new(self.kind, None)
-        };
-        self.derived_rates(Some(&before), dt_ns)
     }
 
     /// The fields that tell it from its siblings, as bytes.
@@ -233,6 +221,17 @@ impl Entity {
         }
         *out = p.0;
     }
+}
+
+/// The bytes in and out `kind`'s rates derive from, in `nums` (missing fields count 0).
+fn rate_bytes_of(kind: Kind, nums: &[u64]) -> Option<(u64, u64, Clock)> {
+    let (i, o, clock) = kind.shape().rate_from?;
+    let sum = |ix: &[usize]| {
+        ix.iter()
+            .map(|&k| nums.get(k).copied().unwrap_or(0))
+            .fold(0_u64, u64::saturating_add)
+    };
+    Some((sum(i), sum(o), clock))
 }
 
 /// One frame: a report, flattened.

@@ -97,25 +97,31 @@ pub fn predicted(kind: Kind, i: usize, inc: &[i64], last: &[i64], sums: Option<[
     }
 }
 
-/// The new values and increments of `kind`'s numbers from `prev`, given `residual(i)`, the
-/// written difference of field `i` from its prediction (asked in [`field_order`]).
+/// Most numbers a kind has.
+pub const MAX_NUMS: usize = 24;
+
+/// Moves `kind`'s numbers on in place: `nums` from the previous values to the new ones,
+/// `last` from the previous increments to this interval's, given `residual(i)`, the written
+/// difference of field `i` from its prediction (asked in [`field_order`]).
 pub fn step(
     kind: Kind,
-    prev: &[u64],
-    last: &[i64],
+    nums: &mut [u64],
+    last: &mut [i64],
     sums: Option<[i64; 4]>,
     mut residual: impl FnMut(usize) -> Option<i64>,
-) -> Option<(Vec<u64>, Vec<i64>)> {
-    let mut inc: Vec<i64> = vec![0; prev.len()];
+) -> Option<()> {
+    let n = nums.len().min(MAX_NUMS);
+    let mut old = [0_i64; MAX_NUMS];
+    old[..n].copy_from_slice(&last[..n]);
+    let mut inc = [0_i64; MAX_NUMS];
     for &i in field_order(kind) {
-        inc[i] = predicted(kind, i, &inc, last, sums).wrapping_add(residual(i)?);
+        inc[i] = predicted(kind, i, &inc, &old, sums).wrapping_add(residual(i)?);
     }
-    let now = prev
-        .iter()
-        .zip(&inc)
-        .map(|(p, d)| p.wrapping_add(*d as u64))
-        .collect();
-    Some((now, inc))
+    for i in 0..n {
+        nums[i] = nums[i].wrapping_add(inc[i] as u64);
+        last[i] = inc[i];
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -169,8 +175,9 @@ mod tests {
 
     #[test]
     fn step_adds_residuals_to_predictions() {
-        let last = [10, 100, 1, 1, 0, 0];
-        let (now, inc) = step(Kind::Dest, &[5; 6], &last, None, |i| {
+        let mut inc = [10, 100, 1, 1, 0, 0];
+        let mut now = [5; 6];
+        step(Kind::Dest, &mut now, &mut inc, None, |i| {
             Some(if i == 1 { 50 } else { 0 })
         })
         .expect("steps");
