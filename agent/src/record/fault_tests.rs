@@ -528,3 +528,77 @@ fn a_window_report_is_the_difference_of_its_ends() {
     // A window after the recording has nothing.
     assert!(super::window::summarize(&rec, Some(ns(&rs[79]) + 1), None).is_none());
 }
+
+/// The replay view's moves over a recording with a gap (frames 20..30 not recorded).
+#[test]
+fn the_replay_view_steps_jumps_and_shows_gaps() {
+    use super::view::{Move, Player, parse_jump};
+    let d = TempDir::new("player");
+    let rs = reports(40, 0);
+    let kept: Vec<Report> = rs[..20].iter().chain(&rs[30..]).cloned().collect();
+    record(&d.0, &kept, 16, true);
+    let ns = |r: &Report| r.timestamp.timestamp_nanos_opt().expect("ns");
+    let mut p = Player::new(Recording::open(&d.0).expect("open"), None).expect("a frame");
+    // At the end.
+    assert_eq!(p.frame().time_ns, ns(&rs[39]));
+    assert!(p.status(None).contains("[end]"));
+    assert!(!p.go(Move::Forward));
+    // One interval back, across a block boundary too.
+    for i in (30..39).rev() {
+        assert!(p.go(Move::Back));
+        assert_eq!(p.frame().time_ns, ns(&rs[i]));
+    }
+    assert!(
+        p.status(None).contains("a gap of 11s"),
+        "{}",
+        p.status(None)
+    );
+    assert!(p.go(Move::Back));
+    assert_eq!(p.frame().time_ns, ns(&rs[19]));
+    assert!(!p.status(None).contains("gap"));
+    // The sparklines get the minute before: here every frame before it.
+    assert_eq!(p.reports().len(), 20);
+    assert_eq!(p.reports().last(), Some(&rs[19]));
+    // Start, end, a minute.
+    assert!(p.go(Move::Start));
+    assert_eq!(p.frame().time_ns, ns(&rs[0]));
+    assert!(p.go(Move::By(60)));
+    assert_eq!(p.frame().time_ns, ns(&rs[39]));
+    // Jumps: a time of day, relative, RFC 3339.
+    let now = chrono::Utc::now();
+    let t = parse_jump("00:00:15", p.frame().time_ns, 0, now).expect("time of day");
+    assert!(p.jump(t));
+    assert_eq!(p.frame().time_ns, ns(&rs[13]));
+    let t = parse_jump("+5s", p.frame().time_ns, 0, now).expect("relative");
+    assert_eq!(t, ns(&rs[13]) + 5_000_000_000);
+    p.jump(t);
+    let want = kept
+        .iter()
+        .rposition(|r| ns(r) <= t)
+        .expect("a frame before");
+    assert_eq!(p.frame().time_ns, ns(&kept[want]));
+    let t = parse_jump("2026-01-01T00:00:03Z", 0, 0, now).expect("rfc 3339");
+    p.jump(t);
+    assert_eq!(p.frame().time_ns, ns(&rs[1]));
+    assert_eq!(parse_jump("soon", 0, 0, now), None);
+}
+
+#[test]
+fn replay_keys() {
+    use super::view::{Move, ReplayKey, replay_key};
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let k = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    for (key, filtering, want) in [
+        (k(KeyCode::Left), false, ReplayKey::Go(Move::Back)),
+        (k(KeyCode::Char('.')), false, ReplayKey::Go(Move::Forward)),
+        (k(KeyCode::Char(']')), false, ReplayKey::Go(Move::By(60))),
+        (k(KeyCode::Char('<')), false, ReplayKey::Go(Move::Start)),
+        (k(KeyCode::Char('J')), false, ReplayKey::Jump),
+        // The live view's keys, and everything typed into its filter.
+        (k(KeyCode::Char('s')), false, ReplayKey::View),
+        (k(KeyCode::Char('q')), false, ReplayKey::View),
+        (k(KeyCode::Left), true, ReplayKey::View),
+    ] {
+        assert_eq!(replay_key(key, filtering), want, "{key:?}");
+    }
+}
