@@ -6,6 +6,8 @@
 //! compression, writes), as % of a core at 1 s, the time to open at the end and to seek.
 //!
 //! Usage: recording_cost BUSY HOURS [DIR]   (DIR is kept when given, else removed)
+//!        recording_cost --read DIR          (open and seek only: a cold figure after
+//!                                            `echo 3 > /proc/sys/vm/drop_caches`)
 //!
 //! This measures the recorder alone: a run that prints no report every interval (a metrics
 //! daemon, a `-t` window) also builds one snapshot per interval for it, which the agent's
@@ -53,8 +55,45 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens `dir` at its end and seeks 50 random times: (open ms, median seek ms, max seek ms,
+/// segments, the last frame's time).
+fn read(dir: &std::path::Path) -> (f64, f64, f64, usize, i64) {
+    let t0 = Instant::now();
+    let recording = Recording::open(dir).expect("open the recording");
+    let (first, last) = recording.span();
+    let (_, frame) = recording.locate(last).expect("the end");
+    let open_end = t0.elapsed();
+    let mut rng = Rng::new(42);
+    let mut seeks = Vec::new();
+    for _ in 0..50 {
+        let t = first
+            + i64::try_from(rng.below(u64::try_from(last - first).unwrap_or(1))).unwrap_or(0);
+        let t0 = Instant::now();
+        let (_, frame) = recording.locate(t).expect("a frame");
+        seeks.push(t0.elapsed());
+        assert!(frame.time_ns <= t);
+    }
+    seeks.sort();
+    (
+        open_end.as_secs_f64() * 1e3,
+        seeks[seeks.len() / 2].as_secs_f64() * 1e3,
+        seeks[seeks.len() - 1].as_secs_f64() * 1e3,
+        recording.segments.len(),
+        frame.time_ns,
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--read") {
+        let dir = PathBuf::from(args.get(2).expect("--read DIR"));
+        let (open_ms, seek_med, seek_max, segments, _) = read(&dir);
+        println!(
+            "{{\"open_end_ms\":{open_ms:.2},\"seek_median_ms\":{seek_med:.2},\"seek_max_ms\":{seek_max:.2},\"segments\":{segments},\"bytes\":{}}}",
+            dir_size(&dir)
+        );
+        return;
+    }
     let busy: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let hours: f64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1.0);
     let keep = args.get(3).map(PathBuf::from);
@@ -105,35 +144,18 @@ fn main() {
     let per_day = bytes as f64 * 24.0 / hours;
     let cpu_per_frame = cpu.as_secs_f64() / frames.max(1) as f64;
 
-    // Open at the end, as `replay DIR` does (drop the page cache first for a cold figure:
-    // `sync; echo 3 > /proc/sys/vm/drop_caches` before running, when root and allowed).
-    let t0 = Instant::now();
-    let recording = Recording::open(&dir).expect("open the recording");
-    let (first, last) = recording.span();
-    let (_, frame) = recording.locate(last).expect("the end");
-    let open_end = t0.elapsed();
-    assert_eq!(frame.time_ns, last_ns, "opened at the last frame");
-    // Seek to random times.
-    let mut rng = Rng::new(42);
-    let mut seeks = Vec::new();
-    for _ in 0..50 {
-        let t =
-            first + i64::try_from(rng.below(u64::try_from(last - first).unwrap_or(1))).unwrap_or(0);
-        let t0 = Instant::now();
-        let (_, frame) = recording.locate(t).expect("a frame");
-        seeks.push(t0.elapsed());
-        assert!(frame.time_ns <= t);
-    }
-    seeks.sort();
+    // Open at the end, as `replay DIR` does, and seek (warm: just written).
+    let (open_ms, seek_med, seek_max, segments, end) = read(&dir);
+    assert_eq!(end, last_ns, "opened at the last frame");
     println!(
         "{{\"busy\":{busy},\"workloads\":100,\"hours\":{hours},\"frames\":{frames},\"bytes\":{bytes},\"bytes_per_day\":{per_day:.0},\"mib_per_day\":{:.2},\"cpu_us_per_frame\":{:.1},\"cpu_pct_at_1s\":{:.4},\"open_end_ms\":{:.2},\"seek_median_ms\":{:.2},\"seek_max_ms\":{:.2},\"segments\":{},\"rss_kib\":{rss_write}}}",
         per_day / 1048576.0,
         cpu_per_frame * 1e6,
         cpu_per_frame * 100.0,
-        open_end.as_secs_f64() * 1e3,
-        seeks[seeks.len() / 2].as_secs_f64() * 1e3,
-        seeks[seeks.len() - 1].as_secs_f64() * 1e3,
-        recording.segments.len(),
+        open_ms,
+        seek_med,
+        seek_max,
+        segments,
     );
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
