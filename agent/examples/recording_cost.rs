@@ -66,8 +66,8 @@ fn read(dir: &std::path::Path) -> (f64, f64, f64, usize, i64) {
     let mut rng = Rng::new(42);
     let mut seeks = Vec::new();
     for _ in 0..50 {
-        let t = first
-            + i64::try_from(rng.below(u64::try_from(last - first).unwrap_or(1))).unwrap_or(0);
+        let t =
+            first + i64::try_from(rng.below(u64::try_from(last - first).unwrap_or(1))).unwrap_or(0);
         let t0 = Instant::now();
         let (_, frame) = recording.locate(t).expect("a frame");
         seeks.push(t0.elapsed());

@@ -463,7 +463,7 @@ mod tests {
                 &["--all", "--record", "/r", "--retain", "soon"][..],
                 "is not a duration",
             ),
-            (&["--all", "--record", ""][..], "--record is empty"),
+            (&["--all", "--record", ""][..], "--record"),
         ] {
             let e = config(args).expect_err("refused");
             assert!(e.contains(msg), "{args:?}: {e}");

@@ -357,21 +357,38 @@ fn scrapers_target_metrics_port() {
 fn recording_is_opt_in_and_patches_either_profile() {
     let patch = load_one_untyped("recording-patch.yaml");
     let container = &array_at(&patch, "/spec/template/spec/containers")[0];
-    assert!(container.get("securityContext").is_none(), "the patch keeps the profile's");
+    assert!(
+        container.get("securityContext").is_none(),
+        "the patch keeps the profile's"
+    );
     let patched: Vec<&str> = array_at(container, "/args")
         .iter()
         .map(|a| a.as_str().expect("string arg"))
         .collect();
-    for file in ["daemonset-privileged.yaml", "daemonset-least-privilege.yaml"] {
+    for file in [
+        "daemonset-privileged.yaml",
+        "daemonset-least-privilege.yaml",
+    ] {
         let (template, _) = check_daemonset(file);
         let base = array_at(&template, "/spec/containers/0/args");
-        assert!(!base.iter().any(|a| a == "--record"), "{file} records by default");
-        assert_eq!(container["name"], template["spec"]["containers"][0]["name"], "{file}");
-        // The patch replaces the list: it must be the profile's plus the recorder's flags.
-        assert_eq!(&patched[..base.len()], base.iter().map(|a| a.as_str().expect("arg")).collect::<Vec<_>>(), "{file}");
+        assert!(
+            !base.iter().any(|a| a == "--record"),
+            "{file} records by default"
+        );
         assert_eq!(
-            template["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
-            true,
+            container["name"], template["spec"]["containers"][0]["name"],
+            "{file}"
+        );
+        // The patch replaces the list: it must be the profile's plus the recorder's flags.
+        assert_eq!(
+            &patched[..base.len()],
+            base.iter()
+                .map(|a| a.as_str().expect("arg"))
+                .collect::<Vec<_>>(),
+            "{file}"
+        );
+        assert_eq!(
+            template["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true,
             "{file}"
         );
     }

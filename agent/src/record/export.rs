@@ -115,8 +115,16 @@ fn om_time(ns: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
 
+/// A traffic family: its name (without `_total`), help, unit, and which counter it takes.
+type Family = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    fn(&Counters) -> u64,
+);
+
 /// The traffic families, as `/metrics` names them (`metrics::collector`).
-const FAMILIES: [(&str, &str, Option<&str>, fn(&Counters) -> u64); 4] = [
+const FAMILIES: [Family; 4] = [
     (
         "procnetmon_network_receive_bytes",
         "IP bytes received by the workload's sockets",
@@ -219,142 +227,127 @@ pub fn csv(
     Ok(())
 }
 
+/// What one CSV line says beside the time.
+struct CsvLine<'a> {
+    kind: &'a str,
+    name: &'a str,
+    pid: Option<u32>,
+    cgroup: &'a str,
+    /// Remote address, its name, its class (or a class alone).
+    remote: (&'a str, &'a str, &'a str),
+    counters: Counters,
+    rates: (f64, f64),
+    /// TCP and UDP connections (rows only).
+    conns: Option<(u32, u32)>,
+}
+
+impl CsvLine<'_> {
+    fn write(&self, time: &str, out: &mut dyn Write) -> io::Result<()> {
+        let c = &self.counters;
+        let (tcp, udp) = self.conns.map_or((String::new(), String::new()), |(t, u)| {
+            (t.to_string(), u.to_string())
+        });
+        writeln!(
+            out,
+            "{time},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0},{tcp},{udp}",
+            self.kind,
+            csv_field(self.name),
+            self.pid.map(|p| p.to_string()).unwrap_or_default(),
+            csv_field(self.cgroup),
+            csv_field(self.remote.0),
+            csv_field(self.remote.1),
+            csv_field(self.remote.2),
+            c.bytes_in,
+            c.bytes_out,
+            c.packets_in,
+            c.packets_out,
+            self.rates.0,
+            self.rates.1,
+        )
+    }
+}
+
+/// A row's line, then its remote hosts' and classes'.
+fn csv_row(
+    time: &str,
+    kind: &str,
+    (name, pid, cgroup): (&str, Option<u32>, &str),
+    row: &crate::model::Row,
+    dests: Option<&[crate::model::Destination]>,
+    classes: Option<&[crate::model::ClassTraffic]>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let base = CsvLine {
+        kind,
+        name,
+        pid,
+        cgroup,
+        remote: ("", "", ""),
+        counters: row.counters,
+        rates: (row.rate_in, row.rate_out),
+        conns: Some((row.tcp_connections, row.udp_connections)),
+    };
+    base.write(time, out)?;
+    for d in dests.unwrap_or_default() {
+        CsvLine {
+            kind: "destination",
+            remote: (
+                &d.remote,
+                d.name.as_deref().unwrap_or(""),
+                d.class.as_deref().unwrap_or(""),
+            ),
+            counters: d.counters,
+            rates: (d.rate_in, d.rate_out),
+            conns: None,
+            ..base
+        }
+        .write(time, out)?;
+    }
+    for c in classes.unwrap_or_default() {
+        CsvLine {
+            kind: "class",
+            remote: ("", "", &c.class),
+            counters: c.counters,
+            rates: (c.rate_in, c.rate_out),
+            conns: None,
+            ..base
+        }
+        .write(time, out)?;
+    }
+    Ok(())
+}
+
 /// One frame's CSV lines.
 pub fn csv_frame(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     let time = r
         .timestamp
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut line = |kind: &str,
-                    name: &str,
-                    pid: String,
-                    cgroup: &str,
-                    remote: (&str, &str, &str),
-                    c: &Counters,
-                    rates: (f64, f64),
-                    conns: (String, String)| {
-        writeln!(
-            out,
-            "{time},{kind},{},{pid},{},{},{},{},{},{},{},{},{:.0},{:.0},{},{}",
-            csv_field(name),
-            csv_field(cgroup),
-            csv_field(remote.0),
-            csv_field(remote.1),
-            csv_field(remote.2),
-            c.bytes_in,
-            c.bytes_out,
-            c.packets_in,
-            c.packets_out,
-            rates.0,
-            rates.1,
-            conns.0,
-            conns.1
-        )
-    };
-    let none = ("", "", "");
     for p in &r.processes {
-        let row = &p.row;
-        let conns = (
-            row.tcp_connections.to_string(),
-            row.udp_connections.to_string(),
-        );
-        line(
+        let id = (p.name.as_str(), Some(p.pid), "");
+        csv_row(
+            &time,
             "process",
-            &p.name,
-            p.pid.to_string(),
-            "",
-            none,
-            &row.counters,
-            (row.rate_in, row.rate_out),
-            conns,
+            id,
+            &p.row,
+            p.destinations.as_deref(),
+            p.classes.as_deref(),
+            out,
         )?;
-        for d in p.destinations.iter().flatten() {
-            let remote = (
-                d.remote.as_str(),
-                d.name.as_deref().unwrap_or(""),
-                d.class.as_deref().unwrap_or(""),
-            );
-            line(
-                "destination",
-                &p.name,
-                p.pid.to_string(),
-                "",
-                remote,
-                &d.counters,
-                (d.rate_in, d.rate_out),
-                (String::new(), String::new()),
-            )?;
-        }
-        for c in p.classes.iter().flatten() {
-            line(
-                "class",
-                &p.name,
-                p.pid.to_string(),
-                "",
-                ("", "", &c.class),
-                &c.counters,
-                (c.rate_in, c.rate_out),
-                (String::new(), String::new()),
-            )?;
-        }
     }
     for w in &r.workloads {
-        let row = &w.row;
-        let conns = (
-            row.tcp_connections.to_string(),
-            row.udp_connections.to_string(),
-        );
-        line(
+        let id = (w.name.as_str(), None, w.cgroup.as_str());
+        csv_row(
+            &time,
             "workload",
-            &w.name,
-            String::new(),
-            &w.cgroup,
-            none,
-            &row.counters,
-            (row.rate_in, row.rate_out),
-            conns,
+            id,
+            &w.row,
+            w.destinations.as_deref(),
+            w.classes.as_deref(),
+            out,
         )?;
-        for d in w.destinations.iter().flatten() {
-            let remote = (
-                d.remote.as_str(),
-                d.name.as_deref().unwrap_or(""),
-                d.class.as_deref().unwrap_or(""),
-            );
-            line(
-                "destination",
-                &w.name,
-                String::new(),
-                &w.cgroup,
-                remote,
-                &d.counters,
-                (d.rate_in, d.rate_out),
-                (String::new(), String::new()),
-            )?;
-        }
-        for c in w.classes.iter().flatten() {
-            line(
-                "class",
-                &w.name,
-                String::new(),
-                &w.cgroup,
-                ("", "", &c.class),
-                &c.counters,
-                (c.rate_in, c.rate_out),
-                (String::new(), String::new()),
-            )?;
-        }
     }
     if let Some(a) = &r.aggregated {
-        let conns = (a.tcp_connections.to_string(), a.udp_connections.to_string());
-        line(
-            "aggregate",
-            "TOTAL",
-            String::new(),
-            "",
-            none,
-            &a.counters,
-            (a.rate_in, a.rate_out),
-            conns,
-        )?;
+        csv_row(&time, "aggregate", ("TOTAL", None, ""), a, None, None, out)?;
     }
     Ok(())
 }

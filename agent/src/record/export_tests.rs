@@ -213,7 +213,7 @@ fn plot_renders_and_holds_the_busiest_rows() {
             )
         })
         .collect();
-    by_volume.sort_by(|a, b| b.1.cmp(&a.1));
+    by_volume.sort_by_key(|v| std::cmp::Reverse(v.1));
     let legend: Vec<&str> = svg
         .lines()
         .filter_map(|l| l.split("class=\"legend\"").nth(1))

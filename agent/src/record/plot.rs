@@ -79,7 +79,7 @@ pub fn series(
             c.bytes_in + c.bytes_out,
         ));
     }
-    volume.sort_by(|a, b| b.2.cmp(&a.2));
+    volume.sort_by_key(|v| std::cmp::Reverse(v.2));
     volume.truncate(top);
     let chosen: HashMap<RowKey, usize> = volume
         .iter()
@@ -243,7 +243,7 @@ pub fn svg(series: &[Series], (first, last): (i64, i64), offset_s: i32, title: &
         }
         let (lx, ly) = (
             LEFT + (i % 2) as f64 * PLOT_W / 2.0,
-            TOP + PLOT_H + 48.0 + 20.0 * (i / 2) as f64,
+            TOP + PLOT_H + 64.0 + 20.0 * (i / 2) as f64,
         );
         let _ = writeln!(
             o,

@@ -129,11 +129,14 @@ impl Encoder {
                 (bi.saturating_sub(pi), e.rates.0),
                 (bo.saturating_sub(po), e.rates.1),
             ] {
-                if d == 0 || !(rate > 0.0) || !rate.is_finite() {
+                if d == 0
+                    || rate.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+                    || !rate.is_finite()
+                {
                     continue;
                 }
                 let guess = (d as f64 * 8.0 / rate * 1e9).round();
-                if !(guess >= 1.0 && guess < 1e18) {
+                if !(1.0..1e18).contains(&guess) {
                     continue;
                 }
                 let guess = guess as u64;

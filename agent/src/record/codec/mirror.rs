@@ -139,7 +139,7 @@ impl Mirror {
                 let (oa, ob) = (remote(ea) == "other", remote(eb) == "other");
                 oa.cmp(&ob)
                     .then(volume(eb).cmp(&volume(ea)))
-                    .then(remote(ea).cmp(&remote(eb)))
+                    .then(remote(ea).cmp(remote(eb)))
             });
             return v;
         }
