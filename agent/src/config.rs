@@ -101,6 +101,11 @@ impl RecordConfig {
             "the directory to record into",
             [dir.to_str().unwrap_or("?")],
         )?;
+        if opt.cleanup {
+            return Err(UsageError::new(
+                "--cleanup only undoes what killed runs left behind and records nothing; leave out --record",
+            ));
+        }
         let retain = match opt.retain.as_deref().map(str::trim) {
             None => Some(DEFAULT_RETAIN),
             Some("0") => None,
@@ -464,6 +469,7 @@ mod tests {
                 "is not a duration",
             ),
             (&["--all", "--record", ""][..], "--record"),
+            (&["--cleanup", "--record", "/r"][..], "leave out --record"),
         ] {
             let e = config(args).expect_err("refused");
             assert!(e.contains(msg), "{args:?}: {e}");

@@ -602,3 +602,48 @@ fn replay_keys() {
         assert_eq!(replay_key(key, filtering), want, "{key:?}");
     }
 }
+
+/// `replay --follow` reads frames as a run writes them (from the journal, before their
+/// block is compressed), and stops at `--to`.
+#[test]
+fn follow_reads_a_recording_while_it_is_written() {
+    use super::replay::{ReplayArgs, What};
+    let d = TempDir::new("follow");
+    let rs = reports(30, 0);
+    let ns = |r: &Report| r.timestamp.timestamp_nanos_opt().expect("ns");
+    let mut r = recorder(DirStorage::open(&d.0).expect("open"), 16);
+    // The follower needs a frame to start from.
+    r.append(&rs[0]);
+    let out = d.0.with_extension("jsonl");
+    let args = ReplayArgs {
+        dir: d.0.clone(),
+        what: What::Report { json: true },
+        from: Some(ns(&rs[0])),
+        to: Some(ns(&rs[29])),
+        at: None,
+        follow: true,
+        output: Some(out.clone()),
+    };
+    let follower = std::thread::spawn(move || super::replay::run(&args).expect("follows"));
+    for rep in &rs[1..] {
+        std::thread::sleep(Duration::from_millis(15));
+        r.append(rep);
+    }
+    assert_eq!(follower.join().expect("joins"), 0);
+    r.close();
+    let text = std::fs::read_to_string(&out).expect("output");
+    let _ = std::fs::remove_file(&out);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    // Every frame once, in order: the first (at --from) and the 29 written while following.
+    assert_eq!(lines.len(), 30, "{text}");
+    for (l, rep) in lines.iter().zip(&rs) {
+        assert_eq!(
+            l["timestamp"],
+            rep.timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        );
+    }
+}
