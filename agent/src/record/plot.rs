@@ -7,8 +7,11 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use super::{convert::report_of, reader::Recording, window::RowKey};
-use crate::model::Report;
+use super::{
+    codec::{Entity, Kind},
+    reader::Recording,
+    window::{RowKey, row_key},
+};
 
 /// Columns of the plot (its width in user units).
 pub const COLUMNS: usize = 900;
@@ -34,23 +37,13 @@ pub struct Series {
     pub columns: Vec<Option<f64>>,
 }
 
-fn row_key(r: &Report) -> Vec<(RowKey, String, f64)> {
-    let mut out = Vec::new();
-    for p in &r.processes {
-        out.push((
-            RowKey::Process(p.pid, p.name.clone()),
-            format!("{} ({})", p.name, p.pid),
-            p.row.rate_in + p.row.rate_out,
-        ));
+/// A row's name in the legend.
+fn legend(e: &Entity) -> String {
+    let name = e.strs.first().cloned().flatten().unwrap_or_default();
+    match e.kind {
+        Kind::Process => format!("{name} ({})", e.nums[19]),
+        _ => name,
     }
-    for w in &r.workloads {
-        out.push((
-            RowKey::Workload(w.name.clone(), w.cgroup.clone()),
-            w.name.clone(),
-            w.row.rate_in + w.row.rate_out,
-        ));
-    }
-    out
 }
 
 /// The `top` busiest rows of `[from, to]` (by bytes in and out in the window) and their
@@ -103,22 +96,35 @@ pub fn series(
             columns: vec![None; COLUMNS],
         })
         .collect();
-    for (_, f) in rec.frames(Some(first)) {
-        if f.time_ns < first {
-            continue;
+    let mut ids: HashMap<u32, Option<usize>> = HashMap::new();
+    rec.scan(Some(first), |_, head, dec, first_of_part| {
+        if first_of_part {
+            // Ids are numbered afresh in every block.
+            ids.clear();
         }
-        if f.time_ns > last {
-            break;
+        if head.time_ns < first {
+            return true;
         }
-        let c = column(f.time_ns);
-        for (key, name, rate) in row_key(&report_of(&f)) {
-            if let Some(&i) = chosen.get(&key) {
-                let s = &mut out[i];
-                s.name = name;
-                s.columns[c] = Some(s.columns[c].map_or(rate, |r: f64| r.max(rate)));
+        if head.time_ns > last {
+            return false;
+        }
+        let c = column(head.time_ns);
+        for (id, e) in dec.rows() {
+            let ix = *ids
+                .entry(id)
+                .or_insert_with(|| chosen.get(&row_key(e)).copied());
+            let Some(i) = ix else {
+                continue;
+            };
+            let s = &mut out[i];
+            if s.name.is_empty() {
+                s.name = legend(e);
             }
+            let rate = e.rates.0 + e.rates.1;
+            s.columns[c] = Some(s.columns[c].map_or(rate, |r: f64| r.max(rate)));
         }
-    }
+        true
+    });
     fill_short_holes(&mut out, rec, span);
     Some((out, (first, last)))
 }

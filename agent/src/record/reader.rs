@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{
-    codec::{Decoder, Frame},
+    codec::{Decoder, Frame, Head},
     segment::{
         self, HeaderError, Index, JOURNAL_MAGIC, MAJOR, MINOR, RunMeta, parse_header, split_frames,
     },
@@ -475,6 +475,44 @@ impl Recording {
             .rev()
             .find(|&s| self.segments[s].parts() > 0)
             .map(|s| (s, self.segments[s].parts() - 1))
+    }
+
+    /// Applies every frame from the part holding `from` (or the start) on without building
+    /// them, calling `f(segment, header, decoder, first of its part)` after each until it
+    /// returns false: for what needs only the rows' figures (peaks, the plot). Damage is
+    /// logged once per part as a warning.
+    pub fn scan(&self, from: Option<i64>, mut f: impl FnMut(usize, &Head, &Decoder, bool) -> bool) {
+        let mut next = match from {
+            Some(t) => self.locate(t).map(|(p, _)| (p.seg, p.part)),
+            None => self
+                .segments
+                .iter()
+                .position(|s| s.parts() > 0)
+                .map(|s| (s, 0)),
+        };
+        while let Some((seg, part)) = next {
+            next = self.next_part(seg, part);
+            let raw = match self.raw_part(seg, part) {
+                Ok(raw) => raw,
+                Err(notice) => {
+                    log::warn!("{notice}");
+                    continue;
+                }
+            };
+            let mut dec = Decoder::default();
+            for (i, p) in split_frames(&raw).payloads.iter().enumerate() {
+                let Some(head) = p.and_then(|p| dec.apply(p).ok()) else {
+                    log::warn!(
+                        "{}: a damaged frame was skipped, with the frames after it in its block",
+                        self.segments[seg].name
+                    );
+                    break;
+                };
+                if !f(seg, &head, &dec, i == 0) {
+                    return;
+                }
+            }
+        }
     }
 
     /// Every frame from the part holding `from` (or the start) on, one part in memory at a

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use super::{
+    codec::{Entity, Kind},
     convert::{report_of, timestamp},
     reader::Recording,
     segment::RunMeta,
@@ -133,19 +134,30 @@ fn run_part(rec: &Recording, meta: &RunMeta, from: Option<i64>, to: i64) -> Opti
     };
     // The window starts inside the run: its peaks are the highest interval rates in it.
     let mut peaks = Peaks::new();
-    for (seg, f) in rec.frames(Some(base_ns)) {
-        if rec.segments[seg].meta().run != meta.run || f.time_ns <= base_ns {
-            continue;
+    let mut keys: HashMap<u32, RowKey> = HashMap::new();
+    rec.scan(Some(base_ns), |seg, head, dec, first| {
+        if first {
+            // Ids are numbered afresh in every block.
+            keys.clear();
         }
-        if f.time_ns > to {
-            break;
+        if rec.segments[seg].meta().run != meta.run || head.time_ns <= base_ns {
+            return true;
+        }
+        if head.time_ns > to {
+            return false;
         }
         // A stub interval (a window's or a signal's) sets no peak, as in a live run.
-        if f.dt_ns.saturating_mul(2) < meta.interval_ns {
-            continue;
+        if head.dts.0.saturating_mul(2) < meta.interval_ns {
+            return true;
         }
-        note_peaks(&mut peaks, &report_of(&f));
-    }
+        for (id, e) in dec.rows() {
+            let key = keys.entry(id).or_insert_with(|| row_key(e));
+            let p = peaks.entry(key.clone()).or_insert((0.0, 0.0));
+            p.0 = p.0.max(e.rates.0);
+            p.1 = p.1.max(e.rates.1);
+        }
+        true
+    });
     Some(RunPart {
         base: Some(base),
         base_ns,
@@ -154,20 +166,13 @@ fn run_part(rec: &Recording, meta: &RunMeta, from: Option<i64>, to: i64) -> Opti
     })
 }
 
-fn note_peaks(peaks: &mut Peaks, r: &Report) {
-    let mut note = |k: RowKey, row: &Row| {
-        let e = peaks.entry(k).or_insert((0.0, 0.0));
-        e.0 = e.0.max(row.rate_in);
-        e.1 = e.1.max(row.rate_out);
-    };
-    for p in &r.processes {
-        note(RowKey::Process(p.pid, p.name.clone()), &p.row);
-    }
-    for w in &r.workloads {
-        note(RowKey::Workload(w.name.clone(), w.cgroup.clone()), &w.row);
-    }
-    if let Some(a) = &r.aggregated {
-        note(RowKey::Aggregate, a);
+/// The identity of a row entity.
+pub fn row_key(e: &Entity) -> RowKey {
+    let s = |i: usize| e.strs.get(i).cloned().flatten().unwrap_or_default();
+    match e.kind {
+        Kind::Process => RowKey::Process(u32::try_from(e.nums[19]).unwrap_or(0), s(0)),
+        Kind::Workload => RowKey::Workload(s(0), s(1)),
+        _ => RowKey::Aggregate,
     }
 }
 

@@ -154,6 +154,16 @@ impl Decoder {
         Ok(h)
     }
 
+    /// The rows (processes, workloads, the aggregate) of the state, by id, without building
+    /// the frame: ids stay the same within a block.
+    pub fn rows(&self) -> impl Iterator<Item = (u32, &Entity)> {
+        self.mirror
+            .by_id
+            .iter()
+            .filter(|(_, s)| matches!(s.e.kind, Kind::Process | Kind::Workload | Kind::Aggregate))
+            .map(|(id, s)| (id, &s.e))
+    }
+
     /// The frame the state holds after [`Self::apply`] returned `h`.
     pub fn frame(&self, h: &Head) -> Option<Frame> {
         let m = &self.mirror;

@@ -26,7 +26,7 @@ mod predict;
 
 use std::time::Duration;
 
-pub use decode::{Corrupt, Decoder};
+pub use decode::{Corrupt, Decoder, Head};
 pub use encode::{Encoder, Stats};
 
 use super::wire::Put;
