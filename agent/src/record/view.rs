@@ -184,7 +184,13 @@ impl Player {
     /// The status line: the frame's time, its run, a gap before it, the keys.
     pub fn status(&self, prompt: Option<&str>) -> String {
         let f = &self.frame;
-        let when = timestamp(f.time_ns, f.offset_s).format("%Y-%m-%d %H:%M:%S%:z");
+        // To the millisecond when the interval is not whole seconds.
+        let fmt = if self.interval_ns() % 1_000_000_000 == 0 {
+            "%Y-%m-%d %H:%M:%S%:z"
+        } else {
+            "%Y-%m-%d %H:%M:%S%.3f%:z"
+        };
+        let when = timestamp(f.time_ns, f.offset_s).format(fmt);
         let (first, last) = self.rec.span();
         let mut s = format!("{when}");
         if let Some(g) = self.gap {
