@@ -170,7 +170,8 @@ pub struct Opt {
     pub command: Vec<String>,
 }
 
-/// `procnetmon2 replay DIR`: read a recording made with `--record DIR`.
+/// Read a recording made with --record DIR: the interactive view, a window's report
+/// (JSON or the table), OpenMetrics or CSV, a picture
 #[derive(Debug, clap::Args)]
 pub struct ReplayOpt {
     /// The directory a run recorded into with --record
@@ -240,10 +241,7 @@ pub fn command() -> clap::Command {
     use clap::Args as _;
     Opt::command()
         .version(crate::version::text())
-        .subcommand(ReplayOpt::augment_args(
-            clap::Command::new("replay")
-                .about("Read a recording made with --record DIR: the interactive view, a window's report, exports, a picture"),
-        ))
+        .subcommand(ReplayOpt::augment_args(clap::Command::new("replay")))
         .subcommand(
             clap::Command::new("completions")
                 .about("Print the completion script for SHELL on stdout, then exit")
