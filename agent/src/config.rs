@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
+
 use crate::{cli::Opt, error::UsageError};
 
 /// What this invocation does, decided once from the command line (ripgrep's `Mode`): `run`
@@ -26,6 +28,9 @@ pub enum Mode {
         /// `--host-proc`.
         host_proc: Option<PathBuf>,
     },
+    /// Read a recording (`replay DIR`): a window's report, an export, a picture, or the
+    /// interactive view stepping through it.
+    Replay(ReplayArgs),
 }
 
 /// A counting run (`Mode::Watch`, `Mode::Spawn`): see `cli::Opt` for the meaning of each flag.
@@ -47,6 +52,8 @@ pub struct Run {
     pub metrics: Option<Metrics>,
     /// `--series-grace`: how long a removed workload's row (and its series) stays.
     pub series_grace: Duration,
+    /// `--record DIR` and its retention (None: nothing is recorded).
+    pub record: Option<RecordConfig>,
     /// `--host-proc`.
     pub host_proc: Option<PathBuf>,
 }
@@ -83,6 +90,94 @@ pub struct Counting {
     pub destinations_max: u64,
     /// `--class` / `--classes` (None: classes off).
     pub classes: Option<crate::classes::ClassSet>,
+}
+
+/// `--record DIR --retain DURATION --retain-size SIZE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Files older than this are removed (None: no age limit).
+    pub retain: Option<Duration>,
+    /// The oldest files are removed while all take more bytes (None: no size limit).
+    pub retain_size: Option<u64>,
+}
+
+/// `--retain`'s default: a week.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `--retain-size`'s default: 1 GiB.
+pub const DEFAULT_RETAIN_SIZE: u64 = 1 << 30;
+
+impl RecordConfig {
+    fn from_opt(opt: &Opt) -> Result<Option<Self>, UsageError> {
+        let Some(dir) = &opt.record else {
+            for (flag, given) in [
+                ("--retain", opt.retain.is_some()),
+                ("--retain-size", opt.retain_size.is_some()),
+            ] {
+                if given {
+                    return Err(UsageError::new(format!(
+                        "{flag} works with --record DIR; add it, or leave {flag} out"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        non_empty(
+            "--record",
+            "the directory to record into",
+            [dir.to_str().unwrap_or("?")],
+        )?;
+        if opt.cleanup {
+            return Err(UsageError::new(
+                "--cleanup only undoes what killed runs left behind and records nothing; leave out --record",
+            ));
+        }
+        let retain = match opt.retain.as_deref().map(str::trim) {
+            None => Some(DEFAULT_RETAIN),
+            Some("0") => None,
+            Some(t) => Some(parse_duration("--retain", t)?),
+        };
+        let retain_size = match &opt.retain_size {
+            None => Some(DEFAULT_RETAIN_SIZE),
+            Some(t) => match parse_size("--retain-size", t)? {
+                0 => None,
+                n => Some(n),
+            },
+        };
+        Ok(Some(Self {
+            dir: dir.clone(),
+            retain,
+            retain_size,
+        }))
+    }
+}
+
+/// Parses a size: a number of bytes with an optional unit, K/M/G/T or KiB/MiB/GiB/TiB
+/// (powers of 1024) or KB/MB/GB/TB (powers of 1000), e.g. `500MiB`, `2G`, `1000000`.
+pub fn parse_size(flag: &str, text: &str) -> Result<u64, UsageError> {
+    let t = text.trim();
+    let bad = || {
+        UsageError::new(format!(
+            "{flag}: '{text}' is not a size: use a number with a unit, e.g. 500MiB, 2GiB"
+        ))
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// How reports are shown: decided once, here, from the flags and whether the terminal is
@@ -177,6 +272,145 @@ pub struct Metrics {
     pub max_series: usize,
 }
 
+/// `replay DIR` (`Mode::Replay`), validated here like every other command line; `record`
+/// runs it.
+/// What `replay` produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// The interactive view, at a time (None: the end).
+    View,
+    /// The window's report, as JSON or the table.
+    Report {
+        /// JSON rather than the table.
+        json: bool,
+    },
+    /// OpenMetrics text with timestamps.
+    OpenMetrics,
+    /// CSV.
+    Csv,
+    /// An SVG picture of the busiest rows' rates.
+    Plot {
+        /// Where.
+        file: PathBuf,
+        /// How many rows.
+        top: usize,
+    },
+}
+
+/// The validated arguments of `replay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayArgs {
+    /// The recording directory.
+    pub dir: PathBuf,
+    /// What to produce.
+    pub what: What,
+    /// The window's start, ns since the epoch (None: the recording's start).
+    pub from: Option<i64>,
+    /// The window's end (None: the recording's end).
+    pub to: Option<i64>,
+    /// Where the view opens (None: the end).
+    pub at: Option<i64>,
+    /// Keep reading as the recording grows.
+    pub follow: bool,
+    /// `-o FILE` (None: standard output).
+    pub output: Option<PathBuf>,
+}
+
+/// Parses a time: RFC 3339 (`2026-01-05T03:12:00Z`), `now`, or a duration ago (`3m ago`,
+/// `1h30m ago`), relative to `now`. Returns ns since the epoch.
+pub fn parse_time(flag: &str, text: &str, now: DateTime<Utc>) -> Result<i64, UsageError> {
+    let t = text.trim();
+    let bad = || {
+        UsageError::new(format!(
+            "{flag}: '{text}' is not a time: give RFC 3339 (2026-01-05T03:12:00Z) or a duration ago (\"3m ago\")"
+        ))
+    };
+    let at = if t == "now" {
+        now
+    } else if let Some(d) = t.strip_suffix("ago") {
+        let d = humantime::parse_duration(d.trim()).map_err(|_| bad())?;
+        now - chrono::Duration::from_std(d).map_err(|_| bad())?
+    } else {
+        DateTime::parse_from_rfc3339(t).map_err(|_| bad())?.to_utc()
+    };
+    at.timestamp_nanos_opt().ok_or_else(bad)
+}
+
+impl ReplayArgs {
+    /// Validates `opt`; `terminal`: stdin and stdout are terminals (the view is possible).
+    pub fn from_opt(
+        opt: &crate::cli::ReplayOpt,
+        now: DateTime<Utc>,
+        terminal: bool,
+    ) -> Result<Self, UsageError> {
+        let time = |flag: &str, v: &Option<String>| {
+            v.as_deref().map(|t| parse_time(flag, t, now)).transpose()
+        };
+        let (from, to, at) = (
+            time("--from", &opt.from)?,
+            time("--to", &opt.to)?,
+            time("--at", &opt.at)?,
+        );
+        if let (Some(a), Some(b)) = (from, to)
+            && a >= b
+        {
+            return Err(UsageError::new("--from must be before --to"));
+        }
+        let format = opt.format.as_deref().map(str::trim);
+        let chosen = [opt.json, opt.no_tui, format.is_some(), opt.plot.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if chosen > 1 && !(opt.json && opt.no_tui) {
+            return Err(UsageError::new(
+                "give one of --json, --no-tui, --format and --plot",
+            ));
+        }
+        if opt.top == 0 {
+            return Err(UsageError::new("--top: give at least 1 row"));
+        }
+        let what = match (format, &opt.plot) {
+            (Some("openmetrics"), _) => What::OpenMetrics,
+            (Some("csv"), _) => What::Csv,
+            (Some("json"), _) => What::Report { json: true },
+            (Some("table"), _) => What::Report { json: false },
+            (Some(f), _) => {
+                return Err(UsageError::new(format!(
+                    "--format: '{f}' is not a format; give openmetrics, csv, json or table"
+                )));
+            }
+            (None, Some(file)) => What::Plot {
+                file: file.clone(),
+                top: opt.top,
+            },
+            (None, None) if opt.json => What::Report { json: true },
+            (None, None) if opt.no_tui || !terminal || opt.output.is_some() => {
+                What::Report { json: false }
+            }
+            (None, None) => What::View,
+        };
+        if at.is_some() && what != What::View {
+            return Err(UsageError::new(
+                "--at opens the interactive view there; for a report give --from/--to",
+            ));
+        }
+        if opt.follow && matches!(what, What::Plot { .. } | What::OpenMetrics) {
+            return Err(UsageError::new(
+                "--follow prints reports or CSV as frames come; --plot and --format openmetrics need a finished window",
+            ));
+        }
+        Ok(Self {
+            dir: opt.dir.clone(),
+            what,
+            from,
+            to,
+            at,
+            follow: opt.follow,
+            output: opt.output.clone(),
+        })
+    }
+}
+
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const IFNAME_MAX: usize = 15;
 
@@ -201,6 +435,15 @@ impl Terminal {
 }
 
 impl Mode {
+    /// Validates `replay DIR`'s `opt` at `now` (what "3m ago" means) on `terminal`.
+    pub fn replay(
+        opt: &crate::cli::ReplayOpt,
+        now: DateTime<Utc>,
+        terminal: Terminal,
+    ) -> Result<Self, UsageError> {
+        ReplayArgs::from_opt(opt, now, terminal.stdin && terminal.stdout).map(Self::Replay)
+    }
+
     /// Validates `opt` into the mode to run. `pid_max` is the system's
     /// `/proc/sys/kernel/pid_max`; `terminal` decides between the view and the table.
     pub fn from_opt(opt: &Opt, pid_max: u32, terminal: Terminal) -> Result<Self, UsageError> {
@@ -210,6 +453,11 @@ impl Mode {
             opt.host_proc.iter().filter_map(|p| p.to_str()),
         )?;
         if opt.cleanup {
+            if opt.record.is_some() {
+                return Err(UsageError::new(
+                    "--cleanup only undoes what killed runs left behind and records nothing; leave out --record",
+                ));
+            }
             return Ok(Self::Cleanup {
                 host_proc: opt.host_proc.clone(),
             });
@@ -292,6 +540,7 @@ impl Run {
             command_io: shown.command_io,
             metrics,
             series_grace: parse_duration("--series-grace", &opt.series_grace)?,
+            record: RecordConfig::from_opt(opt)?,
             host_proc: opt.host_proc.clone(),
         })
     }
@@ -636,7 +885,9 @@ mod tests {
                 Mode::from_opt(&opt, 4_194_304, t).map_err(|e| e.to_string())
             }
             crate::cli::Parsed::Usage(msg) => Err(msg),
-            crate::cli::Parsed::Info(_) | crate::cli::Parsed::Completions(_) => {
+            crate::cli::Parsed::Info(_)
+            | crate::cli::Parsed::Completions(_)
+            | crate::cli::Parsed::Replay(_) => {
                 panic!("not a run: {args:?}")
             }
         }
@@ -647,6 +898,59 @@ mod tests {
         match mode(args, false)? {
             Mode::Watch(r) | Mode::Spawn(r) => Ok(r),
             m => panic!("not a counting run: {m:?}"),
+        }
+    }
+
+    #[test]
+    fn record_flags() {
+        let c = run(&["--all", "--record", "/r"]).expect("valid");
+        assert_eq!(
+            c.record,
+            Some(RecordConfig {
+                dir: "/r".into(),
+                retain: Some(DEFAULT_RETAIN),
+                retain_size: Some(DEFAULT_RETAIN_SIZE),
+            })
+        );
+        let c = run(&[
+            "--all",
+            "--record",
+            "/r",
+            "--retain",
+            "0",
+            "--retain-size",
+            "500MiB",
+        ])
+        .expect("valid");
+        let r = c.record.expect("record");
+        assert_eq!((r.retain, r.retain_size), (None, Some(500 << 20)));
+        for (args, msg) in [
+            (
+                &["--all", "--retain", "1d"][..],
+                "--retain works with --record DIR",
+            ),
+            (
+                &["--all", "--record", "/r", "--retain-size", "lots"][..],
+                "is not a size",
+            ),
+            (
+                &["--all", "--record", "/r", "--retain", "soon"][..],
+                "is not a duration",
+            ),
+            (&["--all", "--record", ""][..], "--record"),
+            (&["--cleanup", "--record", "/r"][..], "leave out --record"),
+        ] {
+            let e = mode(args, false).expect_err("refused");
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+        for (text, want) in [
+            ("1GiB", 1 << 30),
+            ("2G", 2 << 30),
+            ("10MB", 10_000_000),
+            ("0", 0),
+            ("7", 7),
+        ] {
+            assert_eq!(parse_size("--retain-size", text), Ok(want), "{text}");
         }
     }
 
@@ -701,6 +1005,7 @@ mod tests {
             Mode::Watch(_) => "watch",
             Mode::Spawn(_) => "spawn",
             Mode::Cleanup { .. } => "cleanup",
+            Mode::Replay(_) => "replay",
         };
         for (args, want) in [
             (&["-p", "1"][..], "watch"),

@@ -21,6 +21,7 @@ pub mod model;
 pub mod plan;
 #[cfg(test)]
 mod proptests;
+pub mod record;
 pub mod render;
 pub mod run;
 pub mod sampling;
@@ -41,8 +42,10 @@ const EXIT_SPAWN: u8 = 127;
 /// Parses the command line, runs, and maps the outcome to the exit status:
 /// 0 success, 1 runtime error, 2 usage error. Errors are one line on stderr.
 pub fn run_cli() -> ExitCode {
-    let opt = match cli::parse(std::env::args_os()) {
-        cli::Parsed::Run(opt) => opt,
+    let terminal = config::Terminal::detect();
+    let mode = match cli::parse(std::env::args_os()) {
+        cli::Parsed::Run(opt) => config::Mode::from_opt(&opt, host::procs::pid_max(), terminal),
+        cli::Parsed::Replay(opt) => config::Mode::replay(&opt, chrono::Utc::now(), terminal),
         cli::Parsed::Info(text) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -56,23 +59,28 @@ pub fn run_cli() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mode =
-        match config::Mode::from_opt(&opt, host::procs::pid_max(), config::Terminal::detect()) {
-            Ok(mode) => mode,
-            Err(e) => {
-                eprintln!("procnetmon2: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    let mode = match mode {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("procnetmon2: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let (daemon, view) = match &mode {
         config::Mode::Watch(r) | config::Mode::Spawn(r) => (
             r.metrics.is_some(),
             r.reports.output == config::Output::View,
         ),
         config::Mode::Cleanup { .. } => (false, false),
+        config::Mode::Replay(args) => (false, args.what == config::What::View),
     };
     init_logging(daemon, view);
-    match run::run(&mode) {
+    exit_status(run::run(&mode))
+}
+
+/// The exit status of a run's outcome; errors are one line on stderr.
+fn exit_status(outcome: anyhow::Result<u8>) -> ExitCode {
+    match outcome {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {

@@ -212,6 +212,9 @@ pub struct ClassTraffic {
     pub rate_in: f64,
     /// Send rate, bits per second.
     pub rate_out: f64,
+    /// The same traffic by protocol: what `/metrics` serves per `destination_class` (kept
+    /// by recordings; the table and JSON do not print it).
+    pub by_protocol: Traffic,
 }
 
 /// One connection of a process (`--details`).

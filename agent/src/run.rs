@@ -18,8 +18,10 @@ use crate::{
     metrics::{Limits, MetricsRegistry, MetricsServer, ServerThread},
     model::Report,
     plan::{Plan, TargetKind},
+    record,
     render::output::Output,
     session::{
+        ReportKind,
         decide::{Decision, Event},
         feed,
     },
@@ -36,6 +38,7 @@ pub fn run(mode: &Mode) -> anyhow::Result<u8> {
     match mode {
         Mode::Watch(run) | Mode::Spawn(run) => watch(run),
         Mode::Cleanup { host_proc } => cleanup(host_proc.as_deref()),
+        Mode::Replay(args) => record::replay::run(args),
     }
 }
 
@@ -87,8 +90,11 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
     };
     // Bound before anything is attached: a taken or bad address fails first.
     let bound = MetricsTask::bind(run.metrics)?;
+    // Checked and locked before anything is attached, too.
+    let record_dir = record::live::open_dir(run.record.as_ref())?;
     let mut running = setup::apply(&plan, &env)?;
     let metrics = MetricsTask::start(run.metrics, plan.series_grace, bound)?;
+    let mut recorder = record_dir.map(|d| record::live::start(run, d, &running.runner.session));
     let mut sink = Sink {
         out: output,
         view: None,
@@ -100,7 +106,10 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
         &mut sink,
         signals,
         metrics,
+        recorder.as_mut(),
     ));
+    // The recording's last block and end record.
+    drop(recorder);
     // The view (if open) gives the terminal back before the set-up is undone.
     sink.close_view();
     let state = running.state.take();
@@ -150,6 +159,7 @@ async fn main_loop(
     sink: &mut Sink,
     signals: Signals,
     metrics: MetricsTask,
+    mut recorder: Option<&mut record::live::Live>,
 ) -> anyhow::Result<u8> {
     let s = plan.schedule;
     let mut events = Events::new(s.interval, s.window, run.pidfd.take(), signals)?;
@@ -190,9 +200,20 @@ async fn main_loop(
         if let Some(reg) = &metrics.registry {
             feeder.feed(reg, &runner.session, &*runner.programs, &named);
         }
+        // `--record`: one frame per interval and at the end, whatever the report schedule
+        // (the report due now, or one built for the recording alone).
+        if let (None, Some(r)) = (decision.report, recorder.as_deref_mut())
+            && (event == Event::Tick || decision.stop)
+        {
+            let clock = (Instant::now(), monotonic_ns());
+            r.append(&runner.snapshot(ReportKind::Interval, reports.aggregate, clock)?);
+        }
         if let Some(kind) = decision.report {
             let clock = (Instant::now(), monotonic_ns());
             let report = runner.snapshot(kind, reports.aggregate, clock)?;
+            if let Some(r) = recorder.as_deref_mut() {
+                r.append(&report);
+            }
             match sink.write(report, decision.stop, plan.counting.details) {
                 Err(e) if error::is_broken_pipe(&e) => {
                     decision = runner.step(Event::OutputClosed, Instant::now())?;

@@ -232,3 +232,66 @@ fn spawned_command_exit_closes_the_view() {
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// The time the replay view's header shows (`REPLAY 2026-12-05 18:31:55.200+00:00`).
+fn replay_time(screen: &str) -> String {
+    let at = screen.find("REPLAY ").expect("REPLAY in the header") + "REPLAY ".len();
+    let rest = &screen[at..];
+    rest[..rest.find("  ").unwrap_or(rest.len())].to_owned()
+}
+
+/// `procnetmon2 replay DIR` opens the live view at the recording's end with REPLAY and the
+/// frame's time in the header; ← steps back, `<` goes to the start, `J` jumps, `q` quits.
+#[test]
+fn replay_view_in_tmux() {
+    let Some(_s) = Scenario::new() else { return };
+    let dir = std::env::temp_dir().join(unique("pnm-rec-"));
+    let agent = bin("procnetmon2");
+    let out = std::process::Command::new(&agent)
+        .args([
+            "--no-tui",
+            "--interval",
+            "200ms",
+            "--record",
+            path(&dir),
+            "--",
+            "sleep",
+            "2",
+        ])
+        .output()
+        .expect("record");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmd = format!("exec {} replay {} 2>/dev/null", agent.display(), path(&dir));
+    let t = Tmux::start(&cmd, 160, 20);
+    let s = t.wait_for("the replay view", |s| {
+        s.contains("REPLAY") && s.contains("[end]")
+    });
+    assert!(
+        s.contains("Processes and workloads") && s.contains("sleep"),
+        "{s}"
+    );
+    let end = replay_time(&s);
+    t.keys(&["Left"]);
+    let s = t.wait_for("a step back", |s| !s.contains("[end]"));
+    let back = replay_time(&s);
+    assert!(back < end, "{back} before {end}");
+    t.keys(&["<"]);
+    let s = t.wait_for("the start", |s| s.contains("[start]"));
+    let start = replay_time(&s);
+    t.keys(&["J"]);
+    t.wait_for("the jump prompt", |s| s.contains("jump to:"));
+    t.type_text("+1s");
+    t.keys(&["Enter"]);
+    let s = t.wait_for("the jump", |s| {
+        !s.contains("jump to:") && !s.contains("[start]")
+    });
+    assert!(replay_time(&s) > start, "{s}");
+    t.keys(&["q"]);
+    assert_eq!(wait_exit(&t), "0");
+    assert_eq!(t.var("alternate_on"), "0");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -506,6 +506,10 @@ mod tests {
             counters: c,
             rate_in: 1.4,
             rate_out: 0.0,
+            by_protocol: crate::model::Traffic {
+                tcp: c,
+                ..crate::model::Traffic::default()
+            },
         }]);
         let mut buf = Vec::new();
         write(&mut buf, &r).unwrap();

@@ -249,23 +249,26 @@ impl DestTracker {
     pub fn classes(&self, slot: Slot, is_final: bool) -> Option<Vec<ClassTraffic>> {
         let set = self.classes.as_ref()?;
         let elapsed = self.last.saturating_duration_since(self.started);
-        let mut sums: std::collections::BTreeMap<u8, (Counters, f64, f64)> = Default::default();
-        for ((s, _, class), f) in &self.by_class {
+        let mut sums: std::collections::BTreeMap<u8, (Traffic, f64, f64)> = Default::default();
+        for ((s, proto, class), f) in &self.by_class {
             if *s != slot {
                 continue;
             }
             let (ri, ro) = f.rates(is_final, elapsed);
             let e = sums.entry(*class).or_default();
-            *e = (e.0.plus(f.since_start()), e.1 + ri, e.2 + ro);
+            add_proto(&mut e.0, *proto, f.since_start());
+            e.1 += ri;
+            e.2 += ro;
         }
         Some(
             sums.into_iter()
-                .filter(|(_, (c, _, _))| *c != Counters::default())
-                .map(|(i, (counters, rate_in, rate_out))| ClassTraffic {
+                .filter(|(_, (t, _, _))| t.total() != Counters::default())
+                .map(|(i, (by_protocol, rate_in, rate_out))| ClassTraffic {
                     class: set.name(i).to_string(),
-                    counters,
+                    counters: by_protocol.total(),
                     rate_in,
                     rate_out,
+                    by_protocol,
                 })
                 .collect(),
         )
@@ -279,19 +282,22 @@ impl DestTracker {
             if *s != slot {
                 continue;
             }
-            let t = sums.entry(*class).or_default();
-            let c = f.since_start();
-            match proto {
-                Proto::Tcp => t.tcp = t.tcp.plus(c),
-                Proto::Udp => t.udp = t.udp.plus(c),
-                Proto::Other => t.other = t.other.plus(c),
-            }
+            add_proto(sums.entry(*class).or_default(), *proto, f.since_start());
         }
         Some(
             sums.into_iter()
                 .map(|(i, t)| (set.name(i).to_string(), t))
                 .collect(),
         )
+    }
+}
+
+/// Adds `c` to `t`'s protocol `proto`.
+fn add_proto(t: &mut Traffic, proto: Proto, c: Counters) {
+    match proto {
+        Proto::Tcp => t.tcp = t.tcp.plus(c),
+        Proto::Udp => t.udp = t.udp.plus(c),
+        Proto::Other => t.other = t.other.plus(c),
     }
 }
 

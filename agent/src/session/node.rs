@@ -518,6 +518,7 @@ impl NodeWorkload {
                     counters: row.counters,
                     rate_in: row.rate_in,
                     rate_out: row.rate_out,
+                    by_protocol: s.since_start(),
                 }
             })
             .collect()

@@ -72,6 +72,29 @@ impl Tui {
         self.draw()
     }
 
+    /// Replay: shows `reports` (the moment replayed, after the ones before it that fill the
+    /// sparklines) with `status` on the header; sort, filter and selection are kept.
+    pub fn replay(&mut self, reports: Vec<Report>, status: String) -> anyhow::Result<()> {
+        self.state.forget_reports();
+        let now = Instant::now();
+        for r in reports {
+            self.state.ingest(r, now);
+        }
+        self.state.replay = Some(status);
+        self.draw()
+    }
+
+    /// Replay: changes the header's status line only.
+    pub fn replay_status(&mut self, status: String) -> anyhow::Result<()> {
+        self.state.replay = Some(status);
+        self.draw()
+    }
+
+    /// True while the filter line takes keys.
+    pub fn filtering(&self) -> bool {
+        self.state.editing
+    }
+
     /// Handles a key or a resize; returns true when it asks to quit.
     pub fn input(&mut self, input: Input) -> anyhow::Result<bool> {
         let action = match (input, &self.pane) {

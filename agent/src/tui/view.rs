@@ -133,6 +133,10 @@ fn header(s: &State, now: Instant) -> Vec<TextLine<'static>> {
     if s.paused {
         first.push(Span::styled("  PAUSED", BOLD));
     }
+    if let Some(status) = &s.replay {
+        first.push(Span::styled("  REPLAY ", BOLD));
+        first.push(Span::raw(status.clone()));
+    }
     let second = if r.untracked.bytes_in + r.untracked.bytes_out > 0
         || r.untracked_sockets > 0
         || r.untracked_processes > 0
