@@ -117,6 +117,11 @@ fn a_spawned_command_is_recorded_to_its_end() {
     let dir = Dir::new();
     let ns_name = a.name.as_str();
     let peer = bin("pnm-peer");
+    // The command's own stdout is the run's: its "done" must not mix with the JSON reports.
+    let cmd = format!(
+        "exec ip netns exec {ns_name} {} udp-send {addr} 250 600 unconnected >/dev/null",
+        peer.display()
+    );
     let (status, live, err) = run_monitor(&[
         "--json",
         "--interval",
@@ -124,16 +129,9 @@ fn a_spawned_command_is_recorded_to_its_end() {
         "--record",
         dir.arg(),
         "--",
-        "ip",
-        "netns",
-        "exec",
-        ns_name,
-        peer.to_str().expect("utf-8"),
-        "udp-send",
-        &addr,
-        "250",
-        "600",
-        "unconnected",
+        "sh",
+        "-c",
+        &cmd,
     ]);
     assert!(status.success(), "{err}");
     let last = live.last().expect("reports");
