@@ -17,6 +17,13 @@ a child cgroup of the cgroup2 mount, where procnetmon2 (lookup mode, `-p PID`) a
      and the agent's CPU with --destinations for a target talking to 10,000 remote hosts;
   7. view: the interactive view's own cost per interval (agent/examples/tui_cost.rs: 100 rows,
      1,000 connections, ingested and drawn through crossterm every interval);
+  8. dnsflood: a target with --destinations gets BENCH_DNS_FLOOD (200,000) unsolicited DNS
+     answers from port 53 of its own resolver, each with its own name and address: the agent's
+     RSS growth and CPU over the flood, and whether a real answer afterwards names its host;
+  9. record: --record's cost (agent/examples/recording_cost.rs: a made-up --all node of 100
+     workloads with classes and per-host totals at 1 s; 10 busy for BENCH_RECORD_HOURS (24),
+     then all 100 busy for an hour): bytes per day, CPU per frame, the 24-hour recording
+     opened at its end and sought at random (cold: after dropping the page cache);
 then BENCHMARKS.md with every target checked (PASS/MISS). With another build as monitor "alt"
 (BENCH_ALT_REV / BENCH_ALT_BIN: the commit before TCP health, issue 29), the in-kernel section
 also gates this build against it: churn ns per connection ≤ 1.10× and TCP bulk ns/packet ≤ 1.05×
@@ -26,7 +33,8 @@ Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
 BENCH_NS_RUNS (3), BENCH_CHURN_N (10000), BENCH_SCALE ("1000 10000 100000"),
 BENCH_SCALE_SECS (10), BENCH_ALL_CHURN_N (20000), BENCH_ALL_CHURN_SECS (150: the churn's
-pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
+pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view dnsflood
+record"), BENCH_DNS_FLOOD (200000), BENCH_RECORD_HOURS (24),
 BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
@@ -60,6 +68,8 @@ PNM = os.path.join(REL, "procnetmon2")
 BARE = os.path.join(REL, "pnm-bare")
 PEER = os.path.join(REL, "pnm-peer")
 TUI_COST = os.path.join(REL, "examples", "tui_cost")
+RECORDING_COST = os.path.join(REL, "examples", "recording_cost")
+RECORD_HOURS = float(os.environ.get("BENCH_RECORD_HOURS", "24"))
 # BENCH_ALT_BIN=DIR: A/B in one run. The in-kernel section also runs DIR's procnetmon2 (another
 # build: one change on or off) as the monitor "alt", interleaved with this build's.
 ALT_BIN = os.environ.get("BENCH_ALT_BIN")
@@ -88,7 +98,7 @@ ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
 # The churn is paced over this many seconds ("over a few minutes", as a busy node churns);
 # the agent's cost is per cgroup, so its share of a core is set by the rate. 0: unpaced.
 ALL_CHURN_SECS = env_int("BENCH_ALL_CHURN_SECS", 150)
-ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view".split()
+ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view dnsflood record".split()
 SECTIONS = os.environ.get("BENCH_SECTIONS", "nsperpkt churn dest" if Q else
                           " ".join(ALL_SECTIONS)).split()
 # A run of some sections (BENCH_QUICK, BENCH_SECTIONS=view) writes its own report beside the
@@ -121,7 +131,14 @@ T_CPU_1K, T_CPU_10K = 1.0, 5.0  # % of a core at a 1 s interval
 T_RSS = 32 * MIB
 T_VIEW_CPU = 1.0  # % of a core at a 1 s interval, 1,000 connections and 100 rows
 T_VIEW_RSS = 48 * MIB  # the agent (1,000 sockets) plus the view
+# --record (issue 32): --all, 100 workloads (10 busy to 10 hosts each), classes, destinations, 1 s.
+T_REC_MIB_DAY = 64.0
+T_REC_CPU = 0.5  # % of a core
+T_REC_OPEN_MS = 1000.0  # a 24-hour recording opened at its end
+T_REC_SEEK_MS = 200.0  # seeking anywhere in it
 T_STARTUP = 0.300
+T_DNS_FLOOD_RSS = 16 * MIB  # issue 26: RSS growth over 200,000 unsolicited answers
+DNS_FLOOD = env_int("BENCH_DNS_FLOOD", 200000)
 T_ALL_CPU = 2.0  # % of a core at 1 s ticks, --all under cgroup churn
 T_SCRAPE = 0.100  # s per /metrics scrape
 T_MAP_LIVE = 1000  # CGROUP_TOTALS keys: live cgroups only, not every cgroup ever seen
@@ -971,6 +988,54 @@ def rss_of(pid):
     return None
 
 
+def section_dnsflood(R, cg, mon_cg):
+    """Issue 26: BENCH_DNS_FLOOD unsolicited answers (each its own name and address) from port
+    53 of the target's own resolver while procnetmon2 -p TARGET --destinations runs: its RSS
+    growth and CPU from before the flood to two ticks after it, then a real answer must still
+    name its host (the JSON report carries the name)."""
+    dns = Proc([PEER, "dns-server", f"{IP_S}:53", "real.bench.test", IP_S], ns=NS_S)
+    target = Proc([PEER, "dns-client", f"{IP_S}:53", "0.0.0.0:5353"], cg=cg, ns=NS_C)
+    mon = None
+    try:
+        dns.wait_line("out", "ready", 10)
+        target.wait_line("out", "ready", 10)
+        mon = Monitor("procnetmon2+dests", cg, mon_cg, [target.pid], interval="1s")
+        time.sleep(1.5)
+        rss0, cpu0, t0 = rss_of(mon.p.pid), mon.p.cpu(), time.monotonic()
+        dns.p.stdin.write(f"flood {IP_C}:5353 {DNS_FLOOD}\n".encode())
+        dns.p.stdin.flush()
+        dns.wait_line("out", "sent", 600)
+        took = time.monotonic() - t0
+        time.sleep(2.5)  # two ticks
+        rss1, cpu1 = rss_of(mon.p.pid), mon.p.cpu()
+        n0 = len(mon.p.out)
+        target.p.stdin.write(b"ask real.bench.test 9 1 10\n")
+        target.p.stdin.flush()
+        target.wait_line("out", "done", 30)
+        time.sleep(2.5)
+        named = any("real.bench.test" in l for _, l in mon.p.out[n0:])
+        unmatched = None
+        for _, l in reversed(mon.p.out):
+            try:
+                unmatched = json.loads(l)["processes"][str(target.pid)].get("dns_unmatched")
+                break
+            except (ValueError, KeyError):
+                continue
+        mon.finish()
+        mon = None
+        R["dnsflood"] = {"n": DNS_FLOOD, "took": took, "rss0": rss0, "rss1": rss1,
+                         "cpu": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+                         "named": named, "unmatched": unmatched}
+        log(f"DNS flood of {DNS_FLOOD:,} answers in {took:.2f} s: agent RSS {fmt_mib(rss0)} → "
+            f"{fmt_mib(rss1)}, CPU {fmt(R['dnsflood']['cpu'], 3)} s; unmatched {unmatched}; "
+            f"a real answer named its host: {named}")
+    finally:
+        if mon:
+            mon.p.stop()
+        target.stop()
+        dns.stop()
+
+
 def section_view(R):
     # Three runs; the median per-interval CPU, the highest RSS.
     runs = []
@@ -988,6 +1053,32 @@ def section_view(R):
     v = R["view"]
     log(f"view: {fmt(v['cpu_us'], 0)} us CPU per interval ({fmt(v['cpu_pct'], 3)}% of a core at 1 s), "
         f"peak RSS {fmt_mib(v['rss'])}")
+
+
+def section_record(R):
+    # 10 busy for RECORD_HOURS (kept: opened again cold), then 100 busy for an hour (bytes a day
+    # extrapolated). Each prints one JSON line (agent/examples/recording_cost.rs).
+    d = os.path.join("/tmp", f"{ID}-record")
+    sh("rm", "-rf", d)
+    try:
+        busy10 = json.loads(sh(RECORDING_COST, "10", str(RECORD_HOURS), d).strip().splitlines()[-1])
+        cold = None
+        try:
+            sh("sync")
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            cold = json.loads(sh(RECORDING_COST, "--read", d).strip().splitlines()[-1])
+        except OSError as e:
+            log(f"record: cannot drop the page cache ({e}): the open and seek figures are warm")
+    finally:
+        sh("rm", "-rf", d)
+    busy100 = json.loads(sh(RECORDING_COST, "100", "1").strip().splitlines()[-1])
+    R["record"] = {"busy10": busy10, "busy100": busy100, "cold": cold}
+    r = cold or busy10
+    log(f"record: {fmt(busy10['mib_per_day'], 1)} MiB/day (10 busy), "
+        f"{fmt(busy100['mib_per_day'], 1)} MiB/day (100 busy), "
+        f"{fmt(busy10['cpu_pct_at_1s'], 3)}% of a core, open {fmt(r['open_end_ms'], 1)} ms, "
+        f"seek {fmt(r['seek_median_ms'], 1)}/{fmt(r['seek_max_ms'], 1)} ms")
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -1519,6 +1610,27 @@ def write_report(R, started, load_start, errors):
 
 
 
+    df = R.get("dnsflood")
+    if df:
+        grew = None if df["rss0"] is None or df["rss1"] is None else df["rss1"] - df["rss0"]
+        b("## 8. A flood of unsolicited DNS answers")
+        b("")
+        b(f"A target (`-p`, `--destinations`) gets {df['n']:,} DNS answers it never asked for, from")
+        b("port 53 of its own resolver, each with its own name and address; RSS and CPU (user+sys) of")
+        b("the agent from before the flood to two ticks after it; then the target asks a real name and")
+        b("the report must name that host. The kernel hands up no answer to a query its socket did not")
+        b("send (`DNS_PENDING`), so the flood stays in the kernel, counted as `dns_unmatched`.")
+        b("")
+        b("| answers | flood took | RSS before → after | agent CPU over the flood | dns_unmatched | later answer named |")
+        b("|---|---|---|---|---|---|")
+        b(f"| {df['n']:,} | {fmt(df['took'], 2)} s | {fmt_mib(df['rss0'])} → {fmt_mib(df['rss1'])} | "
+          f"{fmt(df['cpu'], 3)} s | {df['unmatched']} | {df['named']} |")
+        b("")
+        targets.append(("DNS flood of 200,000 answers: agent RSS grows < 16 MiB",
+                        fmt_mib(grew), grew is not None and grew < T_DNS_FLOOD_RSS))
+        targets.append(("DNS flood: a later real answer names its host", str(df["named"]),
+                        df["named"]))
+
     vw = R.get("view")
     if vw:
         b("## 7. The interactive view")
@@ -1543,6 +1655,39 @@ def write_report(R, started, load_start, errors):
                         "measurement)" if agent else "RSS ≤ 48 MiB with the interactive view (the view's "
                         "measurement alone; the scale section did not run)",
                         fmt_mib(total), total <= T_VIEW_RSS))
+    rc = R.get("record")
+    if rc:
+        b10, b100, cold = rc["busy10"], rc["busy100"], rc["cold"]
+        rd = cold or b10
+        b("## 8. Recording (`--record`)")
+        b("")
+        b("`agent/examples/recording_cost.rs`: a made-up `--all` node of 100 workloads with destination")
+        b("classes and per-remote-host totals, one report a second (`record::synth`): busy workloads")
+        b("send to 10 hosts each at 2–20 Mbit/s, ±30% from one second to the next; the rest are idle.")
+        b(f"Recorded for {fmt(b10['hours'], 0)} h with 10 busy, then 1 h with all 100 busy. CPU is the")
+        b("recorder's own (thread CPU clock around `Recorder::append`: encoding, zstd, writes). The")
+        b(f"{fmt(b10['hours'], 0)}-hour recording is then opened at its end and sought at 50 random times"
+          + (", cold (page cache dropped)." if cold else " (warm: the page cache could not be dropped)."))
+        b("")
+        b("| busy | hours | bytes on disk | MiB per day | CPU per frame (µs) | % of a core at 1 s |")
+        b("|---|---|---|---|---|---|")
+        for x in (b10, b100):
+            b(f"| {x['busy']} | {fmt(x['hours'], 0)} | {x['bytes']:,} | {fmt(x['mib_per_day'], 1)} | "
+              f"{fmt(x['cpu_us_per_frame'], 0)} | {fmt(x['cpu_pct_at_1s'], 3)} |")
+        b("")
+        b("| open at the end (ms) | seek, median (ms) | seek, max (ms) | segments |")
+        b("|---|---|---|---|")
+        b(f"| {fmt(rd['open_end_ms'], 1)} | {fmt(rd['seek_median_ms'], 1)} | {fmt(rd['seek_max_ms'], 1)} | "
+          f"{rd['segments']} |")
+        b("")
+        targets.append((f"recording ≤ {T_REC_MIB_DAY:g} MiB/day (100 workloads, 10 busy)",
+                        f"{fmt(b10['mib_per_day'], 1)} MiB", b10["mib_per_day"] <= T_REC_MIB_DAY))
+        targets.append((f"recording ≤ {T_REC_CPU:g}% of a core at 1 s", f"{fmt(b10['cpu_pct_at_1s'], 3)}%",
+                        b10["cpu_pct_at_1s"] <= T_REC_CPU))
+        targets.append((f"a {fmt(b10['hours'], 0)}-hour recording opens at its end ≤ {T_REC_OPEN_MS:g} ms",
+                        f"{fmt(rd['open_end_ms'], 1)} ms", rd["open_end_ms"] <= T_REC_OPEN_MS))
+        targets.append((f"seeking anywhere ≤ {T_REC_SEEK_MS:g} ms", f"{fmt(rd['seek_max_ms'], 1)} ms",
+                        rd["seek_max_ms"] <= T_REC_SEEK_MS))
     rss_traffic = [r["rss"] for sect in (th or {}).values() for r in sect.get("procnetmon2", []) if r["rss"]]
     rss_traffic += [r["rss"] for r in (ch or {}).get("procnetmon2", []) if r["rss"]]
     if rss_traffic:
@@ -1625,7 +1770,9 @@ def main():
                          ("scale", lambda: section_scale(R, mon_cg)),
                          ("allchurn", lambda: section_allchurn(R)),
                          ("dest", lambda: section_dest(R, cg, mon_cg)),
-                         ("view", lambda: section_view(R))):
+                         ("view", lambda: section_view(R)),
+                         ("dnsflood", lambda: section_dnsflood(R, cg, mon_cg)),
+                         ("record", lambda: section_record(R))):
             if name not in SECTIONS:
                 continue
             log(f"=== {name}")

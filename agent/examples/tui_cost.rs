@@ -89,6 +89,8 @@ fn report(tick: u32) -> Report {
                 connections: Some(connections),
                 destinations: None,
                 classes: None,
+                dns: None,
+                gaps: Vec::new(),
                 container: None,
                 nspid: None,
             }

@@ -242,6 +242,45 @@ pub struct ProcessReport {
     pub destinations: Option<Vec<Destination>>,
     /// Per destination class (`--class`/`--classes` only).
     pub classes: Option<Vec<ClassTraffic>>,
+    /// DNS that named nothing (`--destinations` only).
+    pub dns: Option<DnsCounts>,
+    /// Times its traffic could not be seen (a move to another cgroup); empty: none.
+    pub gaps: Vec<Gap>,
+}
+
+/// What of a target's DNS named nothing (`--destinations`): JSON `dns_unmatched`,
+/// `dns_dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DnsCounts {
+    /// Answers that matched no query the target's receiving socket sent (same socket,
+    /// server, transaction ID, question name and type, within 10 s).
+    pub unmatched: u64,
+    /// Queries and answers the kernel did not hand up: past the target's budget, or a full
+    /// perf buffer.
+    pub dropped: u64,
+}
+
+/// A time a target's traffic could not be seen: it moved to a cgroup the programs did not
+/// cover yet (or cannot cover), and sockets it made there were invisible until then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The cgroup it moved to.
+    pub cgroup: String,
+    /// CLOCK_MONOTONIC ns of the move (or, when the move was found at a tick, of the tick
+    /// before: the earliest it can have happened).
+    pub from_ns: u64,
+    /// CLOCK_MONOTONIC ns when counting there began (or, while `ongoing`, of the report).
+    pub to_ns: u64,
+    /// The cgroup cannot be covered (an ancestor of an attach point, or it refused the
+    /// programs): the gap lasts.
+    pub ongoing: bool,
+}
+
+impl Gap {
+    /// How long the gap lasted (so far).
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.to_ns.saturating_sub(self.from_ns))
+    }
 }
 
 /// A workload: a whole cgroup (`--cgroup`, `--container`) or a node-wide group (`--all`).
@@ -267,6 +306,8 @@ pub struct WorkloadReport {
     pub destinations: Option<Vec<Destination>>,
     /// Per destination class (classes on, whole-cgroup targets only).
     pub classes: Option<Vec<ClassTraffic>>,
+    /// DNS that named nothing (`--destinations`, whole-cgroup targets only).
+    pub dns: Option<DnsCounts>,
 }
 
 /// A target's traffic with one remote host, or with all hosts past the cap (`other`).
@@ -301,6 +342,9 @@ pub struct ClassTraffic {
     pub rate_in: f64,
     /// Send rate, bits per second.
     pub rate_out: f64,
+    /// The same traffic by protocol: what `/metrics` serves per `destination_class` (kept
+    /// by recordings; the table and JSON do not print it).
+    pub by_protocol: Traffic,
 }
 
 /// One connection of a process (`--details`).

@@ -413,16 +413,96 @@ pub mod dest {
     /// one trie serves both families.
     pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
+    /// `DnsHeader::kind`: a query a target's socket sent (UDP to port 53).
+    pub const DNS_QUERY: u8 = 0;
+    /// `DnsHeader::kind`: an answer to a query of that socket (UDP from port 53).
+    pub const DNS_ANSWER: u8 = 1;
+    /// An answer counts only this long after its query (ns): resolvers give up after 5 s
+    /// per try (glibc's default), so a real answer is never later than that.
+    pub const DNS_ANSWER_WITHIN_NS: u64 = 10_000_000_000;
+    /// Capacity of `DNS_PENDING` (queries waiting for an answer, all targets; LRU).
+    pub const MAX_DNS_PENDING: u32 = 16_384;
+    /// Most `DNS_EVENTS` records per target, per CPU, per `DNS_WINDOW_NS`; past it they are
+    /// dropped and counted (`DnsState::dropped`), so one target's DNS cannot fill the perf
+    /// buffers the others' answers need.
+    pub const DNS_BUDGET: u64 = 64;
+    /// The budget's window (1 s).
+    pub const DNS_WINDOW_NS: u64 = 1_000_000_000;
+
     /// Header of a `DNS_EVENTS` record; the packet (from its IP header) follows it.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct DnsHeader {
-        /// Target slot of the receiving socket.
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the packet passed.
+        pub ns: u64,
+        /// Cookie of the target's socket that sent the query or received the answer.
+        pub cookie: u64,
+        /// Target slot of that socket.
         pub slot: u32,
         /// Bytes of packet that follow.
         pub len: u32,
+        /// `DNS_QUERY` or `DNS_ANSWER`.
+        pub kind: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 7],
     }
-    const _: () = assert!(core::mem::size_of::<DnsHeader>() == 8);
+    const _: () = assert!(core::mem::size_of::<DnsHeader>() == 32);
+
+    /// Key of `DNS_PENDING`: a query in flight, as its answer must match it: the socket that
+    /// sent it, the server it was sent to and its transaction ID. Value: until when (ns) an
+    /// answer may come.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct DnsPendingKey {
+        /// Socket cookie.
+        pub cookie: u64,
+        /// The server's address (network order; IPv4 in `[0]`).
+        pub addr: [u32; 4],
+        /// Transaction ID, as on the wire.
+        pub txid: u16,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 5],
+    }
+    const _: () = assert!(core::mem::size_of::<DnsPendingKey>() == 32);
+
+    /// One `DNS_STATE` entry (per target, per CPU): the budget's window and what was not
+    /// handed up.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DnsState {
+        /// Start of the current budget window (ns).
+        pub window_ns: u64,
+        /// Records handed up in it.
+        pub used: u64,
+        /// Answers that matched no query of the receiving socket (socket, server,
+        /// transaction ID) within `DNS_ANSWER_WITHIN_NS`: never handed up.
+        pub unmatched: u64,
+        /// Queries and answers past the budget, or refused by a full perf buffer.
+        pub dropped: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<DnsState>() == 32);
+}
+
+/// A target's process moving to another cgroup (raw tracepoint `cgroup_attach_task`).
+pub mod moves {
+    /// One `MOVES` ring-buffer record.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MoveEvent {
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the move was done.
+        pub ns: u64,
+        /// The process (tgid) that moved.
+        pub tgid: u32,
+        /// Its target slot.
+        pub slot: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<MoveEvent>() == 16);
+
+    /// Size of the `MOVES` ring buffer in bytes (a power of two, a multiple of the page):
+    /// 16-byte records with an 8-byte header each, about 680 moves between two reads.
+    pub const MOVES_RING_BYTES: u32 = 16_384;
 }
 
 /// TCP health (issue 29): connection failures, retransmitted segments and a smoothed-RTT
@@ -600,4 +680,6 @@ mod pod {
     unsafe impl aya::Pod for crate::health::NodeSock {}
     unsafe impl aya::Pod for crate::health::HandshakeKey {}
     unsafe impl aya::Pod for crate::health::Handshake {}
+    unsafe impl aya::Pod for crate::dest::DnsState {}
+    unsafe impl aya::Pod for crate::dest::DnsPendingKey {}
 }

@@ -10,6 +10,7 @@
 //! | `pnm_sockops` | sock_ops | TCP connect / established / state changes / RTT, retransmits; TCP health (`health.rs`) |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
 //! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
+//! | `pnm_cgroup_attach` | raw_tp cgroup_attach_task | a target's process moved to another cgroup: tell the agent at once |
 //!
 //! Minimum kernel: 5.10, measured (docs/kernels.md): bpf links for cgroups 5.7, socket
 //! storage with `BPF_F_CLONE` 5.4, `bpf_spin_lock` in socket storage; only the plain atomic
@@ -463,6 +464,48 @@ fn untracked_event(index: u32) {
         atomic_add(c, 1);
     }
 }
+
+/// raw_tp/cgroup_attach_task: a process was moved to another cgroup (a write to
+/// `cgroup.procs` or `cgroup.threads`, by itself or anyone; also on cgroup v1 hierarchies).
+/// When it is a target's, the agent is told at once through `MOVES` (its loop wakes on the
+/// ring buffer), so it attaches at the new cgroup and stamps the process's sockets in that
+/// same turn: the sockets the process makes there are invisible to every program until then.
+///
+/// Arguments, the same from 5.0 to 6.18 (include/trace/events/cgroup.h, `cgroup_migrate`
+/// class; `btf_trace_cgroup_attach_task` in the running kernel's BTF): (struct cgroup
+/// *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup). It fires after
+/// the migration succeeded, once per call (for the group leader when a whole process moves).
+/// The task's tgid is read at the offset taken from the kernel's BTF, as for forks.
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn pnm_cgroup_attach(ctx: RawTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(2);
+    let (_, tgid_off) = task_offsets();
+    // SAFETY: a probe read of an int field of the task at the BTF offset; a failed read
+    // returns an error, never faults.
+    let Ok(tgid) = (unsafe { bpf_probe_read_kernel(task.add(tgid_off as usize).cast::<i32>()) })
+    else {
+        return 0;
+    };
+    let tgid = tgid as u32;
+    // SAFETY: read-only lookup.
+    let Some(&slot) = (unsafe { TARGET_PIDS.get(tgid) }) else {
+        return 0;
+    };
+    let ev = procnetmon2_common::moves::MoveEvent {
+        ns: now_ns(),
+        tgid,
+        slot,
+    };
+    // Force the wake-up: the agent clears its readiness before it reads the ring, and a move
+    // is rare enough that a notification each costs nothing.
+    if maps::MOVES.output(ev, BPF_RB_FORCE_WAKEUP).is_err() {
+        untracked_event(2);
+    }
+    0
+}
+
+/// `BPF_RB_FORCE_WAKEUP` (include/uapi/linux/bpf.h).
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// raw_tp/sched_process_exit: forget an exiting process (when its group leader exits), so a
 /// later process reusing the PID is never taken for a target member.

@@ -8,17 +8,20 @@ use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerfEventArray},
+    btf_maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, PerfEventArray, RingBuf,
+    },
     helpers::generated::bpf_sk_storage_get,
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
     dest::{
-        DestKey, DestOther, MAX_CIDRS, MAX_DESTS, MAX_NODE_DEST_CGROUPS, MAX_NODE_DESTS,
-        NodeDestKey,
+        DestKey, DestOther, DnsPendingKey, DnsState, MAX_CIDRS, MAX_DESTS, MAX_DNS_PENDING,
+        MAX_NODE_DEST_CGROUPS, MAX_NODE_DESTS, NodeDestKey,
     },
     health::{Handoff, Handshake, HandshakeKey, Health, MAX_HANDSHAKES, MAX_NODE_HEALTH, NodeSock},
     knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS, MAX_IFACES, MAX_NEW_IFACES},
+    moves::{MOVES_RING_BYTES, MoveEvent},
     sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
@@ -120,9 +123,16 @@ pub static UNTRACKED: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
 /// Events that leave traffic unattributable, per CPU: index 0 = a target's new socket whose
 /// owner stamp could not be allocated, 1 = a forked child that could not join its target
-/// (`TARGET_PIDS` full). Reported under `untracked`, never silent.
+/// (`TARGET_PIDS` full), 2 = a target's move to another cgroup that `MOVES` had no room for
+/// (the agent then finds it at its next tick). Reported, never silent.
 #[aya_ebpf::macros::btf_map]
-pub static UNTRACKED_EVENTS: PerCpuArray<u64, 2> = PerCpuArray::new();
+pub static UNTRACKED_EVENTS: PerCpuArray<u64, 3> = PerCpuArray::new();
+
+/// A target's process moved to another cgroup (`pnm_cgroup_attach`): a ring buffer (one
+/// pollable descriptor, 5.8+) the agent's loop wakes on, to attach there and stamp the
+/// process's new sockets at once rather than at its next tick.
+#[aya_ebpf::macros::btf_map]
+pub static MOVES: RingBuf<MoveEvent, { MOVES_RING_BYTES as usize }> = RingBuf::new();
 
 /// slot → [`ConnGauges`], `MAX_TARGETS` entries: connections open now. Shared (not per-CPU):
 /// updated with atomic adds on connection events only, never per packet.
@@ -242,8 +252,9 @@ pub static NODE_DEST_OTHER: HashMap<
 #[aya_ebpf::macros::btf_map]
 pub static NODE_DEST_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
-/// DNS answers (UDP from port 53) received by targets' sockets: a `DnsHeader`, then the
-/// packet from its IP header. Per-CPU perf buffers (4.18+; a ring buffer would need 5.8).
+/// DNS queries targets' sockets sent (UDP to port 53) and the answers to them: a
+/// `DnsHeader`, then the packet from its IP header. Per-CPU perf buffers: the packet bytes
+/// are copied from the skb by the helper (`BPF_F_CTXLEN_MASK`), which a ring buffer cannot.
 #[aya_ebpf::macros::btf_map]
 pub static DNS_EVENTS: PerfEventArray = PerfEventArray::new();
 
@@ -305,3 +316,16 @@ pub static HEALTH_ZERO: Array<Health, 1> = Array::new();
 /// it grows.
 #[aya_ebpf::macros::btf_map]
 pub static HEALTH_LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
+/// Queries in flight: (socket, server, transaction ID) → until when an answer may come. An
+/// answer without its key is never handed up (counted as unmatched), so a flood of answers
+/// nobody asked for costs the agent nothing. LRU: a target that asks more than it holds
+/// pushes out its oldest queries, whose answers then count as unmatched. Sized at load (1
+/// entry without DNS names).
+#[aya_ebpf::macros::btf_map]
+pub static DNS_PENDING: LruHashMap<DnsPendingKey, u64, { MAX_DNS_PENDING as usize }> =
+    LruHashMap::new();
+
+/// slot → [`DnsState`] per CPU: the target's budget of records handed up, and what was not
+/// handed up (unmatched answers, dropped records). Per CPU: no atomics on the budget.
+#[aya_ebpf::macros::btf_map]
+pub static DNS_STATE: PerCpuArray<DnsState, { MAX_TARGETS as usize }> = PerCpuArray::new();

@@ -3,73 +3,63 @@
 
 use std::collections::BTreeSet;
 
-use procnetmon2_integration::{Cgroup, Monitor, Netns, Proc, Veth, current, num, skip_unless_root};
+use procnetmon2_integration::{Counts, Monitor, Peer, Scenario, between, current, env_count, num};
+use serde_json::Value;
 
-fn conns(report: &serde_json::Value, pid: u32) -> (u64, u64) {
+/// (TCP, UDP) connections of `pid` in a report.
+fn conns(report: &Value, pid: u32) -> [u64; 2] {
     let c = current(report, pid);
-    (num(c, "tcp_connections"), num(c, "udp_connections"))
+    [num(c, "tcp_connections"), num(c, "udp_connections")]
 }
 
 /// N TCP connections and M UDP sockets opened before the monitor: exactly N and M, falling
-/// as they close.
+/// as they close (every report on the way shows the old count or one between).
 #[test]
 fn preexisting_connections_are_counted_and_fall_as_they_close() {
-    if skip_unless_root() {
-        return;
-    }
-    for (v6, addr) in [(false, "127.0.0.1:5101"), (true, "[::1]:5102")] {
-        let ns = Netns::new(v6);
-        let cg = Cgroup::new();
-        let server = Proc::peer(&["tcp-server", addr], None, Some(&ns));
-        server.expect_line("ready");
-        let mut holder = Proc::peer(&["hold-sockets", addr, "4", "3"], Some(&cg), Some(&ns));
-        holder.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    for (addr, ns) in [("127.0.0.1:5101", s.netns()), ("[::1]:5102", s.netns_v6())] {
+        let cg = s.cgroup();
+        s.background(Peer::tcp_server(addr).in_netns(&ns));
+        let mut holder = Peer::hold_sockets(addr, 4, 3)
+            .in_cgroup(&cg)
+            .in_netns(&ns)
+            .start();
         let pid = holder.pid();
         let mut mon = Monitor::start(&["-p", &pid.to_string(), "--json", "--interval", "300ms"]);
         let r = mon.next_report();
-        assert_eq!(conns(&r, pid), (4, 3), "{r}");
-        holder.send_line("close one");
-        holder.expect_line("closed");
-        mon.report_where(|r| conns(r, pid) == (3, 2));
-        holder.send_line("close one");
-        holder.expect_line("closed");
-        mon.report_where(|r| conns(r, pid) == (2, 1));
-        let (_, _, err) = mon.stop();
-        assert!(!err.iter().any(|l| l.contains("ERROR")), "{err:?}");
+        assert_eq!(conns(&r, pid), [4, 3], "{r}");
+        for (from, to) in [([4, 3], [3, 2]), ([3, 2], [2, 1])] {
+            holder.send_line("close one");
+            holder.expect_line("closed");
+            mon.report_until(
+                |r| between(conns(r, pid), from, to),
+                |r| conns(r, pid) == to,
+            );
+        }
+        let run = mon.stop_ok();
+        assert!(!run.logged("ERROR"), "{:?}", run.err);
     }
 }
 
 /// Connections accepted by a server count for the server, opened before and during the run.
 #[test]
 fn accepted_connections_count_for_the_server() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(false);
-    let cg = Cgroup::new();
-    let server = Proc::peer(&["tcp-server", "127.0.0.1:5103"], Some(&cg), Some(&ns));
-    server.expect_line("ready");
-    let mut early = Proc::peer(
-        &["hold-sockets", "127.0.0.1:5103", "2", "0"],
-        None,
-        Some(&ns),
-    );
-    early.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns(), s.cgroup());
+    let addr = "127.0.0.1:5103";
+    let server = Peer::tcp_server(addr).in_cgroup(&cg).in_netns(&ns).start();
+    let mut early = Peer::hold_sockets(addr, 2, 0).in_netns(&ns).start();
     let pid = server.pid();
+    let tcp = |r: &Value| conns(r, pid)[0];
     let mut mon = Monitor::start(&["-p", &pid.to_string(), "--json", "--interval", "300ms"]);
-    mon.report_where(|r| conns(r, pid).0 == 2);
-    let late = Proc::peer(
-        &["hold-sockets", "127.0.0.1:5103", "3", "0"],
-        None,
-        Some(&ns),
-    );
-    late.expect_line("ready");
-    mon.report_where(|r| conns(r, pid).0 == 5);
+    mon.report_until(|r| tcp(r) <= 2, |r| tcp(r) == 2);
+    let late = Peer::hold_sockets(addr, 3, 0).in_netns(&ns).start();
+    mon.report_until(|r| between([tcp(r)], [2], [5]), |r| tcp(r) == 5);
     // The client closes: the server's sockets leave ESTABLISHED (CLOSE_WAIT) and stop counting.
     drop(late);
-    mon.report_where(|r| conns(r, pid).0 == 2);
+    mon.report_until(|r| between([tcp(r)], [5], [2]), |r| tcp(r) == 2);
     early.close_stdin();
-    mon.stop();
+    mon.stop_ok();
 }
 
 /// 2,000 short connections in a few seconds: every byte lands in the totals, including the
@@ -79,64 +69,36 @@ fn accepted_connections_count_for_the_server() {
 /// connection checks the same thing, and 2,000 take minutes under TCG.
 #[test]
 fn two_thousand_short_connections_are_exact() {
-    if skip_unless_root() {
-        return;
-    }
-    let n: u64 = std::env::var("PNM_SHORT_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let count = n.to_string();
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 11);
-    let cg = Cgroup::new();
-    let addr = format!("{}:5104", v.ip_b);
-    let server = Proc::peer(&["tcp-server", &addr], None, Some(&b));
-    server.expect_line("ready");
-    let mut target = Proc::peer(
-        &[
-            "tcp-client",
-            &addr,
-            "1000",
-            "3000",
-            "1",
-            &count,
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("connected");
-    let mon = Monitor::start(&[
-        "-p",
-        &target.pid().to_string(),
-        "--json",
-        "-t",
-        "8s",
-        "--interval",
-        "500ms",
-    ]);
-    let before = a.link_stats("eth0");
-    target.send_line("go");
-    target.expect_line("done");
+    let Some(s) = Scenario::new() else { return };
+    let n = env_count("PNM_SHORT_CONNECTIONS", 2000);
+    let (link, cg) = (s.link(11), s.cgroup());
+    s.background(Peer::tcp_server(&link.addr_b(5104)).in_netns(&link.b));
+    let mut target = Peer::tcp_client(&link.addr_b(5104), 1000, 3000)
+        .server_closes_first()
+        .connections(n)
+        .on_go()
+        .hold()
+        .in_cgroup(&cg)
+        .in_netns(&link.a)
+        .start();
+    let pid = target.pid().to_string();
+    let mon = Monitor::start(&["-p", &pid, "--json", "-t", "8s", "--interval", "500ms"]);
+    let before = link.stats();
+    target.go("done");
     // Let the last FINs and ACKs cross.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let mid = a.link_stats("eth0");
-    let (status, reports, err) = mon.finish();
-    let delta = a.link_stats("eth0").since(&before);
+    let mid = link.stats();
+    let run = mon.finish_ok();
+    let delta = link.since(&before);
     assert_eq!(
         mid.since(&before),
         delta,
         "traffic after the connections ended"
     );
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("report"), target.pid());
-    assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{c}");
-    assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{c}");
+    let c = run.current(target.pid());
+    assert_eq!(Counts::of(c), delta.ip(), "{c}");
     assert!(num(c, "packets_out") >= n * 4, "{c}");
     assert_eq!(num(c, "tcp_connections"), 0);
-    target.close_stdin();
 }
 
 /// Normalizes an `ss` address (`0.0.0.0:*`, `*:*`, `[::]:*`, `*:5000`) to ours.
@@ -149,25 +111,33 @@ fn norm(a: &str) -> String {
         .to_string()
 }
 
+/// The `--details` rows of process `pid` in a report.
+fn details(r: &Value, pid: u32) -> &Vec<Value> {
+    r["processes"][pid.to_string()]["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("connections of {pid}: {r}"))
+}
+
+/// How many of them are CLOSED.
+fn closed(r: &Value, pid: u32) -> usize {
+    details(r, pid)
+        .iter()
+        .filter(|c| c["state"] == "CLOSED")
+        .count()
+}
+
 /// `--details` lists what `ss -tuanp` shows for the process (unconnected UDP: remote `*`).
 #[test]
 fn details_match_ss() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(true);
-    let cg = Cgroup::new();
-    let server = Proc::peer(&["tcp-server", "127.0.0.1:5105"], None, Some(&ns));
-    server.expect_line("ready");
-    let server6 = Proc::peer(&["tcp-server", "[::1]:5106"], None, Some(&ns));
-    server6.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns_v6(), s.cgroup());
+    s.background(Peer::tcp_server("127.0.0.1:5105").in_netns(&ns));
+    s.background(Peer::tcp_server("[::1]:5106").in_netns(&ns));
     // Before the run: 2 TCP connections and 2 bound UDP sockets.
-    let mut holder = Proc::peer(
-        &["hold-sockets", "127.0.0.1:5105", "2", "2"],
-        Some(&cg),
-        Some(&ns),
-    );
-    holder.expect_line("ready");
+    let mut holder = Peer::hold_sockets("127.0.0.1:5105", 2, 2)
+        .in_cgroup(&cg)
+        .in_netns(&ns)
+        .start();
     let pid = holder.pid();
     let mut mon = Monitor::start(&[
         "-p",
@@ -178,18 +148,10 @@ fn details_match_ss() {
         "300ms",
     ]);
     let r = mon.next_report();
-    let ours: BTreeSet<(String, String, String)> = r["processes"][pid.to_string()]["connections"]
-        .as_array()
-        .expect("connections")
+    let field = |c: &Value, k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    let ours: BTreeSet<(String, String, String)> = details(&r, pid)
         .iter()
-        .filter(|c| c["state"] != "CLOSED")
-        .map(|c| {
-            (
-                c["protocol"].as_str().unwrap().to_owned(),
-                c["local"].as_str().unwrap().to_owned(),
-                c["remote"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|c| (field(c, "protocol"), field(c, "local"), field(c, "remote")))
         .collect();
     let ss = ns.exec(&["ss", "-tuanpH"]);
     let theirs: BTreeSet<(String, String, String)> = ss
@@ -201,12 +163,9 @@ fn details_match_ss() {
         })
         .collect();
     assert_eq!(ours, theirs, "ss said:\n{ss}\nwe said: {r}");
-    assert_eq!(ours.len(), 4);
+    assert_eq!(details(&r, pid).len(), 4, "{r}");
     // Established TCP connections carry RTT and retransmits.
-    for c in r["processes"][pid.to_string()]["connections"]
-        .as_array()
-        .unwrap()
-    {
+    for c in details(&r, pid) {
         if c["protocol"] == "tcp" {
             assert_eq!(c["state"], "ESTABLISHED", "{c}");
             assert!(c["rtt_us"].is_u64() && c["retransmits"].is_u64(), "{c}");
@@ -215,34 +174,28 @@ fn details_match_ss() {
             assert_eq!(c["remote"], "*", "{c}");
         }
     }
-    // A connection made during the run shows its real addresses, and a closed one shows
-    // once as CLOSED, then leaves the list.
+    // A closed connection shows once as CLOSED, then leaves the list; until then the four
+    // stay as they were.
     holder.send_line("close one");
     holder.expect_line("closed");
-    let closed = mon.report_where(|r| {
-        r["processes"][pid.to_string()]["connections"]
-            .as_array()
-            .is_some_and(|v| v.iter().any(|c| c["state"] == "CLOSED"))
-    });
-    let n_closed = |r: &serde_json::Value| {
-        r["processes"][pid.to_string()]["connections"]
-            .as_array()
-            .map_or(0, |v| v.iter().filter(|c| c["state"] == "CLOSED").count())
-    };
-    assert_eq!(n_closed(&closed), 2, "one TCP and one UDP closed: {closed}");
+    let listed = |r: &Value| details(r, pid).len();
+    let closing = mon.report_until(
+        |r| listed(r) == 4 && closed(r, pid) == 0,
+        |r| closed(r, pid) > 0,
+    );
+    assert_eq!(
+        closed(&closing, pid),
+        2,
+        "one TCP and one UDP closed: {closing}"
+    );
+    assert_eq!(listed(&closing), 4, "{closing}");
     let after = mon.next_report();
     assert_eq!(
-        n_closed(&after),
+        closed(&after, pid),
         0,
         "closed connections leave the list: {after}"
     );
-    assert_eq!(
-        after["processes"][pid.to_string()]["connections"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-    mon.stop();
+    assert_eq!(listed(&after), 2, "{after}");
+    mon.stop_ok();
     holder.close_stdin();
 }

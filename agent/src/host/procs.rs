@@ -47,6 +47,28 @@ impl ProcFs {
         Self { root: root.into() }
     }
 
+    /// `--host-proc DIR`: the host's proc filesystem at `dir`, refused unless `dir` is the
+    /// root of a procfs mount (`statfs` says `PROC_SUPER_MAGIC`). A directory that merely
+    /// holds a `self` or `1` entry (an ordinary directory, a tmpfs someone filled) would feed
+    /// the run whatever PIDs, cgroups and descriptors it likes.
+    pub fn host(dir: &Path) -> Result<Self, crate::error::UsageError> {
+        use nix::sys::statfs::{PROC_SUPER_MAGIC, statfs};
+        let refuse = |what: String| {
+            crate::error::UsageError::new(format!(
+                "--host-proc {}: {what}; give the directory where the host's /proc is mounted (e.g. /host/proc)",
+                dir.display()
+            ))
+        };
+        let fs = statfs(dir).map_err(|e| refuse(e.desc().to_lowercase()))?;
+        if fs.filesystem_type() != PROC_SUPER_MAGIC {
+            return Err(refuse(format!(
+                "not a proc filesystem (statfs type {:#x})",
+                fs.filesystem_type().0
+            )));
+        }
+        Ok(Self::new(dir))
+    }
+
     /// Where it is mounted.
     pub fn root(&self) -> &Path {
         &self.root
@@ -278,6 +300,12 @@ pub struct PidFd(OwnedFd);
 impl std::os::fd::AsRawFd for PidFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -513,6 +541,27 @@ mod tests {
             proc.identify(u32::MAX >> 2),
             Err(TargetError::NotFound(u32::MAX >> 2))
         );
+    }
+
+    /// `--host-proc` must be a procfs mount: a directory made to look like one (with `self`
+    /// and `1` entries), a file, a missing path or another filesystem gets one line.
+    #[test]
+    fn host_proc_must_be_procfs() {
+        assert!(ProcFs::host(Path::new("/proc")).is_ok());
+        let fake = std::env::temp_dir().join(format!("pnm-fakeproc-{}", std::process::id()));
+        std::fs::create_dir_all(fake.join("self")).unwrap();
+        std::fs::create_dir_all(fake.join("1")).unwrap();
+        for (dir, needle) in [
+            (fake.as_path(), "not a proc filesystem"),
+            (Path::new("/sys"), "not a proc filesystem"),
+            (Path::new("/nonexistent/proc"), "no such file"),
+        ] {
+            let e = ProcFs::host(dir).unwrap_err().to_string();
+            assert!(e.contains(needle), "{}: {e}", dir.display());
+            assert!(e.contains("--host-proc"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        std::fs::remove_dir_all(&fake).unwrap();
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, Health, IfaceKey, Kernel,
-    MAX_TARGETS, NodeDestCount, NodeDestKey, PendingHandshake, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, DnsDrops, DnsEvent, Health,
+    IfaceKey, Kernel, MAX_TARGETS, Moved, NodeDestCount, NodeDestKey, PendingHandshake, Slot,
+    SocketStamp, Untracked,
 };
 use crate::model::Traffic;
 
@@ -49,8 +50,14 @@ pub struct FakeKernel {
     pub dest_other: HashMap<Slot, DestOther>,
     /// Per-class totals.
     pub class_totals: Vec<ClassCount>,
-    /// DNS packets waiting to be read.
-    pub dns: Vec<(Slot, Vec<u8>)>,
+    /// DNS queries and answers waiting to be read.
+    pub dns: Vec<DnsEvent>,
+    /// What the kernel did not hand up, per slot.
+    pub dns_drops: HashMap<Slot, DnsDrops>,
+    /// Moves waiting to be read.
+    pub moves: Vec<Moved>,
+    /// Moves the kernel had no room for.
+    pub moves_lost: u64,
     /// `--all --destinations` counters.
     pub node_destinations: Vec<NodeDestCount>,
     /// `--all --destinations` `other` per cgroup.
@@ -99,6 +106,10 @@ impl super::Programs for FakeKernel {
 
     fn netns_helper(&self) -> bool {
         self.netns_helper
+    }
+
+    fn moves_fd(&self) -> Option<OwnedFd> {
+        None
     }
 }
 
@@ -209,8 +220,20 @@ impl Kernel for FakeKernel {
         self.class_totals.clone()
     }
 
-    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
+    fn dns_events(&mut self) -> Vec<DnsEvent> {
         std::mem::take(&mut self.dns)
+    }
+
+    fn dns_drops(&self, slot: Slot) -> DnsDrops {
+        self.dns_drops.get(&slot).copied().unwrap_or_default()
+    }
+
+    fn moves(&mut self) -> Vec<Moved> {
+        std::mem::take(&mut self.moves)
+    }
+
+    fn moves_lost(&self) -> u64 {
+        self.moves_lost
     }
 
     fn node_destinations(&self) -> Vec<NodeDestCount> {
@@ -285,6 +308,7 @@ impl super::Programs for SharedKernel {
     }
     forward! {
         fn netns_helper(&self) -> bool;
+        fn moves_fd(&self) -> Option<OwnedFd>;
     }
 }
 
@@ -303,7 +327,8 @@ impl Kernel for SharedKernel {
         fn forget_connection(&mut self, cookie: u64);
         fn remove_cgroup_counts(&mut self, keys: &[super::CgroupCountKey]);
         fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;
-        fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
+        fn dns_events(&mut self) -> Vec<DnsEvent>;
+        fn moves(&mut self) -> Vec<Moved>;
         fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]);
         fn remove_node_health(&mut self, cgroups: &[u64]);
         fn set_rtt_epoch(&mut self, epoch: u32);
@@ -326,5 +351,7 @@ impl Kernel for SharedKernel {
         fn node_health(&self) -> Vec<(u64, Health)>;
         fn handshakes(&self) -> Vec<PendingHandshake>;
         fn health_lost(&self) -> u64;
+        fn dns_drops(&self, slot: Slot) -> DnsDrops;
+        fn moves_lost(&self) -> u64;
     }
 }

@@ -70,7 +70,8 @@ pub struct DestKnobs {
     pub destinations: bool,
     /// Most remote hosts per target kept apart (the rest: [`Kernel::dest_other`]).
     pub cap: u64,
-    /// Hand DNS answers received by targets up ([`Kernel::dns_packets`]).
+    /// Hand targets' DNS queries and the answers that match them up
+    /// ([`Kernel::dns_events`]).
     pub dns: bool,
     /// `--all --destinations`: per-remote-host totals per cgroup
     /// ([`Kernel::node_destinations`]), `cap` hosts per cgroup.
@@ -290,6 +291,42 @@ pub struct PendingHandshake {
     pub started_ns: u64,
 }
 
+/// A DNS query a target's socket sent, or an answer to it, as the kernel handed it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// The target the socket belongs to.
+    pub slot: Slot,
+    /// The socket's cookie.
+    pub cookie: u64,
+    /// CLOCK_MONOTONIC ns when the packet passed.
+    pub ns: u64,
+    /// An answer (received); else a query (sent).
+    pub answer: bool,
+    /// The packet from its IP header (at most 4 KiB of it).
+    pub packet: Vec<u8>,
+}
+
+/// What the kernel did not hand up of a target's DNS, cumulative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DnsDrops {
+    /// Answers that matched no query the receiving socket sent (same server and
+    /// transaction ID, within 10 s).
+    pub unmatched: u64,
+    /// Queries and answers past the target's budget, or refused by a full perf buffer.
+    pub dropped: u64,
+}
+
+/// A target's process moved to another cgroup (seen by the kernel as it happened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The process.
+    pub tgid: u32,
+    /// Its target.
+    pub slot: Slot,
+    /// CLOCK_MONOTONIC ns of the move.
+    pub ns: u64,
+}
+
 /// Counts the kernel could not charge to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Untracked {
@@ -314,6 +351,10 @@ pub trait Programs: Kernel {
     /// (`bpf_get_netns_cookie` in cgroup_skb); false: they filter on the namespace stamped on
     /// each socket.
     fn netns_helper(&self) -> bool;
+    /// A descriptor that becomes readable when a target's process moves to another cgroup
+    /// (then [`Kernel::moves`] has it), for the loop to wake on; None when moves are not
+    /// watched (no process targets).
+    fn moves_fd(&self) -> Option<OwnedFd>;
 }
 
 /// What the run asks of the loaded programs' maps.
@@ -387,9 +428,15 @@ pub trait Kernel {
     fn dest_other(&self, slot: Slot) -> anyhow::Result<DestOther>;
     /// Per-class totals of every target, cumulative.
     fn class_totals(&self) -> Vec<ClassCount>;
-    /// DNS answers received by targets' sockets since the last call (packets from their IP
-    /// header), oldest first.
-    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
+    /// DNS queries targets' sockets sent and the answers the kernel matched to them, since
+    /// the last call (in no particular order: one buffer per CPU).
+    fn dns_events(&mut self) -> Vec<DnsEvent>;
+    /// What the kernel did not hand up of target `slot`'s DNS, cumulative.
+    fn dns_drops(&self, slot: Slot) -> DnsDrops;
+    /// Targets' processes that moved to another cgroup since the last call, oldest first.
+    fn moves(&mut self) -> Vec<Moved>;
+    /// Moves the kernel had no room to hand up (cumulative); the loop finds them at a tick.
+    fn moves_lost(&self) -> u64;
 
     /// `--all --destinations`: per-(cgroup, remote host) totals, cumulative.
     fn node_destinations(&self) -> Vec<NodeDestCount>;

@@ -15,7 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{
         Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerfEventArray,
-        SkStorage,
+        RingBuf, SkStorage,
         lpm_trie::Key,
         perf::{PerfEvent, PerfEventArrayBuffer},
     },
@@ -26,7 +26,7 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
-    dest::{self, DestKey, NodeDestKey},
+    dest::{self, DestKey, DnsState, NodeDestKey},
     health::{self, HandshakeKey},
     knobs::{self, CgroupKey},
     sock::{
@@ -37,9 +37,9 @@ use procnetmon2_common::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, HandshakeOwner, Health, IfaceKey,
-    Kernel, Knobs, MAX_NODE_HEALTH, MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, PendingHandshake,
-    Programs, Proto, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, DnsDrops, DnsEvent, HandshakeOwner,
+    Health, IfaceKey, Kernel, Knobs, MAX_NODE_HEALTH, MAX_TARGET_PIDS, MAX_TARGETS, Moved,
+    NodeDestCount, PendingHandshake, Programs, Proto, Slot, SocketStamp, Untracked,
 };
 use crate::model::{Counters, RttHistogram, Traffic};
 
@@ -69,6 +69,8 @@ const TP_PROGS: [(&str, &str); 2] = [
     ("pnm_fork", "sched_process_fork"),
     ("pnm_exit", "sched_process_exit"),
 ];
+/// The raw tracepoint that sees a process move to another cgroup (with process targets).
+const MOVE_PROG: (&str, &str) = ("pnm_cgroup_attach", "cgroup_attach_task");
 /// Map names, as the statics in ebpf/src/maps.rs.
 const MAP_SOCK_STATE: &str = "SOCK_STATE";
 const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
@@ -87,6 +89,9 @@ const MAP_CLASS_TOTALS: &str = "CLASS_TOTALS";
 const MAP_DEST_TOTALS: &str = "DEST_TOTALS";
 const MAP_DEST_OTHER: &str = "DEST_OTHER";
 const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
+const MAP_DNS_PENDING: &str = "DNS_PENDING";
+const MAP_DNS_STATE: &str = "DNS_STATE";
+const MAP_MOVES: &str = "MOVES";
 const MAP_NODE_DEST_TOTALS: &str = "NODE_DEST_TOTALS";
 const MAP_NODE_DEST_OTHER: &str = "NODE_DEST_OTHER";
 const MAP_NODE_DEST_LOST: &str = "NODE_DEST_LOST";
@@ -119,6 +124,8 @@ pub struct Probes {
     cgroup_targets: HashMap<MapData, u64, u32>,
     cgroup_totals: PerCpuHashMap<MapData, CgroupKey, traffic::Counters>,
     dest: DestMaps,
+    /// Targets' moves to other cgroups (with process targets only).
+    moves: Option<RingBuf<MapData>>,
     health: HealthMaps,
 }
 
@@ -154,8 +161,11 @@ struct DestMaps {
     other: Array<MapData, dest::DestOther>,
     /// One perf buffer per online CPU, opened only when DNS answers are asked for.
     dns: Vec<PerfEventArrayBuffer<MapData>>,
-    /// DNS answers lost because a perf buffer was full (warned about as they happen).
+    /// Records lost because a perf buffer was full (warned about as they happen; the kernel
+    /// also counts them per target, in `DNS_STATE`).
     dns_lost: u64,
+    /// slot → budget and drops, per CPU.
+    dns_state: PerCpuArray<MapData, DnsState>,
     /// `--all --destinations`: (cgroup, remote address) → counters; per cgroup its `other`.
     node_totals: HashMap<MapData, NodeDestKey, traffic::Counters>,
     node_other: HashMap<MapData, u64, dest::DestOther>,
@@ -188,6 +198,7 @@ impl DestMaps {
             other: take(ebpf, MAP_DEST_OTHER)?,
             dns: buffers,
             dns_lost: 0,
+            dns_state: take(ebpf, MAP_DNS_STATE)?,
             node_totals: take(ebpf, MAP_NODE_DEST_TOTALS)?,
             node_other: take(ebpf, MAP_NODE_DEST_OTHER)?,
             node_lost: take(ebpf, MAP_NODE_DEST_LOST)?,
@@ -234,8 +245,9 @@ static MIN_KERNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// Loads every program of the object into the kernel (verification happens here); the fork
-/// and exit tracepoints only when children are followed, and those are attached at once.
-fn load_programs(ebpf: &mut Ebpf, children: bool) -> anyhow::Result<()> {
+/// and exit tracepoints only when children are followed, the move tracepoint only with
+/// process targets, and those are attached at once.
+fn load_programs(ebpf: &mut Ebpf, children: bool, moves: bool) -> anyhow::Result<()> {
     for (name, _) in SKB_PROGS {
         let p: &mut CgroupSkb = program(ebpf, name)?;
         p.load()
@@ -254,14 +266,16 @@ fn load_programs(ebpf: &mut Ebpf, children: bool) -> anyhow::Result<()> {
     let p: &mut SockOps = program(ebpf, SOCKOPS_PROG)?;
     p.load()
         .with_context(|| format!("load {SOCKOPS_PROG} (sock_ops; {})", *MIN_KERNEL))?;
-    if children {
-        for (name, tp) in TP_PROGS {
-            let p: &mut RawTracePoint = program(ebpf, name)?;
-            p.load()
-                .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
-            p.attach(tp)
-                .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
-        }
+    let tps = TP_PROGS
+        .iter()
+        .filter(|_| children)
+        .chain(std::iter::once(&MOVE_PROG).filter(|_| moves));
+    for &(name, tp) in tps {
+        let p: &mut RawTracePoint = program(ebpf, name)?;
+        p.load()
+            .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
+        p.attach(tp)
+            .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
     }
     Ok(())
 }
@@ -286,6 +300,8 @@ struct MapSizes {
     target_pids: u32,
     /// `--all`: cgroups with TCP health (allocated on use, so the cap costs nothing).
     node_health: u32,
+    /// DNS names: queries in flight.
+    dns_pending: u32,
 }
 
 impl MapSizes {
@@ -304,6 +320,7 @@ impl MapSizes {
             target_totals: knobs.dest.slots.clamp(1, MAX_TARGETS),
             target_pids: used(knobs.pid_targets, MAX_TARGET_PIDS),
             node_health: used(knobs.all, MAX_NODE_HEALTH),
+            dns_pending: used(knobs.dest.dns, dest::MAX_DNS_PENDING),
         }
     }
 }
@@ -331,7 +348,7 @@ impl Probes {
         let cap = knobs.dest.cap;
         let sizes = MapSizes::for_knobs(&knobs);
         let class_count = sizes.class_count;
-        let (pid_off, tgid_off) = if knobs.children {
+        let (pid_off, tgid_off) = if knobs.children || knobs.pid_targets {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
             (0, 0)
@@ -363,11 +380,18 @@ impl Probes {
             // TCP health per slot: 272 bytes each, as many as TARGET_TOTALS.
             .map_max_entries(MAP_TARGET_HEALTH, sizes.target_totals)
             .map_max_entries(MAP_NODE_HEALTH, sizes.node_health)
+            .map_max_entries(MAP_DNS_PENDING, sizes.dns_pending)
+            .map_max_entries(MAP_DNS_STATE, sizes.target_totals)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
             .with_context(|| format!("load the eBPF object ({})", *MIN_KERNEL))?;
-        load_programs(&mut ebpf, knobs.children)?;
+        load_programs(&mut ebpf, knobs.children, knobs.pid_targets)?;
+        let moves = if knobs.pid_targets {
+            Some(take(&mut ebpf, MAP_MOVES)?)
+        } else {
+            None
+        };
         Ok(Self {
             netns_helper: helper,
             cgroup_targets: take(&mut ebpf, MAP_CGROUP_TARGETS)?,
@@ -383,6 +407,7 @@ impl Probes {
             new_ifaces: take(&mut ebpf, MAP_NEW_IFACES)?,
             sock_netns: take(&mut ebpf, MAP_SOCK_NETNS)?,
             dest: DestMaps::take(&mut ebpf, &knobs.dest)?,
+            moves,
             health: HealthMaps::take(&mut ebpf)?,
             ebpf,
         })
@@ -595,6 +620,22 @@ fn node_dest_key(k: &super::NodeDestKey) -> NodeDestKey {
     }
 }
 
+/// A `DNS_EVENTS` record: a `dest::DnsHeader` (ns, cookie, slot, len, kind), then the packet.
+fn dns_event(bytes: &[u8]) -> Option<DnsEvent> {
+    let hdr = std::mem::size_of::<dest::DnsHeader>();
+    let u64_at = |o: usize| Some(u64::from_ne_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_ne_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    let len = usize::try_from(u32_at(20)?).ok()?;
+    let end = hdr.checked_add(len)?.min(bytes.len());
+    Some(DnsEvent {
+        ns: u64_at(0)?,
+        cookie: u64_at(8)?,
+        slot: Slot(u32_at(16)?),
+        answer: *bytes.get(24)? == dest::DNS_ANSWER,
+        packet: bytes.get(hdr..end)?.to_vec(),
+    })
+}
+
 /// A remote address from a `DestKey` (network-order words, IPv4 in the first).
 fn remote_addr(family: u8, a: [u32; 4]) -> std::net::IpAddr {
     if family == 2 {
@@ -623,6 +664,19 @@ impl Programs for Probes {
 
     fn netns_helper(&self) -> bool {
         self.netns_helper
+    }
+
+    fn moves_fd(&self) -> Option<OwnedFd> {
+        let ring = self.moves.as_ref()?;
+        match ring.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch the moves ring buffer ({e}); moves are followed each interval"
+                );
+                None
+            }
+        }
     }
 }
 
@@ -813,6 +867,39 @@ impl Kernel for Probes {
         })
     }
 
+    fn moves(&mut self) -> Vec<Moved> {
+        let Some(ring) = self.moves.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            let b: &[u8] = &item;
+            let u64_at = |o: usize| {
+                b.get(o..o + 8)
+                    .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
+            };
+            let u32_at = |o: usize| {
+                b.get(o..o + 4)
+                    .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
+            };
+            // `procnetmon2_common::moves::MoveEvent`: ns, tgid, slot.
+            if let (Some(ns), Some(tgid), Some(slot)) = (u64_at(0), u32_at(8), u32_at(12)) {
+                out.push(Moved {
+                    tgid,
+                    slot: Slot(slot),
+                    ns,
+                });
+            }
+        }
+        out
+    }
+
+    fn moves_lost(&self) -> u64 {
+        self.untracked_events
+            .get(&2, 0)
+            .map_or(0, |v| v.iter().sum())
+    }
+
     fn connections(&self) -> Vec<(u64, Connection)> {
         self.conns
             .iter()
@@ -927,21 +1014,16 @@ impl Kernel for Probes {
         out
     }
 
-    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
+    fn dns_events(&mut self) -> Vec<DnsEvent> {
         let mut out = Vec::new();
         let mut lost = 0;
         for buf in &mut self.dest.dns {
             buf.for_each(|ev| match ev {
                 PerfEvent::Sample { head, tail } => {
                     let bytes: Vec<u8> = head.iter().chain(tail).copied().collect();
-                    let hdr = std::mem::size_of::<dest::DnsHeader>();
-                    if bytes.len() < hdr {
-                        return;
+                    if let Some(e) = dns_event(&bytes) {
+                        out.push(e);
                     }
-                    let slot = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-                    let len = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-                    let end = (hdr + len).min(bytes.len());
-                    out.push((Slot(slot), bytes[hdr..end].to_vec()));
                 }
                 PerfEvent::Lost { count } => lost += count,
             });
@@ -949,10 +1031,20 @@ impl Kernel for Probes {
         if lost > 0 {
             self.dest.dns_lost += lost;
             log::warn!(
-                "{lost} DNS answers lost (perf buffer full); names may be missing for some hosts"
+                "{lost} DNS records lost (perf buffer full); names may be missing for some hosts"
             );
         }
         out
+    }
+
+    fn dns_drops(&self, slot: Slot) -> DnsDrops {
+        self.dest.dns_state.get(&slot.0, 0).map_or_else(
+            |_| DnsDrops::default(),
+            |v| DnsDrops {
+                unmatched: v.iter().map(|s| s.unmatched).sum(),
+                dropped: v.iter().map(|s| s.dropped).sum(),
+            },
+        )
     }
 
     fn node_destinations(&self) -> Vec<NodeDestCount> {
@@ -1092,6 +1184,8 @@ mod object_tests {
 
 #[cfg(test)]
 mod map_size_tests {
+    use procnetmon2_common::dest::MAX_DNS_PENDING;
+
     use super::{MAX_NODE_HEALTH, MAX_TARGET_PIDS, MapSizes, knobs};
     use crate::kernel::{DestKnobs, Knobs};
 
@@ -1105,6 +1199,14 @@ mod map_size_tests {
                 ..DestKnobs::default()
             },
             ..Knobs::default()
+        };
+        let pids_dns = Knobs {
+            dest: DestKnobs {
+                dns: true,
+                destinations: true,
+                ..pids.dest
+            },
+            ..pids
         };
         let all_i_classes = Knobs {
             all: true,
@@ -1128,8 +1230,9 @@ mod map_size_tests {
         };
         let cases = [
             // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals,
-            //  target_pids, node_health)
-            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS, 1),
+            //  target_pids, node_health, dns_pending)
+            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS, 1, 1),
+            (pids_dns, 0, 1, 1, 1, 2, MAX_TARGET_PIDS, 1, MAX_DNS_PENDING),
             (
                 all_i_classes,
                 5,
@@ -1139,8 +1242,9 @@ mod map_size_tests {
                 1,
                 1,
                 MAX_NODE_HEALTH,
+                1,
             ),
-            (cgroups_with_classes, 5, 15, 1, 1, 3, 1, 1),
+            (cgroups_with_classes, 5, 15, 1, 1, 3, 1, 1, 1),
         ];
         for (
             k,
@@ -1151,6 +1255,7 @@ mod map_size_tests {
             target_totals,
             target_pids,
             node_health,
+            dns_pending,
         ) in cases
         {
             assert_eq!(
@@ -1163,6 +1268,7 @@ mod map_size_tests {
                     target_totals,
                     target_pids,
                     node_health,
+                    dns_pending,
                 },
                 "{k:?}"
             );

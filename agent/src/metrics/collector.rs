@@ -176,6 +176,7 @@ impl Collector for StateCollector {
             encode_traffic(&mut encoder, &st, family)?;
         }
         encode_health(&mut encoder, &st)?;
+        encode_workload_gauges(&mut encoder, &st)?;
         encode_identity(&mut encoder, &st)?;
         encode_self(&mut encoder, &st)
     }
@@ -202,11 +203,9 @@ const HEALTH_COUNTERS: [HealthCounter; 2] = [
 /// smoothed RTT samples (one per connection per interval) with fixed buckets (`RTT_LE_US`).
 fn encode_health(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), std::fmt::Error> {
     let with_health = || {
-        st.workloads.iter().filter_map(|(key, w)| {
-            let labels: Vec<(&str, &str)> =
-                key.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            w.health.as_ref().map(|h| (labels, h))
-        })
+        st.workloads
+            .iter()
+            .filter_map(|(key, w)| w.health.as_ref().map(|h| (labels_of(key), h)))
     };
     for (name, help, pick) in HEALTH_COUNTERS {
         let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -229,6 +228,54 @@ fn encode_health(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), 
                 &rtt_buckets(&h.rtt),
                 None,
             )?;
+    }
+    Ok(())
+}
+
+/// A workload's labels, in exposition order.
+fn labels_of(key: &super::store::WorkloadKey) -> Vec<(&'static str, &str)> {
+    key.labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The per-workload gauges: `procnetmon_network_connections{…,protocol}` (where counted) and
+/// `procnetmon_remote_hosts{…[,destination_class]}` (with `--destinations`). A family without
+/// samples still gets its `# HELP`/`# TYPE`, as the traffic families do.
+fn encode_workload_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    st: &State,
+) -> Result<(), std::fmt::Error> {
+    let mut conns = encoder.encode_descriptor(
+        "procnetmon_network_connections",
+        "TCP connections in ESTABLISHED and UDP sockets bound or connected, now",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (key, w) in &st.workloads {
+        let Some((tcp, udp)) = w.gauges.connections else {
+            continue;
+        };
+        for (proto, n) in [("tcp", tcp), ("udp", udp)] {
+            let mut labels = labels_of(key);
+            labels.push(("protocol", proto));
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            conns.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    let mut hosts = encoder.encode_descriptor(
+        "procnetmon_remote_hosts",
+        "Remote hosts the workload exchanged traffic with, kept apart by --destinations (at most --destinations-max)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (key, w) in &st.workloads {
+        for (class, n) in &w.gauges.remote_hosts {
+            let mut labels = labels_of(key);
+            if let Some(c) = class {
+                labels.push(("destination_class", c.as_str()));
+            }
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            hosts.encode_family(&labels)?.encode_gauge(&n)?;
+        }
     }
     Ok(())
 }
@@ -285,6 +332,22 @@ fn encode_self(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), st
         Some(&Unit::Bytes),
         untracked.metric_type(),
     )?)?;
+
+    for (name, help, value) in [
+        (
+            "procnetmon_dns_unmatched",
+            "DNS answers to targets that matched none of their queries (named nothing)",
+            st.dns_unmatched.value,
+        ),
+        (
+            "procnetmon_dns_dropped",
+            "Targets' DNS queries and answers not handed up (past the per-target budget, or a full buffer)",
+            st.dns_dropped.value,
+        ),
+    ] {
+        let c = ConstCounter::new(value);
+        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+    }
 
     let mut fill = encoder.encode_descriptor(
         "procnetmon_map_fill_ratio",
@@ -357,6 +420,45 @@ pub(super) mod tests {
         assert!(!out.contains("destination_class=\"internet\""), "{out}");
     }
 
+    /// Connections per protocol and remote hosts per class hang on a workload that has
+    /// series; a workload without series gets no gauges (they add no label sets of their own).
+    #[test]
+    fn workload_gauges_are_exposed_beside_their_series() {
+        use crate::metrics::WorkloadGauges;
+        let reg = MetricsRegistry::default();
+        let web = WorkloadKey::kubernetes("shop", "web-1", "nginx");
+        reg.update_workload(&web, &tcp(10, 20));
+        reg.set_workload_gauges(
+            &web,
+            WorkloadGauges {
+                connections: Some((3, 1)),
+                remote_hosts: vec![(Some("internet".into()), 2), (Some("private".into()), 5)],
+            },
+        );
+        let ghost = WorkloadKey::cgroup("/never-sent");
+        reg.set_workload_gauges(
+            &ghost,
+            WorkloadGauges {
+                connections: Some((1, 1)),
+                remote_hosts: vec![(None, 1)],
+            },
+        );
+        let out = reg.encode().unwrap();
+        let labels = "namespace=\"shop\",pod=\"web-1\",container=\"nginx\"";
+        for line in [
+            format!("procnetmon_network_connections{{{labels},protocol=\"tcp\"}} 3\n"),
+            format!("procnetmon_network_connections{{{labels},protocol=\"udp\"}} 1\n"),
+            format!("procnetmon_remote_hosts{{{labels},destination_class=\"internet\"}} 2\n"),
+            format!("procnetmon_remote_hosts{{{labels},destination_class=\"private\"}} 5\n"),
+            "# TYPE procnetmon_network_connections gauge\n".to_string(),
+            "# TYPE procnetmon_remote_hosts gauge\n".to_string(),
+        ] {
+            assert!(out.contains(&line), "missing {line:?} in\n{out}");
+        }
+        assert!(!out.contains("never-sent"), "{out}");
+        assert_eq!(reg.series(), 1, "gauges are no series of the cap");
+    }
+
     #[test]
     fn classic_text_names_counters_with_total() {
         let om = "# HELP x_bytes X.\n# TYPE x_bytes counter\n# UNIT x_bytes bytes\nx_bytes_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
@@ -394,6 +496,8 @@ pub(super) mod tests {
         reg.set_self_stats(SelfStats {
             tracked_sockets: 3,
             untracked_bytes: 7,
+            dns_unmatched: 200_000,
+            dns_dropped: 2,
             maps: vec![MapFill {
                 map: "SOCK_TRAFFIC".into(),
                 entries: 1,
@@ -439,6 +543,8 @@ pub(super) mod tests {
             "procnetmon_build_info{version=\"",
             "procnetmon_tracked_sockets 3\n",
             "procnetmon_untracked_bytes_total 7\n",
+            "procnetmon_dns_unmatched_total 200000\n",
+            "procnetmon_dns_dropped_total 2\n",
             "procnetmon_map_fill_ratio{map=\"SOCK_TRAFFIC\"} 0.25\n",
             "procnetmon_series 2\n",
             "procnetmon_tcp_connect_failures_total{cgroup=",

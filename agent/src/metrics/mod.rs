@@ -22,5 +22,5 @@ pub use server::{
 };
 pub use store::{
     DEFAULT_GRACE, DEFAULT_MAX_SERIES, HEALTH_SERIES, Limits, MapFill, MetricsRegistry, Protocol,
-    RTT_LE_US, SelfStats, TargetInfo, WorkloadKey,
+    RTT_LE_US, SelfStats, TargetInfo, WorkloadGauges, WorkloadKey,
 };

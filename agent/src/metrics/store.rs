@@ -145,8 +145,25 @@ pub struct SelfStats {
     /// Bytes, cumulative since start, that could not be charged to any workload. A lower value
     /// than last time is absorbed, like every counter here.
     pub untracked_bytes: u64,
+    /// DNS answers to targets that matched none of their queries, cumulative
+    /// (`--destinations`; the sum of every target's `dns_unmatched`).
+    pub dns_unmatched: u64,
+    /// Targets' DNS records the kernel did not hand up (budget, full buffer), cumulative.
+    pub dns_dropped: u64,
     /// Fill of each eBPF map.
     pub maps: Vec<MapFill>,
+}
+
+/// A workload's gauges: values now, not counters. Kept only beside a workload that has traffic
+/// series, so they add no label sets of their own to what the series cap bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadGauges {
+    /// `procnetmon_network_connections{protocol}`: TCP connections in ESTABLISHED and UDP
+    /// sockets bound or connected; None where they are not counted (`--all -i`).
+    pub connections: Option<(u64, u64)>,
+    /// `procnetmon_remote_hosts{destination_class}`: remote hosts kept apart with
+    /// `--destinations`, per destination class (None: classes off); empty without it.
+    pub remote_hosts: Vec<(Option<String>, u64)>,
 }
 
 /// Limits of a [`MetricsRegistry`].
@@ -285,6 +302,8 @@ pub(super) struct Workload {
     /// instead of by protocol alone (a workload has one form or the other, never both, so a
     /// `sum` over a family never counts a byte twice).
     pub(super) by_class: BTreeMap<(Protocol, String), SeriesCounters>,
+    /// Its gauges, as last set.
+    pub(super) gauges: WorkloadGauges,
     gone_since: Option<Instant>,
 }
 
@@ -306,6 +325,8 @@ pub(super) struct State {
     pub(super) targets: Vec<TargetInfo>,
     pub(super) tracked_sockets: u64,
     pub(super) untracked_bytes: Monotonic,
+    pub(super) dns_unmatched: Monotonic,
+    pub(super) dns_dropped: Monotonic,
     pub(super) maps: Vec<MapFill>,
     /// Bumped by every write, so that an encoded exposition can be reused until it changes.
     generation: u64,
@@ -439,6 +460,8 @@ impl MetricsRegistry {
             targets: Vec::new(),
             tracked_sockets: 0,
             untracked_bytes: Monotonic::default(),
+            dns_unmatched: Monotonic::default(),
+            dns_dropped: Monotonic::default(),
             maps: Vec::new(),
             generation: 0,
         }));
@@ -514,6 +537,14 @@ impl MetricsRegistry {
             .map(SeriesCounters::exposed)
     }
 
+    /// Sets a workload's gauges. A workload without traffic series (none yet, or refused by the
+    /// series cap) gets none: its gauges are dropped.
+    pub fn set_workload_gauges(&self, key: &WorkloadKey, gauges: WorkloadGauges) {
+        if let Some(w) = self.lock_mut().workloads.get_mut(key) {
+            w.gauges = gauges;
+        }
+    }
+
     /// Adds traffic since the last call (e.g. per-socket deltas computed with
     /// `saturating_sub`). Exact even when sockets close between samples, which the cumulative
     /// form cannot be. Clears a [`mark_gone`](Self::mark_gone).
@@ -555,11 +586,15 @@ impl MetricsRegistry {
         let SelfStats {
             tracked_sockets,
             untracked_bytes,
+            dns_unmatched,
+            dns_dropped,
             maps,
         } = stats;
         let mut st = self.lock_mut();
         st.tracked_sockets = tracked_sockets;
         st.untracked_bytes.observe(untracked_bytes);
+        st.dns_unmatched.observe(dns_unmatched);
+        st.dns_dropped.observe(dns_dropped);
         st.maps = maps;
     }
 

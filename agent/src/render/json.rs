@@ -237,6 +237,35 @@ struct Process<'a> {
     destinations: Option<Dests<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     classes: Option<Classes<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_unmatched: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_dropped: Option<u64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    gaps: Vec<GapJson<'a>>,
+}
+
+/// One of `gaps`: a time the process's traffic could not be seen (it moved to a cgroup not
+/// covered yet, or one that cannot be covered: `ongoing`).
+#[derive(Serialize)]
+struct GapJson<'a> {
+    cgroup: &'a str,
+    duration_us: u64,
+    from_ns: u64,
+    to_ns: u64,
+    ongoing: bool,
+}
+
+impl<'a> From<&'a crate::model::Gap> for GapJson<'a> {
+    fn from(g: &'a crate::model::Gap) -> Self {
+        Self {
+            cgroup: &g.cgroup,
+            duration_us: u64::try_from(g.duration().as_micros()).unwrap_or(u64::MAX),
+            from_ns: g.from_ns,
+            to_ns: g.to_ns,
+            ongoing: g.ongoing,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -252,6 +281,10 @@ struct Workload<'a> {
     destinations: Option<Dests<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     classes: Option<Classes<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_unmatched: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_dropped: Option<u64>,
 }
 
 impl<'a> From<&'a WorkloadReport> for Workload<'a> {
@@ -269,6 +302,8 @@ impl<'a> From<&'a WorkloadReport> for Workload<'a> {
             tcp_health: (&w.row.health).into(),
             destinations: w.destinations.as_deref().map(Dests),
             classes: w.classes.as_deref().map(Classes),
+            dns_unmatched: w.dns.map(|d| d.unmatched),
+            dns_dropped: w.dns.map(|d| d.dropped),
         }
     }
 }
@@ -303,6 +338,9 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
             nspid: p.nspid,
             destinations: p.destinations.as_deref().map(Dests),
             classes: p.classes.as_deref().map(Classes),
+            dns_unmatched: p.dns.map(|d| d.unmatched),
+            dns_dropped: p.dns.map(|d| d.dropped),
+            gaps: p.gaps.iter().map(GapJson::from).collect(),
             connections: p
                 .connections
                 .as_ref()
@@ -413,14 +451,29 @@ mod tests {
         assert_eq!(v["untracked"]["bytes_in"], 0);
         assert_eq!(v["untracked"]["sockets"], 0);
         assert_eq!(v["untracked"]["processes"], 0);
-        // Order of processes: as named, not sorted as strings.
         let keys: Vec<&str> = v["processes"]
             .as_object()
             .unwrap()
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys.len(), 2);
+        assert_eq!(keys, ["1234", "5678"]);
+    }
+
+    #[test]
+    fn processes_in_the_reports_order() {
+        // 5678 before 1234: sorted neither as numbers nor as strings. (serde_json's Value
+        // sorts object keys: the order is read from the text.)
+        let mut r = sample_report();
+        r.processes.reverse();
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let at = |pid: &str| {
+            text.find(&format!("\"{pid}\":{{"))
+                .unwrap_or_else(|| panic!("{pid} in {text}"))
+        };
+        assert!(at("5678") < at("1234"), "{text}");
     }
 
     #[test]
@@ -502,6 +555,10 @@ mod tests {
             counters: c,
             rate_in: 1.4,
             rate_out: 0.0,
+            by_protocol: crate::model::Traffic {
+                tcp: c,
+                ..crate::model::Traffic::default()
+            },
         }]);
         let mut buf = Vec::new();
         write(&mut buf, &r).unwrap();
@@ -516,11 +573,43 @@ mod tests {
         assert!(d["other"].get("connections").is_none());
         assert_eq!(d["other"]["hosts"], 1000);
         assert_eq!(v["processes"]["1234"]["classes"]["private"]["rate_in"], 1);
+        assert!(v["processes"]["1234"].get("dns_unmatched").is_none());
+        assert!(v["processes"]["1234"].get("gaps").is_none());
+        // With --destinations: what of the target's DNS named nothing; after a move: a gap.
+        r.processes[0].dns = Some(crate::model::DnsCounts {
+            unmatched: 200_000,
+            dropped: 3,
+        });
+        r.processes[0].gaps = vec![crate::model::Gap {
+            cgroup: "/test/y".into(),
+            from_ns: 1_000_000,
+            to_ns: 3_500_000,
+            ongoing: false,
+        }];
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let p = &v["processes"]["1234"];
+        assert_eq!(
+            (p["dns_unmatched"].as_u64(), p["dns_dropped"].as_u64()),
+            (Some(200_000), Some(3))
+        );
+        assert_eq!(
+            p["gaps"],
+            serde_json::json!([{"cgroup":"/test/y","duration_us":2500,"from_ns":1_000_000,"to_ns":3_500_000,"ongoing":false}])
+        );
         // The seed's fields are unchanged by the additions.
         let mut without = v.clone();
         let p = without["processes"]["1234"].as_object_mut().unwrap();
-        p.remove("destinations");
-        p.remove("classes");
+        for k in [
+            "destinations",
+            "classes",
+            "dns_unmatched",
+            "dns_dropped",
+            "gaps",
+        ] {
+            p.remove(k);
+        }
         let mut seed: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         seed["timestamp"] = without["timestamp"].clone();
         assert_eq!(without, seed);

@@ -8,7 +8,9 @@ pub mod table;
 use std::{fmt, time::Duration};
 
 /// `s` with control characters (escape sequences, newlines, …) written as Rust escapes
-/// (`\u{1b}`), so a hostile name can neither hide rows nor drive the terminal.
+/// (`\u{1b}`), so a hostile name can neither hide rows nor drive the terminal. The one escaping
+/// function of every output a terminal shows: the table, the interactive view (`tui::view`),
+/// log lines and the one-line error (`lib.rs`); JSON has its own (serde_json's `\u001b`).
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return s.into();

@@ -1,5 +1,5 @@
-//! Where reports go: stdout (a live table redraws in place on a terminal) or `-o FILE`, as
-//! JSON lines or the human table.
+//! Where reports go: stdout (a live table redraws in place on a terminal), `-o FILE`, or
+//! stderr while a command has the terminal, as JSON lines or the human table.
 
 use std::{
     fs::File,
@@ -49,6 +49,20 @@ impl Output {
     pub fn with_health_columns(mut self, on: bool) -> Self {
         self.health = on;
         self
+    }
+
+    /// Reports on standard error, for the person at the terminal while a command has it
+    /// (its output is on standard output): JSON (`json`) or the table, never redrawn in
+    /// place (the screen is the command's).
+    pub fn stderr(json: bool) -> Self {
+        Self {
+            w: Box::new(std::io::stderr()),
+            tty: false,
+            json,
+            continuous: false,
+            health: false,
+            name: "standard error".into(),
+        }
     }
 
     /// Writes one report. A broken pipe comes back as the bare `io::Error` so the caller

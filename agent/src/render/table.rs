@@ -50,6 +50,27 @@ fn health_cells(h: &TcpHealth) -> [String; 4] {
     ]
 }
 
+/// A gap under its process: when it moved to a cgroup the programs did not cover, what it did
+/// there until they did could not be counted (or cannot, when the cgroup cannot be covered).
+pub fn gap_line(g: &crate::model::Gap) -> String {
+    let d = g.duration();
+    let took = if d < std::time::Duration::from_secs(1) {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    };
+    let cgroup = super::printable(&g.cgroup);
+    if g.ongoing {
+        format!(
+            "  └ gap: moved to cgroup {cgroup}, which cannot be counted: its new sockets uncounted for {took} so far\n"
+        )
+    } else {
+        format!(
+            "  └ gap: moved to cgroup {cgroup}: its new sockets there uncounted for {took}, until counting began there\n"
+        )
+    }
+}
+
 fn row_cells(r: &Row) -> [String; 8] {
     [
         DisplayRate(r.rate_in).to_string(),
@@ -186,6 +207,9 @@ impl Columns {
         for conn in p.connections.iter().flatten() {
             s.push_str(&connection_line(conn));
         }
+        for g in &p.gaps {
+            s.push_str(&gap_line(g));
+        }
     }
 }
 
@@ -274,6 +298,8 @@ pub(crate) mod tests {
                     nspid: None,
                     destinations: None,
                     classes: None,
+                    dns: None,
+                    gaps: Vec::new(),
                 },
                 ProcessReport {
                     pid: 5678,
@@ -290,6 +316,8 @@ pub(crate) mod tests {
                     nspid: None,
                     destinations: None,
                     classes: None,
+                    dns: None,
+                    gaps: Vec::new(),
                 },
             ],
             aggregated: Some(row(
@@ -323,6 +351,39 @@ TOTAL                        1.8 Mbps    2.5 Mbps    3.1 Mbps    2.5 Mbps     1.
 
 ";
         assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    /// A gap is a line under its process, never silent: how long, where, and whether it lasts.
+    #[test]
+    fn gaps_are_shown_under_their_process() {
+        let mut r = sample_report();
+        r.processes[0].gaps = vec![
+            crate::model::Gap {
+                cgroup: "/test/y".into(),
+                from_ns: 1_000_000,
+                to_ns: 3_200_000,
+                ongoing: false,
+            },
+            crate::model::Gap {
+                cgroup: "/".into(),
+                from_ns: 0,
+                to_ns: 12_300_000_000,
+                ongoing: true,
+            },
+        ];
+        let mut buf = Vec::new();
+        write(&mut buf, &r, false, false).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with("1234     nginx"), "{text}");
+        assert_eq!(
+            lines[3],
+            "  └ gap: moved to cgroup /test/y: its new sockets there uncounted for 2.2 ms, until counting began there"
+        );
+        assert_eq!(
+            lines[4],
+            "  └ gap: moved to cgroup /, which cannot be counted: its new sockets uncounted for 12.3 s so far"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::{
     host::{
         netns::NetnsLinks,
         procs::{OldSocket, ProcIdentity, TcpPairs},
+        sockdiag::SocketCounts,
         workloads::{CgroupInfo, Lookup},
     },
     kernel::{Kernel, Knobs, Slot},
@@ -44,6 +45,11 @@ pub(crate) struct FakeHost {
     pub(crate) tcp_pairs: HashMap<u32, TcpPairs>,
     /// A process in each cgroup id.
     pub(crate) cgroup_pids: HashMap<u64, u32>,
+    /// Sockets per cgroup id, as the host lists them (`--all`'s connection counts).
+    pub(crate) cgroup_sockets: HashMap<u64, SocketCounts>,
+    /// How long a listing takes, and how many there were.
+    pub(crate) list_takes: Duration,
+    pub(crate) listings: usize,
 }
 
 /// Process `pid` as the fake host knows it: named `p<pid>`, started at tick 1.
@@ -112,6 +118,11 @@ impl HostView for FakeHost {
     fn pid_in_cgroup(&mut self, id: u64) -> Option<u32> {
         self.cgroup_pids.get(&id).copied()
     }
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        self.listings += 1;
+        std::thread::sleep(self.list_takes);
+        self.cgroup_sockets.clone()
+    }
 }
 
 /// A [`FakeHost`] shared between a test and the loop that owns it as a `Box<dyn HostView>`:
@@ -167,5 +178,8 @@ impl HostView for SharedHost {
     }
     fn pid_in_cgroup(&mut self, id: u64) -> Option<u32> {
         self.0.borrow_mut().pid_in_cgroup(id)
+    }
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        self.0.borrow_mut().sockets_by_cgroup()
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod dest;
+pub mod dns_names;
 #[cfg(test)]
 pub(crate) mod fake_host;
 pub mod feed;
@@ -33,10 +34,11 @@ use crate::{
     host::{
         netns::NetnsLinks,
         procs::{OldSocket, ProcIdentity, TcpPairs},
+        sockdiag::SocketCounts,
         workloads::{CgroupInfo, Lookup},
     },
     kernel::{HandshakeOwner, Health, IfaceKey, Kernel, Knobs, Slot, Untracked},
-    model::{ConnDetail, ProcessReport, Report, Row, TcpHealth, Traffic, WorkloadReport},
+    model::{ConnDetail, Gap, ProcessReport, Report, Row, TcpHealth, Traffic, WorkloadReport},
     plan::ProcessLabels,
     sampling::{Series, sum_traffic},
 };
@@ -86,6 +88,9 @@ pub trait HostView {
     fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs>;
     /// `--all`: a process in cgroup `id` (None: none, or the cgroup is gone).
     fn pid_in_cgroup(&mut self, id: u64) -> Option<u32>;
+    /// `--all`: sockets per cgroup id over every network namespace (TCP in ESTABLISHED, UDP
+    /// bound or connected).
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts>;
 }
 
 /// What a session target is.
@@ -164,6 +169,8 @@ pub struct TargetState {
     pub connections: (u32, u32),
     /// `-i` names and their keys as last resolved.
     pub ifaces: HashMap<String, IfaceKey>,
+    /// Times its traffic could not be seen (moves to other cgroups), oldest first.
+    pub gaps: Vec<Gap>,
     /// TCP health when counting started, and as last read.
     pub health: (Health, Health),
     /// Incoming handshakes found failed by the agent (see [`handshakes`]) since the start.
@@ -237,6 +244,7 @@ impl Session {
                 ifaces: t.ifaces,
                 health: (t.health, t.health),
                 handshake_failures: 0,
+                gaps: Vec::new(),
             })
             .collect();
         let aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
@@ -281,6 +289,13 @@ impl Session {
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
+    }
+
+    /// Notes a time target `slot`'s traffic could not be seen (it is in every later report).
+    pub fn note_gap(&mut self, slot: Slot, gap: Gap) {
+        if let Some(t) = self.targets.iter_mut().find(|t| t.slot == slot) {
+            t.gaps.push(gap);
+        }
     }
 
     /// Ticks so far: the number of the last one (0 before the first).
@@ -456,6 +471,8 @@ impl Session {
                         connections: conns,
                         destinations,
                         classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                        dns: dest.and_then(|d| d.dns_counts(t.slot, &*kernel)),
+                        gaps: gaps_at(&t.gaps, clock.1),
                     });
                 }
                 Subject::Cgroup { info, .. } => workloads.push(WorkloadReport {
@@ -470,6 +487,7 @@ impl Session {
                         .map(|d| d.remove(&t.slot).unwrap_or_default()),
                     destinations: dest.and_then(|d| d.destinations(t.slot, is_final)),
                     classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                    dns: dest.and_then(|d| d.dns_counts(t.slot, &*kernel)),
                 }),
             }
         }
@@ -519,6 +537,20 @@ impl Session {
         }
         Some(rows.by_slot)
     }
+}
+
+/// A target's gaps as of `mono_ns`: one still going lasts until then.
+fn gaps_at(gaps: &[Gap], mono_ns: u64) -> Vec<Gap> {
+    gaps.iter()
+        .map(|g| Gap {
+            to_ns: if g.ongoing {
+                mono_ns.max(g.from_ns)
+            } else {
+                g.to_ns
+            },
+            ..g.clone()
+        })
+        .collect()
 }
 
 /// Reads one target's totals and gauges; notes its exit.

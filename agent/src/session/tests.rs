@@ -9,8 +9,11 @@ use std::{
 
 use super::{NodeWide, ReportKind, Session, Started, Subject};
 use crate::{
-    host::procs::OldSocket,
-    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
+    host::{
+        netns::NetnsLinks,
+        procs::{OldSocket, ProcIdentity},
+        workloads::CgroupInfo,
+    },
     kernel::{
         CgroupCount, Connection, IfaceKey, Kernel as _, Proto, Slot, Untracked, fake::FakeKernel,
     },
@@ -629,6 +632,40 @@ fn metrics_get_a_gone_workloads_final_interval() {
     assert!(reg.counters(&key, Protocol::Udp).is_none());
 }
 
+/// The node's gauges reach /metrics: each workload's connections (from the socket lists) and
+/// its remote hosts (`--destinations`); the text encodes them beside its traffic series.
+#[test]
+fn metrics_get_workload_connections_and_remote_hosts() {
+    use crate::{
+        host::sockdiag::SocketCounts,
+        metrics::{Limits, MetricsRegistry},
+        session::feed::Feeder,
+    };
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None)
+        .with_destinations(&k, 10)
+        .with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    let reg = MetricsRegistry::new(Limits::default());
+    let mut feeder = Feeder::default();
+    h.cgroups.insert(40, named("/batch", "batch"));
+    k.cgroup_totals = vec![cg_count(40, Proto::Udp, 1000)];
+    k.node_destinations = vec![nd(40, "10.0.1.2", 600), nd(40, "10.0.2.2", 400)];
+    h.cgroup_sockets = HashMap::from([(40, SocketCounts { tcp: 2, udp: 1 })]);
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[]);
+    let out = reg.encode().unwrap();
+    for line in [
+        "procnetmon_network_connections{cgroup=\"batch\",protocol=\"tcp\"} 2\n",
+        "procnetmon_network_connections{cgroup=\"batch\",protocol=\"udp\"} 1\n",
+        "procnetmon_remote_hosts{cgroup=\"batch\"} 2\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+}
+
 #[test]
 fn metrics_get_an_exited_targets_final_interval() {
     use crate::{
@@ -864,6 +901,81 @@ fn node_wide_destinations_per_workload_cap_and_drain() {
         d["web"],
         row(&[("10.0.1.2", 400), ("10.0.2.2", 200), ("other", 230)])
     );
+    // The gauge procnetmon_remote_hosts: hosts kept apart (classes off: one unclassed count).
+    let node = s.node().unwrap();
+    assert_eq!(node.workloads()["web"].remote_hosts(None), vec![(None, 2)]);
+    assert_eq!(node.workloads()["db"].remote_hosts(None), vec![(None, 1)]);
+}
+
+/// `--all`: each workload's connection counts are the host's socket lists summed over its
+/// cgroups; sockets of a cgroup that is no workload's are not counted; lists are read at most
+/// once a second, and a workload whose sockets closed reads zero at the next list.
+#[test]
+fn node_wide_connections_from_socket_lists() {
+    use crate::host::sockdiag::SocketCounts as C;
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    h.cgroups.insert(10, named("/web-1", "web"));
+    h.cgroups.insert(11, named("/web-2", "web"));
+    h.cgroups.insert(20, named("/db", "db"));
+    k.cgroup_totals = vec![
+        cg_count(10, Proto::Tcp, 100),
+        cg_count(11, Proto::Udp, 50),
+        cg_count(20, Proto::Tcp, 7),
+    ];
+    h.cgroup_sockets = HashMap::from([
+        (10, C { tcp: 2, udp: 1 }),
+        (11, C { tcp: 1, udp: 3 }),
+        (20, C { tcp: 5, udp: 0 }),
+        // A cgroup that never carried traffic: no workload to charge.
+        (99, C { tcp: 9, udp: 9 }),
+    ]);
+    let conns = |s: &mut Session, k: &mut FakeKernel, h: &FakeHost| {
+        s.snapshot(ReportKind::Interval, false, (t0, 0), k, h)
+            .unwrap()
+            .workloads
+            .iter()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    (w.row.tcp_connections, w.row.udp_connections),
+                )
+            })
+            .collect::<HashMap<String, (u32, u32)>>()
+    };
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    let c = conns(&mut s, &mut k, &h);
+    assert_eq!((c["web"], c["db"], c.len()), ((3, 4), (5, 0), 2));
+    // Half a second later: not listed again.
+    h.cgroup_sockets.clear();
+    s.tick(t0 + SEC + SEC / 2, &mut k, &mut h).unwrap();
+    assert_eq!(conns(&mut s, &mut k, &h)["web"], (3, 4));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(conns(&mut s, &mut k, &h)["web"], (0, 0));
+    assert_eq!(h.listings, 2);
+}
+
+/// A listing that took 30 ms or more waits at least 100 times as long (3 s) before the next,
+/// where once a second would list again: the socket lists take at most 1% of the agent's time,
+/// whatever the node's namespaces cost; and never more than a minute.
+#[test]
+fn node_wide_socket_listing_keeps_to_its_share() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost {
+        list_takes: Duration::from_millis(30),
+        ..FakeHost::default()
+    };
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    for (at_ms, listings) in [(1_000, 1), (2_000, 1), (3_900, 1), (62_000, 2)] {
+        s.tick(t0 + Duration::from_millis(at_ms), &mut k, &mut h)
+            .unwrap();
+        assert_eq!(h.listings, listings, "at {at_ms} ms");
+    }
 }
 
 /// Health with `failures` outgoing failures, `retrans` retransmissions and `samples` RTT

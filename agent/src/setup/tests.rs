@@ -134,6 +134,9 @@ impl Command for NoCommand {
     fn end(&mut self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    fn suspend(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

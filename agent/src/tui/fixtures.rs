@@ -56,6 +56,8 @@ pub fn process(pid: u32, name: &str, row: Row, conns: Vec<ConnDetail>) -> Proces
         connections: Some(conns),
         destinations: None,
         classes: None,
+        dns: None,
+        gaps: Vec::new(),
         container: None,
         nspid: None,
     }
@@ -127,6 +129,7 @@ pub fn scene() -> Report {
             connections: Some(Vec::new()),
             destinations: None,
             classes: None,
+            dns: None,
         }],
     )
 }

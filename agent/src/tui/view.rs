@@ -1,7 +1,10 @@
 //! Draws the interactive view from its [`State`]: a header (totals, interval, window left,
 //! untracked traffic), one of three tables (rows, connections, remote hosts), a footer with
 //! the filter and the sort, and the key help over them on `?`. Pure drawing: the clock is a
-//! parameter, so render tests on ratatui's `TestBackend` see fixed text.
+//! parameter, so render tests on ratatui's `TestBackend` see fixed text. Every text that comes
+//! from outside (process, cgroup and container names, the filter) goes through
+//! `render::printable`, the one escaping function the table uses too: a name carrying an escape
+//! sequence reads the same, escaped, in both, and never reaches the terminal.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ use super::{
 };
 use crate::{
     model::{ConnDetail, TcpHealth, rtt_bucket_bound_us},
-    render::{DisplayBytes, DisplayRate, DisplayRtt, compact_duration},
+    render::{DisplayBytes, DisplayRate, DisplayRtt, compact_duration, printable},
 };
 
 /// Width of the sparkline column, in cells.
@@ -41,12 +44,17 @@ pub fn page_for(height: u16) -> usize {
 
 /// Draws the whole view at `now`.
 pub fn draw(f: &mut Frame<'_>, s: &State, now: Instant) {
+    draw_in(f, f.area(), s, now);
+}
+
+/// Draws the view in `area` (the frame, less the pane of a command) at `now`.
+pub fn draw_in(f: &mut Frame<'_>, area: Rect, s: &State, now: Instant) {
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
-    .areas(f.area());
+    .areas(area);
     f.render_widget(Paragraph::new(header(s, now)), head);
     match s.view {
         View::Rows => rows_table(f, s, body),
@@ -129,6 +137,10 @@ fn header(s: &State, now: Instant) -> Vec<TextLine<'static>> {
     if s.paused {
         first.push(Span::styled("  PAUSED", BOLD));
     }
+    if let Some(status) = &s.replay {
+        first.push(Span::styled("  REPLAY ", BOLD));
+        first.push(Span::raw(status.clone()));
+    }
     let second = if r.untracked.bytes_in + r.untracked.bytes_out > 0
         || r.untracked_sockets > 0
         || r.untracked_processes > 0
@@ -165,13 +177,13 @@ fn footer(s: &State) -> TextLine<'static> {
     if s.editing {
         return TextLine::from(vec![
             Span::styled("filter: ", BOLD),
-            Span::raw(format!("{}█", s.filter)),
+            Span::raw(format!("{}█", printable(&s.filter))),
             Span::styled("  (Enter keep, Esc drop)", DIM),
         ]);
     }
     let mut spans = Vec::new();
     if !s.filter.is_empty() {
-        spans.push(Span::raw(format!("filter: {}  ", s.filter)));
+        spans.push(Span::raw(format!("filter: {}  ", printable(&s.filter))));
     }
     let arrow = if (s.sort != SortBy::Pid && s.sort != SortBy::Name) != s.reverse {
         "▼"
@@ -248,13 +260,15 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         let mut cells = vec![
             Cell::from(l.pid.map_or_else(|| "-".into(), |p| p.to_string())),
             Cell::from(if l.exited {
-                format!("{} (ended)", l.name)
+                format!("{} (ended)", printable(&l.name))
             } else {
-                l.name.clone()
+                printable(&l.name).into_owned()
             }),
         ];
         if with_container {
-            cells.push(Cell::from(l.container.clone().unwrap_or_default()));
+            cells.push(Cell::from(
+                printable(l.container.as_deref().unwrap_or_default()).into_owned(),
+            ));
         }
         cells.extend([
             Cell::from(rate(r.rate_in, s.bytes)),
@@ -360,8 +374,8 @@ pub fn health_panel(name: &str, h: &TcpHealth) -> Vec<TextLine<'static>> {
 fn whose(s: &State) -> String {
     match s.selected_line() {
         Some(l) => match l.pid {
-            Some(p) => format!("{p} {}", l.name),
-            None => l.name.clone(),
+            Some(p) => format!("{p} {}", printable(&l.name)),
+            None => printable(&l.name).into_owned(),
         },
         None => "(no row selected)".into(),
     }
@@ -420,8 +434,8 @@ fn conns_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         let d = &c.detail;
         let row = TableRow::new(vec![
             Cell::from(d.protocol),
-            Cell::from(d.local.clone()),
-            Cell::from(d.remote.clone()),
+            Cell::from(printable(&d.local).into_owned()),
+            Cell::from(printable(&d.remote).into_owned()),
             Cell::from(d.state),
             Cell::from(DisplayBytes(d.bytes_in).to_string()),
             Cell::from(DisplayBytes(d.bytes_out).to_string()),
@@ -475,7 +489,7 @@ fn hosts_table(f: &mut Frame<'_>, s: &State, area: Rect) {
     let body = s.hosts.iter().map(|h| {
         let ago = at.map_or(Duration::ZERO, |t| t.saturating_duration_since(h.last_seen));
         let row = TableRow::new(vec![
-            Cell::from(h.addr.clone()),
+            Cell::from(printable(&h.addr).into_owned()),
             Cell::from(DisplayBytes(h.bytes_in).to_string()),
             Cell::from(DisplayBytes(h.bytes_out).to_string()),
             Cell::from(rate(h.rate_in, s.bytes)),

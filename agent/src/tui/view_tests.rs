@@ -208,3 +208,69 @@ fn health_column_and_drill_down_histogram() {
     assert_eq!(lines[4], format!("  ≤  1.0ms {:<30} 1", "████"));
     assert!(lines[5].contains("Connections of 100 curl"), "{conns}");
 }
+
+/// A process named `ESC ] 0 ; PWNED BEL` (an OSC sequence that retitles a terminal) reads the
+/// same, escaped by `render::printable`, in the table and in the view, and no escape sequence
+/// of the name reaches the terminal from either: the bytes each writes are searched for the
+/// OSC introducer and the BEL, and every ESC left must be one of the view's own CSI sequences.
+#[test]
+fn hostile_names_read_the_same_in_the_table_and_the_view() {
+    const HOSTILE: &str = "\x1b]0;PWNED\x07";
+    const SHOWN: &str = "\\u{1b}]0;PWNED\\u{7}";
+    let mut r = scene();
+    r.processes[0].name = HOSTILE.into();
+    r.processes[1].name = "x\x1b[2J\ry".into();
+
+    let mut table = Vec::new();
+    crate::render::table::write(&mut table, &r, false, false).expect("table");
+    let table = String::from_utf8(table).expect("utf-8");
+    // The same escaped text, cut to the table's 16-character name column.
+    assert!(table.contains(&SHOWN[..16]), "{table}");
+    assert!(table.contains("x\\u{1b}[2J\\ry"), "{table}");
+
+    let mut s = State::new(Duration::from_secs(1), None);
+    let t0 = Instant::now();
+    s.ingest(r, t0);
+    let text = screen(&s, t0, 160, 8);
+    assert!(text.contains(SHOWN), "{text}");
+    assert!(text.contains("x\\u{1b}[2J\\ry"), "{text}");
+
+    // The bytes the view writes to a real terminal backend.
+    /// What the backend writes, kept where the test can read it.
+    #[derive(Clone, Default)]
+    struct Tty(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+    impl std::io::Write for Tty {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let tty = Tty::default();
+    let mut term = Terminal::with_options(
+        ratatui::backend::CrosstermBackend::new(tty.clone()),
+        ratatui::TerminalOptions {
+            viewport: ratatui::Viewport::Fixed(ratatui::layout::Rect::new(0, 0, 160, 8)),
+        },
+    )
+    .expect("term");
+    term.draw(|f| draw(f, &s, t0)).expect("draw");
+    drop(term);
+    let bytes = tty.0.borrow().clone();
+    assert!(String::from_utf8_lossy(&bytes).contains(SHOWN));
+    for (what, out) in [("table", table.as_bytes()), ("view", &bytes[..])] {
+        assert!(!out.contains(&0x07), "{what}: BEL reached the terminal");
+        assert!(!out.contains(&b'\r'), "{what}: CR reached the terminal");
+        for (i, _) in out.iter().enumerate().filter(|(_, b)| **b == 0x1b) {
+            // The view moves the cursor and sets styles with CSI (`ESC [`) sequences of its
+            // own; the name's `ESC [2J` was escaped, so it shows as text, not as a CSI.
+            assert_eq!(out.get(i + 1), Some(&b'['), "{what}: ESC not a CSI at {i}");
+        }
+        assert!(
+            !String::from_utf8_lossy(out).contains("\x1b[2J"),
+            "{what}: the name's clear-screen reached the terminal"
+        );
+    }
+}

@@ -24,21 +24,14 @@ use std::{
     os::fd::RawFd,
 };
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_BTF_LOAD: libc::c_long = 18;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
-const BPF_MAP_TYPE_SK_STORAGE: u32 = 24;
-const BPF_F_NO_PREALLOC: u32 = 1;
-const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
-const BPF_CGROUP_INET_INGRESS: u32 = 0;
-const BPF_CGROUP_INET_EGRESS: u32 = 1;
-const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
-const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
-const BPF_FUNC_SK_STORAGE_GET: i32 = 107;
+use procnetmon2_integration::bpf::{
+    Attr, BPF_BTF_LOAD, BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_INGRESS,
+    BPF_CGROUP_INET_SOCK_CREATE, BPF_F_NO_PREALLOC, BPF_FUNC_MAP_LOOKUP_ELEM,
+    BPF_FUNC_SK_STORAGE_GET, BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_MAP_TYPE_PERCPU_ARRAY,
+    BPF_MAP_TYPE_SK_STORAGE, BPF_PROG_TYPE_CGROUP_SKB, BPF_PROG_TYPE_CGROUP_SOCK,
+    BPF_PSEUDO_MAP_FD, bpf, insn, load_program,
+};
+
 /// `offsetof(struct __sk_buff, sk)` (include/uapi/linux/bpf.h).
 const SKB_SK: i16 = 168;
 
@@ -48,54 +41,6 @@ enum Variant {
     Counter,
     Miss,
     Hit,
-}
-
-/// `union bpf_attr`, zero-filled; each command writes its own fields at their offsets.
-#[repr(C, align(8))]
-struct Attr([u8; 160]);
-
-impl Attr {
-    fn new() -> Self {
-        Self([0; 160])
-    }
-    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
-        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
-        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn bytes(&mut self, off: usize, b: &[u8]) -> &mut Self {
-        self.0[off..off + b.len()].copy_from_slice(b);
-        self
-    }
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<RawFd> {
-    // SAFETY: `attr` is a valid, writable bpf_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            std::mem::size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r as RawFd)
-    }
-}
-
-/// One `struct bpf_insn`: opcode, dst/src registers (4 bits each), offset, immediate.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    let b0 = u64::from(code);
-    let b1 = u64::from((src << 4) | (dst & 0xf)); // little endian: dst in the low nibble
-    let b23 = u64::from(off as u16);
-    let b47 = u64::from(imm as u32);
-    b0 | (b1 << 8) | (b23 << 16) | (b47 << 32)
 }
 
 /// The counter: key 0 on the stack, look the per-CPU slot up, add skb->len, return 1 (allow).
@@ -223,42 +168,10 @@ fn die(what: &str, e: impl std::fmt::Display) -> ! {
 }
 
 fn load(prog_type: u32, name: &str, attach_type: u32, insns: &[u64]) -> RawFd {
-    load_with_log(prog_type, name, attach_type, insns, false).unwrap_or_else(|_| {
-        load_with_log(prog_type, name, attach_type, insns, true)
+    load_program(prog_type, name, attach_type, insns, false).unwrap_or_else(|_| {
+        load_program(prog_type, name, attach_type, insns, true)
             .unwrap_or_else(|e| die(&format!("loading {name}"), e))
     })
-}
-
-/// Loads one program; with `verbose`, asks for the verifier's log and prints it on failure.
-fn load_with_log(
-    prog_type: u32,
-    name: &str,
-    attach_type: u32,
-    insns: &[u64],
-    verbose: bool,
-) -> std::io::Result<RawFd> {
-    let license = CString::new("GPL").expect("cstr");
-    let mut log = vec![0_u8; 65536];
-    let mut pname = [0_u8; 16];
-    pname[..name.len()].copy_from_slice(name.as_bytes());
-    let mut a = Attr::new();
-    a.u32(0, prog_type) // prog_type
-        .u32(4, insns.len() as u32) // insn_cnt
-        .u64(8, insns.as_ptr() as u64) // insns
-        .u64(16, license.as_ptr() as u64) // license
-        .bytes(48, &pname) // prog_name
-        .u32(68, attach_type); // expected_attach_type
-    if verbose {
-        a.u32(24, 1) // log_level
-            .u32(28, log.len() as u32) // log_size
-            .u64(32, log.as_mut_ptr() as u64); // log_buf
-    }
-    let r = bpf(BPF_PROG_LOAD, &mut a);
-    if verbose && r.is_err() {
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        eprintln!("{}", String::from_utf8_lossy(&log[..end]));
-    }
-    r
 }
 
 fn main() {
