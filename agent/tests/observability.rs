@@ -13,7 +13,7 @@ use std::{
 
 use procnetmon2::{
     metrics::{MapFill, MetricsRegistry, SelfStats, TargetInfo, WorkloadGauges, WorkloadKey},
-    model::{Counters, Traffic},
+    model::{Counters, RttHistogram, TcpHealth, Traffic},
 };
 use serde::Deserialize as _;
 use serde_json::Value;
@@ -83,7 +83,7 @@ fn metrics_in(expr: &str) -> BTreeSet<String> {
 }
 
 /// An agent's exposition with every family populated: a Kubernetes workload with classes,
-/// connections and remote hosts, a `-p` target, self-statistics.
+/// connections, remote hosts and TCP health, a `-p` target, self-statistics.
 fn full_exposition() -> String {
     let reg = MetricsRegistry::default();
     let web = WorkloadKey::kubernetes("shop", "web-1", "nginx");
@@ -103,6 +103,19 @@ fn full_exposition() -> String {
         WorkloadGauges {
             connections: Some((1, 1)),
             remote_hosts: vec![(Some("internet".into()), 1)],
+        },
+    );
+    let mut rtt = RttHistogram {
+        sum_us: 700,
+        ..RttHistogram::default()
+    };
+    rtt.buckets[10] = 1;
+    reg.update_workload_health(
+        &web,
+        &TcpHealth {
+            connect_failures: 1,
+            retransmitted_segments: 1,
+            rtt,
         },
     );
     reg.set_targets(vec![TargetInfo {

@@ -4,7 +4,10 @@
 //! loopback with its own config and storage) scrapes it every second and evaluates the rules.
 //! Every query of every panel of deploy/grafana/procnetmon2.json, with the template variables
 //! filled in as Grafana would, goes through Prometheus' HTTP API and must parse, return series
-//! and, for bytes, equal what the pods sent (known payloads and the IPv4/UDP header formula).
+//! and, for bytes, equal what the pods sent (known payloads and the IPv4/UDP header formula;
+//! pod A's refused connects, whose segments have fixed sizes). A third pod, C, alone in its
+//! namespace, moves TCP over its loopback for the RTT panel, selected on its own as a user
+//! would (its bytes are no part of the other panels' selection).
 //! The README's PromQL examples are run too. Host-only (scripts/test-kernels leaves it out, see
 //! docs/kernels.md): the kernel-dependent counting is covered by the other tests.
 //!
@@ -54,6 +57,15 @@ const B_SIZE: u64 = 300;
 /// ICMP for them): nothing leaves the test's namespaces, and only the send counts.
 const NET_A: &str = "203.0.113.7:9";
 const NET_B: &str = "203.0.113.8:9";
+
+/// TCP health (the dashboard's TCP health row): pod A connects once per burst (and once in the
+/// warm-up, so its health and TCP series exist at s0) to a port of B nobody listens on. The
+/// segments' IP sizes are fixed: a SYN carries MSS, SACK-permitted, timestamps and window scale
+/// (20 + 20 + 20 bytes), the reset a closed port answers it with no option (20 + 20). The reset
+/// comes from B's namespace's own control socket, no pod's: only A's SYN and the reset it
+/// receives are a pod's.
+const SYN: u64 = 60;
+const RST: u64 = 40;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -216,27 +228,31 @@ struct Names {
     pod_a: String,
     ns_b: String,
     pod_b: String,
+    ns_c: String,
+    pod_c: String,
 }
 
 /// Bytes of the two pods, per (namespace, destination class), in one direction.
 type ByClass = BTreeMap<(String, String), f64>;
 
 /// What the pods sent after bursts of (A to B, A to the internet, B to the internet)
-/// datagrams, in both directions, per (namespace, class). Each pod has a series for both
-/// classes (A sends to both; B sends to the internet and receives from A, other-zone), and a
-/// series carries all four counters: the directions it did not use read 0.
-fn expected(n: &Names, counts: (u64, u64, u64)) -> (ByClass, ByClass) {
+/// datagrams and `refused` connects of A, in both directions, per (namespace, class). Each pod
+/// has a series for both classes (A sends to both; B sends to the internet and receives from A,
+/// other-zone), and a series carries all four counters: the directions it did not use read 0.
+/// A refused connect is other-zone: A's SYN out and a reset in.
+fn expected(n: &Names, counts: (u64, u64, u64), refused: u64) -> (ByClass, ByClass) {
     let (ab, an, bn) = counts;
     let a = |c: u64| (c * udp4_bytes(A_SIZE)) as f64;
     let k = |ns: &String, c: &str| (ns.clone(), c.to_owned());
+    let (a_out, a_in) = (refused * SYN, refused * RST);
     let tx = BTreeMap::from([
-        (k(&n.ns_a, "other-zone"), a(ab)),
+        (k(&n.ns_a, "other-zone"), a(ab) + a_out as f64),
         (k(&n.ns_a, "internet"), a(an)),
         (k(&n.ns_b, "internet"), (bn * udp4_bytes(B_SIZE)) as f64),
         (k(&n.ns_b, "other-zone"), 0.0),
     ]);
     let rx = BTreeMap::from([
-        (k(&n.ns_a, "other-zone"), 0.0),
+        (k(&n.ns_a, "other-zone"), a_in as f64),
         (k(&n.ns_a, "internet"), 0.0),
         (k(&n.ns_b, "internet"), 0.0),
         (k(&n.ns_b, "other-zone"), a(ab)),
@@ -458,8 +474,9 @@ fn panel_expectations(
             .copied()
             .unwrap_or(0.0)
     };
-    let a_tx = get(tx, &n.ns_a, "other-zone") + get(tx, &n.ns_a, "internet");
-    let b_tx = get(tx, &n.ns_b, "internet");
+    let both = |m: &ByClass, ns: &str| get(m, ns, "other-zone") + get(m, ns, "internet");
+    let (a_tx, b_tx) = (both(tx, &n.ns_a), both(tx, &n.ns_b));
+    let (a_rx, b_rx) = (both(rx, &n.ns_a), both(rx, &n.ns_b));
     let pod = |ns: &str, pod: &str| lbl(&[("namespace", ns), ("pod", pod)]);
     let rate = |rows| {
         Some(Rows {
@@ -509,8 +526,8 @@ fn panel_expectations(
         (
             "Top pods by receive rate",
             vec![rate(vec![
-                (pod(&n.ns_a, &n.pod_a), 0.0),
-                (pod(&n.ns_b, &n.pod_b), sum_rx),
+                (pod(&n.ns_a, &n.pod_a), a_rx),
+                (pod(&n.ns_b, &n.pod_b), b_rx),
             ])],
         ),
         (
@@ -548,7 +565,10 @@ fn panel_expectations(
                         lbl(&[("namespace", &n.ns_a)]),
                         get(tx, &n.ns_a, "other-zone"),
                     ),
-                    (lbl(&[("namespace", &n.ns_b)]), 0.0),
+                    (
+                        lbl(&[("namespace", &n.ns_b)]),
+                        get(tx, &n.ns_b, "other-zone"),
+                    ),
                 ],
             )],
         ),
@@ -584,6 +604,10 @@ fn panel_expectations(
                     .collect(),
             )],
         ),
+        // Checked by hand (check_tcp_health): A's exact counts, and its RTT within bounds.
+        ("Failed TCP connects per pod, per second", vec![None]),
+        ("Retransmitted TCP segments per pod, per second", vec![None]),
+        ("TCP round-trip time per pod (p50, p99)", vec![None, None]),
         ("Scrape duration", vec![None]),
         (
             "Series held and dropped",
@@ -603,6 +627,68 @@ fn panel_expectations(
             )])],
         ),
     ])
+}
+
+/// The TCP health panels for the selection of A and B: A's refused connects exactly `PARTS`
+/// over the window (per second), no retransmission, and no RTT sample (NaN: a refused connect
+/// measures none); B has counted nothing (no series, or zeros). Then the RTT panel's queries
+/// with pod C selected, whose echoes over its loopback run through the window: a quantile
+/// inside the histogram's finite buckets and well under a second (on a loaded 2-core host its
+/// p99 was 16 ms: the echo thread waits for a CPU), from at most one sample per socket per
+/// agent interval.
+fn check_tcp_health(run: &Run<'_>, title: &str, refid: usize, expr: &str, got: &[Sample]) {
+    let n = run.n;
+    let row = |ns: &str, pod: &str| {
+        got.iter()
+            .find(|s| s.has(&[("namespace", ns), ("pod", pod)]))
+            .map(|s| s.value)
+    };
+    let a =
+        row(&n.ns_a, &n.pod_a).unwrap_or_else(|| panic!("{title}: no row for pod A in {got:?}"));
+    let b = row(&n.ns_b, &n.pod_b);
+    let secs = run.range_ms as f64 / 1000.0;
+    match (title, refid) {
+        ("Failed TCP connects per pod, per second", 0) => {
+            let want = PARTS as f64 / secs;
+            assert!((a - want).abs() <= 1e-9 * want, "{title}: {a} != {want}");
+            assert!(b.is_none_or(|b| b == 0.0), "{title}: B {b:?}");
+        }
+        ("Retransmitted TCP segments per pod, per second", 0) => {
+            assert_eq!(a, 0.0, "{title}");
+            assert!(b.is_none_or(|b| b == 0.0), "{title}: B {b:?}");
+        }
+        ("TCP round-trip time per pod (p50, p99)", 0 | 1) => {
+            assert!(a.is_nan(), "{title} query {refid}: A {a}");
+            assert!(b.is_none_or(f64::is_nan), "{title}: B {b:?}");
+            let only_c = expr
+                .replace("$__rate_interval", &format!("{}ms", run.range_ms))
+                .replace("$node", &n.node)
+                .replace("$namespace", &n.ns_c)
+                .replace("$workload", &n.pod_c);
+            let c = run.p.query(&only_c, run.t);
+            assert_eq!(c.len(), 1, "{title} with pod C selected: {c:?}");
+            let v = c[0].value;
+            assert!(
+                v > 0.0 && v <= 0.262_144,
+                "{title} query {refid}, pod C: {v}"
+            );
+            eprintln!("panel {title:?} query {refid} with pod C selected: {v}");
+            // 4 connections, both ends sampled, once per 250 ms interval each at most.
+            let samples = run.p.query(
+                &format!(
+                    "sum(increase(procnetmon_tcp_rtt_seconds_count{{namespace=\"{}\"}}[{}ms]))",
+                    n.ns_c, run.range_ms
+                ),
+                run.t,
+            );
+            let most = 8.0 * (secs / 0.25 + 2.0);
+            assert!(
+                samples.len() == 1 && samples[0].value >= 1.0 && samples[0].value <= most,
+                "pod C's RTT samples over {secs} s: {samples:?}, at most {most}"
+            );
+        }
+        _ => panic!("{title}: query {refid} has no check"),
+    }
 }
 
 /// The hand-checked queries: scrape duration within the timeout, the series held at least the
@@ -787,6 +873,23 @@ fn check_readme_examples(run: &Run<'_>, warm: &(ByClass, ByClass), tx: &ByClass)
             "count by (node) (procnetmon_build_info)" => {
                 assert_eq!(row(&[("node", &n.node)]), 1.0, "{q}");
             }
+            // A's failed connects: the window's, up to the warm-up's one.
+            "sum by (namespace, pod) (rate(procnetmon_tcp_connect_failures_total[5m]))" => {
+                let v = row(&[("pod", &n.pod_a)]) * 300.0;
+                let (lo, hi) = (PARTS as f64, (PARTS + 1) as f64);
+                assert!(
+                    v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9),
+                    "{q}: {v} not within [{lo}, {hi}]"
+                );
+            }
+            "sum by (namespace, pod) (rate(procnetmon_tcp_retransmitted_segments_total[5m]))" => {
+                assert_eq!(row(&[("pod", &n.pod_a)]), 0.0, "{q}");
+            }
+            "histogram_quantile(0.99, sum by (namespace, pod, le) (rate(procnetmon_tcp_rtt_seconds_bucket[5m])))" =>
+            {
+                let v = row(&[("pod", &n.pod_c)]);
+                assert!(v > 0.0 && v <= 0.262_144, "{q}: {v}");
+            }
             other => panic!("{file}: the example {other:?} has no check here: add one"),
         }
     }
@@ -824,10 +927,50 @@ fn check_rules_on_real_series(p: &Prometheus) {
 struct Pods {
     send_a: Proc,
     send_b: Proc,
+    /// A's `tcp-connect`: refused connects on demand, to where nobody listens in B.
+    connect_a: Proc,
+    closed_b: String,
     _procs: Vec<Proc>,
     _cgroups: (Cgroup, Cgroup),
     _veth: Veth,
     _ns: (Netns, Netns),
+}
+
+impl Pods {
+    /// One connect of A to B's closed port, refused.
+    fn refused_connect(&mut self) {
+        let line = format!("{} 1", self.closed_b);
+        self.connect_a.send_line(&line);
+        self.connect_a
+            .expect_line("ok 0 refused 1 timedout 0 other 0");
+    }
+}
+
+/// Pod C: a `tcp-echo` and a `tcp-pingpong` of 4 connections to it over the loopback of its
+/// own namespace, rounds of 16 bytes there and back until the test ends. Started once the
+/// agent runs (its sockets must be created under it to be sampled).
+struct PodC {
+    _procs: Vec<Proc>,
+    _cgroup: Cgroup,
+    _ns: Netns,
+}
+
+fn start_pod_c(node: &mut KubeNode, n: &Names) -> PodC {
+    let cg = node.container(&n.ns_c, &n.pod_c, "relay");
+    let ns = Netns::new(false);
+    let echo = Proc::peer(&["tcp-echo", "127.0.0.1:7975"], Some(&cg), Some(&ns));
+    echo.expect_line("ready");
+    let pingpong = Proc::peer(
+        &["tcp-pingpong", "127.0.0.1:7975", "4"],
+        Some(&cg),
+        Some(&ns),
+    );
+    pingpong.expect_line("ready");
+    PodC {
+        _procs: vec![pingpong, echo],
+        _cgroup: cg,
+        _ns: ns,
+    }
 }
 
 fn start_pods(node: &mut KubeNode, n: &Names) -> (Pods, String) {
@@ -870,10 +1013,14 @@ fn start_pods(node: &mut KubeNode, n: &Names) -> (Pods, String) {
         Some(&na),
     );
     client.expect_line("connected");
+    let connect_a = Proc::peer(&["tcp-connect"], Some(&cg_a), Some(&na));
+    connect_a.expect_line("ready");
     let class = format!("other-zone={}.0/24", v.ip_b.rsplit_once('.').expect("ip").0);
     let pods = Pods {
         send_a,
         send_b,
+        connect_a,
+        closed_b: format!("{}:7973", v.ip_b),
         _procs: vec![sink, server, client],
         _cgroups: (cg_a, cg_b),
         _veth: v,
@@ -896,6 +1043,8 @@ fn dashboard_and_alerts_on_a_real_prometheus() {
         pod_a: format!("web-{tag}"),
         ns_b: format!("batch-{tag}"),
         pod_b: format!("report-{tag}"),
+        ns_c: format!("chat-{tag}"),
+        pod_c: format!("relay-{tag}"),
     };
     let (mut pods, class) = start_pods(&mut node, &n);
     let agent = format!("127.0.0.1:{}", free_port());
@@ -912,6 +1061,7 @@ fn dashboard_and_alerts_on_a_real_prometheus() {
         "--interval",
         "250ms",
     ]);
+    let _pod_c = start_pod_c(&mut node, &n);
     let p = Prometheus::start(&agent, &n.node);
     let build = p.api("/api/v1/status/buildinfo", &[]);
     assert!(
@@ -926,7 +1076,8 @@ fn dashboard_and_alerts_on_a_real_prometheus() {
     pods.send_a.expect_line("done");
     pods.send_b.send_line("1");
     pods.send_b.expect_line("done");
-    let warm = expected(&n, (1, 1, 1));
+    pods.refused_connect();
+    let warm = expected(&n, (1, 1, 1), 1);
     let s0 = scrape_holding(&p, &n, &warm, false);
     // The measured bursts, each seen by a scrape before the next.
     let mut t = s0;
@@ -935,13 +1086,19 @@ fn dashboard_and_alerts_on_a_real_prometheus() {
         pods.send_a.expect_line("done");
         pods.send_b.send_line("go");
         pods.send_b.expect_line("done");
+        pods.refused_connect();
         let sent = expected(
             &n,
             (1 + part * A_TO_B, 1 + part * A_TO_NET, 1 + part * B_TO_NET),
+            1 + part,
         );
         t = scrape_holding(&p, &n, &sent, part == PARTS);
     }
-    let (tx, rx) = expected(&n, (PARTS * A_TO_B, PARTS * A_TO_NET, PARTS * B_TO_NET));
+    let (tx, rx) = expected(
+        &n,
+        (PARTS * A_TO_B, PARTS * A_TO_NET, PARTS * B_TO_NET),
+        PARTS,
+    );
     let range_ms = ((t - s0) * 1000.0).round() as i64;
     eprintln!(
         "fleet_prometheus: s0 {s0:.3}, T {t:.3}, window {range_ms} ms, set up and traffic in {:?}",
@@ -976,7 +1133,9 @@ fn dashboard_and_alerts_on_a_real_prometheus() {
         for (i, (target, exp)) in targets.iter().zip(&expects).enumerate() {
             let expr = target["expr"].as_str().expect("expr");
             let got = run.check(title, expr, exp.as_ref());
-            if exp.is_none() {
+            if exp.is_none() && title.contains("TCP") {
+                check_tcp_health(&run, title, i, expr, &got);
+            } else if exp.is_none() {
                 check_health(title, i, &got, &n);
             }
             eprintln!("panel {title:?} query {i}: {}", show(&got));
