@@ -308,18 +308,11 @@ mod tests {
         panic!("our sockets never counted: {seen:?}");
     }
 
-    /// This process's cgroup v2 directory, from /proc/self/cgroup and the cgroup2 mount.
+    /// This process's cgroup v2 directory (None without a cgroup2 mount).
     fn own_cgroup_dir() -> Option<std::path::PathBuf> {
-        let rel = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))?;
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let root = mounts.lines().find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next() == Some("cgroup2"))
-                .then(|| pre.split(' ').nth(4).map(std::path::PathBuf::from))?
-        })?;
-        Some(root.join(rel.trim_start_matches('/')))
+        let mount = crate::host::cgroup::find_cgroup2().ok()?;
+        mount
+            .dir_of_pid(&crate::host::procs::ProcFs::default(), std::process::id())
+            .ok()
     }
 }
