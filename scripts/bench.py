@@ -19,13 +19,24 @@ a child cgroup of the cgroup2 mount, where procnetmon2 (lookup mode, `-p PID`) a
      and the agent's CPU with --destinations for a target talking to 10,000 remote hosts;
   7. view: the interactive view's own cost per interval (agent/examples/tui_cost.rs: 100 rows,
      1,000 connections, ingested and drawn through crossterm every interval);
-then BENCHMARKS.md with every target checked (PASS/MISS).
+  8. dnsflood: a target with --destinations gets BENCH_DNS_FLOOD (200,000) unsolicited DNS
+     answers from port 53 of its own resolver, each with its own name and address: the agent's
+     RSS growth and CPU over the flood, and whether a real answer afterwards names its host;
+  9. record: --record's cost (agent/examples/recording_cost.rs: a made-up --all node of 100
+     workloads with classes and per-host totals at 1 s; 10 busy for BENCH_RECORD_HOURS (24),
+     then all 100 busy for an hour): bytes per day, CPU per frame, the 24-hour recording
+     opened at its end and sought at random (cold: after dropping the page cache);
+then BENCHMARKS.md with every target checked (PASS/MISS). With another build as monitor "alt"
+(BENCH_ALT_REV / BENCH_ALT_BIN: the commit before TCP health, issue 29), the in-kernel section
+also gates this build against it: churn ns per connection ≤ 1.10× and TCP bulk ns/packet ≤ 1.05×
+(all hooks, medians of the same run).
 
 Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
 BENCH_NS_RUNS (3), BENCH_CHURN_N (10000), BENCH_SCALE ("1000 10000 100000"),
 BENCH_SCALE_SECS (10), BENCH_ALL_CHURN_N (20000), BENCH_ALL_CHURN_SECS (150: the churn's
-pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view"),
+pace; 0 = as fast as possible), BENCH_SECTIONS ("throughput nsperpkt churn scale allchurn dest view dnsflood
+record"), BENCH_DNS_FLOOD (200000), BENCH_RECORD_HOURS (24),
 BENCH_OUT (BENCHMARKS.md for a run of every section, else target/bench-quick.md with
 BENCH_QUICK and target/bench-SECTIONS.md with BENCH_SECTIONS), BENCH_QUICK (1: the < 2 minute
 pre-submit check, see QUICK below), BENCH_RECORD (a note: log this run as an experiment),
@@ -34,7 +45,8 @@ BENCH_NS_KINDS (every key of NS_WORKLOADS: the workloads of the in-kernel sectio
 BENCH_FLOOR_KINDS ("udp tcp churn": the -p workloads where pnm-bare's socket-path floor
 variants also run; the other paths' floors always run), BENCH_CPU_RUNS (3: runs per CPU figure
 with a target), BENCH_VIEW_SECS (10: the agent running the view), BENCH_ALT_BIN (a
-directory with another build's procnetmon2, run as monitor "alt" beside this one), BENCH_ID
+directory with another build's procnetmon2, run as monitor "alt" beside this one; scripts/bench
+builds one from a commit with BENCH_ALT_REV, by default the build without TCP health), BENCH_ID
 (name prefix of everything created; set by scripts/bench),
 BENCH_BIN_DIR (where procnetmon2, pnm-bare and pnm-peer are; default target/release).
 """
@@ -62,6 +74,8 @@ PNM = os.path.join(REL, "procnetmon2")
 BARE = os.path.join(REL, "pnm-bare")
 PEER = os.path.join(REL, "pnm-peer")
 TUI_COST = os.path.join(REL, "examples", "tui_cost")
+RECORDING_COST = os.path.join(REL, "examples", "recording_cost")
+RECORD_HOURS = float(os.environ.get("BENCH_RECORD_HOURS", "24"))
 # BENCH_ALT_BIN=DIR: A/B in one run. The in-kernel section also runs DIR's procnetmon2 (another
 # build: one change on or off) as the monitor "alt", interleaved with this build's.
 ALT_BIN = os.environ.get("BENCH_ALT_BIN")
@@ -95,7 +109,7 @@ ALL_CHURN_N = env_int("BENCH_ALL_CHURN_N", 20000)
 # The churn is paced over this many seconds ("over a few minutes", as a busy node churns);
 # the agent's cost is per cgroup, so its share of a core is set by the rate. 0: unpaced.
 ALL_CHURN_SECS = env_int("BENCH_ALL_CHURN_SECS", 150)
-ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view".split()
+ALL_SECTIONS = "throughput nsperpkt churn scale allchurn dest view dnsflood record".split()
 SECTIONS = os.environ.get("BENCH_SECTIONS", "nsperpkt churn dest" if Q else
                           " ".join(ALL_SECTIONS)).split()
 # A run of some sections (BENCH_QUICK, BENCH_SECTIONS=view) writes its own report beside the
@@ -132,11 +146,23 @@ T_CPU_1K, T_CPU_10K = 1.0, 5.0  # % of a core at a 1 s interval
 T_RSS = 32 * MIB
 T_VIEW_CPU = 1.0  # % of a core at a 1 s interval, 1,000 connections and 100 rows
 T_VIEW_RSS = 48 * MIB  # one agent running the view on 1,000 sockets
+# --record (issue 32): --all, 100 workloads (10 busy to 10 hosts each), classes, destinations, 1 s.
+T_REC_MIB_DAY = 64.0
+T_REC_CPU = 0.5  # % of a core
+T_REC_OPEN_MS = 1000.0  # a 24-hour recording opened at its end
+T_REC_SEEK_MS = 200.0  # seeking anywhere in it
 T_STARTUP = 0.300
+T_DNS_FLOOD_RSS = 16 * MIB  # issue 26: RSS growth over 200,000 unsolicited answers
+DNS_FLOOD = env_int("BENCH_DNS_FLOOD", 200000)
 T_ALL_CPU = 2.0  # % of a core at 1 s ticks, --all under cgroup churn
 T_SCRAPE = 0.100  # s per /metrics scrape
 T_MAP_LIVE = 1000  # CGROUP_TOTALS keys: live cgroups only, not every cgroup ever seen
 T_CLASSES_X = 1.2  # in-kernel ns/packet with classes over the same build without
+# Issue 29 (TCP health), A/B against the build without it (BENCH_ALT_BIN / BENCH_ALT_REV), in-kernel,
+# the same run: churn's all-hooks ns per connection, and TCP bulk's all-hooks ns per packet (the
+# sock_ops callbacks a connection runs count in both).
+T_AB_CHURN_X = 1.10
+T_AB_TCP_X = 1.05
 T_CPU_DEST_10K = 1.0  # % of a core for per-remote totals of 10,000 hosts at 1 s
 LEVEL_TOL = 0.05  # "level with the bare counter": fixed, whatever the run's noise
 
@@ -719,8 +745,14 @@ NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", " ".join(NS_WORKLOADS)).split(
 # costs by itself); for the paths without a socket lookup, the counter in the attach point's
 # cgroup storage (the cgroup path's one helper call) and the counter keyed by the socket's
 # cgroup (the node path's cgroup id and hash lookup). Run beside the bare counter, interleaved.
+# With TCP health (issue 29), in churn, each of those two paths' floor also runs with what
+# health cannot avoid there: a sock_ops program that arms the state callback before each SYN
+# (connect failures) and disarms it once established; on the node path also a sock_create
+# program allocating one socket-storage value per socket (sock_ops has no cgroup helper: the
+# socket's cgroup must be stamped where `current` is its creator) and a sock_release program.
 FLOORS = {"bare": "counter", "bare+miss": "miss", "bare+hit": "hit", "bare+storage": "storage",
-          "bare+cgid": "cgid"}
+          "bare+cgid": "cgid", "bare+storage+sockops": "storage+sockops",
+          "bare+cgid+health": "cgid+health"}
 FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
                "bare+miss": "bare + one failed `bpf_sk_storage_get`",
                "bare+hit": "bare + one found `bpf_sk_storage_get`, add keyed by its value "
@@ -730,7 +762,14 @@ FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
                                "egress (an exact count)",
                "bare+cgid": "the socket's cgroup (`bpf_skb_cgroup_id`) keys a per-CPU hash; "
                             "bytes and packets added to it, atomically on egress (an exact "
-                            "count)"}
+                            "count)",
+               "bare+storage+sockops": "bare+storage, and a sock_ops program arming the state "
+                                       "callback at each connect, disarming it once "
+                                       "established",
+               "bare+cgid+health": "bare+cgid, a sock_ops program arming the state callback at "
+                                   "each connect and disarming it once established, a "
+                                   "sock_create program allocating one socket-storage value "
+                                   "per socket, and an empty sock_release program"}
 # What each floor stands for, in a WHY.
 FLOOR_WHAT = {"bare+miss": "the failed socket-storage lookup every packet of the socket path "
                            "pays",
@@ -739,7 +778,13 @@ FLOOR_WHAT = {"bare+miss": "the failed socket-storage lookup every packet of the
               "bare+storage": "naming the target by the attach point's storage and counting "
                               "exactly (bytes and packets, atomic on egress)",
               "bare+cgid": "naming the cgroup (its id, a hash lookup) and counting exactly "
-                           "(bytes and packets, atomic on egress)"}
+                           "(bytes and packets, atomic on egress)",
+              "bare+storage+sockops": "running a sock_ops program on each TCP callback of a "
+                                      "connection (the kernel's cost per callback, whatever the "
+                                      "program does) and watching each connect's end",
+              "bare+cgid+health": "running a sock_ops program on each TCP callback, watching "
+                                  "each connect's end, and stamping each new socket's cgroup "
+                                  "(one socket-storage allocation) with a release hook"}
 # The socket path's floor variants run in these -p workloads; the cgroup and node paths' in
 # all of theirs (they are those targets' floors).
 FLOOR_KINDS = tuple(k for k in os.environ.get("BENCH_FLOOR_KINDS", "udp tcp churn").split()
@@ -750,8 +795,10 @@ ALL_VARIANTS = ("procnetmon2+classes", "procnetmon2+dests")
 
 def ns_monitors(k):
     target = NS_WORKLOADS[k][1]
+    churn = NS_WORKLOADS[k][0] == "churn"
     floors = {"pid": ["bare+miss", "bare+hit"] if k in FLOOR_KINDS else [],
-              "cgroup": ["bare+storage"], "all": ["bare+cgid"]}[target]
+              "cgroup": ["bare+storage"] + (["bare+storage+sockops"] if churn else []),
+              "all": ["bare+cgid"] + (["bare+cgid+health"] if churn else [])}[target]
     variants = list(ALL_VARIANTS) if target == "all" and NS_WORKLOADS[k][0] != "churn" else []
     return ["procnetmon2"] + variants + (["alt"] if ALT_BIN else []) + ["bare"] + floors
 
@@ -1105,6 +1152,54 @@ def rss_of(pid, field="VmRSS"):
     return None
 
 
+def section_dnsflood(R, cg, mon_cg):
+    """Issue 26: BENCH_DNS_FLOOD unsolicited answers (each its own name and address) from port
+    53 of the target's own resolver while procnetmon2 -p TARGET --destinations runs: its RSS
+    growth and CPU from before the flood to two ticks after it, then a real answer must still
+    name its host (the JSON report carries the name)."""
+    dns = Proc([PEER, "dns-server", f"{IP_S}:53", "real.bench.test", IP_S], ns=NS_S)
+    target = Proc([PEER, "dns-client", f"{IP_S}:53", "0.0.0.0:5353"], cg=cg, ns=NS_C)
+    mon = None
+    try:
+        dns.wait_line("out", "ready", 10)
+        target.wait_line("out", "ready", 10)
+        mon = Monitor("procnetmon2+dests", cg, mon_cg, [target.pid], interval="1s")
+        time.sleep(1.5)
+        rss0, cpu0, t0 = rss_of(mon.p.pid), mon.p.cpu(), time.monotonic()
+        dns.p.stdin.write(f"flood {IP_C}:5353 {DNS_FLOOD}\n".encode())
+        dns.p.stdin.flush()
+        dns.wait_line("out", "sent", 600)
+        took = time.monotonic() - t0
+        time.sleep(2.5)  # two ticks
+        rss1, cpu1 = rss_of(mon.p.pid), mon.p.cpu()
+        n0 = len(mon.p.out)
+        target.p.stdin.write(b"ask real.bench.test 9 1 10\n")
+        target.p.stdin.flush()
+        target.wait_line("out", "done", 30)
+        time.sleep(2.5)
+        named = any("real.bench.test" in l for _, l in mon.p.out[n0:])
+        unmatched = None
+        for _, l in reversed(mon.p.out):
+            try:
+                unmatched = json.loads(l)["processes"][str(target.pid)].get("dns_unmatched")
+                break
+            except (ValueError, KeyError):
+                continue
+        mon.finish()
+        mon = None
+        R["dnsflood"] = {"n": DNS_FLOOD, "took": took, "rss0": rss0, "rss1": rss1,
+                         "cpu": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+                         "named": named, "unmatched": unmatched}
+        log(f"DNS flood of {DNS_FLOOD:,} answers in {took:.2f} s: agent RSS {fmt_mib(rss0)} → "
+            f"{fmt_mib(rss1)}, CPU {fmt(R['dnsflood']['cpu'], 3)} s; unmatched {unmatched}; "
+            f"a real answer named its host: {named}")
+    finally:
+        if mon:
+            mon.p.stop()
+        target.stop()
+        dns.stop()
+
+
 def tmux(sock, *args):
     return sh("tmux", "-L", sock, "-f", "/dev/null", *args)
 
@@ -1163,6 +1258,32 @@ def section_view(R, mon_cg):
     v = R["view"]
     log(f"view: {fmt(v['cpu_us'], 0)} us CPU per interval ({fmt(v['cpu_pct'], 3)}% of a core at 1 s), "
         f"peak RSS {fmt_mib(v['rss'])}")
+
+
+def section_record(R):
+    # 10 busy for RECORD_HOURS (kept: opened again cold), then 100 busy for an hour (bytes a day
+    # extrapolated). Each prints one JSON line (agent/examples/recording_cost.rs).
+    d = os.path.join("/tmp", f"{ID}-record")
+    sh("rm", "-rf", d)
+    try:
+        busy10 = json.loads(sh(RECORDING_COST, "10", str(RECORD_HOURS), d).strip().splitlines()[-1])
+        cold = None
+        try:
+            sh("sync")
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            cold = json.loads(sh(RECORDING_COST, "--read", d).strip().splitlines()[-1])
+        except OSError as e:
+            log(f"record: cannot drop the page cache ({e}): the open and seek figures are warm")
+    finally:
+        sh("rm", "-rf", d)
+    busy100 = json.loads(sh(RECORDING_COST, "100", "1").strip().splitlines()[-1])
+    R["record"] = {"busy10": busy10, "busy100": busy100, "cold": cold}
+    r = cold or busy10
+    log(f"record: {fmt(busy10['mib_per_day'], 1)} MiB/day (10 busy), "
+        f"{fmt(busy100['mib_per_day'], 1)} MiB/day (100 busy), "
+        f"{fmt(busy10['cpu_pct_at_1s'], 3)}% of a core, open {fmt(r['open_end_ms'], 1)} ms, "
+        f"seek {fmt(r['seek_median_ms'], 1)}/{fmt(r['seek_max_ms'], 1)} ms")
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -1256,6 +1377,96 @@ def why_kernel(ns, k, monitor, floor, lim, per_conn, floor_kind=None):
                 parts.append(f"{n.split(' ')[0]} {runs:.1f} × {fmt(med(v[0] / v[1] for v in vals), 0)} ns")
         text += " procnetmon2's programs per connection in this run: " + "; ".join(parts) + "."
     return text + "_"
+
+
+# Issue 29's gates (TCP health), A/B against the build without it (monitor "alt", given with
+# BENCH_ALT_BIN or BENCH_ALT_REV; scripts/bench builds it by default), in-kernel, all hooks,
+# medians of the same run: on each counting path a target can be on. (workload, label, figure,
+# limit, the path's health floor and the floor it adds to, or None).
+AB_TARGETS = (
+    ("churn", "churn ns per connection (`-p`)", "conn_ns", T_AB_CHURN_X, None),
+    ("churncg", "churn ns per connection (whole-cgroup target)", "conn_ns", T_AB_CHURN_X,
+     ("bare+storage+sockops", "bare+storage")),
+    ("churnall", "churn ns per connection (`--all`)", "conn_ns", T_AB_CHURN_X,
+     ("bare+cgid+health", "bare+cgid")),
+    ("tcp", "TCP bulk ns/packet (`-p`)", "all_ns", T_AB_TCP_X, None),
+    ("tcpcg", "TCP bulk ns/packet (whole-cgroup target)", "all_ns", T_AB_TCP_X, None),
+    ("tcpall", "TCP bulk ns/packet (`--all`)", "all_ns", T_AB_TCP_X, None),
+)
+
+
+def per_program(rows, per_conn):
+    """{program: median ns it costs per connection (churn) or per skb run} over `rows`."""
+    out = {}
+    for n in sorted({n for r in rows for n in r["per"]}):
+        vals = []
+        for r in rows:
+            rt, rc = r["per"].get(n, (0, 0))
+            div = CHURN_N if per_conn else r["packets"]
+            if div:
+                vals.append(rt / div)
+        out[n.split(" ")[0]] = med(vals)
+    return out
+
+
+def why_ab(ns, k, field, lim, floors):
+    """Why an A/B gate of issue 29 missed, from this run: where the difference goes, program by
+    program, and, where TCP health has a floor of its own on this path, that floor's cost over
+    the path's floor without health (pnm-bare variants run interleaved with both builds)."""
+    per_conn = field == "conn_ns"
+    unit = "ns per connection" if per_conn else "ns per packet"
+    p = med(r[field] for r in ns[k]["procnetmon2"])
+    q = med(r[field] for r in ns[k]["alt"])
+    a, b = per_program(ns[k]["procnetmon2"], per_conn), per_program(ns[k]["alt"], per_conn)
+    moved = sorted(((a.get(n) or 0) - (b.get(n) or 0), n) for n in set(a) | set(b))
+    parts = [f"{n} {'+' if d >= 0 else '−'}{fmt(abs(d), 1)}" for d, n in reversed(moved)
+             if abs(d) >= 0.5]
+    text = (f"_Why, from this run: this build {fmt(p, 1)} {unit}, the build without TCP health "
+            f"{fmt(q, 1)} (+{fmt(p - q, 1)}); by program ({unit}, this build − that one): "
+            + ("; ".join(parts) or "no program moved by half a nanosecond") + ". ")
+    if floors:
+        h, base = floors
+        fh = med(r[field] for r in ns[k].get(h, []))
+        fb = med(r[field] for r in ns[k].get(base, []))
+        if fh and fb:
+            text += (f"What TCP health cannot avoid on this path, {FLOOR_LABEL[h]}, measured "
+                     f"{fmt(fh, 1)} {unit} against {fmt(fb, 1)} without it ({fmt(fh / fb, 3)}×, "
+                     f"+{fmt(fh - fb, 1)}): ")
+            if fh / fb > lim:
+                text += (f"the floor alone is above the {lim:g}× gate: {FLOOR_WHAT[h]} costs more "
+                         f"than the gate allows, so no build with TCP health on this path can "
+                         f"meet it. What would close it: a gate relative to that floor, or a "
+                         f"kernel whose sock_ops can name a socket's cgroup and whose socket "
+                         f"storage costs less to allocate.")
+            else:
+                text += (f"the floor is within the {lim:g}× gate; procnetmon2's work over it is "
+                         f"what misses it.")
+        else:
+            text += f"The path's TCP-health floor ({FLOOR_LABEL[h]}) did not run here."
+    else:
+        text += ("What would close it: BENCH_NS_RUNS=5 on a quiet machine first (A/B medians of "
+                 "a shared machine swing by more than a few percent); then the programs above.")
+    return text + "_"
+
+
+def ab_targets(ns):
+    """(name, measured, ok, why) of issue 29's gates whose workload ran."""
+    out = []
+    for k, what, field, lim, floors in AB_TARGETS:
+        if k not in ns:
+            continue
+        name = f"TCP health: {what} ≤ {lim:g}× the build without it (A/B, all hooks)"
+        p = med(r[field] for r in ns[k].get("procnetmon2", []))
+        q = med(r[field] for r in ns[k].get("alt", []))
+        if p is None or not q:
+            out.append((name, "not measured: give the build without it, BENCH_ALT_REV=COMMIT "
+                        "(or BENCH_ALT_BIN=DIR)", None, "_Why: no build without TCP health ran "
+                        "beside this one (BENCH_ALT_REV or BENCH_ALT_BIN)._"))
+            continue
+        ok = p <= lim * q
+        out.append((name, f"{fmt(p, 1)} vs {fmt(q, 1)} ns: {fmt(p / q, 3)}×", ok,
+                    "" if ok else why_ab(ns, k, field, lim, floors)))
+    return out
 
 
 def why(name):
@@ -1367,7 +1578,8 @@ def experiments_section():
         fl = [m.get(f"udp/{f}", {}).get("skb") for f in ("bare", "bare+miss", "bare+hit")]
         floor = " / ".join(fmt(x, 1) for x in fl) if all(fl) else "-"
         others = sorted({key.split("/")[1] for key in m if "/" in key and not key.startswith(("dest/", "cps/", "churn-prog"))}
-                        - {"procnetmon2", "bare", "bare+miss", "bare+storage", "bare+cgid", *ALL_VARIANTS}
+                        - {"procnetmon2", "bare", "bare+miss", "bare+storage", "bare+cgid",
+                           "bare+storage+sockops", "bare+cgid+health", *ALL_VARIANTS}
                         - ({"bare+hit"} if "udp/bare+hit" in m else set()))
         ab = []
         for o in others:
@@ -1400,14 +1612,14 @@ KERNEL_TARGETS = (
     ("tcpcg", "TCP bulk, whole-cgroup target", T_WHOLE_X, "procnetmon2", False,
      "bare+storage", None),
     ("churncg", "churn, whole-cgroup target, all hooks", T_WHOLE_CONN_X, "procnetmon2", True,
-     "bare+storage", None),
+     "bare+storage+sockops", None),
     ("udpall", "--all, 64-byte UDP", T_ALL_X, "procnetmon2", False, "bare+cgid", None),
     ("tcpall", "--all, TCP bulk", T_ALL_X, "procnetmon2", False, "bare+cgid", None),
     ("udpall", "--all with classes, 64-byte UDP", T_ALL_CLASSES_X, "procnetmon2+classes", False,
      "bare+cgid", None),
     ("tcpall", "--all with classes, TCP bulk", T_ALL_CLASSES_X, "procnetmon2+classes", False,
      "bare+cgid", None),
-    ("churnall", "--all, churn", T_ALL_CONN_X, "procnetmon2", True, "bare+cgid", None),
+    ("churnall", "--all, churn", T_ALL_CONN_X, "procnetmon2", True, "bare+cgid+health", None),
 )
 
 
@@ -1596,6 +1808,9 @@ def write_report(R, started, load_start, errors):
         for name, measured, ok, text in kernel_targets(ns):
             targets.append((name, measured, ok))
             why_of[name] = text
+        for name, measured, ok, text in ab_targets(ns):
+            targets.append((name, measured, ok))
+            why_of[name] = text
     if ch:
         b("## 3. Connection churn")
         b("")
@@ -1729,6 +1944,27 @@ def write_report(R, started, load_start, errors):
 
 
 
+    df = R.get("dnsflood")
+    if df:
+        grew = None if df["rss0"] is None or df["rss1"] is None else df["rss1"] - df["rss0"]
+        b("## 8. A flood of unsolicited DNS answers")
+        b("")
+        b(f"A target (`-p`, `--destinations`) gets {df['n']:,} DNS answers it never asked for, from")
+        b("port 53 of its own resolver, each with its own name and address; RSS and CPU (user+sys) of")
+        b("the agent from before the flood to two ticks after it; then the target asks a real name and")
+        b("the report must name that host. The kernel hands up no answer to a query its socket did not")
+        b("send (`DNS_PENDING`), so the flood stays in the kernel, counted as `dns_unmatched`.")
+        b("")
+        b("| answers | flood took | RSS before → after | agent CPU over the flood | dns_unmatched | later answer named |")
+        b("|---|---|---|---|---|---|")
+        b(f"| {df['n']:,} | {fmt(df['took'], 2)} s | {fmt_mib(df['rss0'])} → {fmt_mib(df['rss1'])} | "
+          f"{fmt(df['cpu'], 3)} s | {df['unmatched']} | {df['named']} |")
+        b("")
+        targets.append(("DNS flood of 200,000 answers: agent RSS grows < 16 MiB",
+                        fmt_mib(grew), grew is not None and grew < T_DNS_FLOOD_RSS))
+        targets.append(("DNS flood: a later real answer names its host", str(df["named"]),
+                        df["named"]))
+
     vw = R.get("view")
     if vw:
         b("## 7. The interactive view")
@@ -1756,6 +1992,39 @@ def write_report(R, started, load_start, errors):
             b("")
             targets.append((f"RSS ≤ 48 MiB, one agent running the interactive view ({SCALE_PROCS} "
                             f"processes, 1,000 sockets)", fmt_mib(va["rss"]), va["rss"] <= T_VIEW_RSS))
+    rc = R.get("record")
+    if rc:
+        b10, b100, cold = rc["busy10"], rc["busy100"], rc["cold"]
+        rd = cold or b10
+        b("## 9. Recording (`--record`)")
+        b("")
+        b("`agent/examples/recording_cost.rs`: a made-up `--all` node of 100 workloads with destination")
+        b("classes and per-remote-host totals, one report a second (`record::synth`): busy workloads")
+        b("send to 10 hosts each at 2–20 Mbit/s, ±30% from one second to the next; the rest are idle.")
+        b(f"Recorded for {fmt(b10['hours'], 0)} h with 10 busy, then 1 h with all 100 busy. CPU is the")
+        b("recorder's own (thread CPU clock around `Recorder::append`: encoding, zstd, writes). The")
+        b(f"{fmt(b10['hours'], 0)}-hour recording is then opened at its end and sought at 50 random times"
+          + (", cold (page cache dropped)." if cold else " (warm: the page cache could not be dropped)."))
+        b("")
+        b("| busy | hours | bytes on disk | MiB per day | CPU per frame (µs) | % of a core at 1 s |")
+        b("|---|---|---|---|---|---|")
+        for x in (b10, b100):
+            b(f"| {x['busy']} | {fmt(x['hours'], 0)} | {x['bytes']:,} | {fmt(x['mib_per_day'], 1)} | "
+              f"{fmt(x['cpu_us_per_frame'], 0)} | {fmt(x['cpu_pct_at_1s'], 3)} |")
+        b("")
+        b("| open at the end (ms) | seek, median (ms) | seek, max (ms) | segments |")
+        b("|---|---|---|---|")
+        b(f"| {fmt(rd['open_end_ms'], 1)} | {fmt(rd['seek_median_ms'], 1)} | {fmt(rd['seek_max_ms'], 1)} | "
+          f"{rd['segments']} |")
+        b("")
+        targets.append((f"recording ≤ {T_REC_MIB_DAY:g} MiB/day (100 workloads, 10 busy)",
+                        f"{fmt(b10['mib_per_day'], 1)} MiB", b10["mib_per_day"] <= T_REC_MIB_DAY))
+        targets.append((f"recording ≤ {T_REC_CPU:g}% of a core at 1 s", f"{fmt(b10['cpu_pct_at_1s'], 3)}%",
+                        b10["cpu_pct_at_1s"] <= T_REC_CPU))
+        targets.append((f"a {fmt(b10['hours'], 0)}-hour recording opens at its end ≤ {T_REC_OPEN_MS:g} ms",
+                        f"{fmt(rd['open_end_ms'], 1)} ms", rd["open_end_ms"] <= T_REC_OPEN_MS))
+        targets.append((f"seeking anywhere ≤ {T_REC_SEEK_MS:g} ms", f"{fmt(rd['seek_max_ms'], 1)} ms",
+                        rd["seek_max_ms"] <= T_REC_SEEK_MS))
     rss_traffic = [r["rss"] for sect in (th or {}).values() for r in sect.get("procnetmon2", []) if r["rss"]]
     rss_traffic += [r["rss"] for r in (ch or {}).get("procnetmon2", []) if r["rss"]]
     if rss_traffic:
@@ -1844,7 +2113,9 @@ def main():
                          ("scale", lambda: section_scale(R, mon_cg)),
                          ("allchurn", lambda: section_allchurn(R)),
                          ("dest", lambda: section_dest(R, cg, mon_cg)),
-                         ("view", lambda: section_view(R, mon_cg))):
+                         ("view", lambda: section_view(R, mon_cg)),
+                         ("dnsflood", lambda: section_dnsflood(R, cg, mon_cg)),
+                         ("record", lambda: section_record(R))):
             if name not in SECTIONS:
                 continue
             log(f"=== {name}")

@@ -14,7 +14,7 @@ use std::{
 
 use nix::time::{ClockId, clock_gettime};
 use procnetmon2::{
-    model::{ConnDetail, Counters, ProcessReport, Report, Row, Traffic},
+    model::{ConnDetail, Counters, ProcessReport, Report, Row, RttHistogram, TcpHealth, Traffic},
     tui::{state::State, view},
 };
 use ratatui::{Terminal, TerminalOptions, Viewport, backend::CrosstermBackend, layout::Rect};
@@ -71,11 +71,26 @@ fn report(tick: u32) -> Report {
                     peak_rate_out: (k * 9_000) as f64,
                     tcp_connections: CONNS_PER_ROW,
                     udp_connections: 0,
+                    // TCP health as a busy row has it: the view draws its column (and, for
+                    // the selected row, the RTT histogram).
+                    health: TcpHealth {
+                        connect_failures: u64::from(p % 3),
+                        retransmitted_segments: k * t,
+                        rtt: {
+                            let mut h = RttHistogram::default();
+                            h.buckets[6] = k * t;
+                            h.buckets[9] = t;
+                            h.sum_us = (k * t) * 50 + t * 400;
+                            h
+                        },
+                    },
                 },
                 traffic: Traffic::default(),
                 connections: Some(connections),
                 destinations: None,
                 classes: None,
+                dns: None,
+                gaps: Vec::new(),
                 container: None,
                 nspid: None,
             }

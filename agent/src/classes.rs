@@ -69,12 +69,7 @@ impl ClassSet {
     pub fn from_flags(flags: &[String], file: Option<&Path>) -> Result<Self, UsageError> {
         let mut set = Self::default();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                UsageError::new(format!(
-                    "--classes {}: {e}; give a readable YAML file of NAME: [CIDR, …]",
-                    path.display()
-                ))
-            })?;
+            let text = read_capped(path)?;
             for (name, cidrs) in parse_file(&text).map_err(|e| {
                 UsageError::new(format!(
                     "--classes {}: {e}; expected NAME: [CIDR, …] per line, e.g. pod-network: [10.244.0.0/16]",
@@ -165,6 +160,36 @@ impl ClassSet {
 
 /// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (`/32`, `/128`). Host bits must be
 /// zero: `10.1.2.3/8` is more likely a typo than a wish for `10.0.0.0/8`.
+/// Largest `--classes` file read: far more than `MAX_CIDRS` prefixes take as YAML (about
+/// 40 bytes each), small enough that `/dev/zero`, a FIFO that never ends or a 10 GB file is
+/// refused after reading at most this much.
+pub const MAX_CLASSES_FILE: u64 = 1 << 20;
+
+/// The `--classes` file as text, read through a cap: its metadata is not trusted (a device or
+/// `/proc` file says 0 bytes), so at most `MAX_CLASSES_FILE` + 1 bytes are ever read.
+fn read_capped(path: &Path) -> Result<String, UsageError> {
+    use std::io::Read as _;
+    let fail = |what: String| {
+        UsageError::new(format!(
+            "--classes {}: {what}; give a readable YAML file of NAME: [CIDR, …]",
+            path.display()
+        ))
+    };
+    let too_big = || fail(format!("larger than {} KiB", MAX_CLASSES_FILE / 1024));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    if file.metadata().is_ok_and(|m| m.len() > MAX_CLASSES_FILE) {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CLASSES_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CLASSES_FILE {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))
+}
+
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let net: IpNet = match s.parse() {
         Ok(n) => n,
@@ -283,6 +308,39 @@ mod tests {
             assert!(e.contains(needle), "{flag}: {e}");
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+
+    /// Hostile `--classes` files: an endless device, a sparse 10 GB file, a directory and
+    /// binary data each get one line, after reading at most the cap.
+    #[test]
+    fn classes_file_is_read_through_a_cap() {
+        let dir = std::env::temp_dir().join(format!("pnm-classes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let huge = dir.join("huge.yaml");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(10 * 1000 * 1000 * 1000)
+            .unwrap();
+        let binary = dir.join("binary.yaml");
+        std::fs::write(&binary, [0xff, 0xfe, b':', b' ']).unwrap();
+        let ok = dir.join("ok.yaml");
+        std::fs::write(&ok, "zone: [10.1.0.0/16]\n").unwrap();
+        for (path, needle) in [
+            (Path::new("/dev/zero"), "larger than 1024 KiB"),
+            (huge.as_path(), "larger than 1024 KiB"),
+            (dir.as_path(), "--classes"),
+            (binary.as_path(), "not UTF-8"),
+            (Path::new("/nonexistent/classes.yaml"), "No such file"),
+        ] {
+            let e = ClassSet::from_flags(&[], Some(path))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{}: {e}", path.display());
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let set = ClassSet::from_flags(&[], Some(&ok)).unwrap();
+        assert!(set.names.iter().any(|n| n == "zone"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -15,14 +15,33 @@ Examples:
   procnetmon2 -p 1234 -i eth0           only traffic through eth0 (the target's own eth0)
   procnetmon2 -p 1234 --json -t 60s     one JSON report for a 60 s window
   procnetmon2 -p 1234 -t 5m -c          a report every interval, then the window's report
+  procnetmon2 -- curl -O http://host/f  run a command and account for it and its children:
+                                        on a terminal it has the terminal, and the report
+                                        comes on stderr when it exits (like time)
+  procnetmon2 --view -- make            the interactive view, the command's output in a pane
   procnetmon2 --json -t 30s -- curl -sO http://host/file
-                                        run a command and account for it and its children
+                                        JSON for scripts, as always
+  procnetmon2 --all --record /var/lib/procnetmon2
+                                        record every interval (hourly files, kept 7 days)
+  procnetmon2 replay /var/lib/procnetmon2 --from \"3m ago\" --json
+                                        what a -t run over the last 3 minutes would print
   procnetmon2 completions bash          print the bash completion script (also zsh, fish)
+
+A command after -- (spawn mode):
+  stdin a terminal      the command gets the terminal (keys, Ctrl-C, Ctrl-Z, job control);
+                        the report of its whole run comes when it exits, on stderr if
+                        stdout is a terminal (the table, or JSON with --json; -c adds one
+                        every interval), else on stdout or -o FILE as always
+  --view                the interactive view; the command runs on a pseudo-terminal shown
+                        in a pane; Tab hands keys to it, Ctrl-] gives them back
+  stdin not a terminal  as always: reports on stdout or -o FILE (scripts, cron, CI)
+Without a command: the view when stdin and stdout are terminals; else, or with --no-tui,
+-j or -o, the table or JSON on stdout or -o FILE.
 
 Units: rates in bits per second (table: bps/Kbps/Mbps/Gbps, 1 Kbps = 1000 bit/s);
 bytes are IP bytes (IP header counted once per packet the socket sends or receives).
 
-Exit status: 0 success, 1 runtime error, 2 usage error.";
+Exit status: 0 success, 1 runtime error, 2 usage error; with a command, the command's.";
 
 /// Per-process network accounting with eBPF.
 #[derive(Debug, Parser)]
@@ -63,7 +82,7 @@ pub struct Opt {
     #[arg(short = 'c', long = "continuous")]
     pub continuous: bool,
 
-    /// Show detailed connection information
+    /// Show detailed connection information (and, in the table, TCP health columns)
     #[arg(short = 'd', long = "details")]
     pub details: bool,
 
@@ -111,7 +130,8 @@ pub struct Opt {
     #[arg(long = "metrics-addr", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
-    /// Most (workload, protocol) series kept in /metrics; more are dropped and counted
+    /// Most label sets kept in /metrics (each workload's traffic per protocol, and its TCP
+    /// health); more are dropped and counted
     #[arg(long = "max-series", value_name = "N", default_value_t = 10_000)]
     pub max_series: usize,
 
@@ -123,6 +143,11 @@ pub struct Opt {
     /// table is also used with -j, -o, or when stdout or stdin is not a terminal)
     #[arg(long = "no-tui")]
     pub no_tui: bool,
+
+    /// Open the interactive view (needs a terminal); with a command, the command runs on a
+    /// pseudo-terminal shown in a pane of the view instead of having the terminal
+    #[arg(long = "view")]
+    pub view: bool,
 
     /// Per remote host totals in JSON (`destinations`: bytes, packets, rates, class, and the
     /// name the target resolved through DNS), per target and with --all per workload
@@ -143,14 +168,79 @@ pub struct Opt {
     #[arg(long = "classes", value_name = "FILE")]
     pub classes: Option<std::path::PathBuf>,
 
+    /// Record every interval into DIR (hourly files; `procnetmon2 replay DIR` reads them)
+    #[arg(long = "record", value_name = "DIR")]
+    pub record: Option<std::path::PathBuf>,
+
+    /// With --record: remove recorded files older than this (default 7d; 0: no age limit)
+    #[arg(long = "retain", value_name = "DURATION")]
+    pub retain: Option<String>,
+
+    /// With --record: remove the oldest recorded files while all take more (default 1GiB;
+    /// e.g. 500MiB; 0: no size limit)
+    #[arg(long = "retain-size", value_name = "SIZE")]
+    pub retain_size: Option<String>,
+
     /// Undo what runs killed with SIGKILL left behind (moved processes, cgroups), then exit
     #[arg(long = "cleanup")]
     pub cleanup: bool,
 
     /// Spawn mode: run COMMAND in a fresh dedicated cgroup and monitor it and its children;
-    /// exits with COMMAND's status
+    /// exits with COMMAND's status. On a terminal COMMAND gets the terminal and the report
+    /// comes on stderr when it exits (see below)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// Read a recording made with --record DIR: the interactive view, a window's report
+/// (JSON or the table), OpenMetrics or CSV, a picture
+#[derive(Debug, clap::Args)]
+pub struct ReplayOpt {
+    /// The directory a run recorded into with --record
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+
+    /// Print the window's report as JSON, as a live -t run over it would have
+    #[arg(short = 'j', long = "json")]
+    pub json: bool,
+
+    /// Print the window's report as the table instead of opening the interactive view
+    #[arg(long = "no-tui")]
+    pub no_tui: bool,
+
+    /// Export the window: openmetrics (for promtool tsdb create-blocks-from openmetrics) or
+    /// csv (json and table also work)
+    #[arg(long = "format", value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    /// The window's start: an RFC 3339 time (2026-01-05T03:12:00Z) or a duration ago
+    /// ("3m ago"); default: the recording's start
+    #[arg(long = "from", value_name = "TIME", allow_hyphen_values = true)]
+    pub from: Option<String>,
+
+    /// The window's end (as --from); default: the recording's end
+    #[arg(long = "to", value_name = "TIME", allow_hyphen_values = true)]
+    pub to: Option<String>,
+
+    /// Open the interactive view at TIME (as --from); default: the recording's end
+    #[arg(long = "at", value_name = "TIME", allow_hyphen_values = true)]
+    pub at: Option<String>,
+
+    /// Draw the rates over time of the busiest rows into FILE (SVG)
+    #[arg(long = "plot", value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Rows in the --plot picture
+    #[arg(long = "top", value_name = "N", default_value_t = 8)]
+    pub top: usize,
+
+    /// Keep reading while the recording is written: a report (or CSV lines) per interval
+    #[arg(long = "follow")]
+    pub follow: bool,
+
+    /// Write to FILE instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// Outcome of parsing the command line.
@@ -158,6 +248,8 @@ pub struct Opt {
 pub enum Parsed {
     /// Flags to run with.
     Run(Box<Opt>),
+    /// `replay DIR`.
+    Replay(Box<ReplayOpt>),
     /// `--help` / `--version`: text to print on stdout, exit 0.
     Info(String),
     /// `completions SHELL`: print that shell's completion script (`dist::completions`), exit 0.
@@ -167,10 +259,13 @@ pub enum Parsed {
 }
 
 /// The whole command line: `Opt`'s flags, the version text (commit, minimum kernel), and the
-/// `completions SHELL` subcommand, kept out of `Opt` so that the run flags stay one struct.
+/// `completions SHELL` and `replay DIR` subcommands, kept out of `Opt` so that the run flags
+/// stay one struct.
 pub fn command() -> clap::Command {
+    use clap::Args as _;
     Opt::command()
         .version(crate::version::text())
+        .subcommand(ReplayOpt::augment_args(clap::Command::new("replay")))
         .subcommand(
             clap::Command::new("completions")
                 .about("Print the completion script for SHELL on stdout, then exit")
@@ -199,6 +294,9 @@ where
             && let Some(&shell) = sub.get_one::<clap_complete::Shell>("shell")
         {
             return Ok(Parsed::Completions(shell));
+        }
+        if let Some(("replay", sub)) = m.subcommand() {
+            return ReplayOpt::from_arg_matches(sub).map(|o| Parsed::Replay(Box::new(o)));
         }
         Opt::from_arg_matches(&m).map(|opt| Parsed::Run(Box::new(opt)))
     });
@@ -298,7 +396,13 @@ mod tests {
             "--continuous",
             "--details",
             "--interval",
+            "--view",
             "Exit status",
+            // What happens with a command, on a terminal or not, with or without --view.
+            "stdin a terminal",
+            "stdin not a terminal",
+            "on stderr",
+            "Ctrl-] gives them back",
         ] {
             assert!(h.contains(needle), "help lacks {needle}");
         }
@@ -314,6 +418,34 @@ mod tests {
             format!("procnetmon2 {}", crate::version::text())
         );
         assert!(v.contains(crate::version::MIN_KERNEL), "{v}");
+    }
+
+    #[test]
+    fn replay_subcommand() {
+        let Parsed::Replay(o) = parse([
+            "procnetmon2",
+            "replay",
+            "/var/lib/procnetmon2",
+            "--from",
+            "3m ago",
+            "--json",
+        ]) else {
+            panic!("expected Replay");
+        };
+        assert_eq!(o.dir, std::path::Path::new("/var/lib/procnetmon2"));
+        assert_eq!(o.from.as_deref(), Some("3m ago"));
+        assert!(o.json && o.top == 8);
+        // Run flags do not mix with it; a directory must be named.
+        assert!(matches!(
+            parse(["procnetmon2", "replay", "d", "-p", "1"]),
+            Parsed::Usage(_)
+        ));
+        assert!(matches!(parse(["procnetmon2", "replay"]), Parsed::Usage(_)));
+        // Spawn mode still takes a command named "replay" after `--`.
+        let Parsed::Run(o) = parse(["procnetmon2", "--", "replay"]) else {
+            panic!("expected Run");
+        };
+        assert_eq!(o.command, ["replay"]);
     }
 
     #[test]

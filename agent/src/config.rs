@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
+
 use crate::{cli::Opt, error::UsageError};
 
 /// What this invocation does, decided once from the command line (ripgrep's `Mode`): `run`
@@ -26,6 +28,9 @@ pub enum Mode {
         /// `--host-proc`.
         host_proc: Option<PathBuf>,
     },
+    /// Read a recording (`replay DIR`): a window's report, an export, a picture, or the
+    /// interactive view stepping through it.
+    Replay(ReplayArgs),
 }
 
 /// A counting run (`Mode::Watch`, `Mode::Spawn`): see `cli::Opt` for the meaning of each flag.
@@ -41,10 +46,14 @@ pub struct Run {
     pub window: Option<Duration>,
     /// Where and how reports are shown.
     pub reports: Reports,
+    /// How a spawned command meets the terminal (`Inherit` without a command).
+    pub command_io: CommandIo,
     /// `--metrics-addr` and its limits, when metrics are served.
     pub metrics: Option<Metrics>,
     /// `--series-grace`: how long a removed workload's row (and its series) stays.
     pub series_grace: Duration,
+    /// `--record DIR` and its retention (None: nothing is recorded).
+    pub record: Option<RecordConfig>,
     /// `--host-proc`.
     pub host_proc: Option<PathBuf>,
 }
@@ -81,6 +90,94 @@ pub struct Counting {
     pub destinations_max: u64,
     /// `--class` / `--classes` (None: classes off).
     pub classes: Option<crate::classes::ClassSet>,
+}
+
+/// `--record DIR --retain DURATION --retain-size SIZE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Files older than this are removed (None: no age limit).
+    pub retain: Option<Duration>,
+    /// The oldest files are removed while all take more bytes (None: no size limit).
+    pub retain_size: Option<u64>,
+}
+
+/// `--retain`'s default: a week.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `--retain-size`'s default: 1 GiB.
+pub const DEFAULT_RETAIN_SIZE: u64 = 1 << 30;
+
+impl RecordConfig {
+    fn from_opt(opt: &Opt) -> Result<Option<Self>, UsageError> {
+        let Some(dir) = &opt.record else {
+            for (flag, given) in [
+                ("--retain", opt.retain.is_some()),
+                ("--retain-size", opt.retain_size.is_some()),
+            ] {
+                if given {
+                    return Err(UsageError::new(format!(
+                        "{flag} works with --record DIR; add it, or leave {flag} out"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        non_empty(
+            "--record",
+            "the directory to record into",
+            [dir.to_str().unwrap_or("?")],
+        )?;
+        if opt.cleanup {
+            return Err(UsageError::new(
+                "--cleanup only undoes what killed runs left behind and records nothing; leave out --record",
+            ));
+        }
+        let retain = match opt.retain.as_deref().map(str::trim) {
+            None => Some(DEFAULT_RETAIN),
+            Some("0") => None,
+            Some(t) => Some(parse_duration("--retain", t)?),
+        };
+        let retain_size = match &opt.retain_size {
+            None => Some(DEFAULT_RETAIN_SIZE),
+            Some(t) => match parse_size("--retain-size", t)? {
+                0 => None,
+                n => Some(n),
+            },
+        };
+        Ok(Some(Self {
+            dir: dir.clone(),
+            retain,
+            retain_size,
+        }))
+    }
+}
+
+/// Parses a size: a number of bytes with an optional unit, K/M/G/T or KiB/MiB/GiB/TiB
+/// (powers of 1024) or KB/MB/GB/TB (powers of 1000), e.g. `500MiB`, `2G`, `1000000`.
+pub fn parse_size(flag: &str, text: &str) -> Result<u64, UsageError> {
+    let t = text.trim();
+    let bad = || {
+        UsageError::new(format!(
+            "{flag}: '{text}' is not a size: use a number with a unit, e.g. 500MiB, 2GiB"
+        ))
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// How reports are shown: decided once, here, from the flags and whether the terminal is
@@ -124,10 +221,46 @@ impl Output {
 pub struct Reports {
     /// How they are shown.
     pub output: Output,
-    /// `-o FILE` (None: stdout).
+    /// `-o FILE` (None: `stream`).
     pub file: Option<PathBuf>,
+    /// Where they go without `-o`.
+    pub stream: Stream,
     /// `-a`: an aggregate row / object.
     pub aggregate: bool,
+}
+
+impl Reports {
+    /// True when the run's last report covers the whole run (totals, average and peak rates,
+    /// like a `-t` window's): a command has the terminal and the report is for the person
+    /// at it, on standard error; the command's life is the window.
+    pub fn whole_run(&self) -> bool {
+        self.file.is_none() && self.stream == Stream::Stderr
+    }
+}
+
+/// The standard stream reports go to when there is no `-o FILE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output: the scripts' path (and the live table on a terminal).
+    Stdout,
+    /// Standard error: a command has the terminal and its output is on standard output,
+    /// so the report comes after it, as `time` and `perf stat` print theirs.
+    Stderr,
+}
+
+/// How the command of spawn mode meets the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandIo {
+    /// It shares procnetmon2's standard streams and process group, as it always did:
+    /// standard input is not a terminal (a script, cron, CI), or there is no command.
+    Inherit,
+    /// It gets the terminal as if run directly: its own process group, made the terminal's
+    /// foreground group while it runs (so Ctrl-C and Ctrl-Z reach it, not procnetmon2),
+    /// handed back when it ends.
+    Foreground,
+    /// `--view`: it runs on a pseudo-terminal of its own, whose last lines the view shows in
+    /// a pane; keys go to the view until a key hands them to the command.
+    Pane,
 }
 
 /// `--metrics-addr` and the limits of the series it serves.
@@ -137,6 +270,145 @@ pub struct Metrics {
     pub addr: SocketAddr,
     /// `--max-series`.
     pub max_series: usize,
+}
+
+/// `replay DIR` (`Mode::Replay`), validated here like every other command line; `record`
+/// runs it.
+/// What `replay` produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// The interactive view, at a time (None: the end).
+    View,
+    /// The window's report, as JSON or the table.
+    Report {
+        /// JSON rather than the table.
+        json: bool,
+    },
+    /// OpenMetrics text with timestamps.
+    OpenMetrics,
+    /// CSV.
+    Csv,
+    /// An SVG picture of the busiest rows' rates.
+    Plot {
+        /// Where.
+        file: PathBuf,
+        /// How many rows.
+        top: usize,
+    },
+}
+
+/// The validated arguments of `replay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayArgs {
+    /// The recording directory.
+    pub dir: PathBuf,
+    /// What to produce.
+    pub what: What,
+    /// The window's start, ns since the epoch (None: the recording's start).
+    pub from: Option<i64>,
+    /// The window's end (None: the recording's end).
+    pub to: Option<i64>,
+    /// Where the view opens (None: the end).
+    pub at: Option<i64>,
+    /// Keep reading as the recording grows.
+    pub follow: bool,
+    /// `-o FILE` (None: standard output).
+    pub output: Option<PathBuf>,
+}
+
+/// Parses a time: RFC 3339 (`2026-01-05T03:12:00Z`), `now`, or a duration ago (`3m ago`,
+/// `1h30m ago`), relative to `now`. Returns ns since the epoch.
+pub fn parse_time(flag: &str, text: &str, now: DateTime<Utc>) -> Result<i64, UsageError> {
+    let t = text.trim();
+    let bad = || {
+        UsageError::new(format!(
+            "{flag}: '{text}' is not a time: give RFC 3339 (2026-01-05T03:12:00Z) or a duration ago (\"3m ago\")"
+        ))
+    };
+    let at = if t == "now" {
+        now
+    } else if let Some(d) = t.strip_suffix("ago") {
+        let d = humantime::parse_duration(d.trim()).map_err(|_| bad())?;
+        now - chrono::Duration::from_std(d).map_err(|_| bad())?
+    } else {
+        DateTime::parse_from_rfc3339(t).map_err(|_| bad())?.to_utc()
+    };
+    at.timestamp_nanos_opt().ok_or_else(bad)
+}
+
+impl ReplayArgs {
+    /// Validates `opt`; `terminal`: stdin and stdout are terminals (the view is possible).
+    pub fn from_opt(
+        opt: &crate::cli::ReplayOpt,
+        now: DateTime<Utc>,
+        terminal: bool,
+    ) -> Result<Self, UsageError> {
+        let time = |flag: &str, v: &Option<String>| {
+            v.as_deref().map(|t| parse_time(flag, t, now)).transpose()
+        };
+        let (from, to, at) = (
+            time("--from", &opt.from)?,
+            time("--to", &opt.to)?,
+            time("--at", &opt.at)?,
+        );
+        if let (Some(a), Some(b)) = (from, to)
+            && a >= b
+        {
+            return Err(UsageError::new("--from must be before --to"));
+        }
+        let format = opt.format.as_deref().map(str::trim);
+        let chosen = [opt.json, opt.no_tui, format.is_some(), opt.plot.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if chosen > 1 && !(opt.json && opt.no_tui) {
+            return Err(UsageError::new(
+                "give one of --json, --no-tui, --format and --plot",
+            ));
+        }
+        if opt.top == 0 {
+            return Err(UsageError::new("--top: give at least 1 row"));
+        }
+        let what = match (format, &opt.plot) {
+            (Some("openmetrics"), _) => What::OpenMetrics,
+            (Some("csv"), _) => What::Csv,
+            (Some("json"), _) => What::Report { json: true },
+            (Some("table"), _) => What::Report { json: false },
+            (Some(f), _) => {
+                return Err(UsageError::new(format!(
+                    "--format: '{f}' is not a format; give openmetrics, csv, json or table"
+                )));
+            }
+            (None, Some(file)) => What::Plot {
+                file: file.clone(),
+                top: opt.top,
+            },
+            (None, None) if opt.json => What::Report { json: true },
+            (None, None) if opt.no_tui || !terminal || opt.output.is_some() => {
+                What::Report { json: false }
+            }
+            (None, None) => What::View,
+        };
+        if at.is_some() && what != What::View {
+            return Err(UsageError::new(
+                "--at opens the interactive view there; for a report give --from/--to",
+            ));
+        }
+        if opt.follow && matches!(what, What::Plot { .. } | What::OpenMetrics) {
+            return Err(UsageError::new(
+                "--follow prints reports or CSV as frames come; --plot and --format openmetrics need a finished window",
+            ));
+        }
+        Ok(Self {
+            dir: opt.dir.clone(),
+            what,
+            from,
+            to,
+            at,
+            follow: opt.follow,
+            output: opt.output.clone(),
+        })
+    }
 }
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
@@ -163,6 +435,15 @@ impl Terminal {
 }
 
 impl Mode {
+    /// Validates `replay DIR`'s `opt` at `now` (what "3m ago" means) on `terminal`.
+    pub fn replay(
+        opt: &crate::cli::ReplayOpt,
+        now: DateTime<Utc>,
+        terminal: Terminal,
+    ) -> Result<Self, UsageError> {
+        ReplayArgs::from_opt(opt, now, terminal.stdin && terminal.stdout).map(Self::Replay)
+    }
+
     /// Validates `opt` into the mode to run. `pid_max` is the system's
     /// `/proc/sys/kernel/pid_max`; `terminal` decides between the view and the table.
     pub fn from_opt(opt: &Opt, pid_max: u32, terminal: Terminal) -> Result<Self, UsageError> {
@@ -172,6 +453,11 @@ impl Mode {
             opt.host_proc.iter().filter_map(|p| p.to_str()),
         )?;
         if opt.cleanup {
+            if opt.record.is_some() {
+                return Err(UsageError::new(
+                    "--cleanup only undoes what killed runs left behind and records nothing; leave out --record",
+                ));
+            }
             return Ok(Self::Cleanup {
                 host_proc: opt.host_proc.clone(),
             });
@@ -216,6 +502,11 @@ impl Run {
                 })
             })
             .transpose()?;
+        if opt.max_series == 0 {
+            return Err(UsageError::new(
+                "--max-series 0: /metrics would hold no series at all; keep at least one, e.g. --max-series 10000",
+            ));
+        }
         if opt.destinations_max == 0 {
             return Err(UsageError::new(
                 "--destinations-max 0: keep at least one remote host apart, e.g. --destinations-max 1000",
@@ -228,6 +519,7 @@ impl Run {
             Some(list) => parse_interfaces(list)?,
             None => Vec::new(),
         };
+        let shown = Shown::of(opt, window.is_some(), terminal)?;
         Ok(Self {
             targets,
             counting: Counting {
@@ -240,34 +532,83 @@ impl Run {
             interval,
             window,
             reports: Reports {
-                output: output(opt, window.is_some(), terminal),
+                output: shown.output,
                 file: opt.output.clone(),
+                stream: shown.stream,
                 aggregate: opt.aggregate,
             },
+            command_io: shown.command_io,
             metrics,
             series_grace: parse_duration("--series-grace", &opt.series_grace)?,
+            record: RecordConfig::from_opt(opt)?,
             host_proc: opt.host_proc.clone(),
         })
     }
 }
 
-/// How reports are shown. The view needs a terminal on stdin and stdout and nothing that asks
-/// for the outputs scripts read (`--json`, `-o`, `--no-tui`). Reports come every interval with
-/// `-c`, and by default without `-t` (as a metrics daemon, only when `-j` or `-o` asks for
-/// them).
-fn output(opt: &Opt, window: bool, terminal: Terminal) -> Output {
-    let view =
-        terminal.stdin && terminal.stdout && !opt.no_tui && !opt.json && opt.output.is_none();
-    let every_interval = opt.continuous
-        || (!window && (opt.metrics_addr.is_none() || opt.json || opt.output.is_some()));
-    if view {
-        Output::View
-    } else if opt.json {
-        Output::Json { every_interval }
-    } else if every_interval {
-        Output::LiveTable
-    } else {
-        Output::Table
+/// How a run meets the terminal: the output, where reports go, and how a command runs.
+struct Shown {
+    output: Output,
+    stream: Stream,
+    command_io: CommandIo,
+}
+
+impl Shown {
+    /// Decides, from the flags and whether stdin and stdout are terminals:
+    /// - the outputs scripts read (`--json`, `-o`, stdout not a terminal) are what they
+    ///   always were, with or without a command;
+    /// - without a command, the view on a terminal (stdin and stdout), unless one of those or
+    ///   `--no-tui` asks for the table;
+    /// - with a command and `--view`, the view, the command in its pane;
+    /// - with a command and stdin a terminal, the command gets the terminal; with stdout a
+    ///   terminal too (and no `-o`), procnetmon2 reports on stderr when it exits: the table,
+    ///   or JSON with `--json`, of its whole run (`-c` adds one every interval);
+    /// - with a command and stdin not a terminal, as always.
+    ///
+    /// Reports come every interval with `-c`, and by default without `-t` (as a metrics
+    /// daemon, only when `-j` or `-o` asks for them), except on stderr.
+    fn of(opt: &Opt, window: bool, terminal: Terminal) -> Result<Self, UsageError> {
+        let command = !opt.command.is_empty();
+        let tty = terminal.stdin && terminal.stdout;
+        let scripts = opt.json || opt.output.is_some();
+        if opt.view && !tty {
+            return Err(UsageError::new(
+                "--view needs a terminal on standard input and output: run it from a terminal, or drop --view for the table",
+            ));
+        }
+        if opt.view && (scripts || opt.no_tui) {
+            return Err(UsageError::new(
+                "--view opens the interactive view; --json, -o and --no-tui print reports instead: drop one",
+            ));
+        }
+        let command_io = match (command, opt.view, terminal.stdin) {
+            (false, _, _) | (true, false, false) => CommandIo::Inherit,
+            (true, true, _) => CommandIo::Pane,
+            (true, false, true) => CommandIo::Foreground,
+        };
+        let view = opt.view || (!command && tty && !opt.no_tui && !scripts);
+        let stream =
+            if command_io == CommandIo::Foreground && terminal.stdout && opt.output.is_none() {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+        let every_interval = opt.continuous
+            || (!window && stream == Stream::Stdout && (opt.metrics_addr.is_none() || scripts));
+        let output = if view {
+            Output::View
+        } else if opt.json {
+            Output::Json { every_interval }
+        } else if every_interval {
+            Output::LiveTable
+        } else {
+            Output::Table
+        };
+        Ok(Self {
+            output,
+            stream,
+            command_io,
+        })
     }
 }
 
@@ -528,18 +869,25 @@ mod tests {
     /// The mode of a command line (stdin and stdout a terminal when `terminal`), or its usage
     /// error, from clap or from validation.
     fn mode(args: &[&str], terminal: bool) -> Result<Mode, String> {
+        let t = Terminal {
+            stdin: terminal,
+            stdout: terminal,
+        };
+        mode_on(args, t)
+    }
+
+    /// The mode of a command line run with these standard streams.
+    fn mode_on(args: &[&str], t: Terminal) -> Result<Mode, String> {
         let mut argv = vec!["procnetmon2"];
         argv.extend_from_slice(args);
         match crate::cli::parse(argv.iter().map(std::ffi::OsString::from)) {
             crate::cli::Parsed::Run(opt) => {
-                let t = Terminal {
-                    stdin: terminal,
-                    stdout: terminal,
-                };
                 Mode::from_opt(&opt, 4_194_304, t).map_err(|e| e.to_string())
             }
             crate::cli::Parsed::Usage(msg) => Err(msg),
-            crate::cli::Parsed::Info(_) | crate::cli::Parsed::Completions(_) => {
+            crate::cli::Parsed::Info(_)
+            | crate::cli::Parsed::Completions(_)
+            | crate::cli::Parsed::Replay(_) => {
                 panic!("not a run: {args:?}")
             }
         }
@@ -550,6 +898,59 @@ mod tests {
         match mode(args, false)? {
             Mode::Watch(r) | Mode::Spawn(r) => Ok(r),
             m => panic!("not a counting run: {m:?}"),
+        }
+    }
+
+    #[test]
+    fn record_flags() {
+        let c = run(&["--all", "--record", "/r"]).expect("valid");
+        assert_eq!(
+            c.record,
+            Some(RecordConfig {
+                dir: "/r".into(),
+                retain: Some(DEFAULT_RETAIN),
+                retain_size: Some(DEFAULT_RETAIN_SIZE),
+            })
+        );
+        let c = run(&[
+            "--all",
+            "--record",
+            "/r",
+            "--retain",
+            "0",
+            "--retain-size",
+            "500MiB",
+        ])
+        .expect("valid");
+        let r = c.record.expect("record");
+        assert_eq!((r.retain, r.retain_size), (None, Some(500 << 20)));
+        for (args, msg) in [
+            (
+                &["--all", "--retain", "1d"][..],
+                "--retain works with --record DIR",
+            ),
+            (
+                &["--all", "--record", "/r", "--retain-size", "lots"][..],
+                "is not a size",
+            ),
+            (
+                &["--all", "--record", "/r", "--retain", "soon"][..],
+                "is not a duration",
+            ),
+            (&["--all", "--record", ""][..], "--record"),
+            (&["--cleanup", "--record", "/r"][..], "leave out --record"),
+        ] {
+            let e = mode(args, false).expect_err("refused");
+            assert!(e.contains(msg), "{args:?}: {e}");
+        }
+        for (text, want) in [
+            ("1GiB", 1 << 30),
+            ("2G", 2 << 30),
+            ("10MB", 10_000_000),
+            ("0", 0),
+            ("7", 7),
+        ] {
+            assert_eq!(parse_size("--retain-size", text), Ok(want), "{text}");
         }
     }
 
@@ -565,6 +966,11 @@ mod tests {
             (&["-p", "1", "-o", ""], "-o"),
             (&["-p", "1", "--metrics-addr", ":9809"], "--metrics-addr"),
             (&["-p", "1", "--destinations-max", "0"], "at least one"),
+            (
+                &["--all", "--metrics-addr", "9809", "--max-series", "0"],
+                "--max-series 0",
+            ),
+            (&["-p", "1", "--max-series", "0"], "--max-series 0"),
             (&[], "no target given"),
         ] {
             let e = mode(args, false).expect_err(&format!("{args:?}"));
@@ -599,6 +1005,7 @@ mod tests {
             Mode::Watch(_) => "watch",
             Mode::Spawn(_) => "spawn",
             Mode::Cleanup { .. } => "cleanup",
+            Mode::Replay(_) => "replay",
         };
         for (args, want) in [
             (&["-p", "1"][..], "watch"),
@@ -632,7 +1039,10 @@ mod tests {
             (&["-p", "1", "-t", "10s"], true, V),
             (&["--all"], true, V),
             (&["--cgroup", "/x"], true, V),
-            (&["--", "true"], true, V),
+            (&["-p", "1", "--view"], true, V),
+            // A command on a terminal has it; its report comes at its exit (below).
+            (&["--", "true"], true, T),
+            (&["--view", "--", "true"], true, V),
             (&["-p", "1", "--no-tui"], true, L),
             (&["-p", "1", "--json"], true, JL),
             (&["-p", "1", "-o", "out.txt"], true, L),
@@ -653,6 +1063,121 @@ mod tests {
                 panic!("{args:?}: not a counting run");
             };
             assert_eq!(r.reports.output, want, "{args:?} terminal={terminal}");
+        }
+
+        // A command: (args, stdin a terminal, stdout a terminal) → (output, where reports
+        // go without -o, how the command meets the terminal). The scripts' path (stdout not
+        // a terminal, --json to a pipe, -o) is what it always was: the same rows as without
+        // a command, only the command gets the terminal when stdin is one.
+        use CommandIo::{Foreground as Fg, Inherit as In, Pane};
+        use Stream::{Stderr as Err, Stdout as Out};
+        for (args, stdin, stdout, want) in [
+            // Typed at a terminal: the command has it, one report of its whole run on
+            // stderr at its exit; -c adds one every interval, also on stderr.
+            (&["--", "sh"][..], true, true, (T, Err, Fg)),
+            (&["--no-tui", "--", "sh"], true, true, (T, Err, Fg)),
+            (&["-t", "10s", "--", "sh"], true, true, (T, Err, Fg)),
+            (&["-c", "--", "sh"], true, true, (L, Err, Fg)),
+            (&["--json", "--", "sh"], true, true, (J, Err, Fg)),
+            (&["--json", "-c", "--", "sh"], true, true, (JL, Err, Fg)),
+            (
+                &["--json", "-t", "10s", "--", "sh"],
+                true,
+                true,
+                (J, Err, Fg),
+            ),
+            // ... with -o FILE: the file gets what it always got.
+            (&["-o", "f", "--", "sh"], true, true, (L, Out, Fg)),
+            (
+                &["--json", "-o", "f", "--", "sh"],
+                true,
+                true,
+                (JL, Out, Fg),
+            ),
+            (
+                &["--json", "-o", "f", "-t", "10s", "--", "sh"],
+                true,
+                true,
+                (J, Out, Fg),
+            ),
+            // ... piped (`procnetmon2 --json -- CMD | jq`): stdout gets what it always got.
+            (&["--", "sh"], true, false, (L, Out, Fg)),
+            (&["--json", "--", "sh"], true, false, (JL, Out, Fg)),
+            (
+                &["--json", "-t", "10s", "--", "sh"],
+                true,
+                false,
+                (J, Out, Fg),
+            ),
+            // Standard input not a terminal (scripts, cron, CI): as always.
+            (&["--", "sh"], false, false, (L, Out, In)),
+            (&["--", "sh"], false, true, (L, Out, In)),
+            (&["--json", "--", "sh"], false, false, (JL, Out, In)),
+            (
+                &["--json", "-t", "10s", "--", "sh"],
+                false,
+                true,
+                (J, Out, In),
+            ),
+            (&["-t", "10s", "--", "sh"], false, false, (T, Out, In)),
+            // --view: the view, the command in its pane.
+            (&["--view", "--", "sh"], true, true, (V, Out, Pane)),
+            (
+                &["--view", "-t", "10s", "--", "sh"],
+                true,
+                true,
+                (V, Out, Pane),
+            ),
+            // Without a command nothing has the terminal but the view.
+            (&["-p", "1"], true, false, (L, Out, In)),
+            (&["-p", "1"], false, true, (L, Out, In)),
+        ] {
+            let terminal = Terminal { stdin, stdout };
+            let (Mode::Watch(r) | Mode::Spawn(r)) = mode_on(args, terminal).unwrap() else {
+                panic!("{args:?}: not a counting run");
+            };
+            let got = (r.reports.output, r.reports.stream, r.command_io);
+            assert_eq!(got, want, "{args:?} stdin={stdin} stdout={stdout}");
+            // The whole run is reported only where the report is for the person at the
+            // terminal.
+            assert_eq!(
+                r.reports.whole_run(),
+                want.1 == Err && r.reports.file.is_none(),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn view_needs_a_terminal_and_no_script_output() {
+        let on = |stdin, stdout| Terminal { stdin, stdout };
+        for (args, terminal, msg) in [
+            (
+                &["--view", "--", "sh"][..],
+                on(false, false),
+                "needs a terminal",
+            ),
+            (&["--view", "--", "sh"], on(true, false), "needs a terminal"),
+            (&["--view", "-p", "1"], on(false, true), "needs a terminal"),
+            (
+                &["--view", "--json", "--", "sh"],
+                on(true, true),
+                "drop one",
+            ),
+            (
+                &["--view", "-o", "f", "-p", "1"],
+                on(true, true),
+                "drop one",
+            ),
+            (
+                &["--view", "--no-tui", "--", "sh"],
+                on(true, true),
+                "drop one",
+            ),
+        ] {
+            let e = mode_on(args, terminal).expect_err(&format!("{args:?}"));
+            assert!(e.contains(msg), "{args:?}: {e}");
+            assert!(!e.contains('\n'), "{args:?}: {e}");
         }
     }
 

@@ -1,12 +1,20 @@
 //! What wakes the main loop: the interval, the end of the `-t` window, the spawned
-//! command's exit (its pidfd becomes readable), fatal signals ([`Event`]s of the run), and —
-//! with the interactive view — keys and resizes from the terminal (crossterm's
-//! `EventStream`), which go to the view (`tui::Tui::input`, where keys are handled) and
-//! become an event of the run only when they quit it. Signal handlers are
+//! command's exit (its pidfd becomes readable) and, when it has the terminal, its stop
+//! (SIGCHLD, then `waitid` on the pidfd says it is stopped), a target's move to another
+//! cgroup (the kernel's ring buffer of moves becomes readable), fatal signals ([`Event`]s of
+//! the run), and — with the interactive view — keys and resizes from the terminal
+//! (crossterm's `EventStream`), which go to the view (`tui::Tui::input`, where keys are
+//! handled) and become an event of the run only when they quit it, and what a command in
+//! the view's pane writes on its pseudo-terminal. Signal handlers are
 //! installed before anything on the host changes, so a signal during set-up is held until
 //! the loop runs and ends the run through its one shutdown path.
 
-use std::{future::poll_fn, task::Poll, time::Duration};
+use std::{
+    future::poll_fn,
+    os::fd::{AsFd as _, OwnedFd},
+    task::Poll,
+    time::Duration,
+};
 
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use futures_core::Stream;
@@ -58,12 +66,14 @@ impl Signals {
 }
 
 /// What woke the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     /// Something for the run (`session::step`).
     Event(Event),
     /// A key or resize for the interactive view.
     Input(Input),
+    /// What the command in the view's pane wrote on its pseudo-terminal.
+    Output(Vec<u8>),
 }
 
 /// The sources of events of one run.
@@ -71,8 +81,15 @@ pub struct Events {
     ticker: Interval,
     deadline: Option<Instant>,
     command: Option<AsyncFd<PidFd>>,
+    moves: Option<AsyncFd<OwnedFd>>,
     signals: Signals,
     terminal: Option<EventStream>,
+    /// SIGCHLD, while the command has the terminal (its stops are the run's business).
+    stops: Option<Signal>,
+    /// The master of the command's pseudo-terminal (`--view -- CMD`).
+    pane: Option<AsyncFd<OwnedFd>>,
+    /// Look whether the command is stopped before waiting for SIGCHLD.
+    check_stop_now: bool,
 }
 
 impl Events {
@@ -95,9 +112,22 @@ impl Events {
             ticker,
             deadline: window.map(|w| Instant::now() + w),
             command,
+            moves: None,
             signals,
             terminal: None,
+            stops: None,
+            pane: None,
+            check_stop_now: false,
         })
+    }
+
+    /// Also wakes when `fd` (the kernel's ring buffer of moves) becomes readable.
+    pub fn watch_moves(&mut self, fd: OwnedFd) -> anyhow::Result<()> {
+        // SAFETY: the descriptor is owned by the AsyncFd and stays open until it is dropped.
+        let fd = unsafe { AsyncFd::register(fd) }
+            .map_err(|e| anyhow::anyhow!("watch the moves ring buffer: {e}"))?;
+        self.moves = Some(fd);
+        Ok(())
     }
 
     /// Also wakes on keys and resizes of the terminal (the interactive view).
@@ -105,8 +135,37 @@ impl Events {
         self.terminal = Some(EventStream::new());
     }
 
+    /// Also wakes when the command (which has the terminal) is stopped. A stop before this
+    /// call is seen at the first `next`.
+    pub fn watch_stops(&mut self) -> anyhow::Result<()> {
+        let sigchld =
+            signal(SignalKind::child()).map_err(|e| anyhow::anyhow!("catch SIGCHLD: {e}"))?;
+        self.stops = Some(sigchld);
+        self.check_stop_now = true;
+        Ok(())
+    }
+
+    /// Also wakes on what the command writes on its pseudo-terminal (`master`, without
+    /// blocking).
+    pub fn watch_pane(&mut self, master: OwnedFd) -> anyhow::Result<()> {
+        // SAFETY: the descriptor is owned by the AsyncFd and stays open until it is dropped.
+        let fd = unsafe { AsyncFd::register(master) }
+            .map_err(|e| anyhow::anyhow!("watch the command's pseudo-terminal: {e}"))?;
+        self.pane = Some(fd);
+        Ok(())
+    }
+
     /// What comes next.
     pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(next) = self.next_once().await {
+                return next;
+            }
+        }
+    }
+
+    /// What comes next, or None when a source ended (the pane's pseudo-terminal closed).
+    async fn next_once(&mut self) -> Option<Next> {
         let deadline = self.deadline;
         let window_end = async move {
             match deadline {
@@ -123,6 +182,18 @@ impl Events {
                 None => std::future::pending().await,
             }
         };
+        let moves = self.moves.as_ref();
+        let moved = async move {
+            match moves {
+                // Readiness is cleared before the step reads the ring: a move written after
+                // that wakes the loop again (the kernel forces a wake-up per move).
+                Some(fd) => match fd.readable().await {
+                    Ok(mut ready) => ready.clear_ready(),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         let terminal = self.terminal.as_mut();
         let input = async move {
             match terminal {
@@ -130,19 +201,104 @@ impl Events {
                 None => std::future::pending().await,
             }
         };
+        let stops = self.stops.as_mut();
+        let check_now = std::mem::take(&mut self.check_stop_now);
+        let stopped = async move {
+            match (stops, command) {
+                (Some(sigchld), Some(fd)) => {
+                    if !(check_now && is_stopped(fd.get_ref())) {
+                        loop {
+                            sigchld.recv().await;
+                            if is_stopped(fd.get_ref()) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let pane = self.pane.as_ref();
+        let output = async move {
+            match pane {
+                Some(fd) => read_pane(fd).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             _ = self.ticker.tick() => Event::Tick,
             () = window_end => Event::WindowEnd,
             () = command_exit => Event::CommandExited,
+            () = moved => Event::Moved,
+            () = stopped => Event::CommandStopped,
             () = self.signals.recv() => Event::Signal,
-            i = input => return Next::Input(i),
+            i = input => return Some(Next::Input(i)),
+            out = output => {
+                return match out {
+                    Some(bytes) => Some(Next::Output(bytes)),
+                    None => {
+                        // Every copy of its slave side is closed: the command and all it
+                        // started are gone.
+                        self.pane = None;
+                        None
+                    }
+                };
+            }
         };
         match event {
             Event::WindowEnd => self.deadline = None,
             Event::CommandExited => self.command = None,
             _ => {}
         }
-        Next::Event(event)
+        Some(Next::Event(event))
+    }
+}
+
+/// True when the command is stopped (and nobody has taken note of it yet: the stop stays
+/// for `Command::suspend` to take, `WNOWAIT`).
+fn is_stopped(pidfd: &PidFd) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let how = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    matches!(
+        waitid(Id::PIDFd(pidfd.as_fd()), how),
+        Ok(WaitStatus::Stopped(..))
+    )
+}
+
+/// Reads what the command wrote on its pseudo-terminal: what is there when it becomes
+/// readable, up to 64 KiB (one redraw of the pane for all of it). None once it is closed
+/// (EIO: no slave side is open any more).
+async fn read_pane(fd: &AsyncFd<OwnedFd>) -> Option<Vec<u8>> {
+    const MOST: usize = 64 * 1024;
+    let mut out = Vec::new();
+    let mut buf = [0_u8; 16 * 1024];
+    loop {
+        let mut guard = match fd.readable().await {
+            Ok(g) => g,
+            Err(_) => return None,
+        };
+        loop {
+            match guard
+                .try_io(|f| nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from))
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return (!out.is_empty()).then_some(out);
+                }
+                Ok(Ok(n)) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.len() >= MOST {
+                        return Some(out);
+                    }
+                }
+                // Nothing more for now.
+                Err(_would_block) => {
+                    if out.is_empty() {
+                        break;
+                    }
+                    return Some(out);
+                }
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod details;
 pub mod dist;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod host;
@@ -20,11 +21,14 @@ pub mod model;
 pub mod plan;
 #[cfg(test)]
 mod proptests;
+pub mod record;
 pub mod render;
 pub mod run;
 pub mod sampling;
 pub mod session;
 pub mod setup;
+#[cfg(test)]
+mod test_alloc;
 pub mod tui;
 pub mod version;
 
@@ -38,8 +42,10 @@ const EXIT_SPAWN: u8 = 127;
 /// Parses the command line, runs, and maps the outcome to the exit status:
 /// 0 success, 1 runtime error, 2 usage error. Errors are one line on stderr.
 pub fn run_cli() -> ExitCode {
-    let opt = match cli::parse(std::env::args_os()) {
-        cli::Parsed::Run(opt) => opt,
+    let terminal = config::Terminal::detect();
+    let mode = match cli::parse(std::env::args_os()) {
+        cli::Parsed::Run(opt) => config::Mode::from_opt(&opt, host::procs::pid_max(), terminal),
+        cli::Parsed::Replay(opt) => config::Mode::replay(&opt, chrono::Utc::now(), terminal),
         cli::Parsed::Info(text) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -53,23 +59,28 @@ pub fn run_cli() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mode =
-        match config::Mode::from_opt(&opt, host::procs::pid_max(), config::Terminal::detect()) {
-            Ok(mode) => mode,
-            Err(e) => {
-                eprintln!("procnetmon2: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    let mode = match mode {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("procnetmon2: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let (daemon, view) = match &mode {
         config::Mode::Watch(r) | config::Mode::Spawn(r) => (
             r.metrics.is_some(),
             r.reports.output == config::Output::View,
         ),
         config::Mode::Cleanup { .. } => (false, false),
+        config::Mode::Replay(args) => (false, args.what == config::What::View),
     };
     init_logging(daemon, view);
-    match run::run(&mode) {
+    exit_status(run::run(&mode))
+}
+
+/// The exit status of a run's outcome; errors are one line on stderr.
+fn exit_status(outcome: anyhow::Result<u8>) -> ExitCode {
+    match outcome {
         Ok(status) => ExitCode::from(status),
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<error::UsageError>().is_some() => {
@@ -103,19 +114,33 @@ fn init_logging(structured: bool, tui: bool) {
     if tui {
         b.target(env_logger::Target::Pipe(Box::new(tui::terminal::LogSink)));
     }
+    // Log lines name processes, cgroups and interfaces, which anyone can name: the message
+    // goes through `render::printable`, the escaping the table and the view use, so no
+    // escape sequence in a name reaches the terminal from the log either.
     if structured {
         b.format(|f, r| {
             let msg = r
                 .args()
                 .to_string()
                 .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+                .replace('"', "\\\"");
+            let msg = render::printable(&msg);
             writeln!(
                 f,
                 "ts={} level={} msg=\"{msg}\"",
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 r.level().as_str().to_lowercase()
+            )
+        });
+    } else {
+        b.format(|f, r| {
+            let style = f.default_level_style(r.level());
+            writeln!(
+                f,
+                "[{} {style}{:<5}{style:#}] {}",
+                f.timestamp(),
+                r.level(),
+                render::printable(&r.args().to_string())
             )
         });
     }
@@ -137,7 +162,8 @@ fn one_line(err: &anyhow::Error) -> String {
         })
         .filter(|p| !p.is_empty())
         .collect();
-    parts.join(": ")
+    // An error may quote a name or a path (anyone can put an escape sequence in one).
+    render::printable(&parts.join(": ")).into_owned()
 }
 
 #[cfg(test)]
@@ -149,6 +175,12 @@ mod tests {
         assert_eq!(
             super::one_line(&e),
             "load pnm_ingress (needs Linux >= 5.12): verifier said"
+        );
+        // A name quoted in an error is shown escaped, as in the table and the view.
+        let e = anyhow::anyhow!("process 7 (\x1b]0;PWNED\x07) is gone");
+        assert_eq!(
+            super::one_line(&e),
+            "process 7 (\\u{1b}]0;PWNED\\u{7}) is gone"
         );
     }
 }

@@ -68,6 +68,134 @@ impl Traffic {
     }
 }
 
+/// Buckets of an [`RttHistogram`]: bucket `i` holds RTTs of at most 2^i µs (and more than
+/// 2^(i-1) µs for `i > 0`). The kernel's histogram (`procnetmon2_common::health`), whose
+/// bucket count `kernel` checks against this one at build time.
+pub const RTT_BUCKETS: usize = 30;
+
+/// The upper bound of RTT bucket `i`, µs.
+pub const fn rtt_bucket_bound_us(i: usize) -> u64 {
+    1 << i
+}
+
+/// Smoothed-RTT samples in log2 buckets (µs), and their sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RttHistogram {
+    /// Samples per bucket (see [`RTT_BUCKETS`]).
+    pub buckets: [u64; RTT_BUCKETS],
+    /// Sum of the samples, µs.
+    pub sum_us: u64,
+}
+
+impl Default for RttHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: [0; RTT_BUCKETS],
+            sum_us: 0,
+        }
+    }
+}
+
+impl RttHistogram {
+    /// Samples in all buckets.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Bucket-wise sum.
+    #[must_use]
+    pub fn plus(&self, o: &Self) -> Self {
+        let mut r = *self;
+        for (a, b) in r.buckets.iter_mut().zip(o.buckets) {
+            *a = a.saturating_add(b);
+        }
+        r.sum_us = r.sum_us.saturating_add(o.sum_us);
+        r
+    }
+
+    /// Bucket-wise difference, never below zero.
+    #[must_use]
+    pub fn minus(&self, o: &Self) -> Self {
+        let mut r = *self;
+        for (a, b) in r.buckets.iter_mut().zip(o.buckets) {
+            *a = a.saturating_sub(b);
+        }
+        r.sum_us = r.sum_us.saturating_sub(o.sum_us);
+        r
+    }
+
+    /// The `q` quantile (0 < q <= 1), µs: the upper bound of the bucket that holds the
+    /// sample of rank ceil(q × count) (the nearest-rank method, on buckets). So a p50 of 512
+    /// says the median sample is in (256, 512] µs. None without samples.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (i, c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(rtt_bucket_bound_us(i));
+            }
+        }
+        None
+    }
+
+    /// The upper bound of the highest non-empty bucket, µs (None without samples).
+    pub fn max_us(&self) -> Option<u64> {
+        self.buckets
+            .iter()
+            .rposition(|c| *c > 0)
+            .map(rtt_bucket_bound_us)
+    }
+}
+
+/// TCP health over a report's period: connections that failed, segments sent again, and the
+/// smoothed RTT of the connections (sampled once per socket per interval).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpHealth {
+    /// Outgoing connects that never reached ESTABLISHED, and incoming handshakes that never
+    /// completed.
+    pub connect_failures: u64,
+    /// TCP segments retransmitted.
+    pub retransmitted_segments: u64,
+    /// Smoothed-RTT samples.
+    pub rtt: RttHistogram,
+}
+
+impl TcpHealth {
+    /// Field-wise sum.
+    #[must_use]
+    pub fn plus(&self, o: &Self) -> Self {
+        Self {
+            connect_failures: self.connect_failures.saturating_add(o.connect_failures),
+            retransmitted_segments: self
+                .retransmitted_segments
+                .saturating_add(o.retransmitted_segments),
+            rtt: self.rtt.plus(&o.rtt),
+        }
+    }
+
+    /// Field-wise difference, never below zero.
+    #[must_use]
+    pub fn minus(&self, o: &Self) -> Self {
+        Self {
+            connect_failures: self.connect_failures.saturating_sub(o.connect_failures),
+            retransmitted_segments: self
+                .retransmitted_segments
+                .saturating_sub(o.retransmitted_segments),
+            rtt: self.rtt.minus(&o.rtt),
+        }
+    }
+
+    /// True when nothing was counted (no failure, no retransmission, no RTT sample).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// One row of a report: a process or the aggregate.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Row {
@@ -85,6 +213,8 @@ pub struct Row {
     pub tcp_connections: u32,
     /// UDP sockets open now.
     pub udp_connections: u32,
+    /// TCP health over the reported period (since the run or window started).
+    pub health: TcpHealth,
 }
 
 /// A process in a report.
@@ -112,6 +242,45 @@ pub struct ProcessReport {
     pub destinations: Option<Vec<Destination>>,
     /// Per destination class (`--class`/`--classes` only).
     pub classes: Option<Vec<ClassTraffic>>,
+    /// DNS that named nothing (`--destinations` only).
+    pub dns: Option<DnsCounts>,
+    /// Times its traffic could not be seen (a move to another cgroup); empty: none.
+    pub gaps: Vec<Gap>,
+}
+
+/// What of a target's DNS named nothing (`--destinations`): JSON `dns_unmatched`,
+/// `dns_dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DnsCounts {
+    /// Answers that matched no query the target's receiving socket sent (same socket,
+    /// server, transaction ID, question name and type, within 10 s).
+    pub unmatched: u64,
+    /// Queries and answers the kernel did not hand up: past the target's budget, or a full
+    /// perf buffer.
+    pub dropped: u64,
+}
+
+/// A time a target's traffic could not be seen: it moved to a cgroup the programs did not
+/// cover yet (or cannot cover), and sockets it made there were invisible until then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The cgroup it moved to.
+    pub cgroup: String,
+    /// CLOCK_MONOTONIC ns of the move (or, when the move was found at a tick, of the tick
+    /// before: the earliest it can have happened).
+    pub from_ns: u64,
+    /// CLOCK_MONOTONIC ns when counting there began (or, while `ongoing`, of the report).
+    pub to_ns: u64,
+    /// The cgroup cannot be covered (an ancestor of an attach point, or it refused the
+    /// programs): the gap lasts.
+    pub ongoing: bool,
+}
+
+impl Gap {
+    /// How long the gap lasted (so far).
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.to_ns.saturating_sub(self.from_ns))
+    }
 }
 
 /// A workload: a whole cgroup (`--cgroup`, `--container`) or a node-wide group (`--all`).
@@ -137,6 +306,8 @@ pub struct WorkloadReport {
     pub destinations: Option<Vec<Destination>>,
     /// Per destination class (classes on, whole-cgroup targets only).
     pub classes: Option<Vec<ClassTraffic>>,
+    /// DNS that named nothing (`--destinations`, whole-cgroup targets only).
+    pub dns: Option<DnsCounts>,
 }
 
 /// A target's traffic with one remote host, or with all hosts past the cap (`other`).
@@ -171,6 +342,9 @@ pub struct ClassTraffic {
     pub rate_in: f64,
     /// Send rate, bits per second.
     pub rate_out: f64,
+    /// The same traffic by protocol: what `/metrics` serves per `destination_class` (kept
+    /// by recordings; the table and JSON do not print it).
+    pub by_protocol: Traffic,
 }
 
 /// One connection of a process (`--details`).
@@ -219,4 +393,66 @@ pub struct Report {
     pub untracked_processes: u64,
     /// True for the final report of a `-t` window.
     pub is_final: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(samples: &[(usize, u64)]) -> RttHistogram {
+        let mut h = RttHistogram::default();
+        for (b, n) in samples {
+            h.buckets[*b] += n;
+        }
+        h
+    }
+
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        // (samples per bucket, q, expected µs)
+        type Case = (&'static [(usize, u64)], f64, Option<u64>);
+        let cases: [Case; 9] = [
+            (&[], 0.5, None),
+            (&[(6, 1)], 0.5, Some(64)),
+            (&[(6, 1)], 0.99, Some(64)),
+            // 10 samples: rank 5 is in bucket 4 (16 µs), rank 9 and 10 in bucket 10.
+            (&[(4, 5), (10, 5)], 0.5, Some(16)),
+            (&[(4, 5), (10, 5)], 0.51, Some(1024)),
+            (&[(4, 5), (10, 5)], 0.9, Some(1024)),
+            // 100 samples, one slow: p99 is rank 99 (fast), the max is the slow one.
+            (&[(9, 99), (20, 1)], 0.99, Some(512)),
+            (&[(9, 99), (20, 1)], 1.0, Some(1 << 20)),
+            (&[(0, 3)], 0.5, Some(1)),
+        ];
+        for (samples, q, want) in cases {
+            assert_eq!(hist(samples).quantile_us(q), want, "{samples:?} q={q}");
+        }
+        assert_eq!(hist(&[(9, 99), (20, 1)]).max_us(), Some(1 << 20));
+        assert_eq!(RttHistogram::default().max_us(), None);
+    }
+
+    #[test]
+    fn health_sums_and_differences() {
+        let a = TcpHealth {
+            connect_failures: 3,
+            retransmitted_segments: 10,
+            rtt: RttHistogram {
+                sum_us: 100,
+                ..hist(&[(5, 2)])
+            },
+        };
+        let b = TcpHealth {
+            connect_failures: 1,
+            retransmitted_segments: 20,
+            rtt: hist(&[(5, 1), (7, 1)]),
+        };
+        let s = a.plus(&b);
+        assert_eq!((s.connect_failures, s.retransmitted_segments), (4, 30));
+        assert_eq!(s.rtt.count(), 4);
+        let d = a.minus(&b);
+        assert_eq!((d.connect_failures, d.retransmitted_segments), (2, 0));
+        assert_eq!(d.rtt.buckets[5], 1);
+        assert_eq!(d.rtt.buckets[7], 0);
+        assert!(TcpHealth::default().is_empty() && !a.is_empty());
+    }
 }

@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    config::{Counting, Output, Run},
+    config::{CommandIo, Counting, Output, Run},
     error::UsageError,
     host::{
         cgroup,
@@ -129,6 +129,8 @@ pub enum TargetKind {
         argv: Vec<String>,
         /// The cgroup to create for it.
         cgroup: PathBuf,
+        /// How it meets the terminal.
+        io: CommandIo,
     },
 }
 
@@ -207,6 +209,9 @@ pub struct Schedule {
     pub every_interval: bool,
     /// Metrics are served: the run is a daemon, which outlives its targets.
     pub daemon: bool,
+    /// The run's last report covers all of it, like a window's (a command that has the
+    /// terminal: its life is the window).
+    pub whole_run: bool,
 }
 
 /// Hands out slots, one per target, in order; refuses more than the kernel's maps hold.
@@ -249,7 +254,14 @@ impl Plan {
             None
         };
         check_pid_count(&processes, t.children)?;
-        let mut targets = targets(t, processes, cgroups, &own_cgroup, agent_pid)?;
+        let mut targets = targets(
+            t,
+            run.command_io,
+            processes,
+            cgroups,
+            &own_cgroup,
+            agent_pid,
+        )?;
         let per_socket = !counting.interfaces.is_empty() || details(run);
         let paths = count_paths(&targets, per_socket, cgroup_storage_ok);
         for (t, path) in targets.iter_mut().zip(paths) {
@@ -276,6 +288,7 @@ impl Plan {
                 window: run.window,
                 every_interval: run.reports.output.every_interval(),
                 daemon: run.metrics.is_some(),
+                whole_run: run.reports.whole_run(),
             },
             series_grace: run.series_grace,
         })
@@ -300,9 +313,22 @@ impl Plan {
     /// The spawn-mode command's target, if any.
     pub fn command(&self) -> Option<(&Target, &[String], &Path)> {
         self.targets.iter().find_map(|t| match &t.kind {
-            TargetKind::Command { argv, cgroup } => Some((t, argv.as_slice(), cgroup.as_path())),
+            TargetKind::Command { argv, cgroup, .. } => {
+                Some((t, argv.as_slice(), cgroup.as_path()))
+            }
             _ => None,
         })
+    }
+
+    /// How the spawn-mode command meets the terminal (`Inherit` without one).
+    pub fn command_io(&self) -> CommandIo {
+        self.targets
+            .iter()
+            .find_map(|t| match &t.kind {
+                TargetKind::Command { io, .. } => Some(*io),
+                _ => None,
+            })
+            .unwrap_or(CommandIo::Inherit)
     }
 }
 
@@ -374,6 +400,7 @@ fn count_paths(targets: &[Target], per_socket: bool, storage_ok: bool) -> Vec<Co
 /// on the socket path until `count_paths` decides.
 fn targets(
     t: &crate::config::Targets,
+    command_io: crate::config::CommandIo,
     processes: Vec<ProcessFacts>,
     cgroups: Vec<CgroupFacts>,
     own_cgroup: &Path,
@@ -420,6 +447,7 @@ fn targets(
             kind: TargetKind::Command {
                 argv: t.command.clone(),
                 cgroup: spawn_cgroup(own_cgroup, agent_pid),
+                io: command_io,
             },
         });
     }
@@ -664,9 +692,17 @@ pub(crate) mod tests {
             let p = plan(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(shape(&p), *want, "{args:?}");
             assert_eq!(p.node_wide, *node_wide, "{args:?}");
-            let mut slots: Vec<u32> = p.targets.iter().map(|t| t.slot.0).collect();
-            slots.dedup();
+            // Every slot once: the plan's, and the table's own rows (a duplicate there would
+            // make the row above agree with a plan that shares a slot).
+            let slots: std::collections::BTreeSet<u32> =
+                p.targets.iter().map(|t| t.slot.0).collect();
             assert_eq!(slots.len(), p.targets.len(), "slots unique: {args:?}");
+            let wanted: std::collections::BTreeSet<u32> = want.iter().map(|(_, s)| *s).collect();
+            assert_eq!(
+                wanted.len(),
+                want.len(),
+                "the row's slots are unique: {args:?}"
+            );
         }
     }
 

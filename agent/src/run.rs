@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::{
-    config::{Metrics, Mode, Output as OutputKind, Reports, Run},
+    config::{CommandIo, Metrics, Mode, Output as OutputKind, Reports, Run, Stream},
     details::monotonic_ns,
     error::{self, UsageError},
     events::{Events, Next, Signals},
@@ -18,13 +18,19 @@ use crate::{
     metrics::{Limits, MetricsRegistry, MetricsServer, ServerThread},
     model::Report,
     plan::{Plan, TargetKind},
+    record,
     render::output::Output,
     session::{
+        ReportKind,
         decide::{Decision, Event},
         feed,
     },
     setup::{self, Env, Running},
-    tui::{Tui, keys::Input},
+    tui::{
+        Tui,
+        keys::Input,
+        pane::{self, Pane},
+    },
 };
 
 /// Runs `mode` until done. Returns the exit status: 0, or the spawned command's.
@@ -32,6 +38,7 @@ pub fn run(mode: &Mode) -> anyhow::Result<u8> {
     match mode {
         Mode::Watch(run) | Mode::Spawn(run) => watch(run),
         Mode::Cleanup { host_proc } => cleanup(host_proc.as_deref()),
+        Mode::Replay(args) => record::replay::run(args),
     }
 }
 
@@ -72,15 +79,23 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
         }
     }
     let plan = Plan::build(run, setup::survey(run, &env)?)?;
-    let output = Output::open(
-        run.reports.file.as_deref(),
-        run.reports.output.json(),
-        run.reports.output == OutputKind::LiveTable,
-    )?;
+    let output = if run.reports.file.is_none() && run.reports.stream == Stream::Stderr {
+        Output::stderr(run.reports.output.json())
+    } else {
+        Output::open(
+            run.reports.file.as_deref(),
+            run.reports.output.json(),
+            run.reports.output == OutputKind::LiveTable,
+        )?
+    }
+    .with_health_columns(run.counting.details);
     // Bound before anything is attached: a taken or bad address fails first.
     let bound = MetricsTask::bind(run.metrics)?;
+    // Checked and locked before anything is attached, too.
+    let record_dir = record::live::open_dir(run.record.as_ref())?;
     let mut running = setup::apply(&plan, &env)?;
     let metrics = MetricsTask::start(run.metrics, plan.series_grace, bound)?;
+    let mut recorder = record_dir.map(|d| record::live::start(run, d, &running.runner.session));
     let mut sink = Sink {
         out: output,
         view: None,
@@ -92,9 +107,12 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
         &mut sink,
         signals,
         metrics,
+        recorder.as_mut(),
     ));
+    // The recording's last block and end record.
+    drop(recorder);
     // The view (if open) gives the terminal back before the set-up is undone.
-    drop(sink);
+    sink.close_view();
     let state = running.state.take();
     drop(running); // detaches every program
     // Then processes move back and dedicated cgroups go. One that cannot go back stays, alive,
@@ -113,16 +131,7 @@ fn watch(run: &Run) -> anyhow::Result<u8> {
 /// Where /proc and the cgroup v2 tree are, and where runtimes keep container names.
 fn open_env(host_proc: Option<&std::path::Path>) -> anyhow::Result<Env> {
     let proc = match host_proc {
-        Some(dir) => {
-            anyhow::ensure!(
-                dir.join("self").exists() || dir.join("1").exists(),
-                UsageError::new(format!(
-                    "--host-proc {}: not a /proc mount; give the directory where the host's /proc is mounted",
-                    dir.display()
-                ))
-            );
-            ProcFs::new(dir)
-        }
+        Some(dir) => ProcFs::host(dir)?,
         None => ProcFs::default(),
     };
     // Runtime metadata (container names) of the host: under the parent of --host-proc DIR
@@ -151,11 +160,26 @@ async fn main_loop(
     sink: &mut Sink,
     signals: Signals,
     metrics: MetricsTask,
+    mut recorder: Option<&mut record::live::Live>,
 ) -> anyhow::Result<u8> {
     let s = plan.schedule;
     let mut events = Events::new(s.interval, s.window, run.pidfd.take(), signals)?;
+    if let Some(fd) = run.runner.programs.moves_fd() {
+        events.watch_moves(fd)?;
+    }
+    if plan.command_io() == CommandIo::Foreground {
+        events.watch_stops()?;
+    }
     if reports.output == OutputKind::View {
-        sink.view = Some(Tui::open(s.interval, s.window)?);
+        let pane = match (run.pty.take(), plan.command()) {
+            (Some(master), Some((_, argv, _))) => {
+                let keys = master.try_clone().context("dup the pseudo-terminal")?;
+                events.watch_pane(master)?;
+                Some(Pane::new(argv, pane::pty_size_now(), Some(keys)))
+            }
+            _ => None,
+        };
+        sink.view = Some(Tui::open(s.interval, s.window, pane)?);
         events.watch_terminal();
     }
     let named = named_pids(plan);
@@ -167,14 +191,30 @@ async fn main_loop(
             // A key only redraws the view (no tick: rates stay per interval), unless it quits.
             Next::Input(i) if !sink.input(i)? => continue,
             Next::Input(_) => Event::Quit,
+            // The command in the view's pane wrote something: only the pane changes.
+            Next::Output(bytes) => {
+                sink.command_output(&bytes)?;
+                continue;
+            }
         };
         let mut decision = runner.step(event, Instant::now())?;
         if let Some(reg) = &metrics.registry {
             feeder.feed(reg, &runner.session, &*runner.programs, &named);
         }
+        // `--record`: one frame per interval and at the end, whatever the report schedule
+        // (the report due now, or one built for the recording alone).
+        if let (None, Some(r)) = (decision.report, recorder.as_deref_mut())
+            && (event == Event::Tick || decision.stop)
+        {
+            let clock = (Instant::now(), monotonic_ns());
+            r.append(&runner.snapshot(ReportKind::Interval, reports.aggregate, clock)?);
+        }
         if let Some(kind) = decision.report {
             let clock = (Instant::now(), monotonic_ns());
             let report = runner.snapshot(kind, reports.aggregate, clock)?;
+            if let Some(r) = recorder.as_deref_mut() {
+                r.append(&report);
+            }
             match sink.write(report, decision.stop, plan.counting.details) {
                 Err(e) if error::is_broken_pipe(&e) => {
                     decision = runner.step(Event::OutputClosed, Instant::now())?;
@@ -219,6 +259,30 @@ impl Sink {
         }
     }
 
+    /// What the command in the view's pane wrote.
+    fn command_output(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match &mut self.view {
+            Some(t) => t.command_output(bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the view, if open: the terminal is given back, and the last lines of the
+    /// command's pane are printed, so what it said last (an error, a summary) stays on
+    /// screen.
+    fn close_view(&mut self) {
+        use std::io::Write as _;
+        let Some(t) = self.view.take() else {
+            return;
+        };
+        let lines = t.close();
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
+    }
+
     /// Writes `report`. An open view shows it; a report that ends the run (`last`) closes
     /// the view and is printed as the plain table, so the final figures stay on screen
     /// (with connection rows only if `--details` asked for them).
@@ -227,7 +291,7 @@ impl Sink {
             if !last {
                 return t.show(report);
             }
-            self.view = None;
+            self.close_view();
             if !details {
                 for p in &mut report.processes {
                     p.connections = None;

@@ -182,6 +182,7 @@ fn check_daemonset(file: &str) -> (Value, u16) {
     );
 
     check_runtime_state_mounts(file, pod, flag_value(args, "--host-proc"));
+    check_classes(file, pod, flag_value(args, "--classes"));
     check_no_pod_stoppers(file, pod);
 
     let annotations = at(&template, "/metadata/annotations");
@@ -193,6 +194,37 @@ fn check_daemonset(file: &str) -> (Value, u16) {
     );
     assert_eq!(annotations["prometheus.io/path"], "/metrics", "{file}");
     (template, port)
+}
+
+/// `--classes FILE` is a key of the classes ConfigMap, mounted read-only at FILE's directory,
+/// and the agent accepts its content (built-ins at least: the dashboard's cost view reads
+/// `destination_class`).
+fn check_classes(file: &str, pod: &Value, classes: &str) {
+    let path = Path::new(classes);
+    let dir = path.parent().expect("a directory").to_str().expect("utf8");
+    let key = path.file_name().expect("a file").to_str().expect("utf8");
+    let mount = array_at(pod, "/containers/0/volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{file}: nothing mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true, "{file}: {dir} read-only");
+    let volume = array_at(pod, "/volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{file}: no volume {}", mount["name"]));
+    let cm = load_one("configmap-classes.yaml", "ConfigMap");
+    assert_eq!(
+        volume["configMap"]["name"], cm["metadata"]["name"],
+        "{file}"
+    );
+    assert_eq!(str_at(&cm, "/metadata/namespace"), namespace());
+    let text = str_at(&cm, &format!("/data/{key}"));
+    let tmp = std::env::temp_dir().join(format!("pnm-classes-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, text).expect("write");
+    let set = procnetmon2::classes::ClassSet::from_flags(&[], Some(&tmp));
+    let _ = std::fs::remove_file(&tmp);
+    let set = set.unwrap_or_else(|e| panic!("configmap-classes.yaml: {e}"));
+    assert!(set.names.iter().any(|n| n == "internet"), "{:?}", set.names);
 }
 
 /// Each runtime's state directory, where the agent looks for it under the `--host-proc`
@@ -348,4 +380,94 @@ fn scrapers_target_metrics_port() {
         // The series carry the workload's namespace/pod/container labels.
         assert_eq!(ep["honorLabels"], true);
     }
+}
+
+/// Recording is opt-in: neither profile records; `recording-patch.yaml` adds `--record` on a
+/// hostPath (with retention) to the profile's own arguments, and leaves the securityContext
+/// (a read-only root filesystem) alone. Its arguments are a valid command line.
+#[test]
+fn recording_is_opt_in_and_patches_either_profile() {
+    let patch = load_one_untyped("recording-patch.yaml");
+    let container = &array_at(&patch, "/spec/template/spec/containers")[0];
+    assert!(
+        container.get("securityContext").is_none(),
+        "the patch keeps the profile's"
+    );
+    let patched: Vec<&str> = array_at(container, "/args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect();
+    for file in [
+        "daemonset-privileged.yaml",
+        "daemonset-least-privilege.yaml",
+    ] {
+        let (template, _) = check_daemonset(file);
+        let base = array_at(&template, "/spec/containers/0/args");
+        assert!(
+            !base.iter().any(|a| a == "--record"),
+            "{file} records by default"
+        );
+        assert_eq!(
+            container["name"], template["spec"]["containers"][0]["name"],
+            "{file}"
+        );
+        // The patch replaces the list: it must be the profile's plus the recorder's flags.
+        assert_eq!(
+            &patched[..base.len()],
+            base.iter()
+                .map(|a| a.as_str().expect("arg"))
+                .collect::<Vec<_>>(),
+            "{file}"
+        );
+        assert_eq!(
+            template["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true,
+            "{file}"
+        );
+    }
+    let args: Vec<Value> = patched.iter().map(|a| Value::from(*a)).collect();
+    let dir = flag_value(&args, "--record");
+    flag_value(&args, "--retain");
+    flag_value(&args, "--retain-size");
+    let mount = array_at(container, "/volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .expect("the recording directory is mounted");
+    let volume = array_at(&patch, "/spec/template/spec/volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("its volume");
+    assert_eq!(str_at(volume, "/hostPath/path"), "/var/lib/procnetmon2");
+    assert_eq!(str_at(volume, "/hostPath/type"), "DirectoryOrCreate");
+    // The classes file is the ConfigMap's (mounted in the pod): read from a copy here.
+    let cm = load_one("configmap-classes.yaml", "ConfigMap");
+    let tmp = std::env::temp_dir().join(format!("pnm-rec-classes-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, str_at(&cm, "/data/classes.yaml")).expect("write");
+    let classes = flag_value(&args, "--classes");
+    let local = tmp.to_str().expect("utf8");
+    let argv = std::iter::once("procnetmon2").chain(
+        patched
+            .iter()
+            .map(|a| if *a == classes { local } else { *a }),
+    );
+    let procnetmon2::cli::Parsed::Run(opt) = procnetmon2::cli::parse(argv) else {
+        panic!("the patched arguments do not parse: {patched:?}");
+    };
+    let mode = procnetmon2::config::Mode::from_opt(
+        &opt,
+        4_194_304,
+        procnetmon2::config::Terminal::default(),
+    );
+    let _ = std::fs::remove_file(&tmp);
+    let mode = mode.expect("valid flags");
+    let procnetmon2::config::Mode::Watch(run) = mode else {
+        panic!("the DaemonSet watches: {mode:?}");
+    };
+    assert!(run.record.is_some());
+}
+
+/// The single document of `file`, whatever its kind (a patch has none).
+fn load_one_untyped(file: &str) -> Value {
+    let docs = load(file);
+    assert_eq!(docs.len(), 1, "{file}: expected one document");
+    docs.into_iter().next().expect("one document")
 }

@@ -97,18 +97,29 @@ pub mod sock {
         pub slot: u32,
         /// Process (tgid, in the initial pid namespace) that created the socket.
         pub tgid: u32,
+        /// TCP: the epoch (the `RTT_EPOCH` map's value) in which the packet path last took this socket's
+        /// smoothed RTT (one sample per socket per epoch). A plain store, not under `lock`:
+        /// two CPUs racing may both sample once in the same epoch, which only bounds the
+        /// rate at two.
+        pub rtt_epoch: u32,
         /// Protocol index (`PROTO_*`).
         pub proto: u8,
         /// Address family (`AF_INET` = 2, `AF_INET6` = 10).
         pub family: u8,
+        /// 1 once the process released the socket (`cgroup/sock_release`, which runs before
+        /// TCP's close): a connect it gives up on is told apart from one the network ends.
+        /// A u8 flag; a plain store (it only ever goes from 0 to 1).
+        pub released: u8,
         /// Explicit padding; always zero.
-        pub _pad: [u8; 2],
+        pub _pad: u8,
         /// Guards `flags` and `counted` (taken on state changes only, never per packet).
         /// Programs may not load or store it directly, nor copy a whole `SockState` out of
         /// the map: read fields one by one.
         pub lock: bpf_spin_lock,
+        /// Explicit padding; always zero.
+        pub _pad2: u32,
     }
-    const _: () = assert!(core::mem::size_of::<SockState>() == 48);
+    const _: () = assert!(core::mem::size_of::<SockState>() == 56);
 }
 
 /// Running totals per target.
@@ -397,16 +408,267 @@ pub mod dest {
     /// one trie serves both families.
     pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
+    /// `DnsHeader::kind`: a query a target's socket sent (UDP to port 53).
+    pub const DNS_QUERY: u8 = 0;
+    /// `DnsHeader::kind`: an answer to a query of that socket (UDP from port 53).
+    pub const DNS_ANSWER: u8 = 1;
+    /// An answer counts only this long after its query (ns): resolvers give up after 5 s
+    /// per try (glibc's default), so a real answer is never later than that.
+    pub const DNS_ANSWER_WITHIN_NS: u64 = 10_000_000_000;
+    /// Capacity of `DNS_PENDING` (queries waiting for an answer, all targets; LRU).
+    pub const MAX_DNS_PENDING: u32 = 16_384;
+    /// Most `DNS_EVENTS` records per target, per CPU, per `DNS_WINDOW_NS`; past it they are
+    /// dropped and counted (`DnsState::dropped`), so one target's DNS cannot fill the perf
+    /// buffers the others' answers need.
+    pub const DNS_BUDGET: u64 = 64;
+    /// The budget's window (1 s).
+    pub const DNS_WINDOW_NS: u64 = 1_000_000_000;
+
     /// Header of a `DNS_EVENTS` record; the packet (from its IP header) follows it.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct DnsHeader {
-        /// Target slot of the receiving socket.
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the packet passed.
+        pub ns: u64,
+        /// Cookie of the target's socket that sent the query or received the answer.
+        pub cookie: u64,
+        /// Target slot of that socket.
         pub slot: u32,
         /// Bytes of packet that follow.
         pub len: u32,
+        /// `DNS_QUERY` or `DNS_ANSWER`.
+        pub kind: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 7],
     }
-    const _: () = assert!(core::mem::size_of::<DnsHeader>() == 8);
+    const _: () = assert!(core::mem::size_of::<DnsHeader>() == 32);
+
+    /// Key of `DNS_PENDING`: a query in flight, as its answer must match it: the socket that
+    /// sent it, the server it was sent to and its transaction ID. Value: until when (ns) an
+    /// answer may come.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct DnsPendingKey {
+        /// Socket cookie.
+        pub cookie: u64,
+        /// The server's address (network order; IPv4 in `[0]`).
+        pub addr: [u32; 4],
+        /// Transaction ID, as on the wire.
+        pub txid: u16,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u8,
+        /// Explicit padding; always zero.
+        pub _pad: [u8; 5],
+    }
+    const _: () = assert!(core::mem::size_of::<DnsPendingKey>() == 32);
+
+    /// One `DNS_STATE` entry (per target, per CPU): the budget's window and what was not
+    /// handed up.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DnsState {
+        /// Start of the current budget window (ns).
+        pub window_ns: u64,
+        /// Records handed up in it.
+        pub used: u64,
+        /// Answers that matched no query of the receiving socket (socket, server,
+        /// transaction ID) within `DNS_ANSWER_WITHIN_NS`: never handed up.
+        pub unmatched: u64,
+        /// Queries and answers past the budget, or refused by a full perf buffer.
+        pub dropped: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<DnsState>() == 32);
+}
+
+/// A target's process moving to another cgroup (raw tracepoint `cgroup_attach_task`).
+pub mod moves {
+    /// One `MOVES` ring-buffer record.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MoveEvent {
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the move was done.
+        pub ns: u64,
+        /// The process (tgid) that moved.
+        pub tgid: u32,
+        /// Its target slot.
+        pub slot: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<MoveEvent>() == 16);
+
+    /// Size of the `MOVES` ring buffer in bytes (a power of two, a multiple of the page):
+    /// 16-byte records with an 8-byte header each, about 680 moves between two reads.
+    pub const MOVES_RING_BYTES: u32 = 16_384;
+}
+
+/// TCP health (issue 29): connection failures, retransmitted segments and a smoothed-RTT
+/// histogram, per target slot (`TARGET_HEALTH`) and per `--all` cgroup (`NODE_HEALTH`);
+/// written by `ebpf/src/health.rs`, read by the agent.
+pub mod health {
+    /// Buckets of the RTT histogram. Bucket `i` counts smoothed RTTs `v` (µs) with
+    /// `v <= 2^i` (and `v > 2^(i-1)` for `i > 0`): log2 buckets whose upper bounds are powers
+    /// of two. The kernel keeps `srtt_us` as a u32 holding the RTT << 3, so no RTT exceeds
+    /// 2^29 µs and these 30 buckets hold every value.
+    pub const RTT_BUCKETS: usize = 30;
+
+    /// The bucket of an RTT of `us` microseconds: `ceil(log2(us))`, 0 for 0 and 1.
+    #[inline(always)]
+    pub const fn rtt_bucket(us: u32) -> usize {
+        if us <= 1 {
+            return 0;
+        }
+        // Bits of (us - 1), by halving: no loop, no count-leading-zeros instruction (BPF
+        // has none), the same on both sides of the ABI.
+        let mut x = us - 1;
+        let mut b = 0;
+        if x >> 16 != 0 {
+            x >>= 16;
+            b += 16;
+        }
+        if x >> 8 != 0 {
+            x >>= 8;
+            b += 8;
+        }
+        if x >> 4 != 0 {
+            x >>= 4;
+            b += 4;
+        }
+        if x >> 2 != 0 {
+            x >>= 2;
+            b += 2;
+        }
+        if x >> 1 != 0 {
+            x >>= 1;
+            b += 1;
+        }
+        b + x as usize
+    }
+
+    /// One `TARGET_HEALTH` / `NODE_HEALTH` value: cumulative since the programs were loaded
+    /// (a `NODE_HEALTH` key until the agent drains its removed cgroup). Shared by all CPUs:
+    /// events are rare (a failure, a retransmission, one RTT sample per socket per epoch), so
+    /// plain atomic adds (XADD, every kernel) cost less than per-CPU copies of 272 bytes.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Health {
+        /// Outgoing connects that never reached ESTABLISHED: sock_ops state callback from
+        /// SYN_SENT to CLOSE (refused, reset, timed out, unreachable, or abandoned by the
+        /// application), one per attempt.
+        pub connect_failures: u64,
+        /// Incoming handshakes of full sockets that never reached ESTABLISHED (SYN_RECV to
+        /// CLOSE: TCP Fast Open children). Handshakes still in a request mini-socket are in
+        /// `HANDSHAKES`, resolved by the agent.
+        pub handshake_failures: u64,
+        /// Retransmitted segments: the `segs` argument of each retransmit callback (what
+        /// the kernel adds to `RetransSegs` at the same place), plus the SYN-ACK
+        /// retransmissions an accepted socket inherits from its request (`total_retrans`
+        /// at passive-established).
+        pub retrans_segs: u64,
+        /// Sum of the RTT samples, µs (the histogram's `_sum`).
+        pub rtt_sum_us: u64,
+        /// RTT samples per bucket (see [`RTT_BUCKETS`]).
+        pub rtt_buckets: [u64; RTT_BUCKETS],
+    }
+    const _: () = assert!(core::mem::size_of::<Health>() == 272);
+
+    impl Default for Health {
+        fn default() -> Self {
+            Self {
+                connect_failures: 0,
+                handshake_failures: 0,
+                retrans_segs: 0,
+                rtt_sum_us: 0,
+                rtt_buckets: [0; RTT_BUCKETS],
+            }
+        }
+    }
+
+    /// Capacity of `NODE_HEALTH` (cgroups with TCP health under `--all`).
+    pub const MAX_NODE_HEALTH: u32 = 16_384;
+    /// Capacity of `HANDSHAKES` (incoming handshakes in flight in request mini-sockets).
+    pub const MAX_HANDSHAKES: u32 = 16_384;
+    /// `Handshake::slot` / `Handoff::slot` when no target owns the listener.
+    pub const NO_SLOT: u32 = u32::MAX;
+    /// `HANDOFF` entry of the socket and cgroup paths (a target's slot).
+    pub const HANDOFF_TARGET: u32 = 0;
+    /// `HANDOFF` entry of the node path (`--all`: a cgroup).
+    pub const HANDOFF_NODE: u32 = 1;
+    /// Slots of each path's share of `RTT_SEEN` (a power of two): the cgroup and node paths,
+    /// which look no socket up per packet, keep the epoch of their last RTT sample per slot
+    /// of the packet's flow hash instead of per socket.
+    pub const RTT_SEEN_SLOTS: u32 = 65_536;
+
+    /// One `SOCK_CGROUP` value: what sock_ops, which has no cgroup helper (none on 5.10, and
+    /// `current` means nothing in its softirq callbacks), needs to know of a TCP socket that
+    /// the socket path does not track. The node path (`--all`) stamps every new TCP socket's
+    /// cgroup at `cgroup/sock_create` (cloned to the sockets a listener accepts; an accepted
+    /// socket of a listener older than the run gets it at passive-established); the cgroup
+    /// path makes one only when a process releases a socket still connecting.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct NodeSock {
+        /// cgroup v2 id the socket was created in (0: none known, on the cgroup path).
+        pub cgroup_id: u64,
+        /// 1 once the process released the socket (see `SockState::released`).
+        pub released: u32,
+        /// Explicit padding; always zero.
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<NodeSock>() == 16);
+
+    /// `HANDOFF` (per CPU): the listener whose packet an ingress program just passed, read by
+    /// the sock_ops callback that follows on the same CPU in the same softirq when the kernel
+    /// makes a request mini-socket for it (which has no storage and no listener pointer in
+    /// sock_ops), or accepts a connection from it. Two entries: [`HANDOFF_TARGET`], written by
+    /// the socket and cgroup paths' programs (the slot), and [`HANDOFF_NODE`], written by the
+    /// node path's (the cgroup), each by every listener packet its writers see.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Handoff {
+        /// [`HANDOFF_NODE`]: the listener's cgroup id (0: none).
+        pub cgroup_id: u64,
+        /// [`HANDOFF_TARGET`]: the listener's target slot, or [`NO_SLOT`].
+        pub slot: u32,
+        /// The listener's port (host order); 0 = nothing handed off.
+        pub local_port: u16,
+        /// Explicit padding; always zero.
+        pub _pad: u16,
+    }
+    const _: () = assert!(core::mem::size_of::<Handoff>() == 16);
+
+    /// Key of `HANDSHAKES`: a request mini-socket's addresses, as the accepted socket will
+    /// have them.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct HandshakeKey {
+        /// Local address, network order; IPv4 in `[0]`.
+        pub local_ip: [u32; 4],
+        /// Remote address, network order; IPv4 in `[0]`.
+        pub remote_ip: [u32; 4],
+        /// Local port, host order.
+        pub local_port: u16,
+        /// Remote port, host order.
+        pub remote_port: u16,
+        /// `AF_INET` or `AF_INET6`.
+        pub family: u16,
+        /// Explicit padding; always zero.
+        pub _pad: u16,
+    }
+    const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 40);
+
+    /// Value of `HANDSHAKES`: who owns the listener, and when the request was made.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Handshake {
+        /// `--all`: the listener's cgroup id (0: none).
+        pub cgroup_id: u64,
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the request's creation.
+        pub started_ns: u64,
+        /// The listener's target slot, or [`NO_SLOT`].
+        pub slot: u32,
+        /// Explicit padding; always zero.
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<Handshake>() == 24);
 }
 
 #[cfg(feature = "user")]
@@ -422,4 +684,10 @@ mod pod {
     unsafe impl aya::Pod for crate::dest::DestKey {}
     unsafe impl aya::Pod for crate::dest::DestOther {}
     unsafe impl aya::Pod for crate::dest::NodeDestKey {}
+    unsafe impl aya::Pod for crate::health::Health {}
+    unsafe impl aya::Pod for crate::health::NodeSock {}
+    unsafe impl aya::Pod for crate::health::HandshakeKey {}
+    unsafe impl aya::Pod for crate::health::Handshake {}
+    unsafe impl aya::Pod for crate::dest::DnsState {}
+    unsafe impl aya::Pod for crate::dest::DnsPendingKey {}
 }

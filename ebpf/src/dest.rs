@@ -10,13 +10,17 @@
 //! atomic adds (XADD) and per-CPU maps: nothing here needs the newer atomics (5.12).
 
 use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_F_CURRENT_CPU,
     btf_maps::{HashMap, lpm_trie::Key},
+    helpers::generated::{bpf_get_socket_cookie, bpf_perf_event_output},
     programs::SkBuffContext,
 };
 use procnetmon2_common::{
     dest::{
-        CLASS_DEFAULT, CLASS_NONE, DestKey, DestOther, DnsHeader, MAX_DNS_PACKET, NodeDestKey,
-        V4_MAPPED_PREFIX,
+        CLASS_DEFAULT, CLASS_NONE, DNS_ANSWER, DNS_ANSWER_WITHIN_NS, DNS_BUDGET, DNS_QUERY,
+        DNS_WINDOW_NS, DestKey, DestOther, DnsHeader, DnsPendingKey, DnsState, MAX_DNS_PACKET,
+        NodeDestKey, V4_MAPPED_PREFIX,
     },
     sock::{PROTO_UDP, SockState},
     traffic::Counters,
@@ -25,9 +29,10 @@ use procnetmon2_common::{
 use crate::{
     maps::{
         CLASS_CACHE, CLASS_CACHE_SLOTS, CLASS_CIDRS, CLASS_LOST, CLASS_TOTALS, DEST_OTHER,
-        DEST_TOTALS, DNS_EVENTS, NODE_DEST_LOST, NODE_DEST_OTHER, NODE_DEST_TOTALS,
+        DEST_TOTALS, DNS_EVENTS, DNS_PENDING, DNS_STATE, NODE_DEST_LOST, NODE_DEST_OTHER,
+        NODE_DEST_TOTALS,
     },
-    track::{add_percpu, add_shared, atomic_add},
+    track::{add_percpu, add_shared, atomic_add, now_ns},
 };
 
 /// Knob: look each packet's remote address up in `CLASS_CIDRS` (`--class`, `--classes`).
@@ -45,7 +50,7 @@ static PNM_DEST_CAP: u64 = 0;
 /// Knob: keep per-remote-host totals per cgroup on `--all` (`--all --destinations`).
 #[unsafe(no_mangle)]
 static PNM_NODE_DESTS: u8 = 0;
-/// Knob: hand DNS answers received by targets' UDP sockets up to the agent.
+/// Knob: hand targets' DNS queries, and the answers that match them, up to the agent.
 #[unsafe(no_mangle)]
 static PNM_DNS: u8 = 0;
 
@@ -63,7 +68,7 @@ fn knob_u8(k: *const u8) -> bool {
 
 /// Charges one skb of target `slot` (socket state `st`, or null on the cgroup path, which has
 /// none: then the class comes from the per-CPU cache) to its remote host and class, and
-/// hands DNS answers up. Returns whether the packet went into `CLASS_TOTALS`: with classes on,
+/// hands DNS queries and their answers up. Returns whether the packet went into `CLASS_TOTALS`: with classes on,
 /// the class array *is* the target's totals (the agent sums a target's classes and adds its
 /// `TARGET_TOTALS` entry), so the caller charges `TARGET_TOTALS` only when this returns false
 /// (classes off, not an IP packet, or a slot past the array). One per-CPU add per packet
@@ -79,7 +84,7 @@ pub fn count(
 ) -> bool {
     let classes = knob_u8(&raw const PNM_CLASSES);
     let dests = knob_u8(&raw const PNM_DESTS);
-    let dns = knob_u8(&raw const PNM_DNS) && ingress && proto == PROTO_UDP;
+    let dns = knob_u8(&raw const PNM_DNS) && proto == PROTO_UDP;
     if !classes && !dests && !dns {
         return false;
     }
@@ -102,7 +107,7 @@ pub fn count(
         add_dest(slot, family, addr, class, ingress, len);
     }
     if dns {
-        dns_answer(ctx, slot, family, len);
+        dns_packet(ctx, slot, family, addr, ingress, len);
     }
     charged
 }
@@ -372,29 +377,113 @@ unsafe fn charge_new_host<K, const M: usize, const F: usize>(
     }
 }
 
-/// A UDP datagram from port 53 to a target's socket: hand the packet (from its IP header, at
-/// most `MAX_DNS_PACKET` bytes) to the agent, which parses the answers. Nothing is sent.
+/// A target's UDP datagram to port 53 (a query) or from port 53 (an answer): hands it (from
+/// its IP header, at most `MAX_DNS_PACKET` bytes) to the agent, which parses and matches them.
+/// Nothing is sent. Two bounds keep a flood from port 53 off the perf buffers:
+/// - an answer is handed up only when the receiving socket sent a query to that server with
+///   that transaction ID in the last `DNS_ANSWER_WITHIN_NS` (`DNS_PENDING`); any other
+///   answer is counted as unmatched and dropped here, so its cost is one hash lookup;
+/// - each target hands up at most `DNS_BUDGET` records per CPU per second; more are counted
+///   as dropped, as are records a full perf buffer refused.
+///
+/// A query whose record was not handed up is not put in `DNS_PENDING`: its answer then
+/// counts as unmatched, never as a name. IPv6 extension headers are not followed (the
+/// verifier wants fixed offsets; resolvers send none): such a datagram is not DNS here.
 #[inline(always)]
-fn dns_answer(ctx: &SkBuffContext, slot: u32, family: u8, len: u64) {
+fn dns_packet(ctx: &SkBuffContext, slot: u32, family: u8, addr: [u32; 4], ingress: bool, len: u64) {
     let (proto_off, l4_off) = if family == AF_INET {
         let Ok(first) = ctx.load::<u8>(0) else {
             return;
         };
         (9, usize::from(first & 0x0f) * 4)
     } else {
-        // Extension headers are not followed: resolvers' answers carry none.
         (6, 40)
     };
     if ctx.load::<u8>(proto_off) != Ok(17) {
         return;
     }
-    match ctx.load::<u16>(l4_off) {
+    // Source port of an answer, destination port of a query.
+    match ctx.load::<u16>(if ingress { l4_off } else { l4_off + 2 }) {
         Ok(p) if u16::from_be(p) == DNS_PORT => {}
         _ => return,
     }
+    let Ok(txid) = ctx.load::<u16>(l4_off + 8) else {
+        return;
+    };
+    let Some(state) = DNS_STATE.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: helper on the program context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = DnsPendingKey {
+        cookie,
+        addr,
+        txid,
+        family,
+        _pad: [0; 5],
+    };
+    let now = now_ns();
+    if ingress {
+        // SAFETY: read-only lookup; the value is copied out at once.
+        match unsafe { DNS_PENDING.get(key) } {
+            Some(&until) if now <= until => {}
+            // SAFETY: `state` is this CPU's live array value.
+            _ => return atomic_add(unsafe { &raw mut (*state).unmatched }, 1),
+        }
+    }
+    // SAFETY: as above.
+    if !take_budget(state, now) || !output(ctx, slot, cookie, now, ingress, len) {
+        // SAFETY: as above.
+        return atomic_add(unsafe { &raw mut (*state).dropped }, 1);
+    }
+    if !ingress {
+        let _ = DNS_PENDING.insert(key, now + DNS_ANSWER_WITHIN_NS, 0);
+    }
+}
+
+/// Takes one record from the target's budget on this CPU; false when it is spent.
+#[inline(always)]
+fn take_budget(state: *mut DnsState, now: u64) -> bool {
+    // SAFETY: this CPU's live array value. A program interrupting this one on the same CPU
+    // may race on the window: at worst a record more or less passes, the counts stay right.
+    unsafe {
+        if now.wrapping_sub((*state).window_ns) > DNS_WINDOW_NS {
+            (*state).window_ns = now;
+            (*state).used = 0;
+        }
+        if (*state).used >= DNS_BUDGET {
+            return false;
+        }
+        (*state).used += 1;
+    }
+    true
+}
+
+/// Hands the packet up with its header; false when the perf buffer refused it (full).
+/// The helper is called directly: aya-ebpf's `output` drops its result.
+#[inline(always)]
+fn output(ctx: &SkBuffContext, slot: u32, cookie: u64, now: u64, ingress: bool, len: u64) -> bool {
     let n = (len as u32).min(MAX_DNS_PACKET);
-    let hdr = DnsHeader { slot, len: n };
+    let hdr = DnsHeader {
+        ns: now,
+        cookie,
+        slot,
+        len: n,
+        kind: if ingress { DNS_ANSWER } else { DNS_QUERY },
+        _pad: [0; 7],
+    };
     // The upper 32 bits of the flags (BPF_F_CTXLEN_MASK) ask the helper to append `n` bytes
     // of the skb after `hdr`.
-    DNS_EVENTS.output(ctx, &hdr, n);
+    let flags = (u64::from(n) << 32) | BPF_F_CURRENT_CPU;
+    // SAFETY: the map is a perf event array in `.maps`; `hdr` lives across the call.
+    let ret = unsafe {
+        bpf_perf_event_output(
+            ctx.as_ptr(),
+            core::ptr::from_ref(&DNS_EVENTS).cast_mut().cast(),
+            flags,
+            core::ptr::from_ref(&hdr).cast_mut().cast(),
+            core::mem::size_of::<DnsHeader>() as u64,
+        )
+    };
+    ret == 0
 }

@@ -15,11 +15,12 @@
 //! | `pnm_ingress`, `pnm_egress` | cgroup_skb | count bytes per target, found by the socket's state |
 //! | `pnm_sock_create` | cgroup/sock_create | a target's new socket gets its state (owner) |
 //! | `pnm_sock_release` | cgroup/sock_release | a socket closes: leave the gauge, close the record |
-//! | `pnm_sockops` | sock_ops | TCP established / state changes / RTT, retransmits |
+//! | `pnm_sockops` | sock_ops | TCP connect / established / state changes / RTT, retransmits; TCP health (`health.rs`) |
 //! | `pnm_post_bind4/6`, `pnm_connect4/6`, `pnm_sendmsg4/6` | cgroup sock / sock_addr | UDP socket becomes bound or connected |
 //! | `pnm_fork`, `pnm_exit` | raw_tp sched_process_fork / exit | children join their target; exited PIDs leave |
-//! | `pnm_cg_*` (whole.rs) | the same hooks | the cgroup path: the target named by `CG_SLOT`, no socket lookup |
-//! | `pnm_all_ingress`, `pnm_all_egress`, `pnm_all_sock_create` (node.rs) | cgroup_skb, sock_create | `--all` by cgroup; namespace stamps for `--all -i` |
+//! | `pnm_cgroup_attach` | raw_tp cgroup_attach_task | a target's process moved to another cgroup: tell the agent at once |
+//! | `pnm_cg_*` (whole.rs) | the same hooks | the cgroup path: the target named by `CG_SLOT`, no socket lookup; its TCP health |
+//! | `pnm_all_*` (node.rs) | cgroup_skb, sock_create, sock_release, sock_ops | `--all` by cgroup; its TCP health; namespace stamps for `--all -i` |
 //!
 //! Minimum kernel: 5.10, measured (docs/kernels.md): bpf links for cgroups 5.7, socket
 //! storage with `BPF_F_CLONE` 5.4, `bpf_spin_lock` in socket storage; only the plain atomic
@@ -35,6 +36,7 @@
 )]
 
 mod dest;
+mod health;
 mod maps;
 mod node;
 mod track;
@@ -109,6 +111,20 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
         return ALLOW;
     }
     let ingress = dir == Dir::In;
+    if ingress && let Some(port) = health::listening(bpf_sk) {
+        // Issue 29: a listener's packet names the owner of the request the kernel makes next
+        // (none for a listener no target owns: that clears what another listener left).
+        // Whatever the interface: health is not filtered by `-i`. Listeners' packets only
+        // (SYNs, final ACKs): one field load per packet to know.
+        let st = state_of(bpf_sk.cast());
+        let slot = if st.is_null() {
+            procnetmon2_common::health::NO_SLOT
+        } else {
+            // SAFETY: `st` is a live storage value.
+            unsafe { (*st).slot }
+        };
+        health::hand_off_target(port, slot);
+    }
     // SAFETY: ctx field read.
     let ifindex = unsafe { (*skb).ifindex };
     // With -i, a packet counts only through a chosen interface. `skb->ifindex` is the device
@@ -140,6 +156,8 @@ fn count(ctx: &SkBuffContext, dir: Dir) -> i32 {
     if !dest::count(ctx, st, slot, proto, ingress, len) {
         add_totals(slot, proto, ingress, len);
     }
+    // Issue 29: the socket's smoothed RTT, once per epoch (a compare per packet otherwise).
+    health::sample_target_rtt(bpf_sk, st, proto);
 
     let mut want = 0;
     if flags & FLAG_IFACE_OK == 0 {
@@ -376,6 +394,48 @@ fn untracked_event(index: u32) {
     }
 }
 
+/// raw_tp/cgroup_attach_task: a process was moved to another cgroup (a write to
+/// `cgroup.procs` or `cgroup.threads`, by itself or anyone; also on cgroup v1 hierarchies).
+/// When it is a target's, the agent is told at once through `MOVES` (its loop wakes on the
+/// ring buffer), so it attaches at the new cgroup and stamps the process's sockets in that
+/// same turn: the sockets the process makes there are invisible to every program until then.
+///
+/// Arguments, the same from 5.0 to 6.18 (include/trace/events/cgroup.h, `cgroup_migrate`
+/// class; `btf_trace_cgroup_attach_task` in the running kernel's BTF): (struct cgroup
+/// *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup). It fires after
+/// the migration succeeded, once per call (for the group leader when a whole process moves).
+/// The task's tgid is read at the offset taken from the kernel's BTF, as for forks.
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn pnm_cgroup_attach(ctx: RawTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(2);
+    let (_, tgid_off) = task_offsets();
+    // SAFETY: a probe read of an int field of the task at the BTF offset; a failed read
+    // returns an error, never faults.
+    let Ok(tgid) = (unsafe { bpf_probe_read_kernel(task.add(tgid_off as usize).cast::<i32>()) })
+    else {
+        return 0;
+    };
+    let tgid = tgid as u32;
+    // SAFETY: read-only lookup.
+    let Some(&slot) = (unsafe { TARGET_PIDS.get(tgid) }) else {
+        return 0;
+    };
+    let ev = procnetmon2_common::moves::MoveEvent {
+        ns: now_ns(),
+        tgid,
+        slot,
+    };
+    // Force the wake-up: the agent clears its readiness before it reads the ring, and a move
+    // is rare enough that a notification each costs nothing.
+    if maps::MOVES.output(ev, BPF_RB_FORCE_WAKEUP).is_err() {
+        untracked_event(2);
+    }
+    0
+}
+
+/// `BPF_RB_FORCE_WAKEUP` (include/uapi/linux/bpf.h).
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 /// raw_tp/sched_process_exit: forget an exiting process (when its group leader exits), so a
 /// later process reusing the PID is never taken for a target member.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -397,6 +457,8 @@ pub fn pnm_sock_release(ctx: SockContext) -> i32 {
     if st.is_null() {
         return ALLOW;
     }
+    // Issue 29: a connect the process abandons from here on is not the network's failure.
+    health::target_release(st);
     uncount(st);
     if details_on() {
         // SAFETY: helper on the program context.
@@ -414,96 +476,161 @@ pub fn pnm_sock_release(ctx: SockContext) -> i32 {
     ALLOW
 }
 
-/// sock_ops op codes and callback flags (include/uapi/linux/bpf.h).
+/// sock_ops op codes (include/uapi/linux/bpf.h).
+const OP_TIMEOUT_INIT: u32 = 1;
+const OP_TCP_CONNECT: u32 = 3;
 const OP_ACTIVE_ESTABLISHED: u32 = 4;
 const OP_PASSIVE_ESTABLISHED: u32 = 5;
 const OP_RETRANS: u32 = 9;
 const OP_STATE: u32 = 10;
 const OP_LISTEN: u32 = 11;
 const OP_RTT: u32 = 12;
-const CB_RETRANS: i32 = 1 << 1;
-const CB_STATE: i32 = 1 << 2;
-const CB_RTT: i32 = 1 << 3;
-/// `TCP_LISTEN` (include/net/tcp_states.h).
+/// `TCP_LISTEN`, `TCP_SYN_SENT` (include/net/tcp_states.h).
 const TCP_LISTEN: u8 = 10;
+const TCP_SYN_SENT: u32 = 2;
 
-/// sock_ops: TCP lifetimes. Established callbacks arm the state callback (and, with
-/// `--details`, RTT and retransmit callbacks) on each new connection of a target.
-/// `current` here is meaningless (passive-established reports the client): never used.
+/// sock_ops: TCP lifetimes and health of targets' sockets. `TCP_CONNECT_CB` arms the state
+/// and retransmit callbacks on a target's connecting socket (connect failures, issue 29);
+/// established callbacks arm them on each new connection (and, with `--details`, the RTT
+/// callback). Sockets that are no target's are left alone (`--all` has programs of its own,
+/// node.rs). `current` here is meaningless (passive-established reports the client): never
+/// used.
 #[sock_ops]
 pub fn pnm_sockops(ctx: SockOpsContext) -> u32 {
     let ops = ctx.ops;
     // SAFETY: ctx field read; null unless the socket is a full socket.
     let sk: *mut c_void = unsafe { (*ops).__bindgen_anon_2.sk }.cast();
+    let op = ctx.op();
     if sk.is_null() {
+        // A request mini-socket (an incoming handshake): no storage, no callback flags.
+        if op == OP_TIMEOUT_INIT {
+            health::request_made(&ctx, true);
+        }
         return 1;
     }
-    let op = ctx.op();
+    let rtt_details = if details_on() { health::CB_RTT } else { 0 };
     match op {
+        OP_TCP_CONNECT => {
+            if !state_of(sk).is_null() {
+                health::arm(&ctx, health::CB_STATE | health::CB_RETRANS | rtt_details);
+            }
+        }
         OP_ACTIVE_ESTABLISHED | OP_PASSIVE_ESTABLISHED | OP_LISTEN => {
             let st = state_of(sk);
             if st.is_null() {
                 return 1;
             }
-            if op == OP_LISTEN {
-                if details_on() {
-                    sockops_record(&ctx, st, TCP_LISTEN);
-                }
-                return 1;
-            }
-            let extra = if details_on() { CB_RTT | CB_RETRANS } else { 0 };
-            let bits = if ctx
-                .set_cb_flags(ctx.cb_flags() as i32 | CB_STATE | extra)
-                .is_ok()
-            {
-                FLAG_ESTABLISHED | FLAG_ARMED
-            } else {
-                FLAG_ESTABLISHED
-            };
             if op == OP_PASSIVE_ESTABLISHED {
-                accepted(st, bits);
-            } else {
-                mark(st, bits);
+                health::accepted(&ctx, health::target_owner(st));
             }
-            if details_on() {
-                sockops_record(&ctx, st, TCP_ESTABLISHED);
-            }
+            established(&ctx, st, op, rtt_details);
         }
         OP_STATE => {
+            // Into ESTABLISHED (an active connect armed at TCP_CONNECT_CB, whose established
+            // callback comes next; an accepted socket leaving SYN_RECV, whose came just
+            // before): neither the gauge nor health has anything to do here, and the storage
+            // lookup is skipped; `--details` records the state.
+            if ctx.arg(1) == u32::from(TCP_ESTABLISHED) && !details_on() {
+                return 1;
+            }
             let st = state_of(sk);
             if st.is_null() {
                 return 1;
             }
-            let new_state = ctx.arg(1);
-            if new_state != u32::from(TCP_ESTABLISHED) {
-                uncount(st);
-                if !details_on() {
-                    // The gauge needs only the first change out of ESTABLISHED: disarm, so the
-                    // two or three later changes of a closing connection (FIN_WAIT2,
-                    // TIME_WAIT, CLOSE) do not run this program (~200 ns each per connection).
-                    // `--details` keeps them: its record takes the close time at TCP_CLOSE.
-                    let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !CB_STATE);
-                }
+            if let Some(ev) = health::handshake_failure(&ctx) {
+                let owner = health::target_owner(st);
+                health::charge_failure(&ctx, ev, owner, health::target_released(st));
             }
-            if details_on() {
-                let r = sockops_record(&ctx, st, new_state as u8);
-                if !r.is_null() && new_state == u32::from(TCP_CLOSE) {
-                    // SAFETY: live map value.
-                    unsafe { (*r).close_ns = now_ns() };
+            state_changed(&ctx, st);
+        }
+        OP_RETRANS => {
+            let st = state_of(sk);
+            if !st.is_null() {
+                health::retransmitted(&ctx, health::target_owner(st));
+                if details_on() {
+                    record_state(&ctx, st);
                 }
             }
         }
-        OP_RTT | OP_RETRANS if details_on() => {
+        // Armed only with `--details`: the record's RTT (health samples on the packet path).
+        OP_RTT if details_on() => {
             let st = state_of(sk);
             if !st.is_null() {
-                // SAFETY: ctx field read.
-                let state = unsafe { (*ops).state } as u8;
-                sockops_record(&ctx, st, state);
+                record_state(&ctx, st);
             }
         }
         _ => {}
     }
     1
+}
+
+/// A target's socket is established (or listening): its gauge state, the callbacks its
+/// connection needs, and with `--details` its record.
+#[inline(always)]
+fn established(
+    ctx: &SockOpsContext,
+    st: *mut procnetmon2_common::sock::SockState,
+    op: u32,
+    rtt_details: i32,
+) {
+    if op == OP_LISTEN {
+        if details_on() {
+            sockops_record(ctx, st, TCP_LISTEN);
+        }
+        return;
+    }
+    let want = health::CB_STATE | health::CB_RETRANS | rtt_details;
+    let flags = ctx.cb_flags() as i32;
+    // Armed already at TCP_CONNECT_CB on the active side: no helper call then.
+    let armed = flags & want == want || ctx.set_cb_flags(flags | want).is_ok();
+    let bits = if armed {
+        FLAG_ESTABLISHED | FLAG_ARMED
+    } else {
+        FLAG_ESTABLISHED
+    };
+    if op == OP_PASSIVE_ESTABLISHED {
+        accepted(st, bits);
+    } else {
+        mark(st, bits);
+    }
+    if details_on() {
+        sockops_record(ctx, st, TCP_ESTABLISHED);
+    }
+}
+
+/// State callback on a target's socket: the gauge, and with `--details` its record.
+#[inline(always)]
+fn state_changed(ctx: &SockOpsContext, st: *mut procnetmon2_common::sock::SockState) {
+    let (old_state, new_state) = (ctx.arg(0), ctx.arg(1));
+    // A connect that failed (SYN_SENT → CLOSE) was never in the gauge: leaving its state as
+    // it is lets the process connect the same socket again and be counted then.
+    let never_established = old_state == TCP_SYN_SENT && new_state == u32::from(TCP_CLOSE);
+    if new_state != u32::from(TCP_ESTABLISHED) && !never_established {
+        uncount(st);
+    }
+    if new_state != u32::from(TCP_ESTABLISHED) && !details_on() {
+        // Only the first change out of ESTABLISHED (or out of the handshake) matters here:
+        // disarm, so the two or three later changes of a closing connection (FIN_WAIT2,
+        // TIME_WAIT, CLOSE) do not run this program (~200 ns each per connection). The
+        // retransmit callback stays. `--details` keeps them: its record takes the close
+        // time at TCP_CLOSE. A socket connected again is armed again at its connect.
+        let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 & !health::CB_STATE);
+    }
+    if details_on() {
+        let r = sockops_record(ctx, st, new_state as u8);
+        if !r.is_null() && new_state == u32::from(TCP_CLOSE) {
+            // SAFETY: live map value.
+            unsafe { (*r).close_ns = now_ns() };
+        }
+    }
+}
+
+/// `--details`: refreshes a target's record on an RTT or retransmit callback.
+#[inline(always)]
+fn record_state(ctx: &SockOpsContext, st: *mut procnetmon2_common::sock::SockState) {
+    // SAFETY: ctx field read.
+    let state = unsafe { (*ctx.ops).state } as u8;
+    sockops_record(ctx, st, state);
 }
 
 /// Creates or refreshes the `--details` record from a sock_ops context.

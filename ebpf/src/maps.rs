@@ -11,16 +11,23 @@ use aya_ebpf::{
         BPF_F_NO_PREALLOC,
         bpf_map_type::{BPF_MAP_TYPE_CGROUP_STORAGE, BPF_MAP_TYPE_SK_STORAGE},
     },
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerfEventArray},
+    btf_maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, PerfEventArray, RingBuf,
+    },
     helpers::generated::{bpf_get_local_storage, bpf_sk_storage_get},
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord, MAX_CONNS},
     dest::{
-        DestKey, DestOther, MAX_CIDRS, MAX_DESTS, MAX_NODE_DEST_CGROUPS, MAX_NODE_DESTS,
-        NodeDestKey,
+        DestKey, DestOther, DnsPendingKey, DnsState, MAX_CIDRS, MAX_DESTS, MAX_DNS_PENDING,
+        MAX_NODE_DEST_CGROUPS, MAX_NODE_DESTS, NodeDestKey,
+    },
+    health::{
+        Handoff, Handshake, HandshakeKey, Health, MAX_HANDSHAKES, MAX_NODE_HEALTH, NodeSock,
+        RTT_SEEN_SLOTS,
     },
     knobs::{CgroupKey, IfaceKey, MAX_CGROUP_KEYS, MAX_IFACES, MAX_NEW_IFACES},
+    moves::{MOVES_RING_BYTES, MoveEvent},
     sock::SockState,
     target::{MAX_TARGET_PIDS, MAX_TARGETS},
     traffic::{Counters, TargetTotals},
@@ -158,9 +165,16 @@ pub static UNTRACKED: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
 /// Events that leave traffic unattributable, per CPU: index 0 = a target's new socket whose
 /// owner stamp could not be allocated, 1 = a forked child that could not join its target
-/// (`TARGET_PIDS` full). Reported under `untracked`, never silent.
+/// (`TARGET_PIDS` full), 2 = a target's move to another cgroup that `MOVES` had no room for
+/// (the agent then finds it at its next tick). Reported, never silent.
 #[aya_ebpf::macros::btf_map]
-pub static UNTRACKED_EVENTS: PerCpuArray<u64, 2> = PerCpuArray::new();
+pub static UNTRACKED_EVENTS: PerCpuArray<u64, 3> = PerCpuArray::new();
+
+/// A target's process moved to another cgroup (`pnm_cgroup_attach`): a ring buffer (one
+/// pollable descriptor, 5.8+) the agent's loop wakes on, to attach there and stamp the
+/// process's new sockets at once rather than at its next tick.
+#[aya_ebpf::macros::btf_map]
+pub static MOVES: RingBuf<MoveEvent, { MOVES_RING_BYTES as usize }> = RingBuf::new();
 
 /// slot → [`ConnGauges`], `MAX_TARGETS` entries: connections open now. Shared (not per-CPU):
 /// updated with atomic adds on connection events only, never per packet.
@@ -304,7 +318,89 @@ pub static NODE_DEST_OTHER: HashMap<
 #[aya_ebpf::macros::btf_map]
 pub static NODE_DEST_LOST: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
-/// DNS answers (UDP from port 53) received by targets' sockets: a `DnsHeader`, then the
-/// packet from its IP header. Per-CPU perf buffers (4.18+; a ring buffer would need 5.8).
+/// DNS queries targets' sockets sent (UDP to port 53) and the answers to them: a
+/// `DnsHeader`, then the packet from its IP header. Per-CPU perf buffers: the packet bytes
+/// are copied from the skb by the helper (`BPF_F_CTXLEN_MASK`), which a ring buffer cannot.
 #[aya_ebpf::macros::btf_map]
 pub static DNS_EVENTS: PerfEventArray = PerfEventArray::new();
+
+// ---- TCP health (issue 29): see ebpf/src/health.rs.
+
+/// slot → [`Health`], shared, plain atomic adds (failures, retransmissions, RTT samples: rare
+/// events, never per packet). Sized by the agent at load (the plan's slots).
+#[aya_ebpf::macros::btf_map]
+pub static TARGET_HEALTH: Array<Health, { MAX_TARGETS as usize }> = Array::new();
+
+/// `--all`: cgroup id → [`Health`], shared, plain atomic adds; allocated on a cgroup's first
+/// event; the agent deletes a removed cgroup's key once it has charged it (as for
+/// `CGROUP_TOTALS`). One entry without `--all`.
+#[aya_ebpf::macros::btf_map]
+pub static NODE_HEALTH: HashMap<
+    u64,
+    Health,
+    { MAX_NODE_HEALTH as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// socket → [`NodeSock`]: a TCP socket's cgroup, for the node path's sock_ops (which has no
+/// cgroup helper), and whether its process released it while it was connecting. Created at
+/// the node path's `cgroup/sock_create` (process context, where the cgroup is `current`'s),
+/// cloned to accepted sockets; on the cgroup path only when a process releases a socket still
+/// connecting. Empty without `--all` and the cgroup path.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_CGROUP")]
+pub static SOCK_CGROUP: SkStorageDef<NodeSock, { BPF_F_NO_PREALLOC as usize | BPF_F_CLONE }> =
+    SkStorageDef::new();
+
+/// Index 0: the RTT sampling epoch, bumped by the agent once per tick. A socket (a slot of
+/// `RTT_SEEN`) gives at most one RTT sample per epoch (its `rtt_epoch` differs from this). An array lookup the verifier
+/// inlines, instead of a clock read per packet.
+#[aya_ebpf::macros::btf_map]
+pub static RTT_EPOCH: Array<u32, 1> = Array::new();
+
+/// Per CPU: the listener whose packet the ingress programs passed last ([`Handoff`]): entry
+/// `HANDOFF_TARGET` for the socket and cgroup paths, `HANDOFF_NODE` for the node path.
+#[aya_ebpf::macros::btf_map]
+pub static HANDOFF: PerCpuArray<Handoff, 2> = PerCpuArray::new();
+
+/// The cgroup path's, then the node path's `RTT_SEEN_SLOTS` slots: the RTT epoch in which a
+/// packet of that slot of the flow hash was last sampled (see `health::sample_flow_rtt`). A
+/// plain array: its lookups are inlined by the verifier, no helper call per packet.
+#[aya_ebpf::macros::btf_map]
+pub static RTT_SEEN: Array<u32, { 2 * RTT_SEEN_SLOTS as usize }> = Array::new();
+
+/// Incoming handshakes in request mini-sockets: addresses → owner and start. Inserted when the
+/// kernel makes the request (sock_ops `TIMEOUT_INIT` on a mini-socket), deleted by the accepted
+/// socket's passive-established callback; what is left and gone from the kernel's tables
+/// failed, which the agent resolves and deletes.
+#[aya_ebpf::macros::btf_map]
+pub static HANDSHAKES: HashMap<
+    HandshakeKey,
+    Handshake,
+    { MAX_HANDSHAKES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// A zeroed [`Health`], never written: where `NODE_HEALTH` inserts copy their initial value
+/// from (a map value as the value argument keeps 272 bytes off the BPF stack).
+#[aya_ebpf::macros::btf_map]
+pub static HEALTH_ZERO: Array<Health, 1> = Array::new();
+
+/// Index 0: TCP health events that could not be charged to a workload (`NODE_HEALTH` or
+/// `HANDSHAKES` full, a socket's `SOCK_CGROUP` not allocated), per CPU; the agent warns when
+/// it grows.
+#[aya_ebpf::macros::btf_map]
+pub static HEALTH_LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
+/// Queries in flight: (socket, server, transaction ID) → until when an answer may come. An
+/// answer without its key is never handed up (counted as unmatched), so a flood of answers
+/// nobody asked for costs the agent nothing. LRU: a target that asks more than it holds
+/// pushes out its oldest queries, whose answers then count as unmatched. Sized at load (1
+/// entry without DNS names).
+#[aya_ebpf::macros::btf_map]
+pub static DNS_PENDING: LruHashMap<DnsPendingKey, u64, { MAX_DNS_PENDING as usize }> =
+    LruHashMap::new();
+
+/// slot → [`DnsState`] per CPU: the target's budget of records handed up, and what was not
+/// handed up (unmatched answers, dropped records). Per CPU: no atomics on the budget.
+#[aya_ebpf::macros::btf_map]
+pub static DNS_STATE: PerCpuArray<DnsState, { MAX_TARGETS as usize }> = PerCpuArray::new();

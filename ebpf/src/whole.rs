@@ -26,6 +26,14 @@
 //! the task it interrupts). There the agent counts these targets on the socket path. Every
 //! helper used here exists for its program type on 5.10 too (docs/kernels.md).
 //!
+//! TCP health (issue 29, `health.rs`), charged to the same slot: the state and retransmit
+//! callbacks armed at `TCP_CONNECT_CB` and at establishment (connect failures, retransmitted
+//! segments), listeners' packets handed off to their requests' callbacks (incoming
+//! handshakes), and RTT sampled on the packet path per slot of the flow hash (`RTT_SEEN`).
+//! Still no socket storage for TCP, but for one case: a socket a process releases while it is
+//! connecting gets a `SOCK_CGROUP` value saying so (a connect the process abandons is not the
+//! network's failure).
+//!
 //! One target per attach point: the agent uses this path only for targets whose cgroup is
 //! neither inside nor above another target's (nested programs would both count a packet).
 
@@ -45,17 +53,22 @@ use procnetmon2_common::{
 
 use crate::{
     add_totals, dest,
+    health::{self, CB_RETRANS, CB_STATE, Owner, RTT_CG},
     maps::{CG_OLD, CG_SCANNING, CG_SLOT, SOCK_STATE},
     node::packet_proto,
     track::{ALLOW, gauge, initial_flags, mark, state_of, uncount},
     untracked_event,
 };
 
-/// sock_ops op codes and callback flags (include/uapi/linux/bpf.h).
+/// sock_ops op codes (include/uapi/linux/bpf.h).
+const OP_TIMEOUT_INIT: u32 = 1;
+const OP_TCP_CONNECT: u32 = 3;
 const OP_ACTIVE_ESTABLISHED: u32 = 4;
 const OP_PASSIVE_ESTABLISHED: u32 = 5;
+const OP_RETRANS: u32 = 9;
 const OP_STATE: u32 = 10;
-const CB_STATE: i32 = 1 << 2;
+/// `TCP_SYN_RECV` (include/net/tcp_states.h).
+const TCP_SYN_RECV: u32 = 3;
 /// Gauge deltas (wrapping: `u64::MAX` is −1).
 const PLUS: u64 = 1;
 const MINUS: u64 = u64::MAX;
@@ -104,7 +117,9 @@ pub fn pnm_cg_egress(ctx: SkBuffContext) -> i32 {
 
 /// Charges the skb to the target by its protocol (with classes, to its class instead; with
 /// `--destinations`, to its remote host too), then, for a TCP socket that left ESTABLISHED
-/// while some socket of the target may carry a counted state, looks for that state.
+/// while some socket of the target may carry a counted state, looks for that state. TCP
+/// health: a listener's packet is handed off to its request's callbacks; a TCP packet sent
+/// may give its socket's RTT sample.
 #[inline(always)]
 fn count(ctx: &SkBuffContext, ingress: bool) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
@@ -114,13 +129,21 @@ fn count(ctx: &SkBuffContext, ingress: bool) -> i32 {
         return ALLOW;
     }
     let slot = slot();
+    if ingress && let Some(port) = health::listening(sk) {
+        health::hand_off_target(port, slot);
+    }
     let len = u64::from(ctx.len());
     let proto = packet_proto(ctx, sk);
     if !dest::count(ctx, core::ptr::null_mut(), slot, proto, ingress, len) {
         add_totals(slot, proto, ingress, len);
     }
-    if proto == PROTO_TCP && flag(&CG_OLD, slot) {
-        leave_if_counted(sk);
+    if proto == PROTO_TCP {
+        if !ingress {
+            health::sample_flow_rtt(ctx, sk, RTT_CG, Owner::slot(slot));
+        }
+        if flag(&CG_OLD, slot) {
+            leave_if_counted(sk);
+        }
     }
     ALLOW
 }
@@ -140,36 +163,68 @@ fn leave_if_counted(sk: *mut bpf_sock) {
     }
 }
 
-/// sock_ops: the TCP gauge. `current` is meaningless here and never used.
+/// sock_ops: the TCP gauge and TCP health. `current` is meaningless here and never used.
 #[sock_ops]
 pub fn pnm_cg_sockops(ctx: SockOpsContext) -> u32 {
     let ops = ctx.ops;
     // SAFETY: ctx field read; null unless the socket is a full socket.
     let sk: *mut c_void = unsafe { (*ops).__bindgen_anon_2.sk }.cast();
+    let op = ctx.op();
     if sk.is_null() {
+        // A request mini-socket (an incoming handshake of the target's listener).
+        if op == OP_TIMEOUT_INIT {
+            health::request_made(&ctx, true);
+        }
         return 1;
     }
-    match ctx.op() {
-        OP_ACTIVE_ESTABLISHED | OP_PASSIVE_ESTABLISHED => established(&ctx, sk),
-        // args: (old state, new state). ESTABLISHED is left once per connection; later
-        // changes (FIN_WAIT2, TIME_WAIT, CLOSE) come while another program keeps the flag.
-        OP_STATE
-            if ctx.arg(0) == u32::from(TCP_ESTABLISHED)
-                && ctx.arg(1) != u32::from(TCP_ESTABLISHED) =>
-        {
-            left(&ctx, sk);
+    match op {
+        // Before the SYN leaves: the state callback sees the attempt end, either way.
+        OP_TCP_CONNECT => health::arm(&ctx, CB_STATE | CB_RETRANS),
+        OP_ACTIVE_ESTABLISHED => established(&ctx, sk),
+        OP_PASSIVE_ESTABLISHED => {
+            health::accepted(&ctx, Owner::slot(slot()));
+            established(&ctx, sk);
         }
+        OP_STATE => state_changed(&ctx, sk),
+        OP_RETRANS => health::retransmitted(&ctx, Owner::slot(slot())),
         _ => {}
     }
     1
 }
 
-/// A connection is established: arm the state callback, which reports its end, and count it.
-/// One that cannot be armed (not a full TCP socket: never, in practice) is not counted, since
-/// its end could not be seen.
+/// State callback (args: old state, new state). ESTABLISHED is left once per connection;
+/// later changes (FIN_WAIT2, TIME_WAIT, CLOSE) come while another program keeps the flag. A
+/// handshake that ends in CLOSE failed: a connect (never in the gauge), or a Fast Open child
+/// (in it since its passive-established callback, which came at its SYN).
+#[inline(always)]
+fn state_changed(ctx: &SockOpsContext, sk: *mut c_void) {
+    let (old, new) = (ctx.arg(0), ctx.arg(1));
+    if old == u32::from(TCP_ESTABLISHED) && new != u32::from(TCP_ESTABLISHED) {
+        left(ctx, sk);
+        return;
+    }
+    let Some(ev) = health::handshake_failure(ctx) else {
+        return;
+    };
+    // Only a release while connecting makes a value (`pnm_cg_release`): looked up on
+    // failures alone.
+    let released = health::node_released(health::node_sock(sk));
+    health::charge_failure(ctx, ev, Owner::slot(slot()), released);
+    if old == TCP_SYN_RECV {
+        left(ctx, sk);
+    }
+}
+
+/// A connection is established: arm the state callback, which reports its end (and the
+/// retransmit callback), and count it. One that cannot be armed (not a full TCP socket: never,
+/// in practice) is not counted, since its end could not be seen. An active connect has both
+/// armed since `TCP_CONNECT_CB`, unless `--all`'s program disarmed the state callback as the
+/// connect completed (it runs after this path's, at the root): armed again here.
 #[inline(always)]
 fn established(ctx: &SockOpsContext, sk: *mut c_void) {
-    if ctx.set_cb_flags(ctx.cb_flags() as i32 | CB_STATE).is_err() {
+    let flags = ctx.cb_flags() as i32;
+    let want = CB_STATE | CB_RETRANS;
+    if flags & want != want && ctx.set_cb_flags(flags | want).is_err() {
         return;
     }
     let slot = slot();
@@ -275,7 +330,8 @@ pub fn pnm_cg_sendmsg6(ctx: SockAddrContext) -> i32 {
 }
 
 /// cgroup/sock_release: a UDP socket with a state leaves the gauge; a TCP one only if it
-/// carries a counted state (`CG_OLD`): the others leave it through sock_ops. Also the first
+/// carries a counted state (`CG_OLD`): the others leave it through sock_ops. A TCP socket
+/// still connecting is marked released (TCP health: see `state_changed`). Also the first
 /// program the agent attaches at a target's cgroup: it creates the cgroup storage without
 /// counting anything (no socket there has a state yet), so the agent can write the slot in
 /// before any program that counts is attached.
@@ -286,7 +342,13 @@ pub fn pnm_cg_release(ctx: SockContext) -> i32 {
     let proto = proto_index(unsafe { (*sock).protocol });
     let look = match proto {
         PROTO_UDP => true,
-        PROTO_TCP => flag(&CG_OLD, slot()),
+        PROTO_TCP => {
+            // SAFETY: ctx field read.
+            if health::connecting(unsafe { (*sock).state }) {
+                health::released_connecting(sock.cast(), true);
+            }
+            flag(&CG_OLD, slot())
+        }
         _ => false,
     };
     if look {

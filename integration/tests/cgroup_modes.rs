@@ -5,60 +5,57 @@
 use std::path::Path;
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, bpftool_cgroup_tree, cgroup_of, current,
-    leftover_cgroups, num, only_process, run_monitor, skip_unless_root, time_scale, udp4_bytes,
+    Cgroup, Counts, Link, Monitor, Netns, Peer, Proc, Scenario, Script, bpftool_cgroup_tree_under,
+    cgroup_of, env_count, leftover_cgroups, num, only_process, run_monitor, run_monitor_in,
+    skip_unless_root, time_scale, udp4_bytes, unique, workload, workload_where,
 };
 
-fn setup_udp(subnet: u8) -> (Netns, Netns, Veth, Proc, String) {
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", subnet);
-    let addr = format!("{}:7{subnet:03}", v.ip_b);
-    let sink = Proc::peer(&["udp-recv", &addr, "1000000"], None, Some(&b));
-    sink.expect_line("ready");
-    (a, b, v, sink, addr)
+/// A link whose side b has a UDP sink on port `7SUBNET`; its address.
+fn udp_link(s: &Scenario, subnet: u8) -> (Link, String) {
+    let link = s.link(subnet);
+    let addr = link.addr_b(7000 + u16::from(subnet));
+    s.background(Peer::udp_sink(&addr).in_netns(&link.b));
+    (link, addr)
+}
+
+/// A UDP sender in `cg` and `ns`, its socket connected before any monitor starts; it sends
+/// `count` datagrams of `size` bytes on "go".
+fn sender(addr: &str, count: u64, size: u64, cg: &Cgroup, ns: &Netns) -> Proc {
+    Peer::udp_send(addr, count, size)
+        .connected()
+        .on_go()
+        .hold()
+        .in_cgroup(cg)
+        .in_netns(ns)
+        .start()
 }
 
 #[test]
 fn isolate_moves_counts_and_puts_back() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, _b, _v, _sink, addr) = setup_udp(21);
-    let cg = Cgroup::new();
-    let mut target = Proc::peer(
-        &["udp-send", &addr, "200", "500", "connected", "wait", "hold"],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("bound");
+    let Some(s) = Scenario::new() else { return };
+    let ((link, addr), cg) = (udp_link(&s, 21), s.cgroup());
+    let mut target = sender(&addr, 200, 500, &cg, &link.a);
     let pid = target.pid();
-    let (cg_before, tree_before) = (cgroup_of(pid), bpftool_cgroup_tree());
+    // Programs under the target's cgroup (the machine-wide tree shows other runs' too).
+    let (cg_before, tree_before) = (cgroup_of(pid), bpftool_cgroup_tree_under(&cg.dir));
     let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json", "-t", "3s"]);
-    let during = cgroup_of(pid);
     assert_eq!(
-        during,
+        cgroup_of(pid),
         format!("{cg_before}/procnetmon2-{pid}"),
         "moved into a child of its own cgroup"
     );
-    target.send_line("go");
-    target.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("report"), pid);
-    assert_eq!(num(c, "bytes_out"), 200 * udp4_bytes(500), "{c}");
+    target.go("done");
+    let run = mon.finish_ok();
+    assert_eq!(Counts::of(run.current(pid)), Counts::udp4_out(200, 500));
     assert_eq!(cgroup_of(pid), cg_before, "put back");
     assert!(leftover_cgroups(&cg.dir).is_empty());
-    assert_eq!(bpftool_cgroup_tree(), tree_before);
-    target.close_stdin();
+    assert_eq!(bpftool_cgroup_tree_under(&cg.dir), tree_before);
 }
 
 #[test]
 fn isolate_is_undone_on_sigterm_and_after_sigkill() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(false);
-    let cg = Cgroup::new();
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns(), s.cgroup());
     let target = Proc::spawn(Path::new("sleep"), &["60"], Some(&cg), Some(&ns));
     let pid = target.pid();
     let before = cgroup_of(pid);
@@ -67,23 +64,22 @@ fn isolate_is_undone_on_sigterm_and_after_sigkill() {
         let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
         assert_ne!(cgroup_of(pid), before);
         mon.signal(sig);
-        let (status, _, err) = mon.finish();
-        assert!(status.success(), "signal {sig}: {err:?}");
+        mon.finish_ok();
         assert_eq!(cgroup_of(pid), before, "signal {sig}");
         assert!(leftover_cgroups(&cg.dir).is_empty());
     }
     // SIGKILL: the record stays, and --cleanup undoes it.
     let mon = Monitor::start(&["-p", &pid.to_string(), "--isolate", "--json"]);
     let agent = mon.pid();
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+    mon.signal(libc::SIGKILL);
     let _ = mon.finish();
     assert_ne!(
         cgroup_of(pid),
         before,
         "a killed run cannot clean up after itself"
     );
-    assert!(Path::new(&format!("/run/procnetmon2/{agent}.json")).exists());
+    let record = format!("/run/procnetmon2/{agent}.json");
+    assert!(Path::new(&record).exists());
     let (status, _, err) = run_monitor(&["--cleanup"]);
     assert!(status.success(), "{err}");
     assert!(
@@ -92,43 +88,29 @@ fn isolate_is_undone_on_sigterm_and_after_sigkill() {
     );
     assert_eq!(cgroup_of(pid), before);
     assert!(leftover_cgroups(&cg.dir).is_empty());
-    assert!(!Path::new(&format!("/run/procnetmon2/{agent}.json")).exists());
+    assert!(!Path::new(&record).exists());
 }
 
 #[test]
 fn a_second_instance_cannot_isolate_an_isolated_pid_but_both_can_watch_it() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, _b, _v, _sink, addr) = setup_udp(22);
-    let cg = Cgroup::new();
-    let mut target = Proc::peer(
-        &["udp-send", &addr, "100", "300", "connected", "wait", "hold"],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("bound");
+    let Some(s) = Scenario::new() else { return };
+    let ((link, addr), cg) = (udp_link(&s, 22), s.cgroup());
+    let mut target = sender(&addr, 100, 300, &cg, &link.a);
     let pid = target.pid().to_string();
     let first = Monitor::start(&["-p", &pid, "--isolate", "--json", "-t", "4s"]);
     let (status, _, err) = run_monitor(&["-p", &pid, "--isolate", "-t", "1s"]);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("already") && err.lines().count() == 1, "{err}");
     let second = Monitor::start(&["-p", &pid, "--json", "-t", "3s"]);
-    target.send_line("go");
-    target.expect_line("done");
+    target.go("done");
     for mon in [second, first] {
-        let (status, reports, err) = mon.finish();
-        assert!(status.success(), "{err:?}");
+        let run = mon.finish_ok();
         assert_eq!(
-            num(
-                current(reports.last().expect("report"), target.pid()),
-                "bytes_out"
-            ),
-            100 * udp4_bytes(300)
+            Counts::of(run.current(target.pid())),
+            Counts::udp4_out(100, 300)
         );
     }
     assert!(leftover_cgroups(&cg.dir).is_empty());
-    target.close_stdin();
 }
 
 /// Children forked before and during the run count under the target, even ones that live
@@ -138,49 +120,36 @@ fn a_second_instance_cannot_isolate_an_isolated_pid_but_both_can_watch_it() {
 /// 0.3-0.9 s under TCG.
 #[test]
 fn children_count_under_their_target() {
-    if skip_unless_root() {
-        return;
-    }
-    let forks: u64 = std::env::var("PNM_FORKED_CHILDREN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let (a, _b, _v, _sink, addr) = setup_udp(23);
-    let peer = bin("pnm-peer");
-    let peer = peer.to_str().expect("utf8");
+    let Some(s) = Scenario::new() else { return };
+    let forks = env_count("PNM_FORKED_CHILDREN", 20);
+    let (link, addr) = udp_link(&s, 23);
+    let early = Peer::udp_send(&addr, 50, 200).connected().shell();
+    let short = Peer::udp_send(&addr, 10, 100).connected().shell();
     for follow in [true, false] {
         let cg = Cgroup::new();
         // A shell with a child that predates the run and sends once the run has begun (on
         // "go", through a flag file: a fixed delay can end before a slow start, e.g. under
         // emulation), which then forks `forks` short-lived senders during the run.
-        let flag = std::env::temp_dir().join(procnetmon2_integration::unique("pnm-go-"));
-        let flag = flag.to_str().expect("utf8");
+        let flag = std::env::temp_dir().join(unique("pnm-go-"));
+        let flag = flag.display();
         let script = format!(
-            "(while [ ! -e {flag} ]; do sleep 0.05; done; exec {peer} udp-send {addr} 50 200 connected >/dev/null) & \
+            "(while [ ! -e {flag} ]; do sleep 0.05; done; exec {early}) & \
              echo started; read go; : > {flag}; \
-             for i in $(seq {forks}); do {peer} udp-send {addr} 10 100 connected >/dev/null; done; echo forks-done; \
+             for i in $(seq {forks}); do {short}; done; echo forks-done; \
              wait; rm -f {flag}; echo all-done; read end"
         );
-        let mut shell = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&cg), Some(&a));
+        let mut shell = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&cg), Some(&link.a));
         shell.expect_line("started");
-        let mut args = vec![
-            "-p".to_string(),
-            shell.pid().to_string(),
-            "--json".into(),
-            "-t".into(),
-            "5s".into(),
-        ];
+        let pid = shell.pid().to_string();
+        let mut args = vec!["-p", &pid, "--json", "-t", "5s"];
         if !follow {
-            args.push("--no-children".into());
+            args.push("--no-children");
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mon = Monitor::start(&args);
-        shell.send_line("go");
-        shell.expect_line("forks-done");
+        shell.go("forks-done");
         shell.expect_line("all-done");
-        let (status, reports, err) = mon.finish();
-        assert!(status.success(), "{err:?}");
-        let c = current(reports.last().expect("report"), shell.pid());
+        let run = mon.finish_ok();
+        let c = run.current(shell.pid());
         let want = if follow {
             50 * udp4_bytes(200) + forks * 10 * udp4_bytes(100)
         } else {
@@ -191,106 +160,71 @@ fn children_count_under_their_target() {
             want,
             "children followed: {follow}; {c}"
         );
-        shell.close_stdin();
     }
 }
 
 /// `-- COMMAND`: the command runs in a fresh cgroup from its first instruction; its exit
-/// status becomes ours; at -t expiry it is stopped; a missing command exits 127.
+/// status becomes ours; at -t expiry it is stopped; a missing command exits 127. The runs
+/// are made from a cgroup of the test's (their `procnetmon2-spawn-PID` cgroups are made
+/// there): nothing is left under it, no cgroup and no program.
 #[test]
 fn spawn_mode() {
-    if skip_unless_root() {
-        return;
-    }
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7231", "1000000"], None, None);
-    sink.expect_line("ready");
-    let peer = bin("pnm-peer");
-    let peer = peer.to_str().expect("utf8");
-    let tree_before = bpftool_cgroup_tree();
-    let (status, reports, err) = run_monitor(&[
-        "--json",
-        "-t",
-        "20s",
-        "--",
-        peer,
-        "udp-send",
-        "127.0.0.1:7231",
-        "100",
-        "300",
-        "connected",
-    ]);
+    let Some(s) = Scenario::new() else { return };
+    s.background(Peer::udp_sink("127.0.0.1:7231"));
+    let home = s.cgroup();
+    let run = |args: &[&str]| run_monitor_in(&home, args);
+    let tree_before = bpftool_cgroup_tree_under(&home.dir);
+    let send = Peer::udp_send("127.0.0.1:7231", 100, 300)
+        .connected()
+        .quiet_argv();
+    let mut args = vec!["--json", "-t", "20s", "--"];
+    args.extend(send.iter().map(String::as_str));
+    let (status, reports, err) = run(&args);
     assert_eq!(status.code(), Some(0), "{err}");
-    let r = reports.last().expect("a final report");
-    let p = r["processes"]
-        .as_object()
-        .expect("processes")
-        .values()
-        .next()
-        .expect("the command");
-    assert_eq!(p["current"]["bytes_out"], 100 * udp4_bytes(300), "{r}");
+    let p = only_process(reports.last().expect("a final report"));
+    assert_eq!(Counts::of(&p["current"]), Counts::udp4_out(100, 300), "{p}");
     assert_eq!(p["exited"], true);
     // The command's exit status, and its children counted through the cgroup.
-    let script = format!("{peer} udp-send 127.0.0.1:7231 10 50 connected >/dev/null; exit 3");
-    let (status, reports, err) = run_monitor(&["--json", "--", "sh", "-c", &script]);
+    let script = format!(
+        "{}; exit 3",
+        Peer::udp_send("127.0.0.1:7231", 10, 50).connected().shell()
+    );
+    let (status, reports, err) = run(&["--json", "--", "sh", "-c", &script]);
     assert_eq!(status.code(), Some(3), "{err}");
-    let p = reports.last().expect("report")["processes"]
-        .as_object()
-        .expect("processes")
-        .values()
-        .next()
-        .cloned()
-        .expect("p");
-    assert_eq!(p["current"]["bytes_out"], 10 * udp4_bytes(50));
+    let p = only_process(reports.last().expect("report"));
+    assert_eq!(Counts::of(&p["current"]), Counts::udp4_out(10, 50), "{p}");
     // -t expiry with the command still running: it is stopped, exit 0.
     let t0 = std::time::Instant::now();
-    let (status, _, err) = run_monitor(&["--json", "-t", "1s", "--", "sleep", "30"]);
+    let (status, _, err) = run(&["--json", "-t", "1s", "--", "sleep", "30"]);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(10 * time_scale()));
     // A command that cannot start.
-    let (status, _, err) = run_monitor(&["--", "/nonexistent/command"]);
+    let (status, _, err) = run(&["--", "/nonexistent/command"]);
     assert_eq!(status.code(), Some(127), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let root = procnetmon2_integration::cgroup2_root();
-    assert!(
-        leftover_cgroups(&root)
-            .iter()
-            .all(|p| !p.to_string_lossy().contains("spawn")),
-        "{:?}",
-        leftover_cgroups(&root)
-    );
-    assert_eq!(bpftool_cgroup_tree(), tree_before);
+    let left = leftover_cgroups(&home.dir);
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(bpftool_cgroup_tree_under(&home.dir), tree_before);
 }
 
 /// Under `ip netns exec` (how integration scripts run) /sys is remounted and the cgroup2
 /// mount is hidden: procnetmon2 mounts a private one and works the same.
 #[test]
 fn works_under_ip_netns_exec() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, _b, _v, _sink, addr) = setup_udp(24);
-    let cg = Cgroup::new();
-    let mut target = Proc::peer(
-        &["udp-send", &addr, "100", "400", "connected", "wait", "hold"],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("bound");
+    let Some(s) = Scenario::new() else { return };
+    let ((link, addr), cg) = (udp_link(&s, 24), s.cgroup());
+    let mut target = sender(&addr, 100, 400, &cg, &link.a);
     // Waits for the monitor's "counting" line, however slow the start under load.
     let mon = Monitor::start_under(
-        &["ip", "netns", "exec", &a.name],
+        &["ip", "netns", "exec", &link.a.name],
         &["-p", &target.pid().to_string(), "--json", "-t", "3s"],
     );
-    target.send_line("go");
-    target.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let r = reports.first().expect("a report");
+    target.go("done");
+    let run = mon.finish_ok();
     assert_eq!(
-        num(current(r, target.pid()), "bytes_out"),
-        100 * udp4_bytes(400)
+        Counts::of(run.current(target.pid())),
+        Counts::udp4_out(100, 400)
     );
-    target.close_stdin();
 }
 
 /// A `--cgroup` target and a spawned command each get a slot of their own: the command's
@@ -298,48 +232,40 @@ fn works_under_ip_netns_exec() {
 /// target, and `-a` doubled them); and `--all -- CMD` counts node-wide as well as the command.
 #[test]
 fn cgroup_target_and_command_are_counted_apart() {
-    if skip_unless_root() {
-        return;
-    }
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7233", "1000000"], None, None);
-    sink.expect_line("ready");
-    let idle = Cgroup::new();
+    let Some(s) = Scenario::new() else { return };
+    s.background(Peer::udp_sink("127.0.0.1:7233"));
+    let idle = s.cgroup();
     let _sleeper = Proc::spawn(Path::new("sleep"), &["60"], Some(&idle), None);
     let rel = idle.rel();
-    let peer = bin("pnm-peer");
-    let peer = peer.to_str().expect("utf8");
-    let send = [peer, "udp-send", "127.0.0.1:7233", "40", "400", "connected"];
+    let send = Peer::udp_send("127.0.0.1:7233", 40, 400)
+        .connected()
+        .quiet_argv();
+    let sent = Counts::udp4_out(40, 400);
     let mut args = vec!["--cgroup", &rel, "--json", "-a", "-t", "20s", "--"];
-    args.extend(send);
+    args.extend(send.iter().map(String::as_str));
     let (status, reports, err) = run_monitor(&args);
     assert_eq!(status.code(), Some(0), "{err}");
     let r = reports.last().expect("a report");
-    let sent = 40 * udp4_bytes(400);
-    assert_eq!(num(&only_process(r)["current"], "bytes_out"), sent, "{r}");
-    let w = r["workloads"].as_object().expect("workloads");
-    let x = w
-        .values()
-        .find(|v| v["cgroup"] == rel.as_str())
-        .expect("the --cgroup target");
-    assert_eq!(num(&x["current"], "bytes_out"), 0, "{r}");
-    assert_eq!(num(&r["aggregated"], "bytes_out"), sent, "{r}");
+    assert_eq!(Counts::of(&only_process(r)["current"]), sent, "{r}");
+    let x = workload(r, &rel).expect("the --cgroup target");
+    assert_eq!(Counts::of(&x["current"]), Counts::default(), "{r}");
+    assert_eq!(Counts::of(&r["aggregated"]), sent, "{r}");
 
     // --all with a command: the command's row and node-wide workloads, one of which carries
     // the command's bytes (its spawn cgroup).
     let mut args = vec!["--all", "--json", "-t", "20s", "--"];
-    args.extend(send);
+    args.extend(send.iter().map(String::as_str));
     let (status, reports, err) = run_monitor(&args);
     assert_eq!(status.code(), Some(0), "{err}");
     let r = reports.last().expect("a report");
-    assert_eq!(num(&only_process(r)["current"], "bytes_out"), sent, "{r}");
-    let w = r["workloads"].as_object().expect("workloads");
-    assert!(
-        w.values().any(|v| v["cgroup"]
+    assert_eq!(Counts::of(&only_process(r)["current"]), sent, "{r}");
+    let spawned = workload_where(r, |w| {
+        w["cgroup"]
             .as_str()
             .is_some_and(|c| c.contains("procnetmon2-spawn"))
-            && num(&v["current"], "bytes_out") == sent),
-        "node-wide workloads carry the command's bytes: {r}"
-    );
+    })
+    .unwrap_or_else(|| panic!("the command's cgroup is a workload: {r}"));
+    assert_eq!(Counts::of(&spawned["current"]), sent, "{r}");
 }
 
 /// A target that moves itself to another cgroup mid-run is followed: the programs attach
@@ -347,33 +273,98 @@ fn cgroup_target_and_command_are_counted_apart() {
 /// not, and `untracked` stayed 0).
 #[test]
 fn a_target_that_moves_to_another_cgroup_is_followed() {
+    let Some(s) = Scenario::new() else { return };
+    s.background(Peer::udp_sink("127.0.0.1:7234"));
+    let (from, to) = (s.cgroup(), s.cgroup());
+    let send = Peer::udp_send("127.0.0.1:7234", 50, 300).connected();
+    let mut target = Script::new()
+        .step_sh(
+            "moved",
+            &format!("echo $$ > {}/cgroup.procs", to.dir.display()),
+        )
+        .step("sent", &[send])
+        .in_cgroup(&from)
+        .start();
+    let mut mon = Monitor::start(&["-p", &target.pid().to_string(), "--json", "-t", "5s"]);
+    target.go("moved");
+    // The agent says so once its programs are attached where the target now lives.
+    mon.expect_log("moved to cgroup");
+    target.go("sent");
+    let run = mon.finish_ok();
+    let cur = run.current(target.pid());
+    assert_eq!(Counts::of(cur), Counts::udp4_out(50, 300), "{cur}");
+    assert!(run.logged("counting there too"), "{:?}", run.err);
+}
+
+/// Issue 26, as the issue found it: a `-p` target in cgroup X sends 1,000 datagrams, moves
+/// itself to cgroup Y, opens a new socket and sends 2,000 more at once. The kernel reports the
+/// move as it happens (raw tracepoint `cgroup_attach_task`) and the agent attaches at Y and
+/// stamps the new socket in that same turn. The count is exact, or what is missing is reported
+/// as a gap (JSON `gaps`, a warning) no larger than what the target sent after the move before
+/// counting began at Y (the helper timestamps each send with CLOCK_MONOTONIC, the gap's clock).
+#[test]
+fn a_move_and_an_immediate_burst_lose_nothing_silently() {
     if skip_unless_root() {
         return;
     }
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7234", "1000000"], None, None);
-    sink.expect_line("ready");
-    let (from, to) = (Cgroup::new(), Cgroup::new());
-    let peer = bin("pnm-peer");
-    let script = format!(
-        "echo started; read go; echo $$ > {}/cgroup.procs; sleep 2; \
-         {} udp-send 127.0.0.1:7234 50 300 connected >/dev/null; echo sent; read end",
-        to.dir.display(),
-        peer.display()
+    const SIZE: u64 = 1000;
+    let (x, y) = (Cgroup::new(), Cgroup::new());
+    let procs = y.dir.join("cgroup.procs");
+    let mut target = Proc::peer(
+        &[
+            "move-send",
+            "127.0.0.1:9",
+            procs.to_str().expect("utf8"),
+            "1000",
+            "2000",
+            &SIZE.to_string(),
+        ],
+        Some(&x),
+        None,
     );
-    let mut target = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&from), None);
-    target.expect_line("started");
-    let mon = Monitor::start(&["-p", &target.pid().to_string(), "--json", "-t", "5s"]);
+    target.expect_line("ready");
+    let pid = target.pid();
+    let mon = Monitor::start(&["-p", &pid.to_string(), "--json", "-t", "3s"]);
     target.send_line("go");
-    target.expect_line("sent");
+    target.expect_line("done");
+    let ts: Vec<u64> = target
+        .next_line(std::time::Duration::from_secs(30 * time_scale()))
+        .expect("timestamps")
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().expect("ns"))
+        .collect();
+    assert_eq!(ts.len(), 2000);
     let (status, reports, err) = mon.finish();
     assert!(status.success(), "{err:?}");
-    let cur = current(reports.last().expect("report"), target.pid());
-    assert_eq!(num(cur, "bytes_out"), 50 * udp4_bytes(300), "{cur}");
+    assert_eq!(cgroup_of(pid), y.rel(), "the target moved itself");
+    let p = &reports.last().expect("report")["processes"][pid.to_string()];
+    let sent = 3000 * udp4_bytes(SIZE);
+    let counted = num(&p["current"], "bytes_out");
+    assert!(counted <= sent, "{p}");
+    let missing = sent - counted;
+    let gaps = p["gaps"].as_array().cloned().unwrap_or_default();
+    // Y was not covered: following it leaves a gap from the move to the end of the stamping,
+    // in the report and in the log, whether or not anything was sent in it.
+    assert_eq!(gaps.len(), 1, "{p}");
+    let g = &gaps[0];
     assert!(
-        err.iter().any(|l| l.contains("moved to cgroup")),
-        "the move is reported: {err:?}"
+        g["cgroup"].as_str().expect("cgroup").ends_with(&y.rel()),
+        "{g}"
     );
-    target.close_stdin();
+    assert_eq!(g["ongoing"], false, "{g}");
+    assert!(err.iter().any(|l| l.contains("moved to cgroup")), "{err:?}");
+    let (from, to) = (num(g, "from_ns"), num(g, "to_ns"));
+    let before_attach = ts.iter().filter(|&&t| t <= to).count() as u64 * udp4_bytes(SIZE);
+    eprintln!(
+        "pnm-info: move then burst: counted {counted} of {sent} B, missing {missing} B; gap {} us; sent before the attach: {before_attach} B",
+        (to - from) / 1000
+    );
+    assert!(
+        missing <= before_attach,
+        "missing {missing} B, but only {before_attach} B were sent before counting began at Y: {p}"
+    );
+    target.send_line("end");
 }
 
 /// A whole cgroup removed during the run (its container ended) keeps every byte it carried:
@@ -381,23 +372,21 @@ fn a_target_that_moves_to_another_cgroup_is_followed() {
 /// which the kernel frees with the cgroup.
 #[test]
 fn a_removed_cgroup_keeps_its_bytes() {
-    if skip_unless_root() {
-        return;
-    }
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7235", "1000000"], None, None);
-    sink.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let ns = s.netns();
+    let addr = "127.0.0.1:7235";
+    s.background(Peer::udp_sink(addr).in_netns(&ns));
+    // Not the scenario's: removed here, mid-run.
     let cg = Cgroup::new();
     let rel = cg.rel();
     let mon = Monitor::start(&["--cgroup", &rel, "--json", "-t", "3s"]);
-    let mut sender = Proc::peer(
-        &["udp-send", "127.0.0.1:7235", "30", "300", "connected"],
-        Some(&cg),
-        None,
-    );
-    assert!(sender.wait().success());
+    Peer::udp_send(addr, 30, 300)
+        .connected()
+        .in_cgroup(&cg)
+        .in_netns(&ns)
+        .run();
     drop(cg);
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let w = &reports.last().expect("a report")["workloads"][&rel];
-    assert_eq!(num(&w["current"], "bytes_out"), 30 * udp4_bytes(300), "{w}");
+    let run = mon.finish_ok();
+    let w = workload(run.last(), &rel).expect("the removed cgroup's workload");
+    assert_eq!(Counts::of(&w["current"]), Counts::udp4_out(30, 300), "{w}");
 }

@@ -10,7 +10,6 @@
 use std::{
     collections::VecDeque,
     net::UdpSocket,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,7 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use procnetmon2_integration::{Cgroup, Monitor, Proc, bin, skip_unless_root, udp4_bytes};
+use procnetmon2_integration::{
+    Cgroup, Monitor, Peer, Scenario, env_count,
+    metrics::{CLASSIC, free_port, sample_sum, scrape_until},
+    udp4_bytes,
+};
 
 /// Long-lived workloads (systemd-like units) that most churn cgroups live under.
 const UNITS: usize = 8;
@@ -30,23 +33,20 @@ const PAYLOAD: u64 = 100;
 const BATCH: usize = 50;
 /// A churn cgroup is removed this long after its traffic ended (two ticks and a walk).
 const LINGER: Duration = Duration::from_millis(2500);
+/// The transmitted-bytes counter of the metrics page.
+const TX_BYTES: &str = "procnetmon_network_transmit_bytes_total";
 
-fn scrape(port: u16) -> String {
-    let out = Command::new("curl")
-        .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "scrape failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// UDP bytes of the workloads whose cgroup names contain `tag`, on the page.
+fn udp_tx(text: &str, tag: &str) -> u64 {
+    sample_sum(text, TX_BYTES, &[tag, "protocol=\"udp\""])
 }
 
-/// Sum of the samples of `name` whose line contains every needle.
-fn sum(text: &str, name: &str, needles: &[&str]) -> u64 {
+/// Keys left in the kernel's per-cgroup map (its fill ratio of 16,384 entries).
+fn cgroup_keys(text: &str) -> Option<usize> {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && needles.iter().all(|n| l.contains(n)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+        .find(|l| l.starts_with("procnetmon_map_fill_ratio{") && l.contains("CGROUP_TOTALS"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|fill| (fill * 16384.0).round() as usize)
 }
 
 /// A UDP sink on loopback in this process, drained by a thread until dropped.
@@ -87,71 +87,34 @@ impl Drop for Sink {
     }
 }
 
-#[test]
-fn all_under_cgroup_churn_exports_every_byte_and_drains_the_map() {
-    if skip_unless_root() {
-        return;
-    }
-    let n: usize = std::env::var("PNM_CHURN_CGROUPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
-    let parent = Cgroup::new();
-    let tag = parent
-        .dir
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    // Most cgroups are children of a few long-lived units (like pods' containers); every
-    // fourth is a workload of its own that ends with its cgroup.
-    let units: Vec<Cgroup> = (0..UNITS)
-        .map(|k| {
-            let dir = parent.dir.join(format!("{tag}-u{k}.service"));
-            std::fs::create_dir(&dir).expect("mkdir unit");
-            Cgroup { dir }
-        })
-        .collect();
-    let sink = Sink::new();
-    let port = 21_000 + (std::process::id() % 1000) as u16;
-    let addr = format!("127.0.0.1:{port}");
-    let mon = Monitor::start(&[
-        "--all",
-        "--metrics-addr",
-        &addr,
-        "--interval",
-        "1s",
-        "--series-grace",
-        "1h",
-        "--max-series",
-        "100000",
-    ]);
-    let dest = format!("127.0.0.1:{}", sink.port);
+/// Starts `n` cgroups in batches, each with one sender placed in it that sends to `dest`;
+/// every cgroup is removed `LINGER` after its batch's traffic ended. Every fourth is a child
+/// of `parent` (a workload that ends with its cgroup), the rest children of the `units`.
+/// Returns the bytes sent.
+fn churn(n: usize, parent: &Cgroup, units: &[Cgroup], dest: &str) -> u64 {
     let mut sent = 0;
     let mut lingering: VecDeque<(Instant, Vec<Cgroup>)> = VecDeque::new();
     let mut made = 0;
     while made < n {
         let batch: Vec<Cgroup> = (made..n.min(made + BATCH))
             .map(|i| {
-                let dir = if i % 4 == 0 {
-                    parent.dir.join(format!("c{i}"))
+                let home = if i % 4 == 0 {
+                    parent
                 } else {
-                    units[i % UNITS].dir.join(format!("c{i}"))
+                    &units[i % UNITS]
                 };
-                std::fs::create_dir(&dir).expect("mkdir");
-                Cgroup { dir }
+                home.child(&format!("c{i}"))
             })
             .collect();
         made += batch.len();
-        let (datagrams, payload) = (DATAGRAMS.to_string(), PAYLOAD.to_string());
-        let children: Vec<Proc> = batch
+        // Placed in its cgroup before it execs (one process start each: under emulation
+        // every start costs 0.3-0.9 s), so all of its sockets are the cgroup's.
+        let senders: Vec<_> = batch
             .iter()
-            // Placed in its cgroup before it execs (one process start each: under emulation
-            // every start costs 0.3-0.9 s), so all of its sockets are the cgroup's.
-            .map(|cg| Proc::peer(&["udp-send", &dest, &datagrams, &payload], Some(cg), None))
+            .map(|cg| Peer::udp_send(dest, DATAGRAMS, PAYLOAD).in_cgroup(cg))
             .collect();
-        for mut c in children {
-            assert!(c.wait().success(), "sender failed");
+        for p in senders {
+            p.run();
             sent += DATAGRAMS * udp4_bytes(PAYLOAD);
         }
         lingering.push_back((Instant::now(), batch));
@@ -166,80 +129,69 @@ fn all_under_cgroup_churn_exports_every_byte_and_drains_the_map() {
         thread::sleep(LINGER.saturating_sub(at.elapsed()));
         drop(batch);
     }
-    // Two ticks for the last removals to be drained and fed.
-    thread::sleep(Duration::from_millis(2500));
-    let text = scrape(port);
-    let exported = sum(
-        &text,
-        "procnetmon_network_transmit_bytes_total",
-        &[&tag, "protocol=\"udp\""],
-    );
-    assert_eq!(exported, sent, "bytes exported vs sent\n{text}");
-    // The kernel's map holds live cgroups only: ours are all gone.
-    let fill = text
-        .lines()
-        .find(|l| l.starts_with("procnetmon_map_fill_ratio{") && l.contains("CGROUP_TOTALS"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .expect("CGROUP_TOTALS fill");
-    let keys = (fill * 16384.0).round() as usize;
-    assert!(
-        keys < 200.min(n / 2),
-        "{keys} keys left in CGROUP_TOTALS after {n} cgroups came and went"
-    );
-    let (status, _, err) = mon.stop();
-    assert!(status.success(), "{err:?}");
-    drop(units);
-    drop(parent);
+    sent
 }
 
 #[test]
-fn a_targets_final_interval_reaches_metrics() {
-    if skip_unless_root() {
-        return;
-    }
+fn all_under_cgroup_churn_exports_every_byte_and_drains_the_map() {
+    let Some(s) = Scenario::new() else { return };
+    let n = env_count("PNM_CHURN_CGROUPS", 600) as usize;
+    let parent = s.cgroup();
+    let tag = parent.name();
+    // Most cgroups are children of a few long-lived units (like pods' containers); every
+    // fourth is a workload of its own that ends with its cgroup.
+    let units: Vec<Cgroup> = (0..UNITS)
+        .map(|k| parent.child(&format!("{tag}-u{k}.service")))
+        .collect();
     let sink = Sink::new();
-    let cg = Cgroup::new();
-    let tag = cg
-        .dir
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    let dest = format!("127.0.0.1:{}", sink.port);
-    let mut w = Proc::spawn(
-        &bin("pnm-peer"),
-        &["udp-send", &dest, "3000", "1000", "connected", "wait"],
-        Some(&cg),
-        None,
-    );
-    w.expect_line("bound");
-    let port = 22_000 + (std::process::id() % 1000) as u16;
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mon = Monitor::start(&[
-        "-p",
-        &w.pid().to_string(),
+        "--all",
         "--metrics-addr",
         &addr,
         "--interval",
         "1s",
+        "--series-grace",
+        "1h",
+        "--max-series",
+        "100000",
     ]);
-    // It sends everything and exits within one interval.
-    w.send_line("go");
-    w.expect_line("done");
-    assert!(w.wait().success());
-    thread::sleep(Duration::from_millis(2500));
-    let text = scrape(port);
-    assert_eq!(
-        sum(
-            &text,
-            "procnetmon_network_transmit_bytes_total",
-            &[&tag, "protocol=\"udp\""]
-        ),
-        3000 * udp4_bytes(1000),
-        "{text}"
+    let sent = churn(n, &parent, &units, &format!("127.0.0.1:{}", sink.port));
+    // Every byte reaches the page, and the kernel's map holds live cgroups only: ours are all
+    // gone once the last removals are drained and fed (a tick or two).
+    let drained = |t: &str| cgroup_keys(t).is_some_and(|k| k < 200.min(n / 2));
+    let text = scrape_until(port, CLASSIC, 10, |t| udp_tx(t, &tag) == sent && drained(t));
+    assert_eq!(udp_tx(&text, &tag), sent, "bytes exported vs sent\n{text}");
+    let keys = cgroup_keys(&text).expect("CGROUP_TOTALS fill");
+    assert!(
+        drained(&text),
+        "{keys} keys left in CGROUP_TOTALS after {n} cgroups came and went"
     );
-    let (status, _, err) = mon.stop();
-    assert!(status.success(), "{err:?}");
-    drop(w);
-    drop(cg);
+    mon.stop_ok();
+    drop(units);
+}
+
+#[test]
+fn a_targets_final_interval_reaches_metrics() {
+    let Some(s) = Scenario::new() else { return };
+    let sink = Sink::new();
+    let cg = s.cgroup();
+    let dest = format!("127.0.0.1:{}", sink.port);
+    let mut w = Peer::udp_send(&dest, 3000, 1000)
+        .connected()
+        .on_go()
+        .in_cgroup(&cg)
+        .start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let pid = w.pid().to_string();
+    let mon = Monitor::start(&["-p", &pid, "--metrics-addr", &addr, "--interval", "1s"]);
+    // It sends everything and exits within one interval.
+    w.go("done");
+    assert!(w.wait().success());
+    let want = 3000 * udp4_bytes(1000);
+    let text = scrape_until(port, CLASSIC, 10, |t| udp_tx(t, &cg.name()) == want);
+    assert_eq!(udp_tx(&text, &cg.name()), want, "{text}");
+    mon.stop_ok();
 }

@@ -1,200 +1,140 @@
 //! `-i`: names resolved in each target's own network namespace, filtered in the kernel on
 //! (namespace, ifindex); interfaces that go away and come back.
 
-use std::{path::Path, thread, time::Duration};
+use std::{path::Path, rc::Rc, thread, time::Duration};
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, current, num, run_monitor,
-    skip_iface_without_netns_cookie, skip_unless_root, time_scale, udp4_bytes,
+    Cgroup, Counts, Link, Monitor, Netns, Peer, Proc, Scenario, Script, Veth, pids, run_monitor,
+    skip_iface_without_netns_cookie, time_scale, workload,
 };
 
-/// `-i` needs `SO_NETNS_COOKIE` (5.14): where it is missing, the refusal of `-p SELF -i lo` is
-/// checked and the test skipped.
-fn skip_without_netns_cookie(test: &str) -> bool {
+/// A scenario, unless the test cannot run: not root, or `-i` unavailable (`SO_NETNS_COOKIE`,
+/// 5.14: there the refusal of `-p SELF -i lo` is checked and the test skipped).
+fn scenario(test: &str) -> Option<Scenario> {
+    let s = Scenario::new()?;
     let me = std::process::id().to_string();
-    skip_iface_without_netns_cookie(test, &["-p", &me, "-i", "lo", "-t", "1s"])
+    let refused = skip_iface_without_netns_cookie(test, &["-p", &me, "-i", "lo", "-t", "1s"]);
+    (!refused).then_some(s)
 }
 
-/// A shell target in `ns` that, on "go", runs each (addr, count, size) sender as a child in
-/// turn, then prints "sent".
-fn sender_shell(ns: &Netns, cg: &Cgroup, sends: &[(&str, u32, u32)]) -> Proc {
-    let peer = bin("pnm-peer");
-    let peer = peer.to_str().expect("utf8");
-    let body: Vec<String> = sends
+/// A shell target in `ns` and `cg` that, on "go", sends each (addr, count, size) in turn
+/// from a connected socket (a child of the shell each), then prints "sent".
+fn sender(ns: &Netns, cg: &Cgroup, sends: &[(&str, u64, u64)]) -> Proc {
+    let peers: Vec<Peer<'_>> = sends
         .iter()
-        .map(|(a, n, s)| format!("{peer} udp-send {a} {n} {s} connected >/dev/null"))
+        .map(|(addr, n, size)| Peer::udp_send(addr, *n, *size).connected())
         .collect();
-    let script = format!(
-        "echo started; read go; {}; echo sent; read end",
-        body.join("; ")
-    );
-    let p = Proc::spawn(Path::new("sh"), &["-c", &script], Some(cg), Some(ns));
-    p.expect_line("started");
-    p
+    Script::new()
+        .step("sent", &peers)
+        .in_cgroup(cg)
+        .in_netns(ns)
+        .start()
 }
 
-fn sink(ns: &Netns, addr: &str) -> Proc {
-    let p = Proc::peer(&["udp-recv", addr, "1000000"], None, Some(ns));
-    p.expect_line("ready");
-    p
-}
-
-/// A sender in namespace `a` with two links, eth0 (subnet `s`) and eth1 (subnet `s + 1`), to
-/// a sink each; on "go" it sends `to_eth0` then `to_eth1` (count, size) datagrams.
-/// Fields drop in order: the sender first, the namespaces last.
-struct TwoLinks {
-    target: Proc,
-    cg: Cgroup,
-    _rest: (Proc, Proc, Veth, Veth, Netns, Netns),
-    a: Netns,
-}
-
-impl TwoLinks {
-    fn new(s: u8, to_eth0: (u32, u32), to_eth1: (u32, u32)) -> Self {
-        let (a, b, c) = (Netns::new(false), Netns::new(false), Netns::new(false));
-        let v0 = Veth::new(&a, "eth0", &b, "eth0", s);
-        let v1 = Veth::new(&a, "eth1", &c, "eth0", s + 1);
-        let to_b = format!("{}:7{:03}", v0.ip_b, s);
-        let to_c = format!("{}:7{:03}", v1.ip_b, s + 1);
-        let (sb, sc) = (sink(&b, &to_b), sink(&c, &to_c));
-        let cg = Cgroup::new();
-        let target = sender_shell(
-            &a,
-            &cg,
-            &[(&to_b, to_eth0.0, to_eth0.1), (&to_c, to_eth1.0, to_eth1.1)],
-        );
-        Self {
-            target,
-            cg,
-            _rest: (sb, sc, v1, v0, c, b),
-            a,
-        }
+/// Namespace `a` with two links, eth0 (subnet `n`) and eth1 (subnet `n + 1`), each to a
+/// peer with a UDP sink on port `7000 + subnet`; the sinks' addresses.
+fn two_links(s: &Scenario, n: u8) -> (Rc<Netns>, [Link; 2], [String; 2]) {
+    let a = s.netns();
+    let links = [s.link_from(&a, "eth0", n), s.link_from(&a, "eth1", n + 1)];
+    let to = [
+        links[0].addr_b(7000 + u16::from(n)),
+        links[1].addr_b(7001 + u16::from(n)),
+    ];
+    for (l, addr) in links.iter().zip(&to) {
+        s.background(Peer::udp_sink(addr).in_netns(&l.b));
     }
+    (a, links, to)
 }
 
 /// Two interfaces: only the chosen one counts, equal to its own counters.
 #[test]
 fn counts_only_the_chosen_interface() {
-    if skip_unless_root() || skip_without_netns_cookie("counts_only_the_chosen_interface") {
+    let Some(s) = scenario("counts_only_the_chosen_interface") else {
         return;
-    }
-    let mut two = TwoLinks::new(41, (120, 300), (80, 900));
-    let (a, target) = (&two.a, &mut two.target);
-    let mon = Monitor::start(&[
-        "-p",
-        &target.pid().to_string(),
-        "-i",
-        "eth0",
-        "--json",
-        "-t",
-        "3s",
-    ]);
-    let before = a.link_stats("eth0");
-    target.send_line("go");
-    target.expect_line("sent");
-    let (status, reports, err) = mon.finish();
-    let eth0 = a.link_stats("eth0").since(&before);
-    assert!(status.success(), "{err:?}");
-    let cur = current(reports.last().expect("report"), target.pid());
-    assert_eq!(num(cur, "bytes_out"), eth0.ip_tx(), "{cur}");
-    assert_eq!(num(cur, "bytes_out"), 120 * udp4_bytes(300));
-    assert_eq!(num(cur, "packets_out"), eth0.tx_packets);
-    target.close_stdin();
+    };
+    let (a, links, to) = two_links(&s, 41);
+    let cg = s.cgroup();
+    let mut target = sender(&a, &cg, &[(&to[0], 120, 300), (&to[1], 80, 900)]);
+    let pid = target.pid().to_string();
+    let mon = Monitor::start(&["-p", &pid, "-i", "eth0", "--json", "-t", "3s"]);
+    let before = links[0].stats();
+    target.go("sent");
+    let run = mon.finish_ok();
+    let eth0 = links[0].since(&before).ip();
+    assert_eq!(eth0, Counts::udp4_out(120, 300));
+    assert_eq!(Counts::of(run.current(target.pid())), eth0);
 }
 
 /// Two targets in different namespaces, each with its own "eth0" (same ifindex): each counts
 /// its own; traffic over lo is not eth0's.
 #[test]
 fn same_name_in_two_namespaces() {
-    if skip_unless_root() || skip_without_netns_cookie("same_name_in_two_namespaces") {
+    let Some(s) = scenario("same_name_in_two_namespaces") else {
         return;
-    }
-    let (a, b, c, d) = (
-        Netns::new(false),
-        Netns::new(false),
-        Netns::new(false),
-        Netns::new(false),
-    );
-    let va = Veth::new(&a, "eth0", &b, "eth0", 43);
-    let vc = Veth::new(&c, "eth0", &d, "eth0", 44);
-    let (to_b, to_d) = (format!("{}:7403", va.ip_b), format!("{}:7404", vc.ip_b));
-    let (_sb, _sd) = (sink(&b, &to_b), sink(&d, &to_d));
-    let _la = sink(&a, "127.0.0.1:7405");
-    let cg = Cgroup::new();
-    let mut t1 = sender_shell(&a, &cg, &[(&to_b, 100, 200), ("127.0.0.1:7405", 50, 50)]);
-    let mut t2 = sender_shell(&c, &cg, &[(&to_d, 70, 1000)]);
-    let pids = format!("{},{}", t1.pid(), t2.pid());
-    let mon = Monitor::start(&["-p", &pids, "-i", "eth0", "--json", "-t", "3s"]);
-    t1.send_line("go");
-    t2.send_line("go");
-    t1.expect_line("sent");
-    t2.expect_line("sent");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let r = reports.last().expect("report");
+    };
+    let (ab, cd) = (s.link(43), s.link(44));
+    let (to_b, to_d) = (ab.addr_b(7403), cd.addr_b(7404));
+    s.background(Peer::udp_sink(&to_b).in_netns(&ab.b));
+    s.background(Peer::udp_sink(&to_d).in_netns(&cd.b));
+    s.background(Peer::udp_sink("127.0.0.1:7405").in_netns(&ab.a));
+    let cg = s.cgroup();
+    let mut t1 = sender(&ab.a, &cg, &[(&to_b, 100, 200), ("127.0.0.1:7405", 50, 50)]);
+    let mut t2 = sender(&cd.a, &cg, &[(&to_d, 70, 1000)]);
+    let mon = Monitor::start(&["-p", &pids(&[&t1, &t2]), "-i", "eth0", "--json", "-t", "3s"]);
+    t1.go("sent");
+    t2.go("sent");
+    let run = mon.finish_ok();
     assert_eq!(
-        num(current(r, t1.pid()), "bytes_out"),
-        100 * udp4_bytes(200)
+        Counts::of(run.current(t1.pid())),
+        Counts::udp4_out(100, 200)
     );
     assert_eq!(
-        num(current(r, t2.pid()), "bytes_out"),
-        70 * udp4_bytes(1000)
+        Counts::of(run.current(t2.pid())),
+        Counts::udp4_out(70, 1000)
     );
-    t1.close_stdin();
-    t2.close_stdin();
 }
 
 /// `-i lo`: only loopback traffic.
 #[test]
 fn loopback_only() {
-    if skip_unless_root() || skip_without_netns_cookie("loopback_only") {
+    let Some(s) = scenario("loopback_only") else {
         return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 45);
-    let to_b = format!("{}:7406", v.ip_b);
-    let _sb = sink(&b, &to_b);
-    let _lo = sink(&a, "127.0.0.1:7407");
-    let cg = Cgroup::new();
-    let mut t = sender_shell(&a, &cg, &[(&to_b, 100, 200), ("127.0.0.1:7407", 60, 500)]);
-    let mon = Monitor::start(&["-p", &t.pid().to_string(), "-i", "lo", "--json", "-t", "3s"]);
-    t.send_line("go");
-    t.expect_line("sent");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    assert_eq!(
-        num(
-            current(reports.last().expect("report"), t.pid()),
-            "bytes_out"
-        ),
-        60 * udp4_bytes(500)
+    };
+    let link = s.link(45);
+    let to_b = link.addr_b(7406);
+    s.background(Peer::udp_sink(&to_b).in_netns(&link.b));
+    s.background(Peer::udp_sink("127.0.0.1:7407").in_netns(&link.a));
+    let cg = s.cgroup();
+    let mut t = sender(
+        &link.a,
+        &cg,
+        &[(&to_b, 100, 200), ("127.0.0.1:7407", 60, 500)],
     );
-    t.close_stdin();
+    let mon = Monitor::start(&["-p", &t.pid().to_string(), "-i", "lo", "--json", "-t", "3s"]);
+    t.go("sent");
+    let run = mon.finish_ok();
+    assert_eq!(Counts::of(run.current(t.pid())), Counts::udp4_out(60, 500));
 }
 
 /// An interface deleted mid-run: a warning; counting continues on the rest and resumes when
 /// an interface of that name comes back.
 #[test]
 fn interface_removed_and_re_added() {
-    if skip_unless_root() || skip_without_netns_cookie("interface_removed_and_re_added") {
+    let Some(s) = scenario("interface_removed_and_re_added") else {
         return;
-    }
-    let (a, b, c) = (Netns::new(false), Netns::new(false), Netns::new(false));
-    let v0 = Veth::new(&a, "eth0", &b, "eth0", 46);
-    let v1 = Veth::new(&a, "eth1", &c, "eth0", 47);
-    let (to_b, to_c) = (format!("{}:7408", v0.ip_b), format!("{}:7409", v1.ip_b));
-    let (_sb, _sc) = (sink(&b, &to_b), sink(&c, &to_c));
-    let cg = Cgroup::new();
-    let peer = bin("pnm-peer");
-    let peer = peer.to_str().expect("utf8");
-    let script = format!(
-        "echo started; read go; {peer} udp-send {to_c} 10 100 connected >/dev/null; echo phase1; \
-         read go; {peer} udp-send {to_b} 20 100 connected >/dev/null; echo phase2; \
-         read go; {peer} udp-send {to_c} 30 100 connected >/dev/null; echo phase3; read end"
-    );
-    let mut t = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&cg), Some(&a));
-    t.expect_line("started");
-    let mon = Monitor::start(&[
+    };
+    let (a, links, to) = two_links(&s, 46);
+    let c = &links[1].b;
+    let send = |to: &str, n| [Peer::udp_send(to, n, 100).connected()];
+    let cg = s.cgroup();
+    let mut t = Script::new()
+        .step("phase1", &send(&to[1], 10))
+        .step("phase2", &send(&to[0], 20))
+        .step("phase3", &send(&to[1], 30))
+        .in_cgroup(&cg)
+        .in_netns(&a)
+        .start();
+    let mut mon = Monitor::start(&[
         "-p",
         &t.pid().to_string(),
         "-i",
@@ -205,43 +145,38 @@ fn interface_removed_and_re_added() {
         "--interval",
         "200ms",
     ]);
-    t.send_line("go");
-    t.expect_line("phase1");
-    // eth1 goes away.
+    t.go("phase1");
+    // eth1 goes away: the agent says so once it noticed.
     c.exec(&["ip", "link", "del", "eth0"]);
-    // A few 200 ms ticks for the monitor to notice (stretched under emulation).
+    mon.expect_log("eth1 is gone");
+    t.go("phase2");
+    // eth1 comes back (a new veth, a new ifindex), and the agent says so once it counts it.
+    let _v1b = Veth::new(&a, "eth1", c, "eth0", 47);
+    mon.expect_log("eth1 is back");
+    // Measured (2026-12, 6.18): a burst sent at once after that line lost exactly one
+    // datagram of 30 in 2 of 4 runs; sent 600 ms after the interface came up, 9 of 9 runs
+    // were exact. Which side (the agent's filter, the new device) is not found yet: the
+    // pause stays, as before the line was waited for.
     thread::sleep(Duration::from_millis(600 * time_scale()));
-    t.send_line("go");
-    t.expect_line("phase2");
-    // eth1 comes back (a new veth, a new ifindex).
-    let _v1b = Veth::new(&a, "eth1", &c, "eth0", 47);
-    thread::sleep(Duration::from_millis(600 * time_scale()));
-    t.send_line("go");
-    t.expect_line("phase3");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    assert!(err.iter().any(|l| l.contains("eth1 is gone")), "{err:?}");
-    assert!(err.iter().any(|l| l.contains("eth1 is back")), "{err:?}");
-    let cur = current(reports.last().expect("report"), t.pid());
+    t.go("phase3");
+    let run = mon.finish_ok();
+    let cur = run.current(t.pid());
     assert_eq!(
-        num(cur, "bytes_out"),
-        (10 + 20 + 30) * udp4_bytes(100),
+        Counts::of(cur),
+        Counts::udp4_out(10 + 20 + 30, 100),
         "{cur}"
     );
-    let _ = v1;
-    t.close_stdin();
 }
 
 /// A name unknown in the target's namespace: one line listing that namespace's interfaces,
 /// exit 2, nothing attached.
 #[test]
 fn unknown_interface_is_a_usage_error() {
-    if skip_unless_root() || skip_without_netns_cookie("unknown_interface_is_a_usage_error") {
+    let Some(s) = scenario("unknown_interface_is_a_usage_error") else {
         return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let _v = Veth::new(&a, "eth0", &b, "eth0", 48);
-    let t = Proc::spawn(Path::new("sleep"), &["30"], None, Some(&a));
+    };
+    let link = s.link(48);
+    let t = Proc::spawn(Path::new("sleep"), &["30"], None, Some(&link.a));
     let (status, _, err) = run_monitor(&["-p", &t.pid().to_string(), "-i", "wlan7", "-t", "1s"]);
     assert_eq!(status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -256,13 +191,13 @@ fn unknown_interface_is_a_usage_error() {
 /// none of them has is a usage error before anything is loaded.
 #[test]
 fn cgroup_target_counts_the_chosen_interface() {
-    if skip_unless_root() || skip_without_netns_cookie("cgroup_target_counts_the_chosen_interface")
-    {
+    let Some(s) = scenario("cgroup_target_counts_the_chosen_interface") else {
         return;
-    }
-    let mut two = TwoLinks::new(46, (70, 300), (30, 900));
-    let (a, target) = (&two.a, &mut two.target);
-    let rel = two.cg.rel();
+    };
+    let (a, links, to) = two_links(&s, 46);
+    let cg = s.cgroup();
+    let mut target = sender(&a, &cg, &[(&to[0], 70, 300), (&to[1], 30, 900)]);
+    let rel = cg.rel();
     let (status, _, err) = run_monitor(&["--cgroup", &rel, "-i", "eth9", "-t", "1s"]);
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
@@ -270,20 +205,12 @@ fn cgroup_target_counts_the_chosen_interface() {
         "{err}"
     );
     let mon = Monitor::start(&["--cgroup", &rel, "-i", "eth0", "--json", "-t", "3s"]);
-    let before = a.link_stats("eth0");
-    target.send_line("go");
-    target.expect_line("sent");
-    let (status, reports, err) = mon.finish();
-    let eth0 = a.link_stats("eth0").since(&before);
-    assert!(status.success(), "{err:?}");
-    let r = reports.last().expect("report");
-    let w = r["workloads"]
-        .as_object()
-        .expect("workloads")
-        .values()
-        .next()
-        .expect("the cgroup");
-    assert_eq!(num(&w["current"], "bytes_out"), eth0.ip_tx(), "{r}");
-    assert_eq!(num(&w["current"], "bytes_out"), 70 * udp4_bytes(300));
-    target.close_stdin();
+    let before = links[0].stats();
+    target.go("sent");
+    let run = mon.finish_ok();
+    let eth0 = links[0].since(&before).ip();
+    let r = run.last();
+    let w = workload(r, &rel).unwrap_or_else(|| panic!("the cgroup: {r}"));
+    assert_eq!(eth0, Counts::udp4_out(70, 300));
+    assert_eq!(Counts::of(&w["current"]), eth0, "{r}");
 }

@@ -4,216 +4,132 @@
 //! (`--host-proc`). Identity fields, exact bytes per container, `--container`, `--cgroup`,
 //! `--all`, and a run from inside a private cgroup namespace.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, rc::Rc, time::Duration};
 
 use procnetmon2_integration::{
-    Monitor, Netns, Proc, Veth, cgroup2_root, current, num, sh, skip_unless_root, udp4_bytes,
-    unique,
+    Cgroup, Counts, Link, Monitor, Peer, Proc, Scenario, bin, cgroup2_root, current, pids,
+    pods::{HostRoot, hex64, pod_uid},
+    time_scale, unique, workload, workload_where,
 };
+use serde_json::Value;
 
-/// Cgroup directories created by the test (deepest removed first; existing ones kept).
-struct Tree(Vec<PathBuf>);
+/// A container of the simulated node: its cgroup in a kubelet layout, a network namespace of
+/// its own whose eth0 leads to a peer with a UDP sink.
+struct Container {
+    id: String,
+    uid: String,
+    /// The pod's cgroup, as `--cgroup` takes it.
+    pod_cgroup: String,
+    cg: Rc<Cgroup>,
+    link: Link,
+    /// The peer's UDP sink.
+    sink: String,
+}
 
-impl Tree {
-    fn make(&mut self, dir: &Path) {
-        let mut cur = PathBuf::new();
-        for c in dir.components() {
-            cur.push(c);
-            if !cur.exists() {
-                std::fs::create_dir(&cur)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", cur.display()));
-                self.0.push(cur.clone());
+impl Container {
+    /// Creates the container's cgroup at `rel` (under the cgroup2 root), making the pod's
+    /// directories on the way (removed with the scenario, deepest first).
+    fn new(s: &Scenario, id: String, uid: String, rel: &str, subnet: u8) -> Self {
+        let root = cgroup2_root();
+        let mut dir = root.clone();
+        let mut cg = None;
+        for part in Path::new(rel).components() {
+            dir.push(part);
+            if !dir.exists() {
+                cg = Some(s.keep_cgroup(Cgroup::make(dir.clone())));
             }
         }
+        let cg = cg.expect("the container's cgroup is new");
+        let pod = Path::new(rel).parent().expect("a pod directory");
+        let link = s.link(subnet);
+        let sink = link.addr_b(7600 + u16::from(subnet));
+        s.background(Peer::udp_sink(&sink).in_netns(&link.b));
+        Self {
+            id,
+            uid,
+            pod_cgroup: format!("/{}", pod.display()),
+            cg,
+            link,
+            sink,
+        }
+    }
+
+    /// A sender in the container, its socket connected before the monitor starts.
+    fn sender(&self, (count, size): (u64, u64)) -> Proc {
+        Peer::udp_send(&self.sink, count, size)
+            .connected()
+            .on_go()
+            .hold()
+            .in_cgroup(&self.cg)
+            .in_netns(&self.link.a)
+            .start()
     }
 }
 
-impl Drop for Tree {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    }
+/// The node: the host's /proc elsewhere, container A (systemd driver, containerd, names in
+/// its bundle) and container B (cgroupfs driver, a bare ID, no runtime metadata).
+struct Node {
+    host: HostRoot,
+    a: Container,
+    b: Container,
 }
 
-/// A bind mount of /proc under a temporary "host root", unmounted and removed on drop.
-struct HostRoot(PathBuf);
-
-impl HostRoot {
-    fn new() -> Self {
-        let root = std::env::temp_dir().join(unique("pnm-host-"));
-        std::fs::create_dir_all(root.join("proc")).expect("mkdir");
-        sh(
-            "mount",
-            &["--bind", "/proc", root.join("proc").to_str().expect("utf8")],
+impl Node {
+    fn new(s: &Scenario) -> Self {
+        let tag = unique("");
+        let (uid_a, uid_b) = (pod_uid(&format!("pa{tag}")), pod_uid(&format!("pb{tag}")));
+        let (id_a, id_b) = (hex64(&format!("a{tag}")), hex64(&format!("b{tag}")));
+        let rel_a = format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id_a}.scope",
+            uid_a.replace('-', "_")
         );
-        Self(root)
-    }
-}
-
-impl Drop for HostRoot {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.join("proc")).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn hex64(seed: &str) -> String {
-    let mut out = String::new();
-    let mut x: u64 = seed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    while out.len() < 64 {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        out.push_str(&format!("{:016x}", x));
-    }
-    out.truncate(64);
-    out
-}
-
-#[test]
-fn simulated_pods() {
-    if skip_unless_root() {
-        return;
-    }
-    let tag = unique("");
-    let uid = |seed: &str| {
-        let h = hex64(seed);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
-    let (uid_a, uid_b) = (uid(&format!("pa{tag}")), uid(&format!("pb{tag}")));
-    let (id_a, id_b) = (hex64(&format!("a{tag}")), hex64(&format!("b{tag}")));
-    let root = cgroup2_root();
-    // systemd driver, containerd; cgroupfs driver, bare id.
-    let rel_a = format!(
-        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id_a}.scope",
-        uid_a.replace('-', "_")
-    );
-    let pod_b = format!("kubepods/besteffort/pod{uid_b}");
-    let rel_b = format!("{pod_b}/{id_b}");
-    let mut tree = Tree(Vec::new());
-    tree.make(&root.join(&rel_a));
-    tree.make(&root.join(&rel_b));
-    let host = HostRoot::new();
-    // The runtime's own metadata for container A (names); none for B.
-    let bundle = host.0.join(format!(
-        "run/containerd/io.containerd.runtime.v2.task/k8s.io/{id_a}"
-    ));
-    std::fs::create_dir_all(&bundle).expect("bundle dir");
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::json!({"annotations": {
+        let rel_b = format!("kubepods/besteffort/pod{uid_b}/{id_b}");
+        let host = HostRoot::new();
+        // The runtime's own metadata for container A (names); none for B.
+        let bundle = host.0.join(format!(
+            "run/containerd/io.containerd.runtime.v2.task/k8s.io/{id_a}"
+        ));
+        std::fs::create_dir_all(&bundle).expect("bundle dir");
+        let config = serde_json::json!({"annotations": {
             "io.kubernetes.cri.sandbox-name": "web-7d4f",
             "io.kubernetes.cri.sandbox-namespace": "shop",
             "io.kubernetes.cri.container-name": "nginx",
             "io.kubernetes.cri.sandbox-uid": uid_a,
-        }})
-        .to_string(),
-    )
-    .expect("config.json");
+        }});
+        std::fs::write(bundle.join("config.json"), config.to_string()).expect("config.json");
+        Self {
+            host,
+            a: Container::new(s, id_a, uid_a, &rel_a, 61),
+            b: Container::new(s, id_b, uid_b, &rel_b, 62),
+        }
+    }
 
-    // Each container: its own netns with eth0 to a peer namespace.
-    let (na, pa, nb, pb) = (
-        Netns::new(false),
-        Netns::new(false),
-        Netns::new(false),
-        Netns::new(false),
-    );
-    let va = Veth::new(&na, "eth0", &pa, "eth0", 61);
-    let vb = Veth::new(&nb, "eth0", &pb, "eth0", 62);
-    let (to_a, to_b) = (format!("{}:7601", va.ip_b), format!("{}:7602", vb.ip_b));
-    let sink_a = Proc::peer(&["udp-recv", &to_a, "1000000"], None, Some(&pa));
-    let sink_b = Proc::peer(&["udp-recv", &to_b, "1000000"], None, Some(&pb));
-    sink_a.expect_line("ready");
-    sink_b.expect_line("ready");
-    let cg_a = procnetmon2_integration::Cgroup {
-        dir: root.join(&rel_a),
-    };
-    let cg_b = procnetmon2_integration::Cgroup {
-        dir: root.join(&rel_b),
-    };
-    let host_proc = host.0.join("proc");
-    let host_proc = host_proc.to_str().expect("utf8");
-
-    let run = |args: &[&str], sends: [(u32, u32); 2]| {
-        let mut a = Proc::peer(
-            &[
-                "udp-send",
-                &to_a,
-                &sends[0].0.to_string(),
-                &sends[0].1.to_string(),
-                "connected",
-                "wait",
-                "hold",
-            ],
-            Some(&cg_a),
-            Some(&na),
-        );
-        let mut b = Proc::peer(
-            &[
-                "udp-send",
-                &to_b,
-                &sends[1].0.to_string(),
-                &sends[1].1.to_string(),
-                "connected",
-                "wait",
-                "hold",
-            ],
-            Some(&cg_b),
-            Some(&nb),
-        );
-        a.expect_line("bound");
-        b.expect_line("bound");
-        let pids = format!("{},{}", a.pid(), b.pid());
-        let args: Vec<String> = args.iter().map(|s| s.replace("{PIDS}", &pids)).collect();
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    /// One run: a sender in each container ((count, size) each), the monitor with `args`
+    /// (`{PIDS}` stands for the senders' PIDs) and `--host-proc`. The last report and the
+    /// senders' PIDs.
+    fn run(&self, args: &[&str], sends: [(u64, u64); 2]) -> (Value, u32, u32) {
+        let (mut a, mut b) = (self.a.sender(sends[0]), self.b.sender(sends[1]));
+        let (all, host_proc) = (pids(&[&a, &b]), self.host.proc());
+        let mut argv: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "{PIDS}" { all.as_str() } else { *a })
+            .collect();
+        argv.extend(["--json", "-t", "2s", "--host-proc", &host_proc]);
         let mon = Monitor::start(&argv);
-        a.send_line("go");
-        b.send_line("go");
-        a.expect_line("done");
-        b.expect_line("done");
-        let (status, reports, err) = mon.finish();
-        assert!(status.success(), "{err:?}");
-        let r = reports.last().expect("report").clone();
-        a.close_stdin();
-        b.close_stdin();
-        (r, a.pid(), b.pid())
-    };
+        a.go("done");
+        b.go("done");
+        let run = mon.finish_ok();
+        (run.last().clone(), a.pid(), b.pid())
+    }
+}
 
-    // 1. By PID: identity fields from the path (both shapes) and the bundle (names).
-    let (r, pa_pid, pb_pid) = run(
-        &[
-            "-p",
-            "{PIDS}",
-            "--json",
-            "-t",
-            "2s",
-            "--host-proc",
-            host_proc,
-        ],
-        [(100, 300), (40, 900)],
-    );
-    let ca = &r["processes"][pa_pid.to_string()]["container"];
+/// By PID: identity fields from the cgroup path (both shapes) and the bundle (names).
+fn by_pid(node: &Node) {
+    let (r, pa, pb) = node.run(&["-p", "{PIDS}"], [(100, 300), (40, 900)]);
+    let ca = &r["processes"][pa.to_string()]["container"];
     assert_eq!(ca["runtime"], "containerd", "{r}");
-    assert_eq!(ca["id"], id_a.as_str());
-    assert_eq!(ca["pod_uid"], uid_a.as_str());
+    assert_eq!(ca["id"], node.a.id.as_str());
+    assert_eq!(ca["pod_uid"], node.a.uid.as_str());
     assert_eq!(ca["qos"], "burstable");
     assert_eq!(
         (
@@ -223,128 +139,99 @@ fn simulated_pods() {
         ),
         (Some("web-7d4f"), Some("shop"), Some("nginx"))
     );
-    let cb = &r["processes"][pb_pid.to_string()]["container"];
-    assert_eq!(cb["id"], id_b.as_str(), "{r}");
-    assert_eq!(cb["pod_uid"], uid_b.as_str());
+    let cb = &r["processes"][pb.to_string()]["container"];
+    assert_eq!(cb["id"], node.b.id.as_str(), "{r}");
+    assert_eq!(cb["pod_uid"], node.b.uid.as_str());
     assert_eq!(cb["qos"], "besteffort");
-    assert!(r["processes"][pa_pid.to_string()]["nspid"].is_u64());
-    assert_eq!(num(current(&r, pa_pid), "bytes_out"), 100 * udp4_bytes(300));
-    assert_eq!(num(current(&r, pb_pid), "bytes_out"), 40 * udp4_bytes(900));
+    assert!(r["processes"][pa.to_string()]["nspid"].is_u64());
+    assert_eq!(Counts::of(current(&r, pa)), Counts::udp4_out(100, 300));
+    assert_eq!(Counts::of(current(&r, pb)), Counts::udp4_out(40, 900));
+}
 
-    // 2. --container by a unique id prefix; --cgroup by the pod's cgroup (a subtree).
-    let prefix = &id_a[..12];
-    let cg_arg = format!("/{pod_b}");
-    let (r, _, _) = run(
-        &[
-            "--container",
-            prefix,
-            "--cgroup",
-            &cg_arg,
-            "--json",
-            "-t",
-            "2s",
-            "--host-proc",
-            host_proc,
-        ],
+/// `--container` by a unique ID prefix; `--cgroup` by the pod's cgroup (a subtree).
+fn by_container_and_cgroup(node: &Node) {
+    let prefix = &node.a.id[..12];
+    let pod_b = &node.b.pod_cgroup;
+    let (r, _, _) = node.run(
+        &["--container", prefix, "--cgroup", pod_b],
         [(70, 500), (30, 200)],
     );
-    let w = r["workloads"].as_object().expect("workloads");
-    let by_container = w
-        .values()
-        .find(|v| v["container"]["id"] == id_a.as_str())
-        .expect("container A");
+    let by_container = workload_where(&r, |w| w["container"]["id"] == node.a.id.as_str())
+        .unwrap_or_else(|| panic!("container A: {r}"));
     assert_eq!(by_container["name"], "shop/web-7d4f/nginx", "{r}");
     assert_eq!(
-        num(&by_container["current"], "bytes_out"),
-        70 * udp4_bytes(500)
+        Counts::of(&by_container["current"]),
+        Counts::udp4_out(70, 500)
     );
-    let by_cgroup = w
-        .values()
-        .find(|v| v["cgroup"] == cg_arg.as_str())
-        .expect("pod B");
-    assert_eq!(
-        num(&by_cgroup["current"], "bytes_out"),
-        30 * udp4_bytes(200)
-    );
+    let by_cgroup = workload(&r, pod_b).unwrap_or_else(|| panic!("pod B: {r}"));
+    assert_eq!(Counts::of(&by_cgroup["current"]), Counts::udp4_out(30, 200));
+}
 
-    // 3. --all: node-wide, grouped by workload; our two containers carry exactly their payloads.
-    let (r, _, _) = run(
-        &["--all", "--json", "-t", "2s", "--host-proc", host_proc],
-        [(55, 100), (66, 200)],
-    );
-    let w = r["workloads"].as_object().expect("workloads");
-    let wa = w
-        .values()
-        .find(|v| v["container"]["id"] == id_a.as_str())
-        .expect("A in --all");
-    let wb = w
-        .values()
-        .find(|v| v["container"]["id"] == id_b.as_str())
-        .expect("B in --all");
-    assert_eq!(
-        num(&wa["current"], "bytes_out"),
-        55 * udp4_bytes(100),
-        "{r}"
-    );
-    assert_eq!(num(&wb["current"], "bytes_out"), 66 * udp4_bytes(200));
-    assert_eq!(
-        num(&wa["current"], "bytes_out") + num(&wb["current"], "bytes_out"),
-        55 * udp4_bytes(100) + 66 * udp4_bytes(200)
-    );
+/// `--all`: node-wide, grouped by workload; the two containers carry exactly their payloads.
+fn node_wide(node: &Node) {
+    let (r, _, _) = node.run(&["--all"], [(55, 100), (66, 200)]);
+    for (c, sent) in [(&node.a, (55, 100)), (&node.b, (66, 200))] {
+        let w = workload_where(&r, |w| w["container"]["id"] == c.id.as_str())
+            .unwrap_or_else(|| panic!("{} in --all: {r}", c.id));
+        assert_eq!(
+            Counts::of(&w["current"]),
+            Counts::udp4_out(sent.0, sent.1),
+            "{r}"
+        );
+    }
+}
 
-    // 4. From inside a container: a private cgroup namespace (paths read `0::/../…`) and a
-    // private mount namespace, with the host /proc bind-mounted; resolved all the same.
-    let agent_cg = procnetmon2_integration::Cgroup::new();
-    let mut a = Proc::peer(
-        &["udp-send", &to_a, "25", "250", "connected", "wait", "hold"],
-        Some(&cg_a),
-        Some(&na),
-    );
-    a.expect_line("bound");
-    let bin = procnetmon2_integration::bin("procnetmon2");
+/// From inside a container: a private cgroup namespace (paths read `0::/../…`) and a private
+/// mount namespace, with the host /proc bind-mounted; resolved all the same.
+fn from_inside_a_container(s: &Scenario, node: &Node) {
+    let mut a = node.a.sender((25, 250));
     // Its log joins stdout, so the traffic starts once it says it is counting (a fixed
     // delay can end before a slow start, e.g. under emulation); the window and the wait
     // stretch by PNM_TIME_SCALE.
-    let scale = procnetmon2_integration::time_scale();
+    let scale = time_scale();
     let script = format!(
-        "exec 2>&1; RUST_LOG=info exec unshare --cgroup --mount {} -p {} --json -t {}s --host-proc {host_proc}",
-        bin.display(),
+        "exec 2>&1; RUST_LOG=info exec unshare --cgroup --mount {} -p {} --json -t {}s --host-proc {}",
+        bin("procnetmon2").display(),
         a.pid(),
-        3 * scale
+        3 * scale,
+        node.host.proc()
     );
-    let mon = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&agent_cg), None);
-    let wait = std::time::Duration::from_secs(30 * scale);
+    let mon = Proc::spawn(Path::new("sh"), &["-c", &script], Some(&s.cgroup()), None);
+    let wait = Duration::from_secs(30 * scale);
     while !mon
         .next_line(wait)
         .expect("the contained run starts counting")
         .contains("counting")
     {}
-    a.send_line("go");
-    a.expect_line("done");
+    a.go("done");
     if scale > 1 {
         // As Monitor::finish does under emulation: the stretched window ends its own
         // (unstretched) length after the traffic, with Ctrl-C (the window's report).
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(3));
         // SAFETY: plain syscall on our own child (procnetmon2: sh and unshare exec it).
         unsafe { libc::kill(mon.pid() as i32, libc::SIGINT) };
     }
     let line = std::iter::from_fn(|| mon.next_line(wait))
         .find(|l| l.starts_with('{'))
         .expect("a report from the contained run");
-    let r: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let r: Value = serde_json::from_str(&line).expect("json");
     assert_eq!(
-        num(current(&r, a.pid()), "bytes_out"),
-        25 * udp4_bytes(250),
+        Counts::of(current(&r, a.pid())),
+        Counts::udp4_out(25, 250),
         "{r}"
     );
     assert_eq!(
         r["processes"][a.pid().to_string()]["container"]["id"],
-        id_a.as_str()
+        node.a.id.as_str()
     );
-    drop(mon);
-    a.close_stdin();
-    drop(a);
-    drop(agent_cg);
-    drop(host);
-    drop(tree);
+}
+
+#[test]
+fn simulated_pods() {
+    let Some(s) = Scenario::new() else { return };
+    let node = Node::new(&s);
+    by_pid(&node);
+    by_container_and_cgroup(&node);
+    node_wide(&node);
+    from_inside_a_container(&s, &node);
 }

@@ -2,11 +2,14 @@
 //! less 14 per frame, when only the target uses the link), loopback statistics, and the
 //! UDP header formulas. Never against numbers procnetmon2 produced itself.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bin, current, kernel_version, num, skip_for_kernel,
-    skip_unless_root, time_scale, udp4_bytes, udp6_bytes,
+    Counts, Monitor, Peer, Proc, Scenario, ipv6_synack_passes_cgroup_egress, num, pids, skip,
+    time_scale, udp6_bytes, unique,
 };
 
 /// Target: a TCP server (listening before the monitor starts) in its own cgroup and
@@ -14,41 +17,27 @@ use procnetmon2_integration::{
 /// each; the client closes first. Every byte crosses the veth once.
 #[test]
 fn tcp_server_accepted_connections_match_veth_counters() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 1);
-    let cg = Cgroup::new();
-    let addr = format!("{}:5001", v.ip_a);
-    let server = Proc::peer(&["tcp-server", &addr], Some(&cg), Some(&a));
-    server.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let (link, cg) = (s.link(1), s.cgroup());
+    let addr = link.addr_a(5001);
+    let server = Peer::tcp_server(&addr)
+        .in_cgroup(&cg)
+        .in_netns(&link.a)
+        .start();
 
     let mon = Monitor::start(&["-p", &server.pid().to_string(), "--json", "-t", "3s"]);
-    let before = a.link_stats("eth0");
-    let mut client = Proc::peer(
-        &["tcp-client", &addr, "1000000", "3000000", "0", "3"],
-        None,
-        Some(&b),
-    );
-    client.expect_line("done");
-    client.wait();
-    let (status, reports, err) = mon.finish();
-    let delta = a.link_stats("eth0").since(&before);
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("a report"), server.pid());
+    let before = link.stats();
+    Peer::tcp_client(&addr, 1_000_000, 3_000_000)
+        .connections(3)
+        .in_netns(&link.b)
+        .run();
+    let run = mon.finish_ok();
+    let c = run.current(server.pid());
     assert_eq!(
-        num(c, "bytes_in"),
-        delta.ip_rx(),
-        "bytes_in vs veth rx; {c}"
+        Counts::of(c),
+        link.since(&before).ip(),
+        "veth counters; {c}"
     );
-    assert_eq!(
-        num(c, "bytes_out"),
-        delta.ip_tx(),
-        "bytes_out vs veth tx; {c}"
-    );
-    assert_eq!(num(c, "packets_in"), delta.rx_packets);
-    assert_eq!(num(c, "packets_out"), delta.tx_packets);
     assert!(
         num(c, "bytes_in") > 3_000_000 && num(c, "bytes_out") > 9_000_000,
         "{c}"
@@ -60,160 +49,92 @@ fn tcp_server_accepted_connections_match_veth_counters() {
 /// datagrams (formula), and none of the other process's bytes are the target's.
 #[test]
 fn tcp_client_excludes_a_non_target_in_the_same_cgroup_and_netns() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 2);
-    let cg = Cgroup::new();
-    let addr = format!("{}:5002", v.ip_b);
-    let server = Proc::peer(&["tcp-server", &addr], None, Some(&b));
-    server.expect_line("ready");
-    let sink_addr = format!("{}:6002", v.ip_b);
-    let sink = Proc::peer(&["udp-recv", &sink_addr, "500"], None, Some(&b));
-    sink.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let (link, cg) = (s.link(2), s.cgroup());
+    s.background(Peer::tcp_server(&link.addr_b(5002)).in_netns(&link.b));
+    let sink = Peer::udp_recv(&link.addr_b(6002), 500)
+        .in_netns(&link.b)
+        .start();
     // The target connects now (before the monitor) and moves data only when told.
-    let mut target = Proc::peer(
-        &[
-            "tcp-client",
-            &addr,
-            "2000000",
-            "500000",
-            "1",
-            "1",
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("connected");
-    let mut other = Proc::peer(
-        &["udp-send", &sink_addr, "500", "700", "unconnected", "wait"],
-        Some(&cg),
-        Some(&a),
-    );
-    other.expect_line("bound");
+    let mut target = Peer::tcp_client(&link.addr_b(5002), 2_000_000, 500_000)
+        .server_closes_first()
+        .on_go()
+        .hold()
+        .in_cgroup(&cg)
+        .in_netns(&link.a)
+        .start();
+    let mut other = Peer::udp_send(&link.addr_b(6002), 500, 700)
+        .on_go()
+        .in_cgroup(&cg)
+        .in_netns(&link.a)
+        .start();
 
     let mon = Monitor::start(&["-p", &target.pid().to_string(), "--json", "-t", "3s"]);
-    let before = a.link_stats("eth0");
-    target.send_line("go");
-    other.send_line("go");
-    target.expect_line("done");
-    other.expect_line("done");
+    let before = link.stats();
+    target.go("done");
+    other.go("done");
     sink.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    let delta = a.link_stats("eth0").since(&before);
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("a report"), target.pid());
-    let other_bytes = 500 * udp4_bytes(700);
-    assert_eq!(num(c, "bytes_out"), delta.ip_tx() - other_bytes, "{c}");
-    assert_eq!(num(c, "packets_out"), delta.tx_packets - 500, "{c}");
-    assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{c}");
-    let p = &reports.last().expect("report")["processes"][target.pid().to_string()]["protocols"];
+    let run = mon.finish_ok();
+    let link_counts = link.since(&before).ip();
+    let other_counts = Counts::udp4_out(500, 700);
+    let want = Counts {
+        bytes_out: link_counts.bytes_out - other_counts.bytes_out,
+        packets_out: link_counts.packets_out - other_counts.packets_out,
+        ..link_counts
+    };
+    let c = run.current(target.pid());
+    assert_eq!(Counts::of(c), want, "{c}");
+    let p = &run.last()["processes"][target.pid().to_string()]["protocols"];
     assert_eq!(
         p["udp"]["bytes_out"], 0,
         "the other process's UDP is not the target's"
     );
-    target.close_stdin();
 }
 
 /// UDP, unconnected and connected sends, and receives: exact by the header formula.
 #[test]
 fn udp_send_and_receive_match_the_formula() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 3);
-    let cg = Cgroup::new();
-    let to_b = format!("{}:6003", v.ip_b);
-    let to_a = format!("{}:6004", v.ip_a);
-    let sink = Proc::peer(&["udp-recv", &to_b, "600"], None, Some(&b));
-    sink.expect_line("ready");
-    let receiver = Proc::peer(&["udp-recv", &to_a, "250", "hold"], Some(&cg), Some(&a));
-    receiver.expect_line("ready");
-    let mut unconnected = Proc::peer(
-        &[
-            "udp-send",
-            &to_b,
-            "300",
-            "512",
-            "unconnected",
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    unconnected.expect_line("bound");
-    let mut connected = Proc::peer(
-        &[
-            "udp-send",
-            &to_b,
-            "300",
-            "1200",
-            "connected",
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    connected.expect_line("bound");
+    let Some(s) = Scenario::new() else { return };
+    let (link, cg) = (s.link(3), s.cgroup());
+    let (to_b, to_a) = (link.addr_b(6003), link.addr_a(6004));
+    s.background(Peer::udp_recv(&to_b, 600).in_netns(&link.b));
+    let in_a = |p: Peer<'_>| p.in_cgroup(&cg).in_netns(&link.a).start();
+    let receiver = in_a(Peer::udp_recv(&to_a, 250).hold());
+    let mut unconnected = in_a(Peer::udp_send(&to_b, 300, 512).on_go().hold());
+    let mut connected = in_a(Peer::udp_send(&to_b, 300, 1200).connected().on_go().hold());
 
-    let pids = format!(
-        "{},{},{}",
-        unconnected.pid(),
-        connected.pid(),
-        receiver.pid()
-    );
-    let mon = Monitor::start(&["-p", &pids, "--json", "-t", "3s"]);
-    let before = a.link_stats("eth0");
+    let all = pids(&[&unconnected, &connected, &receiver]);
+    let mon = Monitor::start(&["-p", &all, "--json", "-t", "3s"]);
+    let before = link.stats();
     unconnected.send_line("go");
     connected.send_line("go");
-    let mut feeder = Proc::peer(
-        &["udp-send", &to_a, "250", "333", "unconnected"],
-        None,
-        Some(&b),
-    );
-    feeder.expect_line("done");
-    feeder.wait();
+    Peer::udp_send(&to_a, 250, 333).in_netns(&link.b).run();
     unconnected.expect_line("done");
     connected.expect_line("done");
     receiver.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    let delta = a.link_stats("eth0").since(&before);
-    assert!(status.success(), "{err:?}");
-    let r = reports.last().expect("a report");
-    let u = current(r, unconnected.pid());
-    assert_eq!(
-        (num(u, "bytes_out"), num(u, "packets_out")),
-        (300 * udp4_bytes(512), 300)
+    let run = mon.finish_ok();
+    let delta = link.since(&before).ip();
+    let (u, c, r) = (
+        Counts::udp4_out(300, 512),
+        Counts::udp4_out(300, 1200),
+        Counts::udp4_in(250, 333),
     );
-    let c = current(r, connected.pid());
-    assert_eq!(
-        (num(c, "bytes_out"), num(c, "packets_out")),
-        (300 * udp4_bytes(1200), 300)
-    );
-    let rc = current(r, receiver.pid());
-    assert_eq!(
-        (num(rc, "bytes_in"), num(rc, "packets_in")),
-        (250 * udp4_bytes(333), 250)
-    );
+    assert_eq!(Counts::of(run.current(unconnected.pid())), u);
+    assert_eq!(Counts::of(run.current(connected.pid())), c);
+    assert_eq!(Counts::of(run.current(receiver.pid())), r);
     // And the link agrees with the sum.
     assert_eq!(
-        delta.ip_tx(),
-        300 * udp4_bytes(512) + 300 * udp4_bytes(1200)
+        delta,
+        Counts {
+            bytes_out: u.bytes_out + c.bytes_out,
+            packets_out: 600,
+            ..r
+        }
     );
-    assert_eq!(delta.ip_rx(), 250 * udp4_bytes(333));
     assert_eq!(
-        r["processes"][unconnected.pid().to_string()]["protocols"]["udp"]["bytes_out"],
-        300 * udp4_bytes(512)
+        run.last()["processes"][unconnected.pid().to_string()]["protocols"]["udp"]["bytes_out"],
+        u.bytes_out
     );
-    for p in [&mut unconnected, &mut connected] {
-        p.close_stdin();
-    }
 }
 
 /// IPv6 over loopback: every packet on `lo` belongs to the target's connections or the known
@@ -221,66 +142,59 @@ fn udp_send_and_receive_match_the_formula() {
 /// on lo's rx, from the IP header). The server's replies stay under 64 KiB: an IPv6 TCP skb
 /// above that carries an 8-byte jumbo option and reaches the device split, so the device
 /// counts more headers than the socket handed over (seen here; README explains).
+///
+/// Where the kernel does not pass a server's IPv6 SYN-ACK through the cgroup egress hook
+/// (before ~6.6: `ipv6_synack_passes_cgroup_egress` asks the kernel), the server's TCP
+/// counts cannot be exact: the UDP part is checked and the test reported as skipped.
 #[test]
 fn ipv6_tcp_and_udp_over_loopback() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(true);
-    let cg = Cgroup::new();
-    let server = Proc::peer(&["tcp-server", "[::1]:5005"], Some(&cg), Some(&ns));
-    server.expect_line("ready");
-    let udp_rx = Proc::peer(&["udp-recv", "[::1]:6005", "200"], Some(&cg), Some(&ns));
-    udp_rx.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns_v6(), s.cgroup());
+    let synack_counted = ipv6_synack_passes_cgroup_egress(&ns);
+    let server = Peer::tcp_server("[::1]:5005")
+        .in_cgroup(&cg)
+        .in_netns(&ns)
+        .start();
+    let udp_rx = Peer::udp_recv("[::1]:6005", 200)
+        .in_cgroup(&cg)
+        .in_netns(&ns)
+        .start();
 
-    let pids = format!("{},{}", server.pid(), udp_rx.pid());
-    let mon = Monitor::start(&["-p", &pids, "--json", "-t", "3s"]);
+    let mon = Monitor::start(&["-p", &pids(&[&server, &udp_rx]), "--json", "-t", "3s"]);
     let before = ns.link_stats("lo");
-    let mut client = Proc::peer(
-        &["tcp-client", "[::1]:5005", "1500000", "40000", "0", "2"],
-        None,
-        Some(&ns),
-    );
-    client.expect_line("done");
-    client.wait();
-    let mut sender = Proc::peer(
-        &["udp-send", "[::1]:6005", "200", "100", "connected"],
-        None,
-        Some(&ns),
-    );
-    sender.expect_line("done");
-    sender.wait();
+    Peer::tcp_client("[::1]:5005", 1_500_000, 40_000)
+        .connections(2)
+        .in_netns(&ns)
+        .run();
+    Peer::udp_send("[::1]:6005", 200, 100)
+        .connected()
+        .in_netns(&ns)
+        .run();
     udp_rx.expect_line("done");
-    let (status, reports, err) = mon.finish();
+    let run = mon.finish_ok();
     let lo = ns.link_stats("lo").since(&before);
-    assert!(status.success(), "{err:?}");
-    let r = reports.last().expect("a report");
-    let s = current(r, server.pid());
-    if kernel_version() < (6, 6) {
-        // Before upstream 223f5f79f2ce ("bpf, net: Check skb ownership against full socket",
-        // ~6.6) the server's IPv6 SYN-ACK never passes the cgroup egress hook (measured on
-        // Debian's 5.10 and 6.1): the TCP side cannot be exact there. UDP still is.
-        skip_for_kernel(
-            "ipv6_tcp_and_udp_over_loopback",
-            "IPv6 SYN-ACK skips cgroup egress before Linux 6.6 (TCP part; UDP checked)",
-        );
-    } else {
-        // lo carried the TCP connections and the 200 datagrams, nothing else.
-        assert_eq!(
-            num(s, "bytes_in") + num(s, "bytes_out"),
-            lo.rx_bytes - 200 * udp6_bytes(100),
-            "{s}"
-        );
-        assert_eq!(
-            num(s, "packets_in") + num(s, "packets_out"),
-            lo.rx_packets - 200,
-            "{s}"
-        );
-    }
-    let u = current(r, udp_rx.pid());
+    let u = run.current(udp_rx.pid());
     assert_eq!(
         (num(u, "bytes_in"), num(u, "packets_in")),
         (200 * udp6_bytes(100), 200)
+    );
+    if !synack_counted {
+        skip(
+            "the server's IPv6 SYN-ACK bypasses cgroup egress on this kernel (TCP part; UDP checked)",
+        );
+        return;
+    }
+    // lo carried the TCP connections and the 200 datagrams, nothing else.
+    let c = run.current(server.pid());
+    assert_eq!(
+        num(c, "bytes_in") + num(c, "bytes_out"),
+        lo.rx_bytes - 200 * udp6_bytes(100),
+        "{c}"
+    );
+    assert_eq!(
+        num(c, "packets_in") + num(c, "packets_out"),
+        lo.rx_packets - 200,
+        "{c}"
     );
 }
 
@@ -288,87 +202,76 @@ fn ipv6_tcp_and_udp_over_loopback() {
 /// The target is the client; the server closes first.
 #[test]
 fn connection_opened_before_the_monitor_counts_from_the_start() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 6);
-    let cg = Cgroup::new();
-    let addr = format!("{}:5006", v.ip_b);
-    let server = Proc::peer(&["tcp-server", &addr], None, Some(&b));
-    server.expect_line("ready");
-    let mut target = Proc::peer(
-        &[
-            "tcp-client",
-            &addr,
-            "3000000",
-            "700000",
-            "1",
-            "1",
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("connected");
-    // Some traffic before the monitor: must not be counted.
+    let Some(s) = Scenario::new() else { return };
+    let (link, cg) = (s.link(6), s.cgroup());
+    s.background(Peer::tcp_server(&link.addr_b(5006)).in_netns(&link.b));
+    let mut target = Peer::tcp_client(&link.addr_b(5006), 3_000_000, 700_000)
+        .server_closes_first()
+        .on_go()
+        .hold()
+        .in_cgroup(&cg)
+        .in_netns(&link.a)
+        .start();
+    // The handshake came before the monitor: it must not be counted.
     let mon = Monitor::start(&["-p", &target.pid().to_string(), "--json", "-t", "3s"]);
-    let before = a.link_stats("eth0");
-    target.send_line("go");
-    target.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    let delta = a.link_stats("eth0").since(&before);
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("a report"), target.pid());
-    assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{c}");
-    assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{c}");
+    let before = link.stats();
+    target.go("done");
+    let run = mon.finish_ok();
+    let c = run.current(target.pid());
+    assert_eq!(Counts::of(c), link.since(&before).ip(), "{c}");
     assert!(num(c, "bytes_out") > 3_000_000);
-    target.close_stdin();
+}
+
+/// A static HTTP server (python3) in `ns` on `addr`, serving `body` as /blob.bin from a
+/// temporary directory (removed with the returned guard).
+fn http_server(ns: &procnetmon2_integration::Netns, ip: &str, body: &[u8]) -> (Proc, TempDir) {
+    let dir = TempDir(std::env::temp_dir().join(unique("pnm-www")));
+    std::fs::create_dir_all(&dir.0).expect("mkdir");
+    std::fs::write(dir.0.join("blob.bin"), body).expect("write blob");
+    let program = format!(
+        "import http.server,functools\n\
+         class Quiet(http.server.SimpleHTTPRequestHandler):\n    log_message=lambda *a:None\n\
+         h=functools.partial(Quiet,directory='{}')\n\
+         s=http.server.HTTPServer(('{ip}',8007),h)\nprint('ready',flush=True)\ns.serve_forever()",
+        dir.0.display(),
+    );
+    let server = Proc::spawn(
+        Path::new("python3"),
+        &["-u", "-c", &program],
+        None,
+        Some(ns),
+    );
+    server.expect_line("ready");
+    (server, dir)
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The issue's "done when": curl downloading from a local HTTP server, watched with
 /// `--json -t`, shows the download's bytes exactly (veth counters).
 #[test]
 fn curl_download_is_exact() {
-    if skip_unless_root() {
-        return;
-    }
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 7);
-    let cg = Cgroup::new();
-    let dir = std::env::temp_dir().join(procnetmon2_integration::unique("pnm-www"));
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let Some(s) = Scenario::new() else { return };
+    let (link, cg) = (s.link(7), s.cgroup());
     let body: Vec<u8> = (0..4_000_000_u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(dir.join("blob.bin"), &body).expect("write blob");
-    let server = Proc::spawn(
-        std::path::Path::new("python3"),
-        &[
-            "-u",
-            "-c",
-            &format!(
-                "import http.server,functools,sys\n\
-             h=functools.partial(http.server.SimpleHTTPRequestHandler,directory='{}')\n\
-             h.log_message=lambda *a:None\n\
-             s=http.server.HTTPServer(('{}',8007),h)\nprint('ready',flush=True)\ns.serve_forever()",
-                dir.display(),
-                v.ip_b
-            ),
-        ],
-        None,
-        Some(&b),
-    );
-    server.expect_line("ready");
+    let (_server, _www) = http_server(&link.b, &link.veth.ip_b, &body);
     // curl waits for one line on stdin (via sh read) so the monitor can start first.
-    let url = format!("http://{}:8007/blob.bin", v.ip_b);
+    let url = format!("http://{}/blob.bin", link.addr_b(8007));
     let mut curl = Proc::spawn(
-        std::path::Path::new("sh"),
+        Path::new("sh"),
         &[
             "-c",
             &format!("echo started; read go; exec curl -s -o /dev/null {url}"),
         ],
         Some(&cg),
-        Some(&a),
+        Some(&link.a),
     );
     curl.expect_line("started");
     // The window is ended by Ctrl-C once curl has exited, never by its clock: a 3 s window
@@ -376,38 +279,28 @@ fn curl_download_is_exact() {
     // exited just after it, so its row was not yet marked exited). SIGINT during a window
     // prints the window's report so far, after one last look at the counters and the target.
     let mon = Monitor::start(&["-p", &curl.pid().to_string(), "--json", "-t", "10m"]);
-    let before = a.link_stats("eth0");
+    let before = link.stats();
     curl.send_line("go");
     assert!(curl.wait().success());
     // The connection's last packets (the server's FIN, our ACK) may cross after curl has
     // exited; once its socket is gone or in TIME-WAIT, nothing more is sent for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30 * time_scale());
-    while !a
+    let deadline = Instant::now() + Duration::from_secs(30 * time_scale());
+    while !link
+        .a
         .exec(&["ss", "-Htn", "state", "connected", "exclude", "time-wait"])
         .trim()
         .is_empty()
     {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "curl's connection never closed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "curl's connection never closed");
+        std::thread::sleep(Duration::from_millis(20));
     }
     mon.signal(libc::SIGINT);
-    let (status, reports, err) = mon.finish();
-    let delta = a.link_stats("eth0").since(&before);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(status.success(), "{err:?}");
-    let c = current(reports.last().expect("a report"), curl.pid());
-    assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{c}");
-    assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{c}");
+    let run = mon.finish_ok();
+    let c = run.current(curl.pid());
+    assert_eq!(Counts::of(c), link.since(&before).ip(), "{c}");
     assert!(num(c, "bytes_in") > 4_000_000, "{c}");
-    let r = reports.last().expect("a report");
-    assert_eq!(
-        r["processes"][curl.pid().to_string()]["exited"],
-        true,
-        "{r}"
-    );
+    let p = &run.last()["processes"][curl.pid().to_string()];
+    assert_eq!(p["exited"], true, "{p}");
 }
 
 /// Without CAP_DAC_READ_SEARCH (the least-privilege set), /proc/PID/fd of another user's
@@ -415,32 +308,21 @@ fn curl_download_is_exact() {
 /// number with pidfd_getfd, and counted exactly (they were once missed silently).
 #[test]
 fn another_users_sockets_found_without_dac_read_search() {
-    if skip_unless_root() {
-        return;
-    }
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:7235", "1000000"], None, None);
-    sink.expect_line("ready");
-    let peer = bin("pnm-peer");
-    let peer = peer.to_str().expect("utf8");
+    let Some(s) = Scenario::new() else { return };
+    s.background(Peer::udp_sink("127.0.0.1:7235"));
     // A process of user nobody with a UDP socket connected before the monitor starts.
-    let mut target = Proc::spawn(
-        Path::new("setpriv"),
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            peer,
-            "udp-send",
-            "127.0.0.1:7235",
-            "60",
-            "200",
-            "connected",
-            "wait",
-            "hold",
-        ],
-        None,
-        None,
-    );
+    let send = Peer::udp_send("127.0.0.1:7235", 60, 200)
+        .connected()
+        .on_go()
+        .hold();
+    let mut argv = vec![
+        "--reuid=65534".to_owned(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+    ];
+    argv.extend(send.argv());
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut target = Proc::spawn(Path::new("setpriv"), &argv, None, None);
     target.expect_line("bound");
     let drop_dac = "-dac_read_search,-dac_override";
     let mon = Monitor::start_under(
@@ -453,18 +335,14 @@ fn another_users_sockets_found_without_dac_read_search() {
         ],
         &["-p", &target.pid().to_string(), "--json", "-t", "2s"],
     );
-    target.send_line("go");
-    target.expect_line("done");
-    let (status, reports, err) = mon.finish();
-    assert!(status.success(), "{err:?}");
-    let r = reports.last().expect("report");
-    let cur = current(r, target.pid());
-    assert_eq!(num(cur, "bytes_out"), 60 * udp4_bytes(200), "{r}");
-    assert_eq!(cur["udp_connections"], 1, "{r}");
+    target.go("done");
+    let run = mon.finish_ok();
+    let cur = run.current(target.pid());
+    assert_eq!(Counts::of(cur), Counts::udp4_out(60, 200), "{cur}");
+    assert_eq!(cur["udp_connections"], 1, "{cur}");
     assert!(
-        err.iter()
-            .any(|l| l.contains("cannot list the descriptors")),
-        "the fd directory was unreadable, as without CAP_DAC_READ_SEARCH: {err:?}"
+        run.logged("cannot list the descriptors"),
+        "the fd directory was unreadable, as without CAP_DAC_READ_SEARCH: {:?}",
+        run.err
     );
-    target.close_stdin();
 }

@@ -8,7 +8,10 @@
 
 use std::{collections::BTreeSet, path::Path};
 
-use procnetmon2_integration::{Cgroup, Monitor, Netns, Proc, Veth, current, num, skip_unless_root};
+use procnetmon2_integration::{
+    Counts, Monitor, Peer, Proc, Scenario, between, current, env_count, num, workload,
+};
+use serde_json::Value;
 
 /// How a monitor names its target.
 #[derive(Clone, Copy, Debug)]
@@ -35,57 +38,54 @@ impl Watch<'_> {
     }
 
     /// The target's `current` object in a report.
-    fn row(self, report: &serde_json::Value) -> &serde_json::Value {
+    fn row(self, report: &Value) -> &Value {
         match self {
             Watch::Pid(p) => current(report, p),
             Watch::Cgroup(rel) => {
-                let c = &report["workloads"][rel]["current"];
-                assert!(c.is_object(), "no workload {rel} in {report}");
-                c
+                let w = workload(report, rel).unwrap_or_else(|| panic!("no {rel} in {report}"));
+                &w["current"]
             }
         }
     }
 
     /// (TCP, UDP) connections now.
-    fn conns(self, report: &serde_json::Value) -> (u64, u64) {
+    fn conns(self, report: &Value) -> [u64; 2] {
         let c = self.row(report);
-        (num(c, "tcp_connections"), num(c, "udp_connections"))
+        [num(c, "tcp_connections"), num(c, "udp_connections")]
     }
 }
 
 /// N TCP connections and M UDP sockets opened before the monitor: exactly N and M, falling
-/// as they close.
+/// as they close (every report on the way shows the old count or one between).
 #[test]
 fn preexisting_connections_are_counted_and_fall_as_they_close() {
-    if skip_unless_root() {
-        return;
-    }
-    for (v6, addr) in [(false, "127.0.0.1:5101"), (true, "[::1]:5102")] {
-        let ns = Netns::new(v6);
-        let cg = Cgroup::new();
+    let Some(s) = Scenario::new() else { return };
+    for (addr, ns) in [("127.0.0.1:5101", s.netns()), ("[::1]:5102", s.netns_v6())] {
+        let cg = s.cgroup();
         let rel = cg.rel();
-        let server = Proc::peer(&["tcp-server", addr], None, Some(&ns));
-        server.expect_line("ready");
-        let mut holder = Proc::peer(&["hold-sockets", addr, "4", "3"], Some(&cg), Some(&ns));
-        holder.expect_line("ready");
+        s.background(Peer::tcp_server(addr).in_netns(&ns));
+        let mut holder = Peer::hold_sockets(addr, 4, 3)
+            .in_cgroup(&cg)
+            .in_netns(&ns)
+            .start();
         let mut mons: Vec<(Watch<'_>, Monitor)> = [Watch::Pid(holder.pid()), Watch::Cgroup(&rel)]
             .into_iter()
             .map(|w| (w, w.start(&["--json", "--interval", "300ms"])))
             .collect();
         for (w, mon) in &mut mons {
             let r = mon.next_report();
-            assert_eq!(w.conns(&r), (4, 3), "{w:?}: {r}");
+            assert_eq!(w.conns(&r), [4, 3], "{w:?}: {r}");
         }
-        for want in [(3, 2), (2, 1)] {
+        for (from, to) in [([4, 3], [3, 2]), ([3, 2], [2, 1])] {
             holder.send_line("close one");
             holder.expect_line("closed");
             for (w, mon) in &mut mons {
-                mon.report_where(|r| w.conns(r) == want);
+                mon.report_until(|r| between(w.conns(r), from, to), |r| w.conns(r) == to);
             }
         }
         for (w, mon) in mons {
-            let (_, _, err) = mon.stop();
-            assert!(!err.iter().any(|l| l.contains("ERROR")), "{w:?}: {err:?}");
+            let run = mon.stop_ok();
+            assert!(!run.logged("ERROR"), "{w:?}: {:?}", run.err);
         }
     }
 }
@@ -93,79 +93,54 @@ fn preexisting_connections_are_counted_and_fall_as_they_close() {
 /// Connections accepted by a server count for the server, opened before and during the run.
 #[test]
 fn accepted_connections_count_for_the_server() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(false);
-    let cg = Cgroup::new();
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns(), s.cgroup());
     let rel = cg.rel();
-    let server = Proc::peer(&["tcp-server", "127.0.0.1:5103"], Some(&cg), Some(&ns));
-    server.expect_line("ready");
-    let mut early = Proc::peer(
-        &["hold-sockets", "127.0.0.1:5103", "2", "0"],
-        None,
-        Some(&ns),
-    );
-    early.expect_line("ready");
+    let addr = "127.0.0.1:5103";
+    let server = Peer::tcp_server(addr).in_cgroup(&cg).in_netns(&ns).start();
+    let mut early = Peer::hold_sockets(addr, 2, 0).in_netns(&ns).start();
     let mut mons: Vec<(Watch<'_>, Monitor)> = [Watch::Pid(server.pid()), Watch::Cgroup(&rel)]
         .into_iter()
         .map(|w| (w, w.start(&["--json", "--interval", "300ms"])))
         .collect();
-    let wait_all = |mons: &mut Vec<(Watch<'_>, Monitor)>, tcp: u64| {
+    // Every monitor's reports on the way from `from` TCP connections to `to`.
+    let all_until = |mons: &mut Vec<(Watch<'_>, Monitor)>, from: u64, to: u64| {
         for (w, mon) in mons.iter_mut() {
-            mon.report_where(|r| w.conns(r).0 == tcp);
+            let tcp = |r: &Value| w.conns(r)[0];
+            mon.report_until(|r| between([tcp(r)], [from], [to]), |r| tcp(r) == to);
         }
     };
-    wait_all(&mut mons, 2);
-    let late = Proc::peer(
-        &["hold-sockets", "127.0.0.1:5103", "3", "0"],
-        None,
-        Some(&ns),
-    );
-    late.expect_line("ready");
-    wait_all(&mut mons, 5);
+    all_until(&mut mons, 0, 2);
+    let late = Peer::hold_sockets(addr, 3, 0).in_netns(&ns).start();
+    all_until(&mut mons, 2, 5);
     // The client closes: the server's sockets leave ESTABLISHED (CLOSE_WAIT) and stop counting.
     drop(late);
-    wait_all(&mut mons, 2);
+    all_until(&mut mons, 5, 2);
     early.close_stdin();
     for (_, mon) in mons {
-        mon.stop();
+        mon.stop_ok();
     }
 }
 
 /// UDP sockets made during the run count once each however they become bound or connected
 /// (bind, bind then connect, connect alone, which binds; sends with and without an address
-/// add nothing), and leave as they close.
+/// add nothing), and leave as they close. On the cgroup path this is the one state it
+/// allocates per UDP socket, at its first bind or connect.
 #[test]
 fn new_udp_sockets_count_once_and_leave_at_close() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(false);
-    let cg = Cgroup::new();
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns(), s.cgroup());
     let rel = cg.rel();
-    let sink = Proc::peer(&["udp-recv", "127.0.0.1:5107", "1000000"], None, Some(&ns));
-    sink.expect_line("ready");
-    let mut mon = Watch::Cgroup(&rel).start(&["--json", "--interval", "300ms"]);
+    let addr = "127.0.0.1:5107";
+    s.background(Peer::udp_sink(addr).in_netns(&ns));
     let w = Watch::Cgroup(&rel);
-    let mut senders: Vec<Proc> = ["connected", "unconnected"]
+    let mut mon = w.start(&["--json", "--interval", "300ms"]);
+    let mut senders: Vec<Proc> = [false, true]
         .into_iter()
-        .map(|how| {
-            let p = Proc::peer(
-                &[
-                    "udp-send",
-                    "127.0.0.1:5107",
-                    "3",
-                    "100",
-                    how,
-                    "wait",
-                    "hold",
-                ],
-                Some(&cg),
-                Some(&ns),
-            );
-            p.expect_line("bound");
-            p
+        .map(|connected| {
+            let p = Peer::udp_send(addr, 3, 100);
+            let p = if connected { p.connected() } else { p };
+            p.on_go().hold().in_cgroup(&cg).in_netns(&ns).start()
         })
         .collect();
     // bash's /dev/udp: connect() on an unbound socket, which binds it.
@@ -179,20 +154,21 @@ fn new_udp_sockets_count_once_and_leave_at_close() {
         Some(&ns),
     );
     bash.expect_line("connected");
-    mon.report_where(|r| w.conns(r).1 == 3);
+    mon.report_until(|r| w.conns(r)[1] <= 3, |r| w.conns(r)[1] == 3);
     for p in &mut senders {
-        p.send_line("go");
-        p.expect_line("done");
+        p.go("done");
     }
-    bash.send_line("go");
-    bash.expect_line("done");
-    let r = mon.report_where(|r| num(w.row(r), "packets_out") == 7);
-    assert_eq!(w.conns(&r).1, 3, "{r}");
+    bash.go("done");
+    let r = mon.report_until(
+        |r| w.conns(r)[1] == 3,
+        |r| num(w.row(r), "packets_out") == 7,
+    );
+    // Six 100-byte datagrams and bash's "hi\n", 28 bytes of headers each.
     assert_eq!(num(w.row(&r), "bytes_out"), 6 * 128 + 3 + 28, "{r}");
     drop(senders);
     drop(bash);
-    mon.report_where(|r| w.conns(r).1 == 0);
-    mon.stop();
+    mon.report_until(|r| w.conns(r)[1] <= 3, |r| w.conns(r)[1] == 0);
+    mon.stop_ok();
 }
 
 /// 2,000 short connections in a few seconds: every byte lands in the totals, including the
@@ -202,63 +178,42 @@ fn new_udp_sockets_count_once_and_leave_at_close() {
 /// connection checks the same thing, and 2,000 take minutes under TCG.
 #[test]
 fn two_thousand_short_connections_are_exact() {
-    if skip_unless_root() {
-        return;
-    }
-    let n: u64 = std::env::var("PNM_SHORT_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let count = n.to_string();
-    let (a, b) = (Netns::new(false), Netns::new(false));
-    let v = Veth::new(&a, "eth0", &b, "eth0", 11);
-    let cg = Cgroup::new();
+    let Some(s) = Scenario::new() else { return };
+    let n = env_count("PNM_SHORT_CONNECTIONS", 2000);
+    let (link, cg) = (s.link(11), s.cgroup());
     let rel = cg.rel();
-    let addr = format!("{}:5104", v.ip_b);
-    let server = Proc::peer(&["tcp-server", &addr], None, Some(&b));
-    server.expect_line("ready");
-    let mut target = Proc::peer(
-        &[
-            "tcp-client",
-            &addr,
-            "1000",
-            "3000",
-            "1",
-            &count,
-            "wait",
-            "hold",
-        ],
-        Some(&cg),
-        Some(&a),
-    );
-    target.expect_line("connected");
+    s.background(Peer::tcp_server(&link.addr_b(5104)).in_netns(&link.b));
+    let mut target = Peer::tcp_client(&link.addr_b(5104), 1000, 3000)
+        .server_closes_first()
+        .connections(n)
+        .on_go()
+        .hold()
+        .in_cgroup(&cg)
+        .in_netns(&link.a)
+        .start();
     let window = ["--json", "-t", "8s", "--interval", "500ms"];
     let mons: Vec<(Watch<'_>, Monitor)> = [Watch::Pid(target.pid()), Watch::Cgroup(&rel)]
         .into_iter()
         .map(|w| (w, w.start(&window)))
         .collect();
-    let before = a.link_stats("eth0");
-    target.send_line("go");
-    target.expect_line("done");
+    let before = link.stats();
+    target.go("done");
     // Let the last FINs and ACKs cross.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let mid = a.link_stats("eth0");
-    let finished: Vec<_> = mons.into_iter().map(|(w, m)| (w, m.finish())).collect();
-    let delta = a.link_stats("eth0").since(&before);
+    let mid = link.stats();
+    let runs: Vec<_> = mons.into_iter().map(|(w, m)| (w, m.finish_ok())).collect();
+    let delta = link.since(&before);
     assert_eq!(
         mid.since(&before),
         delta,
         "traffic after the connections ended"
     );
-    for (w, (status, reports, err)) in finished {
-        assert!(status.success(), "{w:?}: {err:?}");
-        let c = w.row(reports.last().expect("report"));
-        assert_eq!(num(c, "bytes_out"), delta.ip_tx(), "{w:?}: {c}");
-        assert_eq!(num(c, "bytes_in"), delta.ip_rx(), "{w:?}: {c}");
+    for (w, run) in &runs {
+        let c = w.row(run.last());
+        assert_eq!(Counts::of(c), delta.ip(), "{w:?}: {c}");
         assert!(num(c, "packets_out") >= n * 4, "{w:?}: {c}");
         assert_eq!(num(c, "tcp_connections"), 0, "{w:?}: {c}");
     }
-    target.close_stdin();
 }
 
 /// Normalizes an `ss` address (`0.0.0.0:*`, `*:*`, `[::]:*`, `*:5000`) to ours.
@@ -271,25 +226,33 @@ fn norm(a: &str) -> String {
         .to_string()
 }
 
+/// The `--details` rows of process `pid` in a report.
+fn details(r: &Value, pid: u32) -> &Vec<Value> {
+    r["processes"][pid.to_string()]["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("connections of {pid}: {r}"))
+}
+
+/// How many of them are CLOSED.
+fn closed(r: &Value, pid: u32) -> usize {
+    details(r, pid)
+        .iter()
+        .filter(|c| c["state"] == "CLOSED")
+        .count()
+}
+
 /// `--details` lists what `ss -tuanp` shows for the process (unconnected UDP: remote `*`).
 #[test]
 fn details_match_ss() {
-    if skip_unless_root() {
-        return;
-    }
-    let ns = Netns::new(true);
-    let cg = Cgroup::new();
-    let server = Proc::peer(&["tcp-server", "127.0.0.1:5105"], None, Some(&ns));
-    server.expect_line("ready");
-    let server6 = Proc::peer(&["tcp-server", "[::1]:5106"], None, Some(&ns));
-    server6.expect_line("ready");
+    let Some(s) = Scenario::new() else { return };
+    let (ns, cg) = (s.netns_v6(), s.cgroup());
+    s.background(Peer::tcp_server("127.0.0.1:5105").in_netns(&ns));
+    s.background(Peer::tcp_server("[::1]:5106").in_netns(&ns));
     // Before the run: 2 TCP connections and 2 bound UDP sockets.
-    let mut holder = Proc::peer(
-        &["hold-sockets", "127.0.0.1:5105", "2", "2"],
-        Some(&cg),
-        Some(&ns),
-    );
-    holder.expect_line("ready");
+    let mut holder = Peer::hold_sockets("127.0.0.1:5105", 2, 2)
+        .in_cgroup(&cg)
+        .in_netns(&ns)
+        .start();
     let pid = holder.pid();
     let mut mon = Monitor::start(&[
         "-p",
@@ -300,18 +263,10 @@ fn details_match_ss() {
         "300ms",
     ]);
     let r = mon.next_report();
-    let ours: BTreeSet<(String, String, String)> = r["processes"][pid.to_string()]["connections"]
-        .as_array()
-        .expect("connections")
+    let field = |c: &Value, k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    let ours: BTreeSet<(String, String, String)> = details(&r, pid)
         .iter()
-        .filter(|c| c["state"] != "CLOSED")
-        .map(|c| {
-            (
-                c["protocol"].as_str().unwrap().to_owned(),
-                c["local"].as_str().unwrap().to_owned(),
-                c["remote"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|c| (field(c, "protocol"), field(c, "local"), field(c, "remote")))
         .collect();
     let ss = ns.exec(&["ss", "-tuanpH"]);
     let theirs: BTreeSet<(String, String, String)> = ss
@@ -323,12 +278,9 @@ fn details_match_ss() {
         })
         .collect();
     assert_eq!(ours, theirs, "ss said:\n{ss}\nwe said: {r}");
-    assert_eq!(ours.len(), 4);
+    assert_eq!(details(&r, pid).len(), 4, "{r}");
     // Established TCP connections carry RTT and retransmits.
-    for c in r["processes"][pid.to_string()]["connections"]
-        .as_array()
-        .unwrap()
-    {
+    for c in details(&r, pid) {
         if c["protocol"] == "tcp" {
             assert_eq!(c["state"], "ESTABLISHED", "{c}");
             assert!(c["rtt_us"].is_u64() && c["retransmits"].is_u64(), "{c}");
@@ -337,34 +289,28 @@ fn details_match_ss() {
             assert_eq!(c["remote"], "*", "{c}");
         }
     }
-    // A connection made during the run shows its real addresses, and a closed one shows
-    // once as CLOSED, then leaves the list.
+    // A closed connection shows once as CLOSED, then leaves the list; until then the four
+    // stay as they were.
     holder.send_line("close one");
     holder.expect_line("closed");
-    let closed = mon.report_where(|r| {
-        r["processes"][pid.to_string()]["connections"]
-            .as_array()
-            .is_some_and(|v| v.iter().any(|c| c["state"] == "CLOSED"))
-    });
-    let n_closed = |r: &serde_json::Value| {
-        r["processes"][pid.to_string()]["connections"]
-            .as_array()
-            .map_or(0, |v| v.iter().filter(|c| c["state"] == "CLOSED").count())
-    };
-    assert_eq!(n_closed(&closed), 2, "one TCP and one UDP closed: {closed}");
+    let listed = |r: &Value| details(r, pid).len();
+    let closing = mon.report_until(
+        |r| listed(r) == 4 && closed(r, pid) == 0,
+        |r| closed(r, pid) > 0,
+    );
+    assert_eq!(
+        closed(&closing, pid),
+        2,
+        "one TCP and one UDP closed: {closing}"
+    );
+    assert_eq!(listed(&closing), 4, "{closing}");
     let after = mon.next_report();
     assert_eq!(
-        n_closed(&after),
+        closed(&after, pid),
         0,
         "closed connections leave the list: {after}"
     );
-    assert_eq!(
-        after["processes"][pid.to_string()]["connections"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-    mon.stop();
+    assert_eq!(listed(&after), 2, "{after}");
+    mon.stop_ok();
     holder.close_stdin();
 }

@@ -18,7 +18,8 @@ use std::{
 };
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Proc, bin, cgroup_of, cgroup2_root, leftover_cgroups, skip_unless_root, unique,
+    Cgroup, Monitor, Proc, Scenario, bin, cgroup_of, cgroup2_root, leftover_cgroups, skip,
+    skip_unless_root, unique,
 };
 
 /// A private `/run` for procnetmon2 runs, removed on drop.
@@ -166,92 +167,138 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_target_that_cannot_go_back_stays_alive_until_cleanup_can_move_it() {
-    if skip_unless_root() {
-        return;
+/// What every test here needs: a private `/run`, and a target (`sleep`) in a cgroup of its
+/// own, with the dedicated cgroup `--isolate` would make for it (removed if left behind).
+/// Fields drop in order: the target first.
+struct Setup {
+    target: Proc,
+    dedicated: Dedicated,
+    cg: std::rc::Rc<Cgroup>,
+    run: PrivateRun,
+}
+
+impl Setup {
+    fn new(s: &Scenario) -> Self {
+        let run = PrivateRun::new();
+        let cg = s.cgroup();
+        let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
+        let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{}", target.pid())));
+        Self {
+            target,
+            dedicated,
+            cg,
+            run,
+        }
     }
-    let Some(_hugetlb) = RootHugetlb::new() else {
-        eprintln!(
-            "skipping: no controller available to cgroup v2 to make a cgroup refuse processes"
-        );
-        return;
-    };
-    let run = PrivateRun::new();
-    let cg = Cgroup::new();
-    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
-    let pid = target.pid();
-    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
-    let mon = run
-        .command(
-            "",
-            &["-p", &pid.to_string(), "--isolate", "--json", "-t", "3s"],
-        )
+
+    fn pid(&self) -> u32 {
+        self.target.pid()
+    }
+
+    /// `-p TARGET --isolate --json -t WINDOW`.
+    fn isolate_args(&self, window: &str) -> Vec<String> {
+        [
+            "-p",
+            &self.pid().to_string(),
+            "--isolate",
+            "--json",
+            "-t",
+            window,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// The target's cgroup now, against the two it may be in.
+    fn in_original(&self) -> bool {
+        cgroup_of(self.pid()) == rel(&self.cg.dir)
+    }
+
+    fn in_dedicated(&self) -> bool {
+        cgroup_of(self.pid()) == rel(&self.dedicated.0)
+    }
+
+    /// The run records in the state directory.
+    fn records(&self) -> Vec<String> {
+        fs::read_dir(self.run.state())
+            .expect("state dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| fs::read_to_string(e.path()).expect("record"))
+            .collect()
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The run that isolated the target cannot put it back (its original cgroup refuses it):
+/// it says so, exits 1, records the target as stuck and leaves it alive where it is.
+fn isolate_and_block_the_way_back(t: &Setup) {
+    let mon = t
+        .run
+        .command("", &strs(&t.isolate_args("3s")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn procnetmon2");
-    wait_for("the target to be isolated", || {
-        cgroup_of(pid) == rel(&dedicated.0)
-    });
+    wait_for("the target to be isolated", || t.in_dedicated());
     // The original cgroup now holds no process: enabling a controller in it is allowed, and
     // from then on it refuses processes (EBUSY), so the move back fails.
-    fs::write(cg.dir.join("cgroup.subtree_control"), "+hugetlb").expect("enable hugetlb");
-    let out = mon.wait_with_output_checked();
-    let err = out.1;
-    assert!(alive(pid), "the target was harmed: {err}");
+    fs::write(t.cg.dir.join("cgroup.subtree_control"), "+hugetlb").expect("enable hugetlb");
+    let (code, err) = mon.wait_with_output_checked();
+    assert!(alive(t.pid()), "the target was harmed: {err}");
     assert_eq!(
-        out.0,
+        code,
         Some(1),
         "the run reports what it could not undo: {err}"
     );
-    assert_eq!(
-        cgroup_of(pid),
-        rel(&dedicated.0),
-        "it stays in the kept cgroup"
-    );
+    assert!(t.in_dedicated(), "it stays in the kept cgroup");
     let line = err
         .lines()
         .find(|l| l.contains("could not be moved back"))
         .unwrap_or_else(|| panic!("no error naming the process: {err}"));
     assert!(
-        line.contains(&format!("process {pid}"))
-            && line.contains(&dedicated.0.display().to_string())
+        line.contains(&format!("process {}", t.pid()))
+            && line.contains(&t.dedicated.0.display().to_string())
             && line.contains("--cleanup"),
         "{line}"
     );
-    let records: Vec<String> = fs::read_dir(run.state())
-        .expect("state dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .map(|e| fs::read_to_string(e.path()).expect("record"))
-        .collect();
+    let records = t.records();
     assert!(
         records.iter().any(|r| r.contains("\"stuck\"")),
         "the record says so: {records:?}"
     );
+}
+
+#[test]
+fn a_target_that_cannot_go_back_stays_alive_until_cleanup_can_move_it() {
+    let Some(s) = Scenario::new() else { return };
+    let Some(_hugetlb) = RootHugetlb::new() else {
+        skip("no controller available to cgroup v2 to make a cgroup refuse processes");
+        return;
+    };
+    let t = Setup::new(&s);
+    isolate_and_block_the_way_back(&t);
 
     // A cleanup while the cgroup still refuses: nothing harmed, still recorded.
-    let (code, err) = run.run("", &["--cleanup"]);
+    let (code, err) = t.run.run("", &["--cleanup"]);
     assert_eq!(code, Some(1), "something stays behind: {err}");
     assert!(err.contains("could not clean up"), "{err}");
-    assert!(alive(pid));
-    assert_eq!(cgroup_of(pid), rel(&dedicated.0));
+    assert!(alive(t.pid()));
+    assert!(t.in_dedicated());
 
     // Once the original cgroup accepts processes again, --cleanup puts it back.
-    fs::write(cg.dir.join("cgroup.subtree_control"), "-hugetlb").expect("disable hugetlb");
-    let (code, err) = run.run("", &["--cleanup"]);
+    fs::write(t.cg.dir.join("cgroup.subtree_control"), "-hugetlb").expect("disable hugetlb");
+    let (code, err) = t.run.run("", &["--cleanup"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("cleaned up after run"), "{err}");
-    assert!(alive(pid));
-    assert_eq!(cgroup_of(pid), rel(&cg.dir), "moved back");
-    assert!(!dedicated.0.exists(), "dedicated cgroup removed");
-    let left: Vec<_> = fs::read_dir(run.state())
-        .expect("state dir")
-        .flatten()
-        .collect();
-    assert!(left.is_empty(), "records left: {left:?}");
+    assert!(alive(t.pid()));
+    assert!(t.in_original(), "moved back");
+    assert!(!t.dedicated.0.exists(), "dedicated cgroup removed");
+    assert!(t.records().is_empty(), "records left");
 }
 
 /// A round count from environment variable `var` (default `default`).
@@ -403,43 +450,15 @@ fn stopped_in_syscall(pid: u32) -> Option<u64> {
         .ok()
 }
 
-#[test]
-fn two_runs_racing_to_isolate_one_pid_leave_the_target_alone() {
-    if skip_unless_root() {
-        return;
-    }
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("skipping: strace is not installed (scripts/setup installs it)");
-        return;
-    }
-    let run = PrivateRun::new();
-    let cg = Cgroup::new();
-    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
-    let pid = target.pid();
-    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
-    // The orphaned second run (once strace is gone) is reaped here, so its status is ours.
-    // SAFETY: plain prctl on this process.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
-    // The second run, its mkdir of the dedicated cgroup held back by strace (a fault-injection
-    // delay on exactly that path) until the first run has claimed it: the race, every time.
-    let err_file = run.root.join("second.stderr");
-    let argv = run.argv(
-        "",
-        &["-p", &pid.to_string(), "--isolate", "--json", "-t", "1s"],
-    );
-    let dedicated_str = dedicated.0.display().to_string();
-    let mut strace = Command::new("strace")
+/// The second run of the race, under strace: its mkdir of the dedicated cgroup held back
+/// (a fault-injection delay on exactly that path) until it is let go. Its PID once it is
+/// stopped in that mkdir, and the strace child.
+fn second_run_held_at_its_mkdir(t: &Setup, err_file: &Path) -> (u32, std::process::Child) {
+    let argv = t.run.argv("", &strs(&t.isolate_args("1s")));
+    let dedicated = t.dedicated.0.display().to_string();
+    let strace = Command::new("strace")
+        .args(["-I1", "-f", "-qq", "-o", "/dev/null", "-P", &dedicated])
         .args([
-            "-I1",
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-P",
-            &dedicated_str,
             "-e",
             "trace=mkdir,mkdirat",
             "-e",
@@ -448,7 +467,7 @@ fn two_runs_racing_to_isolate_one_pid_leave_the_target_alone() {
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(&err_file).expect("stderr file"))
+        .stderr(fs::File::create(err_file).expect("stderr file"))
         .spawn()
         .expect("spawn strace");
     let strace_pid = strace.id();
@@ -461,79 +480,80 @@ fn two_runs_racing_to_isolate_one_pid_leave_the_target_alone() {
         // mkdir (83) or mkdirat (258) on x86_64, aarch64's mkdirat (34).
         second != 0 && matches!(stopped_in_syscall(second), Some(83 | 258 | 34))
     });
-    let wrapper = run.wrapper("");
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let first = Monitor::start_under(
-        &wrapper,
-        &["-p", &pid.to_string(), "--isolate", "--json", "-t", "4s"],
-    );
-    assert_eq!(
-        cgroup_of(pid),
-        rel(&dedicated.0),
-        "the first run isolated it"
-    );
-    // Let the second run's mkdir go: strace detaches and ends.
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(strace_pid as i32, libc::SIGTERM) };
-    let _ = strace.wait();
+    (second, strace)
+}
+
+/// Waits for `pid` (a process this test reaps as subreaper) to end; its wait status.
+fn reap(pid: u32) -> i32 {
     let mut status = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // SAFETY: waitpid on a process this test reaps as subreaper.
-        let r = unsafe { libc::waitpid(second as i32, &mut status, libc::WNOHANG) };
-        if r == second as i32 {
-            break;
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r == pid as i32 {
+            return status;
         }
-        assert!(
-            r == 0 && Instant::now() < deadline,
-            "second run did not end"
-        );
+        assert!(r == 0 && Instant::now() < deadline, "{pid} did not end");
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn two_runs_racing_to_isolate_one_pid_leave_the_target_alone() {
+    let Some(s) = Scenario::new() else { return };
+    if Command::new("strace").arg("-V").output().is_err() {
+        skip("strace is not installed (scripts/setup installs it)");
+        return;
+    }
+    let t = Setup::new(&s);
+    // The orphaned second run (once strace is gone) is reaped here, so its status is ours.
+    // SAFETY: plain prctl on this process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    // The race, every time: the second run waits at its mkdir until the first has claimed
+    // the dedicated cgroup.
+    let err_file = t.run.root.join("second.stderr");
+    let (second, mut strace) = second_run_held_at_its_mkdir(&t, &err_file);
+    let wrapper = t.run.wrapper("");
+    let first = Monitor::start_under(&strs(&wrapper), &strs(&t.isolate_args("4s")));
+    assert!(t.in_dedicated(), "the first run isolated it");
+    // Let the second run's mkdir go: strace detaches and ends.
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGTERM) };
+    let _ = strace.wait();
+    let status = reap(second);
     let err = fs::read_to_string(&err_file).unwrap_or_default();
-    assert!(alive(pid), "the target was killed: {err}");
+    assert!(alive(t.pid()), "the target was killed: {err}");
     assert!(libc::WIFEXITED(status), "second run: {err}");
     assert_eq!(libc::WEXITSTATUS(status), 1, "{err}");
     assert!(err.contains("already isolated"), "{err}");
-    assert_eq!(
-        cgroup_of(pid),
-        rel(&dedicated.0),
-        "the first run still holds it"
-    );
-    let (status, _, err) = first.finish();
-    assert!(status.success(), "{err:?}");
-    assert!(alive(pid));
-    assert_eq!(cgroup_of(pid), rel(&cg.dir), "put back by the first run");
-    assert!(!dedicated.0.exists());
+    assert!(t.in_dedicated(), "the first run still holds it");
+    first.finish_ok();
+    assert!(alive(t.pid()));
+    assert!(t.in_original(), "put back by the first run");
+    assert!(!t.dedicated.0.exists());
 }
 
 #[test]
 fn state_dir_is_0700_under_umask_000() {
-    if skip_unless_root() {
-        return;
-    }
-    let run = PrivateRun::new();
-    let cg = Cgroup::new();
-    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
-    let pid = target.pid().to_string();
+    let Some(s) = Scenario::new() else { return };
+    let t = Setup::new(&s);
     // umask 000 (every run here): the directory is still root's and 0700.
-    let (code, err) = run.run("", &["-p", &pid, "--isolate", "--json", "-t", "1s"]);
+    let (code, err) = t.run.run("", &strs(&t.isolate_args("1s")));
     assert_eq!(code, Some(0), "{err}");
-    let md = fs::metadata(run.state()).expect("state dir");
+    let md = fs::metadata(t.run.state()).expect("state dir");
     assert_eq!(md.permissions().mode() & 0o7777, 0o700);
     assert_eq!(md.uid(), 0);
-    assert_eq!(cgroup_of(target.pid()), rel(&cg.dir));
+    assert!(t.in_original());
 }
 
 #[test]
 fn planted_state_changes_nothing() {
-    if skip_unless_root() {
-        return;
-    }
-    let run = PrivateRun::new();
-    let cg = Cgroup::new();
-    let target = Proc::spawn(Path::new("sleep"), &["600"], Some(&cg), None);
-    let pid = target.pid().to_string();
+    let Some(s) = Scenario::new() else { return };
+    let t = Setup::new(&s);
+    let (run, pid) = (&t.run, t.pid().to_string());
     fs::create_dir(run.state()).expect("state dir");
     fs::set_permissions(run.state(), fs::Permissions::from_mode(0o700)).expect("chmod");
 
@@ -545,21 +565,20 @@ fn planted_state_changes_nothing() {
         "ln -s {} /run/procnetmon2/$$.json.tmp && ",
         victim.display()
     );
-    let (code, err) = run.run(&plant, &["-p", &pid, "--isolate", "--json", "-t", "1s"]);
+    let (code, err) = run.run(&plant, &strs(&t.isolate_args("1s")));
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(fs::read_to_string(&victim).expect("victim"), "precious");
-    assert_eq!(cgroup_of(target.pid()), rel(&cg.dir));
+    assert!(t.in_original());
 
     // A record of another user's, saying the target was moved by a dead run: the next run
     // must not act on it (here it would move the process out of its current cgroup).
-    let dedicated = Dedicated(cg.dir.join(format!("procnetmon2-{pid}")));
-    fs::create_dir(&dedicated.0).expect("mkdir");
-    fs::write(dedicated.0.join("cgroup.procs"), &pid).expect("move");
+    fs::create_dir(&t.dedicated.0).expect("mkdir");
+    fs::write(t.dedicated.0.join("cgroup.procs"), &pid).expect("move");
     let record = serde_json::json!({
         "agent_pid": 4242,
         "mount": cgroup2_root(),
-        "created": [dedicated.0],
-        "moved": [{"pid": target.pid(), "start_ticks": 0, "from": cg.dir, "to": dedicated.0}],
+        "created": [t.dedicated.0],
+        "moved": [{"pid": t.pid(), "start_ticks": 0, "from": t.cg.dir, "to": t.dedicated.0}],
     });
     let json = run.state().join("4242.json");
     let lock = run.state().join("4242.lock");
@@ -574,7 +593,7 @@ fn planted_state_changes_nothing() {
         err.contains("ignoring run record") && err.contains("uid 65534"),
         "refused with a warning: {err}"
     );
-    assert_eq!(cgroup_of(target.pid()), rel(&dedicated.0), "nothing moved");
+    assert!(t.in_dedicated(), "nothing moved");
     assert!(json.exists() && lock.exists(), "nothing removed");
-    fs::write(cg.dir.join("cgroup.procs"), &pid).expect("move back");
+    fs::write(t.cg.dir.join("cgroup.procs"), &pid).expect("move back");
 }

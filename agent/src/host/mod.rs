@@ -13,4 +13,5 @@ pub mod moveback;
 pub mod netns;
 pub mod privileges;
 pub mod procs;
+pub mod sockdiag;
 pub mod workloads;

@@ -13,6 +13,21 @@ use std::{
 
 use procfs::process::{FDTarget, Process};
 
+/// `addr` with a v4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv6 socket's IPv4 peer) in its
+/// IPv4 form, as the kernel records such a handshake.
+fn unmapped(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr {
+        std::net::SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// (local, remote) addresses of TCP sockets.
+pub type TcpPairs = std::collections::HashSet<(std::net::SocketAddr, std::net::SocketAddr)>;
+
 /// The /proc to read processes from: `/proc`, or the host's with `--host-proc` (e.g.
 /// `/host/proc` in a container). Passed to whatever reads processes; there is no global.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +45,28 @@ impl ProcFs {
     /// The proc filesystem mounted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
+    }
+
+    /// `--host-proc DIR`: the host's proc filesystem at `dir`, refused unless `dir` is the
+    /// root of a procfs mount (`statfs` says `PROC_SUPER_MAGIC`). A directory that merely
+    /// holds a `self` or `1` entry (an ordinary directory, a tmpfs someone filled) would feed
+    /// the run whatever PIDs, cgroups and descriptors it likes.
+    pub fn host(dir: &Path) -> Result<Self, crate::error::UsageError> {
+        use nix::sys::statfs::{PROC_SUPER_MAGIC, statfs};
+        let refuse = |what: String| {
+            crate::error::UsageError::new(format!(
+                "--host-proc {}: {what}; give the directory where the host's /proc is mounted (e.g. /host/proc)",
+                dir.display()
+            ))
+        };
+        let fs = statfs(dir).map_err(|e| refuse(e.desc().to_lowercase()))?;
+        if fs.filesystem_type() != PROC_SUPER_MAGIC {
+            return Err(refuse(format!(
+                "not a proc filesystem (statfs type {:#x})",
+                fs.filesystem_type().0
+            )));
+        }
+        Ok(Self::new(dir))
     }
 
     /// Where it is mounted.
@@ -161,6 +198,24 @@ impl ProcFs {
             .collect())
     }
 
+    /// The (local, remote) addresses of every TCP socket in `pid`'s network namespace, in
+    /// any state (`/proc/PID/net/tcp` and `tcp6`, which list request mini-sockets as
+    /// SYN_RECV too); None when neither can be read (the process is gone).
+    pub fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs> {
+        let proc = self.process(pid).ok()?;
+        let (v4, v6) = (proc.tcp(), proc.tcp6());
+        if v4.is_err() && v6.is_err() {
+            return None;
+        }
+        Some(
+            v4.into_iter()
+                .chain(v6)
+                .flatten()
+                .map(|e| (unmapped(e.local_address), unmapped(e.remote_address)))
+                .collect(),
+        )
+    }
+
     /// Size of `pid`'s descriptor table (`FDSize:` in /proc/PID/status, readable by anyone):
     /// the descriptor numbers to try when its fd directory cannot be listed.
     pub fn fd_table_size(&self, pid: u32) -> Option<u32> {
@@ -245,6 +300,12 @@ pub struct PidFd(OwnedFd);
 impl std::os::fd::AsRawFd for PidFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -446,6 +507,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn v4_mapped_addresses_read_as_ipv4() {
+        let cases = [
+            ("[::ffff:10.0.0.2]:80", "10.0.0.2:80"),
+            ("[fd00::2]:80", "[fd00::2]:80"),
+            ("10.0.0.2:80", "10.0.0.2:80"),
+        ];
+        for (given, want) in cases {
+            let (g, w): (std::net::SocketAddr, std::net::SocketAddr) =
+                (given.parse().unwrap(), want.parse().unwrap());
+            assert_eq!(unmapped(g), w, "{given}");
+        }
+    }
+
+    #[test]
+    fn our_own_tcp_sockets_are_listed() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let pairs = ProcFs::default()
+            .tcp_pairs(std::process::id())
+            .expect("readable");
+        assert!(pairs.contains(&(c.local_addr().unwrap(), c.peer_addr().unwrap())));
+        assert_eq!(ProcFs::default().tcp_pairs(u32::MAX), None);
+    }
+
+    #[test]
     fn identifies_self_and_rejects_missing() {
         let proc = ProcFs::default();
         let me = proc.identify(std::process::id()).unwrap();
@@ -455,6 +541,27 @@ mod tests {
             proc.identify(u32::MAX >> 2),
             Err(TargetError::NotFound(u32::MAX >> 2))
         );
+    }
+
+    /// `--host-proc` must be a procfs mount: a directory made to look like one (with `self`
+    /// and `1` entries), a file, a missing path or another filesystem gets one line.
+    #[test]
+    fn host_proc_must_be_procfs() {
+        assert!(ProcFs::host(Path::new("/proc")).is_ok());
+        let fake = std::env::temp_dir().join(format!("pnm-fakeproc-{}", std::process::id()));
+        std::fs::create_dir_all(fake.join("self")).unwrap();
+        std::fs::create_dir_all(fake.join("1")).unwrap();
+        for (dir, needle) in [
+            (fake.as_path(), "not a proc filesystem"),
+            (Path::new("/sys"), "not a proc filesystem"),
+            (Path::new("/nonexistent/proc"), "no such file"),
+        ] {
+            let e = ProcFs::host(dir).unwrap_err().to_string();
+            assert!(e.contains(needle), "{}: {e}", dir.display());
+            assert!(e.contains("--host-proc"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        std::fs::remove_dir_all(&fake).unwrap();
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, MAX_TARGETS,
-    NodeDestCount, NodeDestKey, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, DnsDrops, DnsEvent, Health,
+    IfaceKey, Kernel, MAX_TARGETS, Moved, NodeDestCount, NodeDestKey, PendingHandshake, Slot,
+    SocketStamp, Untracked,
 };
 use crate::model::Traffic;
 
@@ -49,8 +50,14 @@ pub struct FakeKernel {
     pub dest_other: HashMap<Slot, DestOther>,
     /// Per-class totals.
     pub class_totals: Vec<ClassCount>,
-    /// DNS packets waiting to be read.
-    pub dns: Vec<(Slot, Vec<u8>)>,
+    /// DNS queries and answers waiting to be read.
+    pub dns: Vec<DnsEvent>,
+    /// What the kernel did not hand up, per slot.
+    pub dns_drops: HashMap<Slot, DnsDrops>,
+    /// Moves waiting to be read.
+    pub moves: Vec<Moved>,
+    /// Moves the kernel had no room for.
+    pub moves_lost: u64,
     /// `--all --destinations` counters.
     pub node_destinations: Vec<NodeDestCount>,
     /// `--all --destinations` `other` per cgroup.
@@ -58,7 +65,7 @@ pub struct FakeKernel {
     /// `--all --destinations` traffic without an `other` entry.
     pub node_dest_lost: crate::model::Counters,
     /// Every attachment, in order: ("sock" or "skb" for the socket path, "whole" for the
-    /// cgroup path, "node" or "node-stamper" for `--all`; cgroup directory).
+    /// cgroup path, "node-hooks" then "node" for `--all`; cgroup directory).
     pub attached: Vec<(&'static str, std::path::PathBuf)>,
     /// Whole-cgroup targets on the cgroup path: slot → (cgroup directory, still scanning).
     pub whole: BTreeMap<Slot, (std::path::PathBuf, bool)>,
@@ -66,6 +73,25 @@ pub struct FakeKernel {
     pub refuse_attach: HashSet<std::path::PathBuf>,
     /// Whether the counters can ask a packet's namespace (`Programs::netns_helper`).
     pub netns_helper: bool,
+    /// TCP health per slot.
+    pub health: HashMap<Slot, Health>,
+    /// `--all` TCP health per cgroup.
+    pub node_health: BTreeMap<u64, Health>,
+    /// The RTT epoch last set.
+    pub rtt_epoch: u32,
+    /// Incoming handshakes recorded in flight.
+    pub handshakes: Vec<PendingHandshake>,
+    /// Health events not charged.
+    pub health_lost: u64,
+}
+
+impl FakeKernel {
+    /// Plays the kernel taking an RTT sample of `us` µs for `slot`.
+    pub fn rtt_sample(&mut self, slot: Slot, us: u32) {
+        let h = self.health.entry(slot).or_default();
+        h.rtt.buckets[procnetmon2_common::health::rtt_bucket(us)] += 1;
+        h.rtt.sum_us += u64::from(us);
+    }
 }
 
 impl super::Programs for FakeKernel {
@@ -98,13 +124,17 @@ impl super::Programs for FakeKernel {
         Ok(())
     }
 
-    fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
-        self.attached.push(("node-stamper", root.to_path_buf()));
+    fn attach_node_hooks(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
+        self.attached.push(("node-hooks", root.to_path_buf()));
         Ok(())
     }
 
     fn netns_helper(&self) -> bool {
         self.netns_helper
+    }
+
+    fn moves_fd(&self) -> Option<OwnedFd> {
+        None
     }
 }
 
@@ -221,8 +251,20 @@ impl Kernel for FakeKernel {
         self.class_totals.clone()
     }
 
-    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
+    fn dns_events(&mut self) -> Vec<DnsEvent> {
         std::mem::take(&mut self.dns)
+    }
+
+    fn dns_drops(&self, slot: Slot) -> DnsDrops {
+        self.dns_drops.get(&slot).copied().unwrap_or_default()
+    }
+
+    fn moves(&mut self) -> Vec<Moved> {
+        std::mem::take(&mut self.moves)
+    }
+
+    fn moves_lost(&self) -> u64 {
+        self.moves_lost
     }
 
     fn node_destinations(&self) -> Vec<NodeDestCount> {
@@ -240,6 +282,37 @@ impl Kernel for FakeKernel {
     fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]) {
         self.node_destinations.retain(|d| !keys.contains(&d.key()));
         self.node_dest_other.retain(|id, _| !cgroups.contains(id));
+    }
+
+    fn health(&self, slot: Slot) -> anyhow::Result<Health> {
+        Ok(self.health.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn node_health(&self) -> Vec<(u64, Health)> {
+        self.node_health.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn remove_node_health(&mut self, cgroups: &[u64]) {
+        self.node_health.retain(|id, _| !cgroups.contains(id));
+    }
+
+    fn set_rtt_epoch(&mut self, epoch: u32) {
+        self.rtt_epoch = epoch;
+    }
+
+    fn handshakes(&self) -> Vec<PendingHandshake> {
+        self.handshakes.clone()
+    }
+
+    fn forget_handshake(&mut self, h: &PendingHandshake) -> bool {
+        let before = self.handshakes.len();
+        self.handshakes
+            .retain(|p| (p.local, p.remote) != (h.local, h.remote));
+        self.handshakes.len() < before
+    }
+
+    fn health_lost(&self) -> u64 {
+        self.health_lost
     }
 }
 
@@ -270,10 +343,11 @@ impl super::Programs for SharedKernel {
             scanning: bool
         ) -> anyhow::Result<()>;
         fn attach_node(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
-        fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
+        fn attach_node_hooks(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
     }
     forward! {
         fn netns_helper(&self) -> bool;
+        fn moves_fd(&self) -> Option<OwnedFd>;
     }
 }
 
@@ -293,8 +367,12 @@ impl Kernel for SharedKernel {
         fn forget_connection(&mut self, cookie: u64);
         fn remove_cgroup_counts(&mut self, keys: &[super::CgroupCountKey]);
         fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;
-        fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
+        fn dns_events(&mut self) -> Vec<DnsEvent>;
+        fn moves(&mut self) -> Vec<Moved>;
         fn remove_node_dests(&mut self, keys: &[NodeDestKey], cgroups: &[u64]);
+        fn remove_node_health(&mut self, cgroups: &[u64]);
+        fn set_rtt_epoch(&mut self, epoch: u32);
+        fn forget_handshake(&mut self, h: &PendingHandshake) -> bool;
     }
     forward! {
         fn totals(&self, slot: Slot) -> anyhow::Result<Traffic>;
@@ -309,5 +387,11 @@ impl Kernel for SharedKernel {
         fn node_destinations(&self) -> Vec<NodeDestCount>;
         fn node_dest_other(&self) -> Vec<(u64, DestOther)>;
         fn node_dest_lost(&self) -> crate::model::Counters;
+        fn health(&self, slot: Slot) -> anyhow::Result<Health>;
+        fn node_health(&self) -> Vec<(u64, Health)>;
+        fn handshakes(&self) -> Vec<PendingHandshake>;
+        fn health_lost(&self) -> u64;
+        fn dns_drops(&self, slot: Slot) -> DnsDrops;
+        fn moves_lost(&self) -> u64;
     }
 }

@@ -17,9 +17,9 @@ pub mod features;
 pub mod probes;
 mod whole;
 
-use std::os::fd::OwnedFd;
+use std::{os::fd::OwnedFd, path::Path};
 
-use crate::model::{Counters, Traffic};
+use crate::model::{Counters, RttHistogram, TcpHealth, Traffic};
 
 /// Most targets (slots) the kernel's per-target maps hold.
 pub const MAX_TARGETS: u32 = procnetmon2_common::target::MAX_TARGETS;
@@ -27,6 +27,12 @@ pub const MAX_TARGETS: u32 = procnetmon2_common::target::MAX_TARGETS;
 pub const MAX_TARGET_PIDS: u32 = procnetmon2_common::target::MAX_TARGET_PIDS;
 /// Most (cgroup, protocol) keys of the node-wide counters (`--all`).
 pub const MAX_CGROUP_KEYS: u32 = procnetmon2_common::knobs::MAX_CGROUP_KEYS;
+
+/// Most cgroups with TCP health the node-wide map holds (`--all`).
+pub const MAX_NODE_HEALTH: u32 = procnetmon2_common::health::MAX_NODE_HEALTH;
+/// Most incoming handshakes in flight the kernel records.
+pub const MAX_HANDSHAKES: u32 = procnetmon2_common::health::MAX_HANDSHAKES;
+const _: () = assert!(crate::model::RTT_BUCKETS == procnetmon2_common::health::RTT_BUCKETS);
 
 /// A target's index in the kernel's per-target maps, handed out by `plan::Slots` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,7 +77,8 @@ pub struct DestKnobs {
     pub destinations: bool,
     /// Most remote hosts per target kept apart (the rest: [`Kernel::dest_other`]).
     pub cap: u64,
-    /// Hand DNS answers received by targets up ([`Kernel::dns_packets`]).
+    /// Hand targets' DNS queries and the answers that match them up
+    /// ([`Kernel::dns_events`]).
     pub dns: bool,
     /// `--all --destinations`: per-remote-host totals per cgroup
     /// ([`Kernel::node_destinations`]), `cap` hosts per cgroup.
@@ -231,6 +238,102 @@ pub struct CgroupCount {
 /// A key of the node-wide counters: (cgroup id, protocol, destination class).
 pub type CgroupCountKey = (u64, Proto, Option<u8>);
 
+/// TCP health of one target or cgroup as the kernel counted it, cumulative (issue 29).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Outgoing connects that never reached ESTABLISHED.
+    pub connect_failures: u64,
+    /// Incoming handshakes of full sockets (Fast Open) that never completed; those in request
+    /// mini-sockets are [`Kernel::handshakes`], resolved by the agent.
+    pub handshake_failures: u64,
+    /// Retransmitted segments.
+    pub retransmits: u64,
+    /// Smoothed-RTT samples.
+    pub rtt: RttHistogram,
+}
+
+impl Health {
+    /// Field-wise difference, never below zero.
+    #[must_use]
+    pub fn minus(&self, o: &Self) -> Self {
+        Self {
+            connect_failures: self.connect_failures.saturating_sub(o.connect_failures),
+            handshake_failures: self.handshake_failures.saturating_sub(o.handshake_failures),
+            retransmits: self.retransmits.saturating_sub(o.retransmits),
+            rtt: self.rtt.minus(&o.rtt),
+        }
+    }
+
+    /// As reported: both kinds of failure together.
+    pub fn report(&self) -> TcpHealth {
+        TcpHealth {
+            connect_failures: self
+                .connect_failures
+                .saturating_add(self.handshake_failures),
+            retransmitted_segments: self.retransmits,
+            rtt: self.rtt,
+        }
+    }
+}
+
+/// Who a recorded incoming handshake belongs to: its listener's target and/or (`--all`) cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandshakeOwner {
+    /// The listener's target.
+    pub slot: Option<Slot>,
+    /// `--all`: the listener's cgroup.
+    pub cgroup_id: Option<u64>,
+}
+
+/// An incoming handshake still recorded as in flight (a request mini-socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingHandshake {
+    /// The listener's address (as the accepted socket would have it).
+    pub local: std::net::SocketAddr,
+    /// The client's.
+    pub remote: std::net::SocketAddr,
+    /// Whose listener.
+    pub owner: HandshakeOwner,
+    /// CLOCK_MONOTONIC ns when the kernel made the request.
+    pub started_ns: u64,
+}
+
+/// A DNS query a target's socket sent, or an answer to it, as the kernel handed it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// The target the socket belongs to.
+    pub slot: Slot,
+    /// The socket's cookie.
+    pub cookie: u64,
+    /// CLOCK_MONOTONIC ns when the packet passed.
+    pub ns: u64,
+    /// An answer (received); else a query (sent).
+    pub answer: bool,
+    /// The packet from its IP header (at most 4 KiB of it).
+    pub packet: Vec<u8>,
+}
+
+/// What the kernel did not hand up of a target's DNS, cumulative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DnsDrops {
+    /// Answers that matched no query the receiving socket sent (same server and
+    /// transaction ID, within 10 s).
+    pub unmatched: u64,
+    /// Queries and answers past the target's budget, or refused by a full perf buffer.
+    pub dropped: u64,
+}
+
+/// A target's process moved to another cgroup (seen by the kernel as it happened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The process.
+    pub tgid: u32,
+    /// Its target.
+    pub slot: Slot,
+    /// CLOCK_MONOTONIC ns of the move.
+    pub ns: u64,
+}
+
 /// Counts the kernel could not charge to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Untracked {
@@ -256,22 +359,21 @@ pub trait Programs: Kernel {
     /// they count in its cgroup storage. With `scanning`, connections established from now on
     /// until [`Kernel::end_scan`] get a socket state, so the scan of existing sockets cannot
     /// count one twice.
-    fn attach_whole(
-        &mut self,
-        dir: &std::path::Path,
-        slot: Slot,
-        scanning: bool,
-    ) -> anyhow::Result<()>;
+    fn attach_whole(&mut self, dir: &Path, slot: Slot, scanning: bool) -> anyhow::Result<()>;
     /// `--all`: attaches the node path's counters at `root`.
     fn attach_node(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
-    /// `--all -i` without `bpf_get_netns_cookie` in cgroup_skb: attaches the program that
-    /// stamps every new socket with its namespace at `root`, before existing sockets are
-    /// stamped.
-    fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
+    /// `--all`: attaches the node path's socket hooks at `root` (TCP sockets' cgroups and
+    /// TCP health; with `-i` and no `bpf_get_netns_cookie` in cgroup_skb, every new socket's
+    /// namespace), before its counters and before existing sockets are stamped.
+    fn attach_node_hooks(&mut self, root: &std::path::Path) -> anyhow::Result<()>;
     /// With `-i`: whether the packet counters ask each packet's namespace
     /// (`bpf_get_netns_cookie` in cgroup_skb); false: they filter on the namespace stamped on
     /// each socket.
     fn netns_helper(&self) -> bool;
+    /// A descriptor that becomes readable when a target's process moves to another cgroup
+    /// (then [`Kernel::moves`] has it), for the loop to wake on; None when moves are not
+    /// watched (no process targets).
+    fn moves_fd(&self) -> Option<OwnedFd>;
 }
 
 /// What the run asks of the loaded programs' maps.
@@ -325,6 +427,22 @@ pub trait Kernel {
     /// Entries in the target-PID map (targets and their children), for the map-fill metric.
     fn target_pid_count(&self) -> u32;
 
+    /// TCP health of target `slot`, cumulative.
+    fn health(&self, slot: Slot) -> anyhow::Result<Health>;
+    /// `--all`: TCP health per cgroup, cumulative.
+    fn node_health(&self) -> Vec<(u64, Health)>;
+    /// `--all`: deletes the TCP health of removed cgroups (after the caller has charged it).
+    fn remove_node_health(&mut self, cgroups: &[u64]);
+    /// Starts RTT sampling epoch `epoch` (not 0): each socket gives at most one sample per
+    /// epoch.
+    fn set_rtt_epoch(&mut self, epoch: u32);
+    /// Incoming handshakes recorded as in flight (completed ones leave by themselves).
+    fn handshakes(&self) -> Vec<PendingHandshake>;
+    /// Deletes a handshake's record; true when it was still there (not completed meanwhile).
+    fn forget_handshake(&mut self, h: &PendingHandshake) -> bool;
+    /// TCP health events the kernel could not charge (a map full), cumulative.
+    fn health_lost(&self) -> u64;
+
     /// Puts the destination classes' prefixes in (set-up; class index per prefix).
     fn set_class_cidrs(&mut self, cidrs: &[(ipnet::IpNet, u8)]) -> anyhow::Result<()>;
     /// Per-remote-host totals of every target, cumulative.
@@ -333,9 +451,15 @@ pub trait Kernel {
     fn dest_other(&self, slot: Slot) -> anyhow::Result<DestOther>;
     /// Per-class totals of every target, cumulative.
     fn class_totals(&self) -> Vec<ClassCount>;
-    /// DNS answers received by targets' sockets since the last call (packets from their IP
-    /// header), oldest first.
-    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)>;
+    /// DNS queries targets' sockets sent and the answers the kernel matched to them, since
+    /// the last call (in no particular order: one buffer per CPU).
+    fn dns_events(&mut self) -> Vec<DnsEvent>;
+    /// What the kernel did not hand up of target `slot`'s DNS, cumulative.
+    fn dns_drops(&self, slot: Slot) -> DnsDrops;
+    /// Targets' processes that moved to another cgroup since the last call, oldest first.
+    fn moves(&mut self) -> Vec<Moved>;
+    /// Moves the kernel had no room to hand up (cumulative); the loop finds them at a tick.
+    fn moves_lost(&self) -> u64;
 
     /// `--all --destinations`: per-(cgroup, remote host) totals, cumulative.
     fn node_destinations(&self) -> Vec<NodeDestCount>;

@@ -15,7 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{
         Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerfEventArray,
-        SkStorage,
+        RingBuf, SkStorage,
         lpm_trie::Key,
         perf::{PerfEvent, PerfEventArrayBuffer},
     },
@@ -26,7 +26,8 @@ use aya::{
 };
 use procnetmon2_common::{
     conn::{ConnGauges, ConnRecord},
-    dest::{self, DestKey, NodeDestKey},
+    dest::{self, DestKey, DnsState, NodeDestKey},
+    health::{self, HandshakeKey},
     knobs::{self, CgroupKey},
     sock::{
         COUNT_ACTIVE, COUNT_NOT_YET, FLAG_ESTABLISHED, FLAG_IFACE_OK, FLAG_UDP_ACTIVE, PROTO_OTHER,
@@ -36,11 +37,12 @@ use procnetmon2_common::{
 };
 
 use super::{
-    CgroupCount, ClassCount, Connection, DestCount, DestOther, IfaceKey, Kernel, Knobs,
-    MAX_TARGET_PIDS, MAX_TARGETS, NodeDestCount, Programs, Proto, Slot, SocketStamp, Untracked,
+    CgroupCount, ClassCount, Connection, DestCount, DestOther, DnsDrops, DnsEvent, HandshakeOwner,
+    Health, IfaceKey, Kernel, Knobs, MAX_NODE_HEALTH, MAX_TARGET_PIDS, MAX_TARGETS, Moved,
+    NodeDestCount, PendingHandshake, Programs, Proto, Slot, SocketStamp, Untracked,
     whole::WholeMaps,
 };
-use crate::model::{Counters, Traffic};
+use crate::model::{Counters, RttHistogram, Traffic};
 
 /// Programs by kind, as the `pnm_*` functions in ebpf/src/main.rs.
 /// The eBPF object built by agent/build.rs.
@@ -83,12 +85,18 @@ const NODE_SKB_PROGS: [(&str, CgroupSkbAttachType); 2] = [
     ("pnm_all_ingress", CgroupSkbAttachType::Ingress),
     ("pnm_all_egress", CgroupSkbAttachType::Egress),
 ];
-const NODE_STAMPER_PROG: &str = "pnm_all_sock_create";
+/// Its socket hooks: TCP sockets' cgroups (and, for `--all -i` without
+/// `bpf_get_netns_cookie` in cgroup_skb, every socket's namespace), releases while connecting,
+/// and TCP health.
+const NODE_SOCK_PROGS: [&str; 2] = ["pnm_all_sock_create", "pnm_all_release"];
+const NODE_SOCKOPS_PROG: &str = "pnm_all_sockops";
 /// Raw tracepoints: (program, tracepoint).
 const TP_PROGS: [(&str, &str); 2] = [
     ("pnm_fork", "sched_process_fork"),
     ("pnm_exit", "sched_process_exit"),
 ];
+/// The raw tracepoint that sees a process move to another cgroup (with process targets).
+const MOVE_PROG: (&str, &str) = ("pnm_cgroup_attach", "cgroup_attach_task");
 /// Map names, as the statics in ebpf/src/maps.rs.
 const MAP_SOCK_STATE: &str = "SOCK_STATE";
 const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
@@ -107,12 +115,21 @@ const MAP_CLASS_TOTALS: &str = "CLASS_TOTALS";
 const MAP_DEST_TOTALS: &str = "DEST_TOTALS";
 const MAP_DEST_OTHER: &str = "DEST_OTHER";
 const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
+const MAP_DNS_PENDING: &str = "DNS_PENDING";
+const MAP_DNS_STATE: &str = "DNS_STATE";
+const MAP_MOVES: &str = "MOVES";
 const MAP_NODE_DEST_TOTALS: &str = "NODE_DEST_TOTALS";
 const MAP_NODE_DEST_OTHER: &str = "NODE_DEST_OTHER";
 const MAP_NODE_DEST_LOST: &str = "NODE_DEST_LOST";
 const MAP_CG_SLOT: &str = "CG_SLOT";
 const MAP_CG_SCANNING: &str = "CG_SCANNING";
 const MAP_CG_OLD: &str = "CG_OLD";
+const MAP_TARGET_HEALTH: &str = "TARGET_HEALTH";
+const MAP_NODE_HEALTH: &str = "NODE_HEALTH";
+const MAP_RTT_EPOCH: &str = "RTT_EPOCH";
+const MAP_HANDSHAKES: &str = "HANDSHAKES";
+const MAP_HEALTH_LOST: &str = "HEALTH_LOST";
+const MAP_RTT_SEEN: &str = "RTT_SEEN";
 /// Pages per CPU of the DNS perf buffers (64 KiB with 4 KiB pages): a tick's answers.
 const DNS_PAGES: usize = 16;
 
@@ -139,6 +156,30 @@ pub struct Probes {
     dest: DestMaps,
     /// The cgroup path's targets and maps.
     whole: WholeMaps,
+    /// Targets' moves to other cgroups (with process targets only).
+    moves: Option<RingBuf<MapData>>,
+    health: HealthMaps,
+}
+
+/// The maps of issue 29 (TCP health).
+struct HealthMaps {
+    targets: Array<MapData, health::Health>,
+    node: HashMap<MapData, u64, health::Health>,
+    epoch: Array<MapData, u32>,
+    handshakes: HashMap<MapData, HandshakeKey, health::Handshake>,
+    lost: PerCpuArray<MapData, u64>,
+}
+
+impl HealthMaps {
+    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            targets: take(ebpf, MAP_TARGET_HEALTH)?,
+            node: take(ebpf, MAP_NODE_HEALTH)?,
+            epoch: take(ebpf, MAP_RTT_EPOCH)?,
+            handshakes: take(ebpf, MAP_HANDSHAKES)?,
+            lost: take(ebpf, MAP_HEALTH_LOST)?,
+        })
+    }
 }
 
 /// The maps of issue 17 (remote hosts, classes, DNS answers).
@@ -152,8 +193,11 @@ struct DestMaps {
     other: Array<MapData, dest::DestOther>,
     /// One perf buffer per online CPU, opened only when DNS answers are asked for.
     dns: Vec<PerfEventArrayBuffer<MapData>>,
-    /// DNS answers lost because a perf buffer was full (warned about as they happen).
+    /// Records lost because a perf buffer was full (warned about as they happen; the kernel
+    /// also counts them per target, in `DNS_STATE`).
     dns_lost: u64,
+    /// slot → budget and drops, per CPU.
+    dns_state: PerCpuArray<MapData, DnsState>,
     /// `--all --destinations`: (cgroup, remote address) → counters; per cgroup its `other`.
     node_totals: HashMap<MapData, NodeDestKey, traffic::Counters>,
     node_other: HashMap<MapData, u64, dest::DestOther>,
@@ -186,6 +230,7 @@ impl DestMaps {
             other: take(ebpf, MAP_DEST_OTHER)?,
             dns: buffers,
             dns_lost: 0,
+            dns_state: take(ebpf, MAP_DNS_STATE)?,
             node_totals: take(ebpf, MAP_NODE_DEST_TOTALS)?,
             node_other: take(ebpf, MAP_NODE_DEST_OTHER)?,
             node_lost: take(ebpf, MAP_NODE_DEST_LOST)?,
@@ -266,6 +311,12 @@ const CGROUP_PATH: ProgramSet<'static> = ProgramSet {
     sock_addr: &CG_SOCK_ADDR_PROGS,
     sock_ops: &[CG_SOCKOPS_PROG],
 };
+const NODE_PATH: ProgramSet<'static> = ProgramSet {
+    skb: &NODE_SKB_PROGS,
+    sock: &NODE_SOCK_PROGS,
+    sock_addr: &[],
+    sock_ops: &[NODE_SOCKOPS_PROG],
+};
 
 /// Loads (verification happens here) every program of `set`.
 fn load_set(ebpf: &mut Ebpf, set: &ProgramSet<'_>) -> anyhow::Result<()> {
@@ -294,9 +345,9 @@ fn load_set(ebpf: &mut Ebpf, set: &ProgramSet<'_>) -> anyhow::Result<()> {
 
 /// Loads the programs of the paths the run uses (the others stay out of the kernel: each load
 /// is a verification, seconds under emulation); the fork and exit tracepoints only when
-/// children are followed, and those are attached at once. `node_stamper`: `--all -i` without
-/// `bpf_get_netns_cookie` in cgroup_skb.
-fn load_programs(ebpf: &mut Ebpf, knobs: &Knobs, node_stamper: bool) -> anyhow::Result<()> {
+/// children are followed, the move tracepoint only with process targets, and those are
+/// attached at once.
+fn load_programs(ebpf: &mut Ebpf, knobs: &Knobs) -> anyhow::Result<()> {
     if knobs.socket_path {
         load_set(ebpf, &SOCKET_PATH)?;
     }
@@ -304,29 +355,18 @@ fn load_programs(ebpf: &mut Ebpf, knobs: &Knobs, node_stamper: bool) -> anyhow::
         load_set(ebpf, &CGROUP_PATH)?;
     }
     if knobs.all {
-        let stamper: &[&str] = if node_stamper {
-            &[NODE_STAMPER_PROG]
-        } else {
-            &[]
-        };
-        load_set(
-            ebpf,
-            &ProgramSet {
-                skb: &NODE_SKB_PROGS,
-                sock: stamper,
-                sock_addr: &[],
-                sock_ops: &[],
-            },
-        )?;
+        load_set(ebpf, &NODE_PATH)?;
     }
-    if knobs.children {
-        for (name, tp) in TP_PROGS {
-            let p: &mut RawTracePoint = program(ebpf, name)?;
-            p.load()
-                .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
-            p.attach(tp)
-                .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
-        }
+    let tps = TP_PROGS
+        .iter()
+        .filter(|_| knobs.children)
+        .chain(std::iter::once(&MOVE_PROG).filter(|_| knobs.pid_targets));
+    for &(name, tp) in tps {
+        let p: &mut RawTracePoint = program(ebpf, name)?;
+        p.load()
+            .with_context(|| format!("load {name} (raw tracepoint; {})", *MIN_KERNEL))?;
+        p.attach(tp)
+            .with_context(|| format!("attach {name} to raw tracepoint {tp}"))?;
     }
     Ok(())
 }
@@ -349,6 +389,12 @@ struct MapSizes {
     target_totals: u32,
     /// `-p` runs: the targets and the children they fork.
     target_pids: u32,
+    /// `--all`: cgroups with TCP health (allocated on use, so the cap costs nothing).
+    node_health: u32,
+    /// DNS names: queries in flight.
+    dns_pending: u32,
+    /// The cgroup and node paths' RTT sampler (`RTT_SEEN`): both paths' shares, or 1.
+    rtt_seen: u32,
 }
 
 impl MapSizes {
@@ -366,6 +412,9 @@ impl MapSizes {
             ifaces: used(knobs.iface_filter, knobs::MAX_IFACES),
             target_totals: knobs.dest.slots.clamp(1, MAX_TARGETS),
             target_pids: used(knobs.pid_targets, MAX_TARGET_PIDS),
+            node_health: used(knobs.all, MAX_NODE_HEALTH),
+            dns_pending: used(knobs.dest.dns, dest::MAX_DNS_PENDING),
+            rtt_seen: used(knobs.all || knobs.cgroup_path, 2 * health::RTT_SEEN_SLOTS),
         }
     }
 }
@@ -393,7 +442,7 @@ impl Probes {
         let cap = knobs.dest.cap;
         let sizes = MapSizes::for_knobs(&knobs);
         let class_count = sizes.class_count;
-        let (pid_off, tgid_off) = if knobs.children {
+        let (pid_off, tgid_off) = if knobs.children || knobs.pid_targets {
             crate::kernel::btf::task_pid_tgid_offsets()?
         } else {
             (0, 0)
@@ -422,20 +471,27 @@ impl Probes {
             .map_max_entries(MAP_IFACES, sizes.ifaces)
             .map_max_entries(MAP_TARGET_TOTALS, sizes.target_totals)
             .map_max_entries(MAP_TARGET_PIDS, sizes.target_pids)
+            // TCP health per slot: 272 bytes each, as many as TARGET_TOTALS.
+            .map_max_entries(MAP_TARGET_HEALTH, sizes.target_totals)
+            .map_max_entries(MAP_NODE_HEALTH, sizes.node_health)
+            .map_max_entries(MAP_DNS_PENDING, sizes.dns_pending)
+            .map_max_entries(MAP_RTT_SEEN, sizes.rtt_seen)
+            .map_max_entries(MAP_DNS_STATE, sizes.target_totals)
             .override_global(knobs::TASK_PID_OFF, &pid_off, true)
             .override_global(knobs::TASK_TGID_OFF, &tgid_off, true)
             .load(OBJECT)
             .with_context(|| format!("load the eBPF object ({})", *MIN_KERNEL))?;
-        load_programs(
-            &mut ebpf,
-            &knobs,
-            knobs.all && knobs.iface_filter && !helper,
-        )?;
+        load_programs(&mut ebpf, &knobs)?;
         let whole = WholeMaps::new(
             take_data(&mut ebpf, MAP_CG_SLOT)?,
             take(&mut ebpf, MAP_CG_SCANNING)?,
             take(&mut ebpf, MAP_CG_OLD)?,
         );
+        let moves = if knobs.pid_targets {
+            Some(take(&mut ebpf, MAP_MOVES)?)
+        } else {
+            None
+        };
         Ok(Self {
             whole,
             netns_helper: helper,
@@ -452,6 +508,8 @@ impl Probes {
             new_ifaces: take(&mut ebpf, MAP_NEW_IFACES)?,
             sock_netns: take(&mut ebpf, MAP_SOCK_NETNS)?,
             dest: DestMaps::take(&mut ebpf, &knobs.dest)?,
+            moves,
+            health: HealthMaps::take(&mut ebpf)?,
             ebpf,
         })
     }
@@ -544,6 +602,62 @@ fn counters(c: traffic::Counters) -> Counters {
     }
 }
 
+fn health_of(h: &health::Health) -> Health {
+    Health {
+        connect_failures: h.connect_failures,
+        handshake_failures: h.handshake_failures,
+        retransmits: h.retrans_segs,
+        rtt: RttHistogram {
+            buckets: h.rtt_buckets,
+            sum_us: h.rtt_sum_us,
+        },
+    }
+}
+
+/// A socket address from a `HandshakeKey`'s (network-order address words, host-order port).
+fn sock_addr(family: u16, ip: [u32; 4], port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(remote_addr(family as u8, ip), port)
+}
+
+/// The `HANDSHAKES` key of a pending handshake (the inverse of `pending_handshake`).
+fn handshake_key(h: &PendingHandshake) -> HandshakeKey {
+    let words = |a: std::net::IpAddr| -> (u16, [u32; 4]) {
+        match a {
+            std::net::IpAddr::V4(a) => (2, [u32::from_ne_bytes(a.octets()), 0, 0, 0]),
+            std::net::IpAddr::V6(a) => {
+                let o = a.octets();
+                let mut w = [0u32; 4];
+                for (i, x) in w.iter_mut().enumerate() {
+                    *x = u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]]);
+                }
+                (10, w)
+            }
+        }
+    };
+    let (family, local_ip) = words(h.local.ip());
+    let (_, remote_ip) = words(h.remote.ip());
+    HandshakeKey {
+        local_ip,
+        remote_ip,
+        local_port: h.local.port(),
+        remote_port: h.remote.port(),
+        family,
+        _pad: 0,
+    }
+}
+
+fn pending_handshake(k: &HandshakeKey, v: &health::Handshake) -> PendingHandshake {
+    PendingHandshake {
+        local: sock_addr(k.family, k.local_ip, k.local_port),
+        remote: sock_addr(k.family, k.remote_ip, k.remote_port),
+        owner: HandshakeOwner {
+            slot: (v.slot != health::NO_SLOT).then_some(Slot(v.slot)),
+            cgroup_id: (v.cgroup_id != 0).then_some(v.cgroup_id),
+        },
+        started_ns: v.started_ns,
+    }
+}
+
 fn abi_iface(k: IfaceKey) -> knobs::IfaceKey {
     knobs::IfaceKey {
         netns_cookie: k.netns_cookie,
@@ -616,6 +730,22 @@ fn node_dest_key(k: &super::NodeDestKey) -> NodeDestKey {
     }
 }
 
+/// A `DNS_EVENTS` record: a `dest::DnsHeader` (ns, cookie, slot, len, kind), then the packet.
+fn dns_event(bytes: &[u8]) -> Option<DnsEvent> {
+    let hdr = std::mem::size_of::<dest::DnsHeader>();
+    let u64_at = |o: usize| Some(u64::from_ne_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_ne_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    let len = usize::try_from(u32_at(20)?).ok()?;
+    let end = hdr.checked_add(len)?.min(bytes.len());
+    Some(DnsEvent {
+        ns: u64_at(0)?,
+        cookie: u64_at(8)?,
+        slot: Slot(u32_at(16)?),
+        answer: *bytes.get(24)? == dest::DNS_ANSWER,
+        packet: bytes.get(hdr..end)?.to_vec(),
+    })
+}
+
 /// A remote address from a `DestKey` (network-order words, IPv4 in the first).
 fn remote_addr(family: u8, a: [u32; 4]) -> std::net::IpAddr {
     if family == 2 {
@@ -677,16 +807,25 @@ impl Programs for Probes {
         self.attach_counters_at(&NODE_SKB_PROGS, &crate::host::cgroup::open_dir(root)?)
     }
 
-    fn attach_node_stamper(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
-        let set = ProgramSet {
-            sock: &[NODE_STAMPER_PROG],
-            ..EMPTY_SET
-        };
-        self.attach_hooks_at(&set, &crate::host::cgroup::open_dir(root)?)
+    fn attach_node_hooks(&mut self, root: &std::path::Path) -> anyhow::Result<()> {
+        self.attach_hooks_at(&NODE_PATH, &crate::host::cgroup::open_dir(root)?)
     }
 
     fn netns_helper(&self) -> bool {
         self.netns_helper
+    }
+
+    fn moves_fd(&self) -> Option<OwnedFd> {
+        let ring = self.moves.as_ref()?;
+        match ring.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch the moves ring buffer ({e}); moves are followed each interval"
+                );
+                None
+            }
+        }
     }
 }
 
@@ -892,6 +1031,39 @@ impl Kernel for Probes {
         })
     }
 
+    fn moves(&mut self) -> Vec<Moved> {
+        let Some(ring) = self.moves.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            let b: &[u8] = &item;
+            let u64_at = |o: usize| {
+                b.get(o..o + 8)
+                    .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
+            };
+            let u32_at = |o: usize| {
+                b.get(o..o + 4)
+                    .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
+            };
+            // `procnetmon2_common::moves::MoveEvent`: ns, tgid, slot.
+            if let (Some(ns), Some(tgid), Some(slot)) = (u64_at(0), u32_at(8), u32_at(12)) {
+                out.push(Moved {
+                    tgid,
+                    slot: Slot(slot),
+                    ns,
+                });
+            }
+        }
+        out
+    }
+
+    fn moves_lost(&self) -> u64 {
+        self.untracked_events
+            .get(&2, 0)
+            .map_or(0, |v| v.iter().sum())
+    }
+
     fn connections(&self) -> Vec<(u64, Connection)> {
         self.conns
             .iter()
@@ -1006,21 +1178,16 @@ impl Kernel for Probes {
         out
     }
 
-    fn dns_packets(&mut self) -> Vec<(Slot, Vec<u8>)> {
+    fn dns_events(&mut self) -> Vec<DnsEvent> {
         let mut out = Vec::new();
         let mut lost = 0;
         for buf in &mut self.dest.dns {
             buf.for_each(|ev| match ev {
                 PerfEvent::Sample { head, tail } => {
                     let bytes: Vec<u8> = head.iter().chain(tail).copied().collect();
-                    let hdr = std::mem::size_of::<dest::DnsHeader>();
-                    if bytes.len() < hdr {
-                        return;
+                    if let Some(e) = dns_event(&bytes) {
+                        out.push(e);
                     }
-                    let slot = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-                    let len = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-                    let end = (hdr + len).min(bytes.len());
-                    out.push((Slot(slot), bytes[hdr..end].to_vec()));
                 }
                 PerfEvent::Lost { count } => lost += count,
             });
@@ -1028,10 +1195,20 @@ impl Kernel for Probes {
         if lost > 0 {
             self.dest.dns_lost += lost;
             log::warn!(
-                "{lost} DNS answers lost (perf buffer full); names may be missing for some hosts"
+                "{lost} DNS records lost (perf buffer full); names may be missing for some hosts"
             );
         }
         out
+    }
+
+    fn dns_drops(&self, slot: Slot) -> DnsDrops {
+        self.dest.dns_state.get(&slot.0, 0).map_or_else(
+            |_| DnsDrops::default(),
+            |v| DnsDrops {
+                unmatched: v.iter().map(|s| s.unmatched).sum(),
+                dropped: v.iter().map(|s| s.dropped).sum(),
+            },
+        )
     }
 
     fn node_destinations(&self) -> Vec<NodeDestCount> {
@@ -1086,10 +1263,62 @@ impl Kernel for Probes {
             let _ = self.dest.node_other.remove(id);
         }
     }
+
+    fn health(&self, slot: Slot) -> anyhow::Result<Health> {
+        let h = self
+            .health
+            .targets
+            .get(&slot.0, 0)
+            .with_context(|| format!("read TARGET_HEALTH[{}]", slot.0))?;
+        Ok(health_of(&h))
+    }
+
+    fn node_health(&self) -> Vec<(u64, Health)> {
+        self.health
+            .node
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, h)| (id, health_of(&h)))
+            .collect()
+    }
+
+    fn remove_node_health(&mut self, cgroups: &[u64]) {
+        // ENOENT: that cgroup never had a TCP event.
+        for id in cgroups {
+            let _ = self.health.node.remove(id);
+        }
+    }
+
+    fn set_rtt_epoch(&mut self, epoch: u32) {
+        if let Err(e) = self.health.epoch.set(0, epoch, 0) {
+            log::debug!("RTT_EPOCH: {e}");
+        }
+    }
+
+    fn handshakes(&self) -> Vec<PendingHandshake> {
+        self.health
+            .handshakes
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| pending_handshake(&k, &v))
+            .collect()
+    }
+
+    fn forget_handshake(&mut self, h: &PendingHandshake) -> bool {
+        // ENOENT: the accepted socket's callback deleted it first (it completed).
+        self.health.handshakes.remove(&handshake_key(h)).is_ok()
+    }
+
+    fn health_lost(&self) -> u64 {
+        self.health
+            .lost
+            .get(&0, 0)
+            .map_or(0, |v| v.iter().copied().fold(0, u64::wrapping_add))
+    }
 }
 
 #[cfg(test)]
-mod object_tests {
+mod tests {
     use object::{Object as _, ObjectSection as _};
 
     /// The loader is given no kernel BTF (`.btf(None)`), which is only right while the object
@@ -1119,7 +1348,11 @@ mod object_tests {
 
 #[cfg(test)]
 mod map_size_tests {
-    use super::{MAX_TARGET_PIDS, MapSizes, knobs};
+    use procnetmon2_common::dest::MAX_DNS_PENDING;
+
+    use procnetmon2_common::health::RTT_SEEN_SLOTS;
+
+    use super::{MAX_NODE_HEALTH, MAX_TARGET_PIDS, MapSizes, knobs};
     use crate::kernel::{DestKnobs, Knobs};
 
     /// Each run gets the big preallocated maps it uses, and one entry of the others.
@@ -1133,6 +1366,14 @@ mod map_size_tests {
             },
             ..Knobs::default()
         };
+        let pids_dns = Knobs {
+            dest: DestKnobs {
+                dns: true,
+                destinations: true,
+                ..pids.dest
+            },
+            ..pids
+        };
         let all_i_classes = Knobs {
             all: true,
             iface_filter: true,
@@ -1144,7 +1385,7 @@ mod map_size_tests {
             ..Knobs::default()
         };
         let cgroups_with_classes = Knobs {
-            cgroup_targets: true,
+            cgroup_path: true,
             dest: DestKnobs {
                 classes: true,
                 class_count: 5,
@@ -1154,8 +1395,21 @@ mod map_size_tests {
             ..Knobs::default()
         };
         let cases = [
-            // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals, target_pids)
-            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS),
+            // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals,
+            //  target_pids, node_health, dns_pending, rtt_seen)
+            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS, 1, 1, 1),
+            (
+                pids_dns,
+                0,
+                1,
+                1,
+                1,
+                2,
+                MAX_TARGET_PIDS,
+                1,
+                MAX_DNS_PENDING,
+                1,
+            ),
             (
                 all_i_classes,
                 5,
@@ -1164,11 +1418,35 @@ mod map_size_tests {
                 knobs::MAX_IFACES,
                 1,
                 1,
+                MAX_NODE_HEALTH,
+                1,
+                2 * RTT_SEEN_SLOTS,
             ),
-            (cgroups_with_classes, 5, 15, 1, 1, 3, 1),
+            (
+                cgroups_with_classes,
+                5,
+                15,
+                1,
+                1,
+                3,
+                1,
+                1,
+                1,
+                2 * RTT_SEEN_SLOTS,
+            ),
         ];
-        for (k, class_count, class_totals, cgroup_totals, ifaces, target_totals, target_pids) in
-            cases
+        for (
+            k,
+            class_count,
+            class_totals,
+            cgroup_totals,
+            ifaces,
+            target_totals,
+            target_pids,
+            node_health,
+            dns_pending,
+            rtt_seen,
+        ) in cases
         {
             assert_eq!(
                 MapSizes::for_knobs(&k),
@@ -1179,6 +1457,9 @@ mod map_size_tests {
                     ifaces,
                     target_totals,
                     target_pids,
+                    node_health,
+                    dns_pending,
+                    rtt_seen,
                 },
                 "{k:?}"
             );

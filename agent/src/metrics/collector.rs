@@ -15,7 +15,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::store::{MetricsRegistry, State};
+use super::store::{HealthSeries, MetricsRegistry, State, rtt_buckets};
 use crate::model::Counters;
 
 /// The `Content-Type` of `/metrics`: `OpenMetrics` text 1.0.0.
@@ -175,9 +175,109 @@ impl Collector for StateCollector {
         for family in &TRAFFIC_FAMILIES {
             encode_traffic(&mut encoder, &st, family)?;
         }
+        encode_health(&mut encoder, &st)?;
+        encode_workload_gauges(&mut encoder, &st)?;
         encode_identity(&mut encoder, &st)?;
         encode_self(&mut encoder, &st)
     }
+}
+
+/// A TCP health counter family: name without `_total`, help, the value.
+type HealthCounter = (&'static str, &'static str, fn(&HealthSeries) -> u64);
+
+/// The TCP health counter families.
+const HEALTH_COUNTERS: [HealthCounter; 2] = [
+    (
+        "procnetmon_tcp_connect_failures",
+        "Outgoing TCP connects that never reached ESTABLISHED (refused, reset, timed out) and incoming handshakes that never completed",
+        |h| h.connect_failures.value,
+    ),
+    (
+        "procnetmon_tcp_retransmitted_segments",
+        "TCP segments the workload's sockets retransmitted",
+        |h| h.retransmitted_segments.value,
+    ),
+];
+
+/// TCP health per workload: two counters and `procnetmon_tcp_rtt_seconds`, a histogram of
+/// smoothed RTT samples (one per connection per interval) with fixed buckets (`RTT_LE_US`).
+fn encode_health(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), std::fmt::Error> {
+    let with_health = || {
+        st.workloads
+            .iter()
+            .filter_map(|(key, w)| w.health.as_ref().map(|h| (labels_of(key), h)))
+    };
+    for (name, help, pick) in HEALTH_COUNTERS {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, h) in with_health() {
+            ConstCounter::new(pick(h)).encode(metric.encode_family(&labels)?)?;
+        }
+    }
+    let mut rtt = encoder.encode_descriptor(
+        "procnetmon_tcp_rtt",
+        "Smoothed RTT of the workload's TCP connections, sampled once per connection per interval",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (labels, h) in with_health() {
+        let sum = h.rtt.sum_us as f64 / 1e6;
+        rtt.encode_family(&labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum,
+                h.rtt.count(),
+                &rtt_buckets(&h.rtt),
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+/// A workload's labels, in exposition order.
+fn labels_of(key: &super::store::WorkloadKey) -> Vec<(&'static str, &str)> {
+    key.labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The per-workload gauges: `procnetmon_network_connections{…,protocol}` (where counted) and
+/// `procnetmon_remote_hosts{…[,destination_class]}` (with `--destinations`). A family without
+/// samples still gets its `# HELP`/`# TYPE`, as the traffic families do.
+fn encode_workload_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    st: &State,
+) -> Result<(), std::fmt::Error> {
+    let mut conns = encoder.encode_descriptor(
+        "procnetmon_network_connections",
+        "TCP connections in ESTABLISHED and UDP sockets bound or connected, now",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (key, w) in &st.workloads {
+        let Some((tcp, udp)) = w.gauges.connections else {
+            continue;
+        };
+        for (proto, n) in [("tcp", tcp), ("udp", udp)] {
+            let mut labels = labels_of(key);
+            labels.push(("protocol", proto));
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            conns.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    let mut hosts = encoder.encode_descriptor(
+        "procnetmon_remote_hosts",
+        "Remote hosts the workload exchanged traffic with, kept apart by --destinations (at most --destinations-max)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (key, w) in &st.workloads {
+        for (class, n) in &w.gauges.remote_hosts {
+            let mut labels = labels_of(key);
+            if let Some(c) = class {
+                labels.push(("destination_class", c.as_str()));
+            }
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            hosts.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    Ok(())
 }
 
 /// `procnetmon_target_info` and `procnetmon_build_info`.
@@ -233,6 +333,22 @@ fn encode_self(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), st
         untracked.metric_type(),
     )?)?;
 
+    for (name, help, value) in [
+        (
+            "procnetmon_dns_unmatched",
+            "DNS answers to targets that matched none of their queries (named nothing)",
+            st.dns_unmatched.value,
+        ),
+        (
+            "procnetmon_dns_dropped",
+            "Targets' DNS queries and answers not handed up (past the per-target budget, or a full buffer)",
+            st.dns_dropped.value,
+        ),
+    ] {
+        let c = ConstCounter::new(value);
+        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+    }
+
     let mut fill = encoder.encode_descriptor(
         "procnetmon_map_fill_ratio",
         "Entries in use over max_entries, per eBPF map",
@@ -251,7 +367,7 @@ fn encode_self(encoder: &mut DescriptorEncoder<'_>, st: &State) -> Result<(), st
     let series = ConstGauge::new(i64::try_from(st.series).unwrap_or(i64::MAX));
     series.encode(encoder.encode_descriptor(
         "procnetmon_series",
-        "(workload, protocol) label sets held now; each is four traffic series",
+        "Label sets held now: each (workload, protocol) is four traffic series, each workload's TCP health 15",
         None,
         series.metric_type(),
     )?)?;
@@ -304,6 +420,45 @@ pub(super) mod tests {
         assert!(!out.contains("destination_class=\"internet\""), "{out}");
     }
 
+    /// Connections per protocol and remote hosts per class hang on a workload that has
+    /// series; a workload without series gets no gauges (they add no label sets of their own).
+    #[test]
+    fn workload_gauges_are_exposed_beside_their_series() {
+        use crate::metrics::WorkloadGauges;
+        let reg = MetricsRegistry::default();
+        let web = WorkloadKey::kubernetes("shop", "web-1", "nginx");
+        reg.update_workload(&web, &tcp(10, 20));
+        reg.set_workload_gauges(
+            &web,
+            WorkloadGauges {
+                connections: Some((3, 1)),
+                remote_hosts: vec![(Some("internet".into()), 2), (Some("private".into()), 5)],
+            },
+        );
+        let ghost = WorkloadKey::cgroup("/never-sent");
+        reg.set_workload_gauges(
+            &ghost,
+            WorkloadGauges {
+                connections: Some((1, 1)),
+                remote_hosts: vec![(None, 1)],
+            },
+        );
+        let out = reg.encode().unwrap();
+        let labels = "namespace=\"shop\",pod=\"web-1\",container=\"nginx\"";
+        for line in [
+            format!("procnetmon_network_connections{{{labels},protocol=\"tcp\"}} 3\n"),
+            format!("procnetmon_network_connections{{{labels},protocol=\"udp\"}} 1\n"),
+            format!("procnetmon_remote_hosts{{{labels},destination_class=\"internet\"}} 2\n"),
+            format!("procnetmon_remote_hosts{{{labels},destination_class=\"private\"}} 5\n"),
+            "# TYPE procnetmon_network_connections gauge\n".to_string(),
+            "# TYPE procnetmon_remote_hosts gauge\n".to_string(),
+        ] {
+            assert!(out.contains(&line), "missing {line:?} in\n{out}");
+        }
+        assert!(!out.contains("never-sent"), "{out}");
+        assert_eq!(reg.series(), 1, "gauges are no series of the cap");
+    }
+
     #[test]
     fn classic_text_names_counters_with_total() {
         let om = "# HELP x_bytes X.\n# TYPE x_bytes counter\n# UNIT x_bytes bytes\nx_bytes_total 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
@@ -320,10 +475,19 @@ pub(super) mod tests {
 
     pub(in crate::metrics) fn nasty_registry() -> MetricsRegistry {
         let reg = MetricsRegistry::default();
-        reg.update_workload(
-            &WorkloadKey::cgroup(format!("system.slice/{NASTY}.service")),
-            &tcp(1000, 2000),
-        );
+        let key = WorkloadKey::cgroup(format!("system.slice/{NASTY}.service"));
+        reg.update_workload(&key, &tcp(1000, 2000));
+        let mut health = crate::model::TcpHealth {
+            connect_failures: 2,
+            retransmitted_segments: 9,
+            ..Default::default()
+        };
+        // Three samples: 50 µs (→ 64), 100 µs (→ 128), 3 s (→ 2^22 µs).
+        for (b, us) in [(6, 50), (7, 100), (22, 3_000_000)] {
+            health.rtt.buckets[b] += 1;
+            health.rtt.sum_us += us;
+        }
+        reg.update_workload_health(&key, &health);
         reg.set_targets(vec![TargetInfo {
             pid: 42,
             comm: NASTY.into(),
@@ -332,6 +496,8 @@ pub(super) mod tests {
         reg.set_self_stats(SelfStats {
             tracked_sockets: 3,
             untracked_bytes: 7,
+            dns_unmatched: 200_000,
+            dns_dropped: 2,
             maps: vec![MapFill {
                 map: "SOCK_TRAFFIC".into(),
                 entries: 1,
@@ -377,8 +543,15 @@ pub(super) mod tests {
             "procnetmon_build_info{version=\"",
             "procnetmon_tracked_sockets 3\n",
             "procnetmon_untracked_bytes_total 7\n",
+            "procnetmon_dns_unmatched_total 200000\n",
+            "procnetmon_dns_dropped_total 2\n",
             "procnetmon_map_fill_ratio{map=\"SOCK_TRAFFIC\"} 0.25\n",
-            "procnetmon_series 1\n",
+            "procnetmon_series 2\n",
+            "procnetmon_tcp_connect_failures_total{cgroup=",
+            "procnetmon_tcp_retransmitted_segments_total{cgroup=",
+            "# TYPE procnetmon_tcp_rtt_seconds histogram\n",
+            "# UNIT procnetmon_tcp_rtt_seconds seconds\n",
+            "procnetmon_tcp_rtt_seconds_count{cgroup=",
             "procnetmon_series_dropped_total 0\n",
             "# TYPE procnetmon_network_receive_bytes counter\n",
             "# TYPE procnetmon_target_info gauge\n",
@@ -386,6 +559,26 @@ pub(super) mod tests {
             assert!(out.contains(name), "missing {name:?} in\n{out}");
         }
         assert!(out.ends_with("# EOF\n"));
+        // The histogram: cumulative, exact at each bound, `+Inf` = `_count`, `_sum` in s.
+        let rtt: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("procnetmon_tcp_rtt_seconds"))
+            .collect();
+        let value = |needle: &str| {
+            rtt.iter()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("{needle} missing in {rtt:?}"))
+                .to_string()
+        };
+        assert_eq!(value("le=\"0.000016\""), "0");
+        assert_eq!(value("le=\"0.000064\""), "1");
+        assert_eq!(value("le=\"0.000256\""), "2");
+        assert_eq!(value("le=\"4.194304\""), "3");
+        assert_eq!(value("le=\"+Inf\""), "3");
+        assert_eq!(value("_count"), "3");
+        assert_eq!(value("_sum").parse::<f64>().ok(), Some(3.00015));
+        assert_eq!(rtt.len(), crate::metrics::RTT_LE_US.len() + 3);
         // No PID on a counter.
         for line in out.lines().filter(|l| l.contains("_total{")) {
             assert!(!line.contains("pid="), "{line}");
@@ -399,6 +592,35 @@ pub(super) mod tests {
     /// labels Go-quoted (the same escapes as `OpenMetrics`). `promtool` comes with Debian's
     /// package `prometheus`, which `scripts/setup` installs: without it this fails (a skip
     /// would pass as a pass).
+    /// `promtool check metrics` (the linter, which reads the classic text format) accepts
+    /// every family, the TCP health ones included.
+    #[test]
+    fn promtool_checks_classic_text() {
+        use std::{io::Write as _, process::Command};
+        let classic = to_classic_text(&nasty_registry().encode().expect("encode"));
+        let mut p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect(
+                "promtool is missing: run scripts/setup (it installs Debian's prometheus package)",
+            );
+        p.stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(classic.as_bytes())
+            .expect("write");
+        let out = p.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{classic}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn promtool_parses_exposition() {
         use std::process::Command;

@@ -5,7 +5,8 @@
 //! HTTP/1.1 with connection limits and timeouts that hostile clients cannot get around.
 //!
 //! The sampling loop pushes plain values ([`Counters`](crate::model::Counters) per workload and
-//! protocol, target identities, self-statistics) into a [`MetricsRegistry`]; nothing here reads
+//! protocol, [`TcpHealth`](crate::model::TcpHealth) per workload, target identities,
+//! self-statistics) into a [`MetricsRegistry`]; nothing here reads
 //! eBPF maps or `/proc`, and nothing here decides what a workload is (cgroup path, or Kubernetes
 //! namespace, pod and container): callers build the [`WorkloadKey`].
 
@@ -20,6 +21,6 @@ pub use server::{
     ServerThread,
 };
 pub use store::{
-    DEFAULT_GRACE, DEFAULT_MAX_SERIES, Limits, MapFill, MetricsRegistry, Protocol, SelfStats,
-    TargetInfo, WorkloadKey,
+    DEFAULT_GRACE, DEFAULT_MAX_SERIES, HEALTH_SERIES, Limits, MapFill, MetricsRegistry, Protocol,
+    RTT_LE_US, SelfStats, TargetInfo, WorkloadGauges, WorkloadKey,
 };

@@ -7,8 +7,8 @@
 //! - counters never go down: a cumulative input that falls (a closed socket's bytes leaving a
 //!   sum, a kernel map reset) is absorbed, so the exposed value holds and grows again from there;
 //! - a workload's series stay for a grace period after it is marked gone, then disappear;
-//! - at most `max_series` (workload, protocol) label sets exist; refusals are counted in
-//!   `procnetmon_series_dropped_total`;
+//! - at most `max_series` label sets exist — each (workload, protocol) of traffic, and each
+//!   workload's TCP health — ; refusals are counted in `procnetmon_series_dropped_total`;
 //! - PIDs never label a counter (cardinality); they appear only in `procnetmon_target_info`.
 
 use std::{
@@ -17,10 +17,39 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::model::{Counters, Traffic};
+use crate::model::{Counters, RTT_BUCKETS, RttHistogram, TcpHealth, Traffic};
 
-/// Default cap on (workload, protocol) label sets; each one is four exposed series.
+/// Default cap on label sets: (workload, protocol) of traffic, four exposed series each, and
+/// a workload's TCP health, [`HEALTH_SERIES`] series.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// Upper bounds of the exposed RTT histogram's buckets (`le`), in µs: 16 µs × 4^k up to
+/// 4.194304 s, then `+Inf`. Every one is a bound of the kernel's log2 buckets, so each exposed
+/// count is exact.
+pub const RTT_LE_US: [u64; 10] = [
+    16, 64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304,
+];
+
+/// Series of one workload's TCP health: the two counters, the histogram's buckets (with
+/// `+Inf`), its `_sum` and `_count`.
+pub const HEALTH_SERIES: usize = 2 + RTT_LE_US.len() + 1 + 2;
+
+/// The exposed histogram from kernel buckets: (upper bound in seconds, samples in that bucket
+/// and none below), the last one `+Inf`.
+pub(super) fn rtt_buckets(h: &RttHistogram) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(RTT_LE_US.len() + 1);
+    let mut i = 0;
+    for le in RTT_LE_US {
+        let mut n = 0;
+        while i < RTT_BUCKETS && crate::model::rtt_bucket_bound_us(i) <= le {
+            n += h.buckets[i];
+            i += 1;
+        }
+        out.push((le as f64 / 1e6, n));
+    }
+    out.push((f64::INFINITY, h.buckets[i..].iter().sum()));
+    out
+}
 
 /// Default time a gone workload's series stay exposed: long enough for a few scrapes to see
 /// the final values.
@@ -116,8 +145,25 @@ pub struct SelfStats {
     /// Bytes, cumulative since start, that could not be charged to any workload. A lower value
     /// than last time is absorbed, like every counter here.
     pub untracked_bytes: u64,
+    /// DNS answers to targets that matched none of their queries, cumulative
+    /// (`--destinations`; the sum of every target's `dns_unmatched`).
+    pub dns_unmatched: u64,
+    /// Targets' DNS records the kernel did not hand up (budget, full buffer), cumulative.
+    pub dns_dropped: u64,
     /// Fill of each eBPF map.
     pub maps: Vec<MapFill>,
+}
+
+/// A workload's gauges: values now, not counters. Kept only beside a workload that has traffic
+/// series, so they add no label sets of their own to what the series cap bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadGauges {
+    /// `procnetmon_network_connections{protocol}`: TCP connections in ESTABLISHED and UDP
+    /// sockets bound or connected; None where they are not counted (`--all -i`).
+    pub connections: Option<(u64, u64)>,
+    /// `procnetmon_remote_hosts{destination_class}`: remote hosts kept apart with
+    /// `--destinations`, per destination class (None: classes off); empty without it.
+    pub remote_hosts: Vec<(Option<String>, u64)>,
 }
 
 /// Limits of a [`MetricsRegistry`].
@@ -208,14 +254,56 @@ impl SeriesCounters {
     }
 }
 
+/// A workload's TCP health as exposed: two counters and the RTT histogram, each never going
+/// down. Fed with cumulative readings: a histogram reading with any bucket below the last one
+/// (its source was reset) is absorbed whole, so the buckets stay cumulative and consistent
+/// with their count.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct HealthSeries {
+    pub(super) connect_failures: Monotonic,
+    pub(super) retransmitted_segments: Monotonic,
+    /// Samples per kernel bucket (`model::RTT_BUCKETS`), as exposed.
+    pub(super) rtt: RttHistogram,
+    last_rtt: Option<RttHistogram>,
+}
+
+impl HealthSeries {
+    fn observe(&mut self, h: &TcpHealth) {
+        self.connect_failures.observe(h.connect_failures);
+        self.retransmitted_segments
+            .observe(h.retransmitted_segments);
+        let grew = match self.last_rtt {
+            None => Some(h.rtt),
+            Some(last) => {
+                let dropped = h
+                    .rtt
+                    .buckets
+                    .iter()
+                    .zip(last.buckets)
+                    .any(|(now, before)| *now < before)
+                    || h.rtt.sum_us < last.sum_us;
+                (!dropped).then(|| h.rtt.minus(&last))
+            }
+        };
+        if let Some(d) = grew {
+            self.rtt = self.rtt.plus(&d);
+        }
+        self.last_rtt = Some(h.rtt);
+    }
+}
+
 /// A workload's series and, once its cgroup is gone, since when.
 #[derive(Debug, Default)]
 pub(super) struct Workload {
     pub(super) by_proto: BTreeMap<Protocol, SeriesCounters>,
+    /// TCP health (one label set, [`HEALTH_SERIES`] series).
+    pub(super) health: Option<HealthSeries>,
     /// With destination classes: the same counters split by (protocol, destination_class)
     /// instead of by protocol alone (a workload has one form or the other, never both, so a
     /// `sum` over a family never counts a byte twice).
     pub(super) by_class: BTreeMap<(Protocol, String), SeriesCounters>,
+    /// Its gauges, as last set.
+    pub(super) gauges: WorkloadGauges,
     gone_since: Option<Instant>,
 }
 
@@ -237,6 +325,8 @@ pub(super) struct State {
     pub(super) targets: Vec<TargetInfo>,
     pub(super) tracked_sockets: u64,
     pub(super) untracked_bytes: Monotonic,
+    pub(super) dns_unmatched: Monotonic,
+    pub(super) dns_dropped: Monotonic,
     pub(super) maps: Vec<MapFill>,
     /// Bumped by every write, so that an encoded exposition can be reused until it changes.
     generation: u64,
@@ -309,6 +399,25 @@ impl State {
         }
     }
 
+    /// Cumulative TCP health of one workload: its one label set, made when it first has
+    /// something to show (a failure, a retransmission, an RTT sample).
+    fn feed_health(&mut self, key: &WorkloadKey, h: &TcpHealth) {
+        let exists = self.workloads.get(key).is_some_and(|w| w.health.is_some());
+        if !exists {
+            if h.is_empty() {
+                return;
+            }
+            if self.series >= self.limits.max_series {
+                self.series_dropped = self.series_dropped.saturating_add(1);
+                return;
+            }
+            self.series += 1;
+        }
+        let workload = self.workloads.entry(key.clone()).or_default();
+        workload.gone_since = None;
+        workload.health.get_or_insert_default().observe(h);
+    }
+
     fn expire(&mut self, now: Instant) -> usize {
         let grace = self.limits.grace;
         let mut removed = 0;
@@ -317,7 +426,7 @@ impl State {
                 .gone_since
                 .is_none_or(|since| now.saturating_duration_since(since) < grace);
             if !keep {
-                removed += w.by_proto.len() + w.by_class.len();
+                removed += w.by_proto.len() + w.by_class.len() + usize::from(w.health.is_some());
             }
             keep
         });
@@ -351,6 +460,8 @@ impl MetricsRegistry {
             targets: Vec::new(),
             tracked_sockets: 0,
             untracked_bytes: Monotonic::default(),
+            dns_unmatched: Monotonic::default(),
+            dns_dropped: Monotonic::default(),
             maps: Vec::new(),
             generation: 0,
         }));
@@ -393,6 +504,25 @@ impl MetricsRegistry {
         }
     }
 
+    /// Records a workload's cumulative TCP health (failures, retransmissions, RTT samples
+    /// since its first socket). Clears a [`mark_gone`](Self::mark_gone), like the traffic.
+    pub fn update_workload_health(&self, key: &WorkloadKey, cumulative: &TcpHealth) {
+        self.lock_mut().feed_health(key, cumulative);
+    }
+
+    /// The exposed TCP health of one workload, if it has its label set.
+    pub fn health(&self, key: &WorkloadKey) -> Option<TcpHealth> {
+        self.lock()
+            .workloads
+            .get(key)
+            .and_then(|w| w.health)
+            .map(|h| TcpHealth {
+                connect_failures: h.connect_failures.value,
+                retransmitted_segments: h.retransmitted_segments.value,
+                rtt: h.rtt,
+            })
+    }
+
     /// The exposed counters of one (workload, protocol, destination class), if it has a series.
     pub fn class_counters(
         &self,
@@ -405,6 +535,14 @@ impl MetricsRegistry {
             .get(key)
             .and_then(|w| w.by_class.get(&(proto, class.to_string())))
             .map(SeriesCounters::exposed)
+    }
+
+    /// Sets a workload's gauges. A workload without traffic series (none yet, or refused by the
+    /// series cap) gets none: its gauges are dropped.
+    pub fn set_workload_gauges(&self, key: &WorkloadKey, gauges: WorkloadGauges) {
+        if let Some(w) = self.lock_mut().workloads.get_mut(key) {
+            w.gauges = gauges;
+        }
     }
 
     /// Adds traffic since the last call (e.g. per-socket deltas computed with
@@ -448,11 +586,15 @@ impl MetricsRegistry {
         let SelfStats {
             tracked_sockets,
             untracked_bytes,
+            dns_unmatched,
+            dns_dropped,
             maps,
         } = stats;
         let mut st = self.lock_mut();
         st.tracked_sockets = tracked_sockets;
         st.untracked_bytes.observe(untracked_bytes);
+        st.dns_unmatched.observe(dns_unmatched);
+        st.dns_dropped.observe(dns_dropped);
         st.maps = maps;
     }
 
@@ -559,6 +701,62 @@ pub(super) mod tests {
         reg.update_workload(&b, &tcp(20, 10));
         assert_eq!(reg.expire(t0 + Duration::from_secs(1000)), 0);
         assert!(!reg.encode().expect("encode").contains("web-1"));
+    }
+
+    fn health(failures: u64, buckets: &[(usize, u64)]) -> TcpHealth {
+        let mut h = TcpHealth {
+            connect_failures: failures,
+            ..TcpHealth::default()
+        };
+        for (b, n) in buckets {
+            h.rtt.buckets[*b] += n;
+            h.rtt.sum_us += n * (1 << b);
+        }
+        h
+    }
+
+    #[test]
+    fn health_is_one_label_set_that_never_goes_down() {
+        let reg = MetricsRegistry::new(limits(2, 60));
+        let a = WorkloadKey::cgroup("a.service");
+        let b = WorkloadKey::cgroup("b.service");
+        // Nothing to show yet: no label set.
+        reg.update_workload_health(&a, &TcpHealth::default());
+        assert_eq!((reg.series(), reg.health(&a)), (0, None));
+        reg.update_workload(&a, &tcp(1, 1));
+        reg.update_workload_health(&a, &health(2, &[(6, 3)]));
+        assert_eq!(reg.series(), 2);
+        // The cap counts it: b's health is refused and counted.
+        reg.update_workload_health(&b, &health(1, &[]));
+        assert_eq!(reg.health(&b), None);
+        // Growth adds; a reading below the last (a reset) is absorbed whole.
+        reg.update_workload_health(&a, &health(5, &[(6, 4), (9, 1)]));
+        reg.update_workload_health(&a, &health(0, &[(6, 1)]));
+        reg.update_workload_health(&a, &health(1, &[(6, 2)]));
+        let h = reg.health(&a).expect("health");
+        assert_eq!(h.connect_failures, 6);
+        assert_eq!(
+            (h.rtt.buckets[6], h.rtt.buckets[9], h.rtt.count()),
+            (5, 1, 6)
+        );
+        let out = reg.encode().expect("encode");
+        assert!(out.contains("procnetmon_series_dropped_total 1\n"), "{out}");
+    }
+
+    #[test]
+    fn rtt_buckets_are_exact_cumulative_bounds() {
+        let mut h = RttHistogram::default();
+        // 1 µs, 16 µs, 17 µs (→ 32), 4.2 s, 10 s (→ 2^24 µs).
+        for b in [0, 4, 5, 22, 24] {
+            h.buckets[b] += 1;
+        }
+        let got = rtt_buckets(&h);
+        assert_eq!(got.len(), RTT_LE_US.len() + 1);
+        assert_eq!(got[0], (0.000016, 2)); // 1 µs and 16 µs
+        assert_eq!(got[1], (0.000064, 1)); // 32 µs
+        assert_eq!(got[9], (4.194304, 1)); // 2^22 µs
+        assert_eq!(got[10], (f64::INFINITY, 1)); // 2^24 µs
+        assert_eq!(got.iter().map(|(_, n)| n).sum::<u64>(), h.count());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::compact_duration;
 use crate::{
     host::identity::ContainerIdentity,
     model::{
-        ClassTraffic, ConnDetail, Counters, Destination, ProcessReport, Report, Row, WorkloadReport,
+        ClassTraffic, ConnDetail, Counters, Destination, ProcessReport, Report, Row, TcpHealth,
+        WorkloadReport,
     },
 };
 
@@ -43,6 +44,47 @@ impl From<&Row> for Current {
             packets_out: r.counters.packets_out,
         }
     }
+}
+
+/// `tcp_health`: over the same period as the byte counters (the run so far, or the window).
+#[derive(Serialize)]
+struct Health {
+    connect_failures: u64,
+    retransmitted_segments: u64,
+    rtt_us: Rtt,
+}
+
+/// RTT percentiles, µs: upper bounds of the log2 buckets the samples fall in (null without
+/// samples; see `model::RttHistogram::quantile_us`).
+#[derive(Serialize)]
+struct Rtt {
+    p50: Option<u64>,
+    p90: Option<u64>,
+    p99: Option<u64>,
+    max: Option<u64>,
+}
+
+impl From<&TcpHealth> for Health {
+    fn from(h: &TcpHealth) -> Self {
+        Self {
+            connect_failures: h.connect_failures,
+            retransmitted_segments: h.retransmitted_segments,
+            rtt_us: Rtt {
+                p50: h.rtt.quantile_us(0.5),
+                p90: h.rtt.quantile_us(0.9),
+                p99: h.rtt.quantile_us(0.99),
+                max: h.rtt.max_us(),
+            },
+        }
+    }
+}
+
+/// The `aggregated` row: the seed's fields, then `tcp_health`.
+#[derive(Serialize)]
+struct Aggregated {
+    #[serde(flatten)]
+    current: Current,
+    tcp_health: Health,
 }
 
 #[derive(Serialize)]
@@ -185,6 +227,7 @@ struct Process<'a> {
     exited: bool,
     current: Current,
     protocols: Protocols,
+    tcp_health: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<Vec<Conn<'a>>>,
     container: Option<&'a ContainerIdentity>,
@@ -194,6 +237,35 @@ struct Process<'a> {
     destinations: Option<Dests<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     classes: Option<Classes<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_unmatched: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_dropped: Option<u64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    gaps: Vec<GapJson<'a>>,
+}
+
+/// One of `gaps`: a time the process's traffic could not be seen (it moved to a cgroup not
+/// covered yet, or one that cannot be covered: `ongoing`).
+#[derive(Serialize)]
+struct GapJson<'a> {
+    cgroup: &'a str,
+    duration_us: u64,
+    from_ns: u64,
+    to_ns: u64,
+    ongoing: bool,
+}
+
+impl<'a> From<&'a crate::model::Gap> for GapJson<'a> {
+    fn from(g: &'a crate::model::Gap) -> Self {
+        Self {
+            cgroup: &g.cgroup,
+            duration_us: u64::try_from(g.duration().as_micros()).unwrap_or(u64::MAX),
+            from_ns: g.from_ns,
+            to_ns: g.to_ns,
+            ongoing: g.ongoing,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -204,10 +276,15 @@ struct Workload<'a> {
     exited: bool,
     current: Current,
     protocols: Protocols,
+    tcp_health: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     destinations: Option<Dests<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     classes: Option<Classes<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_unmatched: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_dropped: Option<u64>,
 }
 
 impl<'a> From<&'a WorkloadReport> for Workload<'a> {
@@ -222,8 +299,11 @@ impl<'a> From<&'a WorkloadReport> for Workload<'a> {
                 tcp: w.traffic.tcp.into(),
                 udp: w.traffic.udp.into(),
             },
+            tcp_health: (&w.row.health).into(),
             destinations: w.destinations.as_deref().map(Dests),
             classes: w.classes.as_deref().map(Classes),
+            dns_unmatched: w.dns.map(|d| d.unmatched),
+            dns_dropped: w.dns.map(|d| d.dropped),
         }
     }
 }
@@ -253,10 +333,14 @@ impl<'a> From<&'a ProcessReport> for Process<'a> {
                 tcp: p.traffic.tcp.into(),
                 udp: p.traffic.udp.into(),
             },
+            tcp_health: (&p.row.health).into(),
             container: p.container.as_ref(),
             nspid: p.nspid,
             destinations: p.destinations.as_deref().map(Dests),
             classes: p.classes.as_deref().map(Classes),
+            dns_unmatched: p.dns.map(|d| d.unmatched),
+            dns_dropped: p.dns.map(|d| d.dropped),
+            gaps: p.gaps.iter().map(GapJson::from).collect(),
             connections: p
                 .connections
                 .as_ref()
@@ -283,7 +367,7 @@ struct Json<'a> {
     timestamp: String,
     processes: Processes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    aggregated: Option<Current>,
+    aggregated: Option<Aggregated>,
     #[serde(skip_serializing_if = "Workloads::is_empty")]
     workloads: Workloads<'a>,
     untracked: Untracked,
@@ -310,7 +394,10 @@ pub fn write(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         processes: Processes(&report.processes),
-        aggregated: report.aggregated.as_ref().map(Current::from),
+        aggregated: report.aggregated.as_ref().map(|r| Aggregated {
+            current: r.into(),
+            tcp_health: (&r.health).into(),
+        }),
         workloads: Workloads(&report.workloads),
         untracked: Untracked {
             bytes_in: report.untracked.bytes_in,
@@ -364,14 +451,29 @@ mod tests {
         assert_eq!(v["untracked"]["bytes_in"], 0);
         assert_eq!(v["untracked"]["sockets"], 0);
         assert_eq!(v["untracked"]["processes"], 0);
-        // Order of processes: as named, not sorted as strings.
         let keys: Vec<&str> = v["processes"]
             .as_object()
             .unwrap()
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys.len(), 2);
+        assert_eq!(keys, ["1234", "5678"]);
+    }
+
+    #[test]
+    fn processes_in_the_reports_order() {
+        // 5678 before 1234: sorted neither as numbers nor as strings. (serde_json's Value
+        // sorts object keys: the order is read from the text.)
+        let mut r = sample_report();
+        r.processes.reverse();
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let at = |pid: &str| {
+            text.find(&format!("\"{pid}\":{{"))
+                .unwrap_or_else(|| panic!("{pid} in {text}"))
+        };
+        assert!(at("5678") < at("1234"), "{text}");
     }
 
     #[test]
@@ -453,6 +555,10 @@ mod tests {
             counters: c,
             rate_in: 1.4,
             rate_out: 0.0,
+            by_protocol: crate::model::Traffic {
+                tcp: c,
+                ..crate::model::Traffic::default()
+            },
         }]);
         let mut buf = Vec::new();
         write(&mut buf, &r).unwrap();
@@ -467,14 +573,76 @@ mod tests {
         assert!(d["other"].get("connections").is_none());
         assert_eq!(d["other"]["hosts"], 1000);
         assert_eq!(v["processes"]["1234"]["classes"]["private"]["rate_in"], 1);
+        assert!(v["processes"]["1234"].get("dns_unmatched").is_none());
+        assert!(v["processes"]["1234"].get("gaps").is_none());
+        // With --destinations: what of the target's DNS named nothing; after a move: a gap.
+        r.processes[0].dns = Some(crate::model::DnsCounts {
+            unmatched: 200_000,
+            dropped: 3,
+        });
+        r.processes[0].gaps = vec![crate::model::Gap {
+            cgroup: "/test/y".into(),
+            from_ns: 1_000_000,
+            to_ns: 3_500_000,
+            ongoing: false,
+        }];
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let p = &v["processes"]["1234"];
+        assert_eq!(
+            (p["dns_unmatched"].as_u64(), p["dns_dropped"].as_u64()),
+            (Some(200_000), Some(3))
+        );
+        assert_eq!(
+            p["gaps"],
+            serde_json::json!([{"cgroup":"/test/y","duration_us":2500,"from_ns":1_000_000,"to_ns":3_500_000,"ongoing":false}])
+        );
         // The seed's fields are unchanged by the additions.
         let mut without = v.clone();
         let p = without["processes"]["1234"].as_object_mut().unwrap();
-        p.remove("destinations");
-        p.remove("classes");
+        for k in [
+            "destinations",
+            "classes",
+            "dns_unmatched",
+            "dns_dropped",
+            "gaps",
+        ] {
+            p.remove(k);
+        }
         let mut seed: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         seed["timestamp"] = without["timestamp"].clone();
         assert_eq!(without, seed);
+    }
+
+    #[test]
+    fn every_row_has_tcp_health() {
+        let mut r = sample_report();
+        let mut h = crate::model::TcpHealth {
+            connect_failures: 3,
+            retransmitted_segments: 17,
+            ..Default::default()
+        };
+        // 10 samples: 9 in (32, 64] µs, one in (512, 1024] µs.
+        h.rtt.buckets[6] = 9;
+        h.rtt.buckets[10] = 1;
+        r.processes[0].row.health = h;
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let t = &v["processes"]["1234"]["tcp_health"];
+        assert_eq!(
+            t,
+            &serde_json::json!({"connect_failures": 3, "retransmitted_segments": 17,
+                "rtt_us": {"p50": 64, "p90": 64, "p99": 1024, "max": 1024}})
+        );
+        // No samples: the percentiles are null; the aggregate row has one too.
+        assert_eq!(
+            v["processes"]["5678"]["tcp_health"]["rtt_us"],
+            serde_json::json!({"p50": null, "p90": null, "p99": null, "max": null})
+        );
+        assert_eq!(v["aggregated"]["tcp_health"]["connect_failures"], 0);
+        assert_eq!(v["aggregated"]["tcp_connections"], 15);
     }
 
     #[test]

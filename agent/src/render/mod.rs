@@ -8,7 +8,9 @@ pub mod table;
 use std::{fmt, time::Duration};
 
 /// `s` with control characters (escape sequences, newlines, …) written as Rust escapes
-/// (`\u{1b}`), so a hostile name can neither hide rows nor drive the terminal.
+/// (`\u{1b}`), so a hostile name can neither hide rows nor drive the terminal. The one escaping
+/// function of every output a terminal shows: the table, the interactive view (`tui::view`),
+/// log lines and the one-line error (`lib.rs`); JSON has its own (serde_json's `\u001b`).
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return s.into();
@@ -72,6 +74,21 @@ impl fmt::Display for DisplayBytes {
     }
 }
 
+/// A smoothed RTT in µs, shown as `85µs`, `1.2ms` or `1.05s`; `-` without a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct DisplayRtt(pub Option<u64>);
+
+impl fmt::Display for DisplayRtt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.pad("-"),
+            Some(us) if us < 1000 => f.pad(&format!("{us}µs")),
+            Some(us) if us < 1_000_000 => f.pad(&format!("{:.1}ms", us as f64 / 1e3)),
+            Some(us) => f.pad(&format!("{:.2}s", us as f64 / 1e6)),
+        }
+    }
+}
+
 /// A duration in the seed's compact form (Go's `Duration.String` at whole seconds):
 /// `0s`, `3s`, `1m2s`, `1h2m3s`, `26h0m0s`.
 pub fn compact_duration(d: Duration) -> String {
@@ -115,6 +132,16 @@ mod tests {
         assert_eq!(DisplayBytes(1536).to_string(), "1.5 KiB");
         assert_eq!(DisplayBytes(150 * 1024 * 1024).to_string(), "150.0 MiB");
         assert_eq!(DisplayBytes(1_288_490_188).to_string(), "1.2 GiB");
+    }
+
+    #[test]
+    fn rtts() {
+        assert_eq!(DisplayRtt(None).to_string(), "-");
+        assert_eq!(DisplayRtt(Some(64)).to_string(), "64µs");
+        assert_eq!(DisplayRtt(Some(1024)).to_string(), "1.0ms");
+        assert_eq!(DisplayRtt(Some(262_144)).to_string(), "262.1ms");
+        assert_eq!(DisplayRtt(Some(1 << 20)).to_string(), "1.05s");
+        assert_eq!(format!("{:>6}", DisplayRtt(Some(64))), "  64µs");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Where reports go: stdout (a live table redraws in place on a terminal) or `-o FILE`, as
-//! JSON lines or the human table.
+//! Where reports go: stdout (a live table redraws in place on a terminal), `-o FILE`, or
+//! stderr while a command has the terminal, as JSON lines or the human table.
 
 use std::{
     fs::File,
@@ -18,6 +18,8 @@ pub struct Output {
     json: bool,
     /// Continuous output redraws the table in place on a terminal.
     continuous: bool,
+    /// The table's TCP health columns (`--details`).
+    health: bool,
     name: String,
 }
 
@@ -37,8 +39,30 @@ impl Output {
             tty,
             json,
             continuous,
+            health: false,
             name,
         })
+    }
+
+    /// Adds the TCP health columns to the table (`--details`; JSON always has `tcp_health`).
+    #[must_use]
+    pub fn with_health_columns(mut self, on: bool) -> Self {
+        self.health = on;
+        self
+    }
+
+    /// Reports on standard error, for the person at the terminal while a command has it
+    /// (its output is on standard output): JSON (`json`) or the table, never redrawn in
+    /// place (the screen is the command's).
+    pub fn stderr(json: bool) -> Self {
+        Self {
+            w: Box::new(std::io::stderr()),
+            tty: false,
+            json,
+            continuous: false,
+            health: false,
+            name: "standard error".into(),
+        }
     }
 
     /// Writes one report. A broken pipe comes back as the bare `io::Error` so the caller
@@ -48,7 +72,7 @@ impl Output {
             super::json::write(&mut *self.w, report)
         } else {
             let refresh = self.tty && self.continuous && !report.is_final;
-            super::table::write(&mut *self.w, report, refresh)
+            super::table::write(&mut *self.w, report, refresh, self.health)
         };
         match r {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(e.into()),

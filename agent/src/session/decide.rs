@@ -14,10 +14,15 @@ pub enum Event {
     Signal,
     /// The command of spawn mode exited.
     CommandExited,
+    /// The command of spawn mode, which has the terminal, was stopped (Ctrl-Z, or a read
+    /// from the terminal while in the background).
+    CommandStopped,
     /// Whoever reads the reports went away (a closed pipe).
     OutputClosed,
     /// The interactive view was quit (`q`, or Ctrl-C, which raw mode turns into a key).
     Quit,
+    /// The kernel saw a target's process move to another cgroup (followed at once).
+    Moved,
 }
 
 /// Facts about the run that the decision depends on.
@@ -31,6 +36,9 @@ pub struct Facts {
     pub daemon: bool,
     /// Every target has ended (never true without targets).
     pub all_gone: bool,
+    /// The last report covers the whole run, like a window's (a command that has the
+    /// terminal: its life is the window).
+    pub whole_run: bool,
 }
 
 /// What to do about an event.
@@ -49,17 +57,16 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
         continuous,
         daemon,
         all_gone,
+        whole_run,
     } = facts;
-    let window_report = window.then_some(ReportKind::Final);
+    // The report of a window: of `-t`, or of the whole run (a command with the terminal).
+    let window_report = (window || whole_run).then_some(ReportKind::Final);
+    let last_report = window_report.or(Some(ReportKind::Interval));
     match event {
         // The command ended first: the last report covers the run so far (the window's
         // report when there is a window, cut short).
         Event::CommandExited => Decision {
-            report: Some(if window {
-                ReportKind::Final
-            } else {
-                ReportKind::Interval
-            }),
+            report: last_report,
             stop: true,
         },
         // The window's report; also on a signal or quitting the view during a window (the
@@ -67,6 +74,12 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
         Event::WindowEnd | Event::Signal | Event::Quit => Decision {
             report: window_report,
             stop: true,
+        },
+        // The command stopped with the terminal: the run stops with it (`step`), and
+        // goes on when continued.
+        Event::CommandStopped => Decision {
+            report: None,
+            stop: false,
         },
         // Nobody reads reports any more: end quietly.
         Event::OutputClosed => Decision {
@@ -76,11 +89,16 @@ pub fn decide(event: Event, facts: Facts) -> Decision {
         // Every target ended and nothing else keeps the run: a last report, then stop. With a
         // window the run waits for it; a daemon keeps serving metrics.
         Event::Tick if all_gone && !window && !daemon => Decision {
-            report: Some(ReportKind::Interval),
+            report: last_report,
             stop: true,
         },
         Event::Tick => Decision {
             report: continuous.then_some(ReportKind::Interval),
+            stop: false,
+        },
+        // Followed without a tick: no report, the run goes on.
+        Event::Moved => Decision {
+            report: None,
             stop: false,
         },
     }
@@ -100,6 +118,7 @@ mod tests {
             continuous,
             daemon,
             all_gone,
+            whole_run: false,
         }
     }
 
@@ -124,6 +143,8 @@ mod tests {
             // spawn mode: the command's exit ends the run with a last report
             (Event::CommandExited, false, true, false, false, I, true),
             (Event::CommandExited, true, false, false, false, F, true),
+            // a command without the terminal stopping is not the run's business
+            (Event::CommandStopped, false, true, false, false, N, false),
             // every target gone: last report and stop ...
             (Event::Tick, false, true, false, true, I, true),
             // ... unless a window is running (its report comes at its end)
@@ -140,12 +161,51 @@ mod tests {
             // stdout closed: stop quietly, whatever the mode
             (Event::OutputClosed, false, true, false, false, N, true),
             (Event::OutputClosed, true, true, true, false, N, true),
+            // a target moved: followed at once, nothing reported, the run goes on
+            (Event::Moved, false, true, false, false, N, false),
+            (Event::Moved, true, false, false, true, N, false),
         ];
         for &(event, window, continuous, daemon, all_gone, report, stop) in table {
             assert_eq!(
                 decide(event, facts(window, continuous, daemon, all_gone)),
                 Decision { report, stop },
                 "{event:?} window={window} continuous={continuous} daemon={daemon} all_gone={all_gone}"
+            );
+        }
+    }
+
+    /// A command that has the terminal: its life is the window. One report of the whole
+    /// run at its end, whatever ends it; `-c` adds one every interval; a stop (Ctrl-Z)
+    /// neither reports nor ends the run.
+    #[test]
+    fn a_command_with_the_terminal() {
+        // (event, window, continuous, all_gone) → (report, stop)
+        type Row = (Event, bool, bool, bool, Option<ReportKind>, bool);
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            (Event::Tick, false, false, false, N, false),
+            (Event::Tick, false, true, false, I, false),
+            (Event::CommandStopped, false, false, false, N, false),
+            (Event::CommandStopped, true, true, false, N, false),
+            (Event::CommandExited, false, false, false, F, true),
+            (Event::CommandExited, false, true, false, F, true),
+            (Event::CommandExited, true, false, false, F, true),
+            // the command gone at a tick, before its pidfd was read
+            (Event::Tick, false, false, true, F, true),
+            // a signal to procnetmon2 itself (SIGTERM, or SIGINT from elsewhere)
+            (Event::Signal, false, false, false, F, true),
+            (Event::WindowEnd, true, false, false, F, true),
+            (Event::OutputClosed, false, false, false, N, true),
+        ];
+        for &(event, window, continuous, all_gone, report, stop) in table {
+            let f = Facts {
+                whole_run: true,
+                ..facts(window, continuous, false, all_gone)
+            };
+            assert_eq!(
+                decide(event, f),
+                Decision { report, stop },
+                "{event:?} window={window} continuous={continuous} all_gone={all_gone}"
             );
         }
     }

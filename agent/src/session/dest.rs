@@ -4,8 +4,8 @@
 //!
 //! The kernel keeps every count cumulative (nothing is drained, so nothing is lost between
 //! ticks); this tracker takes a baseline at the start, as the per-target totals do, and keeps
-//! the previous reading per key for interval rates. Names come only from answers the kernel
-//! handed up for targets' sockets: the agent never sends a query.
+//! the previous reading per key for interval rates. Names come only from each target's own
+//! answers to its own queries (`dns_names`): the agent never sends a query.
 
 use std::{
     collections::HashMap,
@@ -13,10 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::dns_names::DnsNames;
 use crate::{
     classes::ClassSet,
     kernel::{Kernel, Proto, Slot},
-    model::{ClassTraffic, Counters, Destination, Traffic},
+    model::{ClassTraffic, Counters, Destination, DnsCounts, Traffic},
     sampling::rate_bps,
 };
 
@@ -72,13 +73,6 @@ struct Host {
     name: Option<String>,
 }
 
-/// A name learned from a DNS answer, valid until its TTL runs out.
-#[derive(Debug, Clone)]
-struct Learned {
-    name: String,
-    until: Instant,
-}
-
 /// What the session keeps of destinations and classes between ticks.
 #[derive(Debug)]
 pub struct DestTracker {
@@ -90,7 +84,7 @@ pub struct DestTracker {
     hosts: HashMap<(Slot, IpAddr), Host>,
     other: HashMap<Slot, (Flow, u64)>,
     by_class: HashMap<(Slot, Proto, u8), Flow>,
-    names: HashMap<IpAddr, Learned>,
+    dns: DnsNames,
 }
 
 impl DestTracker {
@@ -113,7 +107,7 @@ impl DestTracker {
             hosts: HashMap::new(),
             other: HashMap::new(),
             by_class: HashMap::new(),
-            names: HashMap::new(),
+            dns: DnsNames::default(),
         };
         let base = |slot: Slot, c: Counters| {
             if fresh.contains(&slot) {
@@ -157,29 +151,18 @@ impl DestTracker {
             return;
         }
         self.last = now;
-        for (_, packet) in kernel.dns_packets() {
-            for (addr, name, ttl) in dns_answers(&packet) {
-                self.names.insert(
-                    addr,
-                    Learned {
-                        name,
-                        until: now + Duration::from_secs(u64::from(ttl)),
-                    },
-                );
-            }
-        }
-        self.names.retain(|_, l| l.until >= now);
         if self.destinations {
+            self.dns.take(kernel.dns_events(), now);
             for d in kernel.destinations() {
                 let h = self.hosts.entry((d.slot, d.addr)).or_insert_with(|| Host {
                     class: d.class,
                     ..Host::default()
                 });
                 h.flow.update(d.counters, dt);
-                if let Some(l) = self.names.get(&d.addr) {
-                    // The latest answer names it; a name stays once learned (a short TTL
-                    // must not blank a host that is still reported).
-                    h.name = Some(l.name.clone());
+                if let Some(name) = self.dns.name(d.slot, d.addr, now) {
+                    // The target's latest answer names it; a name stays once learned (a
+                    // short TTL must not blank a host that is still reported).
+                    h.name = Some(name);
                 }
             }
             for s in &self.slots {
@@ -248,27 +231,44 @@ impl DestTracker {
         Some(out)
     }
 
+    /// `--destinations`: what of `slot`'s DNS named nothing: answers that matched none of its
+    /// queries (those the kernel kept back and those that failed the match here) and records
+    /// dropped past its budget.
+    pub fn dns_counts(&self, slot: Slot, kernel: &dyn Kernel) -> Option<DnsCounts> {
+        if !self.destinations {
+            return None;
+        }
+        let k = kernel.dns_drops(slot);
+        Some(DnsCounts {
+            unmatched: k.unmatched + self.dns.unmatched(slot),
+            dropped: k.dropped,
+        })
+    }
+
     /// The classes of `slot` that carried traffic, in class order.
     pub fn classes(&self, slot: Slot, is_final: bool) -> Option<Vec<ClassTraffic>> {
         let set = self.classes.as_ref()?;
         let elapsed = self.last.saturating_duration_since(self.started);
-        let mut sums: std::collections::BTreeMap<u8, (Counters, f64, f64)> = Default::default();
-        for ((s, _, class), f) in &self.by_class {
+        let mut sums: std::collections::BTreeMap<u8, (Traffic, f64, f64)> = Default::default();
+        for ((s, proto, class), f) in &self.by_class {
             if *s != slot {
                 continue;
             }
             let (ri, ro) = f.rates(is_final, elapsed);
             let e = sums.entry(*class).or_default();
-            *e = (e.0.plus(f.since_start()), e.1 + ri, e.2 + ro);
+            add_proto(&mut e.0, *proto, f.since_start());
+            e.1 += ri;
+            e.2 += ro;
         }
         Some(
             sums.into_iter()
-                .filter(|(_, (c, _, _))| *c != Counters::default())
-                .map(|(i, (counters, rate_in, rate_out))| ClassTraffic {
+                .filter(|(_, (t, _, _))| t.total() != Counters::default())
+                .map(|(i, (by_protocol, rate_in, rate_out))| ClassTraffic {
                     class: set.name(i).to_string(),
-                    counters,
+                    counters: by_protocol.total(),
                     rate_in,
                     rate_out,
+                    by_protocol,
                 })
                 .collect(),
         )
@@ -282,19 +282,22 @@ impl DestTracker {
             if *s != slot {
                 continue;
             }
-            let t = sums.entry(*class).or_default();
-            let c = f.since_start();
-            match proto {
-                Proto::Tcp => t.tcp = t.tcp.plus(c),
-                Proto::Udp => t.udp = t.udp.plus(c),
-                Proto::Other => t.other = t.other.plus(c),
-            }
+            add_proto(sums.entry(*class).or_default(), *proto, f.since_start());
         }
         Some(
             sums.into_iter()
                 .map(|(i, t)| (set.name(i).to_string(), t))
                 .collect(),
         )
+    }
+}
+
+/// Adds `c` to `t`'s protocol `proto`.
+fn add_proto(t: &mut Traffic, proto: Proto, c: Counters) {
+    match proto {
+        Proto::Tcp => t.tcp = t.tcp.plus(c),
+        Proto::Udp => t.udp = t.udp.plus(c),
+        Proto::Other => t.other = t.other.plus(c),
     }
 }
 
@@ -312,50 +315,12 @@ pub fn count_connections(dests: &mut [Destination], conns: &[crate::model::ConnD
     }
 }
 
-/// (address, name, TTL) of every A/AAAA record in a DNS answer, given the packet from its IP
-/// header (UDP only). The name is the question's (what the target asked for, before any
-/// CNAME chain), else the record's own. Malformed packets give nothing.
-pub fn dns_answers(packet: &[u8]) -> Vec<(IpAddr, String, u32)> {
-    let Some(&first) = packet.first() else {
-        return Vec::new();
-    };
-    let l4 = match first >> 4 {
-        4 => usize::from(first & 0x0f) * 4,
-        6 => 40,
-        _ => return Vec::new(),
-    };
-    let Some(dns) = packet.get(l4 + 8..) else {
-        return Vec::new();
-    };
-    let Ok(p) = simple_dns::Packet::parse(dns) else {
-        return Vec::new();
-    };
-    let asked = p
-        .questions
-        .first()
-        .map(|q| q.qname.to_string().trim_end_matches('.').to_string());
-    p.answers
-        .iter()
-        .filter_map(|rr| {
-            let addr: IpAddr = match &rr.rdata {
-                simple_dns::rdata::RData::A(a) => std::net::Ipv4Addr::from(a.address).into(),
-                simple_dns::rdata::RData::AAAA(a) => std::net::Ipv6Addr::from(a.address).into(),
-                _ => return None,
-            };
-            let name = asked
-                .clone()
-                .unwrap_or_else(|| rr.name.to_string().trim_end_matches('.').to_string());
-            Some((addr, name, rr.ttl))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::kernel::{ClassCount, DestCount, DestOther, fake::FakeKernel};
+    use crate::kernel::{ClassCount, DestCount, DestOther, DnsEvent, fake::FakeKernel};
 
     fn c(bytes_in: u64, bytes_out: u64) -> Counters {
         Counters {
@@ -375,8 +340,9 @@ mod tests {
         }
     }
 
-    /// A DNS answer for `name` → `addr` as the kernel hands it up (IPv4 + UDP headers).
-    fn answer(name: &str, addr: std::net::Ipv4Addr, ttl: u32) -> Vec<u8> {
+    /// A query of socket 7 for `name` and its answer `addr`, as the kernel hands them up:
+    /// the answer is built with simple-dns (an implementation independent of `crate::dns`).
+    fn exchange(name: &str, addr: std::net::Ipv4Addr, ttl: u32) -> Vec<DnsEvent> {
         use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, ResourceRecord, rdata};
         let mut p = Packet::new_reply(7);
         p.set_flags(PacketFlag::RECURSION_AVAILABLE);
@@ -392,12 +358,28 @@ mod tests {
             ttl,
             rdata::RData::A(addr.into()),
         ));
-        let dns = p.build_bytes_vec().unwrap();
-        let mut out = vec![0x45u8];
-        out.resize(20, 0);
-        out.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 0, 0, 0]);
-        out.extend_from_slice(&dns);
-        out
+        let resolver = [10, 0, 0, 53];
+        let me = [10, 0, 0, 1];
+        let q = crate::dns::wire::message(7, false, name, crate::dns::TYPE_A, &[]);
+        let ev = |ns, answer, packet| DnsEvent {
+            slot: Slot(0),
+            cookie: 7,
+            ns,
+            answer,
+            packet,
+        };
+        vec![
+            ev(
+                1_000,
+                false,
+                crate::dns::wire::ipv4(me, resolver, 40000, 53, &q),
+            ),
+            ev(
+                2_000,
+                true,
+                crate::dns::wire::ipv4(resolver, me, 53, 40000, &p.build_bytes_vec().unwrap()),
+            ),
+        ]
     }
 
     #[test]
@@ -420,10 +402,14 @@ mod tests {
                 hosts: 2,
             },
         );
-        k.dns.push((
+        k.dns = exchange("db.example.internal", "10.0.1.2".parse().unwrap(), 30);
+        k.dns_drops.insert(
             Slot(0),
-            answer("db.example.internal", "10.0.1.2".parse().unwrap(), 30),
-        ));
+            crate::kernel::DnsDrops {
+                unmatched: 5,
+                dropped: 2,
+            },
+        );
         tr.tick(t0 + Duration::from_secs(1), &mut k);
         let d = tr.destinations(Slot(0), false).unwrap();
         assert_eq!(
@@ -437,6 +423,13 @@ mod tests {
         assert_eq!(d[1].name, None);
         assert_eq!(d[2].hosts, Some(2));
         assert_eq!(d[2].counters.bytes_out, 60);
+        assert_eq!(
+            tr.dns_counts(Slot(0), &k),
+            Some(DnsCounts {
+                unmatched: 5,
+                dropped: 2
+            })
+        );
         // The name outlives its TTL on a host already named; new hosts need a fresh answer.
         tr.tick(t0 + Duration::from_secs(60), &mut k);
         let d = tr.destinations(Slot(0), true).unwrap();
@@ -521,20 +514,6 @@ mod tests {
         assert_eq!(
             d.iter().map(|d| d.connections).collect::<Vec<_>>(),
             [Some(2), Some(1), None]
-        );
-    }
-
-    #[test]
-    fn malformed_dns_gives_nothing() {
-        assert!(dns_answers(&[]).is_empty());
-        assert!(dns_answers(&[0x45, 0, 0]).is_empty());
-        let mut p = answer("x.test", "10.0.0.1".parse().unwrap(), 5);
-        p.truncate(40);
-        assert!(dns_answers(&p).is_empty());
-        let ok = answer("x.test", "10.0.0.1".parse().unwrap(), 5);
-        assert_eq!(
-            dns_answers(&ok),
-            [("10.0.0.1".parse().unwrap(), "x.test".to_string(), 5)]
         );
     }
 }

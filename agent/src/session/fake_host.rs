@@ -12,7 +12,8 @@ use super::{HostView, Stamped};
 use crate::{
     host::{
         netns::NetnsLinks,
-        procs::{OldSocket, ProcIdentity},
+        procs::{OldSocket, ProcIdentity, TcpPairs},
+        sockdiag::SocketCounts,
         workloads::{CgroupInfo, Lookup},
     },
     kernel::{Kernel, Knobs, Slot},
@@ -40,6 +41,15 @@ pub(crate) struct FakeHost {
     pub(crate) sockets: HashMap<u32, Stamped>,
     /// Every stamp asked, in order: (pid, slot).
     pub(crate) stamped: RefCell<Vec<(u32, Slot)>>,
+    /// TCP sockets (local, remote) of each process's namespace.
+    pub(crate) tcp_pairs: HashMap<u32, TcpPairs>,
+    /// A process in each cgroup id.
+    pub(crate) cgroup_pids: HashMap<u64, u32>,
+    /// Sockets per cgroup id, as the host lists them (`--all`'s connection counts).
+    pub(crate) cgroup_sockets: HashMap<u64, SocketCounts>,
+    /// How long a listing takes, and how many there were.
+    pub(crate) list_takes: Duration,
+    pub(crate) listings: usize,
 }
 
 /// Process `pid` as the fake host knows it: named `p<pid>`, started at tick 1.
@@ -102,6 +112,17 @@ impl HostView for FakeHost {
     fn tcp_info(&self, _s: &OldSocket) -> Option<(u32, u32, u8)> {
         Some((900, 3, 1))
     }
+    fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs> {
+        (!self.dead.contains(&pid)).then(|| self.tcp_pairs.get(&pid).cloned().unwrap_or_default())
+    }
+    fn pid_in_cgroup(&mut self, id: u64) -> Option<u32> {
+        self.cgroup_pids.get(&id).copied()
+    }
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        self.listings += 1;
+        std::thread::sleep(self.list_takes);
+        self.cgroup_sockets.clone()
+    }
 }
 
 /// A [`FakeHost`] shared between a test and the loop that owns it as a `Box<dyn HostView>`:
@@ -151,5 +172,14 @@ impl HostView for SharedHost {
     }
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)> {
         self.0.borrow().tcp_info(s)
+    }
+    fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs> {
+        self.0.borrow().tcp_pairs(pid)
+    }
+    fn pid_in_cgroup(&mut self, id: u64) -> Option<u32> {
+        self.0.borrow_mut().pid_in_cgroup(id)
+    }
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        self.0.borrow_mut().sockets_by_cgroup()
     }
 }

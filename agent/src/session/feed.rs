@@ -15,8 +15,8 @@ use super::{Session, Subject};
 use crate::{
     host::identity::ContainerIdentity,
     kernel::{Kernel, MAX_TARGET_PIDS},
-    metrics::{MapFill, MetricsRegistry, SelfStats, TargetInfo, WorkloadKey},
-    model::Traffic,
+    metrics::{MapFill, MetricsRegistry, SelfStats, TargetInfo, WorkloadGauges, WorkloadKey},
+    model::{Destination, TcpHealth, Traffic},
     sampling::sum_traffic,
 };
 
@@ -75,8 +75,71 @@ fn feed(
     fed_through: u64,
 ) {
     feed_targets(reg, session, named);
+    feed_health(reg, session, fed_through);
     feed_workloads(reg, session, fed_through);
+    feed_gauges(reg, session);
     feed_self_stats(reg, session, kernel, named);
+}
+
+/// Each workload's gauges: connections (TCP in ESTABLISHED, UDP bound or connected) and, with
+/// `--destinations`, its remote hosts per destination class. Several targets of one workload
+/// (two `-p` processes in one cgroup) are summed. Set after the counters, so a workload new
+/// this tick has its series to hang them on.
+fn feed_gauges(reg: &MetricsRegistry, session: &Session) {
+    let mut gauges: HashMap<WorkloadKey, WorkloadGauges> = HashMap::new();
+    let mut add =
+        |key: WorkloadKey, conns: Option<(u32, u32)>, hosts: Vec<(Option<String>, u64)>| {
+            let g = gauges.entry(key).or_default();
+            if let Some((tcp, udp)) = conns {
+                let (t0, u0) = g.connections.unwrap_or_default();
+                g.connections = Some((t0 + u64::from(tcp), u0 + u64::from(udp)));
+            }
+            for (class, n) in hosts {
+                match g.remote_hosts.iter_mut().find(|(c, _)| *c == class) {
+                    Some((_, m)) => *m += n,
+                    None => g.remote_hosts.push((class, n)),
+                }
+            }
+        };
+    match session.node() {
+        Some(node) => {
+            for w in node.workloads().values() {
+                let key = metrics_key(w.info.container.as_ref(), &w.info.workload);
+                let conns = node
+                    .counts_sockets()
+                    .then_some((w.connections.tcp, w.connections.udp));
+                let hosts = if node.keeps_destinations() {
+                    w.remote_hosts(node.classes())
+                } else {
+                    Vec::new()
+                };
+                add(key, conns, hosts);
+            }
+        }
+        None => {
+            for t in session.targets() {
+                let hosts = session
+                    .dest()
+                    .and_then(|d| d.destinations(t.slot, false))
+                    .map(|rows| hosts_by_class(&rows))
+                    .unwrap_or_default();
+                add(key_of(&t.subject), Some(t.connections), hosts);
+            }
+        }
+    }
+    for (key, g) in gauges {
+        reg.set_workload_gauges(&key, g);
+    }
+}
+
+/// Remote hosts kept apart per destination class, from a target's destination rows (`other`,
+/// the hosts past the cap summed, is no host of its own).
+fn hosts_by_class(rows: &[Destination]) -> Vec<(Option<String>, u64)> {
+    let mut by: std::collections::BTreeMap<Option<String>, u64> = Default::default();
+    for d in rows.iter().filter(|d| d.hosts.is_none()) {
+        *by.entry(d.class.clone()).or_default() += 1;
+    }
+    by.into_iter().collect()
 }
 
 /// `procnetmon_target_info` for the PIDs named with -p that are still running.
@@ -96,6 +159,38 @@ fn feed_targets(reg: &MetricsRegistry, session: &Session, named: &[u32]) {
             })
             .collect(),
     );
+}
+
+/// Cumulative TCP health per workload (summed over the targets that share its labels), by
+/// the same rule as the traffic: live workloads, and those that ended since the last feed
+/// (their final values). Fed before the traffic, whose pass marks the gone ones.
+fn feed_health(reg: &MetricsRegistry, session: &Session, fed_through: u64) {
+    let mut sums: HashMap<WorkloadKey, TcpHealth> = HashMap::new();
+    let mut fed: HashSet<WorkloadKey> = HashSet::new();
+    let mut add = |k: WorkloadKey, h: TcpHealth, alive: bool, gone_at: Option<u64>| {
+        let e = sums.entry(k.clone()).or_default();
+        *e = e.plus(&h);
+        if alive || gone_at.is_some_and(|g| g > fed_through) {
+            fed.insert(k);
+        }
+    };
+    match session.node() {
+        Some(node) => {
+            for w in node.workloads().values() {
+                let key = metrics_key(w.info.container.as_ref(), &w.info.workload);
+                add(key, w.tcp_health(), !w.exited, w.gone_at.map(|(t, _)| t));
+            }
+        }
+        None => {
+            for t in session.targets() {
+                let alive = t.exited.is_none();
+                add(key_of(&t.subject), t.tcp_health(), alive, t.exited_tick);
+            }
+        }
+    }
+    for (k, h) in sums.iter().filter(|(k, _)| fed.contains(*k)) {
+        reg.update_workload_health(k, h);
+    }
 }
 
 /// Cumulative traffic per workload (per class too with destination classes), then the live
@@ -221,9 +316,18 @@ fn feed_self_stats(reg: &MetricsRegistry, session: &Session, kernel: &dyn Kernel
             });
         }
     }
+    let (dns_unmatched, dns_dropped) = session.dest().map_or((0, 0), |d| {
+        session
+            .targets()
+            .iter()
+            .filter_map(|t| d.dns_counts(t.slot, kernel))
+            .fold((0, 0), |(u, dr), c| (u + c.unmatched, dr + c.dropped))
+    });
     reg.set_self_stats(SelfStats {
         tracked_sockets: tracked,
         untracked_bytes: untracked,
+        dns_unmatched,
+        dns_dropped,
         maps,
     });
 }

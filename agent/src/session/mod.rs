@@ -10,9 +10,11 @@
 
 pub mod decide;
 pub mod dest;
+pub mod dns_names;
 #[cfg(test)]
 pub(crate) mod fake_host;
 pub mod feed;
+pub mod handshakes;
 pub mod node;
 pub mod node_dests;
 pub mod node_ifaces;
@@ -31,11 +33,12 @@ use crate::{
     details::DetailTracker,
     host::{
         netns::NetnsLinks,
-        procs::{OldSocket, ProcIdentity},
+        procs::{OldSocket, ProcIdentity, TcpPairs},
+        sockdiag::SocketCounts,
         workloads::{CgroupInfo, Lookup},
     },
-    kernel::{IfaceKey, Kernel, Knobs, Slot, Untracked},
-    model::{ConnDetail, ProcessReport, Report, Row, Traffic, WorkloadReport},
+    kernel::{HandshakeOwner, Health, IfaceKey, Kernel, Knobs, Slot, Untracked},
+    model::{ConnDetail, Gap, ProcessReport, Report, Row, TcpHealth, Traffic, WorkloadReport},
     plan::ProcessLabels,
     sampling::{Series, sum_traffic},
 };
@@ -80,6 +83,14 @@ pub trait HostView {
     fn cgroup_id_alive(&self, id: u64) -> bool;
     /// `--details`: (RTT µs, retransmits, TCP state) of a connection that predates the run.
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)>;
+    /// The (local, remote) addresses of every TCP socket in `pid`'s network namespace, request
+    /// mini-sockets included (None: the process is gone).
+    fn tcp_pairs(&self, pid: u32) -> Option<TcpPairs>;
+    /// `--all`: a process in cgroup `id` (None: none, or the cgroup is gone).
+    fn pid_in_cgroup(&mut self, id: u64) -> Option<u32>;
+    /// `--all`: sockets per cgroup id over every network namespace (TCP in ESTABLISHED, UDP
+    /// bound or connected).
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts>;
 }
 
 /// What a session target is.
@@ -128,6 +139,8 @@ pub struct Started {
     pub subject: Subject,
     /// Its counters when counting started (zero for a spawned command).
     pub baseline: Traffic,
+    /// Its TCP health when counting started (zero for a spawned command).
+    pub health: Health,
     /// Connections that predate the run, counted by the agent (tcp, udp).
     pub preexisting: (i64, i64),
     /// `-i` names with their keys as resolved at set-up.
@@ -156,6 +169,21 @@ pub struct TargetState {
     pub connections: (u32, u32),
     /// `-i` names and their keys as last resolved.
     pub ifaces: HashMap<String, IfaceKey>,
+    /// Times its traffic could not be seen (moves to other cgroups), oldest first.
+    pub gaps: Vec<Gap>,
+    /// TCP health when counting started, and as last read.
+    pub health: (Health, Health),
+    /// Incoming handshakes found failed by the agent (see [`handshakes`]) since the start.
+    pub handshake_failures: u64,
+}
+
+impl TargetState {
+    /// TCP health since counting started.
+    pub fn tcp_health(&self) -> TcpHealth {
+        let mut h = self.health.1.minus(&self.health.0).report();
+        h.connect_failures = h.connect_failures.saturating_add(self.handshake_failures);
+        h
+    }
 }
 
 /// Which report to build.
@@ -185,6 +213,8 @@ pub struct Session {
     dest: Option<DestTracker>,
     /// `--all -i`: the interface filter of every namespace on the node.
     node_ifaces: Option<NodeIfaces>,
+    /// TCP health events the kernel could not charge, as last warned about.
+    health_lost: u64,
 }
 
 impl Session {
@@ -212,6 +242,9 @@ impl Session {
                 preexisting: t.preexisting,
                 connections: (0, 0),
                 ifaces: t.ifaces,
+                health: (t.health, t.health),
+                handshake_failures: 0,
+                gaps: Vec::new(),
             })
             .collect();
         let aggregate = Series::new(sum_traffic(targets.iter().map(|t| &t.last)), now);
@@ -228,6 +261,7 @@ impl Session {
             ticks: 0,
             dest: None,
             node_ifaces: None,
+            health_lost: 0,
         }
     }
 
@@ -255,6 +289,13 @@ impl Session {
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
+    }
+
+    /// Notes a time target `slot`'s traffic could not be seen (it is in every later report).
+    pub fn note_gap(&mut self, slot: Slot, gap: Gap) {
+        if let Some(t) = self.targets.iter_mut().find(|t| t.slot == slot) {
+            t.gaps.push(gap);
+        }
     }
 
     /// Ticks so far: the number of the last one (0 before the first).
@@ -327,12 +368,56 @@ impl Session {
         if let Some(dest) = &mut self.dest {
             dest.tick(now, kernel);
         }
+        self.resolve_handshakes(kernel, host);
+        self.warn_health_lost(kernel);
+        // A new RTT epoch: each socket may give one more sample (never 0: "no epoch yet").
+        kernel.set_rtt_epoch((self.ticks % u64::from(u32::MAX)) as u32 + 1);
         if !self.interfaces.is_empty() {
             for t in self.targets.iter_mut().filter(|t| t.exited.is_none()) {
                 watch_ifaces(t, &self.interfaces, kernel, host);
             }
         }
         Ok(())
+    }
+
+    /// Incoming handshakes of watched listeners that never completed (see [`handshakes`]).
+    fn resolve_handshakes(&mut self, kernel: &mut dyn Kernel, host: &mut dyn HostView) {
+        let targets = &self.targets;
+        let pid_of = |host: &mut dyn HostView, o: &HandshakeOwner| match o.slot {
+            Some(slot) => targets
+                .iter()
+                .find(|t| t.slot == slot && t.exited.is_none())
+                .and_then(|t| match &t.subject {
+                    Subject::Process { ident, .. } => Some(ident.pid),
+                    Subject::Cgroup { dir, .. } => host.procs_in(dir).first().copied(),
+                }),
+            None => o.cgroup_id.and_then(|id| host.pid_in_cgroup(id)),
+        };
+        let failed = handshakes::resolve(kernel, host, crate::details::monotonic_ns(), pid_of);
+        for t in &mut self.targets {
+            if let Some(n) = failed.by_slot.get(&t.slot) {
+                t.handshake_failures += n;
+            }
+        }
+        if let Some(node) = &mut self.node {
+            for (id, n) in failed.by_cgroup {
+                node.add_handshake_failures(id, n);
+            }
+        }
+    }
+
+    /// Says when TCP health events went uncharged since the last tick (never silent).
+    fn warn_health_lost(&mut self, kernel: &dyn Kernel) {
+        let lost = kernel.health_lost();
+        if lost > self.health_lost {
+            log::warn!(
+                "{} TCP health event(s) could not be charged (--all: more cgroups than the kernel's health map holds, {}, or a socket's cgroup stamp not allocated; or more incoming handshakes in flight than {} recorded)",
+                lost - self.health_lost,
+                crate::kernel::MAX_NODE_HEALTH,
+                crate::kernel::MAX_HANDSHAKES
+            );
+        }
+        self.health_lost = lost;
     }
 
     /// What could not be attributed since the start.
@@ -363,7 +448,8 @@ impl Session {
         let mut processes: Vec<ProcessReport> = Vec::new();
         let dest = self.dest.as_ref();
         for t in &self.targets {
-            let row = row_of(&t.series, t.connections, is_final);
+            let mut row = row_of(&t.series, t.connections, is_final);
+            row.health = t.tcp_health();
             match &t.subject {
                 Subject::Process { ident, labels } => {
                     let conns = details
@@ -385,6 +471,8 @@ impl Session {
                         connections: conns,
                         destinations,
                         classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                        dns: dest.and_then(|d| d.dns_counts(t.slot, &*kernel)),
+                        gaps: gaps_at(&t.gaps, clock.1),
                     });
                 }
                 Subject::Cgroup { info, .. } => workloads.push(WorkloadReport {
@@ -399,6 +487,7 @@ impl Session {
                         .map(|d| d.remove(&t.slot).unwrap_or_default()),
                     destinations: dest.and_then(|d| d.destinations(t.slot, is_final)),
                     classes: dest.and_then(|d| d.classes(t.slot, is_final)),
+                    dns: dest.and_then(|d| d.dns_counts(t.slot, &*kernel)),
                 }),
             }
         }
@@ -409,7 +498,12 @@ impl Session {
             let conns = self.targets.iter().fold((0, 0), |(a, b), t| {
                 (a + t.connections.0, b + t.connections.1)
             });
-            row_of(&self.aggregate, conns, is_final)
+            let mut row = row_of(&self.aggregate, conns, is_final);
+            row.health = self
+                .targets
+                .iter()
+                .fold(TcpHealth::default(), |acc, t| acc.plus(&t.tcp_health()));
+            row
         });
         Ok(Report {
             timestamp: chrono::Local::now().fixed_offset(),
@@ -445,6 +539,20 @@ impl Session {
     }
 }
 
+/// A target's gaps as of `mono_ns`: one still going lasts until then.
+fn gaps_at(gaps: &[Gap], mono_ns: u64) -> Vec<Gap> {
+    gaps.iter()
+        .map(|g| Gap {
+            to_ns: if g.ongoing {
+                mono_ns.max(g.from_ns)
+            } else {
+                g.to_ns
+            },
+            ..g.clone()
+        })
+        .collect()
+}
+
 /// Reads one target's totals and gauges; notes its exit.
 fn sample(
     t: &mut TargetState,
@@ -456,6 +564,7 @@ fn sample(
     let cur = kernel.totals(t.slot)?;
     t.series.update_spanning(now, cur, min_peak_span);
     t.last = cur;
+    t.health.1 = kernel.health(t.slot)?;
     if t.exited.is_some() {
         return Ok(());
     }
@@ -543,5 +652,6 @@ pub fn row_of(series: &Series, connections: (u32, u32), is_final: bool) -> Row {
         peak_rate_out: series.peak_out,
         tcp_connections: connections.0,
         udp_connections: connections.1,
+        health: TcpHealth::default(),
     }
 }

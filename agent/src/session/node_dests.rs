@@ -86,6 +86,16 @@ impl WorkloadDests {
         self.other.advance(dt);
     }
 
+    /// The hosts kept apart, counted per class (None: classes off, or a host seen before its
+    /// class was known), in class order.
+    pub fn host_classes(&self) -> Vec<(Option<u8>, u64)> {
+        let mut by: std::collections::BTreeMap<Option<u8>, u64> = Default::default();
+        for a in self.hosts.values() {
+            *by.entry(a.class).or_default() += 1;
+        }
+        by.into_iter().collect()
+    }
+
     /// JSON `destinations`: hosts busiest first, `other` last when it carried traffic.
     pub fn rows(
         &self,

@@ -2,7 +2,9 @@
 //! ([`HostView`]) and the spawned command ([`Command`]). Every rule of the loop lives here —
 //! which ticks are whole and which partial, when the command is reaped and when it is
 //! stopped (and whose exit status the run's is), following a target that moved to a cgroup
-//! the programs do not cover — so each is a row in a table test against `FakeKernel`.
+//! the programs do not cover (at once on the kernel's word, `Event::Moved`; at each tick for
+//! what that missed), and the gap each such move leaves — so each is a row in a table test
+//! against `FakeKernel`.
 //! `run.rs` feeds it real events and writes the reports it asks for; `session::decide` says
 //! when to report and stop.
 
@@ -19,7 +21,7 @@ use super::{
 use crate::{
     host::procs::ProcIdentity,
     kernel::{Knobs, Programs, Slot},
-    model::Report,
+    model::{Gap, Report},
     plan::{Coverage, Schedule, coverage},
 };
 
@@ -32,6 +34,11 @@ pub trait Command {
     /// Ends what runs in its cgroup (itself, or what it left behind): SIGTERM, a grace
     /// period, then `cgroup.kill`. Returns how long that took.
     fn end(&mut self) -> Duration;
+    /// It was stopped while it has the terminal (Ctrl-Z): procnetmon2 stops the same way,
+    /// so that the shell gets the terminal back and sees the job stopped, and when it is
+    /// continued (`fg`, `bg`) continues the command, giving it the terminal again if
+    /// procnetmon2 has it. Returns once the command runs again.
+    fn suspend(&mut self) -> anyhow::Result<()>;
 }
 
 /// A running loop: the session and the seams it reads and writes.
@@ -47,6 +54,12 @@ pub struct Runner {
     schedule: Schedule,
     knobs: Knobs,
     status: u8,
+    /// CLOCK_MONOTONIC ns (a seam: tests pass a fixed clock).
+    mono: fn() -> u64,
+    /// When targets' cgroups were last checked (a move found at a tick happened after it).
+    checked_ns: u64,
+    /// Moves the kernel could not hand up, as last seen (warned about when it grows).
+    moves_lost: u64,
 }
 
 impl Runner {
@@ -71,19 +84,43 @@ impl Runner {
             schedule,
             knobs,
             status: 0,
+            mono: crate::details::monotonic_ns,
+            checked_ns: crate::details::monotonic_ns(),
+            moves_lost: 0,
         }
     }
 
-    /// Handles `event` at `now`: reaps the command when it exited, follows moved targets and
-    /// ticks on the interval (a partial tick on anything else, so the last report counts the
+    /// Reads CLOCK_MONOTONIC through `mono` (tests: a fixed clock).
+    #[must_use]
+    pub fn with_clock(mut self, mono: fn() -> u64) -> Self {
+        self.mono = mono;
+        self.checked_ns = mono();
+        self
+    }
+
+    /// Handles `event` at `now`: reaps the command when it exited (stops with it when it was
+    /// stopped), follows moved targets and ticks on the interval (a partial tick on anything
+    /// else, so the last report counts the
     /// last bytes), decides, and when the run stops with the command still running, stops
-    /// it and counts what it sent meanwhile.
+    /// it and counts what it sent meanwhile. A move the kernel reported is followed at once,
+    /// without a tick (the interval's rates stay whole).
     pub fn step(&mut self, event: Event, now: Instant) -> anyhow::Result<Decision> {
+        if event == Event::Moved {
+            self.follow_reported_moves();
+            return Ok(decide(event, self.facts()));
+        }
         match event {
             Event::CommandExited => {
                 if let Some(status) = self.reap_command()? {
                     self.status = status;
                 }
+            }
+            Event::CommandStopped => {
+                // Nothing to count: the run stops with the command and goes on with it.
+                if let Some(c) = &mut self.command {
+                    c.suspend()?;
+                }
+                return Ok(decide(event, self.facts()));
             }
             Event::Tick => self.follow_moves(),
             _ => {}
@@ -133,6 +170,7 @@ impl Runner {
             continuous: self.schedule.every_interval,
             daemon: self.schedule.daemon,
             all_gone: self.session.all_gone(),
+            whole_run: self.schedule.whole_run,
         }
     }
 
@@ -161,9 +199,32 @@ impl Runner {
         Ok(Some((exited, took)))
     }
 
-    /// Follows process targets that moved to a cgroup the programs do not cover: attaches
-    /// there too and stamps the sockets made since the move.
+    /// The kernel saw targets' processes (named ones or their children) move to another
+    /// cgroup: follows each at once, so what they do there is counted from now on. The gap
+    /// runs from the move to the end of the stamping.
+    fn follow_reported_moves(&mut self) {
+        for m in self.programs.moves() {
+            let Some(ident) = self.host.identify(m.tgid) else {
+                continue; // gone already: nothing more of it to count
+            };
+            if let Some(dir) = self.host.cgroup_of(m.tgid) {
+                self.follow(&ident, m.slot, dir, m.ns);
+            }
+        }
+        let lost = self.programs.moves_lost();
+        if lost > self.moves_lost {
+            log::warn!(
+                "{} moves of targets to other cgroups were not reported at once (ring buffer full); they are followed at the next interval",
+                lost - self.moves_lost
+            );
+            self.moves_lost = lost;
+        }
+    }
+
+    /// Follows named process targets that moved to a cgroup the programs do not cover, for
+    /// moves the kernel could not report at once: the gap then runs from the previous check.
     fn follow_moves(&mut self) {
+        let since = std::mem::replace(&mut self.checked_ns, (self.mono)());
         let moved: Vec<(ProcIdentity, Slot, PathBuf)> = self
             .session
             .targets()
@@ -178,37 +239,48 @@ impl Runner {
             })
             .collect();
         for (ident, slot, dir) in moved {
-            match self.moves.follow(&dir) {
-                Follow::Nothing => {}
-                Follow::Attach => match self.attach_at(&dir) {
-                    Ok(()) => {
-                        log::warn!(
-                            "process {} moved to cgroup {}: counting there too",
-                            ident.pid,
-                            dir.display()
-                        );
-                        self.host
-                            .stamp_existing(&mut *self.programs, &ident, slot, self.knobs);
-                    }
-                    Err(e) => {
-                        log::warn!(
-                            "process {} moved to cgroup {}, which cannot be attached ({e:#}): its new sockets are not counted",
-                            ident.pid,
-                            dir.display()
-                        );
-                        self.moves.uncovered.insert(dir);
-                    }
-                },
-                Follow::Ancestor => {
-                    log::warn!(
-                        "process {} moved to cgroup {}, an ancestor of where procnetmon2 is attached: its new sockets are not counted; restart procnetmon2 to follow it",
-                        ident.pid,
-                        dir.display()
-                    );
-                    self.moves.uncovered.insert(dir);
-                }
-            }
+            self.follow(&ident, slot, dir, since);
         }
+    }
+
+    /// Process `ident` of target `slot` is in cgroup `dir` since `from_ns` at the latest:
+    /// attaches there and stamps its sockets when the programs do not cover it, and notes the
+    /// gap (its duration; ongoing when the cgroup cannot be covered) in the report and the log.
+    fn follow(&mut self, ident: &ProcIdentity, slot: Slot, dir: PathBuf, from_ns: u64) {
+        let pid = ident.pid;
+        let shown = dir.display().to_string();
+        let gap = |to_ns: u64, ongoing| Gap {
+            cgroup: shown.clone(),
+            from_ns,
+            to_ns: to_ns.max(from_ns),
+            ongoing,
+        };
+        let why = match self.moves.follow(&dir) {
+            Follow::Nothing => return,
+            Follow::Attach => match self.attach_at(&dir) {
+                Ok(()) => {
+                    self.host
+                        .stamp_existing(&mut *self.programs, ident, slot, self.knobs);
+                    let g = gap((self.mono)(), false);
+                    log::warn!(
+                        "process {pid} moved to cgroup {shown}: counting there too; what its new sockets there sent in the {:.1} ms before could not be counted",
+                        g.duration().as_secs_f64() * 1000.0
+                    );
+                    self.session.note_gap(slot, g);
+                    return;
+                }
+                Err(e) => format!("which cannot be attached ({e:#})"),
+            },
+            Follow::Ancestor => {
+                "an ancestor of where procnetmon2 is attached (restart procnetmon2 to follow it)"
+                    .to_owned()
+            }
+        };
+        log::warn!(
+            "process {pid} moved to cgroup {shown}, {why}: its new sockets are not counted (reported as an ongoing gap)"
+        );
+        self.moves.uncovered.insert(dir);
+        self.session.note_gap(slot, gap((self.mono)(), true));
     }
 
     fn attach_at(&mut self, dir: &Path) -> anyhow::Result<()> {

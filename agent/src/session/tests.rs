@@ -9,8 +9,11 @@ use std::{
 
 use super::{NodeWide, ReportKind, Session, Started, Subject};
 use crate::{
-    host::procs::OldSocket,
-    host::{netns::NetnsLinks, procs::ProcIdentity, workloads::CgroupInfo},
+    host::{
+        netns::NetnsLinks,
+        procs::{OldSocket, ProcIdentity},
+        workloads::CgroupInfo,
+    },
     kernel::{
         CgroupCount, Connection, IfaceKey, Kernel as _, Proto, Slot, Untracked, fake::FakeKernel,
     },
@@ -44,6 +47,7 @@ fn process(slot: u32, pid: u32, baseline: Traffic) -> Started {
             labels: ProcessLabels::default(),
         },
         baseline,
+        health: Default::default(),
         preexisting: (1, 0),
         ifaces: HashMap::new(),
     }
@@ -61,6 +65,7 @@ fn cgroup(slot: u32, path: &str) -> Started {
             },
         },
         baseline: Traffic::default(),
+        health: Default::default(),
         preexisting: (0, 0),
         ifaces: HashMap::new(),
     }
@@ -627,6 +632,40 @@ fn metrics_get_a_gone_workloads_final_interval() {
     assert!(reg.counters(&key, Protocol::Udp).is_none());
 }
 
+/// The node's gauges reach /metrics: each workload's connections (from the socket lists) and
+/// its remote hosts (`--destinations`); the text encodes them beside its traffic series.
+#[test]
+fn metrics_get_workload_connections_and_remote_hosts() {
+    use crate::{
+        host::sockdiag::SocketCounts,
+        metrics::{Limits, MetricsRegistry},
+        session::feed::Feeder,
+    };
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None)
+        .with_destinations(&k, 10)
+        .with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    let reg = MetricsRegistry::new(Limits::default());
+    let mut feeder = Feeder::default();
+    h.cgroups.insert(40, named("/batch", "batch"));
+    k.cgroup_totals = vec![cg_count(40, Proto::Udp, 1000)];
+    k.node_destinations = vec![nd(40, "10.0.1.2", 600), nd(40, "10.0.2.2", 400)];
+    h.cgroup_sockets = HashMap::from([(40, SocketCounts { tcp: 2, udp: 1 })]);
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[]);
+    let out = reg.encode().unwrap();
+    for line in [
+        "procnetmon_network_connections{cgroup=\"batch\",protocol=\"tcp\"} 2\n",
+        "procnetmon_network_connections{cgroup=\"batch\",protocol=\"udp\"} 1\n",
+        "procnetmon_remote_hosts{cgroup=\"batch\"} 2\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+}
+
 #[test]
 fn metrics_get_an_exited_targets_final_interval() {
     use crate::{
@@ -862,4 +901,230 @@ fn node_wide_destinations_per_workload_cap_and_drain() {
         d["web"],
         row(&[("10.0.1.2", 400), ("10.0.2.2", 200), ("other", 230)])
     );
+    // The gauge procnetmon_remote_hosts: hosts kept apart (classes off: one unclassed count).
+    let node = s.node().unwrap();
+    assert_eq!(node.workloads()["web"].remote_hosts(None), vec![(None, 2)]);
+    assert_eq!(node.workloads()["db"].remote_hosts(None), vec![(None, 1)]);
+}
+
+/// `--all`: each workload's connection counts are the host's socket lists summed over its
+/// cgroups; sockets of a cgroup that is no workload's are not counted; lists are read at most
+/// once a second, and a workload whose sockets closed reads zero at the next list.
+#[test]
+fn node_wide_connections_from_socket_lists() {
+    use crate::host::sockdiag::SocketCounts as C;
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    h.cgroups.insert(10, named("/web-1", "web"));
+    h.cgroups.insert(11, named("/web-2", "web"));
+    h.cgroups.insert(20, named("/db", "db"));
+    k.cgroup_totals = vec![
+        cg_count(10, Proto::Tcp, 100),
+        cg_count(11, Proto::Udp, 50),
+        cg_count(20, Proto::Tcp, 7),
+    ];
+    h.cgroup_sockets = HashMap::from([
+        (10, C { tcp: 2, udp: 1 }),
+        (11, C { tcp: 1, udp: 3 }),
+        (20, C { tcp: 5, udp: 0 }),
+        // A cgroup that never carried traffic: no workload to charge.
+        (99, C { tcp: 9, udp: 9 }),
+    ]);
+    let conns = |s: &mut Session, k: &mut FakeKernel, h: &FakeHost| {
+        s.snapshot(ReportKind::Interval, false, (t0, 0), k, h)
+            .unwrap()
+            .workloads
+            .iter()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    (w.row.tcp_connections, w.row.udp_connections),
+                )
+            })
+            .collect::<HashMap<String, (u32, u32)>>()
+    };
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    let c = conns(&mut s, &mut k, &h);
+    assert_eq!((c["web"], c["db"], c.len()), ((3, 4), (5, 0), 2));
+    // Half a second later: not listed again.
+    h.cgroup_sockets.clear();
+    s.tick(t0 + SEC + SEC / 2, &mut k, &mut h).unwrap();
+    assert_eq!(conns(&mut s, &mut k, &h)["web"], (3, 4));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(conns(&mut s, &mut k, &h)["web"], (0, 0));
+    assert_eq!(h.listings, 2);
+}
+
+/// A listing that took 30 ms or more waits at least 100 times as long (3 s) before the next,
+/// where once a second would list again: the socket lists take at most 1% of the agent's time,
+/// whatever the node's namespaces cost; and never more than a minute.
+#[test]
+fn node_wide_socket_listing_keeps_to_its_share() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost {
+        list_takes: Duration::from_millis(30),
+        ..FakeHost::default()
+    };
+    let node = NodeWide::start(t0, &k, Duration::from_secs(300), None).with_socket_counts();
+    let mut s = node_session_with(t0, node);
+    for (at_ms, listings) in [(1_000, 1), (2_000, 1), (3_900, 1), (62_000, 2)] {
+        s.tick(t0 + Duration::from_millis(at_ms), &mut k, &mut h)
+            .unwrap();
+        assert_eq!(h.listings, listings, "at {at_ms} ms");
+    }
+}
+
+/// Health with `failures` outgoing failures, `retrans` retransmissions and `samples` RTT
+/// samples of 100 µs (bucket 7).
+fn health(failures: u64, retrans: u64, samples: u64) -> crate::kernel::Health {
+    let mut h = crate::kernel::Health {
+        connect_failures: failures,
+        retransmits: retrans,
+        ..Default::default()
+    };
+    h.rtt.buckets[7] = samples;
+    h.rtt.sum_us = samples * 100;
+    h
+}
+
+#[test]
+fn tcp_health_from_the_baseline_per_target_and_aggregate() {
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    // Counted before the run (between attach and start): not the run's.
+    k.health.insert(Slot(0), health(2, 5, 1));
+    let mut a = process(0, 10, Traffic::default());
+    a.health = health(2, 5, 1);
+    let mut s = session(t0, vec![a, process(1, 11, Traffic::default())], &k);
+    k.health.insert(Slot(0), health(3, 9, 4));
+    k.health.get_mut(&Slot(0)).unwrap().handshake_failures = 1;
+    k.health.insert(Slot(1), health(0, 1, 0));
+    k.rtt_sample(Slot(1), 3_000); // bucket 12 (4,096 µs)
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    // Each tick opens the next RTT epoch.
+    assert_eq!(k.rtt_epoch, 2);
+    let r = s
+        .snapshot(ReportKind::Interval, true, (t0 + SEC, 0), &mut k, &h)
+        .unwrap();
+    let p0 = r.processes[0].row.health;
+    // Both kinds of failure; RTT samples since the start only.
+    assert_eq!((p0.connect_failures, p0.retransmitted_segments), (2, 4));
+    assert_eq!((p0.rtt.count(), p0.rtt.quantile_us(0.5)), (3, Some(128)));
+    let agg = r.aggregated.unwrap().health;
+    assert_eq!((agg.connect_failures, agg.retransmitted_segments), (2, 5));
+    assert_eq!(agg.rtt.count(), 4);
+    assert_eq!(agg.rtt.max_us(), Some(4_096));
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(k.rtt_epoch, 3);
+    // Events the kernel could not charge are warned about once (the log is not checked here;
+    // the session keeps the count it warned about).
+    k.health_lost = 2;
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(s.health_lost, 2);
+}
+
+#[test]
+fn incoming_handshakes_found_failed_count_for_their_target() {
+    use crate::kernel::{HandshakeOwner, PendingHandshake};
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = session(t0, vec![process(0, 10, Traffic::default())], &k);
+    let pending = |port: u16| PendingHandshake {
+        local: "10.0.0.1:80".parse().unwrap(),
+        remote: format!("10.0.0.2:{port}").parse().unwrap(),
+        owner: HandshakeOwner {
+            slot: Some(Slot(0)),
+            cgroup_id: None,
+        },
+        started_ns: 0, // long ago
+    };
+    // One request is still in the listener's namespace (a SYN-ACK being retried), one is gone.
+    k.handshakes = vec![pending(1000), pending(1001)];
+    let live = pending(1001);
+    h.tcp_pairs
+        .insert(10, [(live.local, live.remote)].into_iter().collect());
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    assert_eq!(s.targets()[0].tcp_health().connect_failures, 1);
+    assert_eq!(k.handshakes.len(), 1);
+    // It dies too: counted once more, and never again.
+    h.tcp_pairs.clear();
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    s.tick(t0 + 3 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(s.targets()[0].tcp_health().connect_failures, 2);
+    assert!(k.handshakes.is_empty());
+}
+
+#[test]
+fn node_wide_health_is_charged_to_workloads_and_drained() {
+    use crate::kernel::{HandshakeOwner, PendingHandshake};
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    // Before the run: not the run's.
+    k.node_health.insert(10, health(4, 4, 4));
+    let mut s = node_session(t0, &k, Duration::from_secs(300));
+    h.cgroups.insert(10, named("/web-1", "web"));
+    h.cgroups.insert(11, named("/web-2", "web"));
+    k.cgroup_totals = vec![cg_count(10, Proto::Tcp, 100), cg_count(11, Proto::Tcp, 100)];
+    k.node_health.insert(10, health(5, 6, 5));
+    k.node_health.insert(11, health(0, 1, 1));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    // 10 fails once more and is removed; a handshake of 11's listener is found failed.
+    k.node_health.insert(10, health(6, 6, 5));
+    h.gone_ids.insert(10);
+    h.cgroup_pids.insert(11, 99);
+    k.handshakes = vec![PendingHandshake {
+        local: "10.0.0.1:80".parse().unwrap(),
+        remote: "10.0.0.2:5000".parse().unwrap(),
+        owner: HandshakeOwner {
+            slot: None,
+            cgroup_id: Some(11),
+        },
+        started_ns: 0,
+    }];
+    s.tick(t0 + 2 * SEC, &mut k, &mut h).unwrap();
+    assert_eq!(k.node_health.keys().copied().collect::<Vec<_>>(), vec![11]);
+    let r = s
+        .snapshot(ReportKind::Interval, false, (t0 + 2 * SEC, 0), &mut k, &h)
+        .unwrap();
+    let web = r.workloads.iter().find(|w| w.name == "web").unwrap();
+    let hl = web.row.health;
+    assert_eq!((hl.connect_failures, hl.retransmitted_segments), (3, 3));
+    assert_eq!(hl.rtt.count(), 2);
+}
+
+#[test]
+fn metrics_get_tcp_health_per_workload() {
+    use crate::{
+        metrics::{Limits, MetricsRegistry},
+        session::feed::{Feeder, metrics_key},
+    };
+    let t0 = Instant::now();
+    let mut k = FakeKernel::default();
+    let mut h = FakeHost::default();
+    let mut s = session(
+        t0,
+        vec![
+            process(0, 7, Traffic::default()),
+            process(1, 8, Traffic::default()),
+        ],
+        &k,
+    );
+    let reg = MetricsRegistry::new(Limits::default());
+    let mut feeder = Feeder::default();
+    k.totals.insert(Slot(0), tcp(100, 100));
+    k.health.insert(Slot(0), health(1, 2, 3));
+    k.health.insert(Slot(1), health(1, 0, 1));
+    s.tick(t0 + SEC, &mut k, &mut h).unwrap();
+    feeder.feed(&reg, &s, &k, &[7, 8]);
+    // Both targets share the same labels (no cgroup name): one summed label set.
+    let got = reg.health(&metrics_key(None, "")).expect("health");
+    assert_eq!((got.connect_failures, got.retransmitted_segments), (2, 2));
+    assert_eq!(got.rtt.count(), 4);
 }

@@ -3,6 +3,7 @@
 //! connections.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -13,6 +14,7 @@ use crate::{
         cgroup::{self, Cgroup2Mount},
         netns::{self, NetnsLinks},
         procs::{self, OldSocket, ProcFs, ProcIdentity},
+        sockdiag::{self, SocketCounts},
         workloads::{CgroupNames, Lookup},
     },
     kernel::{Kernel, Knobs, Slot},
@@ -24,13 +26,20 @@ pub struct LiveHost {
     proc: ProcFs,
     mount: Cgroup2Mount,
     names: CgroupNames,
+    /// Whether "no namespace's sockets could be listed" was said.
+    unlisted_said: bool,
 }
 
 impl LiveHost {
     /// Reads processes from `proc` and their cgroups under `mount`; names cgroups with
     /// `names`.
     pub fn new(proc: ProcFs, mount: Cgroup2Mount, names: CgroupNames) -> Self {
-        Self { proc, mount, names }
+        Self {
+            proc,
+            mount,
+            names,
+            unlisted_said: false,
+        }
     }
 }
 
@@ -87,5 +96,36 @@ impl HostView for LiveHost {
 
     fn tcp_info(&self, s: &OldSocket) -> Option<(u32, u32, u8)> {
         procs::tcp_info(s)
+    }
+
+    fn tcp_pairs(&self, pid: u32) -> Option<procs::TcpPairs> {
+        self.proc.tcp_pairs(pid)
+    }
+
+    fn pid_in_cgroup(&mut self, id: u64) -> Option<u32> {
+        let Lookup::Found(info) = self.names.lookup(id, Instant::now()) else {
+            return None;
+        };
+        let dir = self.mount.dir_of(&info.path).ok()?;
+        cgroup::procs_in_subtree(&dir).into_iter().next()
+    }
+
+    fn sockets_by_cgroup(&mut self) -> HashMap<u64, SocketCounts> {
+        let spaces = netns::namespaces(&self.proc);
+        let (counts, unlisted) = sockdiag::count_in(&self.proc, &spaces);
+        // A namespace gone between the listing and the walk is normal churn (debug); none
+        // listed at all means no CAP_SYS_ADMIN for setns: said once.
+        if unlisted > 0 && unlisted == spaces.len() && !self.unlisted_said {
+            log::warn!(
+                "connection counts: no network namespace's sockets could be listed (setns needs CAP_SYS_ADMIN); workloads' tcp/udp connections read 0"
+            );
+            self.unlisted_said = true;
+        } else if unlisted > 0 {
+            log::debug!(
+                "connection counts: {unlisted} of {} namespaces skipped",
+                spaces.len()
+            );
+        }
+        counts
     }
 }

@@ -15,13 +15,14 @@ mod survey;
 #[cfg(test)]
 mod tests;
 
-use std::time::Instant;
+use std::{os::fd::OwnedFd, time::Instant};
 
 use anyhow::Context as _;
 use survey::labels_of;
 pub use survey::survey;
 
 use crate::{
+    config::CommandIo,
     host::{
         cgroup::{self, Cgroup2Mount},
         identity::MetadataRoots,
@@ -58,6 +59,8 @@ pub struct Running {
     pub runner: Runner,
     /// The spawned command's pidfd: readable when it exits.
     pub pidfd: Option<PidFd>,
+    /// The master side of the spawned command's pseudo-terminal (`--view -- CMD`).
+    pub pty: Option<OwnedFd>,
     /// The run record: dedicated cgroups and moved processes.
     pub state: Option<RunState>,
 }
@@ -78,9 +81,15 @@ pub fn apply(plan: &Plan, env: &Env) -> anyhow::Result<Running> {
     // Node-wide counting starts before the command does: its cgroup is new, so all of its
     // traffic is the run's.
     let node = node_wide(plan, &*programs);
-    let (command, pidfd) = match plan.command() {
+    let (command, pidfd, pty) = match plan.command() {
         Some((_, argv, cg)) => {
-            let mut c = spawn::Command::start(argv, cg)?;
+            let io = plan.command_io();
+            let pane = if io == CommandIo::Pane {
+                crate::tui::pane::pty_size_now()
+            } else {
+                (24, 80)
+            };
+            let mut c = spawn::Command::start(argv, cg, io, pane)?;
             let pid = c.pid();
             let subject = Subject::Process {
                 ident: env.proc.identify(pid).unwrap_or(ProcIdentity {
@@ -90,10 +99,10 @@ pub fn apply(plan: &Plan, env: &Env) -> anyhow::Result<Running> {
                 }),
                 labels: labels_of(env, pid),
             };
-            let pidfd = c.take_pidfd();
-            (Some((Box::new(c) as Box<dyn Command>, subject)), pidfd)
+            let (pidfd, pty) = (c.take_pidfd(), c.take_pty());
+            (Some((Box::new(c) as Box<dyn Command>, subject)), pidfd, pty)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let host = live::LiveHost::new(
         env.proc.clone(),
@@ -104,6 +113,7 @@ pub fn apply(plan: &Plan, env: &Env) -> anyhow::Result<Running> {
     Ok(Running {
         runner,
         pidfd,
+        pty,
         state,
     })
 }
@@ -148,10 +158,11 @@ fn fill_maps(kernel: &mut dyn Kernel, plan: &Plan) -> anyhow::Result<()> {
 
 /// Attaches every path's programs: the socket path's socket hooks at every attach point; the
 /// cgroup path's programs at each of its targets' cgroups (in the order `attach_whole` keeps);
-/// `--all`'s at the root; then the socket path's counters. `stamp_node_netns` stamps every
-/// existing socket on the node with its namespace when `--all -i` needs it (cgroup_skb cannot
-/// ask a packet's namespace): after the program that stamps new sockets, before the node's
-/// counters, so no packet is counted before its socket is stamped.
+/// `--all`'s at the root (its socket hooks, then its counters); then the socket path's
+/// counters. `stamp_node_netns` stamps every existing socket on the node with its namespace
+/// when `--all -i` needs it (cgroup_skb cannot ask a packet's namespace): after the program
+/// that stamps new sockets, before the node's counters, so no packet is counted before its
+/// socket is stamped.
 fn attach(
     programs: &mut dyn Programs,
     plan: &Plan,
@@ -167,8 +178,8 @@ fn attach(
         }
     }
     if let Some(root) = &plan.node_root {
+        programs.attach_node_hooks(root)?;
         if plan.node_namespaces.is_some() && !programs.netns_helper() {
-            programs.attach_node_stamper(root)?;
             stamp_node_netns(programs);
         }
         programs.attach_node(root)?;
@@ -198,8 +209,15 @@ fn node_wide(plan: &Plan, kernel: &dyn Kernel) -> Option<NodeWide> {
     plan.node_wide.then(|| {
         let c = &plan.counting;
         let node = NodeWide::start(Instant::now(), kernel, plan.series_grace, c.classes.clone());
-        if c.destinations {
+        let node = if c.destinations {
             node.with_destinations(kernel, c.destinations_max)
+        } else {
+            node
+        };
+        // With -i a connection counts once it carried traffic through a chosen interface,
+        // which a socket list cannot tell: there, workloads keep no connection counts.
+        if c.interfaces.is_empty() {
+            node.with_socket_counts()
         } else {
             node
         }
@@ -220,6 +238,8 @@ pub fn start(
     let (started, old) = stamp_and_start(&mut *programs, plan, &*host, command_subject);
     let now = Instant::now();
     let untracked_base = programs.untracked()?;
+    // RTT sampling starts (epoch 0 samples nothing); each tick opens the next epoch.
+    programs.set_rtt_epoch(1);
     // Read before counting is announced: traffic after the announcement is the run's.
     let dest = destinations(&*programs, plan, now);
     // Tests and scripts wait for this line (RUST_LOG=info): counting starts here.
@@ -366,16 +386,20 @@ fn stamp_and_start(
                 (subject, Stamped::default())
             }
         };
-        let baseline = if matches!(t.kind, TargetKind::Command { .. }) {
+        let (baseline, health) = if matches!(t.kind, TargetKind::Command { .. }) {
             Default::default()
         } else {
-            kernel.totals(t.slot).unwrap_or_default()
+            (
+                kernel.totals(t.slot).unwrap_or_default(),
+                kernel.health(t.slot).unwrap_or_default(),
+            )
         };
         old.extend(found.old);
         started.push(Started {
             slot: t.slot,
             subject,
             baseline,
+            health,
             preexisting: found.connections,
             ifaces: t.ifaces.iter().cloned().collect(),
         });

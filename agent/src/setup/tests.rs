@@ -104,18 +104,18 @@ fn sock_hooks_everywhere_before_any_counter() {
             ],
             None,
         ),
-        // --all -i without the helper: new sockets stamped before existing ones, both before
-        // the node's counters.
+        // --all: its socket hooks (TCP health; with -i and without the helper, new sockets'
+        // namespaces, stamped before existing ones), then its counters.
         (
             &["--all", "-i", "eth0"],
             false,
-            vec![("node-stamper", root.clone()), ("node", root.clone())],
+            vec![("node-hooks", root.clone()), ("node", root.clone())],
             Some(1),
         ),
         (
             &["--all", "-i", "eth0"],
             true,
-            vec![("node", root.clone())],
+            vec![("node-hooks", root.clone()), ("node", root.clone())],
             None,
         ),
         // The cgroup path at the targets' own cgroups, the node's at the root.
@@ -125,6 +125,7 @@ fn sock_hooks_everywhere_before_any_counter() {
             vec![
                 ("whole", dir("/x")),
                 ("whole", spawn.clone()),
+                ("node-hooks", root.clone()),
                 ("node", root.clone()),
             ],
             None,
@@ -135,6 +136,7 @@ fn sock_hooks_everywhere_before_any_counter() {
             false,
             vec![
                 ("sock", dir("/p10")),
+                ("node-hooks", root.clone()),
                 ("node", root.clone()),
                 ("skb", dir("/p10")),
             ],
@@ -191,6 +193,9 @@ impl Command for NoCommand {
     fn end(&mut self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    fn suspend(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]
@@ -199,6 +204,8 @@ fn counting_starts_from_stamps_and_baselines() {
     let k = SharedKernel::default();
     k.0.borrow_mut().totals.insert(Slot(0), tcp(500));
     k.0.borrow_mut().totals.insert(Slot(1), tcp(900));
+    // TCP health counted between attach and start is not the run's either.
+    k.0.borrow_mut().rtt_sample(Slot(0), 100);
     let mut h = FakeHost::default();
     // PID 10 holds one TCP and two UDP connections, its child one UDP; the cgroup's two
     // processes one TCP each.
@@ -238,6 +245,10 @@ fn counting_starts_from_stamps_and_baselines() {
     // Traffic before the run is not the run's: each starts from the kernel's count now.
     assert_eq!(t[0].last, tcp(500));
     assert_eq!(t[1].last, tcp(900));
+    assert_eq!(t[0].tcp_health().rtt.count(), 0);
+    assert_eq!(t[0].health.0.rtt.count(), 1);
+    // RTT sampling has started: epoch 1.
+    assert_eq!(k.0.borrow().rtt_epoch, 1);
     assert_eq!(t[0].preexisting, (1, 3));
     assert_eq!(t[1].preexisting, (2, 0));
     assert!(matches!(&t[1].subject, Subject::Cgroup { dir: d, .. } if *d == dir("/x")));
@@ -249,6 +260,7 @@ fn a_spawned_command_counts_from_zero() {
     let k = SharedKernel::default();
     // Its slot carries no traffic before it starts; whatever the map says is its own.
     k.0.borrow_mut().totals.insert(Slot(1), tcp(300));
+    k.0.borrow_mut().rtt_sample(Slot(1), 100);
     let subject = Subject::Process {
         ident: ProcIdentity {
             pid: 4242,
@@ -270,4 +282,6 @@ fn a_spawned_command_counts_from_zero() {
     assert_eq!(t.len(), 2);
     assert_eq!(t[1].subject, subject);
     assert_eq!(t[1].last, Traffic::default());
+    // Its health baseline is zero too: the sample in its slot will be its own.
+    assert_eq!(t[1].health.0.rtt.count(), 0);
 }

@@ -23,6 +23,7 @@ pub fn row(bytes: (u64, u64), rate: (f64, f64), conns: (u32, u32)) -> Row {
         peak_rate_out: rate.1 * 2.0,
         tcp_connections: conns.0,
         udp_connections: conns.1,
+        health: Default::default(),
     }
 }
 
@@ -55,6 +56,8 @@ pub fn process(pid: u32, name: &str, row: Row, conns: Vec<ConnDetail>) -> Proces
         connections: Some(conns),
         destinations: None,
         classes: None,
+        dns: None,
+        gaps: Vec::new(),
         container: None,
         nspid: None,
     }
@@ -126,6 +129,7 @@ pub fn scene() -> Report {
             connections: Some(Vec::new()),
             destinations: None,
             classes: None,
+            dns: None,
         }],
     )
 }

@@ -311,6 +311,9 @@ pub struct State {
     pub selected: Option<RowKey>,
     /// Selected line in the connections and hosts views.
     pub cursor: usize,
+    /// `procnetmon2 replay`: the status line (frame time, keys), shown instead of live
+    /// figures' timing.
+    pub replay: Option<String>,
     live: Data,
     frozen: Option<Data>,
     /// Display order of the rows last shown: ties keep it (no flicker).
@@ -342,6 +345,7 @@ impl State {
             hosts: Vec::new(),
             selected: None,
             cursor: 0,
+            replay: None,
             live: Data::default(),
             frozen: None,
             order: HashMap::new(),
@@ -406,10 +410,24 @@ impl State {
         self.refresh();
     }
 
+    /// Replay: forgets the reports taken so far (history, connections) but keeps the view's
+    /// settings (sort, filter, selection), before the reports up to another moment are
+    /// taken.
+    pub fn forget_reports(&mut self) {
+        self.live = Data::default();
+        self.frozen = None;
+        self.paused = false;
+    }
+
     /// Applies a key's action (anything but [`Action::Quit`], which ends the run).
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Quit | Action::Redraw => {}
+            // Quitting ends the run; the pane's keys are the Tui's.
+            Action::Quit
+            | Action::Redraw
+            | Action::KeysToCommand
+            | Action::KeysToView
+            | Action::ToCommand(_) => {}
             Action::SortNext => {
                 self.sort = self.sort.next();
                 self.reverse = false;

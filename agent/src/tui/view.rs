@@ -1,7 +1,10 @@
 //! Draws the interactive view from its [`State`]: a header (totals, interval, window left,
 //! untracked traffic), one of three tables (rows, connections, remote hosts), a footer with
 //! the filter and the sort, and the key help over them on `?`. Pure drawing: the clock is a
-//! parameter, so render tests on ratatui's `TestBackend` see fixed text.
+//! parameter, so render tests on ratatui's `TestBackend` see fixed text. Every text that comes
+//! from outside (process, cgroup and container names, the filter) goes through
+//! `render::printable`, the one escaping function the table uses too: a name carrying an escape
+//! sequence reads the same, escaped, in both, and never reaches the terminal.
 
 use std::time::{Duration, Instant};
 
@@ -18,12 +21,16 @@ use super::{
     state::{Line, SortBy, State, peak},
 };
 use crate::{
-    model::ConnDetail,
-    render::{DisplayBytes, DisplayRate, compact_duration},
+    model::{ConnDetail, TcpHealth, rtt_bucket_bound_us},
+    render::{DisplayBytes, DisplayRate, DisplayRtt, compact_duration, printable},
 };
 
 /// Width of the sparkline column, in cells.
 const SPARK_WIDTH: usize = 20;
+/// Width of the RTT histogram's bars in the drill-down, in cells.
+const BAR_WIDTH: usize = 30;
+/// Most RTT buckets the drill-down shows (the non-empty ones, lowest first).
+const MAX_BARS: usize = 8;
 const DIM: Style = Style::new().add_modifier(Modifier::DIM);
 const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
 const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
@@ -37,12 +44,17 @@ pub fn page_for(height: u16) -> usize {
 
 /// Draws the whole view at `now`.
 pub fn draw(f: &mut Frame<'_>, s: &State, now: Instant) {
+    draw_in(f, f.area(), s, now);
+}
+
+/// Draws the view in `area` (the frame, less the pane of a command) at `now`.
+pub fn draw_in(f: &mut Frame<'_>, area: Rect, s: &State, now: Instant) {
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
-    .areas(f.area());
+    .areas(area);
     f.render_widget(Paragraph::new(header(s, now)), head);
     match s.view {
         View::Rows => rows_table(f, s, body),
@@ -125,6 +137,10 @@ fn header(s: &State, now: Instant) -> Vec<TextLine<'static>> {
     if s.paused {
         first.push(Span::styled("  PAUSED", BOLD));
     }
+    if let Some(status) = &s.replay {
+        first.push(Span::styled("  REPLAY ", BOLD));
+        first.push(Span::raw(status.clone()));
+    }
     let second = if r.untracked.bytes_in + r.untracked.bytes_out > 0
         || r.untracked_sockets > 0
         || r.untracked_processes > 0
@@ -161,13 +177,13 @@ fn footer(s: &State) -> TextLine<'static> {
     if s.editing {
         return TextLine::from(vec![
             Span::styled("filter: ", BOLD),
-            Span::raw(format!("{}█", s.filter)),
+            Span::raw(format!("{}█", printable(&s.filter))),
             Span::styled("  (Enter keep, Esc drop)", DIM),
         ]);
     }
     let mut spans = Vec::new();
     if !s.filter.is_empty() {
-        spans.push(Span::raw(format!("filter: {}  ", s.filter)));
+        spans.push(Span::raw(format!("filter: {}  ", printable(&s.filter))));
     }
     let arrow = if (s.sort != SortBy::Pid && s.sort != SortBy::Name) != s.reverse {
         "▼"
@@ -216,8 +232,6 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         head("TOTAL OUT", Some(SortBy::TotalOut), s),
         head("TCP", Some(SortBy::Tcp), s),
         head("UDP", Some(SortBy::Udp), s),
-        head("PEAK", Some(SortBy::Peak), s),
-        head(spark_title, Some(SortBy::Rate), s),
     ]);
     widths.extend([
         Constraint::Length(10),
@@ -226,6 +240,18 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         Constraint::Length(10),
         Constraint::Length(4),
         Constraint::Length(4),
+    ]);
+    // TCP health once any row has some (as the container column once any row has one).
+    let with_health = s.rows.iter().any(|l| !l.row.health.is_empty());
+    if with_health {
+        titles.push(head("FAIL/RETX/RTT", None, s));
+        widths.push(Constraint::Length(14));
+    }
+    titles.extend([
+        head("PEAK", Some(SortBy::Peak), s),
+        head(spark_title, Some(SortBy::Rate), s),
+    ]);
+    widths.extend([
         Constraint::Length(10),
         Constraint::Length(SPARK_WIDTH as u16),
     ]);
@@ -234,13 +260,15 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         let mut cells = vec![
             Cell::from(l.pid.map_or_else(|| "-".into(), |p| p.to_string())),
             Cell::from(if l.exited {
-                format!("{} (ended)", l.name)
+                format!("{} (ended)", printable(&l.name))
             } else {
-                l.name.clone()
+                printable(&l.name).into_owned()
             }),
         ];
         if with_container {
-            cells.push(Cell::from(l.container.clone().unwrap_or_default()));
+            cells.push(Cell::from(
+                printable(l.container.as_deref().unwrap_or_default()).into_owned(),
+            ));
         }
         cells.extend([
             Cell::from(rate(r.rate_in, s.bytes)),
@@ -249,6 +277,11 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
             Cell::from(DisplayBytes(r.counters.bytes_out).to_string()),
             Cell::from(r.tcp_connections.to_string()),
             Cell::from(r.udp_connections.to_string()),
+        ]);
+        if with_health {
+            cells.push(Cell::from(health_cell(&r.health)));
+        }
+        cells.extend([
             Cell::from(rate(peak(r), s.bytes)),
             Cell::from(spark(&s.history(&l.key), SPARK_WIDTH)),
         ]);
@@ -269,18 +302,98 @@ fn rows_table(f: &mut Frame<'_>, s: &State, area: Rect) {
     f.render_stateful_widget(table, area, &mut ts);
 }
 
+/// The health column: connect failures / retransmitted segments / RTT p50 over the run (or
+/// window) so far; `-` while nothing was counted.
+pub fn health_cell(h: &TcpHealth) -> String {
+    if h.is_empty() {
+        return "-".into();
+    }
+    format!(
+        "{}/{}/{}",
+        h.connect_failures,
+        h.retransmitted_segments,
+        DisplayRtt(h.rtt.quantile_us(0.5))
+    )
+}
+
+/// The drill-down's TCP health of the selected row: one summary line, then its RTT
+/// histogram, one bar per non-empty log2 bucket (at most [`MAX_BARS`], lowest first).
+pub fn health_panel(name: &str, h: &TcpHealth) -> Vec<TextLine<'static>> {
+    if h.is_empty() {
+        return vec![TextLine::from(vec![
+            Span::styled(format!(" TCP health of {name}: "), BOLD),
+            Span::raw("no failed connect, no retransmission, no RTT sample yet"),
+        ])];
+    }
+    let q = |x: f64| DisplayRtt(h.rtt.quantile_us(x)).to_string();
+    let mut out = vec![TextLine::from(vec![
+        Span::styled(format!(" TCP health of {name}: "), BOLD),
+        Span::raw(format!(
+            "{} failed connects, {} retransmitted segments; RTT p50 {} p90 {} p99 {} max {} ({} samples)",
+            h.connect_failures,
+            h.retransmitted_segments,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            DisplayRtt(h.rtt.max_us()),
+            h.rtt.count()
+        )),
+    ])];
+    let top = h.rtt.buckets.iter().copied().max().unwrap_or(0);
+    let bars: Vec<(usize, u64)> = h
+        .rtt
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| (i, *n))
+        .collect();
+    for (i, n) in bars.iter().take(MAX_BARS) {
+        let len = ((*n as f64 / top as f64) * BAR_WIDTH as f64).ceil() as usize;
+        out.push(TextLine::from(vec![
+            Span::styled(
+                format!(
+                    "  ≤{:>7} ",
+                    DisplayRtt(Some(rtt_bucket_bound_us(*i))).to_string()
+                ),
+                DIM,
+            ),
+            Span::raw(format!("{:<BAR_WIDTH$} {n}", "█".repeat(len.max(1)))),
+        ]));
+    }
+    if bars.len() > MAX_BARS {
+        out.push(TextLine::from(Span::styled(
+            format!("  … {} more buckets", bars.len() - MAX_BARS),
+            DIM,
+        )));
+    }
+    out
+}
+
 /// "of 1234 curl" for the selected row.
 fn whose(s: &State) -> String {
     match s.selected_line() {
         Some(l) => match l.pid {
-            Some(p) => format!("{p} {}", l.name),
-            None => l.name.clone(),
+            Some(p) => format!("{p} {}", printable(&l.name)),
+            None => printable(&l.name).into_owned(),
         },
         None => "(no row selected)".into(),
     }
 }
 
 fn conns_table(f: &mut Frame<'_>, s: &State, area: Rect) {
+    // The selected row's TCP health above its connections.
+    let area = match s.selected_line() {
+        Some(l) => {
+            let panel = health_panel(&whose(s), &l.row.health);
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(panel.len() as u16), Constraint::Min(3)])
+                    .areas(area);
+            f.render_widget(Paragraph::new(panel), top);
+            rest
+        }
+        None => area,
+    };
     let titles = vec![
         head("PROTO", None, s),
         head("LOCAL", None, s),
@@ -321,8 +434,8 @@ fn conns_table(f: &mut Frame<'_>, s: &State, area: Rect) {
         let d = &c.detail;
         let row = TableRow::new(vec![
             Cell::from(d.protocol),
-            Cell::from(d.local.clone()),
-            Cell::from(d.remote.clone()),
+            Cell::from(printable(&d.local).into_owned()),
+            Cell::from(printable(&d.remote).into_owned()),
             Cell::from(d.state),
             Cell::from(DisplayBytes(d.bytes_in).to_string()),
             Cell::from(DisplayBytes(d.bytes_out).to_string()),
@@ -376,7 +489,7 @@ fn hosts_table(f: &mut Frame<'_>, s: &State, area: Rect) {
     let body = s.hosts.iter().map(|h| {
         let ago = at.map_or(Duration::ZERO, |t| t.saturating_duration_since(h.last_seen));
         let row = TableRow::new(vec![
-            Cell::from(h.addr.clone()),
+            Cell::from(printable(&h.addr).into_owned()),
             Cell::from(DisplayBytes(h.bytes_in).to_string()),
             Cell::from(DisplayBytes(h.bytes_out).to_string()),
             Cell::from(rate(h.rate_in, s.bytes)),

@@ -80,10 +80,11 @@ fn connections_view_keeps_the_closed_one() {
     let (mut s, now) = with_closed();
     s.apply(Action::Open);
     assert_screen(
-        &screen(&s, now, 120, 7),
+        &screen(&s, now, 120, 8),
         "
 procnetmon2  rows 3  in 1.0 MiB 800.0 Kbps  out 512.0 KiB 425.6 Kbps  every 1s  window 50s left
 
+ TCP health of 100 curl: no failed connect, no retransmission, no RTT sample yet
  Connections of 100 curl: 1 open, 1 closed ─────────────────────────────────────────────────────────────────────────────
  PROTO LOCAL          REMOTE       STATE       IN         OUT        RATE IN    RATE OUT   AGE     RTT     RETX
 >tcp   10.0.0.1:40000 10.0.0.2:443 ESTABLISHED 976.6 KiB  8.0 KiB    800.0 Kbps 16.0 Kbps  42s     1.5ms   0
@@ -167,4 +168,109 @@ fn sparklines() {
     assert_eq!(spark(&[1.0, 2.0, 4.0, 8.0], 10), "▁▂▄█");
     // Squeezed: the highest of each pair, newest on the right.
     assert_eq!(spark(&[8.0, 0.0, 0.0, 4.0, 2.0, 2.0], 3), "█▄▂");
+}
+
+/// The scene with TCP health on curl's row: 2 failed connects, 7 retransmissions, RTT samples
+/// in (32, 64] µs ×9 and (512, 1024] µs ×1.
+fn with_health() -> (State, Instant) {
+    let t0 = Instant::now();
+    let mut s = State::new(Duration::from_secs(1), None);
+    let mut r = scene();
+    let h = &mut r.processes[0].row.health;
+    h.connect_failures = 2;
+    h.retransmitted_segments = 7;
+    h.rtt.buckets[6] = 9;
+    h.rtt.buckets[10] = 1;
+    s.ingest(r, t0);
+    s.apply(Action::Home);
+    (s, t0)
+}
+
+#[test]
+fn health_column_and_drill_down_histogram() {
+    let (mut s, now) = with_health();
+    let rows = screen(&s, now, 140, 8);
+    assert!(rows.contains("FAIL/RETX/RTT"), "{rows}");
+    assert!(rows.contains("2/7/64µs"), "{rows}");
+    // Rows without health show a dash.
+    assert!(
+        rows.lines().nth(5).is_some_and(|l| l.contains(" - ")),
+        "{rows}"
+    );
+    s.apply(Action::Open);
+    let conns = screen(&s, now, 140, 10);
+    let lines: Vec<&str> = conns.lines().collect();
+    assert_eq!(
+        lines[2],
+        " TCP health of 100 curl: 2 failed connects, 7 retransmitted segments; RTT p50 64µs p90 64µs p99 1.0ms max 1.0ms (10 samples)"
+    );
+    assert_eq!(lines[3], format!("  ≤   64µs {} 9", "█".repeat(30)));
+    assert_eq!(lines[4], format!("  ≤  1.0ms {:<30} 1", "████"));
+    assert!(lines[5].contains("Connections of 100 curl"), "{conns}");
+}
+
+/// A process named `ESC ] 0 ; PWNED BEL` (an OSC sequence that retitles a terminal) reads the
+/// same, escaped by `render::printable`, in the table and in the view, and no escape sequence
+/// of the name reaches the terminal from either: the bytes each writes are searched for the
+/// OSC introducer and the BEL, and every ESC left must be one of the view's own CSI sequences.
+#[test]
+fn hostile_names_read_the_same_in_the_table_and_the_view() {
+    const HOSTILE: &str = "\x1b]0;PWNED\x07";
+    const SHOWN: &str = "\\u{1b}]0;PWNED\\u{7}";
+    let mut r = scene();
+    r.processes[0].name = HOSTILE.into();
+    r.processes[1].name = "x\x1b[2J\ry".into();
+
+    let mut table = Vec::new();
+    crate::render::table::write(&mut table, &r, false, false).expect("table");
+    let table = String::from_utf8(table).expect("utf-8");
+    // The same escaped text, cut to the table's 16-character name column.
+    assert!(table.contains(&SHOWN[..16]), "{table}");
+    assert!(table.contains("x\\u{1b}[2J\\ry"), "{table}");
+
+    let mut s = State::new(Duration::from_secs(1), None);
+    let t0 = Instant::now();
+    s.ingest(r, t0);
+    let text = screen(&s, t0, 160, 8);
+    assert!(text.contains(SHOWN), "{text}");
+    assert!(text.contains("x\\u{1b}[2J\\ry"), "{text}");
+
+    // The bytes the view writes to a real terminal backend.
+    /// What the backend writes, kept where the test can read it.
+    #[derive(Clone, Default)]
+    struct Tty(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+    impl std::io::Write for Tty {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let tty = Tty::default();
+    let mut term = Terminal::with_options(
+        ratatui::backend::CrosstermBackend::new(tty.clone()),
+        ratatui::TerminalOptions {
+            viewport: ratatui::Viewport::Fixed(ratatui::layout::Rect::new(0, 0, 160, 8)),
+        },
+    )
+    .expect("term");
+    term.draw(|f| draw(f, &s, t0)).expect("draw");
+    drop(term);
+    let bytes = tty.0.borrow().clone();
+    assert!(String::from_utf8_lossy(&bytes).contains(SHOWN));
+    for (what, out) in [("table", table.as_bytes()), ("view", &bytes[..])] {
+        assert!(!out.contains(&0x07), "{what}: BEL reached the terminal");
+        assert!(!out.contains(&b'\r'), "{what}: CR reached the terminal");
+        for (i, _) in out.iter().enumerate().filter(|(_, b)| **b == 0x1b) {
+            // The view moves the cursor and sets styles with CSI (`ESC [`) sequences of its
+            // own; the name's `ESC [2J` was escaped, so it shows as text, not as a CSI.
+            assert_eq!(out.get(i + 1), Some(&b'['), "{what}: ESC not a CSI at {i}");
+        }
+        assert!(
+            !String::from_utf8_lossy(out).contains("\x1b[2J"),
+            "{what}: the name's clear-screen reached the terminal"
+        );
+    }
 }

@@ -26,32 +26,33 @@
 //! point's cgroup storage (one `bpf_get_local_storage`) names the slot, and the per-CPU add is
 //! keyed by it. Both count bytes and packets, atomically on egress, as an exact count must
 //! (see `add_of`).
+//!
+//! Two suffixes add what TCP health (issue 29) cannot avoid on those paths: `+sockops` a
+//! sock_ops program that arms the state callback at each connect (`TCP_CONNECT_CB`, before the
+//! SYN: a failed connect's end is seen only so) and disarms it at the change into ESTABLISHED
+//! (the kernel runs the program on every TCP callback of a connection, whatever it does);
+//! `+health` that, plus a cgroup/sock_create program allocating one socket-storage value per
+//! new socket (the node path's sock_ops has no cgroup helper: a socket's cgroup must be stamped
+//! where `current` is its creator) and an empty cgroup/sock_release program (where a connect
+//! the process gives up is seen). `storage+sockops` and `cgid+health` are the floors of the
+//! cgroup and node paths with TCP health.
 use std::{
     ffi::CString,
     io::{Read, Write},
     os::fd::RawFd,
 };
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_BTF_LOAD: libc::c_long = 18;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
-const BPF_MAP_TYPE_CGROUP_STORAGE: u32 = 19;
-const BPF_MAP_TYPE_SK_STORAGE: u32 = 24;
-const BPF_F_NO_PREALLOC: u32 = 1;
-const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
-const BPF_CGROUP_INET_INGRESS: u32 = 0;
-const BPF_CGROUP_INET_EGRESS: u32 = 1;
-const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
-const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
-const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
-const BPF_FUNC_SKB_CGROUP_ID: i32 = 79;
-const BPF_FUNC_GET_LOCAL_STORAGE: i32 = 81;
-const BPF_FUNC_SK_STORAGE_GET: i32 = 107;
+use procnetmon2_integration::bpf::{
+    Attr, BPF_BTF_LOAD, BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_INGRESS,
+    BPF_CGROUP_INET_SOCK_CREATE, BPF_CGROUP_INET_SOCK_RELEASE, BPF_CGROUP_SOCK_OPS,
+    BPF_F_NO_PREALLOC, BPF_FUNC_GET_LOCAL_STORAGE, BPF_FUNC_MAP_LOOKUP_ELEM,
+    BPF_FUNC_MAP_UPDATE_ELEM, BPF_FUNC_SK_STORAGE_GET, BPF_FUNC_SKB_CGROUP_ID,
+    BPF_FUNC_SOCK_OPS_CB_FLAGS_SET, BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_MAP_TYPE_CGROUP_STORAGE,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_SK_STORAGE,
+    BPF_PROG_TYPE_CGROUP_SKB, BPF_PROG_TYPE_CGROUP_SOCK, BPF_PROG_TYPE_SOCK_OPS, BPF_PSEUDO_MAP_FD,
+    bpf, insn, load_program,
+};
+
 /// `offsetof(struct __sk_buff, sk)` (include/uapi/linux/bpf.h).
 const SKB_SK: i16 = 168;
 
@@ -63,54 +64,6 @@ enum Variant {
     Hit,
     CgroupId,
     Storage,
-}
-
-/// `union bpf_attr`, zero-filled; each command writes its own fields at their offsets.
-#[repr(C, align(8))]
-struct Attr([u8; 160]);
-
-impl Attr {
-    fn new() -> Self {
-        Self([0; 160])
-    }
-    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
-        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
-        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn bytes(&mut self, off: usize, b: &[u8]) -> &mut Self {
-        self.0[off..off + b.len()].copy_from_slice(b);
-        self
-    }
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<RawFd> {
-    // SAFETY: `attr` is a valid, writable bpf_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            std::mem::size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r as RawFd)
-    }
-}
-
-/// One `struct bpf_insn`: opcode, dst/src registers (4 bits each), offset, immediate.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    let b0 = u64::from(code);
-    let b1 = u64::from((src << 4) | (dst & 0xf)); // little endian: dst in the low nibble
-    let b23 = u64::from(off as u16);
-    let b47 = u64::from(imm as u32);
-    b0 | (b1 << 8) | (b23 << 16) | (b47 << 32)
 }
 
 /// The counter: key 0 on the stack, look the per-CPU slot up, add skb->len, return 1 (allow).
@@ -265,7 +218,46 @@ fn by_cgroup_id(map_fd: RawFd, past_add: i16) -> Vec<u64> {
     p
 }
 
-/// `hit`'s cgroup/sock_create program: create the new socket's storage value (slot 0).
+/// What TCP health adds to a floor (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    None,
+    SockOps,
+    Health,
+}
+
+/// `+sockops`: arm the state and retransmit callbacks at `TCP_CONNECT_CB`, keep only the
+/// retransmit callback once the connection is established; allow everything.
+fn sock_ops_program() -> Vec<u64> {
+    vec![
+        insn(0xbf, 6, 1, 0, 0),  // r6 = r1 (ctx)
+        insn(0x61, 2, 1, 0, 0),  // r2 = ctx->op
+        insn(0x15, 2, 0, 7, 3),  // if r2 == TCP_CONNECT_CB goto connect
+        insn(0x55, 2, 0, 9, 10), // if r2 != STATE_CB goto out
+        insn(0x61, 2, 6, 8, 0),  // r2 = ctx->args[1] (the new state)
+        insn(0x55, 2, 0, 7, 1),  // if r2 != TCP_ESTABLISHED goto out
+        insn(0xbf, 1, 6, 0, 0),  // r1 = ctx
+        insn(0xb7, 2, 0, 0, 2),  // r2 = RETRANS_CB_FLAG
+        insn(0x85, 0, 0, 0, BPF_FUNC_SOCK_OPS_CB_FLAGS_SET),
+        insn(0x05, 0, 0, 3, 0), // goto out
+        insn(0xbf, 1, 6, 0, 0), // connect: r1 = ctx
+        insn(0xb7, 2, 0, 0, 6), // r2 = STATE_CB_FLAG | RETRANS_CB_FLAG
+        insn(0x85, 0, 0, 0, BPF_FUNC_SOCK_OPS_CB_FLAGS_SET),
+        insn(0xb7, 0, 0, 0, 1), // out: r0 = 1
+        insn(0x95, 0, 0, 0, 0), // exit
+    ]
+}
+
+/// `+health`'s cgroup/sock_release program: nothing but the run.
+fn release_program() -> Vec<u64> {
+    vec![
+        insn(0xb7, 0, 0, 0, 1), // r0 = 1 (allow)
+        insn(0x95, 0, 0, 0, 0), // exit
+    ]
+}
+
+/// `hit`'s (and `+health`'s) cgroup/sock_create program: create the new socket's storage value
+/// (slot 0).
 fn sock_create_program(sk_fd: RawFd) -> Vec<u64> {
     let mut p = vec![insn(0xbf, 2, 1, 0, 0)]; // r2 = r1 (ctx: the socket)
     p.extend(storage_get_or_create(sk_fd));
@@ -326,59 +318,51 @@ fn die(what: &str, e: impl std::fmt::Display) -> ! {
 }
 
 fn load(prog_type: u32, name: &str, attach_type: u32, insns: &[u64]) -> RawFd {
-    load_with_log(prog_type, name, attach_type, insns, false).unwrap_or_else(|_| {
-        load_with_log(prog_type, name, attach_type, insns, true)
+    load_program(prog_type, name, attach_type, insns, false).unwrap_or_else(|_| {
+        load_program(prog_type, name, attach_type, insns, true)
             .unwrap_or_else(|e| die(&format!("loading {name}"), e))
     })
 }
 
-/// Loads one program; with `verbose`, asks for the verifier's log and prints it on failure.
-fn load_with_log(
-    prog_type: u32,
-    name: &str,
-    attach_type: u32,
-    insns: &[u64],
-    verbose: bool,
-) -> std::io::Result<RawFd> {
-    let license = CString::new("GPL").expect("cstr");
-    let mut log = vec![0_u8; 65536];
-    let mut pname = [0_u8; 16];
-    pname[..name.len()].copy_from_slice(name.as_bytes());
+/// A socket storage of one u32 per socket (`miss`, `hit`, `+health`).
+fn socket_storage(name: &[u8]) -> RawFd {
+    let btf = load_btf();
     let mut a = Attr::new();
-    a.u32(0, prog_type) // prog_type
-        .u32(4, insns.len() as u32) // insn_cnt
-        .u64(8, insns.as_ptr() as u64) // insns
-        .u64(16, license.as_ptr() as u64) // license
-        .bytes(48, &pname) // prog_name
-        .u32(68, attach_type); // expected_attach_type
-    if verbose {
-        a.u32(24, 1) // log_level
-            .u32(28, log.len() as u32) // log_size
-            .u64(32, log.as_mut_ptr() as u64); // log_buf
-    }
-    let r = bpf(BPF_PROG_LOAD, &mut a);
-    if verbose && r.is_err() {
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        eprintln!("{}", String::from_utf8_lossy(&log[..end]));
-    }
-    r
+    a.u32(0, BPF_MAP_TYPE_SK_STORAGE) // map_type
+        .u32(4, 4) // key_size (a socket fd from user space)
+        .u32(8, 4) // value_size (the slot)
+        .u32(16, BPF_F_NO_PREALLOC) // map_flags
+        .bytes(28, name) // map_name
+        .u32(48, btf as u32) // btf_fd
+        .u32(52, 1) // btf_key_type_id
+        .u32(56, 1); // btf_value_type_id
+    bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("socket storage create", e))
 }
 
 fn main() {
     let usage = || -> ! {
-        eprintln!("usage: pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage]");
+        eprintln!(
+            "usage: pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage|storage+sockops|cgid+health]"
+        );
         std::process::exit(2);
     };
     let Some(dir) = std::env::args().nth(1) else {
         usage()
     };
-    let variant = match std::env::args().nth(2).as_deref() {
-        None | Some("counter") => Variant::Counter,
-        Some("miss") => Variant::Miss,
-        Some("hit") => Variant::Hit,
-        Some("cgid") => Variant::CgroupId,
-        Some("storage") => Variant::Storage,
+    let arg = std::env::args().nth(2).unwrap_or_default();
+    let (base, extra) = match arg.split_once('+') {
+        None => (arg.as_str(), Extra::None),
+        Some((b, "sockops")) => (b, Extra::SockOps),
+        Some((b, "health")) => (b, Extra::Health),
         Some(_) => usage(),
+    };
+    let variant = match base {
+        "" | "counter" => Variant::Counter,
+        "miss" => Variant::Miss,
+        "hit" => Variant::Hit,
+        "cgid" => Variant::CgroupId,
+        "storage" => Variant::Storage,
+        _ => usage(),
     };
     let cdir = CString::new(dir.clone()).expect("cstr");
     // SAFETY: plain open(2) of a NUL-terminated path.
@@ -416,21 +400,16 @@ fn main() {
     } else if !matches!(variant, Variant::Miss | Variant::Hit) {
         -1
     } else {
-        let btf = load_btf();
-        let mut a = Attr::new();
-        a.u32(0, BPF_MAP_TYPE_SK_STORAGE) // map_type
-            .u32(4, 4) // key_size (a socket fd from user space)
-            .u32(8, 4) // value_size (the slot)
-            .u32(16, BPF_F_NO_PREALLOC) // map_flags
-            .bytes(28, b"bare_sk") // map_name
-            .u32(48, btf as u32) // btf_fd
-            .u32(52, 1) // btf_key_type_id
-            .u32(56, 1); // btf_value_type_id
-        bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("socket storage create", e))
+        socket_storage(b"bare_sk")
     };
     let ingress = program(variant, map, sk_map, false);
     let egress = program(variant, map, sk_map, true);
-    let create = sock_create_program(sk_map);
+    let create = sock_create_program(if extra == Extra::Health {
+        socket_storage(b"bare_stamp")
+    } else {
+        sk_map
+    });
+    let (ops, release) = (sock_ops_program(), release_program());
     let mut progs = vec![
         (
             "bare_ingress",
@@ -445,12 +424,28 @@ fn main() {
             &egress,
         ),
     ];
-    if variant == Variant::Hit {
+    if variant == Variant::Hit || extra == Extra::Health {
         progs.push((
             "bare_sock_new",
             BPF_PROG_TYPE_CGROUP_SOCK,
             BPF_CGROUP_INET_SOCK_CREATE,
             &create,
+        ));
+    }
+    if extra == Extra::Health {
+        progs.push((
+            "bare_sock_rel",
+            BPF_PROG_TYPE_CGROUP_SOCK,
+            BPF_CGROUP_INET_SOCK_RELEASE,
+            &release,
+        ));
+    }
+    if extra != Extra::None {
+        progs.push((
+            "bare_sockops",
+            BPF_PROG_TYPE_SOCK_OPS,
+            BPF_CGROUP_SOCK_OPS,
+            &ops,
         ));
     }
     let mut links = Vec::new();

@@ -10,8 +10,8 @@ use std::{
 
 use super::{Command, Runner};
 use crate::{
-    kernel::{Knobs, Slot, Untracked, fake::SharedKernel},
-    model::{Counters, Traffic},
+    kernel::{Knobs, Moved, Slot, Untracked, fake::SharedKernel},
+    model::{Counters, Gap, Traffic},
     plan::{ProcessLabels, Schedule},
     session::{
         ReportKind, Session, Started, Subject,
@@ -24,6 +24,8 @@ const SEC: Duration = Duration::from_secs(1);
 const I: Option<ReportKind> = Some(ReportKind::Interval);
 const F: Option<ReportKind> = Some(ReportKind::Final);
 const N: Option<ReportKind> = None;
+/// What the fixed clock of the loop under test reads (CLOCK_MONOTONIC ns).
+const CLOCK_NS: u64 = 9_000_000;
 
 fn udp(bytes_out: u64) -> Traffic {
     Traffic {
@@ -56,6 +58,10 @@ impl Command for FakeCommand {
     fn try_wait(&mut self) -> anyhow::Result<Option<u8>> {
         self.calls.borrow_mut().push("try_wait");
         Ok(self.exited)
+    }
+    fn suspend(&mut self) -> anyhow::Result<()> {
+        self.calls.borrow_mut().push("suspend");
+        Ok(())
     }
     fn end(&mut self) -> Duration {
         self.calls.borrow_mut().push("end");
@@ -94,6 +100,7 @@ impl Rig {
                     labels: ProcessLabels::default(),
                 },
                 baseline: Traffic::default(),
+                health: Default::default(),
                 preexisting: (0, 0),
                 ifaces: Default::default(),
             }],
@@ -118,7 +125,8 @@ impl Rig {
             Box::new(host.clone()),
             command,
             (schedule, Knobs::default(), vec![PathBuf::from("/cg/a")]),
-        );
+        )
+        .with_clock(|| CLOCK_NS);
         Self {
             t0,
             kernel,
@@ -155,6 +163,7 @@ fn schedule(window: bool, every_interval: bool) -> Schedule {
         window: window.then_some(10 * SEC),
         every_interval,
         daemon: false,
+        whole_run: false,
     }
 }
 
@@ -189,6 +198,10 @@ fn the_spawned_commands_end() {
         (Event::Tick, false, Some(7), true, I, true, 7, &["try_wait", "end"]),
         // A tick while it runs: nothing is asked of it.
         (Event::Tick, false, None, false, I, false, 0, &[]),
+        // Stopped (Ctrl-Z) while it has the terminal: the run stops with it and goes on,
+        // no report, nothing reaped or ended.
+        (Event::CommandStopped, false, None, false, N, false, 0, &["suspend"]),
+        (Event::CommandStopped, true, None, false, N, false, 0, &["suspend"]),
     ];
     for &(event, window, exited, gone, report, stop, status, calls) in table {
         let mut rig = Rig::new(schedule(window, !window), Some((exited, 0)));
@@ -206,6 +219,36 @@ fn the_spawned_commands_end() {
             assert_eq!(*rig.calls.borrow(), calls, "{what}: asked twice");
         }
     }
+}
+
+/// A command that has the terminal: its stop (Ctrl-Z) counts nothing and reports nothing;
+/// its exit gives the report of the whole run, with its status.
+#[test]
+fn a_command_with_the_terminal_stops_then_ends() {
+    let mut s = schedule(false, false);
+    s.whole_run = true;
+    let mut rig = Rig::new(s, Some((Some(4), 0)));
+    rig.send(1_000);
+    let d = rig.step(Event::CommandStopped, SEC);
+    assert_eq!(
+        d,
+        Decision {
+            report: N,
+            stop: false
+        }
+    );
+    assert_eq!(rig.runner.session.targets()[0].last.udp.bytes_out, 0);
+    let d = rig.step(Event::CommandExited, 2 * SEC);
+    assert_eq!(
+        d,
+        Decision {
+            report: F,
+            stop: true
+        }
+    );
+    assert_eq!(rig.bytes_out(ReportKind::Final), 1_000);
+    assert_eq!(rig.runner.status(), 4);
+    assert_eq!(*rig.calls.borrow(), ["suspend", "wait", "end"]);
 }
 
 /// What the command sends while it is being stopped (SIGTERM, its grace) is in the last
@@ -309,4 +352,119 @@ fn an_ended_target_is_not_followed() {
         .insert(10, PathBuf::from("/cg/b"));
     rig.step(Event::Tick, 2 * SEC);
     assert!(rig.kernel.0.borrow().attached.is_empty());
+}
+
+/// A move the kernel reports is followed in that same step, without a tick: attached and
+/// stamped at once, and the time from the move to the end of the stamping is a gap in the
+/// report; a cgroup that cannot be covered leaves an ongoing gap. A child of the target
+/// (in the kernel's target map, not a named target) is followed the same way.
+#[test]
+fn a_reported_move_is_followed_at_once_with_its_gap() {
+    /// (process, its cgroup now, refused) → (attachments, stamps, gap (from, to, ongoing))
+    type Row = (
+        u32,
+        &'static str,
+        bool,
+        &'static [(&'static str, &'static str)],
+        &'static [(u32, Slot)],
+        Option<(u64, u64, bool)>,
+    );
+    const MOVE_NS: u64 = 4_000_000;
+    #[rustfmt::skip]
+    let table: &[Row] = &[
+        // Still covered: nothing to do, nothing lost.
+        (10, "/cg/a/sub", false, &[], &[], None),
+        // A cgroup not covered: attached and stamped now; the gap is move → now.
+        (10, "/cg/b", false, &[("sock", "/cg/b"), ("skb", "/cg/b")], &[(10, Slot(0))], Some((MOVE_NS, CLOCK_NS, false))),
+        // A forked child of the target moved: followed as well, charged to the target.
+        (11, "/cg/c", false, &[("sock", "/cg/c"), ("skb", "/cg/c")], &[(11, Slot(0))], Some((MOVE_NS, CLOCK_NS, false))),
+        // An ancestor of the attach point, or a cgroup that refuses the programs: ongoing.
+        (10, "/cg", false, &[], &[], Some((MOVE_NS, CLOCK_NS, true))),
+        (10, "/cg/d", true, &[], &[], Some((MOVE_NS, CLOCK_NS, true))),
+    ];
+    for &(pid, dir, refused, attached, stamped, gap) in table {
+        let mut rig = Rig::new(schedule(false, true), None);
+        rig.send(1_000);
+        rig.host
+            .0
+            .borrow_mut()
+            .cgroup_of
+            .insert(pid, PathBuf::from(dir));
+        if refused {
+            rig.kernel
+                .0
+                .borrow_mut()
+                .refuse_attach
+                .insert(PathBuf::from(dir));
+        }
+        rig.kernel.0.borrow_mut().moves.push(Moved {
+            tgid: pid,
+            slot: Slot(0),
+            ns: MOVE_NS,
+        });
+        let d = rig.step(Event::Moved, Duration::from_millis(5));
+        assert_eq!(
+            d,
+            Decision {
+                report: N,
+                stop: false
+            },
+            "{dir}"
+        );
+        // No tick: the interval's reading is untouched.
+        assert_eq!(rig.runner.session.ticks(), 0, "{dir}");
+        let got: Vec<(&str, PathBuf)> = rig.kernel.0.borrow().attached.clone();
+        let want: Vec<(&str, PathBuf)> = attached
+            .iter()
+            .map(|&(k, d)| (k, Path::new(d).to_path_buf()))
+            .collect();
+        assert_eq!(got, want, "{dir}");
+        assert_eq!(*rig.host.0.borrow().stamped.borrow(), stamped, "{dir}");
+        let gaps = &rig.runner.session.targets()[0].gaps;
+        let want_gap = gap.map(|(from_ns, to_ns, ongoing)| Gap {
+            cgroup: dir.to_owned(),
+            from_ns,
+            to_ns,
+            ongoing,
+        });
+        assert_eq!(gaps.first(), want_gap.as_ref(), "{dir}");
+        assert!(gaps.len() <= 1, "{dir}: {gaps:?}");
+        // The next tick finds nothing more to follow.
+        rig.step(Event::Tick, SEC);
+        assert_eq!(
+            rig.kernel.0.borrow().attached.len(),
+            attached.len(),
+            "{dir}"
+        );
+        assert!(rig.runner.session.targets()[0].gaps.len() <= 1, "{dir}");
+    }
+}
+
+/// A move the kernel could not report (its ring buffer was full) is found at the next tick;
+/// its gap then runs from the check before, the earliest it can have happened.
+#[test]
+fn a_move_found_at_a_tick_has_a_gap_since_the_check_before() {
+    let mut rig = Rig::new(schedule(false, true), None);
+    rig.host
+        .0
+        .borrow_mut()
+        .cgroup_of
+        .insert(10, PathBuf::from("/cg/b"));
+    rig.kernel.0.borrow_mut().moves_lost = 1;
+    rig.step(Event::Tick, SEC);
+    let gaps = rig.runner.session.targets()[0].gaps.clone();
+    assert_eq!(
+        gaps,
+        [Gap {
+            cgroup: "/cg/b".into(),
+            from_ns: CLOCK_NS,
+            to_ns: CLOCK_NS,
+            ongoing: false,
+        }]
+    );
+    let r = rig
+        .runner
+        .snapshot(ReportKind::Interval, false, (rig.t0, CLOCK_NS + 5))
+        .expect("snapshot");
+    assert_eq!(r.processes[0].gaps, gaps);
 }
