@@ -594,8 +594,13 @@ pub mod health {
     pub const HANDOFF_NODE: u32 = 1;
     /// Slots of each path's share of `RTT_SEEN` (a power of two): the cgroup and node paths,
     /// which look no socket up per packet, keep the epoch of their last RTT sample per slot
-    /// of the packet's flow hash instead of per socket.
-    pub const RTT_SEEN_SLOTS: u32 = 65_536;
+    /// of the packet's flow hash instead of per socket. One byte each, eight to a map value:
+    /// both shares (8 KiB) stay in one kmalloc'd block, where the random slot of each new
+    /// socket misses no TLB entry (a 1 MiB table of 64 Ki four-byte slots per path, vmalloc'd
+    /// in 4 KiB pages, cost short connections 15–18 ns more per packet sent: A/B of
+    /// 2026-12-05 in docs/bench-experiments.jsonl). Fewer slots than sockets sending in an
+    /// interval means some share a slot, hence its one sample, in that interval.
+    pub const RTT_SEEN_SLOTS: u32 = 4_096;
 
     /// One `SOCK_CGROUP` value: what sock_ops, which has no cgroup helper (none on 5.10, and
     /// `current` means nothing in its softirq callbacks), needs to know of a TCP socket that

@@ -81,7 +81,7 @@ pub const CB_RETRANS: i32 = 1 << 1;
 pub const CB_STATE: i32 = 1 << 2;
 pub const CB_RTT: i32 = 1 << 3;
 
-/// `RTT_SEEN`'s share of the cgroup path, then of the node path.
+/// `RTT_SEEN`'s share (first slot) of the cgroup path, then of the node path.
 pub const RTT_CG: u32 = 0;
 pub const RTT_NODE: u32 = RTT_SEEN_SLOTS;
 
@@ -254,12 +254,15 @@ pub fn sample_target_rtt(sk: *mut bpf_sock, st: *mut SockState, proto: u8) {
     charge(target_owner(st), Event::Rtt(us));
 }
 
-/// Cgroup and node paths, a TCP packet sent (`base`: the path's share of `RTT_SEEN`): the
-/// socket's smoothed RTT, once per epoch per slot of the flow hash. `skb->hash` on egress is
-/// the socket's own random `sk_txhash` (changed only when TCP rethinks a path after a
-/// timeout), so a socket keeps its slot; two sockets sharing a slot share its sample, which
-/// goes to whichever sends first in the epoch: the rate stays bounded, no socket is favoured
-/// for long. Per packet: two inlined array reads and a compare, no helper call.
+/// Cgroup and node paths, a TCP packet sent (`base`: the path's first slot of `RTT_SEEN`):
+/// the socket's smoothed RTT, once per epoch per slot of the flow hash. `skb->hash` on egress
+/// is the socket's own random `sk_txhash` (changed only when TCP rethinks a path after a
+/// timeout), so a socket keeps its slot; sockets sharing a slot share its sample, which goes
+/// to whichever sends first in the epoch: the rate stays bounded (`RTT_SEEN_SLOTS` samples
+/// per path per epoch at most), no socket is favoured for long. A slot holds a one-byte tag
+/// of the epoch (its low 7 bits, with the top bit set so that no tag is 0, the untouched
+/// slot; no division per packet), so a slot last sampled 128 epochs ago, to the epoch, is
+/// skipped once. Per packet: two inlined array reads and a compare, no helper call.
 #[inline(always)]
 pub fn sample_flow_rtt(ctx: &SkBuffContext, sk: *mut bpf_sock, base: u32, owner: Owner) {
     let e = epoch();
@@ -267,12 +270,15 @@ pub fn sample_flow_rtt(ctx: &SkBuffContext, sk: *mut bpf_sock, base: u32, owner:
         return;
     }
     // SAFETY: ctx field read.
-    let hash = unsafe { (*ctx.skb.skb).hash };
-    let Some(seen) = RTT_SEEN.get_ptr_mut(base + (hash & (RTT_SEEN_SLOTS - 1))) else {
+    let slot = base + (unsafe { (*ctx.skb.skb).hash } & (RTT_SEEN_SLOTS - 1));
+    let Some(word) = RTT_SEEN.get_ptr_mut(slot / 8) else {
         return;
     };
-    // SAFETY: a live array value; plain loads and stores (a race samples twice at worst).
-    if unsafe { *seen } == e {
+    // SAFETY: a byte of a live 8-byte array value (offset bounded by `& 7`).
+    let seen = unsafe { word.cast::<u8>().add((slot & 7) as usize) };
+    let tag = (e & 0x7f) as u8 | 0x80;
+    // SAFETY: as above; plain byte loads and stores (a race samples twice at worst).
+    if unsafe { *seen } == tag {
         return;
     }
     let us = srtt_us(sk);
@@ -280,7 +286,7 @@ pub fn sample_flow_rtt(ctx: &SkBuffContext, sk: *mut bpf_sock, base: u32, owner:
         return;
     }
     // SAFETY: as above.
-    unsafe { *seen = e };
+    unsafe { *seen = tag };
     charge(owner, Event::Rtt(us));
 }
 

@@ -363,11 +363,12 @@ pub static RTT_EPOCH: Array<u32, 1> = Array::new();
 #[aya_ebpf::macros::btf_map]
 pub static HANDOFF: PerCpuArray<Handoff, 2> = PerCpuArray::new();
 
-/// The cgroup path's, then the node path's `RTT_SEEN_SLOTS` slots: the RTT epoch in which a
-/// packet of that slot of the flow hash was last sampled (see `health::sample_flow_rtt`). A
-/// plain array: its lookups are inlined by the verifier, no helper call per packet.
+/// The cgroup path's, then the node path's `RTT_SEEN_SLOTS` one-byte slots, eight per value:
+/// the RTT epoch (its tag, see `health::sample_flow_rtt`) in which a packet of that slot of
+/// the flow hash was last sampled. A plain array: its lookups are inlined by the verifier, no
+/// helper call per packet.
 #[aya_ebpf::macros::btf_map]
-pub static RTT_SEEN: Array<u32, { 2 * RTT_SEEN_SLOTS as usize }> = Array::new();
+pub static RTT_SEEN: Array<u64, { 2 * RTT_SEEN_SLOTS as usize / 8 }> = Array::new();
 
 /// Incoming handshakes in request mini-sockets: addresses → owner and start. Inserted when the
 /// kernel makes the request (sock_ops `TIMEOUT_INIT` on a mini-socket), deleted by the accepted

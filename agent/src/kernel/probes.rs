@@ -393,7 +393,8 @@ struct MapSizes {
     node_health: u32,
     /// DNS names: queries in flight.
     dns_pending: u32,
-    /// The cgroup and node paths' RTT sampler (`RTT_SEEN`): both paths' shares, or 1.
+    /// The cgroup and node paths' RTT sampler (`RTT_SEEN`, eight one-byte slots per
+    /// entry): both paths' shares, or 1.
     rtt_seen: u32,
 }
 
@@ -414,7 +415,10 @@ impl MapSizes {
             target_pids: used(knobs.pid_targets, MAX_TARGET_PIDS),
             node_health: used(knobs.all, MAX_NODE_HEALTH),
             dns_pending: used(knobs.dest.dns, dest::MAX_DNS_PENDING),
-            rtt_seen: used(knobs.all || knobs.cgroup_path, 2 * health::RTT_SEEN_SLOTS),
+            rtt_seen: used(
+                knobs.all || knobs.cgroup_path,
+                2 * health::RTT_SEEN_SLOTS / 8,
+            ),
         }
     }
 }
@@ -1420,7 +1424,7 @@ mod map_size_tests {
                 1,
                 MAX_NODE_HEALTH,
                 1,
-                2 * RTT_SEEN_SLOTS,
+                2 * RTT_SEEN_SLOTS / 8,
             ),
             (
                 cgroups_with_classes,
@@ -1432,7 +1436,7 @@ mod map_size_tests {
                 1,
                 1,
                 1,
-                2 * RTT_SEEN_SLOTS,
+                2 * RTT_SEEN_SLOTS / 8,
             ),
         ];
         for (
