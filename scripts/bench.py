@@ -27,9 +27,11 @@ a child cgroup of the cgroup2 mount, where procnetmon2 (lookup mode, `-p PID`) a
      then all 100 busy for an hour): bytes per day, CPU per frame, the 24-hour recording
      opened at its end and sought at random (cold: after dropping the page cache);
 then BENCHMARKS.md with every target checked (PASS/MISS). With another build as monitor "alt"
-(BENCH_ALT_REV / BENCH_ALT_BIN: the commit before TCP health, issue 29), the in-kernel section
-also gates this build against it: churn ns per connection ≤ 1.10× and TCP bulk ns/packet ≤ 1.05×
-(all hooks, medians of the same run).
+(BENCH_ALT_REV / BENCH_ALT_BIN: the build without TCP health, issue 29; scripts/bench builds it
+for a full run), the in-kernel section also gates this build against it on each counting path:
+churn ns per connection ≤ 1.10× and TCP bulk ns/packet ≤ 1.05× (all hooks, medians of the same
+run), each MISS with the program-by-program difference and, on the cgroup and node paths, the
+floor of what TCP health needs there (pnm-bare `storage+sockops`, `cgid+health`).
 
 Settings (environment): BENCH_PAIRS (5), BENCH_SECS (5), BENCH_NET (10.232.0),
 BENCH_MONITORS ("procnetmon2 bare nethogs"), BENCH_PIN (1: server on CPU 0, client on CPU 1),
@@ -1382,13 +1384,18 @@ def why_kernel(ns, k, monitor, floor, lim, per_conn, floor_kind=None):
 # Issue 29's gates (TCP health), A/B against the build without it (monitor "alt", given with
 # BENCH_ALT_BIN or BENCH_ALT_REV; scripts/bench builds it by default), in-kernel, all hooks,
 # medians of the same run: on each counting path a target can be on. (workload, label, figure,
-# limit, the path's health floor and the floor it adds to, or None).
+# limit, the path's health floor, the floor it adds to, and what would bring the floor down;
+# or None).
 AB_TARGETS = (
     ("churn", "churn ns per connection (`-p`)", "conn_ns", T_AB_CHURN_X, None),
     ("churncg", "churn ns per connection (whole-cgroup target)", "conn_ns", T_AB_CHURN_X,
-     ("bare+storage+sockops", "bare+storage")),
+     ("bare+storage+sockops", "bare+storage", "a kernel whose sock_ops callbacks cost less to "
+      "run (the path already needed the program for its TCP gauge; health adds the state "
+      "callback through each handshake)")),
     ("churnall", "churn ns per connection (`--all`)", "conn_ns", T_AB_CHURN_X,
-     ("bare+cgid+health", "bare+cgid")),
+     ("bare+cgid+health", "bare+cgid", "a kernel whose sock_ops can name a socket's cgroup "
+      "(none on 5.10; from 6.4 only `current`'s, right at the connect alone) and whose socket "
+      "storage costs less to allocate")),
     ("tcp", "TCP bulk ns/packet (`-p`)", "all_ns", T_AB_TCP_X, None),
     ("tcpcg", "TCP bulk ns/packet (whole-cgroup target)", "all_ns", T_AB_TCP_X, None),
     ("tcpall", "TCP bulk ns/packet (`--all`)", "all_ns", T_AB_TCP_X, None),
@@ -1425,7 +1432,7 @@ def why_ab(ns, k, field, lim, floors):
             f"{fmt(q, 1)} (+{fmt(p - q, 1)}); by program ({unit}, this build − that one): "
             + ("; ".join(parts) or "no program moved by half a nanosecond") + ". ")
     if floors:
-        h, base = floors
+        h, base, closer = floors
         fh = med(r[field] for r in ns[k].get(h, []))
         fb = med(r[field] for r in ns[k].get(base, []))
         if fh and fb:
@@ -1435,9 +1442,8 @@ def why_ab(ns, k, field, lim, floors):
             if fh / fb > lim:
                 text += (f"the floor alone is above the {lim:g}× gate: {FLOOR_WHAT[h]} costs more "
                          f"than the gate allows, so no build with TCP health on this path can "
-                         f"meet it. What would close it: a gate relative to that floor, or a "
-                         f"kernel whose sock_ops can name a socket's cgroup and whose socket "
-                         f"storage costs less to allocate.")
+                         f"meet it. What would close it: a gate relative to that floor, or "
+                         f"{closer}.")
             else:
                 text += (f"the floor is within the {lim:g}× gate; procnetmon2's work over it is "
                          f"what misses it.")
@@ -1693,6 +1699,12 @@ def report_nsperpkt(ns, b):
         b("also runs in process context, which a softirq sending on the same CPU or a preempting")
         b("task can interrupt between a plain add's load and store); the bare counter and the")
         b("socket path's floors add the bytes only, plainly, as they were measured since issue 19.")
+        b("In churn those two paths' floors also run with what TCP health (issue 29) cannot avoid")
+        b("there: a sock_ops program arming the state callback at each connect (a failed connect's")
+        b("end is seen only so) and disarming it once established, and on the node path a")
+        b("sock_create program allocating one socket-storage value per socket (sock_ops has no")
+        b("cgroup helper: the cgroup is stamped where `current` is the creator) and a sock_release")
+        b("program (`+sockops`, `+health`).")
         b("*share of procnetmon2's excess* is (variant − bare) / (procnetmon2 − bare), skb hooks")
         b("(churn: all hooks per connection).")
         b("")
