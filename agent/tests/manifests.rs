@@ -219,7 +219,10 @@ fn check_classes(file: &str, pod: &Value, classes: &str) {
     );
     assert_eq!(str_at(&cm, "/metadata/namespace"), namespace());
     let text = str_at(&cm, &format!("/data/{key}"));
-    let tmp = std::env::temp_dir().join(format!("pnm-classes-{}.yaml", std::process::id()));
+    // One file per call: the tests run on parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = std::env::temp_dir().join(format!("pnm-classes-{}-{n}.yaml", std::process::id()));
     std::fs::write(&tmp, text).expect("write");
     let set = procnetmon2::classes::ClassSet::from_flags(&[], Some(&tmp));
     let _ = std::fs::remove_file(&tmp);
