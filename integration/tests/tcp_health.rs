@@ -16,7 +16,9 @@ use std::{
     time::Duration,
 };
 
-use procnetmon2_integration::{Cgroup, Monitor, Netns, Proc, Veth, num, skip_unless_root};
+use procnetmon2_integration::{
+    Cgroup, Monitor, Netns, Proc, Veth, bpftool_cgroup_tree_under, num, skip_unless_root,
+};
 
 /// The only workload of a report (a `--cgroup` target).
 fn only_workload(r: &serde_json::Value) -> &serde_json::Value {
@@ -29,6 +31,22 @@ fn only_workload(r: &serde_json::Value) -> &serde_json::Value {
 fn health(row: &serde_json::Value) -> (u64, u64) {
     let h = &row["tcp_health"];
     (num(h, "connect_failures"), num(h, "retransmitted_segments"))
+}
+
+/// Which sock_ops program a `--cgroup` target's cgroup runs: the cgroup path's where the
+/// kernel keeps a program's cgroup storage in its run context (`bpf_cg_run_ctx` in its BTF,
+/// 5.15+), else the socket path's. So a passing test says which path it checked.
+fn assert_whole_cgroup_path(cg: &Cgroup) {
+    let run_ctx = std::fs::read("/sys/kernel/btf/vmlinux")
+        .is_ok_and(|btf| btf.windows(14).any(|w| w == b"bpf_cg_run_ctx"));
+    let want = if run_ctx {
+        "pnm_cg_sockops"
+    } else {
+        "pnm_sockops"
+    };
+    let tree = bpftool_cgroup_tree_under(&cg.dir);
+    assert!(tree.contains(want), "{want} not at {}:\n{tree}", cg.rel());
+    eprintln!("whole-cgroup target counted by {want}");
 }
 
 /// `iptables ARGS` in namespace `ns` (one process: `ip netns exec` execs it).
@@ -98,6 +116,7 @@ fn failed_connects_and_retransmissions_are_exact() {
     target.expect_line("ready");
     let rel = cg.rel();
     let mut mon = Monitor::start(&["--cgroup", &rel, "--json", "--interval", "300ms"]);
+    assert_whole_cgroup_path(&cg);
     // 1 s reports: the test reads them only at its end (report_where looks at 20 at most).
     let mut node = Monitor::start(&["--all", "--json", "--interval", "1s"]);
     let retrans_before = a.snmp("Tcp", "RetransSegs");
