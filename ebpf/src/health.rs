@@ -175,9 +175,16 @@ fn add(h: *mut Health, ev: Event) {
             Event::HandshakeFailure => atomic_add(&raw mut (*h).handshake_failures, 1),
             Event::Retransmits(n) => atomic_add(&raw mut (*h).retrans_segs, n),
             Event::Rtt(us) => {
-                // Bounded for the verifier (every u32 RTT >> 3 is below 2^29 anyway).
-                let b = rtt_bucket(us).min(RTT_BUCKETS - 1);
-                atomic_add(&raw mut (*h).rtt_buckets[b], 1);
+                // Bounded for the verifier (every u32 RTT >> 3 is below 2^29, so the bucket
+                // always fits), by a test against an immediate. `.min()` (and a clamp) compiled
+                // to `r2 = 29; if r2 > r1`, and 5.10 and 6.1 decide a branch in advance only
+                // when its right operand is the constant: they followed the impossible side with
+                // inverted bounds (umin 30 > umax 28) and refused the index: "misaligned access
+                // off (0x0; 0xffffffffffffffff)+0+32 size 8".
+                let b = rtt_bucket(us);
+                if b < RTT_BUCKETS {
+                    atomic_add(&raw mut (*h).rtt_buckets[b], 1);
+                }
                 atomic_add(&raw mut (*h).rtt_sum_us, u64::from(us));
             }
         }
