@@ -155,6 +155,65 @@ fn openmetrics_backfills_into_prometheus_exactly() {
             .expect("the class's sample");
         assert_eq!(v, c.by_protocol.tcp.bytes_out as f64, "{}", c.class);
     }
+    // TCP health: each workload's counters and RTT histogram at each frame, exactly.
+    let mut health_checked = 0;
+    for r in &rs {
+        let ms = r.timestamp.timestamp_millis();
+        for w in r.workloads.iter().filter(|w| w.row.health.rtt.count() > 0) {
+            let h = &w.row.health;
+            let at = |fam: &str| got.get(&(fam.to_string(), w.name.clone(), ms)).copied();
+            assert_eq!(
+                at("procnetmon_tcp_connect_failures_total"),
+                Some(h.connect_failures as f64),
+                "{}",
+                w.name
+            );
+            assert_eq!(
+                at("procnetmon_tcp_retransmitted_segments_total"),
+                Some(h.retransmitted_segments as f64)
+            );
+            assert_eq!(
+                at("procnetmon_tcp_rtt_seconds_count"),
+                Some(h.rtt.count() as f64)
+            );
+            health_checked += 1;
+        }
+    }
+    assert!(health_checked >= 30, "{health_checked}");
+    // The histogram's buckets are cumulative and end at the count (+Inf).
+    let last = rs.last().expect("a report");
+    let w = last
+        .workloads
+        .iter()
+        .find(|w| w.row.health.rtt.count() > 0)
+        .expect("a workload with RTT samples");
+    let ms = last.timestamp.timestamp_millis();
+    // (le, samples), in the order of le (the dump sorts labels as text).
+    let mut buckets: Vec<(f64, f64)> = dump
+        .lines()
+        .filter(|l| {
+            l.contains("__name__=\"procnetmon_tcp_rtt_seconds_bucket\"")
+                && l.contains(&format!("cgroup=\"{}\"", w.name))
+                && l.ends_with(&format!(" {ms}"))
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').nth(1)?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(buckets.len(), crate::metrics::RTT_LE_US.len() + 1);
+    assert!(buckets.windows(2).all(|p| p[0].1 <= p[1].1), "{buckets:?}");
+    assert_eq!(
+        buckets.last().map(|b| b.1),
+        Some(w.row.health.rtt.count() as f64)
+    );
+    assert!(buckets[0].1 < buckets[buckets.len() - 1].1, "{buckets:?}");
     assert!(!got.is_empty());
 }
 
@@ -190,6 +249,43 @@ fn csv_has_a_line_per_row_host_and_class() {
         .expect("row");
     assert_eq!(line[9], w.row.counters.bytes_out.to_string());
     assert_eq!(line[13], format!("{:.0}", w.row.rate_out));
+    assert_eq!(line[16], w.row.health.connect_failures.to_string());
+    assert_eq!(line[17], w.row.health.retransmitted_segments.to_string());
+}
+
+/// The DNS that named nothing (`--destinations`) goes out as `/metrics` has it: one counter
+/// pair summed over the targets, at each frame that has any.
+#[test]
+fn openmetrics_carries_the_dns_counters() {
+    let d = TempDir::new("om-dns");
+    let mut rs = reports(4, 0);
+    for (i, r) in rs.iter_mut().enumerate() {
+        let n = i as u64;
+        r.workloads[0].dns = Some(crate::model::DnsCounts {
+            unmatched: 10 * n,
+            dropped: n,
+        });
+        r.workloads[1].dns = Some(crate::model::DnsCounts {
+            unmatched: 1,
+            dropped: 0,
+        });
+    }
+    record(&d.0, &rs);
+    let rec = Recording::open(&d.0).expect("open");
+    let mut out = Vec::new();
+    super::export::openmetrics(&rec, None, None, &mut out).expect("export");
+    let text = String::from_utf8(out).expect("utf-8");
+    let values = |name: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name} ")))
+            .filter_map(|l| l.split(' ').next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        values("procnetmon_dns_unmatched_total"),
+        ["1", "11", "21", "31"]
+    );
+    assert_eq!(values("procnetmon_dns_dropped_total"), ["0", "1", "2", "3"]);
 }
 
 /// The picture renders (rsvg-convert) and holds one line per busiest row, in order, whose
