@@ -17,7 +17,7 @@ use std::{
 };
 
 use procnetmon2_integration::{
-    Cgroup, Monitor, Netns, Proc, Veth, bpftool_cgroup_tree_under, num, skip_unless_root,
+    Cgroup, Monitor, Netns, Proc, Veth, bpftool_cgroup_tree_under, num, sh, skip_unless_root,
 };
 
 /// The only workload of a report (a `--cgroup` target).
@@ -33,20 +33,38 @@ fn health(row: &serde_json::Value) -> (u64, u64) {
     (num(h, "connect_failures"), num(h, "retransmitted_segments"))
 }
 
-/// Which sock_ops program a `--cgroup` target's cgroup runs: the cgroup path's where the
-/// kernel keeps a program's cgroup storage in its run context (`bpf_cg_run_ctx` in its BTF,
-/// 5.15+), else the socket path's. So a passing test says which path it checked.
+/// Which counting path a `--cgroup` target is on: the cgroup path's programs at its cgroup
+/// where the kernel keeps a program's cgroup storage in its run context (`bpf_cg_run_ctx` in
+/// its BTF, 5.15+); before that the cgroup path's programs are not even loaded, and the socket
+/// path's are (by name from `bpftool prog list`: Debian's bpftool lists no programs in
+/// `cgroup tree` on 5.10). So a passing test says which path it checked.
 fn assert_whole_cgroup_path(cg: &Cgroup) {
     let run_ctx = std::fs::read("/sys/kernel/btf/vmlinux")
         .is_ok_and(|btf| btf.windows(14).any(|w| w == b"bpf_cg_run_ctx"));
-    let want = if run_ctx {
-        "pnm_cg_sockops"
+    if run_ctx {
+        let here = bpftool_cgroup_tree_under(&cg.dir);
+        assert!(
+            here.contains("pnm_cg_sockops"),
+            "the cgroup path's pnm_cg_sockops not at {}:\n{here}",
+            cg.rel()
+        );
+        eprintln!("whole-cgroup target counted on the cgroup path (pnm_cg_sockops)");
     } else {
-        "pnm_sockops"
-    };
-    let tree = bpftool_cgroup_tree_under(&cg.dir);
-    assert!(tree.contains(want), "{want} not at {}:\n{tree}", cg.rel());
-    eprintln!("whole-cgroup target counted by {want}");
+        let progs: serde_json::Value =
+            serde_json::from_str(&sh("bpftool", &["prog", "list", "-j"])).expect("bpftool json");
+        let names: Vec<&str> = progs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .filter(|n| n.starts_with("pnm_"))
+            .collect();
+        assert!(
+            names.contains(&"pnm_sockops") && !names.iter().any(|n| n.starts_with("pnm_cg_")),
+            "not the socket path alone: {names:?}"
+        );
+        eprintln!("whole-cgroup target counted on the socket path (pnm_sockops)");
+    }
 }
 
 /// `iptables ARGS` in namespace `ns` (one process: `ip netns exec` execs it).
