@@ -1484,8 +1484,13 @@ def verdict(ok):
 
 
 def command_line():
+    # What the operator set; not what scripts/bench set for itself (the build without TCP
+    # health it made in a temporary directory: BENCH_ALT_BUILT names its commit).
+    own = {"BENCH_ID", "BENCH_OUT", "BENCH_ALT_BUILT"}
+    if os.environ.get("BENCH_ALT_BUILT"):
+        own.add("BENCH_ALT_BIN")
     envs = " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
-                    if k.startswith("BENCH_") and k not in ("BENCH_ID", "BENCH_OUT"))
+                    if k.startswith("BENCH_") and k not in own)
     return (envs + " " if envs else "") + "scripts/bench"
 
 
@@ -1755,6 +1760,11 @@ def write_report(R, started, load_start, errors):
     w(f"- Load average at start: {load_start}")
     w(f"- procnetmon2: {git_rev()}, release build"
       + (f" from {REL}" if os.environ.get("BENCH_BIN_DIR") else ""))
+    if os.environ.get("BENCH_ALT_BUILT"):
+        w(f"- The build without TCP health (A/B): {os.environ['BENCH_ALT_BUILT'][:7]}, "
+          "built by scripts/bench in a temporary directory")
+    elif ALT_BIN:
+        w(f"- The build without TCP health (A/B): {ALT_BIN}")
     w(f"- Settings: {PAIRS} interleaved pairs of {SECS} s per workload and monitor; "
       f"{'server pinned to CPU 0, client to CPU 1' if PIN else 'no CPU pinning'}; "
       f"veth {IP_C} ↔ {IP_S} between two network namespaces; the traffic source in its own "
