@@ -754,7 +754,7 @@ NS_KINDS = tuple(os.environ.get("BENCH_NS_KINDS", " ".join(NS_WORKLOADS)).split(
 # socket's cgroup must be stamped where `current` is its creator) and a sock_release program.
 FLOORS = {"bare": "counter", "bare+miss": "miss", "bare+hit": "hit", "bare+storage": "storage",
           "bare+cgid": "cgid", "bare+storage+sockops": "storage+sockops",
-          "bare+cgid+health": "cgid+health"}
+          "bare+cgid+health": "cgid+health", "bare+cgid+class": "cgid+class"}
 FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
                "bare+miss": "bare + one failed `bpf_sk_storage_get`",
                "bare+hit": "bare + one found `bpf_sk_storage_get`, add keyed by its value "
@@ -771,7 +771,11 @@ FLOOR_LABEL = {"bare": "bare counter (one per-CPU add)",
                "bare+cgid+health": "bare+cgid, a sock_ops program arming the state callback at "
                                    "each connect and disarming it once established, a "
                                    "sock_create program allocating one socket-storage value "
-                                   "per socket, and an empty sock_release program"}
+                                   "per socket, and an empty sock_release program",
+               "bare+cgid+class": "bare+cgid keyed by (cgroup, class), the class of the "
+                                  "packet's remote IPv4 address read from its header and found "
+                                  "in a per-CPU direct-mapped cache (one array lookup and a "
+                                  "compare, as procnetmon2's when the cache hits)"}
 # What each floor stands for, in a WHY.
 FLOOR_WHAT = {"bare+miss": "the failed socket-storage lookup every packet of the socket path "
                            "pays",
@@ -786,7 +790,9 @@ FLOOR_WHAT = {"bare+miss": "the failed socket-storage lookup every packet of the
                                       "program does) and watching each connect's end",
               "bare+cgid+health": "running a sock_ops program on each TCP callback, watching "
                                   "each connect's end, and stamping each new socket's cgroup "
-                                  "(one socket-storage allocation) with a release hook"}
+                                  "(one socket-storage allocation) with a release hook",
+              "bare+cgid+class": "naming the cgroup and the packet's class (the remote address "
+                                 "from the header, a cache lookup) and counting exactly"}
 # The socket path's floor variants run in these -p workloads; the cgroup and node paths' in
 # all of theirs (they are those targets' floors).
 FLOOR_KINDS = tuple(k for k in os.environ.get("BENCH_FLOOR_KINDS", "udp tcp churn").split()
@@ -800,7 +806,7 @@ def ns_monitors(k):
     churn = NS_WORKLOADS[k][0] == "churn"
     floors = {"pid": ["bare+miss", "bare+hit"] if k in FLOOR_KINDS else [],
               "cgroup": ["bare+storage"] + (["bare+storage+sockops"] if churn else []),
-              "all": ["bare+cgid"] + (["bare+cgid+health"] if churn else [])}[target]
+              "all": ["bare+cgid"] + (["bare+cgid+health"] if churn else ["bare+cgid+class"])}[target]
     variants = list(ALL_VARIANTS) if target == "all" and NS_WORKLOADS[k][0] != "churn" else []
     return ["procnetmon2"] + variants + (["alt"] if ALT_BIN else []) + ["bare"] + floors
 
@@ -1590,7 +1596,8 @@ def experiments_section():
         floor = " / ".join(fmt(x, 1) for x in fl) if all(fl) else "-"
         others = sorted({key.split("/")[1] for key in m if "/" in key and not key.startswith(("dest/", "cps/", "churn-prog"))}
                         - {"procnetmon2", "bare", "bare+miss", "bare+storage", "bare+cgid",
-                           "bare+storage+sockops", "bare+cgid+health", *ALL_VARIANTS}
+                           "bare+storage+sockops", "bare+cgid+health", "bare+cgid+class",
+                           *ALL_VARIANTS}
                         - ({"bare+hit"} if "udp/bare+hit" in m else set()))
         ab = []
         for o in others:
@@ -1627,9 +1634,9 @@ KERNEL_TARGETS = (
     ("udpall", "--all, 64-byte UDP", T_ALL_X, "procnetmon2", False, "bare+cgid", None),
     ("tcpall", "--all, TCP bulk", T_ALL_X, "procnetmon2", False, "bare+cgid", None),
     ("udpall", "--all with classes, 64-byte UDP", T_ALL_CLASSES_X, "procnetmon2+classes", False,
-     "bare+cgid", None),
+     "bare+cgid+class", None),
     ("tcpall", "--all with classes, TCP bulk", T_ALL_CLASSES_X, "procnetmon2+classes", False,
-     "bare+cgid", None),
+     "bare+cgid+class", None),
     ("churnall", "--all, churn", T_ALL_CONN_X, "procnetmon2", True, "bare+cgid+health", None),
 )
 
@@ -1709,7 +1716,11 @@ def report_nsperpkt(ns, b):
         b("end is seen only so) and disarming it once established, and on the node path a")
         b("sock_create program allocating one socket-storage value per socket (sock_ops has no")
         b("cgroup helper: the cgroup is stamped where `current` is the creator) and a sock_release")
-        b("program (`+sockops`, `+health`).")
+        b("program (`+sockops`, `+health`). For `--all` with classes, `+class` is the node path's")
+        b("floor plus what a class cannot avoid: the remote IPv4 address read from the header and")
+        b("its class found in a per-CPU direct-mapped cache (one array lookup and a compare, as")
+        b("procnetmon2's cache when it hits), the counter keyed by (cgroup, class); its share is")
+        b("of procnetmon2+classes' excess.")
         b("*share of procnetmon2's excess* is (variant − bare) / (procnetmon2 − bare), skb hooks")
         b("(churn: all hooks per connection).")
         b("")
@@ -1721,7 +1732,9 @@ def report_nsperpkt(ns, b):
             f = "conn_ns" if churn else "skb_ns"
             v = med(r[f] for r in rows)
             q = med(r[f] for r in ns[k]["bare"])
-            p = med(r[f] for r in ns[k]["procnetmon2"])
+            pm = ("procnetmon2+classes" if m == "bare+cgid+class" and ns[k].get("procnetmon2+classes")
+                  else "procnetmon2")
+            p = med(r[f] for r in ns[k][pm])
             over = f"{fmt(v / q, 3)}×" if v and q else "-"
             share = (f"{fmt(100 * (v - q) / (p - q), 0)}%" if v and q and p and p > q and m != "bare"
                      else "-")

@@ -1,7 +1,7 @@
 //! The "bare cgroup_skb counter" of `scripts/bench`: the cheapest useful thing a cgroup hook can
 //! do, as the yardstick for procnetmon2's in-kernel cost.
 //!
-//! Usage: `pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage]`
+//! Usage: `pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage][+sockops|+health|+class]`
 //!
 //! Creates a one-entry `BPF_MAP_TYPE_PERCPU_ARRAY` (u64 value), loads two hand-assembled
 //! `BPF_PROG_TYPE_CGROUP_SKB` programs (ingress and egress) that add `skb->len` to it (plain
@@ -36,6 +36,12 @@
 //! where `current` is its creator) and an empty cgroup/sock_release program (where a connect
 //! the process gives up is seen). `storage+sockops` and `cgid+health` are the floors of the
 //! cgroup and node paths with TCP health.
+//!
+//! `cgid+class` is the node path's floor with destination classes (`--all --classes`): before
+//! the cgroup's counter, the packet's remote IPv4 address read from its header (direct packet
+//! access) and its class found in a per-CPU direct-mapped cache of 1,024 slots (one array
+//! lookup and a compare: what procnetmon2 pays when the cache hits, as it always does for one
+//! remote host), and the counter keyed by (cgroup id, class).
 use std::{
     ffi::CString,
     io::{Read, Write},
@@ -70,7 +76,14 @@ enum Variant {
 /// `miss` then looks the packet's socket up in a socket storage (and finds nothing); `hit`
 /// instead finds (or on the first packet creates) the socket's value and uses it as the
 /// counter's key. `egress`: the program for the egress hook (see `add_of`).
-fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
+/// `class_fd`: the class cache of `cgid+class`.
+fn program(
+    v: Variant,
+    map_fd: RawFd,
+    sk_fd: RawFd,
+    class_fd: Option<RawFd>,
+    egress: bool,
+) -> Vec<u64> {
     let add = add_of(v, egress);
     let past_add = add.len() as i16;
     let ret = [
@@ -122,7 +135,10 @@ fn program(v: Variant, map_fd: RawFd, sk_fd: RawFd, egress: bool) -> Vec<u64> {
             p.extend(add);
         }
         Variant::CgroupId => {
-            p.extend(by_cgroup_id(map_fd, past_add));
+            if let Some(fd) = class_fd {
+                p.extend(class_of_remote(fd, egress));
+            }
+            p.extend(by_cgroup_id(map_fd, past_add, class_fd.is_some()));
             p.extend(add);
         }
         Variant::Storage => {
@@ -182,28 +198,75 @@ fn add_of(v: Variant, egress: bool) -> Vec<u64> {
     }
 }
 
+/// `cgid+class`: r7 = the class of the packet's remote IPv4 address from this CPU's cache
+/// (`class_fd`, 1,024 u64 slots of `address << 32 | 0x100 | class`, as procnetmon2's
+/// `CLASS_CACHE`); 0 when the header is not in the linear data or the slot holds another
+/// address (then the slot is filled, class 0: the next packet hits). r6 holds the context.
+fn class_of_remote(class_fd: RawFd, egress: bool) -> Vec<u64> {
+    // The remote address: the destination on egress, the source on ingress.
+    let addr_off: i16 = if egress { 16 } else { 12 };
+    // Fibonacci hashing of the address (as `dest::class_node_cached`), top 10 bits.
+    let golden = 0x9e37_79b9_u32 as i32;
+    vec![
+        insn(0xb7, 7, 0, 0, 0),                        // r7 = 0 (class)
+        insn(0x61, 2, 6, 76, 0),                       // r2 = skb->data
+        insn(0x61, 3, 6, 80, 0),                       // r3 = skb->data_end
+        insn(0xbf, 4, 2, 0, 0),                        // r4 = r2
+        insn(0x07, 4, 0, 0, 20),                       // r4 += 20 (an IPv4 header)
+        insn(0x2d, 4, 3, 22, 0),                       // if r4 > r3 goto end
+        insn(0x61, 8, 2, addr_off, 0),                 // r8 = the remote address
+        insn(0xbf, 1, 8, 0, 0),                        // r1 = r8
+        insn(0x24, 1, 0, 0, golden),                   // w1 *= 0x9e3779b9
+        insn(0x74, 1, 0, 0, 22),                       // w1 >>= 22 (slot)
+        insn(0x63, 10, 1, -36, 0),                     // *(u32 *)(r10 - 36) = r1
+        insn(0xbf, 2, 10, 0, 0),                       // r2 = r10
+        insn(0x07, 2, 0, 0, -36),                      // r2 += -36
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, class_fd), // r1 = class cache
+        insn(0x00, 0, 0, 0, 0),                        //
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = this CPU's slot
+        insn(0x15, 0, 0, 11, 0),                       // if r0 == 0 goto end
+        insn(0x79, 1, 0, 0, 0),                        // r1 = *(u64 *)(r0 + 0)
+        insn(0xbf, 2, 8, 0, 0),                        // r2 = r8
+        insn(0x67, 2, 0, 0, 32),                       // r2 <<= 32
+        insn(0x47, 2, 0, 0, 0x100),                    // r2 |= 0x100 (cached)
+        insn(0xbf, 3, 1, 0, 0),                        // r3 = r1
+        insn(0x57, 3, 0, 0, -256),                     // r3 &= !0xff
+        insn(0x5d, 3, 2, 3, 0),                        // if r3 != r2 goto fill
+        insn(0xbf, 7, 1, 0, 0),                        // r7 = r1
+        insn(0x57, 7, 0, 0, 0xff),                     // r7 &= 0xff (the class)
+        insn(0x05, 0, 0, 1, 0),                        // goto end
+        insn(0x7b, 0, 2, 0, 0),                        // fill: *(u64 *)(r0 + 0) = r2
+        insn(0xbf, 1, 6, 0, 0),                        // end: r1 = ctx
+    ]
+}
+
 /// `cgid`: r0 = the per-CPU hash map's value for the packet's socket's cgroup (created on its
 /// first packet), then the add; r6 holds the context. Jumps land on the add (right after this
-/// block) or past it (`past_add` instructions) on `out`.
-fn by_cgroup_id(map_fd: RawFd, past_add: i16) -> Vec<u64> {
+/// block) or past it (`past_add` instructions) on `out`. `with_class`: the key is (cgroup id,
+/// the class in r7), 16 bytes.
+fn by_cgroup_id(map_fd: RawFd, past_add: i16, with_class: bool) -> Vec<u64> {
+    let (key_at, value_at) = if with_class { (-16, -32) } else { (-8, -24) };
     let key = [
         insn(0xbf, 2, 10, 0, 0),                     // r2 = r10
-        insn(0x07, 2, 0, 0, -8),                     // r2 += -8 (the cgroup id)
+        insn(0x07, 2, 0, 0, i32::from(key_at)),      // r2 += key_at (the key)
         insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
         insn(0x00, 0, 0, 0, 0),                      //
     ];
     let mut p = vec![
         insn(0x85, 0, 0, 0, BPF_FUNC_SKB_CGROUP_ID), // r0 = bpf_skb_cgroup_id(ctx)
-        insn(0x7b, 10, 0, -8, 0),                    // *(u64 *)(r10 - 8) = r0
+        insn(0x7b, 10, 0, key_at, 0),                // *(u64 *)(r10 + key_at) = r0
     ];
+    if with_class {
+        p.push(insn(0x7b, 10, 7, key_at + 8, 0)); // *(u64 *)(r10 + key_at + 8) = r7
+    }
     p.extend(key);
     p.extend([
         insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = lookup
         insn(0x55, 0, 0, 16, 0),                       // if r0 != 0 goto add (+16)
-        insn(0x7a, 10, 0, -24, 0),                     // *(u64 *)(r10 - 24) = 0 (value:
-        insn(0x7a, 10, 0, -16, 0),                     // *(u64 *)(r10 - 16) = 0  two u64s)
+        insn(0x7a, 10, 0, value_at, 0),                // value: two u64s of 0
+        insn(0x7a, 10, 0, value_at + 8, 0),            //
         insn(0xbf, 3, 10, 0, 0),                       // r3 = r10
-        insn(0x07, 3, 0, 0, -24),                      // r3 += -24
+        insn(0x07, 3, 0, 0, i32::from(value_at)),      // r3 += value_at
         insn(0xb7, 4, 0, 0, 1),                        // r4 = BPF_NOEXIST
     ]);
     p.extend(key);
@@ -224,6 +287,7 @@ enum Extra {
     None,
     SockOps,
     Health,
+    Class,
 }
 
 /// `+sockops`: arm the state and retransmit callbacks at `TCP_CONNECT_CB`, keep only the
@@ -342,7 +406,7 @@ fn socket_storage(name: &[u8]) -> RawFd {
 fn main() {
     let usage = || -> ! {
         eprintln!(
-            "usage: pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage|storage+sockops|cgid+health]"
+            "usage: pnm-bare CGROUP_DIR [counter|miss|hit|cgid|storage|storage+sockops|cgid+health|cgid+class]"
         );
         std::process::exit(2);
     };
@@ -354,6 +418,7 @@ fn main() {
         None => (arg.as_str(), Extra::None),
         Some((b, "sockops")) => (b, Extra::SockOps),
         Some((b, "health")) => (b, Extra::Health),
+        Some(("cgid", "class")) => ("cgid", Extra::Class),
         Some(_) => usage(),
     };
     let variant = match base {
@@ -372,6 +437,7 @@ fn main() {
     }
     // (type, key size, max_entries): the counter's map, keyed as the variant counts.
     let (map_type, key_size, entries) = match variant {
+        Variant::CgroupId if extra == Extra::Class => (BPF_MAP_TYPE_PERCPU_HASH, 16, 16_384),
         Variant::CgroupId => (BPF_MAP_TYPE_PERCPU_HASH, 8, 16_384),
         _ => (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 1),
     };
@@ -402,8 +468,17 @@ fn main() {
     } else {
         socket_storage(b"bare_sk")
     };
-    let ingress = program(variant, map, sk_map, false);
-    let egress = program(variant, map, sk_map, true);
+    let class_map = (extra == Extra::Class).then(|| {
+        let mut a = Attr::new();
+        a.u32(0, BPF_MAP_TYPE_PERCPU_ARRAY) // map_type
+            .u32(4, 4) // key_size (the slot)
+            .u32(8, 8) // value_size (address << 32 | cached | class)
+            .u32(12, 1024) // max_entries (procnetmon2's CLASS_CACHE_SLOTS)
+            .bytes(28, b"bare_class"); // map_name
+        bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| die("class cache create", e))
+    });
+    let ingress = program(variant, map, sk_map, class_map, false);
+    let egress = program(variant, map, sk_map, class_map, true);
     let create = sock_create_program(if extra == Extra::Health {
         socket_storage(b"bare_stamp")
     } else {
@@ -440,7 +515,7 @@ fn main() {
             &release,
         ));
     }
-    if extra != Extra::None {
+    if matches!(extra, Extra::SockOps | Extra::Health) {
         progs.push((
             "bare_sockops",
             BPF_PROG_TYPE_SOCK_OPS,
