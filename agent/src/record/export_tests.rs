@@ -36,25 +36,72 @@ fn have(tool: &str) -> bool {
     ok
 }
 
-/// Backfills the export with `promtool tsdb create-blocks-from openmetrics` and reads every
-/// sample back with `promtool tsdb dump`: each recorded counter, at each frame's time,
-/// exactly.
-#[test]
-fn openmetrics_backfills_into_prometheus_exactly() {
-    if !have("promtool") {
-        return;
+/// One sample of `promtool tsdb dump`: `{__name__="…", cgroup="…", …} VALUE MS`.
+struct Sample {
+    labels: HashMap<String, String>,
+    value: f64,
+    ms: i64,
+}
+
+/// What `promtool tsdb dump` read back from the blocks. Prometheus keeps float64 samples:
+/// exact for counters below 2^53, which these are.
+struct Dump(Vec<Sample>);
+
+impl Dump {
+    fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .map(|line| {
+                let (labels, rest) = line.rsplit_once("} ").expect("dump line");
+                let mut it = rest.split(' ');
+                let value = it.next().and_then(|v| v.parse().ok()).expect("value");
+                let ms = it.next().and_then(|v| v.parse().ok()).expect("time");
+                // Go-quoted `key="value"` pairs; the test's values hold no `", `.
+                let labels = labels
+                    .trim_start_matches('{')
+                    .split("\", ")
+                    .filter_map(|kv| kv.split_once("=\""))
+                    .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+                    .collect();
+                Sample { labels, value, ms }
+            })
+            .collect();
+        Self(samples)
     }
-    let d = TempDir::new("om");
-    let rs = reports(30, 0);
-    record(&d.0, &rs);
-    let rec = Recording::open(&d.0).expect("open");
-    let mut text = Vec::new();
-    super::export::openmetrics(&rec, None, None, &mut text).expect("export");
-    let text = String::from_utf8(text).expect("utf-8");
-    assert!(text.ends_with("# EOF\n"));
+
+    /// The samples of family `name` at `ms` whose labels include `with`.
+    fn select<'a>(
+        &'a self,
+        name: &'a str,
+        ms: i64,
+        with: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.0.iter().filter(move |s| {
+            s.ms == ms
+                && s.labels.get("__name__").is_some_and(|n| n == name)
+                && with
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|l| l == v))
+        })
+    }
+
+    /// The sum over the series `select` finds (a workload's classes, say).
+    fn sum(&self, name: &str, ms: i64, with: &[(&str, &str)]) -> f64 {
+        self.select(name, ms, with).map(|s| s.value).sum()
+    }
+
+    /// The one series `select` finds.
+    fn one(&self, name: &str, ms: i64, with: &[(&str, &str)]) -> Option<f64> {
+        self.select(name, ms, with).next().map(|s| s.value)
+    }
+}
+
+/// `text` backfilled with `promtool tsdb create-blocks-from openmetrics` (which must accept
+/// it) and read back with `promtool tsdb dump`.
+fn backfill(text: &str) -> Dump {
     let work = TempDir::new("om-blocks");
     let input = work.0.join("export.om");
-    std::fs::write(&input, &text).expect("write");
+    std::fs::write(&input, text).expect("write");
     let blocks = work.0.join("blocks");
     let made = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
@@ -74,94 +121,55 @@ fn openmetrics_backfills_into_prometheus_exactly() {
         .output()
         .expect("promtool dump");
     assert!(dump.status.success());
-    let dump = String::from_utf8_lossy(&dump.stdout);
-    // {__name__="…_total", cgroup="…", protocol="tcp"} VALUE MS
-    // Prometheus keeps float64 samples: exact for counters below 2^53, which these are.
-    let mut got: HashMap<(String, String, i64), f64> = HashMap::new();
-    for line in dump.lines() {
-        let (labels, rest) = line.rsplit_once("} ").expect("dump line");
-        let mut it = rest.split(' ');
-        let v: f64 = it.next().and_then(|v| v.parse().ok()).expect("value");
-        let t: i64 = it.next().and_then(|v| v.parse().ok()).expect("time");
-        let name = labels
-            .split("__name__=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .expect("name")
-            .to_string();
-        let cgroup = labels
-            .split("cgroup=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap_or_default()
-            .to_string();
-        got.insert((name, cgroup, t), v);
-    }
+    Dump::parse(&String::from_utf8_lossy(&dump.stdout))
+}
+
+/// Each workload's TCP traffic at each frame (summed over its classes), exactly.
+fn check_traffic(dump: &Dump, rs: &[Report]) {
     let mut checked = 0;
-    for r in &rs {
+    for r in rs {
         let ms = r.timestamp.timestamp_millis();
-        for w in &r.workloads {
+        for w in r.workloads.iter().filter(|w| w.traffic.tcp.bytes_out > 0) {
             let c = w.traffic.tcp;
-            if c.bytes_out == 0 {
-                continue;
-            }
-            // With classes on, the series are per destination_class: sum them.
-            let sum = |fam: &str| -> f64 {
-                dump.lines()
-                    .filter(|l| {
-                        l.contains(&format!("__name__=\"{fam}\""))
-                            && l.contains(&format!("cgroup=\"{}\"", w.name))
-                            && l.ends_with(&format!(" {ms}"))
-                    })
-                    .map(|l| {
-                        l.rsplit(' ')
-                            .nth(1)
-                            .and_then(|v| v.parse::<f64>().ok())
-                            .unwrap_or(0.0)
-                    })
-                    .sum()
-            };
+            let cg = [("cgroup", w.name.as_str())];
             assert_eq!(
-                sum("procnetmon_network_transmit_bytes_total"),
+                dump.sum("procnetmon_network_transmit_bytes_total", ms, &cg),
                 c.bytes_out as f64
             );
             assert_eq!(
-                sum("procnetmon_network_receive_packets_total"),
+                dump.sum("procnetmon_network_receive_packets_total", ms, &cg),
                 c.packets_in as f64
             );
             checked += 1;
         }
     }
     assert!(checked >= 30, "{checked}");
-    // Every class of every frame is there with the exact value.
-    let r = &rs[17];
+}
+
+/// Every class of a frame's first workload, with the exact value.
+fn check_classes(dump: &Dump, r: &Report) {
     let w = &r.workloads[0];
+    let ms = r.timestamp.timestamp_millis();
     for c in w.classes.iter().flatten() {
-        let key = (
-            "procnetmon_network_transmit_bytes_total".to_string(),
-            w.name.clone(),
-            r.timestamp.timestamp_millis(),
-        );
-        let class_label = format!("destination_class=\"{}\"", c.class);
-        let v: f64 = dump
-            .lines()
-            .filter(|l| l.contains(&class_label) && l.contains(&format!("cgroup=\"{}\"", key.1)))
-            .filter(|l| {
-                l.contains(&format!("__name__=\"{}\"", key.0))
-                    && l.ends_with(&format!(" {}", key.2))
-            })
-            .filter_map(|l| l.rsplit(' ').nth(1)?.parse().ok())
-            .next()
+        let with = [
+            ("cgroup", w.name.as_str()),
+            ("destination_class", c.class.as_str()),
+        ];
+        let v = dump
+            .one("procnetmon_network_transmit_bytes_total", ms, &with)
             .expect("the class's sample");
         assert_eq!(v, c.by_protocol.tcp.bytes_out as f64, "{}", c.class);
     }
-    // TCP health: each workload's counters and RTT histogram at each frame, exactly.
-    let mut health_checked = 0;
-    for r in &rs {
+}
+
+/// TCP health: each workload's counters and RTT sample count at each frame, exactly.
+fn check_health(dump: &Dump, rs: &[Report]) {
+    let mut checked = 0;
+    for r in rs {
         let ms = r.timestamp.timestamp_millis();
         for w in r.workloads.iter().filter(|w| w.row.health.rtt.count() > 0) {
             let h = &w.row.health;
-            let at = |fam: &str| got.get(&(fam.to_string(), w.name.clone(), ms)).copied();
+            let at = |fam: &str| dump.one(fam, ms, &[("cgroup", w.name.as_str())]);
             assert_eq!(
                 at("procnetmon_tcp_connect_failures_total"),
                 Some(h.connect_failures as f64),
@@ -176,34 +184,33 @@ fn openmetrics_backfills_into_prometheus_exactly() {
                 at("procnetmon_tcp_rtt_seconds_count"),
                 Some(h.rtt.count() as f64)
             );
-            health_checked += 1;
+            checked += 1;
         }
     }
-    assert!(health_checked >= 30, "{health_checked}");
-    // The histogram's buckets are cumulative and end at the count (+Inf).
-    let last = rs.last().expect("a report");
-    let w = last
+    assert!(checked >= 30, "{checked}");
+}
+
+/// The RTT histogram of a frame's first workload with samples: its buckets are cumulative
+/// and end at the count (`+Inf`).
+fn check_rtt_buckets(dump: &Dump, r: &Report) {
+    let w = r
         .workloads
         .iter()
         .find(|w| w.row.health.rtt.count() > 0)
         .expect("a workload with RTT samples");
-    let ms = last.timestamp.timestamp_millis();
+    let ms = r.timestamp.timestamp_millis();
+    let cg = [("cgroup", w.name.as_str())];
     // (le, samples), in the order of le (the dump sorts labels as text).
     let mut buckets: Vec<(f64, f64)> = dump
-        .lines()
-        .filter(|l| {
-            l.contains("__name__=\"procnetmon_tcp_rtt_seconds_bucket\"")
-                && l.contains(&format!("cgroup=\"{}\"", w.name))
-                && l.ends_with(&format!(" {ms}"))
-        })
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+        .select("procnetmon_tcp_rtt_seconds_bucket", ms, &cg)
+        .filter_map(|s| {
+            let le = s.labels.get("le")?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {
                 le.parse().ok()?
             };
-            Some((le, l.rsplit(' ').nth(1)?.parse().ok()?))
+            Some((le, s.value))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -214,7 +221,30 @@ fn openmetrics_backfills_into_prometheus_exactly() {
         Some(w.row.health.rtt.count() as f64)
     );
     assert!(buckets[0].1 < buckets[buckets.len() - 1].1, "{buckets:?}");
-    assert!(!got.is_empty());
+}
+
+/// Backfills the export with `promtool tsdb create-blocks-from openmetrics` and reads every
+/// sample back with `promtool tsdb dump`: each recorded counter, at each frame's time,
+/// exactly; each class; TCP health with its histogram.
+#[test]
+fn openmetrics_backfills_into_prometheus_exactly() {
+    if !have("promtool") {
+        return;
+    }
+    let d = TempDir::new("om");
+    let rs = reports(30, 0);
+    record(&d.0, &rs);
+    let rec = Recording::open(&d.0).expect("open");
+    let mut text = Vec::new();
+    super::export::openmetrics(&rec, None, None, &mut text).expect("export");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(text.ends_with("# EOF\n"));
+    let dump = backfill(&text);
+    assert!(!dump.0.is_empty());
+    check_traffic(&dump, &rs);
+    check_classes(&dump, &rs[17]);
+    check_health(&dump, &rs);
+    check_rtt_buckets(&dump, rs.last().expect("a report"));
 }
 
 #[test]
