@@ -50,23 +50,41 @@ fn cgroup_skb_loads(insns: &[Insn]) -> bool {
         license: license.as_ptr() as u64,
         ..ProgLoadAttr::default()
     };
-    // SAFETY: bpf(2) with a valid attribute of the size passed; `insns` and `license` outlive
-    // the call. Neither nix nor rustix wraps bpf(2).
-    let fd = unsafe {
+    // SAFETY: a valid BPF_PROG_LOAD attribute; `insns` and `license` outlive the call.
+    match unsafe { sys_bpf(BPF_PROG_LOAD, &attr) } {
+        Err(e) => {
+            log::debug!("probe program refused: {e}");
+            false
+        }
+        Ok(fd) => {
+            // SAFETY: the kernel just returned this descriptor to us; dropping it frees the
+            // program.
+            drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            true
+        }
+    }
+}
+
+/// `bpf(cmd, attr)`, for the few calls aya does not expose (a probe's load here, the cgroup
+/// storage's update in `whole.rs`). Neither nix nor rustix wraps bpf(2).
+///
+/// # Safety
+/// `attr` must be the `#[repr(C)]` attribute of `cmd`, every pointer in it valid for the call.
+pub(super) unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &A) -> std::io::Result<libc::c_long> {
+    // SAFETY: the caller's contract; the size passed is the attribute's own.
+    let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &raw const attr,
-            std::mem::size_of::<ProgLoadAttr>(),
+            cmd,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<A>(),
         )
     };
-    if fd < 0 {
-        log::debug!("probe program refused: {}", std::io::Error::last_os_error());
-        return false;
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
     }
-    // SAFETY: the kernel just returned this descriptor to us; dropping it frees the program.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    true
 }
 
 /// Environment variable that, set to `0`, makes `-i` use the stamped-namespace path of older

@@ -93,19 +93,9 @@ impl WholeMaps {
             value: (&raw const slot) as u64,
             flags: BPF_EXIST,
         };
-        // SAFETY: bpf(2) with a valid attribute of the size passed; the key and the 4-byte
-        // value (the map's value size) outlive the call. Neither nix nor rustix wraps bpf(2).
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_ELEM,
-                &raw const attr,
-                std::mem::size_of::<ElemAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // SAFETY: a valid BPF_MAP_UPDATE_ELEM attribute; the key and the 4-byte value (the
+        // map's value size) outlive the call.
+        unsafe { super::features::sys_bpf(BPF_MAP_UPDATE_ELEM, &attr) }?;
         Ok(())
     }
 }
