@@ -121,17 +121,8 @@ fn program(
                 insn(0x15, 2, 0, 20, 0),     // if r2 == 0 goto out
             ]);
             p.extend(storage_get_or_create(sk_fd)); // r0 = the socket's value (slot 0)
-            p.extend([
-                insn(0x15, 0, 0, 12, 0),                       // if r0 == 0 goto out
-                insn(0x61, 1, 0, 0, 0),                        // r1 = *(u32 *)(r0 + 0) (slot)
-                insn(0x63, 10, 1, -4, 0),                      // *(u32 *)(r10 - 4) = r1
-                insn(0xbf, 2, 10, 0, 0),                       // r2 = r10
-                insn(0x07, 2, 0, 0, -4),                       // r2 += -4
-                insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),   // r1 = map
-                insn(0x00, 0, 0, 0, 0),                        //
-                insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // call bpf_map_lookup_elem
-                insn(0x15, 0, 0, 4, 0),                        // if r0 == 0 goto out
-            ]);
+            p.push(insn(0x15, 0, 0, 12, 0)); // if r0 == 0 goto out
+            p.extend(counter_of_slot(map_fd, past_add));
             p.extend(add);
         }
         Variant::CgroupId => {
@@ -147,20 +138,29 @@ fn program(
                 insn(0x00, 0, 0, 0, 0),                     //
                 insn(0xb7, 2, 0, 0, 0),                     // r2 = 0 (flags)
                 insn(0x85, 0, 0, 0, BPF_FUNC_GET_LOCAL_STORAGE), // never null
-                insn(0x61, 1, 0, 0, 0),                     // r1 = *(u32 *)(r0 + 0) (slot)
-                insn(0x63, 10, 1, -4, 0),                   // *(u32 *)(r10 - 4) = r1
-                insn(0xbf, 2, 10, 0, 0),                    // r2 = r10
-                insn(0x07, 2, 0, 0, -4),                    // r2 += -4
-                insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
-                insn(0x00, 0, 0, 0, 0),                     //
-                insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // call bpf_map_lookup_elem
-                insn(0x15, 0, 0, past_add, 0),              // if r0 == 0 goto out
             ]);
+            p.extend(counter_of_slot(map_fd, past_add));
             p.extend(add);
         }
     }
     p.extend(ret);
     p
+}
+
+/// r0 = the counter keyed by the slot a value at r0 holds (a socket's, or the attach point's
+/// storage), jumping `past_add` instructions past the block (to `out`) when there is none.
+/// Eight instructions (jump offsets around it count them).
+fn counter_of_slot(map_fd: RawFd, past_add: i16) -> [u64; 8] {
+    [
+        insn(0x61, 1, 0, 0, 0),                        // r1 = *(u32 *)(r0 + 0) (slot)
+        insn(0x63, 10, 1, -4, 0),                      // *(u32 *)(r10 - 4) = r1
+        insn(0xbf, 2, 10, 0, 0),                       // r2 = r10
+        insn(0x07, 2, 0, 0, -4),                       // r2 += -4
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),   // r1 = map
+        insn(0x00, 0, 0, 0, 0),                        //
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, past_add, 0),                 // if r0 == 0 goto out
+    ]
 }
 
 /// The add into the counter at r0 (r6: the context). The first three variants add the bytes
