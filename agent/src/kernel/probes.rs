@@ -1398,75 +1398,60 @@ mod map_size_tests {
             },
             ..Knobs::default()
         };
+        // One entry of everything, no classes: what a map the run does not use gets.
+        let one = MapSizes {
+            class_count: 0,
+            class_totals: 1,
+            cgroup_totals: 1,
+            ifaces: 1,
+            target_totals: 1,
+            target_pids: 1,
+            node_health: 1,
+            dns_pending: 1,
+            rtt_seen: 1,
+        };
         let cases = [
-            // (knobs, class_count, class_totals, cgroup_totals, ifaces, target_totals,
-            //  target_pids, node_health, dns_pending, rtt_seen)
-            (pids, 0, 1, 1, 1, 2, MAX_TARGET_PIDS, 1, 1, 1),
+            (
+                pids,
+                MapSizes {
+                    target_totals: 2,
+                    target_pids: MAX_TARGET_PIDS,
+                    ..one
+                },
+            ),
             (
                 pids_dns,
-                0,
-                1,
-                1,
-                1,
-                2,
-                MAX_TARGET_PIDS,
-                1,
-                MAX_DNS_PENDING,
-                1,
+                MapSizes {
+                    target_totals: 2,
+                    target_pids: MAX_TARGET_PIDS,
+                    dns_pending: MAX_DNS_PENDING,
+                    ..one
+                },
             ),
             (
                 all_i_classes,
-                5,
-                1,
-                knobs::cgroup_key_capacity(5),
-                knobs::MAX_IFACES,
-                1,
-                1,
-                MAX_NODE_HEALTH,
-                1,
-                2 * RTT_SEEN_SLOTS / 8,
+                MapSizes {
+                    class_count: 5,
+                    cgroup_totals: knobs::cgroup_key_capacity(5),
+                    ifaces: knobs::MAX_IFACES,
+                    node_health: MAX_NODE_HEALTH,
+                    rtt_seen: 2 * RTT_SEEN_SLOTS / 8,
+                    ..one
+                },
             ),
             (
                 cgroups_with_classes,
-                5,
-                15,
-                1,
-                1,
-                3,
-                1,
-                1,
-                1,
-                2 * RTT_SEEN_SLOTS / 8,
+                MapSizes {
+                    class_count: 5,
+                    class_totals: 15,
+                    target_totals: 3,
+                    rtt_seen: 2 * RTT_SEEN_SLOTS / 8,
+                    ..one
+                },
             ),
         ];
-        for (
-            k,
-            class_count,
-            class_totals,
-            cgroup_totals,
-            ifaces,
-            target_totals,
-            target_pids,
-            node_health,
-            dns_pending,
-            rtt_seen,
-        ) in cases
-        {
-            assert_eq!(
-                MapSizes::for_knobs(&k),
-                MapSizes {
-                    class_count,
-                    class_totals,
-                    cgroup_totals,
-                    ifaces,
-                    target_totals,
-                    target_pids,
-                    node_health,
-                    dns_pending,
-                    rtt_seen,
-                },
-                "{k:?}"
-            );
+        for (k, want) in cases {
+            assert_eq!(MapSizes::for_knobs(&k), want, "{k:?}");
         }
     }
 }
